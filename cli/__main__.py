@@ -1,0 +1,3 @@
+from dsinfra.cli.main import run
+
+run()

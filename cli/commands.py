@@ -1,0 +1,3 @@
+"""Imports every command module so their commands attach to the root app."""
+
+from dsinfra.cli import stacks  # noqa: F401

@@ -1,0 +1,47 @@
+"""``dsinfra stacks``: the stack files of this project and their validated settings."""
+
+from __future__ import annotations
+
+import typer
+
+from dsinfra.cli.main import app
+
+
+@app.command("stacks")
+def list_stacks_command(
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """List the stacks in stacks/ with tier, instances, model and budget (validates each)."""
+    from dsinfra.cli.output import console, print_json
+    from dsinfra.stackfiles import find_project_dir, list_stacks, load_stack
+
+    project = find_project_dir()
+    configs = [load_stack(name, project) for name in list_stacks(project)]
+    rows = [
+        {
+            "stack": c.stack,
+            "tier": c.tier,
+            "region": c.region,
+            "instance_type": c.resolved_instance_type,
+            "node_count": c.resolved_node_count,
+            "model": c.resolved_model,
+            "engine": c.engine.name,
+            "budget_usd": c.budget.amount_usd,
+            "budget_period": c.budget.period,
+            "on_exceed": c.budget.on_exceed,
+            "protect": c.protect,
+        }
+        for c in configs
+    ]
+    if as_json:
+        print_json({"project_dir": str(project), "stacks": rows})
+        return
+    from rich.table import Table
+
+    table = Table("stack", "tier", "region", "nodes", "model", "budget", "on exceed")
+    for r in rows:
+        table.add_row(r["stack"], r["tier"], r["region"],
+                      f"{r['node_count']}x {r['instance_type']}", r["model"],
+                      f"${r['budget_usd']:,.2f}/{r['budget_period']}",
+                      r["on_exceed"] + (" (protected: notify only)" if r["protect"] else ""))
+    console().print(table)

@@ -1,0 +1,187 @@
+"""Instance catalog: what each supported EC2 type has, and a dated snapshot of what it costs.
+
+Prices change (p5.48xlarge fell from $98.32/h to $55.04/h in 2025-26), so every price carries
+the date it was read and where it came from; ``dsinfra catalog refresh`` replaces the snapshot
+with live Pricing API answers in a local cache, and this bundled snapshot stays the fallback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Literal
+
+HOURS_PER_MONTH = 730  # AWS's own convention for monthly estimates (8,760 h / 12)
+
+PRICES_AS_OF = date(2026, 7, 20)
+PRICE_SOURCE = (
+    "karpenter-provider-aws zz_generated.pricing_aws.go, generated 2026-07-20 from the AWS "
+    "Pricing API (us-east-1)"
+)
+# [KP] is us-east-1 only. AWS prices US West (Oregon) the same as US East (N. Virginia) for
+# these families; that equality is an assumption of the snapshot, recorded per price, until
+# `dsinfra catalog refresh` reads the real us-west-2 answer.
+US_WEST_2_SOURCE = "assumed equal to us-east-1 ([KP] lists us-east-1 only); refresh to confirm"
+
+QuotaFamily = Literal["P", "G", "Standard"]
+EfaInterfaceType = Literal["interface", "efa", "efa-only"]
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """Hardware facts for one EC2 instance type (AWS instance-type guide, Nov 2026)."""
+
+    name: str
+    gpu_model: str | None
+    gpu_count: int
+    gpu_memory_gib: int  # per GPU, as marketed (A10G 24, A100 40/80, H100 80, H200 141)
+    gpu_memory_mib_visible: int  # per GPU, what nvidia-smi reports as total memory
+    vcpus: int
+    memory_gib: int
+    efa_interfaces: int
+    network_cards: int
+    nvme_disks: int
+    nvme_disk_gb: int
+    nvswitch: bool  # GPUs joined by NVSwitch: needs nvidia-fabricmanager on the host
+    fp8_native: bool  # Hopper and Ada have FP8 tensor cores; Ampere (A100, A10G) does not
+    quota_family: QuotaFamily
+
+    @property
+    def has_gpus(self) -> bool:
+        return self.gpu_count > 0
+
+    @property
+    def total_gpu_memory_gib(self) -> int:
+        return self.gpu_count * self.gpu_memory_gib
+
+    @property
+    def family(self) -> str:
+        return self.name.split(".", 1)[0]
+
+
+def _spec(name, gpu_model, gpus, gib, mib, vcpus, ram, efa, cards, nvme, nvme_gb, nvsw, fp8, quota):
+    return InstanceSpec(name, gpu_model, gpus, gib, mib, vcpus, ram, efa, cards, nvme, nvme_gb,
+                        nvsw, fp8, quota)
+
+
+INSTANCE_SPECS: dict[str, InstanceSpec] = {
+    s.name: s
+    for s in (
+        _spec("g5.xlarge", "A10G", 1, 24, 23028, 4, 16, 0, 1, 1, 250, False, False, "G"),
+        _spec("g5.2xlarge", "A10G", 1, 24, 23028, 8, 32, 0, 1, 1, 450, False, False, "G"),
+        _spec("g5.4xlarge", "A10G", 1, 24, 23028, 16, 64, 0, 1, 1, 600, False, False, "G"),
+        _spec("g5.12xlarge", "A10G", 4, 24, 23028, 48, 192, 1, 1, 1, 3800, False, False, "G"),
+        _spec("g5.48xlarge", "A10G", 8, 24, 23028, 192, 768, 1, 1, 2, 3800, False, False, "G"),
+        _spec("g6e.xlarge", "L40S", 1, 48, 46068, 4, 32, 0, 1, 1, 250, False, True, "G"),
+        _spec("p4d.24xlarge", "A100", 8, 40, 40960, 96, 1152, 4, 4, 8, 1000, True, False, "P"),
+        _spec("p4de.24xlarge", "A100", 8, 80, 81920, 96, 1152, 4, 4, 8, 1000, True, False, "P"),
+        _spec("p5.48xlarge", "H100", 8, 80, 81559, 192, 2048, 32, 32, 8, 3800, True, True, "P"),
+        _spec("p5en.48xlarge", "H200", 8, 141, 143771, 192, 2048, 16, 16, 8, 3840, True, True,
+              "P"),
+        # Not a GPU type: the bastion of the private tiers.
+        _spec("t3.micro", None, 0, 0, 0, 2, 1, 0, 1, 0, 0, False, False, "Standard"),
+    )
+}
+
+BASTION_INSTANCE_TYPE = "t3.micro"
+
+_ON_DEMAND_USD_PER_HOUR_US_EAST_1: dict[str, float] = {
+    "g5.xlarge": 1.006,
+    "g5.2xlarge": 1.212,
+    "g5.4xlarge": 1.624,
+    "g5.12xlarge": 5.672,
+    "g5.48xlarge": 16.288,
+    "g6e.xlarge": 1.861,
+    "p4d.24xlarge": 21.957642,
+    "p4de.24xlarge": 27.44705,
+    "p5.48xlarge": 55.04,
+    "p5en.48xlarge": 63.296,
+    "t3.micro": 0.0104,
+}
+
+# Billable items other than instances, USD (us-east-1 public price list).
+_OTHER_PRICES_US_EAST_1: dict[str, float] = {
+    "ebs_gp3_gb_month": 0.08,  # 3,000 IOPS and 125 MB/s included
+    "nat_gateway_hour": 0.045,  # plus $0.045 per GB processed, not estimated
+    "public_ipv4_hour": 0.005,  # every public IPv4, Elastic or auto-assigned, since 2024-02-01
+    "load_balancer_hour": 0.0225,  # Network Load Balancer hour, plus NLCUs, not estimated
+}
+
+
+@dataclass(frozen=True)
+class Price:
+    """One price with its provenance: a number never travels without its date."""
+
+    usd: float
+    unit: str  # "hour" or "GB-month"
+    as_of: date
+    source: str
+
+
+@dataclass(frozen=True)
+class RegionPrices:
+    region: str
+    on_demand_hourly: dict[str, Price]
+    other: dict[str, Price]
+
+
+def _region_prices(region: str, source: str) -> RegionPrices:
+    return RegionPrices(
+        region=region,
+        on_demand_hourly={
+            k: Price(v, "hour", PRICES_AS_OF, source)
+            for k, v in _ON_DEMAND_USD_PER_HOUR_US_EAST_1.items()
+        },
+        other={
+            k: Price(v, "GB-month" if k.endswith("gb_month") else "hour", PRICES_AS_OF, source)
+            for k, v in _OTHER_PRICES_US_EAST_1.items()
+        },
+    )
+
+
+BUNDLED_PRICES: dict[str, RegionPrices] = {
+    "us-east-1": _region_prices("us-east-1", PRICE_SOURCE),
+    "us-west-2": _region_prices("us-west-2", US_WEST_2_SOURCE),
+}
+
+SUPPORTED_REGIONS: tuple[str, ...] = tuple(BUNDLED_PRICES)
+GPU_INSTANCE_TYPES: tuple[str, ...] = tuple(n for n, s in INSTANCE_SPECS.items() if s.has_gpus)
+
+
+def instance_spec(name: str) -> InstanceSpec:
+    """The spec of ``name``; KeyError when the catalog does not carry it."""
+    return INSTANCE_SPECS[name]
+
+
+def on_demand_price(region: str, instance_type: str,
+                    prices: dict[str, RegionPrices] | None = None) -> Price:
+    """On-demand Linux price per hour; KeyError for an unknown region or type."""
+    return (prices or BUNDLED_PRICES)[region].on_demand_hourly[instance_type]
+
+
+def other_price(region: str, item: str, prices: dict[str, RegionPrices] | None = None) -> Price:
+    return (prices or BUNDLED_PRICES)[region].other[item]
+
+
+@dataclass(frozen=True)
+class EfaInterface:
+    network_card_index: int
+    device_index: int
+    interface_type: EfaInterfaceType
+
+
+def efa_layout(spec: InstanceSpec) -> list[EfaInterface]:
+    """The network interfaces to request at launch, as AWS documents them per instance type.
+
+    p5/p5e/p5en: card 0 device 0 carries the IP (ENA ``interface``) and card 0 device 1 plus
+    device 0 of every other card are ``efa-only`` (AWS's current layout; efa-only saves one
+    private IP per card). p4d/p4de predate efa-only support: ``efa`` on each of the 4 cards.
+    Types with a single EFA use one ``efa`` interface on card 0.
+    """
+    if spec.efa_interfaces == 0:
+        return [EfaInterface(0, 0, "interface")]
+    if spec.family in ("p5", "p5e", "p5en"):
+        layout = [EfaInterface(0, 0, "interface"), EfaInterface(0, 1, "efa-only")]
+        layout += [EfaInterface(card, 0, "efa-only") for card in range(1, spec.network_cards)]
+        return layout
+    return [EfaInterface(card, 0, "efa") for card in range(spec.efa_interfaces)]

@@ -1,0 +1,289 @@
+"""The one schema for every ``dsinfra:*`` stack config key.
+
+Everything a stack file says is parsed here, before any resource, API call or SSH session
+exists. A bad value becomes a single ``ConfigError`` naming the key, the value and what is
+allowed; callers turn that into exit status 2.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from datetime import datetime, timedelta, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from dsinfra.catalog import GPU_INSTANCE_TYPES, INSTANCE_SPECS, SUPPORTED_REGIONS
+from dsinfra.errors import ConfigError
+
+Tier = Literal["dev", "prod", "distributed"]
+Precision = Literal["bf16", "fp16", "fp8", "int8", "int4"]
+OnExceed = Literal["notify", "stop", "destroy"]
+BudgetPeriod = Literal["month", "total"]
+
+TIER_DEFAULTS: dict[str, tuple[str, int]] = {
+    "dev": ("g5.2xlarge", 1),
+    "prod": ("p4d.24xlarge", 1),
+    "distributed": ("p5.48xlarge", 2),
+}
+TIER_DEFAULT_MODEL: dict[str, str] = {
+    "dev": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B",
+    "prod": "deepseek-ai/DeepSeek-R1-Distill-Llama-70B",
+    "distributed": "deepseek-ai/DeepSeek-R1",
+}
+ENGINE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "vllm": {"image": "vllm/vllm-openai:v0.11.0", "port": 8000, "healthPath": "/health"},
+    "sglang": {"image": "lmsysorg/sglang:v0.4.6.post1-cu124", "port": 30000,
+               "healthPath": "/health"},
+}
+_PINNED_IMAGE = re.compile(r"^[\w.\-/:]+(:[\w][\w.\-]{0,127}|@sha256:[0-9a-f]{64})$")
+_TAG_KEY = re.compile(r"^[\w .:/=+\-@]{1,128}$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class BudgetConfig(_Model):
+    amount_usd: float = Field(alias="amountUsd", ge=0,
+                              description="Spend limit in USD for the period")
+    period: BudgetPeriod = Field("month", description="month: calendar month to date (UTC); "
+                                 "total: since the stack's first resource")
+    on_exceed: OnExceed = Field("notify", alias="onExceed",
+                                description="What the cost check does at or over budget")
+    warn_at: float = Field(0.8, alias="warnAt", gt=0, le=1,
+                           description="Fraction of the budget that triggers a warning")
+
+
+class EngineConfig(_Model):
+    """The inference server. ``custom`` runs any image, e.g. the article's own
+    ``python3 serve.py --model_path /app/model --port 8080`` container."""
+
+    name: Literal["vllm", "sglang", "custom"] = "vllm"
+    image: str | None = None
+    command: list[str] | None = None
+    port: int | None = Field(None, ge=1, le=65535)
+    health_path: str = Field("/health", alias="healthPath", pattern=r"^/")
+    extra_args: list[str] = Field(default_factory=list, alias="extraArgs")
+
+    @model_validator(mode="after")
+    def _custom_needs_image_and_port(self) -> "EngineConfig":
+        if self.name == "custom" and (not self.image or not self.port):
+            raise ValueError("engine 'custom' needs image and port (command and healthPath "
+                             "are optional)")
+        return self
+
+
+class StackConfig(_Model):
+    """All ``dsinfra:*`` keys of one stack. Field aliases are the keys as written in YAML."""
+
+    stack: str = Field(description="The stack name (from the file name)")
+    tier: Tier
+    region: str = "us-east-1"
+    instance_type: str | None = Field(None, alias="instanceType")
+    node_count: int | None = Field(None, alias="nodeCount", ge=1, le=64)
+    model: str | None = None
+    precision: Precision = "bf16"
+    max_model_len: int = Field(8192, alias="maxModelLen", ge=256, le=1_048_576)
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+    engine_image: str | None = Field(None, alias="engineImage")
+    api_port: int | None = Field(None, alias="apiPort", ge=1, le=65535)
+    budget: BudgetConfig
+    ttl_hours: float | None = Field(None, alias="ttlHours", gt=0)
+    protect: bool = False
+    ssh_allowed_cidrs: list[str] = Field(default_factory=list, alias="sshAllowedCidrs")
+    api_allowed_cidrs: list[str] = Field(default_factory=list, alias="apiAllowedCidrs")
+    ssh_public_key: str | None = Field(None, alias="sshPublicKey")
+    root_volume_gib: int = Field(200, alias="rootVolumeGiB", ge=30, le=16384)
+    ami_id: str | None = Field(None, alias="amiId", pattern=r"^ami-[0-9a-f]{8,17}$")
+    availability_zone: str | None = Field(None, alias="availabilityZone")
+    spot: bool = False
+    capacity_reservation_id: str | None = Field(None, alias="capacityReservationId",
+                                                pattern=r"^cr-[0-9a-f]{8,17}$")
+    owner: str = "unknown"
+    tags: dict[str, str] = Field(default_factory=dict)
+    expires_at: datetime | None = Field(None, alias="expiresAt",
+                                        description="Pinned by `dsinfra up` from ttlHours")
+
+    @field_validator("engine", mode="before")
+    @classmethod
+    def _engine_shorthand(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+    @field_validator("region")
+    @classmethod
+    def _known_region(cls, value: str) -> str:
+        if value not in SUPPORTED_REGIONS:
+            raise ValueError(f"one of {', '.join(SUPPORTED_REGIONS)} (the regions the price "
+                             "catalog covers)")
+        return value
+
+    @field_validator("instance_type")
+    @classmethod
+    def _gpu_instance(cls, value: str | None) -> str | None:
+        if value is not None and (value not in INSTANCE_SPECS
+                                  or not INSTANCE_SPECS[value].has_gpus):
+            raise ValueError(f"a GPU instance type from the catalog: "
+                             f"{', '.join(GPU_INSTANCE_TYPES)}")
+        return value
+
+    @field_validator("ssh_allowed_cidrs")
+    @classmethod
+    def _ssh_not_world(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            _parse_cidr("sshAllowedCidrs", cidr)
+            if ipaddress.ip_network(cidr, strict=False).prefixlen == 0:
+                raise _KeyedValueError("sshAllowedCidrs", cidr,
+                                       "CIDR blocks narrower than the whole internet (SSH is "
+                                       "never opened to 0.0.0.0/0 or ::/0; use a bastion or SSM)")
+        return value
+
+    @field_validator("api_allowed_cidrs")
+    @classmethod
+    def _valid_cidrs(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            _parse_cidr("apiAllowedCidrs", cidr)
+        return value
+
+    @field_validator("engine_image")
+    @classmethod
+    def _pinned(cls, value: str | None) -> str | None:
+        if value is not None and (not _PINNED_IMAGE.match(value) or value.endswith(":latest")):
+            raise ValueError("an image with a pinned tag or digest, e.g. "
+                             "vllm/vllm-openai:v0.11.0 (not :latest, not untagged)")
+        return value
+
+    @field_validator("ssh_public_key")
+    @classmethod
+    def _openssh_key(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(
+                r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/=]+( .*)?$",
+                value.strip()):
+            raise ValueError("an OpenSSH public key line (ssh-ed25519 AAAA... or ssh-rsa AAAA...)")
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def _user_tags(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, tag_value in value.items():
+            if key.lower().startswith(("dsinfra:", "aws:")):
+                raise ValueError("tag keys outside the reserved dsinfra: and aws: prefixes")
+            if not _TAG_KEY.match(key) or len(str(tag_value)) > 256:
+                raise ValueError("AWS tag keys of 1-128 characters (letters, digits, spaces, "
+                                 "_ . : / = + - @) with values up to 256 characters")
+        if len(value) > 40:
+            raise ValueError("at most 40 user tags (AWS allows 50 per resource, dsinfra uses 10)")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> "StackConfig":
+        if self.spot and self.tier != "dev":
+            raise _KeyedValueError("spot", self.spot,
+                                   "true only on the dev tier (prod and distributed run "
+                                   "on-demand or on a capacity reservation)")
+        if self.availability_zone and not self.availability_zone.startswith(self.region):
+            raise _KeyedValueError("availabilityZone", self.availability_zone,
+                                   f"an availability zone of region {self.region}, e.g. "
+                                   f"{self.region}a")
+        if self.capacity_reservation_id and self.spot:
+            raise _KeyedValueError("capacityReservationId", self.capacity_reservation_id,
+                                   "no capacity reservation together with spot")
+        return self
+
+    # Tier defaults are derived rather than stored so a stack file stays minimal.
+    @property
+    def resolved_instance_type(self) -> str:
+        return self.instance_type or TIER_DEFAULTS[self.tier][0]
+
+    @property
+    def resolved_node_count(self) -> int:
+        return self.node_count or TIER_DEFAULTS[self.tier][1]
+
+    @property
+    def resolved_model(self) -> str:
+        return self.model or TIER_DEFAULT_MODEL[self.tier]
+
+    @property
+    def resolved_engine_image(self) -> str:
+        return self.engine_image or self.engine.image or ENGINE_DEFAULTS[self.engine.name]["image"]
+
+    @property
+    def engine_port(self) -> int:
+        return self.engine.port or ENGINE_DEFAULTS[self.engine.name]["port"]
+
+    @property
+    def resolved_api_port(self) -> int:
+        return self.api_port or self.engine_port
+
+    def expiry(self, now: datetime | None = None) -> datetime | None:
+        """When the stack's TTL runs out: the pinned ``expiresAt``, else now + ``ttlHours``."""
+        if self.expires_at is not None:
+            return self.expires_at if self.expires_at.tzinfo else \
+                self.expires_at.replace(tzinfo=timezone.utc)
+        if self.ttl_hours is None:
+            return None
+        return (now or datetime.now(timezone.utc)) + timedelta(hours=self.ttl_hours)
+
+
+class _KeyedValueError(ValueError):
+    """A cross-field rule that knows which key it is about."""
+
+    def __init__(self, key: str, value: Any, allowed: str) -> None:
+        super().__init__(allowed)
+        self.key, self.value, self.allowed = key, value, allowed
+
+
+def _parse_cidr(key: str, cidr: str) -> None:
+    try:
+        ipaddress.ip_network(cidr, strict=True)
+    except (ValueError, TypeError):
+        raise _KeyedValueError(key, cidr, "CIDR blocks such as 203.0.113.0/24 or 2001:db8::/32 "
+                               "(host bits zero)") from None
+
+
+# Display names for fields, in the user's spelling.
+_ALIASES: dict[str, str] = {
+    name: (field.alias or name) for name, field in StackConfig.model_fields.items()
+}
+CONFIG_KEYS: tuple[str, ...] = tuple(a for n, a in _ALIASES.items() if n != "stack")
+
+
+def parse_stack_config(stack: str, values: dict[str, Any], *, source: str | None = None
+                       ) -> StackConfig:
+    """Validate the ``dsinfra:*`` values (namespace already stripped) of one stack."""
+    unknown = sorted(set(values) - set(CONFIG_KEYS))
+    if unknown:
+        key = unknown[0]
+        raise ConfigError(f"dsinfra:{key}", values[key],
+                          f"known keys are {', '.join(CONFIG_KEYS)}", source=source)
+    try:
+        return StackConfig.model_validate({"stack": stack, **values})
+    except ValidationError as exc:
+        raise _config_error(exc, values, source) from None
+
+
+def _config_error(exc: ValidationError, values: dict[str, Any], source: str | None) -> ConfigError:
+    error = exc.errors(include_url=False)[0]
+    ctx_error = (error.get("ctx") or {}).get("error")
+    if isinstance(ctx_error, _KeyedValueError):
+        return ConfigError(f"dsinfra:{ctx_error.key}", ctx_error.value, ctx_error.allowed,
+                           source=source)
+    path = [str(p) for p in error["loc"]]
+    # Drop pydantic's union/validator tags so the key reads as the user wrote it.
+    path = [p for p in path if not p.startswith(("function-", "tagged-union"))]
+    key = "dsinfra:" + ".".join(path) if path else "dsinfra:<stack>"
+    value: Any = values
+    for part in path:
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            value = error.get("input")
+            break
+    allowed = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "missing":
+        allowed = "a value is required for this key"
+        value = None
+    return ConfigError(key, value, allowed, source=source)

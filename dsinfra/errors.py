@@ -1,0 +1,50 @@
+"""Error kinds and the exit status each one maps to.
+
+Users must be able to tell "you asked for something invalid" from "AWS said no" from "dsinfra
+has a bug", in scripts as well as on screen, so each kind has its own exit status.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_BUG = 1
+EXIT_USER_ERROR = 2
+EXIT_CLOUD_ERROR = 3
+EXIT_INTERRUPTED = 130
+
+
+class DsinfraError(Exception):
+    """An expected failure with a message meant for the user (no traceback)."""
+
+    exit_code = EXIT_BUG
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}\n{self.hint}"
+
+
+class UserError(DsinfraError):
+    """Bad input: a flag, an argument, a config value, a missing file."""
+
+    exit_code = EXIT_USER_ERROR
+
+
+class ConfigError(UserError):
+    """A stack config value that is not allowed: names the key, the value and what is allowed."""
+
+    def __init__(self, key: str, value: object, allowed: str, *, source: str | None = None) -> None:
+        where = f" in {source}" if source else ""
+        super().__init__(f"invalid value for {key}{where}: {value!r}; allowed: {allowed}")
+        self.key = key
+        self.value = value
+        self.allowed = allowed
+
+
+class CloudError(DsinfraError):
+    """AWS (or the Pulumi engine) refused or failed; the request itself was valid."""
+
+    exit_code = EXIT_CLOUD_ERROR

@@ -1,0 +1,73 @@
+"""Stack config validation: every bad value stops at the door with the key named."""
+
+from __future__ import annotations
+
+import pytest
+
+from dsinfra.config import parse_stack_config
+from dsinfra.errors import ConfigError
+from dsinfra.stackfiles import load_stack
+
+BASE = {"tier": "dev", "budget": {"amountUsd": 100}}
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod", "distributed"])
+def test_shipped_stacks_are_valid(stack, project_dir):
+    config = load_stack(stack, project_dir)
+    assert config.tier == stack
+
+
+def test_tier_defaults_fill_instance_type_and_count():
+    assert parse_stack_config("s", {"tier": "dev", "budget": {"amountUsd": 1}}
+                              ).resolved_instance_type == "g5.2xlarge"
+    prod = parse_stack_config("s", {"tier": "prod", "budget": {"amountUsd": 1}})
+    assert (prod.resolved_instance_type, prod.resolved_node_count) == ("p4d.24xlarge", 1)
+    dist = parse_stack_config("s", {"tier": "distributed", "budget": {"amountUsd": 1}})
+    assert (dist.resolved_instance_type, dist.resolved_node_count) == ("p5.48xlarge", 2)
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "value"),
+    [
+        ({"tier": "staging"}, "dsinfra:tier", "staging"),
+        ({"instanceType": "t3.micro"}, "dsinfra:instanceType", "t3.micro"),
+        ({"instanceType": "x9.huge"}, "dsinfra:instanceType", "x9.huge"),
+        ({"nodeCount": 0}, "dsinfra:nodeCount", 0),
+        ({"sshAllowedCidrs": ["10.0.0.0/33"]}, "dsinfra:sshAllowedCidrs", "10.0.0.0/33"),
+        ({"sshAllowedCidrs": ["0.0.0.0/0"]}, "dsinfra:sshAllowedCidrs", "0.0.0.0/0"),
+        ({"sshAllowedCidrs": ["::/0"]}, "dsinfra:sshAllowedCidrs", "::/0"),
+        ({"budget": {"amountUsd": -5}}, "dsinfra:budget.amountUsd", -5),
+        ({"budget": {"amountUsd": 5, "onExceed": "explode"}}, "dsinfra:budget.onExceed",
+         "explode"),
+        ({"tier": "prod", "spot": True}, "dsinfra:spot", True),
+        ({"region": "eu-north-9"}, "dsinfra:region", "eu-north-9"),
+        ({"precision": "fp4"}, "dsinfra:precision", "fp4"),
+        ({"engineImage": "vllm/vllm-openai:latest"}, "dsinfra:engineImage",
+         "vllm/vllm-openai:latest"),
+        ({"tags": {"dsinfra:stack": "other"}}, "dsinfra:tags", None),
+        ({"instanceTyp": "g5.xlarge"}, "dsinfra:instanceTyp", "g5.xlarge"),
+    ],
+)
+def test_bad_value_names_key_and_value(override, key, value):
+    with pytest.raises(ConfigError) as caught:
+        parse_stack_config("s", {**BASE, **override})
+    assert caught.value.key == key
+    if value is not None:
+        assert caught.value.value == value
+    assert "allowed:" in str(caught.value)
+
+
+def test_custom_engine_expresses_the_articles_serve_py_container():
+    config = parse_stack_config("s", {**BASE, "engine": {
+        "name": "custom", "image": "registry.example.com/deepseek-serve:1.0",
+        "command": ["python3", "serve.py", "--model_path", "/app/model", "--port", "8080"],
+        "port": 8080, "healthPath": "/health"}})
+    assert config.engine.command[-1] == "8080"
+    assert config.resolved_api_port == 8080
+    assert config.resolved_engine_image == "registry.example.com/deepseek-serve:1.0"
+
+
+def test_custom_engine_without_image_is_refused():
+    with pytest.raises(ConfigError) as caught:
+        parse_stack_config("s", {**BASE, "engine": {"name": "custom"}})
+    assert caught.value.key == "dsinfra:engine"
