@@ -13,3 +13,62 @@ PROJECT_DIR = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def project_dir() -> Path:
     return PROJECT_DIR
+
+
+# --- AWS: moto in server mode, reached through boto3's standard AWS_ENDPOINT_URL -------------
+
+import os  # noqa: E402
+import shutil  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import urllib.request  # noqa: E402
+
+
+def _free_loopback_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def moto_server_url():
+    """A real moto HTTP server on a free loopback port for the whole session."""
+    port = _free_loopback_port()
+    exe = shutil.which("moto_server") or os.path.join(os.path.dirname(sys.executable),
+                                                      "moto_server")
+    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/moto-api/", timeout=1)
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("moto_server did not start")
+            time.sleep(0.1)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture
+def aws(moto_server_url, monkeypatch):
+    """Point boto3 at the moto server with throwaway credentials; reset moto's state after."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server_url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    from dsinfra.cloud.aws import reset_session
+
+    reset_session()
+    yield moto_server_url
+    urllib.request.urlopen(urllib.request.Request(f"{moto_server_url}/moto-api/reset",
+                                                  method="POST"), timeout=10)
+    reset_session()
