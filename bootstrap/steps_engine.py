@@ -59,21 +59,14 @@ def start_engine(c, p: HostPlan) -> None:
 
 
 def _probe_health(c, p: HostPlan) -> dict:
-    if not c.ok(f"test -f {HEALTH_SCRIPT}", root=True) or _health_script_stale(c):
-        script = resources.files("dsinfra.bootstrap").joinpath("health_check.py").read_text()
-        c.put_file(script, HEALTH_SCRIPT, mode="0755")
+    script = resources.files("dsinfra.bootstrap").joinpath("health_check.py").read_text()
+    c.ensure_file(script, HEALTH_SCRIPT, mode="0755")
     flags = " --openai" if p.engine.openai_compatible else ""
     out = c.sh(f"python3 {HEALTH_SCRIPT} --port {p.engine.port} "
                f"--health-path {shlex.quote(p.engine.health_path)} "
                f"--model {shlex.quote(p.engine.model)} --env-file {eng.ENGINE_ENV}{flags}",
                root=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def _health_script_stale(c) -> bool:
-    script = resources.files("dsinfra.bootstrap").joinpath("health_check.py").read_text()
-    out = c.sh(f"sha256sum {HEALTH_SCRIPT}", root=True, warn=True).stdout.split()
-    return not out or out[0] != _sha256(script)
 
 
 def _healthy(p: HostPlan, answer: dict) -> bool:

@@ -107,8 +107,8 @@ def install_driver(c, p: HostPlan) -> None:
         packages.append(FABRICMANAGER_PACKAGE)
     p.on_progress("installing NVIDIA driver and CUDA")
     c.sh("set -e; if ! dpkg-query -W -f='${Status}' cuda-keyring 2>/dev/null | grep -q 'ok "
-         f"installed'; then curl -fsSL -o /tmp/{CUDA_KEYRING_DEB} {CUDA_REPO}/{CUDA_KEYRING_DEB};"
-         f" dpkg -i /tmp/{CUDA_KEYRING_DEB}; fi; {APT} update; "
+         f"installed'; then d=$(mktemp -d); curl -fsSL -o $d/{CUDA_KEYRING_DEB} "
+         f"{CUDA_REPO}/{CUDA_KEYRING_DEB}; dpkg -i $d/{CUDA_KEYRING_DEB}; fi; {APT} update; "
          f"{APT} install --no-install-recommends {' '.join(packages)}; "
          f"apt-mark hold {' '.join(packages)}", root=True, timeout=45 * 60)
     if p.spec.nvswitch:
@@ -175,7 +175,7 @@ def efa_ready(c, p: HostPlan) -> bool:
 def install_efa(c, p: HostPlan) -> None:
     if not c.ok("test -f /opt/amazon/efa_installed_packages"):
         p.on_progress(f"installing EFA {EFA_INSTALLER_VERSION}")
-        c.sh(f"set -e; cd /tmp; curl -fsSLO {EFA_INSTALLER_URL}; "
+        c.sh(f"set -e; cd $(mktemp -d); curl -fsSLO {EFA_INSTALLER_URL}; "
              f"tar -xf aws-efa-installer-{EFA_INSTALLER_VERSION}.tar.gz; "
              "cd aws-efa-installer; ./efa_installer.sh -y", root=True, timeout=30 * 60)
     devices = _efa_devices(c)
@@ -227,7 +227,7 @@ def _format_and_mount(disks: list[str]) -> str:
     script = ["set -e"]
     if len(disks) > 1:
         device = RAID_DEVICE
-        script.append(f"test -b {RAID_DEVICE} || mdadm --create {RAID_DEVICE} --run --level=0 "
+        script.append(f"mdadm --detail {RAID_DEVICE} >/dev/null 2>&1 || mdadm --create {RAID_DEVICE} --run --level=0 "
                       f"--raid-devices={len(disks)} {' '.join(disks)}")
     script += [
         f"blkid -s TYPE -o value {device} | grep -q ext4 || mkfs.ext4 -q -F -L dsinfra-cache "

@@ -1,0 +1,95 @@
+"""What a person watching sees: a live table (host, current step, what it is doing, elapsed)
+while the run goes, then a summary table and every failure with its command and output tail.
+Everything goes to stderr so ``--json`` on stdout stays parseable."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from dsinfra.bootstrap.plan import BootstrapReport
+
+_STYLE = {"applied": "green", "already done": "dim", "verified": "dim", "failed": "bold red",
+          "skipped": "dim", "not reached": "yellow"}
+
+
+class Display:
+    def __init__(self, hosts: list[str], steps: list[str], *, enabled: bool) -> None:
+        self.enabled, self.steps = enabled, steps
+        self._started = time.monotonic()
+        self._state = {h: {"step": "-", "note": "waiting", "since": time.monotonic()}
+                       for h in hosts}
+        self._lock = threading.Lock()
+        self._live = None
+
+    def update(self, host: str, step: str, note: str) -> None:
+        with self._lock:
+            row = self._state[host]
+            if row["step"] != step:
+                row["since"] = time.monotonic()
+            row.update(step=step, note=note)
+
+    def _table(self):
+        from rich.table import Table
+
+        table = Table("host", "step", "status", "step time", title=f"dsinfra bootstrap "
+                      f"({time.monotonic() - self._started:.0f}s)", title_justify="left")
+        with self._lock:
+            for host, row in self._state.items():
+                table.add_row(host, row["step"], row["note"],
+                              f"{time.monotonic() - row['since']:.0f}s")
+        return table
+
+    def __enter__(self) -> "Display":
+        if self.enabled:
+            from rich.live import Live
+
+            from dsinfra.cli.output import console
+
+            self._live = Live(get_renderable=self._table, console=console(stderr=True),
+                              refresh_per_second=4, transient=True)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._live is not None:
+            self._live.__exit__(*exc)
+
+    def summary(self, report: BootstrapReport) -> None:
+        if self.enabled:
+            print_summary(report)
+
+
+def print_summary(report: BootstrapReport) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    from dsinfra.cli.output import console
+
+    out = console(stderr=True)
+    steps = [s.step for s in report.hosts[0].steps] if report.hosts else []
+    table = Table("host", *steps, title=f"bootstrap {report.stack}: "
+                  f"{'ok' if report.ok else 'FAILED'} in {report.duration_s:.1f}s",
+                  title_justify="left")
+    for host in report.hosts:
+        cells = []
+        for result in host.steps:
+            style = _STYLE.get(result.status, "")
+            timing = f" {result.duration_s:.1f}s" if result.status in ("applied", "failed") else ""
+            cells.append(f"[{style}]{result.status}{timing}[/]")
+        table.add_row(host.host, *cells)
+    out.print(table)
+    for host in report.hosts:
+        failed = host.failed_step
+        if failed is None:
+            continue
+        out.print(Text(failed.detail, style="bold red"))
+        if failed.command:
+            out.print(f"  command: {failed.command}", markup=False)
+        if failed.output_tail:
+            out.print("  output (last lines):", markup=False)
+            out.print("\n".join("    " + line for line in failed.output_tail.splitlines()),
+                      markup=False)
+        out.print(f"  log: {host.log_path}", markup=False)
+    if report.ok and report.endpoint:
+        out.print(f"endpoint: {report.endpoint}  (run log: {report.run_dir})", markup=False)
