@@ -192,7 +192,7 @@ class HostRun:
                               output_tail=redact(exc.output_tail))
         if isinstance(exc, HostKeyRefused):
             detail = str(exc)
-        elif isinstance(exc, paramiko.AuthenticationException):
+        elif isinstance(exc, paramiko.AuthenticationException) and not is_drop(exc):
             detail = f"{host}: SSH login as {self.plan.host.user} refused: {exc}"
         elif is_drop(exc):
             detail = (f"{host}: step {step.name}: SSH connection lost and not regained after "

@@ -232,7 +232,10 @@ def close_quietly(conn: Connection | None) -> None:
 def is_drop(exc: BaseException) -> bool:
     from dsinfra.bootstrap.hostkeys import HostKeyRefused
 
-    if isinstance(exc, (HostKeyRefused, paramiko.AuthenticationException)):
+    if isinstance(exc, paramiko.AuthenticationException):
+        # The transport dying during auth (sshd going down for a reboot) is a drop, not a "no".
+        return "transport shut down or saw EOF" in str(exc)
+    if isinstance(exc, HostKeyRefused):
         return False
     if isinstance(exc, UnexpectedExit):
         return False

@@ -84,6 +84,7 @@ class TestHost:
     address: str
     listen: str  # where sshd listens (the private link for hosts behind the bastion)
     behind: "TestHost | None" = None
+    via: str | None = None  # the bastion's end of the private link
 
     @property
     def state_dir(self) -> Path:
@@ -292,13 +293,14 @@ class HostLab:
         """A link only the bastion has: the host listens there, unreachable from outside."""
         bastion = host.behind
         a, b = f"dsi{self.tag}b{host.index}", f"dsi{self.tag}p{host.index}"
-        net = f"169.254.{self.octet + 100}.{4 * host.index}"
-        host.listen = f"169.254.{self.octet + 100}.{4 * host.index + 2}"
+        net = f"169.254.{self.octet}.{128 + 4 * host.index}"
+        host.listen = f"169.254.{self.octet}.{128 + 4 * host.index + 2}"
+        host.via = f"169.254.{self.octet}.{128 + 4 * host.index + 1}"
         sh("ip", "link", "add", a, "type", "veth", "peer", "name", b)
         sh("ip", "link", "set", a, "netns", bastion.netns)
         sh("ip", "link", "set", b, "netns", host.netns)
         sh("ip", "netns", "exec", bastion.netns, "ip", "addr", "add",
-           f"169.254.{self.octet + 100}.{4 * host.index + 1}/30", "dev", a)
+           f"{host.via}/30", "dev", a)
         sh("ip", "netns", "exec", bastion.netns, "ip", "link", "set", a, "up")
         sh("ip", "netns", "exec", host.netns, "ip", "addr", "add", f"{host.listen}/30", "dev", b)
         sh("ip", "netns", "exec", host.netns, "ip", "link", "set", b, "up")
@@ -315,6 +317,18 @@ class HostLab:
             f"SetEnv PATH={FAKE_BIN}:/usr/local/bin:/usr/bin:/bin", "LogLevel VERBOSE",
             "MaxStartups 200:30:400", "MaxSessions 50", "Subsystem sftp internal-sftp",
             "AllowTcpForwarding yes", ""])
+
+    def fresh(self, name: str, instance_type: str = "g5.2xlarge", *, dlami: bool = False,
+              behind: TestHost | None = None) -> TestHost:
+        """The named host, created once per session and reset to a new instance each call."""
+        host = next((h for h in self.hosts if h.name == name), None)
+        if host is None:
+            return self.add_host(name, instance_type, dlami=dlami, behind=behind)
+        host.instance_type, host.dlami = instance_type, dlami
+        host.reset()
+        if not any(host._comm(p) == "sshd" for p in host.pids()):
+            host.start_sshd()
+        return host
 
     def close(self) -> None:
         for host in self.hosts:

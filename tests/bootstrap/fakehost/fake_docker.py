@@ -78,7 +78,7 @@ def _serve(image, command, env):
     if "ray start --block" in command:
         while True:  # a Ray worker: joins the head and waits
             time.sleep(3600)
-    port = int(re.search(r"--port['\s=]+(\d+)", command).group(1))
+    port = int(re.findall(r"--port['\s=]+(\d+)", command)[-1])  # Ray's own --port comes first
     model = re.search(r"--(?:served-model-name|model-path|model_path|model)['\s=]+([^\s']+)",
                       command).group(1)
     openai = "vllm" in image or "sglang" in image
