@@ -75,9 +75,14 @@ def bootstrap_inventory(path: Path, *, trust_on_first_use: bool = False, progres
                          options=options)
 
 
+STATE_DIR_ENV = "DSINFRA_STATE_DIR"
+
+
 def _state_dir(options: BootstrapOptions) -> Path:
     if options.state_dir:
         return options.state_dir
+    if os.environ.get(STATE_DIR_ENV):
+        return Path(os.environ[STATE_DIR_ENV]).expanduser()
     try:
         from dsinfra.stackfiles import find_project_dir
 
