@@ -159,11 +159,12 @@ def _print_result(config, result, as_json: bool) -> None:
     out.print(f"[bold green]{config.stack} is up[/bold green]: {len(result.outputs.nodes)}x "
               f"{config.resolved_instance_type}, about ${result.monthly_usd:,.0f}/month")
     out.print(f"endpoint: {result.outputs.endpoint}")
-    out.print(f"health:   {result.health_note}")
+    out.print(f"health:   {result.health_note}", soft_wrap=True)
     if result.expires_at:
         out.print(f"expires:  {result.expires_at.isoformat()} (budget action: "
                   f"{config.budget.on_exceed})")
-    out.print(f"API key:  export DSINFRA_API_KEY=$({key_command})")
+    out.print(f"API key:  export DSINFRA_API_KEY=$({key_command})", soft_wrap=True,
+              markup=False)
     out.print("try it:", soft_wrap=True)
     out.print(curl, soft_wrap=True, markup=False)
     out.print(f"stop spending: dsinfra down {config.stack}")

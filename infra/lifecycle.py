@@ -136,8 +136,9 @@ def pin_expiry(config: "StackConfig", engine: "Engine", now: datetime | None = N
         return config.expiry()
     expires_at = config.expiry(now or datetime.now(timezone.utc))
     assert expires_at is not None
+    expires_at = expires_at.replace(microsecond=0)
     engine.set_config(config.stack, "dsinfra:expiresAt",
-                      expires_at.replace(microsecond=0).isoformat().replace("+00:00", "Z"))
+                      expires_at.isoformat().replace("+00:00", "Z"))
     return expires_at
 
 
