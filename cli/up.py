@@ -45,7 +45,7 @@ def up_command(
     with EngineProgress(quiet=as_json) as progress:
         try:
             result = bring_up(config, engine, options=options, on_event=progress.on_event,
-                              on_phase=progress.on_phase)
+                              on_phase=progress.on_phase, audit=_audit_sink())
         except CapacityExhausted as exc:
             progress.stop()
             _print_attempts(exc.attempts)
@@ -59,6 +59,15 @@ def up_command(
                 print_report(report, stderr=True)
             raise
     _print_result(config, result, as_json)
+
+
+def _audit_sink():
+    """The budgets area's audit log (``dsinfra cost audit`` reads it), when installed."""
+    try:
+        from dsinfra.cloud.local import audit_log
+    except ImportError:
+        return None
+    return audit_log().append
 
 
 def _confirm(config) -> None:

@@ -26,6 +26,11 @@ if TYPE_CHECKING:
 CAPACITY_ERRORS = ("InsufficientInstanceCapacity", "InsufficientCapacity",
                    "insufficient capacity")
 PhaseCallback = Callable[[str, str], None]  # (phase, message)
+AuditSink = Callable[..., Any]  # (kind, **fields): the budgets area's AuditLog.append
+
+
+def _no_audit(kind: str, **fields: Any) -> None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -84,12 +89,13 @@ def bring_up(config: "StackConfig", engine: "Engine", *, options: UpOptions | No
              bootstrap: Callable[..., Any] | None = None,
              probe: Callable[[str, float], bool] | None = None,
              on_event: "EventCallback | None" = None, on_phase: PhaseCallback | None = None,
-             now: datetime | None = None) -> UpResult:
+             audit: AuditSink | None = None, now: datetime | None = None) -> UpResult:
     """Take ``config`` from nothing (or a partial stack) to a healthy endpoint."""
     from dsinfra.sizing import check_stack_fits
 
     options = options or UpOptions()
     phase = on_phase or (lambda _p, _m: None)
+    audit = audit or _no_audit
     phase("fit", "checking the model fits the instances")
     check_stack_fits(config)
     report = (doctor or _run_doctor)(config)
@@ -97,10 +103,15 @@ def bring_up(config: "StackConfig", engine: "Engine", *, options: UpOptions | No
     if not report.ok and not _only_budget_failed(report):
         raise PreflightFailed(report)
     monthly = _budget_gate(config, report, options.force)
+    audit("up.start", stack=config.stack, instance_type=config.resolved_instance_type,
+          nodes=config.resolved_node_count, monthly_usd=monthly, forced=options.force)
     expires_at = pin_expiry(config, engine, now)
-    zones = (report.get("instance type offered").data.get("zones") or [])  # type: ignore[union-attr]
-    raw, attempts = deploy_with_zone_retry(config, engine, zones, on_event, phase)
+    offered = report.get("instance type offered")
+    zones = list(offered.data.get("zones") or []) if offered else []
+    raw, attempts = deploy_with_zone_retry(config, engine, zones, on_event, phase, audit)
     outputs = StackOutputs.from_dict(raw)
+    audit("up.deployed", stack=config.stack, nodes=[n.id for n in outputs.nodes],
+          availability_zone=attempts[-1].availability_zone)
     phase("bootstrap", f"bootstrapping {len(outputs.nodes)} node(s)")
     boot = (bootstrap or _bootstrap_stack)(
         config, outputs, ssh_key_path=options.ssh_key_path,
@@ -152,8 +163,8 @@ def zone_order(config: "StackConfig", offered: list[str]) -> list[str]:
 
 
 def deploy_with_zone_retry(config: "StackConfig", engine: "Engine", offered: list[str],
-                           on_event: "EventCallback | None", phase: PhaseCallback
-                           ) -> tuple[dict[str, Any], list[Attempt]]:
+                           on_event: "EventCallback | None", phase: PhaseCallback,
+                           audit: AuditSink = _no_audit) -> tuple[dict[str, Any], list[Attempt]]:
     attempts: list[Attempt] = []
     zones = zone_order(config, offered)
     if not zones:
@@ -163,17 +174,41 @@ def deploy_with_zone_retry(config: "StackConfig", engine: "Engine", offered: lis
         if zone != config.availability_zone or attempts:
             engine.set_config(config.stack, "dsinfra:availabilityZone", zone)
         phase("deploy", f"pulumi up in {zone}")
+        watcher = _CapacityWatcher(on_event)
         try:
-            raw = engine.up(config.stack, on_event=on_event)
+            raw = engine.up(config.stack, on_event=watcher)
         except CloudError as exc:
-            if not any(marker in exc.message for marker in CAPACITY_ERRORS):
+            said = watcher.capacity_message or (exc.message if _is_capacity(exc.message)
+                                                else None)
+            if said is None:
                 raise
-            attempts.append(Attempt(zone, "insufficient capacity", _last_line(exc.message)))
+            attempts.append(Attempt(zone, "insufficient capacity", _last_line(said)))
+            audit("up.capacity", stack=config.stack, availability_zone=zone)
             phase("deploy", f"{zone}: insufficient {config.resolved_instance_type} capacity")
             continue
         attempts.append(Attempt(zone, "created"))
         return raw, attempts
     raise CapacityExhausted(config.resolved_instance_type, attempts)
+
+
+def _is_capacity(text: str) -> bool:
+    return any(marker in text for marker in CAPACITY_ERRORS)
+
+
+class _CapacityWatcher:
+    """Forwards engine events and remembers a capacity diagnostic: the engine's final error
+    text is cut to its tail and may no longer contain AWS's message."""
+
+    def __init__(self, forward: "EventCallback | None") -> None:
+        self.forward = forward
+        self.capacity_message: str | None = None
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        message = str(event.get("message") or "")
+        if event.get("kind") == "diagnostic_event" and _is_capacity(message):
+            self.capacity_message = message
+        if self.forward:
+            self.forward(event)
 
 
 def _bootstrap_stack(config, outputs, **kwargs):

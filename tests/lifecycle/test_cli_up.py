@@ -32,6 +32,7 @@ def project(tmp_path, monkeypatch):
     (tmp_path / "Pulumi.yaml").write_text("name: dsinfra\nruntime: python\n")
     (tmp_path / "stacks/Pulumi.t.yaml").write_text(STACK_YAML.format(budget=300))
     monkeypatch.setenv("DSINFRA_PROJECT_DIR", str(tmp_path))
+    monkeypatch.setenv("DSINFRA_STATE_DIR", str(tmp_path / "state"))  # the audit log's home
     return tmp_path
 
 

@@ -178,3 +178,32 @@ def test_bootstrap_runner_missing_is_a_cloud_error_that_says_the_stack_is_billin
     with pytest.raises(CloudError, match="billing") as caught:
         bring_up(_config(), FakeEngine(), doctor=_doctor(), now=NOW)
     assert "dsinfra down dev" in caught.value.hint
+
+
+def test_capacity_error_seen_only_in_a_diagnostic_event_still_moves_zones(aws):
+    """The engine's final error keeps only its tail; AWS's message may be in an event only."""
+
+    class TruncatingEngine(FakeEngine):
+        def up(self, stack, on_event=None):
+            zone = self.config.get("dsinfra:availabilityZone", "")
+            if zone == "us-east-1a":
+                self.calls.append(("up", stack, zone))
+                on_event({"kind": "diagnostic_event", "severity": "error",
+                          "message": "creating EC2 Instance: api error "
+                                     "InsufficientInstanceCapacity: We currently do not have "
+                                     "sufficient g5.2xlarge capacity"})
+                raise CloudError("pulumi up failed for stack 'dev': Resources: 3 unchanged")
+            return super().up(stack, on_event)
+
+    engine = TruncatingEngine()
+    result = _up(_config(), engine)
+    assert [(a.availability_zone, a.outcome) for a in result.attempts] == [
+        ("us-east-1a", "insufficient capacity"), ("us-east-1b", "created")]
+
+
+def test_every_step_is_audited(aws):
+    records = []
+    _up(_config(), FakeEngine(no_capacity_in=("us-east-1a",)),
+        audit=lambda kind, **fields: records.append((kind, fields)))
+    assert [k for k, _ in records] == ["up.start", "up.capacity", "up.deployed"]
+    assert records[-1][1]["availability_zone"] == "us-east-1b"
