@@ -34,6 +34,13 @@ def advise_command(
                                        help="Linux/GPU operations experience: none|some|strong."),
     local_vram_insufficient: bool = typer.Option(
         False, "--local-vram-insufficient", help="The local GPU cannot hold the model."),
+    model: Optional[str] = typer.Option(None, "--model", help="Check the local GPUs hold this "
+                                        "model (with --local-gpu-gib)."),
+    precision: str = typer.Option("bf16", "--precision", help="Precision for --model."),
+    context: int = typer.Option(8192, "--context", help="Context for --model."),
+    local_gpu_gib: Optional[float] = typer.Option(None, "--local-gpu-gib",
+                                                  help="Memory of each local GPU (GiB)."),
+    local_gpus: int = typer.Option(1, "--local-gpus", help="Number of local GPUs."),
     currency: str = typer.Option("USD", "--currency", help="Label for the amounts."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
@@ -43,6 +50,10 @@ def advise_command(
 
     if ops_experience not in OPS_LEVELS:
         raise UserError(f"--ops-experience {ops_experience!r}; allowed: {', '.join(OPS_LEVELS)}")
+    vram_note = None
+    if model is not None or local_gpu_gib is not None:
+        fits, vram_note = _local_fit(model, precision, context, local_gpu_gib, local_gpus)
+        local_vram_insufficient = local_vram_insufficient or not fits
     cloud_source = "--cloud-monthly"
     if cloud_monthly is None:
         cloud_monthly, cloud_source = _catalog_monthly(instance_type, nodes, region, usage_hours)
@@ -55,9 +66,30 @@ def advise_command(
     if as_json:
         from dsinfra.cli.output import print_json
 
-        print_json({**advice.to_dict(), "currency": currency, "cloud_price_source": cloud_source})
+        print_json({**advice.to_dict(), "currency": currency, "cloud_price_source": cloud_source,
+                    "local_fit": vram_note})
         return
     _print_advice(advice, currency, cloud_source)
+    if vram_note:
+        typer.echo(f"local GPUs: {vram_note}")
+
+
+def _local_fit(model: Optional[str], precision: str, context: int,
+               gpu_gib: Optional[float], gpus: int) -> tuple[bool, str]:
+    from dsinfra.errors import UserError
+    from dsinfra.sizing import PRECISION_BYTES, fits_local_gpus
+
+    if model is None or gpu_gib is None:
+        raise UserError("--model and --local-gpu-gib go together; allowed: both or neither")
+    if gpu_gib <= 0 or gpus < 1:
+        raise UserError(f"--local-gpu-gib {gpu_gib} / --local-gpus {gpus}; allowed: memory "
+                        "above 0 and at least one GPU")
+    if precision not in PRECISION_BYTES:
+        raise UserError(f"--precision {precision!r}; allowed: {', '.join(PRECISION_BYTES)}")
+    fits, needed = fits_local_gpus(model, precision, context, gpu_gib, gpus)
+    verdict = "hold" if fits else "cannot hold"
+    return fits, (f"{gpus}x {gpu_gib:g} GiB {verdict} {model} at {precision} with context "
+                  f"{context} (needs {needed:g} GiB per GPU at 90% utilisation)")
 
 
 def _catalog_monthly(instance_type: str, nodes: int, region: str, usage_hours: float

@@ -218,6 +218,19 @@ def _best_fit(shape, spec, per_elem, precision, kv_token, tokens, region, max_no
     return candidate
 
 
+def fits_local_gpus(model: str, precision: str, context: int, gpu_gib: float, gpus: int = 1,
+                    concurrency: int = 1) -> tuple[bool, float]:
+    """Does ``model`` fit on a machine of ``gpus`` x ``gpu_gib`` (e.g. one 24 GB RTX 4090)?
+    Returns (fits, GiB needed per GPU). Used by ``advise`` for the article's VRAM factor."""
+    shape = resolve_model(model)
+    _check_workload(shape, context, concurrency, "bf16")
+    tp = tensor_parallel_size(shape, gpus) or 1
+    required = per_gpu_bytes(shape, _precision_bytes(precision),
+                             kv_bytes_per_token(shape, KV_CACHE_BYTES["bf16"]),
+                             context * concurrency, tp, 1)
+    return required <= gpu_gib * GIB * GPU_MEMORY_UTILIZATION, round(required / GIB, 2)
+
+
 def recommend(candidates: list[Candidate]) -> Candidate | None:
     """The cheapest fit, preferring hardware that runs the precision natively."""
     fitting = [c for c in candidates if c.fits]

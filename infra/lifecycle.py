@@ -96,6 +96,7 @@ def bring_up(config: "StackConfig", engine: "Engine", *, options: UpOptions | No
     options = options or UpOptions()
     phase = on_phase or (lambda _p, _m: None)
     audit = audit or _no_audit
+    refuse_expired(config, now or datetime.now(timezone.utc))
     phase("fit", "checking the model fits the instances")
     check_stack_fits(config)
     report = (doctor or _run_doctor)(config)
@@ -138,6 +139,18 @@ def _budget_gate(config: "StackConfig", report: "DoctorReport", force: bool) -> 
         raise UserError(f"the estimate is over the budget: {budget.detail}; nothing was "
                         "created", hint=f"{budget.fix}.")
     return monthly
+
+
+def refuse_expired(config: "StackConfig", now: datetime) -> None:
+    """A stack past its pinned expiry would be stopped or destroyed by the next cost check
+    right after it came up; starting a new TTL window is a deliberate act."""
+    expires_at = config.expiry(now) if config.expires_at is not None else None
+    if expires_at is not None and expires_at <= now:
+        from dsinfra.errors import ConfigError
+
+        raise ConfigError("dsinfra:expiresAt", expires_at.isoformat(),
+                          "a time in the future: this stack's TTL has run out; remove "
+                          "dsinfra:expiresAt to start a new ttlHours window")
 
 
 def pin_expiry(config: "StackConfig", engine: "Engine", now: datetime | None = None

@@ -71,3 +71,22 @@ def test_advise_prices_the_cloud_from_the_catalog():
     payload = json.loads(result.stdout)
     assert payload["inputs"]["cloud_monthly"] == pytest.approx(1.212 * 200)
     assert "as of 2026-07-20" in payload["cloud_price_source"]
+
+
+def test_advise_sizes_the_model_on_the_local_gpus():
+    base = ["advise", "--hardware-price", "15000", "--local-monthly", "300", "--cloud-monthly",
+            "8000", "--json", "--local-gpu-gib", "24"]
+    fits = json.loads(runner.invoke(app, base + ["--model", "DeepSeek-R1-Distill-Qwen-7B"]).stdout)
+    assert fits["inputs"]["local_vram_sufficient"] is True
+    assert fits["recommendation"] == "self-host"
+    too_big = json.loads(runner.invoke(app, base + ["--model",
+                                                    "DeepSeek-R1-Distill-Qwen-32B"]).stdout)
+    assert too_big["inputs"]["local_vram_sufficient"] is False
+    assert too_big["recommendation"] == "cloud"
+    assert "cannot hold" in too_big["local_fit"]
+
+
+def test_advise_model_without_gpu_memory_is_refused():
+    result = runner.invoke(app, ["advise", "--hardware-price", "1", "--local-monthly", "1",
+                                 "--model", "DeepSeek-V3"])
+    assert result.exit_code == 2 and "--local-gpu-gib" in result.output

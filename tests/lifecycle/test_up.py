@@ -207,3 +207,11 @@ def test_every_step_is_audited(aws):
         audit=lambda kind, **fields: records.append((kind, fields)))
     assert [k for k, _ in records] == ["up.start", "up.capacity", "up.deployed"]
     assert records[-1][1]["availability_zone"] == "us-east-1b"
+
+
+def test_stack_past_its_pinned_expiry_is_refused_before_anything_runs():
+    engine = FakeEngine()
+    with pytest.raises(ConfigError, match="dsinfra:expiresAt"):
+        _up(_config(expiresAt="2026-11-28T11:00:00Z"), engine,
+            doctor=lambda c: pytest.fail("doctor must not run"))
+    assert engine.calls == []
