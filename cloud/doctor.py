@@ -87,6 +87,7 @@ def run_doctor(config: "StackConfig | None", *, client_factory: ClientFactory | 
     else:
         checks += [check_instance_offered(config, factory), check_vcpu_quota(config, factory),
                    check_ami(config, factory)]
+    checks.append(check_access(config))
     checks.append(check_budget(config, estimate or estimate_stack_cost(config)))
     return DoctorReport(config.stack, checks)
 
@@ -244,6 +245,23 @@ def resolve_dlami(factory: ClientFactory, region: str) -> tuple[str | None, str]
         return None, ""
     newest = max(images, key=lambda i: i.get("CreationDate", ""))
     return newest["ImageId"], f"describe_images (newest of {len(images)}: {newest.get('Name')})"
+
+
+def check_access(config: "StackConfig") -> Check:
+    """Bootstrap reaches the hosts over SSH: without a key or an allowed CIDR it cannot, and
+    `up` would stop after the instances are already billing."""
+    missing = []
+    if not config.ssh_public_key:
+        missing.append("dsinfra:sshPublicKey is unset (no key pair on the instances)")
+    if not config.ssh_allowed_cidrs:
+        where = "the node" if config.tier == "dev" else "the bastion"
+        missing.append(f"dsinfra:sshAllowedCidrs is empty (SSH to {where} is closed)")
+    if not missing:
+        return Check("SSH access", "pass", f"key set; SSH open to "
+                     f"{', '.join(config.ssh_allowed_cidrs)}")
+    return Check("SSH access", "warn", "; ".join(missing),
+                 fix="set dsinfra:sshPublicKey to your public key and dsinfra:sshAllowedCidrs "
+                     "to your address (e.g. 203.0.113.7/32), unless you bootstrap through SSM")
 
 
 def estimate_stack_cost(config: "StackConfig") -> CostEstimate:

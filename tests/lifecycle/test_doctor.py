@@ -155,7 +155,8 @@ def test_doctor_cli_json_and_exit_status(aws, monkeypatch):
     result = CliRunner().invoke(app, ["doctor", "prod", "--json"])
     payload = json.loads(result.stdout)
     assert [c["name"] for c in payload["checks"]] == [
-        "Pulumi CLI", "AWS credentials", "instance type offered", "vCPU quota", "AMI", "budget"]
+        "Pulumi CLI", "AWS credentials", "instance type offered", "vCPU quota", "AMI",
+        "SSH access", "budget"]
     # no pulumi CLI on this machine: doctor says so and exits 3
     assert payload["ok"] is False and result.exit_code == 3
     assert "Traceback" not in result.output
@@ -166,3 +167,14 @@ def test_doctor_cli_unknown_stack_exits_2():
 
     result = CliRunner().invoke(app, ["doctor", "nope"])
     assert result.exit_code == 2 and "unknown stack 'nope'" in result.output
+
+
+def test_closed_ssh_is_a_warning_naming_both_keys():
+    from dsinfra.cloud.doctor import check_access
+
+    closed = check_access(_config())
+    assert closed.status == "warn"
+    assert "dsinfra:sshPublicKey" in closed.detail and "dsinfra:sshAllowedCidrs" in closed.detail
+    opened = check_access(_config(sshPublicKey="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI x@y",
+                                  sshAllowedCidrs=["203.0.113.7/32"]))
+    assert opened.status == "pass"
