@@ -23,8 +23,9 @@ if TYPE_CHECKING:
     from dsinfra.config import StackConfig
     from dsinfra.infra.automation import Engine, EventCallback
 
+# RunInstances' on-demand error code, and the spot request status for the same condition.
 CAPACITY_ERRORS = ("InsufficientInstanceCapacity", "InsufficientCapacity",
-                   "insufficient capacity")
+                   "insufficient capacity", "capacity-not-available")
 PhaseCallback = Callable[[str, str], None]  # (phase, message)
 AuditSink = Callable[..., Any]  # (kind, **fields): the budgets area's AuditLog.append
 

@@ -174,3 +174,23 @@ def test_models_outside_the_catalog_pass_unchecked():
 def test_every_builtin_model_has_a_recommendation_at_short_context():
     for name in BUILTIN_MODELS:
         assert size_model(name, "fp8", 4096).recommended is not None, name
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from dsinfra.sizing import per_gpu_bytes  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(name=st.sampled_from(sorted(BUILTIN_MODELS)), tokens=st.integers(1, 1_000_000),
+       more=st.integers(1, 1_000_000), tp=st.sampled_from([1, 2, 4, 8]),
+       pp=st.integers(1, 8))
+def test_per_gpu_memory_grows_with_tokens_and_shrinks_with_more_pipeline_stages(name, tokens,
+                                                                                more, tp, pp):
+    shape = BUILTIN_MODELS[name]
+    kv = kv_bytes_per_token(shape, 2)
+    base = per_gpu_bytes(shape, 2, kv, tokens, tp, pp)
+    assert per_gpu_bytes(shape, 2, kv, tokens + more, tp, pp) > base
+    assert per_gpu_bytes(shape, 2, kv, tokens, tp, pp + 1) <= base
+    assert per_gpu_bytes(shape, 1, kv, tokens, tp, pp) < base  # fp8 weights take less
