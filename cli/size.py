@@ -18,6 +18,8 @@ def size_command(
                                     help="Sequences held in the KV cache at once."),
     kv_cache_dtype: str = typer.Option("bf16", "--kv-cache-dtype", help="bf16 or fp8."),
     region: str = typer.Option("us-east-1", "--region", help="Region whose prices to use."),
+    max_nodes: int = typer.Option(8, "--max-nodes", help="Most nodes to consider per type "
+                                  "(multi-node only on types with EFA)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Memory a model needs (weights, KV cache, overhead) and the cheapest instance that fits."""
@@ -28,6 +30,8 @@ def size_command(
 
     if region not in SUPPORTED_REGIONS:
         raise UserError(f"--region {region!r}; allowed: {', '.join(SUPPORTED_REGIONS)}")
+    if not 1 <= max_nodes <= 64:
+        raise UserError(f"--max-nodes {max_nodes}; allowed: 1 to 64")
     if precision not in PRECISION_BYTES:
         raise UserError(f"--precision {precision!r}; allowed: {', '.join(PRECISION_BYTES)}")
     if kv_cache_dtype not in KV_CACHE_BYTES:
@@ -38,7 +42,8 @@ def size_command(
     except UserError as exc:
         raise UserError(f"argument MODEL: {exc.message}") from None
     result = size_model(model, precision, context, concurrency,
-                        kv_cache_dtype=kv_cache_dtype, region=region)  # type: ignore[arg-type]
+                        kv_cache_dtype=kv_cache_dtype, region=region,  # type: ignore[arg-type]
+                        max_nodes=max_nodes)
     if as_json:
         from dsinfra.cli.output import print_json
 

@@ -40,6 +40,8 @@ def test_size_prints_a_table_and_the_recommendation():
     (["size", "DeepSeek-V3", "--kv-cache-dtype", "int2"], "--kv-cache-dtype"),
     (["size", "/nonexistent/config.json"], "argument MODEL"),
     (["size", "DeepSeek-V3", "--region", "mars-1"], "--region 'mars-1'"),
+    (["size", "DeepSeek-V3", "--max-nodes", "0"], "--max-nodes 0; allowed: 1 to 64"),
+    (["size", "DeepSeek-V3", "--context", "0"], "--context 0"),
     (["advise", "--hardware-price", "1", "--local-monthly", "1", "--ops-experience", "guru"],
      "--ops-experience 'guru'; allowed: none, some, strong"),
     (["advise", "--hardware-price", "1", "--local-monthly", "1", "--instance-type", "m5.large"],
@@ -90,3 +92,11 @@ def test_advise_model_without_gpu_memory_is_refused():
     result = runner.invoke(app, ["advise", "--hardware-price", "1", "--local-monthly", "1",
                                  "--model", "DeepSeek-V3"])
     assert result.exit_code == 2 and "--local-gpu-gib" in result.output
+
+
+def test_size_max_nodes_limits_multi_node_candidates():
+    result = runner.invoke(app, ["size", "DeepSeek-R1", "--precision", "bf16", "--max-nodes",
+                                 "1", "--json"])
+    payload = json.loads(result.stdout)
+    assert all(c["nodes"] == 1 for c in payload["candidates"])
+    assert payload["recommended"] is None
