@@ -178,3 +178,28 @@ def test_closed_ssh_is_a_warning_naming_both_keys():
     opened = check_access(_config(sshPublicKey="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI x@y",
                                   sshAllowedCidrs=["203.0.113.7/32"]))
     assert opened.status == "pass"
+
+
+def test_dlami_fallback_picks_the_newest_matching_image():
+    """SSM misses both parameter paths; describe_images (recorded shape, Stubber: moto cannot
+    hold images of the DLAMI owner account) lists two releases and the newest wins."""
+    from botocore.stub import Stubber
+
+    from dsinfra.cloud.doctor import DLAMI_NAME, DLAMI_OWNER, DLAMI_PARAMETERS, resolve_dlami
+
+    ssm = client("ssm", "us-east-1")
+    ec2 = client("ec2", "us-east-1")
+    with Stubber(ssm) as ssm_stub, Stubber(ec2) as ec2_stub:
+        for name in DLAMI_PARAMETERS:
+            ssm_stub.add_client_error("get_parameter", "ParameterNotFound",
+                                      expected_params={"Name": name})
+        ec2_stub.add_response("describe_images", {"Images": [
+            {"ImageId": "ami-0aaaaaaaaaaaaaaa1", "CreationDate": "2026-10-02T10:00:00.000Z",
+             "Name": "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04) 20261002"},
+            {"ImageId": "ami-0bbbbbbbbbbbbbbb2", "CreationDate": "2026-11-20T10:00:00.000Z",
+             "Name": "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04) 20261120"},
+        ]}, {"Owners": [DLAMI_OWNER], "Filters": [{"Name": "name", "Values": [DLAMI_NAME]}]})
+        ami, source = resolve_dlami(lambda service, region=None: {"ssm": ssm, "ec2": ec2}[service],
+                                    "us-east-1")
+    assert ami == "ami-0bbbbbbbbbbbbbbb2"
+    assert "newest of 2" in source
