@@ -1,4 +1,8 @@
 """Imports every command module so their commands attach to the root app."""
 
 from dsinfra.cli import stacks  # noqa: F401
+from dsinfra.cli import size  # noqa: F401
+from dsinfra.cli import advise  # noqa: F401
+from dsinfra.cli import doctor  # noqa: F401
+from dsinfra.cli import up  # noqa: F401
 from dsinfra.cli import bootstrap  # noqa: F401
