@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 from dsinfra.bootstrap.plan import BootstrapReport
 
@@ -14,8 +15,9 @@ _STYLE = {"applied": "green", "already done": "dim", "verified": "dim", "failed"
 
 
 class Display:
-    def __init__(self, hosts: list[str], steps: list[str], *, enabled: bool) -> None:
-        self.enabled, self.steps = enabled, steps
+    def __init__(self, hosts: list[str], steps: list[str], *, enabled: bool,
+                 forward: Callable[[str], None] | None = None) -> None:
+        self.enabled, self.steps, self.forward = enabled, steps, forward
         self._started = time.monotonic()
         self._state = {h: {"step": "-", "note": "waiting", "since": time.monotonic()}
                        for h in hosts}
@@ -28,6 +30,8 @@ class Display:
             if row["step"] != step:
                 row["since"] = time.monotonic()
             row.update(step=step, note=note)
+        if self.forward is not None:
+            self.forward(f"{host}: {step}: {note}")
 
     def _table(self):
         from rich.table import Table

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -21,7 +22,7 @@ from dsinfra.bootstrap.hostrun import HostRun
 from dsinfra.bootstrap.hosts import HostSpec, hosts_from_outputs, load_inventory
 from dsinfra.bootstrap.plan import HEALTH_TIMEOUT_S, BootstrapReport, HostPlan, Step
 from dsinfra.bootstrap.remote import HostLog, SshSettings
-from dsinfra.bootstrap.secrets import Secrets, resolve_secrets
+from dsinfra.bootstrap.secrets import Secrets, resolve_secrets, stack_api_key
 from dsinfra.bootstrap.steps import STEPS
 from dsinfra.config import StackConfig, parse_stack_config
 from dsinfra.outputs import StackOutputs
@@ -40,15 +41,26 @@ class BootstrapOptions:
     health_poll_s: float = 10.0
     console_pins: bool = True  # read host keys from EC2 GetConsoleOutput (stack hosts)
     full_check: bool = False  # run every step's check even on hosts whose marker matches
+    api_key: str | None = None  # the stack's own key (from its outputs), over env and file
     steps: tuple[Step, ...] = STEPS
+
+
+Progress = bool | Callable[[str], None]
 
 
 def bootstrap_stack(config: StackConfig, outputs: StackOutputs, *,
                     ssh_key_path: Path | None = None, trust_on_first_use: bool = False,
-                    progress: bool = True, options: BootstrapOptions | None = None
+                    progress: Progress = True, options: BootstrapOptions | None = None
                     ) -> BootstrapReport:
-    """Bootstrap the hosts a dsinfra stack created (``dsinfra up`` calls this)."""
+    """Bootstrap the hosts a dsinfra stack created (``dsinfra up`` calls this).
+
+    ``progress``: True for the live table, False for nothing, or a callable that gets one
+    line per host and step change (``dsinfra up`` folds them into its own display).
+    """
     options = options or BootstrapOptions()
+    stack_key = stack_api_key(outputs.extra, outputs.region or config.region)
+    if stack_key:
+        options = replace(options, api_key=stack_key)
     hosts = hosts_from_outputs(outputs, key_path=ssh_key_path)
     known = _known_hosts(options, trust_on_first_use)
     if options.console_pins:
@@ -57,7 +69,7 @@ def bootstrap_stack(config: StackConfig, outputs: StackOutputs, *,
                          progress=progress, options=options)
 
 
-def bootstrap_inventory(path: Path, *, trust_on_first_use: bool = False, progress: bool = True,
+def bootstrap_inventory(path: Path, *, trust_on_first_use: bool = False, progress: Progress = True,
                         options: BootstrapOptions | None = None) -> BootstrapReport:
     """Bootstrap hosts dsinfra did not create, listed in an inventory file."""
     options = options or BootstrapOptions()
@@ -110,11 +122,11 @@ def _pin_from_console(hosts: list[HostSpec], known: KnownHosts, region: str) -> 
 
 
 def run_bootstrap(config: StackConfig, hosts: list[HostSpec], *, known: KnownHosts,
-                  endpoint: str | None, progress: bool, options: BootstrapOptions
+                  endpoint: str | None, progress: Progress, options: BootstrapOptions
                   ) -> BootstrapReport:
     started = time.monotonic()
     state_dir = _state_dir(options)
-    secrets = resolve_secrets(state_dir, config.stack)
+    secrets = resolve_secrets(state_dir, config.stack, stack_key=options.api_key)
     _pin_from_inventory(hosts, known)
     run_dir = state_dir / "runs" / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -122,7 +134,9 @@ def run_bootstrap(config: StackConfig, hosts: list[HostSpec], *, known: KnownHos
     timeout = options.health_timeout_s or HEALTH_TIMEOUT_S[config.tier]
     from dsinfra.bootstrap.display import Display
 
-    display = Display([h.name for h in hosts], [s.name for s in options.steps], enabled=progress)
+    display = Display([h.name for h in hosts], [s.name for s in options.steps],
+                      enabled=progress is True,
+                      forward=progress if callable(progress) else None)
     runs = [HostRun(HostPlan(host=h, engine=plan, secrets=secrets, tier=config.tier,
                              health_timeout_s=timeout, health_poll_s=options.health_poll_s),
                     known, HostLog(run_dir / f"{_safe(h.name)}.log", secrets), options.ssh,

@@ -65,3 +65,30 @@ def test_stack_and_inventory_together_is_bad_input(tmp_path):
     result = CliRunner().invoke(app, ["bootstrap", "dev", "--inventory", "x.yaml"])
     assert result.exit_code == 2
     assert "give either STACK or --inventory" in result.stderr
+
+
+def test_up_gets_the_stack_key_from_ssm_and_progress_lines(lab, tmp_path, options, aws):
+    from dsinfra.bootstrap.runner import bootstrap_stack
+    from dsinfra.cloud.aws import client
+    from dsinfra.outputs import StackOutputs
+    from dsinfra.stackfiles import load_stack
+
+    stack_key = "dsk-from-ssm-9f8e7d6c5b4a39281706"
+    client("ssm", "us-east-1").put_parameter(Name="/dsinfra/dev/api-key", Value=stack_key,
+                                             Type="SecureString")
+    host = lab.fresh("single", "g5.2xlarge", dlami=True)
+    outputs = StackOutputs.from_dict({
+        "nodes": [{"id": "i-0123456789abcdef0", "role": "head", "private_ip": host.listen,
+                   "public_ip": host.listen, "instance_type": "g5.2xlarge"}],
+        "bastion": None, "endpoint": f"http://{host.listen}:8000", "ssh_user": "dsinfra-test",
+        "region": "us-east-1", "api_key_parameter": "/dsinfra/dev/api-key"})
+    lines: list[str] = []
+
+    report = bootstrap_stack(load_stack("dev"), outputs, ssh_key_path=lab.client_key,
+                             trust_on_first_use=True, progress=lines.append, options=options)
+
+    assert report.ok and report.endpoint == outputs.endpoint
+    env_file = (host.root / "fs/opt/dsinfra/etc/engine.env").read_text()
+    assert f"VLLM_API_KEY={stack_key}" in env_file
+    assert any(line.startswith("i-0123456789abcdef0: engine: ") for line in lines)
+    assert all(stack_key not in line for line in lines)
