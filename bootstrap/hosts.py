@@ -124,7 +124,8 @@ def _inventory_host(index: int, raw: Any, base: Path, source: str) -> HostSpec:
             raise ConfigError(f"{where}.{key}", raw.get(key), "a value is required", source=source)
     if raw["role"] not in ("head", "worker"):
         raise ConfigError(f"{where}.role", raw["role"], "head or worker", source=source)
-    if raw["instance_type"] not in INSTANCE_SPECS or not INSTANCE_SPECS[raw["instance_type"]].has_gpus:
+    spec = INSTANCE_SPECS.get(raw["instance_type"])
+    if spec is None or not spec.has_gpus:
         raise ConfigError(f"{where}.instance_type", raw["instance_type"],
                           "a GPU instance type from the catalog: " + ", ".join(
                               n for n, s in INSTANCE_SPECS.items() if s.has_gpus), source=source)

@@ -196,6 +196,3 @@ def _write_report(run_dir: Path, report: BootstrapReport, secrets: Secrets) -> N
     (run_dir / "report.json").write_text(text + "\n")
     os.chmod(run_dir, 0o700)
 
-
-def with_options(options: BootstrapOptions, **changes) -> BootstrapOptions:
-    return replace(options, **changes)

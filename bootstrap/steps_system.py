@@ -23,7 +23,8 @@ NVIDIA_CTK_PACKAGES = ("nvidia-container-toolkit", "nvidia-container-toolkit-bas
                        "libnvidia-container-tools", "libnvidia-container1")
 CUDA_CHECK_IMAGE = "nvidia/cuda:12.8.1-base-ubuntu22.04"
 EFA_INSTALLER_VERSION = "1.43.1"
-EFA_INSTALLER_URL = f"https://efa-installer.amazonaws.com/aws-efa-installer-{EFA_INSTALLER_VERSION}.tar.gz"
+EFA_INSTALLER_URL = ("https://efa-installer.amazonaws.com/"
+                     f"aws-efa-installer-{EFA_INSTALLER_VERSION}.tar.gz")
 CACHE_MOUNT = "/opt/dsinfra/cache"
 DLAMI_NVME = "/opt/dlami/nvme"
 RAID_DEVICE = "/dev/md0"
@@ -227,8 +228,9 @@ def _format_and_mount(disks: list[str]) -> str:
     script = ["set -e"]
     if len(disks) > 1:
         device = RAID_DEVICE
-        script.append(f"mdadm --detail {RAID_DEVICE} >/dev/null 2>&1 || mdadm --create {RAID_DEVICE} --run --level=0 "
-                      f"--raid-devices={len(disks)} {' '.join(disks)}")
+        script.append(f"mdadm --detail {RAID_DEVICE} >/dev/null 2>&1 || mdadm --create "
+                      f"{RAID_DEVICE} --run --level=0 --raid-devices={len(disks)} "
+                      f"{' '.join(disks)}")
     script += [
         f"blkid -s TYPE -o value {device} | grep -q ext4 || mkfs.ext4 -q -F -L dsinfra-cache "
         f"{device}",
