@@ -4,6 +4,7 @@ come out: the runner must see every host's outcome."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
@@ -31,6 +32,7 @@ class HostRun:
         plan.on_progress = lambda message: self._progress(message)
         self._current = ""
         self.fast = False
+        self.interrupted = threading.Event()  # shared by every host of the run (Ctrl-C)
 
     @property
     def failed(self) -> bool:
@@ -74,8 +76,10 @@ class HostRun:
 
     def run_steps(self, steps: list[Step]) -> None:
         for step in steps:
-            if self.failed:
-                self.result.steps.append(StepResult(step.name, "not reached"))
+            if self.failed or self.interrupted.is_set():
+                detail = "interrupted: the next run resumes here" \
+                    if self.interrupted.is_set() and not self.failed else ""
+                self.result.steps.append(StepResult(step.name, "not reached", detail=detail))
                 continue
             if not step.applies_to(self.plan):
                 self.result.steps.append(StepResult(step.name, "skipped",

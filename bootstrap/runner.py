@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -142,41 +143,61 @@ def run_bootstrap(config: StackConfig, hosts: list[HostSpec], *, known: KnownHos
                     known, HostLog(run_dir / f"{_safe(h.name)}.log", secrets), options.ssh,
                     display.update)
             for h in hosts]
-    with display:
-        _run_phases(runs, options.steps, full_check=options.full_check)
-    report = BootstrapReport(stack=config.stack, run_dir=str(run_dir), endpoint=endpoint,
-                             hosts=[r.result for r in runs],
-                             duration_s=time.monotonic() - started)
-    _write_report(run_dir, report, secrets)
+    interrupted = threading.Event()
+    for run in runs:
+        run.interrupted = interrupted
+    try:
+        with display:
+            _run_phases(runs, options.steps, full_check=options.full_check,
+                        interrupted=interrupted)
+    finally:
+        # Written even on Ctrl-C: what finished is on record, and the next run resumes.
+        report = BootstrapReport(stack=config.stack, run_dir=str(run_dir), endpoint=endpoint,
+                                 hosts=[r.result for r in runs],
+                                 duration_s=time.monotonic() - started)
+        _write_report(run_dir, report, secrets)
     display.summary(report)
     return report
 
 
-def _run_phases(runs: list[HostRun], steps: tuple[Step, ...], *, full_check: bool) -> None:
+def _run_phases(runs: list[HostRun], steps: tuple[Step, ...], *, full_check: bool,
+                interrupted: threading.Event) -> None:
+    """Ctrl-C stops every host after its current step (each step is safe to re-run)."""
+    with ThreadPoolExecutor(max_workers=max(len(runs), 1)) as pool:
+        try:
+            _phases(pool, runs, steps, full_check=full_check)
+        except KeyboardInterrupt:
+            interrupted.set()  # before the pool waits for its threads
+            raise
+        finally:
+            list(pool.map(lambda r: r.close(), runs))
+
+
+def _phases(pool: ThreadPoolExecutor, runs: list[HostRun], steps: tuple[Step, ...], *,
+            full_check: bool) -> None:
     by_phase = {phase: [s for s in steps if s.phase == phase]
                 for phase in ("prepare", "engine", "health")}
     names = [s.name for s in steps]
     head, workers = runs[0], runs[1:]
-    with ThreadPoolExecutor(max_workers=max(len(runs), 1)) as pool:
-        def prepare(run: HostRun) -> None:
-            if full_check or not run.fast_path(by_phase["prepare"] + by_phase["engine"], names):
-                run.run_steps(by_phase["prepare"])
 
-        list(pool.map(prepare, runs))
-        failed = [r.plan.host.name for r in runs if r.failed]
-        if failed:
-            reason = f"not started: {', '.join(failed)} failed earlier"
-            for r in runs:
-                if not r.failed:
-                    r.skip_rest(by_phase["engine"] + by_phase["health"], reason)
-        else:
-            if not head.fast:
-                head.run_steps(by_phase["engine"])
-            list(pool.map(lambda r: r.fast or r.run_steps(by_phase["engine"]), workers))
-            for r in runs:
-                r.run_steps(by_phase["health"])  # head-only: workers record it as skipped
-            list(pool.map(lambda r: r.write_marker(names), runs))
-        list(pool.map(lambda r: r.close(), runs))
+    def prepare(run: HostRun) -> None:
+        if full_check or not run.fast_path(by_phase["prepare"] + by_phase["engine"], names):
+            run.run_steps(by_phase["prepare"])
+
+    list(pool.map(prepare, runs))
+    failed = [r.plan.host.name for r in runs if r.failed]
+    if failed:
+        reason = f"not started: {', '.join(failed)} failed earlier"
+        for r in runs:
+            if not r.failed:
+                r.skip_rest(by_phase["engine"] + by_phase["health"], reason)
+        return
+    if not head.fast:
+        head.run_steps(by_phase["engine"])  # Ray head / SGLang rank 0 before the peers
+    list(pool.map(lambda r: r.fast or r.run_steps(by_phase["engine"]), workers))
+    for r in runs:
+        r.run_steps(by_phase["health"])  # head-only: workers record it as skipped
+    list(pool.map(lambda r: r.write_marker(names), runs))
 
 
 def _pin_from_inventory(hosts: list[HostSpec], known: KnownHosts) -> None:

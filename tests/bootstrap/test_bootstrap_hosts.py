@@ -3,6 +3,7 @@ hardware- and repository-bound commands are the fakehost scripts (see hostlab.py
 
 from __future__ import annotations
 
+import json
 import stat
 from dataclasses import replace
 
@@ -287,3 +288,34 @@ def test_eight_hosts_bootstrap_in_parallel_as_one_vllm_ray_cluster(lab, tmp_path
     assert "--pipeline-parallel-size 8" in head_script and "ray start --head" in head_script
     assert f"ray start --block --address={hosts[0].listen}:6379" in \
         (hosts[5].root / "fs/opt/dsinfra/etc/engine-run.sh").read_text()
+
+
+def test_interrupted_run_records_what_finished_and_the_next_run_resumes(lab, tmp_path, options):
+    import os
+    import signal
+    import threading
+
+    host = lab.fresh("single", "g5.2xlarge")
+    host.set_faults([{"match": "nvidia-ctk runtime configure", "sleep_s": 2.0}])
+    inventory = write_inventory(tmp_path / "hosts.yaml", [host_entry(lab, host)])
+
+    def press_ctrl_c_once_docker_is_configuring() -> None:
+        while not any(c["cmd"] == "nvidia-ctk" for c in host.commands()):
+            threading.Event().wait(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=press_ctrl_c_once_docker_is_configuring, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        bootstrap_inventory(inventory, progress=False, options=options)
+
+    (report_file,) = options.state_dir.glob("runs/*/report.json")
+    steps = {s["step"]: s for s in json.loads(report_file.read_text())["hosts"][0]["steps"]}
+    assert steps["docker"]["status"] == "applied", "the step under way was finished"
+    assert steps["container-gpus"]["status"] == "not reached"
+    assert "interrupted" in steps["container-gpus"]["detail"]
+
+    resumed = bootstrap_inventory(inventory, progress=False, options=options)
+
+    assert resumed.ok, failures(resumed)
+    assert statuses(resumed)["docker"] == "already done"
+    assert statuses(resumed)["engine"] == "applied"
