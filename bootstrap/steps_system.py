@@ -63,7 +63,7 @@ def read_facts(c, p: HostPlan) -> bool:
     release = {k: v.strip('"') for k, v in release.items()}
     p.facts.update(os=release.get("ID", "?"), os_version=release.get("VERSION_ID", "?"),
                    kernel=c.out("uname -r"),
-                   dlami=c.ok(f"test -d /opt/dlami || test -d {DLAMI_NVME}"))
+                   dlami=c.ok("test -d /opt/dlami"))
     gpus = c.sh("nvidia-smi --query-gpu=name --format=csv,noheader", warn=True)
     p.facts["gpus_visible"] = (len(gpus.stdout.strip().splitlines())
                                if gpus.exited == 0 else None)
@@ -160,7 +160,9 @@ def container_sees_all_gpus(c, p: HostPlan) -> bool:
 # --- EFA -----------------------------------------------------------------------------------
 
 def _efa_devices(c) -> int:
-    out = c.sh("fi_info -p efa -t FI_EP_RDM", warn=True)
+    # The EFA installer puts fi_info under /opt/amazon/efa/bin, which is not on a
+    # non-login shell's PATH.
+    out = c.sh("PATH=$PATH:/opt/amazon/efa/bin fi_info -p efa -t FI_EP_RDM", warn=True)
     return sum(1 for line in out.stdout.splitlines() if line.strip().startswith("domain:"))
 
 
@@ -183,7 +185,9 @@ def install_efa(c, p: HostPlan) -> None:
     if devices != p.spec.efa_interfaces:
         raise StepError(f"fi_info shows {devices} EFA device(s), {p.host.instance_type} has "
                         f"{p.spec.efa_interfaces}: check the instance's EFA interfaces and "
-                        "security group", command="fi_info -p efa -t FI_EP_RDM")
+                        "security group", command="fi_info -p efa -t FI_EP_RDM",
+                        output_tail=c.sh("PATH=$PATH:/opt/amazon/efa/bin fi_info -p efa",
+                                         warn=True).stderr.strip()[-1000:])
     c.put_file(efa_env(p.spec.efa_interfaces), EFA_ENV, mode="0644")
 
 
