@@ -319,3 +319,30 @@ def test_interrupted_run_records_what_finished_and_the_next_run_resumes(lab, tmp
     assert resumed.ok, failures(resumed)
     assert statuses(resumed)["docker"] == "already done"
     assert statuses(resumed)["engine"] == "applied"
+
+
+def test_engine_that_never_answers_fails_health_with_its_journal(lab, tmp_path, options):
+    host = lab.fresh("single", "g5.2xlarge", dlami=True)
+    host.set_profile(engine_load_s=3600)
+    inventory = write_inventory(tmp_path / "hosts.yaml", [host_entry(lab, host)])
+
+    report = bootstrap_inventory(inventory, progress=False,
+                                 options=replace(options, health_timeout_s=2))
+
+    failed = report.hosts[0].failed_step
+    assert failed.step == "health"
+    assert "did not become healthy within 2s" in failed.detail and "health=503" in failed.detail
+    assert "fake engine vllm/vllm-openai" in failed.output_tail
+    assert "waiting for the engine" in open(report.hosts[0].log_path).read()
+
+
+def test_p5_with_a_missing_efa_device_fails_the_efa_step(lab, tmp_path, options):
+    host = lab.fresh("single", "p5.48xlarge", dlami=True)
+    host.set_profile(efa_devices=31)
+    inventory = write_inventory(tmp_path / "hosts.yaml", [host_entry(lab, host)])
+
+    report = bootstrap_inventory(inventory, progress=False, options=options)
+
+    failed = report.hosts[0].failed_step
+    assert failed.step == "efa"
+    assert "fi_info shows 31 EFA device(s), p5.48xlarge has 32" in failed.detail
