@@ -206,6 +206,16 @@ class TestHost:
         self.start_sshd()
 
 
+def _free_octet() -> int:
+    """A 169.254.<octet>.0/24 no interface here uses (parallel test workers each take one)."""
+    used = sh("ip", "-4", "-o", "addr", "show").stdout + sh("ip", "route").stdout
+    start = random.randrange(100, 250)
+    for octet in [*range(start, 250), *range(100, start)]:
+        if f"169.254.{octet}." not in used:
+            return octet
+    raise RuntimeError("no free 169.254.x.0/24 for the test hosts")
+
+
 def _read(path: Path) -> str:
     try:
         return path.read_text()
@@ -227,8 +237,9 @@ class HostLab:
 
     def __init__(self, base: Path) -> None:
         self.base = base
-        self.octet = 100 + os.getpid() % 100
         self.tag = f"{random.randrange(16**4):04x}"
+        self.octet = _free_octet()
+        self.sudoers = SUDOERS.with_name(f"dsinfra-test-{self.tag}")
         self.hosts: list[TestHost] = []
         self.routes: list[str] = []
         self.fake_dir = base / "fakehost"
@@ -248,15 +259,16 @@ class HostLab:
                  "import fake_commands; print(' '.join(fake_commands.NAMES))", str(self.fake_dir))
         return [n for n in out.stdout.split() if not n.startswith("__")]
 
-    @staticmethod
-    def _user() -> None:
+    def _user(self) -> None:
         if sh("id", USER, check=False).returncode != 0:
-            sh("useradd", "--create-home", "--shell", "/bin/bash", USER)
+            # A parallel test worker may create it at the same moment: check again after.
+            sh("useradd", "--create-home", "--shell", "/bin/bash", USER, check=False)
+            sh("id", USER)
         sh("usermod", "-p", "*", USER)  # no password, but not locked: key logins work
-        SUDOERS.write_text(
+        self.sudoers.write_text(
             f'Defaults:{USER} secure_path="{FAKE_BIN}:/usr/local/sbin:/usr/local/bin:'
             f'/usr/sbin:/usr/bin:/sbin:/bin"\n{USER} ALL=(ALL) NOPASSWD:ALL\n')
-        SUDOERS.chmod(0o440)
+        self.sudoers.chmod(0o440)
 
     def add_host(self, name: str, instance_type: str = "g5.2xlarge", *, dlami: bool = False,
                  behind: TestHost | None = None) -> TestHost:
@@ -267,12 +279,12 @@ class HostLab:
         root.mkdir()
         host = TestHost(self, name, index, instance_type, dlami, root, netns, address, address,
                         behind)
+        self.hosts.append(host)  # before anything can fail: close() cleans up what exists
         self._network(host)
         sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host.host_key_path))
         (root / "sshd_config").write_text(self._sshd_config(host))
         host._populate()
         host.start_sshd()
-        self.hosts.append(host)
         return host
 
     def _network(self, host: TestHost) -> None:
@@ -338,4 +350,4 @@ class HostLab:
             sh("ip", "netns", "del", host.netns, check=False)
         for route in self.routes:
             sh("ip", "route", "del", "unreachable", route, check=False)
-        SUDOERS.unlink(missing_ok=True)
+        self.sudoers.unlink(missing_ok=True)
