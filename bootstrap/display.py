@@ -12,6 +12,12 @@ from dsinfra.bootstrap.plan import BootstrapReport
 
 _STYLE = {"applied": "green", "already done": "dim", "verified": "dim", "failed": "bold red",
           "skipped": "dim", "not reached": "yellow"}
+# One narrow column per step: 10 steps fit an 80-column terminal.
+_CODE = {"applied": "+", "already done": "=", "verified": "ok", "failed": "FAIL",
+         "skipped": "-", "not reached": "."}
+_SHORT = {"cloud-init": "cloud", "host-facts": "facts", "nvidia-driver": "driver",
+          "gpu-probe": "probe", "container-gpus": "ctr-gpu", "model-cache": "cache"}
+LEGEND = "+N applied (N s)  = already done  ok verified  - not needed  . not reached"
 
 
 class Display:
@@ -65,6 +71,7 @@ class Display:
 
 
 def print_summary(report: BootstrapReport) -> None:
+    from rich import box
     from rich.table import Table
     from rich.text import Text
 
@@ -72,15 +79,23 @@ def print_summary(report: BootstrapReport) -> None:
 
     out = console(stderr=True)
     steps = [s.step for s in report.hosts[0].steps] if report.hosts else []
-    table = Table("host", *steps, title=f"bootstrap {report.stack}: "
-                  f"{'ok' if report.ok else 'FAILED'} in {report.duration_s:.1f}s",
-                  title_justify="left")
+    table = Table(title=f"bootstrap "
+                  f"{report.stack}: {'ok' if report.ok else 'FAILED'} in "
+                  f"{report.duration_s:.1f}s", title_justify="left", caption=LEGEND,
+                  box=box.SIMPLE_HEAD, pad_edge=False, caption_justify="left",
+                  collapse_padding=True)
+    table.add_column("host", min_width=max([4, *(len(h.host) for h in report.hosts)]),
+                     no_wrap=True)
+    for step in steps:
+        header = _SHORT.get(step, step)
+        table.add_column(header, min_width=len(header), no_wrap=True)
     for host in report.hosts:
         cells = []
         for result in host.steps:
-            style = _STYLE.get(result.status, "")
-            timing = f" {result.duration_s:.1f}s" if result.status in ("applied", "failed") else ""
-            cells.append(f"[{style}]{result.status}{timing}[/]")
+            code = _CODE.get(result.status, result.status)
+            if result.status == "applied":
+                code += f"{result.duration_s:.0f}"
+            cells.append(Text(code, style=_STYLE.get(result.status, "")))
         table.add_row(host.host, *cells)
     out.print(table)
     for host in report.hosts:

@@ -24,6 +24,12 @@ def test_inventory_bootstrap_prints_the_json_report(lab, tmp_path, secrets_env, 
     assert set(report["hosts"][0]["steps"][0]) == {"step", "status", "duration_s", "detail",
                                                    "command", "output_tail"}
 
+    again = CliRunner().invoke(app, ["bootstrap", "--inventory", str(inventory)])
+
+    assert again.exit_code == 0 and again.stdout == ""
+    assert "bootstrap hosts: ok" in again.stderr and "already done" in again.stderr
+    assert f"endpoint: http://{host.listen}:8000/v1" in again.stderr
+
 
 def test_stack_bootstrap_reads_outputs_and_refuses_hosts_without_pinned_keys(
         lab, tmp_path, secrets_env, monkeypatch, aws):
