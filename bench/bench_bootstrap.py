@@ -36,7 +36,17 @@ from dsinfra.bootstrap.secrets import resolve_secrets  # noqa: E402
 from dsinfra.config import parse_stack_config  # noqa: E402
 
 MODEL = "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"
-ANSIBLE = Path(os.environ.get("ANSIBLE_PLAYBOOK", "/work/main/.venv/bin/ansible-playbook"))
+
+
+def ansible_playbook() -> Path:
+    """$ANSIBLE_PLAYBOOK, else next to this Python (pip install -e '.[bench]'), else on PATH."""
+    beside = Path(sys.executable).with_name("ansible-playbook")
+    found = os.environ.get("ANSIBLE_PLAYBOOK") or (str(beside) if beside.exists() else None) \
+        or shutil.which("ansible-playbook")
+    if not found:
+        raise SystemExit("ansible-playbook not found: pip install -e '.[bench]' or set "
+                         "ANSIBLE_PLAYBOOK")
+    return Path(found)
 
 
 def write_inventory(lab, hosts, path: Path) -> Path:
@@ -95,7 +105,7 @@ def timed_ansible(inventory: Path, work: Path) -> float:
                                 f"-o StrictHostKeyChecking=yes "
                                 f"-o UserKnownHostsFile={work / 'known_hosts'}")
     started = time.perf_counter()
-    done = subprocess.run([str(ANSIBLE), "-i", str(inventory),
+    done = subprocess.run([str(ansible_playbook()), "-i", str(inventory),
                            str(ROOT / "bench" / "ansible" / "bootstrap.yml")],
                           env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - started

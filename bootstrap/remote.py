@@ -205,7 +205,11 @@ def open_connection(host: HostSpec, known: KnownHosts, log: HostLog, secrets: Se
     conn.log, conn.secrets = log, secrets
     via = f" via {host.gateway.id}" if host.gateway else ""
     log.write(f"connecting to {host.user}@{host.id}{via}")
-    conn.open()
+    try:
+        conn.open()
+    except BaseException:
+        close_quietly(conn)  # and the gateway hop, which may have opened
+        raise
     for opened in (conn, gateway):
         _no_delay(opened)
     return conn
