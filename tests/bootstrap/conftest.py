@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -26,6 +27,13 @@ def lab(tmp_path_factory):
     # Not under pytest's 0700 basetemp: sshd reads authorized_keys as the test user.
     base = Path(tempfile.mkdtemp(prefix="dsinfra-hostlab-"))
     lab = HostLab(base)
+    try:
+        lab.fresh("single", "g5.2xlarge")
+    except subprocess.CalledProcessError as exc:
+        lab.close()
+        pytest.fail(f"could not start an sshd test host ({' '.join(exc.cmd)}: "
+                    f"{(exc.stderr or '').strip()}); the bootstrap tests need root with "
+                    "CAP_SYS_ADMIN and CAP_NET_ADMIN (network and mount namespaces)")
     yield lab
     lab.close()
     shutil.rmtree(base, ignore_errors=True)
