@@ -114,7 +114,14 @@ class HostRun:
         return True
 
     def write_marker(self, all_names: list[str]) -> None:
-        if self.fast or self.failed:
+        if self.failed:
+            # Whatever the marker said, the host is not serving: the next run checks it all.
+            try:
+                self._connect(self.settings.backoff_s).sh(f"rm -f {marker.MARKER}", root=True)
+            except Exception as exc:  # noqa: BLE001 - unreachable: it was reported already
+                self.log.write(f"could not remove the bootstrap marker: {exc}")
+            return
+        if self.fast:
             return
         try:
             marker.write(self._connect(self.settings.ssh_wait_s), self.plan, all_names)

@@ -191,6 +191,7 @@ def _phases(pool: ThreadPoolExecutor, runs: list[HostRun], steps: tuple[Step, ..
         for r in runs:
             if not r.failed:
                 r.skip_rest(by_phase["engine"] + by_phase["health"], reason)
+        list(pool.map(lambda r: r.write_marker(names), [r for r in runs if r.fast]))
         return
     if not head.fast:
         head.run_steps(by_phase["engine"])  # Ray head / SGLang rank 0 before the peers

@@ -346,3 +346,22 @@ def test_p5_with_a_missing_efa_device_fails_the_efa_step(lab, tmp_path, options)
     failed = report.hosts[0].failed_step
     assert failed.step == "efa"
     assert "fi_info shows 31 EFA device(s), p5.48xlarge has 32" in failed.detail
+
+
+def test_marker_host_whose_engine_stopped_answering_gets_full_checks_next_time(
+        lab, tmp_path, options):
+    host = lab.fresh("single", "g5.2xlarge", dlami=True)
+    inventory = write_inventory(tmp_path / "hosts.yaml", [host_entry(lab, host)])
+    assert bootstrap_inventory(inventory, progress=False, options=options).ok
+    host.set_profile(engine_wedged=True)  # the unit stays active, /health answers 503
+
+    wedged = bootstrap_inventory(inventory, progress=False,
+                                 options=replace(options, health_timeout_s=1))
+    host.set_profile(engine_wedged=False)
+    healed = bootstrap_inventory(inventory, progress=False, options=options)
+
+    assert statuses(wedged)["engine"] == "already done"
+    assert "(marker)" in wedged.hosts[0].steps[0].detail
+    assert statuses(wedged)["health"] == "failed"
+    assert healed.ok, failures(healed)
+    assert "(marker)" not in healed.hosts[0].steps[0].detail, "every check ran again"

@@ -111,7 +111,7 @@ def _handler(model, key, openai, ready_at):
             return False
 
         def do_GET(self):
-            if time.monotonic() < ready_at:
+            if time.monotonic() < ready_at or profile().get("engine_wedged"):
                 return self._send(503, {"error": "loading model"})
             if self.path.startswith("/v1/") and openai:
                 if self._authorised():
