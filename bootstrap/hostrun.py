@@ -128,6 +128,14 @@ class HostRun:
         except Exception as exc:  # noqa: BLE001 - a missing marker only costs the next run time
             self.log.write(f"could not write the bootstrap marker: {exc}")
 
+    def complete(self, steps: list[Step]) -> None:
+        """One result per step, in step order, whatever happened (the report is a grid)."""
+        seen = {r.step for r in self.result.steps}
+        self.result.steps += [StepResult(s.name, "not reached") for s in steps
+                              if s.name not in seen]
+        order = {s.name: i for i, s in enumerate(steps)}
+        self.result.steps.sort(key=lambda r: order.get(r.step, len(order)))
+
     def skip_rest(self, steps: list[Step], reason: str) -> None:
         for step in steps:
             self.result.steps.append(StepResult(step.name, "not reached", detail=reason))

@@ -171,6 +171,8 @@ def _run_phases(runs: list[HostRun], steps: tuple[Step, ...], *, full_check: boo
             raise
         finally:
             list(pool.map(lambda r: r.close(), runs))
+            for run in runs:
+                run.complete(list(steps))
 
 
 def _phases(pool: ThreadPoolExecutor, runs: list[HostRun], steps: tuple[Step, ...], *,

@@ -151,6 +151,7 @@ def test_changed_host_key_is_refused_before_any_command(lab, tmp_path, options):
     detail = report.hosts[0].failed_step.detail
     assert "does not match the pinned key" in detail and "refusing to connect" in detail
     assert host.commands() == []
+    assert [s.status for s in report.hosts[0].steps[1:]] == ["not reached"] * 9
 
 
 def test_unpinned_host_needs_trust_on_first_use_which_records_the_key(lab, tmp_path, options):
