@@ -15,8 +15,8 @@ _STYLE = {"applied": "green", "already done": "dim", "verified": "dim", "failed"
 # One narrow column per step: 10 steps fit an 80-column terminal.
 _CODE = {"applied": "+", "already done": "=", "verified": "ok", "failed": "FAIL",
          "skipped": "-", "not reached": "."}
-_SHORT = {"cloud-init": "cloud", "host-facts": "facts", "nvidia-driver": "driver",
-          "gpu-probe": "probe", "container-gpus": "ctr-gpu", "model-cache": "cache"}
+_SHORT = {"cloud-init": "init", "host-facts": "facts", "nvidia-driver": "driver",
+          "gpu-probe": "probe", "container-gpus": "gpus", "model-cache": "cache"}
 LEGEND = "+N applied (N s)  = already done  ok verified  - not needed  . not reached"
 
 
@@ -84,8 +84,7 @@ def print_summary(report: BootstrapReport) -> None:
                   f"{report.duration_s:.1f}s", title_justify="left", caption=LEGEND,
                   box=box.SIMPLE_HEAD, pad_edge=False, caption_justify="left",
                   collapse_padding=True)
-    table.add_column("host", min_width=max([4, *(len(h.host) for h in report.hosts)]),
-                     no_wrap=True)
+    table.add_column("host", overflow="fold")  # long instance ids fold, steps keep columns
     for step in steps:
         header = _SHORT.get(step, step)
         table.add_column(header, min_width=len(header), no_wrap=True)
