@@ -37,6 +37,7 @@ class RecordedResource:
     urn: str
     parent: str  # the parent's URN ("" at the top)
     custom: bool  # False for components
+    id: str = ""  # the id the mock handed out
 
     def as_dict(self) -> dict[str, Any]:
         return {"type": self.type, "name": self.name, "inputs": self.inputs}
@@ -107,7 +108,7 @@ def _recording_monitor(mocks: "_RecordingMocks"):
                 inputs = mocks.inputs_of.pop((request.type, request.name), {})
                 self.records.append(RecordedResource(
                     type=request.type, name=request.name, inputs=inputs, urn=response.urn,
-                    parent=request.parent or "", custom=bool(request.custom)))
+                    parent=request.parent or "", custom=bool(request.custom), id=response.id))
             return response
 
     return RecordingMonitor()
