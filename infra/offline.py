@@ -88,8 +88,21 @@ def _run(stack: str, values: dict[str, Any]) -> OfflineRun:
         resolved.update(_sync_await(pulumi.Output.from_input(stack_outputs).future()) or {})
 
     _sync_await(run_pulumi_func(program))
-    resources = sorted(monitor.records, key=lambda r: r.urn)
-    return OfflineRun(resources=resources, outputs=resolved)
+    return OfflineRun(resources=sorted(monitor.records, key=_display_order),
+                      outputs=resolved)
+
+
+def _display_order(record: RecordedResource) -> tuple[int, int, str]:
+    """Provider first, then each component with its children, in the order the program
+    creates them (registration order itself varies from run to run: it is asynchronous)."""
+    from dsinfra.infra.program import COMPONENT_ORDER
+
+    chain = record.urn.split("::")[2].split("$")
+    component = next((t for t in chain if t in COMPONENT_ORDER), None)
+    rank = COMPONENT_ORDER.index(component) + 1 if component else 0
+    if record.type.startswith("pulumi:providers:"):
+        rank = -1
+    return rank, int(record.custom), record.urn
 
 
 def _recording_monitor(mocks: "_RecordingMocks"):

@@ -27,6 +27,10 @@ from dsinfra.tags import contract_tags, merge_tags
 NAMESPACE = "dsinfra"
 SSH_USER = "ubuntu"  # the Ubuntu DLAMI's and Canonical's login user
 ZONES_PER_TIER = {"dev": 1, "prod": 2, "distributed": 1}
+# The order build_stack creates components in: how plan lists resources.
+COMPONENT_ORDER = ("dsinfra:network:Network", "dsinfra:security:SecurityGroups",
+                   "dsinfra:security:NodeIdentity", "dsinfra:nodes:GpuNodePool",
+                   "dsinfra:nodes:Bastion", "dsinfra:loadbalancer:ApiLoadBalancer")
 
 
 def main() -> None:
