@@ -100,7 +100,14 @@ class GpuNodePool(pulumi.ComponentResource):
                 resource_type=kind, tags=merge_tags(self._name, config)) for kind in tagged],
             update_default_version=True,
             tags=merge_tags(self._name, config),
-            opts=self._child())
+            opts=self._child(ignore_changes=self._pinned_fields()))
+
+    def _pinned_fields(self) -> list[str]:
+        """Template fields whose drift must not roll the nodes: a new template version replaces
+        every instance launched from it. The DLAMI parameter moves monthly (setting amiId is
+        how to move the AMI), and tags change with the budget or the TTL expiry (the instances
+        carry their own, updated in place)."""
+        return ["tagSpecifications"] + (["imageId"] if self._config.ami_id is None else [])
 
     def _efa_interfaces(self) -> list[ec2.LaunchTemplateNetworkInterfaceArgs]:
         # EFA needs every interface listed at launch, each with the subnet and the EFA group.

@@ -38,6 +38,7 @@ class RecordedResource:
     parent: str  # the parent's URN ("" at the top)
     custom: bool  # False for components
     id: str = ""  # the id the mock handed out
+    ignore_changes: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return {"type": self.type, "name": self.name, "inputs": self.inputs}
@@ -121,7 +122,8 @@ def _recording_monitor(mocks: "_RecordingMocks"):
                 inputs = mocks.inputs_of.pop((request.type, request.name), {})
                 self.records.append(RecordedResource(
                     type=request.type, name=request.name, inputs=inputs, urn=response.urn,
-                    parent=request.parent or "", custom=bool(request.custom), id=response.id))
+                    parent=request.parent or "", custom=bool(request.custom), id=response.id,
+                    ignore_changes=tuple(request.ignoreChanges)))
             return response
 
     return RecordingMonitor()

@@ -154,6 +154,13 @@ def test_gpu_ami_comes_from_the_dlami_ssm_parameter(runs, stack):
 def test_ami_override_replaces_the_lookup(runs):
     (template,) = runs["dist-reserved"].of_type(TEMPLATE)
     assert template.inputs["imageId"] == "ami-0fedcba9876543210"
+    assert "imageId" not in template.ignore_changes
+
+
+def test_a_newer_dlami_or_new_tag_values_never_replace_running_nodes(runs):
+    # A new template version would replace the instances that launched from it.
+    (template,) = runs["dev"].of_type(TEMPLATE)
+    assert {"imageId", "tagSpecifications"} <= set(template.ignore_changes)
 
 
 @pytest.mark.parametrize("stack", ALL)
