@@ -191,6 +191,7 @@ def build_plan(stack: str, *, live: bool = False, project_dir: Path | None = Non
 
     project = project_dir or find_project_dir()
     config = load_stack(stack, project)
+    # Merge point: dsinfra.sizing.check_stack_fits(config) refuses a model that does not fit.
     if live:
         from dsinfra.infra.automation import PulumiEngine
 
