@@ -27,6 +27,10 @@ WRONG_SHAPE = st.one_of(st.lists(st.integers(), min_size=1, max_size=3),
                         st.dictionaries(TEXT, st.integers(), min_size=1, max_size=2))
 
 
+# Words pydantic reads as booleans (lax mode).
+_BOOL_WORDS = {"0", "1", "true", "false", "yes", "no", "on", "off", "t", "f", "y", "n"}
+
+
 def _bad_cidr(text: str) -> bool:
     try:
         ipaddress.ip_network(text, strict=True)
@@ -56,6 +60,20 @@ BAD_VALUES: dict[str, st.SearchStrategy] = {
                              st.just("vllm/vllm-openai")),
     "ttlHours": st.one_of(st.floats(max_value=0, allow_nan=False), WRONG_SHAPE),
     "sshPublicKey": TEXT.filter(lambda t: not t.startswith("ssh-")),
+    "protect": TEXT.filter(lambda t: t.lower() not in _BOOL_WORDS),
+    "spot": st.one_of(TEXT.filter(lambda t: t.lower() not in _BOOL_WORDS), WRONG_SHAPE),
+    "availabilityZone": st.sampled_from(["us-west-2a", "eu-west-1b", "ap-south-1c"]),
+    "expiresAt": TEXT.filter(lambda t: not t[:1].isdigit()),
+    "tags": st.one_of(
+        TEXT.map(lambda t: {f"dsinfra:{t}": "x"}),
+        TEXT.map(lambda t: {f"aws:{t}": "x"}),
+        st.text(min_size=257, max_size=300).map(lambda t: {"team": t})),
+    "engine": st.one_of(
+        TEXT.filter(lambda t: t not in ("vllm", "sglang", "custom")),
+        st.just({"name": "custom"}), st.just({"name": "custom", "image": "x/y:1"}),
+        st.integers(min_value=65536).map(lambda p: {"name": "vllm", "port": p}),
+        TEXT.filter(lambda t: not t.startswith("/")).map(
+            lambda t: {"name": "vllm", "healthPath": t})),
     "budget": st.one_of(
         st.floats(max_value=-0.01, allow_nan=False).map(lambda v: {"amountUsd": v}),
         TEXT.filter(lambda t: t not in ("notify", "stop", "destroy")).map(
