@@ -22,7 +22,7 @@ from dsinfra.infra.network import Network, NetworkArgs
 from dsinfra.infra.nodes import Bastion, BastionArgs, GpuNodePool, GpuNodePoolArgs
 from dsinfra.infra.security import (NodeIdentity, NodeIdentityArgs, SecurityGroups,
                                     SecurityGroupsArgs)
-from dsinfra.tags import contract_tags, merge_tags
+from dsinfra.tags import contract_tags
 
 NAMESPACE = "dsinfra"
 SSH_USER = "ubuntu"  # the Ubuntu DLAMI's and Canonical's login user
@@ -101,7 +101,7 @@ def build_stack(config: StackConfig) -> dict[str, Any]:
         config, network.vpc.id, network.vpc_cidr, bastion=private, load_balancer=private,
         efa=config.tier == "distributed"), opts)
     identity = NodeIdentity(f"{name}-node", NodeIdentityArgs(config), opts)
-    key_name = _key_pair(config, provider)
+    key_name = identity.key_name
     pool = GpuNodePool(f"{name}-gpu", GpuNodePoolArgs(
         config, network.node_subnet_ids, groups.node_group_ids,
         identity.instance_profile.arn, key_name, public_ip=not private,
@@ -141,16 +141,6 @@ def _zones(config: StackConfig, provider: aws.Provider) -> list[pulumi.Output[st
 
     chosen = found.names.apply(choose)
     return [chosen[i] for i in range(count)]
-
-
-def _key_pair(config: StackConfig, provider: aws.Provider) -> pulumi.Output[str] | None:
-    if not config.ssh_public_key:
-        return None
-    name = f"{config.stack}-key"
-    pair = ec2.KeyPair(name, public_key=config.ssh_public_key.strip(),
-                       tags=merge_tags(name, config),
-                       opts=pulumi.ResourceOptions(provider=provider))
-    return pair.key_name
 
 
 def _node_output(instance: ec2.Instance, role: str, config: StackConfig,

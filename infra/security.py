@@ -131,10 +131,12 @@ class NodeIdentityArgs:
 
 
 class NodeIdentity(pulumi.ComponentResource):
-    """An instance role and profile with AmazonSSMManagedInstanceCore and nothing else."""
+    """An instance role and profile with AmazonSSMManagedInstanceCore and nothing else, and the
+    EC2 key pair from ``sshPublicKey`` when the stack sets one."""
 
     role: iam.Role
     instance_profile: iam.InstanceProfile
+    key_name: pulumi.Output[str] | None
 
     def __init__(self, name: str, args: NodeIdentityArgs,
                  opts: pulumi.ResourceOptions | None = None) -> None:
@@ -151,5 +153,11 @@ class NodeIdentity(pulumi.ComponentResource):
         self.instance_profile = iam.InstanceProfile(name, role=self.role.name,
                                                     tags=merge_tags(name, args.config),
                                                     opts=child)
+        self.key_name = None
+        if args.config.ssh_public_key:
+            pair = ec2.KeyPair(f"{name}-key", public_key=args.config.ssh_public_key.strip(),
+                               tags=merge_tags(f"{name}-key", args.config), opts=child)
+            self.key_name = pair.key_name
         self.register_outputs({"role_arn": self.role.arn,
-                               "instance_profile_arn": self.instance_profile.arn})
+                               "instance_profile_arn": self.instance_profile.arn,
+                               "key_name": self.key_name})
