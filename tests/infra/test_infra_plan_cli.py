@@ -12,7 +12,7 @@ from dsinfra.catalog import PRICES_AS_OF
 from dsinfra.cli.main import app
 from dsinfra.infra.automation import PreviewResult
 from dsinfra.infra.planner import build_plan
-from offline_stacks import PROJECT_DIR, SHIPPED
+from offline_stacks import PROJECT_DIR, SHIPPED, stack_values
 
 runner = CliRunner()
 
@@ -78,14 +78,35 @@ def test_distributed_total_budget_is_compared_over_the_ttl(plans):
     assert plan["budget"]["fits"] is (expected <= plan["budget"]["amount_usd"])
 
 
-def test_over_budget_plan_is_flagged_loudly_but_exits_zero(monkeypatch):
-    monkeypatch.setenv("DSINFRA_PROJECT_DIR", str(PROJECT_DIR))
-    result = runner.invoke(app, ["plan", "dev"])
+def _project_with(tmp_path, stack: str, values: dict):
+    import yaml
+
+    shutil.copy(PROJECT_DIR / "Pulumi.yaml", tmp_path / "Pulumi.yaml")
+    (tmp_path / "stacks").mkdir()
+    document = {"config": {f"dsinfra:{k}": v for k, v in values.items()}}
+    (tmp_path / "stacks" / f"Pulumi.{stack}.yaml").write_text(yaml.safe_dump(document))
+    return tmp_path
+
+
+def test_over_budget_plan_is_flagged_loudly_but_exits_zero(monkeypatch, tmp_path):
+    values = {**stack_values("dev"), "budget": {"amountUsd": 100, "period": "month"}}
+    monkeypatch.setenv("DSINFRA_PROJECT_DIR", str(_project_with(tmp_path, "tight", values)))
+    result = runner.invoke(app, ["plan", "tight"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    assert "OVER BUDGET" in result.stdout  # dev: ~$904/month against $300/month
+    assert "OVER BUDGET" in result.stdout  # ~$904/month against $100/month
     assert "dsinfra up` will refuse" in result.stdout
     assert PRICES_AS_OF.isoformat() in result.stdout
-    assert "dev-gpu-0 root volume" in result.stdout and "imds tokens=required" in result.stdout
+    assert "tight-gpu-0 root volume" in result.stdout and "imds tokens=required" in result.stdout
+    json_result = runner.invoke(app, ["plan", "tight", "--json"])
+    assert json.loads(json_result.stdout)["budget"]["fits"] is False
+
+
+def test_plan_within_budget_says_it_fits(monkeypatch, tmp_path):
+    values = {**stack_values("dev"), "budget": {"amountUsd": 5000, "period": "month"}}
+    monkeypatch.setenv("DSINFRA_PROJECT_DIR", str(_project_with(tmp_path, "roomy", values)))
+    result = runner.invoke(app, ["plan", "roomy"])
+    assert result.exit_code == 0 and "fits:" in result.stdout
+    assert "OVER BUDGET" not in result.stdout
 
 
 def test_plan_of_an_unknown_stack_exits_2_naming_it(monkeypatch):
