@@ -19,6 +19,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
                          "apiAllowedCidrs": [OFFICE], "sshPublicKey": SSH_KEY, "spot": True}),
     "prod-public-api": ("prod", {"apiAllowedCidrs": [OFFICE], "sshAllowedCidrs": [OFFICE],
                                  "nodeCount": 3, "availabilityZone": "us-east-1c"}),
+    "prod-world-api": ("prod", {"apiAllowedCidrs": ["0.0.0.0/0", "::/0"]}),
     "dist-reserved": ("distributed", {"capacityReservationId": "cr-0123456789abcdef0",
                                       "instanceType": "p5en.48xlarge", "nodeCount": 3,
                                       "amiId": "ami-0fedcba9876543210",
