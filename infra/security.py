@@ -19,6 +19,7 @@ from dsinfra.config import StackConfig
 from dsinfra.tags import merge_tags
 
 SSH_PORT = 22
+HTTP_PORT = 80
 HTTPS_PORT = 443
 SSM_CORE_POLICY_ARN = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
 
@@ -97,6 +98,10 @@ class SecurityGroups(pulumi.ComponentResource):
             ec2.SecurityGroupEgressArgs(protocol="tcp", from_port=HTTPS_PORT,
                                         to_port=HTTPS_PORT, cidr_blocks=["0.0.0.0/0"],
                                         description="SSM agent and AWS APIs"),
+            # Ubuntu's EC2 archive mirrors serve security updates over plain HTTP.
+            ec2.SecurityGroupEgressArgs(protocol="tcp", from_port=HTTP_PORT, to_port=HTTP_PORT,
+                                        cidr_blocks=["0.0.0.0/0"],
+                                        description="Ubuntu security updates"),
         ]
         return self._group(name, "dsinfra bastion", ingress, egress)
 
