@@ -189,9 +189,11 @@ def build_plan(stack: str, *, live: bool = False, project_dir: Path | None = Non
     them and compare with the budget. Raises ``UserError`` for bad input (exit 2)."""
     from dsinfra.stackfiles import find_project_dir, load_stack, read_stack_values, stack_file
 
+    from dsinfra.sizing import check_stack_fits
+
     project = project_dir or find_project_dir()
     config = load_stack(stack, project)
-    # Merge point: dsinfra.sizing.check_stack_fits(config) refuses a model that does not fit.
+    check_stack_fits(config)
     if live:
         from dsinfra.infra.automation import PulumiEngine
 
@@ -203,6 +205,16 @@ def build_plan(stack: str, *, live: bool = False, project_dir: Path | None = Non
         outputs = run.outputs
     return Plan(config=config, offline=not live, resources=resources,
                 items=price_resources(resources, config.region), outputs=outputs)
+
+
+def plan_for_config(config: StackConfig) -> Plan:
+    """The offline plan of a config that need not come from a stack file (doctor, up)."""
+    values = config.model_dump(mode="json", by_alias=True, exclude_none=True,
+                               exclude={"stack"})
+    run = _run_offline(config.stack, values)
+    resources = [{**r.as_dict(), "parent": r.parent} for r in run.resources]
+    return Plan(config=config, offline=True, resources=resources,
+                items=price_resources(resources, config.region), outputs=run.outputs)
 
 
 def _run_offline(stack: str, values: dict[str, Any]):

@@ -153,3 +153,14 @@ def test_plan_needs_neither_credentials_nor_the_cli(monkeypatch):
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
     plan = build_plan("distributed", project_dir=PROJECT_DIR)
     assert plan.offline and len(plan.outputs["nodes"]) == 2
+
+
+def test_plan_refuses_a_model_that_does_not_fit_and_names_the_smallest_fit(monkeypatch,
+                                                                            tmp_path):
+    values = {**stack_values("dev"), "model": "deepseek-ai/DeepSeek-R1-Distill-Llama-70B"}
+    monkeypatch.setenv("DSINFRA_PROJECT_DIR", str(_project_with(tmp_path, "toosmall", values)))
+    result = runner.invoke(app, ["plan", "toosmall", "--json"])
+    assert result.exit_code == 2, result.output
+    assert "dsinfra:instanceType" in result.output
+    assert "g5.2xlarge" in result.output and "Traceback" not in result.output
+    assert result.stdout.strip() == ""  # nothing planned, nothing printed as if it had been
