@@ -1,5 +1,6 @@
 """Imports every command module so their commands attach to the root app."""
 
+from dsinfra.cli import plan  # noqa: F401
 from dsinfra.cli import stacks  # noqa: F401
 from dsinfra.cli import size  # noqa: F401
 from dsinfra.cli import advise  # noqa: F401

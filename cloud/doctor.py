@@ -11,9 +11,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from dsinfra.catalog import (BASTION_INSTANCE_TYPE, HOURS_PER_MONTH, INSTANCE_SPECS,
-                             on_demand_price, other_price)
-from dsinfra.costs import CostEstimate, CostItem, fits_budget, gp3_hourly_usd
+from dsinfra.catalog import (HOURS_PER_MONTH, INSTANCE_SPECS)
+from dsinfra.costs import CostEstimate, fits_budget
 
 if TYPE_CHECKING:
     from dsinfra.config import StackConfig
@@ -265,26 +264,10 @@ def check_access(config: "StackConfig") -> Check:
 
 
 def estimate_stack_cost(config: "StackConfig") -> CostEstimate:
-    """The stack's on-demand running cost: GPU nodes and their gp3 root volumes, plus the
-    bastion, NAT gateway and load balancer of the private tiers, plus public IPv4s."""
-    region, nodes = config.region, config.resolved_node_count
-    gpu = on_demand_price(region, config.resolved_instance_type)
-    items = [CostItem(f"{nodes}x {config.resolved_instance_type}", "aws:ec2/instance:Instance",
-                      gpu.usd * nodes),
-             CostItem(f"{nodes}x {config.root_volume_gib} GiB gp3", "aws:ebs/volume:Volume",
-                      gp3_hourly_usd(config.root_volume_gib, region) * nodes)]
-    ipv4 = other_price(region, "public_ipv4_hour").usd
-    if config.tier == "dev":
-        items.append(CostItem("public IPv4", "aws:ec2/eip:Eip", ipv4 * nodes))
-    else:
-        items += [CostItem("bastion", "aws:ec2/instance:Instance",
-                           on_demand_price(region, BASTION_INSTANCE_TYPE).usd + ipv4),
-                  CostItem("NAT gateway", "aws:ec2/natGateway:NatGateway",
-                           other_price(region, "nat_gateway_hour").usd + ipv4),
-                  CostItem("load balancer", "aws:lb/loadBalancer:LoadBalancer",
-                           other_price(region, "load_balancer_hour").usd)]
-    return CostEstimate(items, gpu.as_of, notes=["on-demand prices; data transfer, NAT "
-                                                 "processing and LCUs not included"])
+    """What ``dsinfra plan`` estimates for the stack: the real program under mocks, priced."""
+    from dsinfra.infra.planner import plan_for_config
+
+    return plan_for_config(config).estimate
 
 
 def check_budget(config: "StackConfig", estimate: CostEstimate) -> Check:
