@@ -6,3 +6,4 @@ from dsinfra.cli import size  # noqa: F401
 from dsinfra.cli import advise  # noqa: F401
 from dsinfra.cli import doctor  # noqa: F401
 from dsinfra.cli import up  # noqa: F401
+from dsinfra.cli import bootstrap  # noqa: F401

@@ -66,6 +66,9 @@ class EngineConfig(_Model):
     port: int | None = Field(None, ge=1, le=65535)
     health_path: str = Field("/health", alias="healthPath", pattern=r"^/")
     extra_args: list[str] = Field(default_factory=list, alias="extraArgs")
+    gpu_memory_utilization: float = Field(0.90, alias="gpuMemoryUtilization", gt=0.1, le=0.98,
+                                          description="Share of each GPU's memory the engine "
+                                          "may take (always passed explicitly)")
 
     @model_validator(mode="after")
     def _custom_needs_image_and_port(self) -> "EngineConfig":

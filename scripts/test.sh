@@ -9,6 +9,11 @@ need_apt=()
 command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
 command -v sudo >/dev/null 2>&1 || need_apt+=(sudo)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+# The bootstrap test hosts: mount namespaces (unshare), host keys (ssh-keygen), and the system
+# python3 that runs the fake GPU-host commands and the probe inside each host.
+command -v unshare >/dev/null 2>&1 || need_apt+=(util-linux)
+command -v ssh-keygen >/dev/null 2>&1 || need_apt+=(openssh-client)
+[ -x /usr/bin/python3 ] || need_apt+=(python3)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null

@@ -1,0 +1,113 @@
+"""What a person watching sees: a live table (host, current step, what it is doing, elapsed)
+while the run goes, then a summary table and every failure with its command and output tail.
+Everything goes to stderr so ``--json`` on stdout stays parseable."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from dsinfra.bootstrap.plan import BootstrapReport
+
+_STYLE = {"applied": "green", "already done": "dim", "verified": "dim", "failed": "bold red",
+          "skipped": "dim", "not reached": "yellow"}
+# One narrow column per step: 10 steps fit an 80-column terminal.
+_CODE = {"applied": "+", "already done": "=", "verified": "ok", "failed": "FAIL",
+         "skipped": "-", "not reached": "."}
+_SHORT = {"cloud-init": "init", "host-facts": "facts", "nvidia-driver": "driver",
+          "gpu-probe": "probe", "container-gpus": "gpus", "model-cache": "cache"}
+LEGEND = "+N applied (N s)  = already done  ok verified  - not needed  . not reached"
+
+
+class Display:
+    def __init__(self, hosts: list[str], steps: list[str], *, enabled: bool,
+                 forward: Callable[[str], None] | None = None) -> None:
+        self.enabled, self.steps, self.forward = enabled, steps, forward
+        self._started = time.monotonic()
+        self._state = {h: {"step": "-", "note": "waiting", "since": time.monotonic()}
+                       for h in hosts}
+        self._lock = threading.Lock()
+        self._live = None
+
+    def update(self, host: str, step: str, note: str) -> None:
+        with self._lock:
+            row = self._state[host]
+            if row["step"] != step:
+                row["since"] = time.monotonic()
+            row.update(step=step, note=note)
+        if self.forward is not None:
+            self.forward(f"{host}: {step}: {note}")
+
+    def _table(self):
+        from rich.table import Table
+
+        table = Table("host", "step", "status", "step time", title=f"dsinfra bootstrap "
+                      f"({time.monotonic() - self._started:.0f}s)", title_justify="left")
+        with self._lock:
+            for host, row in self._state.items():
+                table.add_row(host, row["step"], row["note"],
+                              f"{time.monotonic() - row['since']:.0f}s")
+        return table
+
+    def __enter__(self) -> "Display":
+        if self.enabled:
+            from rich.live import Live
+
+            from dsinfra.cli.output import console
+
+            self._live = Live(get_renderable=self._table, console=console(stderr=True),
+                              refresh_per_second=4, transient=True)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._live is not None:
+            self._live.__exit__(*exc)
+
+    def summary(self, report: BootstrapReport) -> None:
+        if self.enabled:
+            print_summary(report)
+
+
+def print_summary(report: BootstrapReport) -> None:
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    from dsinfra.cli.output import console
+
+    out = console(stderr=True)
+    steps = [s.step for s in report.hosts[0].steps] if report.hosts else []
+    table = Table(title=f"bootstrap "
+                  f"{report.stack}: {'ok' if report.ok else 'FAILED'} in "
+                  f"{report.duration_s:.1f}s", title_justify="left", caption=LEGEND,
+                  box=box.SIMPLE_HEAD, pad_edge=False, caption_justify="left",
+                  collapse_padding=True)
+    table.add_column("host", overflow="fold")  # long instance ids fold, steps keep columns
+    for step in steps:
+        header = _SHORT.get(step, step)
+        table.add_column(header, min_width=len(header), no_wrap=True)
+    for host in report.hosts:
+        cells = []
+        for result in host.steps:
+            code = _CODE.get(result.status, result.status)
+            if result.status == "applied":
+                code += f"{result.duration_s:.0f}"
+            cells.append(Text(code, style=_STYLE.get(result.status, "")))
+        table.add_row(host.host, *cells)
+    out.print(table)
+    for host in report.hosts:
+        failed = host.failed_step
+        if failed is None:
+            continue
+        out.print(Text(failed.detail, style="bold red"))
+        if failed.command:
+            out.print(f"  command: {failed.command}", markup=False)
+        if failed.output_tail:
+            out.print("  output (last lines):", markup=False)
+            out.print("\n".join("    " + line for line in failed.output_tail.splitlines()),
+                      markup=False)
+        out.print(f"  log: {host.log_path}", markup=False)
+    if report.ok and report.endpoint:
+        out.print(f"endpoint: {report.endpoint}  (run log: {report.run_dir})", markup=False)

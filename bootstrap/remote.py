@@ -1,0 +1,246 @@
+"""The SSH edge: one fabric ``Connection`` per host, pinned host keys, a log per host with
+secrets redacted, and the errors a step can end in."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import select
+import shlex
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+from fabric import Config, Connection
+from invoke.exceptions import UnexpectedExit
+from paramiko.ssh_exception import NoValidConnectionsError
+
+from dsinfra.bootstrap.hostkeys import KnownHosts
+from dsinfra.bootstrap.hosts import Gateway, HostSpec
+from dsinfra.bootstrap.secrets import Secrets
+
+TAIL_LINES = 15
+# An SSH drop (sshd restarted, host rebooting, network blip) rather than a refusal.
+SSH_DROPS = (paramiko.SSHException, NoValidConnectionsError, socket.timeout, socket.error,
+             EOFError, ConnectionError)
+
+
+class CommandFailed(Exception):
+    """A remote command exited non-zero (or timed out)."""
+
+    def __init__(self, command: str, exit_code: int | None, output_tail: str) -> None:
+        super().__init__(f"`{command}` exited {exit_code}")
+        self.command, self.exit_code, self.output_tail = command, exit_code, output_tail
+
+
+class StepCheckFailed(Exception):
+    """An apply finished but its check still says the step is not done: names what is wrong."""
+
+
+def tail(text: str, lines: int = TAIL_LINES) -> str:
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+class HostLog:
+    """``<run dir>/<host>.log``: every command, its exit status and output, secrets redacted."""
+
+    def __init__(self, path: Path | None, secrets: Secrets) -> None:
+        self.path, self.secrets = path, secrets
+        self._lock = threading.Lock()
+        if path:
+            path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, text: str) -> None:
+        if not self.path:
+            return
+        stamp = time.strftime("%H:%M:%S")
+        clean = self.secrets.redact(text)
+        with self._lock, self.path.open("a") as handle:
+            for line in clean.rstrip("\n").splitlines() or [""]:
+                handle.write(f"{stamp} {line}\n")
+
+
+class HostConnection(Connection):
+    """A fabric Connection that logs what it runs and knows how to become root."""
+
+    log: HostLog
+    secrets: Secrets
+
+    def sh(self, command: str, *, root: bool = False, warn: bool = False,
+           timeout: float | None = None) -> "Output":
+        """Run ``command`` through bash (as root via ``sudo -n`` when asked), logged.
+
+        Straight on a paramiko channel rather than through invoke's Runner: a bootstrap run
+        is hundreds of short checks, and the Runner's thread-and-poll loop costs ~40 ms each.
+        Stdin is closed (nothing may ever wait for a prompt).
+        """
+        line = f"bash -c {shlex.quote(command)}"
+        if root and self.user != "root":
+            line = f"sudo -n {line}"
+        self.log.write(f"$ {command}" + (" (root)" if root else ""))
+        if not self.is_connected:
+            self.open()
+        result = _exec(self.transport, line, timeout)
+        output = result.stdout + result.stderr
+        if result.exited is None:
+            self.log.write(f"timed out after {timeout}s\n{output}")
+            raise CommandFailed(command, None, self.secrets.redact(tail(output)))
+        self.log.write(f"exit {result.exited}\n{output}" if output.strip() else
+                       f"exit {result.exited}")
+        if result.exited == -1:
+            # The channel closed without an exit status: sshd or the host went away.
+            raise paramiko.SSHException(f"connection lost while running `{command}`")
+        if result.exited != 0 and not warn:
+            raise CommandFailed(command, result.exited, self.secrets.redact(tail(output)))
+        return result
+
+    def ok(self, command: str, *, root: bool = False) -> bool:
+        """True when ``command`` exits 0 (a check, never an error)."""
+        return self.sh(command, root=root, warn=True).exited == 0
+
+    def out(self, command: str, *, root: bool = False) -> str:
+        return self.sh(command, root=root).stdout.strip()
+
+    def ensure_file(self, content: str | bytes, dest: str, *, mode: str = "0644") -> bool:
+        """``put_file`` unless ``dest`` already has these bytes; True when it wrote."""
+        data = content.encode() if isinstance(content, str) else content
+        have = self.sh(f"sha256sum {shlex.quote(dest)} 2>/dev/null", root=True, warn=True)
+        if have.stdout.split()[:1] == [hashlib.sha256(data).hexdigest()]:
+            return False
+        self.put_file(data, dest, mode=mode)
+        return True
+
+    def put_file(self, content: str | bytes, dest: str, *, mode: str = "0644") -> None:
+        """Write ``content`` to ``dest`` as root with ``mode``, through SFTP from memory.
+
+        The bytes never appear on a command line or in the log; they land first in a 0700
+        upload folder of the login user, then ``install`` moves them into place.
+        """
+        data = content.encode() if isinstance(content, str) else content
+        staging = ".dsinfra-upload"
+        self.sh(f"mkdir -p -m 700 ~/{staging}")
+        name = f"{staging}/{Path(dest).name}.{threading.get_ident()}"
+        self.put(io.BytesIO(data), remote=name)
+        self.log.write(f"uploaded {len(data)} bytes for {dest} (mode {mode})")
+        self.sh(f"install -D -m {mode} -o root -g root ~{self.user}/{name} {shlex.quote(dest)}"
+                f" && rm -f ~{self.user}/{name}", root=True)
+
+
+@dataclass(frozen=True)
+class Output:
+    stdout: str
+    stderr: str
+    exited: int | None  # None: timed out; -1: the connection went away
+
+
+def _exec(transport: paramiko.Transport, line: str, timeout: float | None) -> Output:
+    channel = transport.open_session(timeout=30)
+    try:
+        channel.exec_command(line)
+        channel.shutdown_write()
+        out, err = bytearray(), bytearray()
+        deadline = time.monotonic() + timeout if timeout else None
+        while True:
+            if channel.recv_ready():
+                out += channel.recv(65536)
+            elif channel.recv_stderr_ready():
+                err += channel.recv_stderr(65536)
+            elif channel.exit_status_ready() or channel.closed or not transport.is_active():
+                break
+            else:
+                wait = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
+                if wait <= 0:
+                    return Output(out.decode(errors="replace"), err.decode(errors="replace"),
+                                  None)
+                select.select([channel], [], [], wait)
+        while channel.recv_ready() or channel.recv_stderr_ready():
+            out += channel.recv(65536) if channel.recv_ready() else b""
+            err += channel.recv_stderr(65536) if channel.recv_stderr_ready() else b""
+        code = channel.recv_exit_status() if channel.exit_status_ready() else -1
+        return Output(out.decode(errors="replace"), err.decode(errors="replace"), code)
+    finally:
+        channel.close()
+
+
+@dataclass(frozen=True)
+class SshSettings:
+    connect_timeout_s: float = 15.0
+    attempts: int = 4  # reconnects after a drop mid-run before the host is reported
+    backoff_s: float = 2.0  # doubles after each failed attempt
+    ssh_wait_s: float = 600.0  # a fresh instance's sshd may take minutes to come up
+    reboot_wait_s: float = 900.0
+
+
+def _connect_kwargs(key_path: Path | None) -> dict:
+    kwargs = {"banner_timeout": 30, "auth_timeout": 30}
+    if key_path:
+        kwargs.update(key_filename=str(key_path), look_for_keys=False, allow_agent=False)
+    return kwargs
+
+
+def _config() -> Config:
+    # An explicit empty SSHConfig: a user's ~/.ssh/config must not redirect or relax anything.
+    return Config(ssh_config=paramiko.SSHConfig(), overrides={"run": {"in_stream": False}})
+
+
+def _gateway_connection(gateway: Gateway, known: KnownHosts, settings: SshSettings) -> Connection:
+    conn = Connection(gateway.address, user=gateway.user, port=gateway.port, config=_config(),
+                      connect_kwargs=_connect_kwargs(gateway.key_path),
+                      connect_timeout=settings.connect_timeout_s)
+    conn.client.set_missing_host_key_policy(known.policy(gateway.id))
+    return conn
+
+
+def open_connection(host: HostSpec, known: KnownHosts, log: HostLog, secrets: Secrets,
+                    settings: SshSettings) -> HostConnection:
+    """Connect (through the gateway when the host has one); raises on refusal or drop."""
+    gateway = _gateway_connection(host.gateway, known, settings) if host.gateway else None
+    conn = HostConnection(host.address, user=host.user, port=host.port, config=_config(),
+                          gateway=gateway, connect_kwargs=_connect_kwargs(host.key_path),
+                          connect_timeout=settings.connect_timeout_s)
+    conn.client.set_missing_host_key_policy(known.policy(host.id))
+    conn.log, conn.secrets = log, secrets
+    via = f" via {host.gateway.id}" if host.gateway else ""
+    log.write(f"connecting to {host.user}@{host.id}{via}")
+    try:
+        conn.open()
+    except BaseException:
+        close_quietly(conn)  # and the gateway hop, which may have opened
+        raise
+    for opened in (conn, gateway):
+        _no_delay(opened)
+    return conn
+
+
+def _no_delay(conn: Connection | None) -> None:
+    """Short commands are request/response: Nagle plus delayed ACKs would add ~40 ms each."""
+    sock = getattr(getattr(conn, "transport", None), "sock", None)
+    if isinstance(sock, socket.socket):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def close_quietly(conn: Connection | None) -> None:
+    if conn is None:
+        return
+    try:
+        conn.close()
+        if isinstance(conn.gateway, Connection):
+            conn.gateway.close()
+    except Exception:  # noqa: BLE001 - closing a dead transport may raise anything
+        pass
+
+
+def is_drop(exc: BaseException) -> bool:
+    from dsinfra.bootstrap.hostkeys import HostKeyRefused
+
+    if isinstance(exc, paramiko.AuthenticationException):
+        # The transport dying during auth (sshd going down for a reboot) is a drop, not a "no".
+        return "transport shut down or saw EOF" in str(exc)
+    if isinstance(exc, HostKeyRefused):
+        return False
+    if isinstance(exc, UnexpectedExit):
+        return False
+    return isinstance(exc, SSH_DROPS)

@@ -1,0 +1,222 @@
+"""Bootstrap every host of a stack (or an inventory) in parallel and report per host, per step.
+
+Order: all hosts run the preparation steps in parallel; then the engine starts on the head and
+after it on the workers (Ray and SGLang's rank 0 must exist before peers join); then the head's
+endpoint is checked. One host's failure never hides another's results.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+from dsinfra.bootstrap.engine import engine_plan
+from dsinfra.bootstrap.hostkeys import KnownHosts, fetch_console_pins, pins_from_text
+from dsinfra.bootstrap.hostrun import HostRun
+from dsinfra.bootstrap.hosts import HostSpec, hosts_from_outputs, load_inventory
+from dsinfra.bootstrap.plan import HEALTH_TIMEOUT_S, BootstrapReport, HostPlan, Step
+from dsinfra.bootstrap.remote import HostLog, SshSettings
+from dsinfra.bootstrap.secrets import Secrets, resolve_secrets, stack_api_key
+from dsinfra.bootstrap.steps import STEPS
+from dsinfra.config import StackConfig, parse_stack_config
+from dsinfra.outputs import StackOutputs
+
+__all__ = ["BootstrapOptions", "BootstrapReport", "bootstrap_inventory", "bootstrap_stack",
+           "run_bootstrap"]
+
+
+@dataclass(frozen=True)
+class BootstrapOptions:
+    """Knobs beyond the public signature (tests and the benchmark shorten the waits)."""
+
+    state_dir: Path | None = None  # default: <project>/.dsinfra, else ./.dsinfra
+    ssh: SshSettings = field(default_factory=SshSettings)
+    health_timeout_s: float | None = None  # default: per tier (HEALTH_TIMEOUT_S)
+    health_poll_s: float = 10.0
+    console_pins: bool = True  # read host keys from EC2 GetConsoleOutput (stack hosts)
+    full_check: bool = False  # run every step's check even on hosts whose marker matches
+    api_key: str | None = None  # the stack's own key (from its outputs), over env and file
+    steps: tuple[Step, ...] = STEPS
+
+
+Progress = bool | Callable[[str], None]
+
+
+def bootstrap_stack(config: StackConfig, outputs: StackOutputs, *,
+                    ssh_key_path: Path | None = None, trust_on_first_use: bool = False,
+                    progress: Progress = True, options: BootstrapOptions | None = None
+                    ) -> BootstrapReport:
+    """Bootstrap the hosts a dsinfra stack created (``dsinfra up`` calls this).
+
+    ``progress``: True for the live table, False for nothing, or a callable that gets one
+    line per host and step change (``dsinfra up`` folds them into its own display).
+    """
+    options = options or BootstrapOptions()
+    stack_key = stack_api_key(outputs.extra, outputs.region or config.region)
+    if stack_key:
+        options = replace(options, api_key=stack_key)
+    hosts = hosts_from_outputs(outputs, key_path=ssh_key_path)
+    known = _known_hosts(options, trust_on_first_use)
+    if options.console_pins:
+        _pin_from_console(hosts, known, outputs.region or config.region)
+    return run_bootstrap(config, hosts, known=known, endpoint=outputs.endpoint or None,
+                         progress=progress, options=options)
+
+
+def bootstrap_inventory(path: Path, *, trust_on_first_use: bool = False, progress: Progress = True,
+                        options: BootstrapOptions | None = None) -> BootstrapReport:
+    """Bootstrap hosts dsinfra did not create, listed in an inventory file."""
+    options = options or BootstrapOptions()
+    values, hosts = load_inventory(Path(path))
+    name = str(values.pop("stack", None) or Path(path).stem)
+    values.setdefault("tier", "dev")
+    values.setdefault("budget", {"amountUsd": 0})  # inventories are not budgeted here
+    values.setdefault("instanceType", hosts[0].instance_type)
+    values.setdefault("nodeCount", len(hosts))
+    config = parse_stack_config(name, values, source=str(path))
+    known = _known_hosts(options, trust_on_first_use)
+    head = hosts[0]
+    endpoint = f"http://{head.address}:{config.engine_port}/v1"
+    return run_bootstrap(config, hosts, known=known, endpoint=endpoint, progress=progress,
+                         options=options)
+
+
+STATE_DIR_ENV = "DSINFRA_STATE_DIR"
+
+
+def _state_dir(options: BootstrapOptions) -> Path:
+    if options.state_dir:
+        return options.state_dir
+    if os.environ.get(STATE_DIR_ENV):
+        return Path(os.environ[STATE_DIR_ENV]).expanduser()
+    try:
+        from dsinfra.stackfiles import find_project_dir
+
+        return find_project_dir() / ".dsinfra"
+    except Exception:  # noqa: BLE001 - no project: use the working directory
+        return Path.cwd() / ".dsinfra"
+
+
+def _known_hosts(options: BootstrapOptions, trust_on_first_use: bool) -> KnownHosts:
+    known = KnownHosts(record_path=_state_dir(options) / "known_hosts",
+                       trust_on_first_use=trust_on_first_use)
+    known.load_recorded()
+    return known
+
+
+def _pin_from_console(hosts: list[HostSpec], known: KnownHosts, region: str) -> None:
+    targets = {h.id: h.instance_id for h in hosts if h.instance_id and not h.host_key}
+    gateways = {h.gateway.id: h.gateway.instance_id for h in hosts
+                if h.gateway and h.gateway.instance_id and not h.gateway.host_key}
+    for host_id, instance_id in {**targets, **gateways}.items():
+        if not known.pins.get(host_id):
+            pins = fetch_console_pins(instance_id, region)
+            if pins:
+                known.pins[host_id] = pins
+
+
+def run_bootstrap(config: StackConfig, hosts: list[HostSpec], *, known: KnownHosts,
+                  endpoint: str | None, progress: Progress, options: BootstrapOptions
+                  ) -> BootstrapReport:
+    started = time.monotonic()
+    state_dir = _state_dir(options)
+    secrets = resolve_secrets(state_dir, config.stack, stack_key=options.api_key)
+    _pin_from_inventory(hosts, known)
+    run_dir = state_dir / "runs" / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    plan = engine_plan(config, hosts)
+    timeout = options.health_timeout_s or HEALTH_TIMEOUT_S[config.tier]
+    from dsinfra.bootstrap.display import Display
+
+    display = Display([h.name for h in hosts], [s.name for s in options.steps],
+                      enabled=progress is True,
+                      forward=progress if callable(progress) else None)
+    runs = [HostRun(HostPlan(host=h, engine=plan, secrets=secrets, tier=config.tier,
+                             health_timeout_s=timeout, health_poll_s=options.health_poll_s),
+                    known, HostLog(run_dir / f"{_safe(h.name)}.log", secrets), options.ssh,
+                    display.update)
+            for h in hosts]
+    interrupted = threading.Event()
+    for run in runs:
+        run.interrupted = interrupted
+    try:
+        with display:
+            _run_phases(runs, options.steps, full_check=options.full_check,
+                        interrupted=interrupted)
+    finally:
+        # Written even on Ctrl-C: what finished is on record, and the next run resumes.
+        report = BootstrapReport(stack=config.stack, run_dir=str(run_dir), endpoint=endpoint,
+                                 hosts=[r.result for r in runs],
+                                 duration_s=time.monotonic() - started)
+        _write_report(run_dir, report, secrets)
+    display.summary(report)
+    return report
+
+
+def _run_phases(runs: list[HostRun], steps: tuple[Step, ...], *, full_check: bool,
+                interrupted: threading.Event) -> None:
+    """Ctrl-C stops every host after its current step (each step is safe to re-run)."""
+    with ThreadPoolExecutor(max_workers=max(len(runs), 1)) as pool:
+        try:
+            _phases(pool, runs, steps, full_check=full_check)
+        except KeyboardInterrupt:
+            interrupted.set()  # before the pool waits for its threads
+            raise
+        finally:
+            list(pool.map(lambda r: r.close(), runs))
+            for run in runs:
+                run.complete(list(steps))
+
+
+def _phases(pool: ThreadPoolExecutor, runs: list[HostRun], steps: tuple[Step, ...], *,
+            full_check: bool) -> None:
+    by_phase = {phase: [s for s in steps if s.phase == phase]
+                for phase in ("prepare", "engine", "health")}
+    names = [s.name for s in steps]
+    head, workers = runs[0], runs[1:]
+
+    def prepare(run: HostRun) -> None:
+        if full_check or not run.fast_path(by_phase["prepare"] + by_phase["engine"], names):
+            run.run_steps(by_phase["prepare"])
+
+    list(pool.map(prepare, runs))
+    failed = [r.plan.host.name for r in runs if r.failed]
+    if failed:
+        reason = f"not started: {', '.join(failed)} failed earlier"
+        for r in runs:
+            if not r.failed:
+                r.skip_rest(by_phase["engine"] + by_phase["health"], reason)
+        list(pool.map(lambda r: r.write_marker(names), [r for r in runs if r.fast]))
+        return
+    if not head.fast:
+        head.run_steps(by_phase["engine"])  # Ray head / SGLang rank 0 before the peers
+    list(pool.map(lambda r: r.fast or r.run_steps(by_phase["engine"]), workers))
+    for r in runs:
+        r.run_steps(by_phase["health"])  # head-only: workers record it as skipped
+    list(pool.map(lambda r: r.write_marker(names), runs))
+
+
+def _pin_from_inventory(hosts: list[HostSpec], known: KnownHosts) -> None:
+    for host in hosts:
+        if host.host_key:
+            known.pins[host.id] = pins_from_text(host.host_key)
+        if host.gateway and host.gateway.host_key:
+            known.pins[host.gateway.id] = pins_from_text(host.gateway.host_key)
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+
+
+def _write_report(run_dir: Path, report: BootstrapReport, secrets: Secrets) -> None:
+    text = secrets.redact(json.dumps(report.to_dict(), indent=2))
+    (run_dir / "report.json").write_text(text + "\n")
+    os.chmod(run_dir, 0o700)
+

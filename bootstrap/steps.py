@@ -1,0 +1,43 @@
+"""The bootstrap sequence, in order. Each step is a check and an apply (see ``plan.Step``)."""
+
+from __future__ import annotations
+
+from dsinfra.bootstrap import steps_engine as engine
+from dsinfra.bootstrap import steps_gpu as gpu
+from dsinfra.bootstrap import steps_system as system
+from dsinfra.bootstrap.plan import Step
+
+
+def _has_efa(plan) -> bool:
+    return plan.spec.efa_interfaces > 0
+
+
+def _is_head(plan) -> bool:
+    return plan.host.role == "head"
+
+
+STEPS: tuple[Step, ...] = (
+    Step("cloud-init", system.cloud_init_done, system.wait_cloud_init,
+         describe="wait for cloud-init to finish"),
+    Step("host-facts", system.read_facts, describe="OS release, kernel, DLAMI, GPUs"),
+    Step("nvidia-driver", system.driver_ready, system.install_driver,
+         describe="NVIDIA driver, CUDA toolkit, fabric manager on NVSwitch hosts"),
+    Step("efa", system.efa_ready, system.install_efa, applies_to=_has_efa,
+         describe="EFA software, devices and the NCCL environment"),
+    Step("gpu-probe", gpu.gpus_match_catalog,
+         describe="GPU count, memory, ECC, NVLink, EFA against the catalog"),
+    Step("docker", system.docker_ready, system.install_docker,
+         describe="Docker CE and the NVIDIA container runtime"),
+    Step("container-gpus", system.container_sees_all_gpus,
+         describe="a container sees every GPU"),
+    Step("model-cache", system.cache_ready, system.prepare_cache,
+         describe="Hugging Face cache on local NVMe (RAID 0), the DLAMI's NVMe, or EBS"),
+    Step("engine", engine.engine_ready, engine.start_engine, phase="engine",
+         describe="the inference container as a systemd unit"),
+    Step("health", engine.endpoint_healthy, engine.wait_for_endpoint, applies_to=_is_head,
+         phase="health", describe="/health, /v1/models and one chat completion"),
+)
+
+
+def step_names() -> list[str]:
+    return [step.name for step in STEPS]

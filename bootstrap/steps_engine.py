@@ -1,0 +1,108 @@
+"""The inference container as a systemd unit, and the health checks that end a bootstrap only
+when the endpoint answers a real request."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+import time
+from importlib import resources
+
+from dsinfra.bootstrap import engine as eng
+from dsinfra.bootstrap.plan import HostPlan, StepError
+from dsinfra.bootstrap.steps_system import cache_dir
+
+HEALTH_SCRIPT = "/opt/dsinfra/bin/health_check.py"
+
+
+def _files(p: HostPlan) -> dict[str, tuple[str, str]]:
+    """Every file the engine needs: path -> (content, mode)."""
+    efa = p.spec.efa_interfaces > 0
+    return {
+        eng.ENGINE_ENV: (eng.engine_env(p.engine, p.secrets), "0600"),
+        eng.RUN_SCRIPT: (eng.run_script(p.engine, p.host, cache_dir=cache_dir(p), efa=efa),
+                         "0755"),
+        eng.UNIT_PATH: (eng.systemd_unit(p.engine), "0644"),
+    }
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _stale_files(c, p: HostPlan) -> list[str]:
+    files = _files(p)
+    paths = " ".join(files)
+    # Comparing digests, not contents: the env file holds the API key.
+    out = c.sh(f"sha256sum {paths} 2>/dev/null", root=True, warn=True).stdout
+    have = {line.split()[1]: line.split()[0] for line in out.splitlines() if len(line.split()) == 2}
+    return [path for path, (content, _) in files.items() if have.get(path) != _sha256(content)]
+
+
+def engine_ready(c, p: HostPlan) -> bool:
+    if _stale_files(c, p):
+        return False
+    return c.ok(f"systemctl is-enabled --quiet {eng.UNIT_NAME}") and \
+        c.ok(f"systemctl is-active --quiet {eng.UNIT_NAME}")
+
+
+def start_engine(c, p: HostPlan) -> None:
+    p.on_progress(f"pulling {p.engine.image}")
+    c.sh(f"docker pull -q {shlex.quote(p.engine.image)}", root=True, timeout=60 * 60)
+    files = _files(p)
+    for path in _stale_files(c, p):
+        content, mode = files[path]
+        c.put_file(content, path, mode=mode)
+    c.sh(f"systemctl daemon-reload && systemctl enable {eng.UNIT_NAME} && "
+         f"systemctl restart {eng.UNIT_NAME}", root=True)
+
+
+def _probe_health(c, p: HostPlan) -> dict:
+    script = resources.files("dsinfra.bootstrap").joinpath("health_check.py").read_text()
+    c.ensure_file(script, HEALTH_SCRIPT, mode="0755")
+    flags = " --openai" if p.engine.openai_compatible else ""
+    out = c.sh(f"python3 {HEALTH_SCRIPT} --port {p.engine.port} "
+               f"--health-path {shlex.quote(p.engine.health_path)} "
+               f"--model {shlex.quote(p.engine.model)} --env-file {eng.ENGINE_ENV}{flags}",
+               root=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _healthy(p: HostPlan, answer: dict) -> bool:
+    if answer.get("health") != 200:
+        return False
+    if not p.engine.openai_compatible:
+        return True
+    return p.engine.model in (answer.get("models") or []) and answer.get("chat") == 200
+
+
+def endpoint_healthy(c, p: HostPlan) -> bool:
+    answer = _probe_health(c, p)
+    p.facts["health"] = answer
+    return _healthy(p, answer)
+
+
+def wait_for_endpoint(c, p: HostPlan) -> None:
+    """Poll until /health, /v1/models and a chat completion all succeed, or the tier's timeout."""
+    started = time.monotonic()
+    deadline = started + p.health_timeout_s
+    answer: dict = {}
+    while time.monotonic() < deadline:
+        answer = _probe_health(c, p)
+        if _healthy(p, answer):
+            return
+        waited = time.monotonic() - started
+        p.on_progress(f"waiting for the engine: {waited:.0f}s of {p.health_timeout_s:.0f}s "
+                      f"(health {answer.get('health')})")
+        unit = c.sh(f"systemctl is-active {eng.UNIT_NAME}", warn=True).stdout.strip()
+        if unit == "failed":
+            break
+        time.sleep(p.health_poll_s)
+    journal = c.sh(f"journalctl -u {eng.UNIT_NAME} -n 30 --no-pager", root=True, warn=True)
+    raise StepError(
+        f"the engine did not become healthy within {p.health_timeout_s:.0f}s "
+        f"(last answer: health={answer.get('health')}, models={answer.get('models')}, "
+        f"chat={answer.get('chat')}, error={answer.get('error')})",
+        command=f"journalctl -u {eng.UNIT_NAME}",
+        output_tail=p.secrets.redact((journal.stdout + journal.stderr).strip()[-2000:]))

@@ -1,0 +1,35 @@
+"""The GPU probe step: copy ``gpu_probe.py`` to the host, run it, and compare what it saw with
+what the catalog says the instance type has (``dsinfra.gpu_check``)."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+
+from dsinfra.bootstrap.plan import HostPlan, StepError
+from dsinfra.gpu_check import check_gpu_facts
+
+PROBE_PATH = "/opt/dsinfra/bin/gpu_probe.py"
+
+
+def _probe_source() -> str:
+    return resources.files("dsinfra.bootstrap").joinpath("gpu_probe.py").read_text()
+
+
+def gpus_match_catalog(c, p: HostPlan) -> bool:
+    """Fails the step with every problem the probe found, each naming the host."""
+    c.ensure_file(_probe_source(), PROBE_PATH, mode="0755")
+    out = c.sh(f"python3 {PROBE_PATH}", timeout=300)
+    try:
+        facts = json.loads(out.stdout)
+    except ValueError:
+        raise StepError("the GPU probe printed no JSON", command=f"python3 {PROBE_PATH}",
+                        output_tail=out.stdout[-1500:] + out.stderr[-500:]) from None
+    p.facts["gpu"] = {"count": facts.get("gpu_count"), "driver": facts.get("driver_version"),
+                      "cuda": facts.get("cuda_version"),
+                      "efa_devices": (facts.get("efa") or {}).get("count")}
+    problems = check_gpu_facts(facts, p.host.instance_type, p.host.name)
+    if problems:
+        raise StepError("; ".join(problems), command=f"python3 {PROBE_PATH}",
+                        output_tail="\n".join(problems))
+    return True

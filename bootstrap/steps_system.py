@@ -1,0 +1,248 @@
+"""Host steps below the engine: cloud-init, facts, NVIDIA driver and CUDA, Docker with the NVIDIA
+runtime, EFA, and the model cache. Each is a check (is the host already so?) and an apply, as
+functions of a fabric Connection (``c``) and the host's plan."""
+
+from __future__ import annotations
+
+import shlex
+
+from dsinfra.bootstrap.engine import EFA_ENV, efa_env
+from dsinfra.bootstrap.plan import HostPlan, RebootRequired, StepError
+
+# Pinned versions: a re-run months later installs what was tested, not whatever is newest.
+CUDA_REPO = "https://developer.download.nvidia.com/compute/cuda/repos/ubuntu2204/x86_64"
+CUDA_KEYRING_DEB = "cuda-keyring_1.1-1_all.deb"
+CUDA_TOOLKIT_PACKAGE = "cuda-toolkit-12-8"
+DRIVER_BRANCH = "570"
+DRIVER_PACKAGE = f"cuda-drivers-{DRIVER_BRANCH}"
+FABRICMANAGER_PACKAGE = f"nvidia-fabricmanager-{DRIVER_BRANCH}"
+DOCKER_REPO = "https://download.docker.com/linux/ubuntu"
+DOCKER_PACKAGES = ("docker-ce", "docker-ce-cli", "containerd.io")
+NVIDIA_CTK_VERSION = "1.17.8-1"
+NVIDIA_CTK_PACKAGES = ("nvidia-container-toolkit", "nvidia-container-toolkit-base",
+                       "libnvidia-container-tools", "libnvidia-container1")
+CUDA_CHECK_IMAGE = "nvidia/cuda:12.8.1-base-ubuntu22.04"
+EFA_INSTALLER_VERSION = "1.43.1"
+EFA_INSTALLER_URL = ("https://efa-installer.amazonaws.com/"
+                     f"aws-efa-installer-{EFA_INSTALLER_VERSION}.tar.gz")
+CACHE_MOUNT = "/opt/dsinfra/cache"
+DLAMI_NVME = "/opt/dlami/nvme"
+RAID_DEVICE = "/dev/md0"
+APT = "DEBIAN_FRONTEND=noninteractive apt-get -q -y -o Dpkg::Options::=--force-confold"
+
+
+def _installed(c, packages) -> bool:
+    names = " ".join(packages)
+    out = c.sh(f"dpkg-query -W -f='${{Package}} ${{Status}}\\n' {names} 2>/dev/null", warn=True)
+    lines = [l for l in out.stdout.splitlines() if l.endswith("install ok installed")]
+    return len(lines) == len(packages)
+
+
+# --- cloud-init ----------------------------------------------------------------------------
+
+def cloud_init_done(c, p: HostPlan) -> bool:
+    if not c.ok("command -v cloud-init >/dev/null"):
+        return True  # not a cloud image (an inventory host): nothing to wait for
+    status = c.sh("cloud-init status", warn=True).stdout
+    if "status: error" in status:
+        raise StepError("cloud-init finished with errors", command="cloud-init status",
+                        output_tail=status.strip())
+    return "status: done" in status or "status: disabled" in status
+
+
+def wait_cloud_init(c, p: HostPlan) -> None:
+    p.on_progress("waiting for cloud-init")
+    c.sh("cloud-init status --wait", timeout=30 * 60)
+
+
+# --- facts ---------------------------------------------------------------------------------
+
+def read_facts(c, p: HostPlan) -> bool:
+    release = dict(line.split("=", 1) for line in c.out("cat /etc/os-release").splitlines()
+                   if "=" in line)
+    release = {k: v.strip('"') for k, v in release.items()}
+    p.facts.update(os=release.get("ID", "?"), os_version=release.get("VERSION_ID", "?"),
+                   kernel=c.out("uname -r"),
+                   dlami=c.ok("test -d /opt/dlami"))
+    gpus = c.sh("nvidia-smi --query-gpu=name --format=csv,noheader", warn=True)
+    p.facts["gpus_visible"] = (len(gpus.stdout.strip().splitlines())
+                               if gpus.exited == 0 else None)
+    if (p.facts["os"], p.facts["os_version"]) != ("ubuntu", "22.04"):
+        raise StepError(f"unsupported OS {p.facts['os']} {p.facts['os_version']}: dsinfra "
+                        "bootstraps Ubuntu 22.04 (plain or the Deep Learning Base AMI)")
+    return True
+
+
+# --- NVIDIA driver and CUDA ----------------------------------------------------------------
+
+def _driver_version(c) -> str | None:
+    out = c.sh("nvidia-smi --query-gpu=driver_version --format=csv,noheader", warn=True)
+    return out.stdout.strip().splitlines()[0] if out.exited == 0 and out.stdout.strip() else None
+
+
+def driver_ready(c, p: HostPlan) -> bool:
+    version = _driver_version(c)
+    p.facts["driver_version"] = version
+    if version is None:
+        return False
+    if p.spec.nvswitch and not c.ok("systemctl is-active --quiet nvidia-fabricmanager"):
+        return False
+    if p.dlami:
+        return True  # the DLAMI's own driver and CUDA are verified, never replaced
+    packages = [CUDA_TOOLKIT_PACKAGE, DRIVER_PACKAGE]
+    if p.spec.nvswitch:
+        packages.append(FABRICMANAGER_PACKAGE)
+    return version.startswith(DRIVER_BRANCH + ".") and _installed(c, packages)
+
+
+def install_driver(c, p: HostPlan) -> None:
+    if p.dlami:
+        if p.spec.nvswitch and _driver_version(c):
+            c.sh("systemctl enable --now nvidia-fabricmanager", root=True)
+            return
+        raise StepError("the Deep Learning AMI's NVIDIA driver does not answer (nvidia-smi "
+                        "fails); replace the instance rather than reinstalling drivers on it",
+                        command="nvidia-smi")
+    packages = [CUDA_TOOLKIT_PACKAGE, DRIVER_PACKAGE]
+    if p.spec.nvswitch:
+        packages.append(FABRICMANAGER_PACKAGE)
+    p.on_progress("installing NVIDIA driver and CUDA")
+    c.sh("set -e; if ! dpkg-query -W -f='${Status}' cuda-keyring 2>/dev/null | grep -q 'ok "
+         f"installed'; then d=$(mktemp -d); curl -fsSL -o $d/{CUDA_KEYRING_DEB} "
+         f"{CUDA_REPO}/{CUDA_KEYRING_DEB}; dpkg -i $d/{CUDA_KEYRING_DEB}; fi; {APT} update; "
+         f"{APT} install --no-install-recommends {' '.join(packages)}; "
+         f"apt-mark hold {' '.join(packages)}", root=True, timeout=45 * 60)
+    if p.spec.nvswitch:
+        c.sh("systemctl enable nvidia-fabricmanager", root=True)
+    # A fresh kernel module only loads after a reboot when an older one (or nouveau) holds on.
+    if _driver_version(c) is None or c.ok("test -f /var/run/reboot-required"):
+        raise RebootRequired("the NVIDIA kernel module needs a reboot")
+    if p.spec.nvswitch:
+        c.sh("systemctl start nvidia-fabricmanager", root=True)
+
+
+# --- Docker and the NVIDIA container runtime -----------------------------------------------
+
+def docker_ready(c, p: HostPlan) -> bool:
+    if not (_installed(c, DOCKER_PACKAGES) and _installed(c, NVIDIA_CTK_PACKAGES[:1])):
+        return False
+    if not c.ok("systemctl is-active --quiet docker"):
+        return False
+    runtimes = c.sh("docker info --format '{{json .Runtimes}}'", root=True, warn=True).stdout
+    return '"nvidia"' in runtimes
+
+
+def install_docker(c, p: HostPlan) -> None:
+    p.on_progress("installing Docker CE and the NVIDIA container toolkit")
+    ctk = " ".join(f"{name}={NVIDIA_CTK_VERSION}" for name in NVIDIA_CTK_PACKAGES)
+    c.sh("set -e; install -m 0755 -d /etc/apt/keyrings; "
+         f"curl -fsSL {DOCKER_REPO}/gpg -o /etc/apt/keyrings/docker.asc; "
+         "echo \"deb [arch=amd64 signed-by=/etc/apt/keyrings/docker.asc] "
+         f"{DOCKER_REPO} jammy stable\" > /etc/apt/sources.list.d/docker.list; "
+         f"{APT} update; {APT} install {' '.join(DOCKER_PACKAGES)} {ctk}; "
+         f"apt-mark hold {' '.join(NVIDIA_CTK_PACKAGES)}; "
+         "nvidia-ctk runtime configure --runtime=docker; systemctl enable docker; "
+         "systemctl restart docker", root=True, timeout=30 * 60)
+
+
+def container_sees_all_gpus(c, p: HostPlan) -> bool:
+    out = c.sh(f"docker run --rm --gpus all {CUDA_CHECK_IMAGE} nvidia-smi -L", root=True,
+               warn=True, timeout=20 * 60)
+    seen = sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
+    if out.exited != 0 or seen != p.spec.gpu_count:
+        raise StepError(f"a container sees {seen} of {p.spec.gpu_count} GPUs "
+                        f"({p.host.instance_type})",
+                        command=f"docker run --rm --gpus all {CUDA_CHECK_IMAGE} nvidia-smi -L",
+                        output_tail=(out.stdout + out.stderr).strip()[-1500:])
+    return True
+
+
+# --- EFA -----------------------------------------------------------------------------------
+
+def _efa_devices(c) -> int:
+    # The EFA installer puts fi_info under /opt/amazon/efa/bin, which is not on a
+    # non-login shell's PATH.
+    out = c.sh("PATH=$PATH:/opt/amazon/efa/bin fi_info -p efa -t FI_EP_RDM", warn=True)
+    return sum(1 for line in out.stdout.splitlines() if line.strip().startswith("domain:"))
+
+
+def efa_ready(c, p: HostPlan) -> bool:
+    if not c.ok("test -f /opt/amazon/efa_installed_packages"):
+        return False
+    devices = _efa_devices(c)
+    p.facts["efa_devices"] = devices
+    current = c.sh(f"cat {EFA_ENV}", root=True, warn=True).stdout
+    return devices == p.spec.efa_interfaces and current == efa_env(p.spec.efa_interfaces)
+
+
+def install_efa(c, p: HostPlan) -> None:
+    if not c.ok("test -f /opt/amazon/efa_installed_packages"):
+        p.on_progress(f"installing EFA {EFA_INSTALLER_VERSION}")
+        c.sh(f"set -e; cd $(mktemp -d); curl -fsSLO {EFA_INSTALLER_URL}; "
+             f"tar -xf aws-efa-installer-{EFA_INSTALLER_VERSION}.tar.gz; "
+             "cd aws-efa-installer; ./efa_installer.sh -y", root=True, timeout=30 * 60)
+    devices = _efa_devices(c)
+    if devices != p.spec.efa_interfaces:
+        raise StepError(f"fi_info shows {devices} EFA device(s), {p.host.instance_type} has "
+                        f"{p.spec.efa_interfaces}: check the instance's EFA interfaces and "
+                        "security group", command="fi_info -p efa -t FI_EP_RDM",
+                        output_tail=c.sh("PATH=$PATH:/opt/amazon/efa/bin fi_info -p efa",
+                                         warn=True).stderr.strip()[-1000:])
+    c.put_file(efa_env(p.spec.efa_interfaces), EFA_ENV, mode="0644")
+
+
+# --- model cache ---------------------------------------------------------------------------
+
+def _instance_store_disks(c) -> list[str]:
+    out = c.out("lsblk -d -n -o NAME,MODEL")
+    return sorted("/dev/" + line.split()[0] for line in out.splitlines()
+                  if "Instance Storage" in line)
+
+
+def cache_dir(p: HostPlan) -> str:
+    return p.facts.get("cache_dir") or f"{CACHE_MOUNT}/huggingface"
+
+
+def cache_ready(c, p: HostPlan) -> bool:
+    if c.ok(f"mountpoint -q {DLAMI_NVME}"):
+        p.facts["cache_dir"], p.facts["cache_kind"] = f"{DLAMI_NVME}/huggingface", "dlami-nvme"
+        return c.ok(f"test -d {DLAMI_NVME}/huggingface")
+    disks = _instance_store_disks(c)
+    p.facts["cache_kind"] = f"nvme x{len(disks)}" if disks else "ebs-root"
+    p.facts["cache_dir"] = f"{CACHE_MOUNT}/huggingface"
+    if disks and not (c.ok(f"mountpoint -q {CACHE_MOUNT}")
+                      and c.ok(f"grep -q ' {CACHE_MOUNT} ' /etc/fstab")):
+        return False
+    return c.ok(f"test -d {CACHE_MOUNT}/huggingface")
+
+
+def prepare_cache(c, p: HostPlan) -> None:
+    if p.facts["cache_kind"] == "dlami-nvme":
+        c.sh(f"mkdir -p {DLAMI_NVME}/huggingface", root=True)
+        return
+    disks = _instance_store_disks(c)
+    if disks and not c.ok(f"mountpoint -q {CACHE_MOUNT}"):
+        p.on_progress(f"building the model cache on {len(disks)} NVMe disk(s)")
+        c.sh(_format_and_mount(disks), root=True, timeout=20 * 60)
+    c.sh(f"mkdir -p {CACHE_MOUNT}/huggingface", root=True)
+
+
+def _format_and_mount(disks: list[str]) -> str:
+    device = disks[0]
+    script = ["set -e"]
+    if len(disks) > 1:
+        device = RAID_DEVICE
+        script.append(f"mdadm --detail {RAID_DEVICE} >/dev/null 2>&1 || mdadm --create "
+                      f"{RAID_DEVICE} --run --level=0 --raid-devices={len(disks)} "
+                      f"{' '.join(disks)}")
+    script += [
+        f"blkid -s TYPE -o value {device} | grep -q ext4 || mkfs.ext4 -q -F -L dsinfra-cache "
+        f"{device}",
+        f"uuid=$(blkid -s UUID -o value {device})",
+        f"mkdir -p {CACHE_MOUNT}",
+        # By UUID: NVMe names and md numbers change across reboots; nofail keeps boot going.
+        f"grep -q ' {CACHE_MOUNT} ' /etc/fstab || echo \"UUID=$uuid {CACHE_MOUNT} ext4 "
+        "defaults,nofail,noatime 0 2\" >> /etc/fstab",
+        f"mountpoint -q {CACHE_MOUNT} || mount {shlex.quote(CACHE_MOUNT)}",
+    ]
+    return "; ".join(script)

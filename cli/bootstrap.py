@@ -1,0 +1,65 @@
+"""``dsinfra bootstrap``: turn a stack's hosts (or an inventory's) into serving nodes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from dsinfra.cli.main import app
+
+
+@app.command("bootstrap")
+def bootstrap_command(
+    stack: Optional[str] = typer.Argument(None, help="Stack whose hosts to bootstrap (hosts "
+                                          "come from its Pulumi outputs)."),
+    inventory: Optional[Path] = typer.Option(None, "--inventory", "-i", help="YAML file of "
+                                             "hosts dsinfra did not create (instead of STACK)."),
+    ssh_key: Optional[Path] = typer.Option(None, "--ssh-key", help="Private key for the "
+                                           "stack's hosts (default: ssh-agent / ~/.ssh)."),
+    trust_on_first_use: bool = typer.Option(False, "--trust-on-first-use", help="Accept and "
+                                            "record host keys that are not pinned."),
+    full_check: bool = typer.Option(False, "--full-check", help="Run every step's check even "
+                                    "on hosts unchanged since the last run."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
+) -> None:
+    """Install drivers, CUDA, Docker, EFA and the inference engine on every host, in parallel,
+    until the endpoint answers. Safe to re-run; an interrupted run resumes."""
+    from dsinfra.bootstrap.runner import BootstrapOptions, bootstrap_inventory, bootstrap_stack
+    from dsinfra.cli.output import print_json
+    from dsinfra.errors import CloudError, UserError
+
+    if (stack is None) == (inventory is None):
+        raise UserError(f"give either STACK or --inventory (got stack={stack!r}, "
+                        f"inventory={str(inventory) if inventory else None!r})",
+                        hint="dsinfra bootstrap dev   or   dsinfra bootstrap --inventory "
+                             "hosts.yaml")
+    if ssh_key is not None and not ssh_key.expanduser().is_file():
+        raise UserError(f"--ssh-key {ssh_key}: no such file")
+    options = BootstrapOptions(full_check=full_check)
+    if inventory is not None:
+        report = bootstrap_inventory(inventory, trust_on_first_use=trust_on_first_use,
+                                     progress=not as_json, options=options)
+    else:
+        config, outputs = _stack(stack)
+        report = bootstrap_stack(config, outputs, ssh_key_path=ssh_key and ssh_key.expanduser(),
+                                 trust_on_first_use=trust_on_first_use, progress=not as_json,
+                                 options=options)
+    if as_json:
+        print_json(report.to_dict())
+    if not report.ok:
+        failed = [h.host for h in report.hosts if not h.ok]
+        raise CloudError(f"bootstrap failed on {len(failed)} host(s): {', '.join(failed)}",
+                         hint=f"Each failure names the step and command; logs: {report.run_dir}. "
+                              "Fix the cause and run the same command again: it resumes.")
+
+
+def _stack(name: str):
+    from dsinfra.infra.automation import PulumiEngine
+    from dsinfra.outputs import StackOutputs
+    from dsinfra.stackfiles import find_project_dir, load_stack
+
+    project = find_project_dir()
+    config = load_stack(name, project)
+    return config, StackOutputs.from_dict(PulumiEngine(project).outputs(name))

@@ -1,0 +1,136 @@
+"""docker on the fake host, and what an engine container does once it runs: an OpenAI-style
+HTTP server on the host's network (``--network host``) that checks the API key."""
+
+import json
+import re
+import sys
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from fakehost import State, fail, need_root, peek, profile
+
+VALUE_OPTIONS = {"--name", "--gpus", "--network", "--ipc", "--shm-size", "--ulimit", "--env-file",
+                 "-v", "--volume", "--device", "--cap-add", "--entrypoint", "-p", "-e", "--env"}
+
+
+def _daemon(state):
+    if not state["units"].get("docker", {}).get("active"):
+        fail("Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker "
+             "daemon running?", 1)
+
+
+def docker(argv):
+    if "docker-ce" not in peek()["packages"]:
+        fail("docker: command not found", 127)
+    if argv[:1] == ["--version"]:
+        print("Docker version 28.3.3, build 980b856")
+        return 0
+    need_root("docker")  # the login user is not in the docker group
+    state = peek()
+    _daemon(state)
+    verb = argv[0]
+    if verb == "info":
+        runtimes = {"io.containerd.runc.v2": {"path": "runc"}, "runc": {"path": "runc"}}
+        if state.get("docker_runtime_active"):
+            runtimes["nvidia"] = {"path": "nvidia-container-runtime"}
+        print(json.dumps(runtimes))
+    elif verb == "pull":
+        with State() as st:
+            st.setdefault("images", []).append(argv[-1])
+        print("docker.io/%s" % argv[-1])
+    elif verb in ("rm", "stop"):
+        return 0
+    elif verb == "run":
+        return _run(argv[1:], state)
+    else:
+        fail("docker: '%s' is not a docker command." % verb, 1)
+    return 0
+
+
+def _run(argv, state):
+    options, i = {}, 0
+    while i < len(argv) and argv[i].startswith("-"):
+        if argv[i] in VALUE_OPTIONS:
+            options.setdefault(argv[i], []).append(argv[i + 1])
+            i += 2
+        else:
+            i += 1
+    image, command = argv[i], argv[i + 1:]
+    if "--gpus" in options:
+        if not state.get("docker_runtime_active"):
+            fail('docker: Error response from daemon: could not select device driver "" with '
+                 'capabilities: [[gpu]].', 125)
+        if not (profile().get("dlami") or state.get("driver_loaded")):
+            fail("docker: Error response from daemon: failed to create task for container: "
+                 "nvidia-container-cli: initialization error: nvml error: driver not loaded", 125)
+    if command[-2:] == ["nvidia-smi", "-L"]:
+        from fake_gpu import nvidia_smi
+
+        return nvidia_smi(["-L"])
+    env = {}
+    for path in options.get("--env-file", []):
+        with open(path) as handle:
+            env.update(l.rstrip("\n").split("=", 1) for l in handle if "=" in l)
+    return _serve(image, " ".join(command), env)
+
+
+def _serve(image, command, env):
+    if "ray start --block" in command:
+        while True:  # a Ray worker: joins the head and waits
+            time.sleep(3600)
+    port = int(re.findall(r"--port['\s=]+(\d+)", command)[-1])  # Ray's own --port comes first
+    model = re.search(r"--(?:served-model-name|model-path|model_path|model)['\s=]+([^\s']+)",
+                      command).group(1)
+    openai = "vllm" in image or "sglang" in image
+    key = env.get("DSINFRA_API_KEY") if openai else None
+    load_s = profile().get("engine_load_s", 0.3)
+    print("fake engine %s serving %s on port %d" % (image, model, port), flush=True)
+    server = ThreadingHTTPServer(("0.0.0.0", port), _handler(model, key, openai,
+                                                              time.monotonic() + load_s))
+    server.serve_forever()
+
+
+def _handler(model, key, openai, ready_at):
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, fmt, *args):
+            sys.stdout.write("request %s\n" % (fmt % args))
+            sys.stdout.flush()
+
+        def _send(self, status, payload):
+            body = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _authorised(self):
+            if key is None or self.headers.get("Authorization") == "Bearer " + key:
+                return True
+            self._send(401, {"error": "Unauthorized"})
+            return False
+
+        def do_GET(self):
+            if time.monotonic() < ready_at or profile().get("engine_wedged"):
+                return self._send(503, {"error": "loading model"})
+            if self.path.startswith("/v1/") and openai:
+                if self._authorised():
+                    self._send(200, {"object": "list", "data": [{"id": model,
+                                                                 "object": "model"}]})
+                return None
+            return self._send(200, {"status": "ok"})
+
+        def do_POST(self):
+            length = int(self.headers.get("Content-Length", 0))
+            body = json.loads(self.rfile.read(length) or b"{}")
+            if not openai or self.path != "/v1/chat/completions":
+                return self._send(404, {"error": "not found"})
+            if not self._authorised():
+                return None
+            if body.get("model") != model:
+                return self._send(404, {"error": "model %s not found" % body.get("model")})
+            return self._send(200, {"object": "chat.completion", "model": model, "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": "OK."},
+                 "finish_reason": "stop"}]})
+
+    return Handler

@@ -1,0 +1,353 @@
+"""Real OpenSSH test hosts for the bootstrap tests and benchmark.
+
+Each host is an sshd (Debian's openssh-server) in its own network namespace with a link-local
+169.254.x.x address on a veth pair, and in its own mount namespace where /opt, /run, the login
+user's home, /etc/apt, /etc/systemd/system, /etc/fstab and /etc/os-release are that host's own
+folders. Logins use a non-root user with passwordless sudo. The hardware- and repository-bound
+commands are the fakehost scripts in /opt/fakehost/bin (first on PATH and on sudo's
+secure_path), which keep the host's state in /opt/fakehost/state. Needs root (CI runs as root).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import random
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from dsinfra.catalog import INSTANCE_SPECS
+
+USER = "dsinfra-test"
+FAKE_SRC = Path(__file__).resolve().parent / "fakehost"
+FAKE_BIN = "/opt/fakehost/bin"
+SUDOERS = Path("/etc/sudoers.d/dsinfra-test")
+GPU_NAMES = {"A10G": "NVIDIA A10G", "L40S": "NVIDIA L40S", "A100": "NVIDIA A100-SXM4-40GB",
+             "H100": "NVIDIA H100 80GB HBM3", "H200": "NVIDIA H200"}
+NVLINKS = {"A100": (12, "25"), "H100": (18, "26.562"), "H200": (18, "26.562")}
+OS_RELEASE = ('PRETTY_NAME="Ubuntu 22.04.5 LTS"\nNAME="Ubuntu"\nVERSION_ID="22.04"\n'
+              'VERSION="22.04.5 LTS (Jammy Jellyfish)"\nVERSION_CODENAME=jammy\nID=ubuntu\n'
+              'ID_LIKE=debian\nUBUNTU_CODENAME=jammy\n')
+BINDS = {"opt": "/opt", "run": "/run", "home": None, "apt": "/etc/apt",
+         "systemd": "/etc/systemd/system", "os-release": "/etc/os-release", "fstab": "/etc/fstab"}
+FILE_BINDS = ("os-release", "fstab")
+
+
+def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, check=check, capture_output=True, text=True)
+
+
+def hardware_profile(instance_type: str, *, dlami: bool) -> dict:
+    spec = INSTANCE_SPECS[instance_type]
+    links, speed = NVLINKS.get(spec.gpu_model or "", (0, "0"))
+    return {"instance_type": instance_type, "gpu_count": spec.gpu_count,
+            "gpu_name": GPU_NAMES[spec.gpu_model], "memory_mib": spec.gpu_memory_mib_visible,
+            "efa_devices": spec.efa_interfaces, "nvme_disks": spec.nvme_disks,
+            "nvswitch": spec.nvswitch, "nvlinks_per_gpu": links if spec.nvswitch else 0,
+            "nvlink_gbps": speed, "dlami": dlami, "dlami_driver": "580.95.05",
+            "hidden_gpus": [], "engine_load_s": 0.3}
+
+
+def initial_state(profile: dict) -> dict:
+    state = {"packages": {}, "units": {}, "arrays": {}, "filesystems": {}, "mounts": {},
+             "cloud_init": "running", "boot": 1, "apt_lists": []}
+    if profile["dlami"]:
+        packages = ["docker-ce", "docker-ce-cli", "containerd.io", "nvidia-container-toolkit",
+                    "nvidia-container-toolkit-base", "libnvidia-container-tools",
+                    "libnvidia-container1"]
+        state.update(packages={p: "dlami" for p in packages}, cloud_init="done",
+                     driver_installed=profile["dlami_driver"], driver_loaded=True,
+                     docker_runtime_configured=True, docker_runtime_active=True,
+                     efa_installed=profile["efa_devices"] > 0)
+        state["units"]["docker"] = {"enabled": True, "active": True, "pid": None}
+        if profile["nvswitch"]:
+            state["units"]["nvidia-fabricmanager"] = {"enabled": True, "active": True}
+        if profile["nvme_disks"]:
+            state["mounts"]["/opt/dlami/nvme"] = "/dev/nvme1n1"
+    return state
+
+
+@dataclass
+class TestHost:
+    lab: "HostLab"
+    name: str
+    index: int
+    instance_type: str
+    dlami: bool
+    root: Path
+    netns: str
+    address: str
+    listen: str  # where sshd listens (the private link for hosts behind the bastion)
+    behind: "TestHost | None" = None
+    via: str | None = None  # the bastion's end of the private link
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / "fs" / "opt" / "fakehost" / "state"
+
+    @property
+    def host_key_path(self) -> Path:
+        return self.root / "ssh_host_ed25519_key"
+
+    def host_key_line(self) -> str:
+        return " ".join(Path(f"{self.host_key_path}.pub").read_text().split()[:2])
+
+    def state(self) -> dict:
+        return json.loads((self.state_dir / "state.json").read_text())
+
+    def commands(self) -> list[dict]:
+        path = self.state_dir / "commands.log"
+        return [json.loads(l) for l in path.read_text().splitlines()] if path.exists() else []
+
+    def set_profile(self, **changes) -> None:
+        path = self.state_dir / "profile.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+    def set_faults(self, faults: list[dict]) -> None:
+        path = self.state_dir / "faults.json"
+        path.write_text(json.dumps(faults))
+        path.chmod(0o666)
+
+    def reset(self) -> None:
+        """Back to a freshly launched instance (sshd and its host key stay)."""
+        self.kill(lambda comm: comm != "sshd")
+        for key in BINDS:
+            if key not in FILE_BINDS:
+                _empty(self.root / "fs" / key)
+        self._populate()
+
+    def _populate(self) -> None:
+        fs = self.root / "fs"
+        for key in BINDS:
+            if key not in FILE_BINDS:
+                (fs / key).mkdir(parents=True, exist_ok=True)
+        (fs / "os-release").write_text(OS_RELEASE)
+        (fs / "fstab").write_text("# /etc/fstab: static file system information.\n"
+                                  "LABEL=cloudimg-rootfs / ext4 discard,errors=remount-ro 0 1\n")
+        for sub in ("apt/sources.list.d", "apt/keyrings", "run/sshd", "opt/fakehost/bin"):
+            (fs / sub).mkdir(parents=True, exist_ok=True)
+        (fs / "run" / "sshd").chmod(0o755)
+        user = pwd.getpwnam(USER)
+        os.chown(fs / "home", user.pw_uid, user.pw_gid)
+        state = self.state_dir
+        state.mkdir(parents=True, exist_ok=True)
+        state.chmod(0o777)
+        profile = hardware_profile(self.instance_type, dlami=self.dlami)
+        (state / "profile.json").write_text(json.dumps(profile))
+        (state / "state.json").write_text(json.dumps(initial_state(profile)))
+        for name in ("state.json", "profile.json"):
+            (state / name).chmod(0o666)
+        (state / "lock").touch()
+        (state / "lock").chmod(0o666)
+        (state / "sshd_argv.json").write_text(json.dumps(self._sshd_argv()))
+        for command in self.lab.fake_names:
+            (fs / "opt/fakehost/bin" / command).symlink_to(self.lab.fake_dir / "fakehost.py")
+        if self.dlami:
+            (fs / "opt/dlami/nvme").mkdir(parents=True)
+            if profile["efa_devices"]:
+                (fs / "opt/amazon").mkdir(parents=True)
+                (fs / "opt/amazon/efa_installed_packages").write_text("efa 2.17.1\n")
+
+    def _sshd_argv(self) -> list[str]:
+        return ["/usr/sbin/sshd", "-D", "-E", str(self.root / "sshd.log"),
+                "-f", str(self.root / "sshd_config")]
+
+    def start_sshd(self) -> None:
+        home = pwd.getpwnam(USER).pw_dir
+        binds = " && ".join(f"mount --bind {self.root / 'fs' / key} {target or home}"
+                            for key, target in BINDS.items())
+        script = f"{binds} && exec {' '.join(self._sshd_argv())}"
+        subprocess.Popen(["ip", "netns", "exec", self.netns, "unshare", "--mount",
+                          "--propagation", "private", "sh", "-c", script],
+                         start_new_session=True, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=open(self.root / "start.log", "a"))
+        self.wait_for_sshd()
+
+    def wait_for_sshd(self, timeout_s: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if any(self._comm(p) == "sshd" for p in self.pids()) and \
+                    f"Server listening on {self.listen}" in _read(self.root / "sshd.log"):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"sshd on {self.name} did not start: {_read(self.root / 'start.log')}")
+
+    def pids(self) -> list[int]:
+        out = sh("ip", "netns", "pids", self.netns, check=False).stdout
+        return [int(p) for p in out.split()]
+
+    @staticmethod
+    def _comm(pid: int) -> str:
+        return _read(Path(f"/proc/{pid}/comm")).strip()
+
+    def kill(self, which=lambda comm: True) -> None:
+        for pid in self.pids():
+            if which(self._comm(pid)):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+    def stop_sshd(self) -> None:
+        self.kill(lambda comm: comm == "sshd")
+        log = self.root / "sshd.log"
+        log.write_text("")  # so wait_for_sshd sees the next "Server listening"
+
+    def new_host_key(self) -> None:
+        self.stop_sshd()
+        for suffix in ("", ".pub"):
+            Path(f"{self.host_key_path}{suffix}").unlink()
+        sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.host_key_path))
+        self.start_sshd()
+
+
+def _free_octet() -> int:
+    """A 169.254.<octet>.0/24 no interface here uses (parallel test workers each take one)."""
+    used = sh("ip", "-4", "-o", "addr", "show").stdout + sh("ip", "route").stdout
+    start = random.randrange(100, 250)
+    for octet in [*range(start, 250), *range(100, start)]:
+        if f"169.254.{octet}." not in used:
+            return octet
+    raise RuntimeError("no free 169.254.x.0/24 for the test hosts")
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+def _empty(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for child in folder.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+class HostLab:
+    """Creates the test user, sudo rule and client key once; hosts on demand; cleans up all."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.tag = f"{random.randrange(16**4):04x}"
+        self.octet = _free_octet()
+        self.sudoers = SUDOERS.with_name(f"dsinfra-test-{self.tag}")
+        self.hosts: list[TestHost] = []
+        self.routes: list[str] = []
+        self.fake_dir = base / "fakehost"
+        shutil.copytree(FAKE_SRC, self.fake_dir, ignore=shutil.ignore_patterns("__pycache__"))
+        for path in (base, self.fake_dir, *self.fake_dir.iterdir()):
+            path.chmod(0o755)
+        self.fake_names = self._fake_names()
+        self._user()
+        self.client_key = base / "id_ed25519"
+        sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.client_key))
+        self.authorized_keys = base / "authorized_keys"
+        shutil.copy(f"{self.client_key}.pub", self.authorized_keys)
+        self.authorized_keys.chmod(0o644)
+
+    def _fake_names(self) -> list[str]:
+        out = sh("python3", "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
+                 "import fake_commands; print(' '.join(fake_commands.NAMES))", str(self.fake_dir))
+        return [n for n in out.stdout.split() if not n.startswith("__")]
+
+    def _user(self) -> None:
+        if sh("id", USER, check=False).returncode != 0:
+            # A parallel test worker may create it at the same moment: check again after.
+            sh("useradd", "--create-home", "--shell", "/bin/bash", USER, check=False)
+            sh("id", USER)
+        sh("usermod", "-p", "*", USER)  # no password, but not locked: key logins work
+        self.sudoers.write_text(
+            f'Defaults:{USER} secure_path="{FAKE_BIN}:/usr/local/sbin:/usr/local/bin:'
+            f'/usr/sbin:/usr/bin:/sbin:/bin"\n{USER} ALL=(ALL) NOPASSWD:ALL\n')
+        self.sudoers.chmod(0o440)
+
+    def add_host(self, name: str, instance_type: str = "g5.2xlarge", *, dlami: bool = False,
+                 behind: TestHost | None = None) -> TestHost:
+        index = len(self.hosts)
+        netns = f"dsi{self.tag}h{index}"
+        address = f"169.254.{self.octet}.{4 * index + 2}"
+        root = self.base / name
+        root.mkdir()
+        host = TestHost(self, name, index, instance_type, dlami, root, netns, address, address,
+                        behind)
+        self.hosts.append(host)  # before anything can fail: close() cleans up what exists
+        self._network(host)
+        sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host.host_key_path))
+        (root / "sshd_config").write_text(self._sshd_config(host))
+        host._populate()
+        host.start_sshd()
+        return host
+
+    def _network(self, host: TestHost) -> None:
+        outside, inside = f"dsi{self.tag}o{host.index}", f"dsi{self.tag}i{host.index}"
+        sh("ip", "netns", "add", host.netns)
+        sh("ip", "link", "add", outside, "type", "veth", "peer", "name", inside)
+        sh("ip", "link", "set", inside, "netns", host.netns)
+        sh("ip", "addr", "add", f"169.254.{self.octet}.{4 * host.index + 1}/30", "dev", outside)
+        sh("ip", "link", "set", outside, "up")
+        ns = ("ip", "netns", "exec", host.netns)
+        sh(*ns, "ip", "addr", "add", f"{host.address}/30", "dev", inside)
+        sh(*ns, "ip", "link", "set", inside, "up")
+        sh(*ns, "ip", "link", "set", "lo", "up")
+        if host.behind is not None:
+            self._private_link(host)
+
+    def _private_link(self, host: TestHost) -> None:
+        """A link only the bastion has: the host listens there, unreachable from outside."""
+        bastion = host.behind
+        a, b = f"dsi{self.tag}b{host.index}", f"dsi{self.tag}p{host.index}"
+        net = f"169.254.{self.octet}.{128 + 4 * host.index}"
+        host.listen = f"169.254.{self.octet}.{128 + 4 * host.index + 2}"
+        host.via = f"169.254.{self.octet}.{128 + 4 * host.index + 1}"
+        sh("ip", "link", "add", a, "type", "veth", "peer", "name", b)
+        sh("ip", "link", "set", a, "netns", bastion.netns)
+        sh("ip", "link", "set", b, "netns", host.netns)
+        sh("ip", "netns", "exec", bastion.netns, "ip", "addr", "add",
+           f"{host.via}/30", "dev", a)
+        sh("ip", "netns", "exec", bastion.netns, "ip", "link", "set", a, "up")
+        sh("ip", "netns", "exec", host.netns, "ip", "addr", "add", f"{host.listen}/30", "dev", b)
+        sh("ip", "netns", "exec", host.netns, "ip", "link", "set", b, "up")
+        # Nothing outside may reach it, and nothing leaves this machine for it.
+        sh("ip", "route", "add", "unreachable", f"{net}/30")
+        self.routes.append(f"{net}/30")
+
+    def _sshd_config(self, host: TestHost) -> str:
+        return "\n".join([
+            "Port 22", f"ListenAddress {host.listen}", f"HostKey {host.host_key_path}",
+            f"PidFile {host.root / 'sshd.pid'}", f"AuthorizedKeysFile {self.authorized_keys}",
+            "StrictModes no", "UsePAM no", "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no", "PermitRootLogin no", f"AllowUsers {USER}",
+            f"SetEnv PATH={FAKE_BIN}:/usr/local/bin:/usr/bin:/bin", "LogLevel VERBOSE",
+            "MaxStartups 200:30:400", "MaxSessions 50", "Subsystem sftp internal-sftp",
+            "AllowTcpForwarding yes", ""])
+
+    def fresh(self, name: str, instance_type: str = "g5.2xlarge", *, dlami: bool = False,
+              behind: TestHost | None = None) -> TestHost:
+        """The named host, created once per session and reset to a new instance each call."""
+        host = next((h for h in self.hosts if h.name == name), None)
+        if host is None:
+            return self.add_host(name, instance_type, dlami=dlami, behind=behind)
+        host.instance_type, host.dlami = instance_type, dlami
+        host.reset()
+        if not any(host._comm(p) == "sshd" for p in host.pids()):
+            host.start_sshd()
+        return host
+
+    def close(self) -> None:
+        for host in self.hosts:
+            host.kill()
+        time.sleep(0.1)
+        for host in self.hosts:
+            sh("ip", "netns", "del", host.netns, check=False)
+        for route in self.routes:
+            sh("ip", "route", "del", "unreachable", route, check=False)
+        self.sudoers.unlink(missing_ok=True)

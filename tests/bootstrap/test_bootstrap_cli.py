@@ -1,0 +1,100 @@
+"""``dsinfra bootstrap`` end to end: inventory and stack modes, --json, exit statuses."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import host_entry, write_inventory
+from typer.testing import CliRunner
+
+from dsinfra.cli.main import app
+
+
+def test_inventory_bootstrap_prints_the_json_report(lab, tmp_path, secrets_env, monkeypatch):
+    monkeypatch.setenv("DSINFRA_STATE_DIR", str(tmp_path / "state"))
+    host = lab.fresh("single", "g5.2xlarge", dlami=True)
+    inventory = write_inventory(tmp_path / "hosts.yaml", [host_entry(lab, host)])
+
+    result = CliRunner().invoke(app, ["bootstrap", "--inventory", str(inventory), "--json"])
+
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["ok"] is True and report["endpoint"] == f"http://{host.listen}:8000/v1"
+    assert [s["step"] for s in report["hosts"][0]["steps"]][-2:] == ["engine", "health"]
+    assert set(report["hosts"][0]["steps"][0]) == {"step", "status", "duration_s", "detail",
+                                                   "command", "output_tail"}
+
+    again = CliRunner().invoke(app, ["bootstrap", "--inventory", str(inventory)])
+
+    assert again.exit_code == 0 and again.stdout == ""
+    assert "bootstrap hosts: ok" in again.stderr and "already done" in again.stderr
+    assert f"endpoint: http://{host.listen}:8000/v1" in again.stderr
+
+
+def test_stack_bootstrap_reads_outputs_and_refuses_hosts_without_pinned_keys(
+        lab, tmp_path, secrets_env, monkeypatch, aws):
+    from dsinfra.cloud.aws import client
+
+    monkeypatch.setenv("DSINFRA_STATE_DIR", str(tmp_path / "state"))
+    host = lab.fresh("single", "g5.2xlarge", dlami=True)
+    ec2 = client("ec2", "us-east-1")
+    image = ec2.describe_images()["Images"][0]["ImageId"]
+    instance_id = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1)["Instances"][0][
+        "InstanceId"]
+    outputs = {"nodes": [{"id": instance_id, "role": "head", "private_ip": host.listen,
+                          "public_ip": host.listen, "instance_type": "g5.2xlarge"}],
+               "bastion": None, "endpoint": f"http://{host.listen}:8000/v1",
+               "ssh_user": "dsinfra-test", "region": "us-east-1"}
+
+    class FakeEngine:
+        def __init__(self, project_dir, env_vars=None):
+            pass
+
+        def outputs(self, stack):
+            assert stack == "dev"
+            return outputs
+
+    monkeypatch.setattr("dsinfra.infra.automation.PulumiEngine", FakeEngine)
+    args = ["bootstrap", "dev", "--ssh-key", str(lab.client_key), "--json"]
+
+    refused = CliRunner().invoke(app, args)
+    trusted = CliRunner().invoke(app, args + ["--trust-on-first-use"])
+
+    assert refused.exit_code == 3
+    assert "no pinned host key" in json.loads(refused.stdout)["hosts"][0]["steps"][0]["detail"]
+    assert "bootstrap failed on 1 host(s)" in refused.stderr
+    assert trusted.exit_code == 0, trusted.output
+    assert json.loads(trusted.stdout)["endpoint"] == outputs["endpoint"]
+
+
+def test_stack_and_inventory_together_is_bad_input(tmp_path):
+    result = CliRunner().invoke(app, ["bootstrap", "dev", "--inventory", "x.yaml"])
+    assert result.exit_code == 2
+    assert "give either STACK or --inventory" in result.stderr
+
+
+def test_up_gets_the_stack_key_from_ssm_and_progress_lines(lab, tmp_path, options, aws):
+    from dsinfra.bootstrap.runner import bootstrap_stack
+    from dsinfra.cloud.aws import client
+    from dsinfra.outputs import StackOutputs
+    from dsinfra.stackfiles import load_stack
+
+    stack_key = "dsk-from-ssm-9f8e7d6c5b4a39281706"
+    client("ssm", "us-east-1").put_parameter(Name="/dsinfra/dev/api-key", Value=stack_key,
+                                             Type="SecureString")
+    host = lab.fresh("single", "g5.2xlarge", dlami=True)
+    outputs = StackOutputs.from_dict({
+        "nodes": [{"id": "i-0123456789abcdef0", "role": "head", "private_ip": host.listen,
+                   "public_ip": host.listen, "instance_type": "g5.2xlarge"}],
+        "bastion": None, "endpoint": f"http://{host.listen}:8000", "ssh_user": "dsinfra-test",
+        "region": "us-east-1", "api_key_parameter": "/dsinfra/dev/api-key"})
+    lines: list[str] = []
+
+    report = bootstrap_stack(load_stack("dev"), outputs, ssh_key_path=lab.client_key,
+                             trust_on_first_use=True, progress=lines.append, options=options)
+
+    assert report.ok and report.endpoint == outputs.endpoint
+    env_file = (host.root / "fs/opt/dsinfra/etc/engine.env").read_text()
+    assert f"VLLM_API_KEY={stack_key}" in env_file
+    assert any(line.startswith("i-0123456789abcdef0: engine: ") for line in lines)
+    assert all(stack_key not in line for line in lines)

@@ -1,0 +1,368 @@
+"""Bootstrap against real OpenSSH test hosts (network + mount namespaces, sudo user), whose
+hardware- and repository-bound commands are the fakehost scripts (see hostlab.py)."""
+
+from __future__ import annotations
+
+import json
+import stat
+from dataclasses import replace
+
+import pytest
+from conftest import API_KEY, HF_TOKEN, host_entry, write_inventory
+
+from dsinfra.bootstrap.runner import bootstrap_inventory
+
+QWEN = "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"
+
+
+def statuses(report, host_index: int = 0) -> dict[str, str]:
+    return {s.step: s.status for s in report.hosts[host_index].steps}
+
+
+def failures(report) -> list:
+    return [(h.host, s.step, s.detail, s.command, s.output_tail)
+            for h in report.hosts for s in h.steps if s.status == "failed"]
+
+
+def ran(host, name: str) -> list[list[str]]:
+    return [c["argv"] for c in host.commands() if c["cmd"] == name]
+
+
+def test_fresh_plain_ubuntu_host_gets_everything_applied_and_serves(lab, tmp_path, options):
+    host = lab.fresh("single", "g5.2xlarge")
+    host.set_profile(engine_load_s=2.0)  # the engine answers 503 while it loads the model
+    inventory = write_inventory(tmp_path / "hosts.yaml", [host_entry(lab, host)])
+
+    report = bootstrap_inventory(inventory, progress=False, options=options)
+
+    assert report.ok, failures(report)
+    assert statuses(report) == {
+        "cloud-init": "applied", "host-facts": "verified", "nvidia-driver": "applied",
+        "efa": "skipped", "gpu-probe": "verified", "docker": "applied",
+        "container-gpus": "verified", "model-cache": "applied", "engine": "applied",
+        "health": "applied"}
+    state = host.state()
+    assert state["boot"] == 2, "the driver install rebooted the host once"
+    assert state["packages"]["cuda-drivers-570"] and "cuda-toolkit-12-8" in state["held"]
+    assert state["units"]["dsinfra-engine"]["enabled"]
+    assert report.endpoint == f"http://{host.listen}:8000/v1"
+
+
+def test_second_run_applies_nothing_with_marker_or_full_checks(lab, tmp_path, options):
+    host = lab.fresh("single", "g5.2xlarge")
+    inventory = write_inventory(tmp_path / "hosts.yaml", [host_entry(lab, host)])
+    first = bootstrap_inventory(inventory, progress=False, options=options)
+    assert first.ok, failures(first)
+    installs_before = len(ran(host, "apt-get"))
+
+    again = bootstrap_inventory(inventory, progress=False, options=options)
+    full = bootstrap_inventory(inventory, progress=False,
+                               options=replace(options, full_check=True))
+
+    for report in (again, full):
+        assert report.ok and report.applied() == [], report.to_dict()
+    assert statuses(full)["health"] == "already done"
+    assert len(ran(host, "apt-get")) == installs_before
+    assert host.state()["boot"] == 2
+
+
+def test_failed_command_is_reported_with_host_step_command_and_tail_then_resumed(
+        lab, tmp_path, options):
+    host = lab.fresh("single", "g5.2xlarge")
+    host.set_faults([{"match": "apt-get -q -y -o Dpkg::Options::=--force-confold install "
+                               "docker-ce", "exit": 100,
+                      "stderr": "E: Failed to fetch https://download.docker.com/linux/ubuntu/"
+                                "dists/jammy/pool/stable/amd64/containerd.io.deb  503  "
+                                "Service Unavailable"}])
+    inventory = write_inventory(tmp_path / "hosts.yaml", [host_entry(lab, host)])
+
+    failed = bootstrap_inventory(inventory, progress=False, options=options)
+
+    step = failed.hosts[0].failed_step
+    assert not failed.ok and step.step == "docker"
+    assert "single" in step.detail and "docker" in step.detail and "exited 100" in step.detail
+    assert "apt-get" in step.command and "docker-ce" in step.command
+    assert "503  Service Unavailable" in step.output_tail
+    assert statuses(failed)["container-gpus"] == "not reached"
+
+    resumed = bootstrap_inventory(inventory, progress=False, options=options)
+
+    assert resumed.ok
+    assert statuses(resumed)["nvidia-driver"] == "already done"
+    assert statuses(resumed)["docker"] == "applied"
+    assert host.state()["boot"] == 2, "the resumed run did not reboot again"
+
+
+def test_ssh_drop_mid_step_is_retried_and_the_run_completes(lab, tmp_path, options):
+    host = lab.fresh("single", "g5.2xlarge")
+    host.set_faults([{"match": "nvidia-ctk runtime configure", "drop_ssh": True,
+                      "restart_sshd_after_s": 0.5}])
+    inventory = write_inventory(tmp_path / "hosts.yaml", [host_entry(lab, host)])
+
+    report = bootstrap_inventory(inventory, progress=False, options=options)
+
+    assert report.ok, failures(report)
+    log = open(report.hosts[0].log_path).read()
+    assert "SSH dropped" in log and "reconnecting" in log
+    assert len(ran(host, "nvidia-ctk")) >= 2, "the step ran again after the reconnect"
+
+
+def test_host_whose_sshd_dies_is_reported_and_other_hosts_still_finish(lab, tmp_path, options):
+    head = lab.fresh("single", "g5.2xlarge")
+    worker = lab.fresh("second", "g5.2xlarge")
+    worker.set_faults([{"match": "nvidia-ctk runtime configure", "drop_ssh": True}])
+    inventory = write_inventory(tmp_path / "hosts.yaml", [
+        host_entry(lab, head), host_entry(lab, worker, "worker")])
+
+    report = bootstrap_inventory(inventory, progress=False, options=options)
+
+    assert not report.ok
+    assert statuses(report, 0)["container-gpus"] == "verified", "the healthy host went on"
+    failed = report.hosts[1].failed_step
+    assert failed.step == "docker", failed
+    assert "second" in failed.detail and "SSH connection lost" in failed.detail
+    assert "reconnect attempt" in failed.detail
+    assert statuses(report, 0)["engine"] == "not reached"
+    worker.start_sshd()
+
+
+def test_private_host_is_bootstrapped_through_the_bastion(lab, tmp_path, options):
+    bastion = lab.fresh("bastion", "g5.xlarge")
+    private = lab.fresh("private", "g5.xlarge", behind=bastion)
+    inventory = write_inventory(tmp_path / "hosts.yaml", [
+        host_entry(lab, private, gateway=bastion)])
+
+    report = bootstrap_inventory(inventory, progress=False, options=options)
+
+    assert report.ok, failures(report)
+    sshd_log = (private.root / "sshd.log").read_text()
+    assert f"Accepted publickey for dsinfra-test from {private.via} " in sshd_log, \
+        "the private host was reached from the bastion's side of its private link"
+
+
+def test_changed_host_key_is_refused_before_any_command(lab, tmp_path, options):
+    host = lab.fresh("rekeyed", "g5.xlarge")
+    inventory = write_inventory(tmp_path / "hosts.yaml", [host_entry(lab, host)])
+    host.new_host_key()
+
+    report = bootstrap_inventory(inventory, progress=False, options=options)
+
+    assert not report.ok
+    detail = report.hosts[0].failed_step.detail
+    assert "does not match the pinned key" in detail and "refusing to connect" in detail
+    assert host.commands() == []
+    assert [s.status for s in report.hosts[0].steps[1:]] == ["not reached"] * 9
+
+
+def test_unpinned_host_needs_trust_on_first_use_which_records_the_key(lab, tmp_path, options):
+    host = lab.fresh("rekeyed", "g5.xlarge")
+    inventory = write_inventory(tmp_path / "hosts.yaml", [host_entry(lab, host, pin=False)])
+
+    refused = bootstrap_inventory(inventory, progress=False, options=options)
+    trusted = bootstrap_inventory(inventory, progress=False, options=options,
+                                  trust_on_first_use=True)
+    pinned_now = bootstrap_inventory(inventory, progress=False, options=options)
+
+    assert "no pinned host key" in refused.hosts[0].failed_step.detail
+    assert trusted.ok and pinned_now.ok
+    recorded = (options.state_dir / "known_hosts").read_text()
+    assert recorded.startswith(f"{host.listen}:22 SHA256:")
+
+
+def test_missing_gpu_is_caught_by_the_probe_naming_host_and_gpus(lab, tmp_path, options):
+    host = lab.fresh("single", "g5.12xlarge")
+    host.set_profile(hidden_gpus=[2])
+    inventory = write_inventory(tmp_path / "hosts.yaml", [host_entry(lab, host)])
+
+    report = bootstrap_inventory(inventory, progress=False, options=options)
+
+    failed = report.hosts[0].failed_step
+    assert failed.step == "gpu-probe"
+    assert "single: 3 of 4 GPUs visible" in failed.detail
+
+
+def test_secrets_reach_the_engine_but_no_log_command_or_report(lab, tmp_path, options):
+    host = lab.fresh("single", "g5.2xlarge")
+    inventory = write_inventory(tmp_path / "hosts.yaml", [host_entry(lab, host)])
+    host.set_faults([{"match": "cloud-init status", "exit": 1,
+                      "stderr": f"a tool that prints the key: {API_KEY}"}])
+
+    report = bootstrap_inventory(inventory, progress=False, options=options)
+
+    assert report.ok
+    env_file = host.root / "fs/opt/dsinfra/etc/engine.env"
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    assert f"VLLM_API_KEY={API_KEY}" in env_file.read_text()
+    written = [p for p in options.state_dir.rglob("*") if p.is_file() and "secrets" not in p.parts]
+    written += [host.state_dir / "commands.log", host.root / "sshd.log",
+                host.root / "fs/opt/dsinfra/etc/engine-run.sh",
+                host.root / "fs/systemd/dsinfra-engine.service"]
+    for path in written:
+        text = path.read_text(errors="replace")
+        assert API_KEY not in text and HF_TOKEN not in text, path
+    assert "***" in open(report.hosts[0].log_path).read(), "the leaked output was redacted"
+
+
+def test_dlami_host_keeps_its_driver_and_uses_its_nvme(lab, tmp_path, options):
+    host = lab.fresh("single", "g5.2xlarge", dlami=True)
+    inventory = write_inventory(tmp_path / "hosts.yaml", [host_entry(lab, host)])
+
+    report = bootstrap_inventory(inventory, progress=False, options=options)
+
+    assert report.ok, failures(report)
+    assert statuses(report)["nvidia-driver"] == "already done"
+    assert statuses(report)["docker"] == "already done"
+    assert ran(host, "apt-get") == [] and host.state()["boot"] == 1
+    run_script = (host.root / "fs/opt/dsinfra/etc/engine-run.sh").read_text()
+    assert "/opt/dlami/nvme/huggingface:/root/.cache/huggingface" in run_script
+
+
+def test_p4d_gets_fabric_manager_efa_and_a_raid0_cache(lab, tmp_path, options):
+    host = lab.fresh("single", "p4d.24xlarge")
+    inventory = write_inventory(tmp_path / "hosts.yaml", [host_entry(lab, host)],
+                                {"model": "deepseek-ai/DeepSeek-R1-Distill-Llama-70B",
+                                 "maxModelLen": 16384})
+
+    report = bootstrap_inventory(inventory, progress=False, options=options)
+
+    assert report.ok, failures(report)
+    state = host.state()
+    assert state["units"]["nvidia-fabricmanager"]["active"]
+    assert len(state["arrays"]["/dev/md0"]) == 8
+    uuid = state["filesystems"]["/dev/md0"]["uuid"]
+    assert f"UUID={uuid} /opt/dsinfra/cache ext4" in (host.root / "fs/fstab").read_text()
+    assert (host.root / "fs/opt/dsinfra/etc/efa.env").read_text().startswith(
+        "FI_EFA_USE_DEVICE_RDMA=1")
+    run_script = (host.root / "fs/opt/dsinfra/etc/engine-run.sh").read_text()
+    assert "--tensor-parallel-size 8" in run_script and "--max-model-len 16384" in run_script
+    assert "--device /dev/infiniband" in run_script
+
+
+@pytest.mark.parametrize("engine", [
+    {"name": "custom", "image": "registry.example.com/deepseek-serve:1.0", "port": 8080,
+     "command": ["python3", "serve.py", "--model_path", "/app/model", "--port", "8080"]},
+])
+def test_custom_article_container_runs_as_the_service(lab, tmp_path, options, engine):
+    host = lab.fresh("single", "g5.2xlarge", dlami=True)
+    inventory = write_inventory(tmp_path / "hosts.yaml", [host_entry(lab, host)],
+                                {"engine": engine})
+
+    report = bootstrap_inventory(inventory, progress=False, options=options)
+
+    assert report.ok, failures(report)
+    run_script = (host.root / "fs/opt/dsinfra/etc/engine-run.sh").read_text()
+    assert run_script.rstrip().endswith("registry.example.com/deepseek-serve:1.0 python3 "
+                                        "serve.py --model_path /app/model --port 8080")
+
+
+def test_two_node_sglang_starts_ranks_head_first(lab, tmp_path, options):
+    head = lab.fresh("single", "g5.2xlarge", dlami=True)
+    worker = lab.fresh("second", "g5.2xlarge", dlami=True)
+    inventory = write_inventory(tmp_path / "hosts.yaml", [
+        host_entry(lab, head), host_entry(lab, worker, "worker")], {"engine": "sglang"})
+
+    report = bootstrap_inventory(inventory, progress=False, options=options)
+
+    assert report.ok, failures(report)
+    head_script = (head.root / "fs/opt/dsinfra/etc/engine-run.sh").read_text()
+    worker_script = (worker.root / "fs/opt/dsinfra/etc/engine-run.sh").read_text()
+    assert "--nnodes 2 --node-rank 0" in head_script
+    assert f"--node-rank 1 --dist-init-addr {head.listen}:5000" in worker_script
+    started = {h.name: [c["t"] for c in h.commands() if c["argv"][-1:] ==
+                        ["dsinfra-engine.service"] and "restart" in c["argv"]]
+               for h in (head, worker)}
+    assert started["single"][0] < started["second"][0]
+
+
+def test_eight_hosts_bootstrap_in_parallel_as_one_vllm_ray_cluster(lab, tmp_path, options):
+    hosts = [lab.fresh(f"node{i}", "g5.xlarge", dlami=True) for i in range(8)]
+    entries = [host_entry(lab, h, "head" if i == 0 else "worker") for i, h in enumerate(hosts)]
+    inventory = write_inventory(tmp_path / "hosts.yaml", entries)
+
+    report = bootstrap_inventory(inventory, progress=False, options=options)
+
+    assert report.ok, failures(report)
+    first = [h.commands()[0]["t"] for h in hosts]
+    gpu_check = [next(c["t"] for c in h.commands() if c["argv"][:1] == ["run"]) for h in hosts]
+    assert max(first) < min(gpu_check), "every host had started before any reached docker run"
+    head_script = (hosts[0].root / "fs/opt/dsinfra/etc/engine-run.sh").read_text()
+    assert "--pipeline-parallel-size 8" in head_script and "ray start --head" in head_script
+    assert f"ray start --block --address={hosts[0].listen}:6379" in \
+        (hosts[5].root / "fs/opt/dsinfra/etc/engine-run.sh").read_text()
+
+
+def test_interrupted_run_records_what_finished_and_the_next_run_resumes(lab, tmp_path, options):
+    import os
+    import signal
+    import threading
+
+    host = lab.fresh("single", "g5.2xlarge")
+    host.set_faults([{"match": "nvidia-ctk runtime configure", "sleep_s": 2.0}])
+    inventory = write_inventory(tmp_path / "hosts.yaml", [host_entry(lab, host)])
+
+    def press_ctrl_c_once_docker_is_configuring() -> None:
+        while not any(c["cmd"] == "nvidia-ctk" for c in host.commands()):
+            threading.Event().wait(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=press_ctrl_c_once_docker_is_configuring, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        bootstrap_inventory(inventory, progress=False, options=options)
+
+    (report_file,) = options.state_dir.glob("runs/*/report.json")
+    steps = {s["step"]: s for s in json.loads(report_file.read_text())["hosts"][0]["steps"]}
+    assert steps["docker"]["status"] == "applied", "the step under way was finished"
+    assert steps["container-gpus"]["status"] == "not reached"
+    assert "interrupted" in steps["container-gpus"]["detail"]
+
+    resumed = bootstrap_inventory(inventory, progress=False, options=options)
+
+    assert resumed.ok, failures(resumed)
+    assert statuses(resumed)["docker"] == "already done"
+    assert statuses(resumed)["engine"] == "applied"
+
+
+def test_engine_that_never_answers_fails_health_with_its_journal(lab, tmp_path, options):
+    host = lab.fresh("single", "g5.2xlarge", dlami=True)
+    host.set_profile(engine_load_s=3600)
+    inventory = write_inventory(tmp_path / "hosts.yaml", [host_entry(lab, host)])
+
+    report = bootstrap_inventory(inventory, progress=False,
+                                 options=replace(options, health_timeout_s=2))
+
+    failed = report.hosts[0].failed_step
+    assert failed.step == "health"
+    assert "did not become healthy within 2s" in failed.detail and "health=503" in failed.detail
+    assert "fake engine vllm/vllm-openai" in failed.output_tail
+    assert "waiting for the engine" in open(report.hosts[0].log_path).read()
+
+
+def test_p5_with_a_missing_efa_device_fails_the_efa_step(lab, tmp_path, options):
+    host = lab.fresh("single", "p5.48xlarge", dlami=True)
+    host.set_profile(efa_devices=31)
+    inventory = write_inventory(tmp_path / "hosts.yaml", [host_entry(lab, host)])
+
+    report = bootstrap_inventory(inventory, progress=False, options=options)
+
+    failed = report.hosts[0].failed_step
+    assert failed.step == "efa"
+    assert "fi_info shows 31 EFA device(s), p5.48xlarge has 32" in failed.detail
+
+
+def test_marker_host_whose_engine_stopped_answering_gets_full_checks_next_time(
+        lab, tmp_path, options):
+    host = lab.fresh("single", "g5.2xlarge", dlami=True)
+    inventory = write_inventory(tmp_path / "hosts.yaml", [host_entry(lab, host)])
+    assert bootstrap_inventory(inventory, progress=False, options=options).ok
+    host.set_profile(engine_wedged=True)  # the unit stays active, /health answers 503
+
+    wedged = bootstrap_inventory(inventory, progress=False,
+                                 options=replace(options, health_timeout_s=1))
+    host.set_profile(engine_wedged=False)
+    healed = bootstrap_inventory(inventory, progress=False, options=options)
+
+    assert statuses(wedged)["engine"] == "already done"
+    assert "(marker)" in wedged.hosts[0].steps[0].detail
+    assert statuses(wedged)["health"] == "failed"
+    assert healed.ok, failures(healed)
+    assert "(marker)" not in healed.hosts[0].steps[0].detail, "every check ran again"

@@ -1,0 +1,159 @@
+"""Pure parts of bootstrap: host-key pins, inventories, engine command lines and secrets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from dsinfra.bootstrap import engine as eng
+from dsinfra.bootstrap.hostkeys import fetch_console_pins, pins_from_console_output, \
+    pins_from_text
+from dsinfra.bootstrap.hosts import HostSpec, hosts_from_outputs, load_inventory
+from dsinfra.bootstrap.secrets import Secrets, resolve_secrets
+from dsinfra.config import parse_stack_config
+from dsinfra.errors import ConfigError, UserError
+from dsinfra.outputs import StackOutputs
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "bootstrap"
+
+
+def test_console_output_pins_are_the_fingerprints_ssh_keygen_reports():
+    expected = json.loads((FIXTURES / "console-output.expected.json").read_text())
+    console = (FIXTURES / "console-output.txt").read_text()
+
+    assert sorted(pins_from_console_output(console)) == expected["fingerprints"]
+    # A public key line pins the same fingerprint ssh-keygen -l printed for it.
+    assert pins_from_text(expected["ed25519_public"]) <= set(expected["fingerprints"])
+
+
+def test_console_output_without_the_key_blocks_pins_nothing():
+    console = (FIXTURES / "console-output.txt").read_text()
+    outside_blocks = console.split("<14>Nov 28 09:14:11 ec2: #####")[0]
+    assert "SHA256:" in outside_blocks  # cloud-init's own key-generation line...
+    assert pins_from_console_output(outside_blocks) == set()  # ...is not trusted
+
+
+def test_get_console_output_is_read_through_ec2(aws):
+    from dsinfra.cloud.aws import client
+
+    ec2 = client("ec2", "us-east-1")
+    image = ec2.describe_images()["Images"][0]["ImageId"]
+    instance = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1)["Instances"][0]
+    # moto's canned console output has no SSH host key block: nothing to pin, so the runner
+    # refuses the host unless --trust-on-first-use (see the CLI test).
+    assert fetch_console_pins(instance["InstanceId"], "us-east-1") == set()
+
+
+def _inventory(tmp_path, hosts, config=None) -> Path:
+    import yaml
+
+    path = tmp_path / "hosts.yaml"
+    path.write_text(yaml.safe_dump({"config": config or {}, "hosts": hosts}))
+    return path
+
+
+def test_inventory_orders_head_first_and_resolves_relative_keys(tmp_path):
+    path = _inventory(tmp_path, [
+        {"address": "10.0.0.6", "role": "worker", "instance_type": "p5.48xlarge",
+         "key": "keys/id", "gateway": "ops@bastion.example.com:2222"},
+        {"address": "10.0.0.5", "role": "head", "instance_type": "p5.48xlarge"}])
+
+    _, hosts = load_inventory(path)
+
+    assert [(h.address, h.node_rank) for h in hosts] == [("10.0.0.5", 0), ("10.0.0.6", 1)]
+    assert hosts[1].key_path == tmp_path / "keys/id"
+    assert (hosts[1].gateway.user, hosts[1].gateway.address, hosts[1].gateway.port) == \
+        ("ops", "bastion.example.com", 2222)
+
+
+@pytest.mark.parametrize("host, key, allowed", [
+    ({"address": "a", "role": "boss", "instance_type": "g5.xlarge"}, "hosts[0].role",
+     "head or worker"),
+    ({"address": "a", "role": "head", "instance_type": "t3.micro"}, "hosts[0].instance_type",
+     "a GPU instance type"),
+    ({"address": "a", "role": "head", "instance_type": "g5.xlarge", "port": 70000},
+     "hosts[0].port", "1 to 65535"),
+    ({"address": "a", "role": "head", "instance_type": "g5.xlarge", "passwd": "x"},
+     "hosts[0].passwd", "known keys"),
+])
+def test_bad_inventory_value_names_key_value_and_what_is_allowed(tmp_path, host, key, allowed):
+    with pytest.raises(ConfigError) as error:
+        load_inventory(_inventory(tmp_path, [host]))
+    assert error.value.key == key and allowed in error.value.allowed
+
+
+def test_inventory_without_exactly_one_head_is_refused(tmp_path):
+    worker = {"address": "a", "role": "worker", "instance_type": "g5.xlarge"}
+    with pytest.raises(UserError, match="exactly one host must have role head"):
+        load_inventory(_inventory(tmp_path, [worker, dict(worker, address="b")]))
+
+
+def test_stack_outputs_use_the_bastion_for_private_nodes():
+    outputs = StackOutputs.from_dict({
+        "nodes": [{"id": "i-2", "role": "worker", "private_ip": "10.0.1.6",
+                   "instance_type": "p5.48xlarge"},
+                  {"id": "i-1", "role": "head", "private_ip": "10.0.1.5",
+                   "instance_type": "p5.48xlarge"}],
+        "bastion": "203.0.113.10", "endpoint": "http://lb/v1", "ssh_user": "ubuntu",
+        "region": "us-east-1"})
+
+    hosts = hosts_from_outputs(outputs, key_path=None)
+
+    assert [h.name for h in hosts] == ["i-1", "i-2"]
+    assert all(h.gateway.address == "203.0.113.10" for h in hosts)
+
+
+def _plan(nodes=1, engine="vllm", **config):
+    cfg = parse_stack_config("t", {"tier": "distributed", "budget": {"amountUsd": 1},
+                                   "engine": engine, "nodeCount": nodes, **config})
+    hosts = [HostSpec(name=f"n{i}", address=f"10.0.0.{i + 5}", role="head" if i == 0 else
+                      "worker", instance_type="p5.48xlarge", node_rank=i) for i in range(nodes)]
+    return eng.engine_plan(cfg, hosts), hosts
+
+
+def test_single_node_vllm_uses_all_gpus_and_explicit_memory_and_length():
+    plan, hosts = _plan(1, maxModelLen=32768, engine={"name": "vllm", "gpuMemoryUtilization": 0.88})
+    script = eng.run_script(plan, hosts[0], cache_dir="/c", efa=True)
+    assert "--tensor-parallel-size 8 --pipeline-parallel-size 1" in script
+    assert "--gpu-memory-utilization 0.88 --max-model-len 32768" in script
+    assert "--env-file /opt/dsinfra/etc/efa.env" in script and "ray" not in script
+
+
+def test_two_node_vllm_runs_ray_head_and_worker_with_pipeline_parallel():
+    plan, hosts = _plan(2)
+    head = eng.run_script(plan, hosts[0], cache_dir="/c", efa=True)
+    worker = eng.run_script(plan, hosts[1], cache_dir="/c", efa=True)
+    assert "ray start --head --port=6379" in head and "-ge 16" in head
+    assert "--pipeline-parallel-size 2" in head and "--distributed-executor-backend ray" in head
+    assert "ray start --block --address=10.0.0.5:6379 --node-ip-address=10.0.0.6" in worker
+
+
+def test_sglang_two_nodes_get_ranks_and_the_head_as_dist_init_address():
+    plan, hosts = _plan(2, engine="sglang")
+    worker = eng.run_script(plan, hosts[1], cache_dir="/c", efa=False)
+    assert "--tp 16" in worker and "--nnodes 2 --node-rank 1" in worker
+    assert "--dist-init-addr 10.0.0.5:5000" in worker
+
+
+def test_api_key_lives_only_in_the_env_file():
+    plan, hosts = _plan(1)
+    secrets = Secrets(api_key="dsk-abcdefgh12345678", hf_token="hf_zyxwvut98765")
+    env = eng.engine_env(plan, secrets)
+    assert "VLLM_API_KEY=dsk-abcdefgh12345678" in env and "HF_TOKEN=hf_zyxwvut98765" in env
+    for text in (eng.run_script(plan, hosts[0], cache_dir="/c", efa=False),
+                 eng.systemd_unit(plan)):
+        assert "dsk-abcdefgh12345678" not in text and "hf_zyxwvut98765" not in text
+    unit = eng.systemd_unit(plan)
+    assert "Restart=on-failure" in unit and "WantedBy=multi-user.target" in unit
+
+
+def test_generated_api_key_is_kept_0600_and_reused(tmp_path, monkeypatch):
+    monkeypatch.delenv("DSINFRA_API_KEY", raising=False)
+    first = resolve_secrets(tmp_path, "dev")
+    again = resolve_secrets(tmp_path, "dev")
+    path = tmp_path / "secrets" / "dev.api-key"
+    assert first.api_key == again.api_key and first.api_key.startswith("dsk-")
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert first.redact(f"key {first.api_key}") == "key ***"
