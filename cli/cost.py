@@ -24,6 +24,8 @@ def check_command(
                                  "Without it the check is a dry run that changes nothing."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     region: Optional[list[str]] = typer.Option(None, "--region", help=REGION_HELP),
+    now: Optional[str] = typer.Option(None, "--now", hidden=True,
+                                      help="Rehearse the check at this UTC time (ISO 8601)."),
 ) -> None:
     """Meter every dsinfra stack's spend, decide ok/warn/exceeded, and with --enforce act."""
     from dsinfra.errors import UserError
@@ -33,7 +35,8 @@ def check_command(
     from dsinfra.cloud.check import run_check
     from dsinfra.cloud.local import local_context
 
-    result = run_check(local_context(region, enforce=enforce), [stack] if stack else None)
+    result = run_check(local_context(region, enforce=enforce, now=parse_now(now)),
+                       [stack] if stack else None)
     if as_json:
         from dsinfra.cli.output import print_json
 
@@ -66,6 +69,22 @@ def _print_check(result: dict) -> None:
         out.print(f"prices as of {', '.join(dates)} (`dsinfra catalog refresh` for today's)")
 
 
+def parse_now(value: str | None):
+    """``--now`` for rehearsals and tests: an ISO 8601 time, UTC when no offset is given."""
+    if value is None:
+        return None
+    from datetime import datetime, timezone
+
+    from dsinfra.errors import UserError
+
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise UserError(f"invalid value for --now: {value!r}; allowed: an ISO 8601 time such "
+                        "as 2026-11-30T18:00:00Z") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
 SPARK = "▁▂▃▄▅▆▇█"
 
 
@@ -81,11 +100,13 @@ def sparkline(values: list[float]) -> str:
 def report_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     region: Optional[list[str]] = typer.Option(None, "--region", help=REGION_HELP),
+    now: Optional[str] = typer.Option(None, "--now", hidden=True,
+                                      help="Report as of this UTC time (ISO 8601)."),
 ) -> None:
     """Per stack: spend, budget, burn per hour, forecast, time left, and a burn chart."""
     from dsinfra.cloud.report import build_report
 
-    report = build_report(region)
+    report = build_report(region, now=parse_now(now))
     if as_json:
         from dsinfra.cli.output import print_json
 

@@ -15,11 +15,14 @@ def status_command(
     region: Optional[list[str]] = typer.Option(None, "--region", help="AWS region (repeatable);"
                                                " default $DSINFRA_REGIONS or the catalog's."),
     no_health: bool = typer.Option(False, "--no-health", help="Skip the endpoint HTTP checks."),
+    now: Optional[str] = typer.Option(None, "--now", hidden=True,
+                                      help="Status as of this UTC time (ISO 8601)."),
 ) -> None:
     """Tier, state, nodes, uptime, spend against budget and endpoint health of every stack."""
+    from dsinfra.cli.cost import parse_now
     from dsinfra.cloud.report import build_status, http_health
 
-    status = build_status(region, health=None if no_health else http_health)
+    status = build_status(region, now=parse_now(now), health=None if no_health else http_health)
     if as_json:
         from dsinfra.cli.output import print_json
 
