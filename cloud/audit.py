@@ -1,9 +1,10 @@
 """The audit log: every decision and action of the cost check, teardown and resume, appended
 as one JSON line per record and fsynced before the action it announces runs.
 
-A record is written with a single ``write`` on an ``O_APPEND`` descriptor and carries a
-SHA-256 of its own content, so a crash mid-write leaves at most a torn last line that the
-reader recognises and skips: it can never be read back as a valid record.
+A record is written with a single ``write`` on an ``O_APPEND`` descriptor, ends with a newline
+and carries a SHA-256 of its own content; it counts only once the newline is on disk. A crash
+mid-write leaves at most a torn last line that the reader skips and the next writer fences off
+with a newline: it can never be read back as a valid record.
 """
 
 from __future__ import annotations
@@ -45,8 +46,11 @@ class AuditLog:
                   **fields}
         record["sha256"] = _digest(record)
         line = (json.dumps(record, sort_keys=True, default=str) + "\n").encode()
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
         try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                line = b"\n" + line  # fence off a torn tail so it stays one skipped line
             os.write(fd, line)
             os.fsync(fd)
         finally:
@@ -58,7 +62,11 @@ class AuditLog:
         if not self.path.exists():
             return [], 0
         good, bad = [], 0
-        for raw in self.path.read_bytes().split(b"\n"):
+        data = self.path.read_bytes()
+        lines = data.split(b"\n")
+        if not data.endswith(b"\n") and lines[-1].strip():
+            lines, bad = lines[:-1], 1  # a record counts once its newline is on disk
+        for raw in lines:
             if not raw.strip():
                 continue
             try:
