@@ -108,6 +108,7 @@ def test_a_torn_audit_record_is_never_read_as_valid(tmp_path):
         (tmp_path / "audit.jsonl").write_bytes(whole + second[:cut])
         records, torn = log.records()
         assert [r["kind"] for r in records] == ["intent"] and torn == 1
+    (tmp_path / "audit.jsonl").write_bytes(whole + second[:len(second) // 2])
     log.append("result", stack="s", action="destroy", intent_id="1", result="done")
     records, torn = log.records()  # the next append fences the torn tail off, never merges
     assert [r["kind"] for r in records] == ["intent", "result"] and torn == 1
