@@ -22,6 +22,7 @@ PERMISSIONS = ("ec2:DescribeInstances", "ec2:DescribeVolumes", "ec2:DescribeAddr
                "ec2:DescribeNatGateways", "elasticloadbalancing:DescribeLoadBalancers",
                "elasticloadbalancing:DescribeTags")
 
+LIVE_INSTANCE_STATES = ("pending", "running", "stopping", "stopped", "shutting-down")
 KINDS = ("instance", "volume", "address", "nat_gateway", "load_balancer")
 _TAG_FILTER = [{"Name": "tag-key", "Values": [T.STACK]}]
 _STOP_TIME = re.compile(r"\((\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}) GMT\)")
@@ -63,8 +64,11 @@ def _stopped_at(reason: str) -> datetime | None:
 
 def _instances(ec2, region: str, stack_filter: list[dict]) -> list[Resource]:
     out = []
+    # Terminated instances linger in the API for an hour; leaving them out server-side keeps
+    # the answers (and the teardown's verification) small.
+    live = {"Name": "instance-state-name", "Values": list(LIVE_INSTANCE_STATES)}
     pages = ec2.get_paginator("describe_instances").paginate(
-        Filters=stack_filter, PaginationConfig={"PageSize": 1000})
+        Filters=[*stack_filter, live], PaginationConfig={"PageSize": 1000})
     for page in pages:
         for reservation in page["Reservations"]:
             for i in reservation["Instances"]:
@@ -81,6 +85,9 @@ def _instances(ec2, region: str, stack_filter: list[dict]) -> list[Resource]:
                            "private_ip": i.get("PrivateIpAddress"),
                            "availability_zone": i.get("Placement", {}).get("AvailabilityZone"),
                            "spot_request_id": i.get("SpotInstanceRequestId"),
+                           "volumes_deleted_with": [
+                               m["Ebs"]["VolumeId"] for m in i.get("BlockDeviceMappings", [])
+                               if m.get("Ebs", {}).get("DeleteOnTermination")],
                            "stopped_at": _stopped_at(i.get("StateTransitionReason", ""))
                            if state == "stopped" else None}))
     return out
@@ -94,10 +101,13 @@ def _volumes(ec2, region: str, stack_filter: list[dict]) -> list[Resource]:
         for v in page["Volumes"]:
             tags = _tags(v.get("Tags"))
             attached = [a["InstanceId"] for a in v.get("Attachments", [])]
+            goes_with = [a["InstanceId"] for a in v.get("Attachments", [])
+                         if a.get("DeleteOnTermination")]
             out.append(Resource("volume", v["VolumeId"], region, tags[T.STACK], tags, v["State"],
                                 created_at=_utc(v.get("CreateTime")),
                                 attrs={"size_gib": v["Size"], "volume_type": v.get("VolumeType"),
-                                       "attached_to": attached}))
+                                       "attached_to": attached,
+                                       "deleted_with": goes_with}))
     return out
 
 

@@ -53,8 +53,17 @@ class SqliteLedger:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or state_dir() / "ledger.sqlite3"
         self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+        for attempt in range(100):
+            # Two checks starting together race to create the file; switching to WAL does not
+            # wait on sqlite's busy timeout, so retry briefly here.
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.executescript(_SCHEMA)
+                break
+            except sqlite3.OperationalError:
+                if attempt == 99:
+                    raise
+                time.sleep(0.05)
 
     @contextmanager
     def _tx(self):

@@ -16,8 +16,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from dsinfra import tags as T
 from dsinfra.cloud.aws import client
-from dsinfra.cloud.inventory import Inventory, fetch_inventory
+from dsinfra.cloud.inventory import LIVE_INSTANCE_STATES, Inventory, fetch_inventory
 from dsinfra.errors import DsinfraError
 from dsinfra.spend import Resource
 
@@ -113,15 +114,23 @@ def _sweep_region(region: str, resources: list[Resource], results: dict[str, Tea
             _attempt(results, r, lambda r=r: ec2.delete_nat_gateway(NatGatewayId=r.id))
     for r in by_kind["load_balancer"]:
         _delete_load_balancer(elbv2, r, results)
-    if live:
-        _wait_terminated(ec2, [r.id for r in live], sleep, wait_timeout_s)
-    for r in by_kind["address"]:
+    terminating = {r.id for r in by_kind["instance"]}
+    # Volumes with DeleteOnTermination go with their instance: AWS deletes them, not us (the
+    # verify step reports any that stays).
+    going_with = {v for r in by_kind["instance"] for v in r.attrs.get("volumes_deleted_with", ())}
+    volumes = [r for r in by_kind["volume"] if r.state not in GOING["volume"]
+               and r.id not in going_with
+               and not (r.attrs.get("deleted_with") and
+                        set(r.attrs["deleted_with"]) <= terminating)]
+    addresses = by_kind["address"]
+    if terminating and (volumes or addresses):
+        # Attached volumes and associated addresses come free only once AWS reports the
+        # instances terminated; wait (bounded) before deleting them.
+        _wait_terminated(ec2, sorted({r.stack for r in resources}), sleep, wait_timeout_s)
+    for r in addresses:
         _attempt(results, r, lambda r=r: _release_address(ec2, r))
-    for r in by_kind["volume"]:
-        # Attached volumes came free when their (stack's) instances terminated; those with
-        # DeleteOnTermination are already gone and answer NotFound, which counts as done.
-        if r.state not in GOING["volume"]:
-            _attempt(results, r, lambda r=r: ec2.delete_volume(VolumeId=r.id))
+    for r in volumes:
+        _attempt(results, r, lambda r=r: ec2.delete_volume(VolumeId=r.id))
 
 
 def _by_kind(resources: list[Resource]) -> dict[str, list[Resource]]:
@@ -191,22 +200,18 @@ def _release_address(ec2, r: Resource) -> None:
     ec2.release_address(AllocationId=r.id)
 
 
-def _wait_terminated(ec2, ids: list[str], sleep, timeout_s: float) -> None:
-    """Until AWS reports the instances terminated, their volumes stay attached and their
-    addresses associated; wait (bounded) so the rest of the sweep can delete them."""
+def _wait_terminated(ec2, stacks: list[str], sleep, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
-    pending = list(ids)
-    while pending and time.monotonic() < deadline:
-        still = []
-        for start in range(0, len(pending), 200):
-            page = ec2.describe_instances(Filters=[
-                {"Name": "instance-id", "Values": pending[start:start + 200]},
-                {"Name": "instance-state-name", "Values": ["pending", "running", "stopping",
-                                                           "stopped", "shutting-down"]}])
-            still += [i["InstanceId"] for res in page["Reservations"] for i in res["Instances"]]
-        pending = still
-        if pending:
-            sleep(WAIT_POLL_S)
+    while time.monotonic() < deadline:
+        still = 0
+        for start in range(0, len(stacks), 200):  # the API takes 200 values per filter
+            pages = ec2.get_paginator("describe_instances").paginate(Filters=[
+                {"Name": f"tag:{T.STACK}", "Values": stacks[start:start + 200]},
+                {"Name": "instance-state-name", "Values": list(LIVE_INSTANCE_STATES)}])
+            still += sum(len(r["Instances"]) for page in pages for r in page["Reservations"])
+        if not still:
+            return
+        sleep(WAIT_POLL_S)
 
 
 def _verify(stacks: list[str], regions: Sequence[str], results: dict[str, TeardownResult]) -> None:
