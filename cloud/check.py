@@ -214,7 +214,7 @@ def _begin(ctx: CheckContext, report: StackReport) -> str:
 
 def _finish(ctx: CheckContext, intent_id: str, stack: str, action: str, result: str,
             reason: str) -> None:
-    ctx.ledger.finish(intent_id, result, reason)
+    ctx.ledger.finish(intent_id, result, reason, stack=stack)
     ctx.audit.append("result", stack=stack, action=action, intent_id=intent_id, result=result,
                      reason=reason)
 

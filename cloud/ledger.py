@@ -137,7 +137,7 @@ class SqliteLedger:
             db.execute("INSERT OR IGNORE INTO actions VALUES (?,?,?,?,?,?,?,?)",
                        (intent_id, stack, action, "intent", time.time(), None, None, None))
 
-    def finish(self, intent_id: str, result: str, reason: str) -> None:
+    def finish(self, intent_id: str, result: str, reason: str, stack: str | None = None) -> None:
         state = "done" if result == "done" else "failed"
         with self._tx() as db:
             db.execute("UPDATE actions SET state=?, finished_at=?, result=?, reason=? "
