@@ -22,7 +22,8 @@ from dsinfra.cloud.inventory import LIVE_INSTANCE_STATES, Inventory, fetch_inven
 from dsinfra.errors import DsinfraError
 from dsinfra.spend import Resource
 
-PERMISSIONS = ("ec2:TerminateInstances", "ec2:CancelSpotInstanceRequests",
+PERMISSIONS = ("ec2:TerminateInstances", "ec2:DescribeSpotInstanceRequests",
+               "ec2:CancelSpotInstanceRequests",
                "ec2:DisassociateAddress", "ec2:ReleaseAddress", "ec2:DeleteNatGateway",
                "ec2:DeleteVolume", "elasticloadbalancing:DescribeTargetGroups",
                "elasticloadbalancing:DeleteLoadBalancer", "elasticloadbalancing:DeleteTargetGroup")
@@ -154,16 +155,24 @@ def _attempt(results: dict[str, TeardownResult], r: Resource, call: Callable[[],
 
 
 def _cancel_spot_requests(ec2, instances: list[Resource], results) -> None:
-    # A persistent spot request would launch a replacement behind the sweep's back.
-    requests = sorted({r.attrs["spot_request_id"] for r in instances
-                       if r.attrs.get("spot_request_id")})
-    if requests:
-        from botocore.exceptions import ClientError
+    """A persistent spot request would launch a replacement behind the sweep's back: cancel
+    the requests of the stack's spot instances first."""
+    from botocore.exceptions import ClientError
 
-        try:
-            ec2.cancel_spot_instance_requests(SpotInstanceRequestIds=requests)
-        except ClientError:
-            pass  # the verify step reports any instance that survives
+    spot = [r for r in instances if r.attrs.get("lifecycle") == "spot"]
+    requests = {r.attrs["spot_request_id"] for r in spot if r.attrs.get("spot_request_id")}
+    unknown = [r.id for r in spot if not r.attrs.get("spot_request_id")]
+    try:
+        for start in range(0, len(unknown), 200):
+            found = ec2.describe_spot_instance_requests(Filters=[
+                {"Name": "instance-id", "Values": unknown[start:start + 200]}])
+            requests |= {q["SpotInstanceRequestId"] for q in found["SpotInstanceRequests"]}
+        if requests:
+            ec2.cancel_spot_instance_requests(SpotInstanceRequestIds=sorted(requests))
+    except ClientError as exc:
+        for r in spot:
+            results[r.stack].failed.append(
+                f"spot request of {r.id}: {exc.response.get('Error', {}).get('Code', exc)}")
 
 
 def _terminate(ec2, instances: list[Resource], results) -> None:
