@@ -100,13 +100,16 @@ def _env(proxy_url: str, extra: dict[str, str]) -> dict[str, str]:
 def run_measured(proxy: FaultProxy, argv: list[str], env: dict[str, str]) -> dict:
     proxy.seen.clear()
     proxy.sent.clear()
+    proxy.upstream_s.clear()
     start = time.perf_counter()
     done = subprocess.run(argv, env=env, capture_output=True, text=True)
     wall_s = time.perf_counter() - start
     if done.returncode != 0:
         raise RuntimeError(f"{argv[0]} failed: {done.stderr[-2000:]}")
     return {"wall_s": round(wall_s, 2), "api_calls": sum(proxy.seen.values()),
-            "calls_by_action": dict(sorted(proxy.seen.items())), "stdout": done.stdout}
+            "calls_by_action": dict(sorted(proxy.seen.items())),
+            "server_s_by_action": {k: round(v, 2) for k, v in sorted(proxy.upstream_s.items())},
+            "stdout": done.stdout}
 
 
 def bench_dsinfra(url: str, proxy: FaultProxy, stacks: int, nodes: int) -> dict:

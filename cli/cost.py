@@ -102,11 +102,20 @@ def report_command(
     region: Optional[list[str]] = typer.Option(None, "--region", help=REGION_HELP),
     now: Optional[str] = typer.Option(None, "--now", hidden=True,
                                       help="Report as of this UTC time (ISO 8601)."),
+    billing: bool = typer.Option(False, "--reconcile-billing",
+                                 help="Add Cost Explorer's billed month-to-date cost per stack "
+                                      "tag (lags up to a day; $0.01 per request)."),
 ) -> None:
     """Per stack: spend, budget, burn per hour, forecast, time left, and a burn chart."""
     from dsinfra.cloud.report import build_report
 
     report = build_report(region, now=parse_now(now))
+    if billing:
+        from datetime import datetime
+
+        from dsinfra.cloud.billing import reconcile
+
+        reconcile(report["stacks"], datetime.fromisoformat(report["generated_at"]))
     if as_json:
         from dsinfra.cli.output import print_json
 
@@ -120,7 +129,8 @@ def report_command(
                   title=f"cost report {report['generated_at'][:19]}Z")
     for s in report["stacks"]:
         left = "-" if s["hours_left"] is None else f"{s['hours_left']:,.1f} h"
-        table.add_row(s["stack"], f"${s['spend_usd']:,.2f}",
+        billed = f" (billed ${s['billed_usd']:,.2f})" if "billed_usd" in s else ""
+        table.add_row(s["stack"], f"${s['spend_usd']:,.2f}{billed}",
                       f"${s['budget_usd']:,.2f}/{s['period']}" if s["budget_usd"] is not None
                       else "-", f"${s['hourly_usd']:,.2f}", f"${s['forecast_usd']:,.2f}", left,
                       sparkline(s["burn_series_usd"]))

@@ -37,6 +37,7 @@ class FaultProxy:
         self.rules: dict[str, list] = {}
         self.sent: Counter = Counter()  # actions forwarded to moto
         self.seen: Counter = Counter()  # every request, faulted or not
+        self.upstream_s: Counter = Counter()  # seconds moto spent answering, per action
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -58,7 +59,9 @@ class FaultProxy:
                     time.sleep(3600)
                 if isinstance(fault, tuple) and fault[0] == "delay":
                     time.sleep(fault[1])
+                began = time.perf_counter()
                 status, headers, payload = proxy._forward(self, body)
+                proxy.upstream_s[action] += time.perf_counter() - began
                 proxy.sent[action] += 1
                 if fault == "hang-after":
                     time.sleep(3600)

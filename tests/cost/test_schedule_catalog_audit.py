@@ -117,3 +117,31 @@ def test_a_torn_audit_record_is_never_read_as_valid(tmp_path):
     (tmp_path / "audit.jsonl").write_bytes(whole + tampered)
     assert [r["kind"] for r in log.records()[0]] == ["intent"]
     assert oct(os.stat(tmp_path / "audit.jsonl").st_mode & 0o777) == "0o600"
+
+
+def test_cost_explorer_reconciliation_groups_billed_cost_by_stack_tag():
+    """Cost Explorer answers are stubbed (botocore Stubber): moto's CE returns fixed data."""
+    import boto3
+    from botocore.stub import Stubber
+
+    from dsinfra.cloud.billing import reconcile
+
+    ce = boto3.client("ce", region_name="us-east-1", aws_access_key_id="x",
+                      aws_secret_access_key="x")
+    now = datetime(2026, 11, 28, 9, 0, tzinfo=timezone.utc)
+    group = lambda key, usd: {"Keys": [key], "Metrics": {"UnblendedCost": {"Amount": usd,
+                                                                          "Unit": "USD"}}}
+    with Stubber(ce) as stub:
+        stub.add_response("get_cost_and_usage", {"ResultsByTime": [{
+            "TimePeriod": {"Start": "2026-11-01", "End": "2026-11-29"}, "Estimated": True,
+            "Groups": [group("dsinfra:stack$dev", "41.5"), group("dsinfra:stack$", "9.0")]}],
+            "NextPageToken": "p2"},
+            {"TimePeriod": {"Start": "2026-11-01", "End": "2026-11-29"},
+             "Granularity": "MONTHLY", "Metrics": ["UnblendedCost"],
+             "GroupBy": [{"Type": "TAG", "Key": "dsinfra:stack"}]})
+        stub.add_response("get_cost_and_usage", {"ResultsByTime": [{
+            "TimePeriod": {"Start": "2026-11-01", "End": "2026-11-29"}, "Estimated": True,
+            "Groups": [group("dsinfra:stack$dev", "0.5")]}]})
+        stacks = [{"stack": "dev"}, {"stack": "prod"}]
+        reconcile(stacks, now, ce)
+    assert stacks == [{"stack": "dev", "billed_usd": 42.0}, {"stack": "prod", "billed_usd": 0.0}]
