@@ -101,8 +101,13 @@ def run_check(ctx: CheckContext, stacks: list[str] | None = None) -> dict[str, A
 def _inventory(ctx: CheckContext, stacks: list[str] | None) -> Inventory:
     from botocore.exceptions import BotoCoreError, ClientError
 
+    # The local ledger remembers volume sizes so steady-state checks list only new volumes.
+    known = ctx.ledger.known_volumes() if hasattr(ctx.ledger, "known_volumes") else None
     try:
-        return fetch_inventory(ctx.regions, stacks)
+        found = fetch_inventory(ctx.regions, stacks, known_volumes=known)
+        if known is not None:
+            ctx.ledger.remember_volumes([r for r in found.resources if r.kind == "volume"])
+        return found
     except (BotoCoreError, ClientError) as exc:
         raise CloudError(f"could not list the stacks' resources in "
                          f"{', '.join(ctx.regions)}: {exc}",

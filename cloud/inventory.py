@@ -8,6 +8,7 @@ cannot be filtered by tag server-side: their tags are read in batches of 20 (the
 from __future__ import annotations
 
 import re
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ PERMISSIONS = ("ec2:DescribeInstances", "ec2:DescribeVolumes", "ec2:DescribeAddr
                "elasticloadbalancing:DescribeTags")
 
 LIVE_INSTANCE_STATES = ("pending", "running", "stopping", "stopped", "shutting-down")
+VOLUME_FACTS_MAX_AGE_S = 6 * 3600
 KINDS = ("instance", "volume", "address", "nat_gateway", "load_balancer")
 _TAG_FILTER = [{"Name": "tag-key", "Values": [T.STACK]}]
 _STOP_TIME = re.compile(r"\((\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}) GMT\)")
@@ -68,7 +70,7 @@ def _instances(ec2, region: str, stack_filter: list[dict]) -> list[Resource]:
     # the answers (and the teardown's verification) small.
     live = {"Name": "instance-state-name", "Values": list(LIVE_INSTANCE_STATES)}
     pages = ec2.get_paginator("describe_instances").paginate(
-        Filters=[*stack_filter, live], PaginationConfig={"PageSize": 1000})
+        Filters=[live, *stack_filter], PaginationConfig={"PageSize": 1000})
     for page in pages:
         for reservation in page["Reservations"]:
             for i in reservation["Instances"]:
@@ -85,6 +87,9 @@ def _instances(ec2, region: str, stack_filter: list[dict]) -> list[Resource]:
                            "private_ip": i.get("PrivateIpAddress"),
                            "availability_zone": i.get("Placement", {}).get("AvailabilityZone"),
                            "spot_request_id": i.get("SpotInstanceRequestId"),
+                           "attached_volumes": [
+                               m["Ebs"]["VolumeId"] for m in i.get("BlockDeviceMappings", [])
+                               if "Ebs" in m],
                            "volumes_deleted_with": [
                                m["Ebs"]["VolumeId"] for m in i.get("BlockDeviceMappings", [])
                                if m.get("Ebs", {}).get("DeleteOnTermination")],
@@ -93,10 +98,44 @@ def _instances(ec2, region: str, stack_filter: list[dict]) -> list[Resource]:
     return out
 
 
-def _volumes(ec2, region: str, stack_filter: list[dict]) -> list[Resource]:
+def _volumes(ec2, region: str, stack_filter: list[dict], instances: list[Resource],
+             known: dict[str, dict] | None) -> list[Resource]:
+    """The stack's volumes. Once earlier checks have seen every volume attached to the stack's
+    instances (``known``: id -> facts from the ledger), only unattached volumes are listed:
+    sizes do not change behind a running instance's back, and the answer stays small."""
+    attached = {v: i for i in instances for v in i.attrs.get("attached_volumes", ())}
+    oldest = time.time() - VOLUME_FACTS_MAX_AGE_S  # ModifyVolume can resize in place
+    if not known or not attached or any(v not in known or known[v].get("described_at", 0) < oldest
+                                        for v in attached):
+        return _describe_volumes(ec2, region, stack_filter)
+    out = [_known_volume(known[v], instance) for v, instance in attached.items()]
+    unattached = [{"Name": "status", "Values": ["creating", "available", "error"]}]
+    return out + _describe_volumes(ec2, region, [*unattached, *stack_filter])
+
+
+def _known_volume(facts: dict, instance: Resource) -> Resource:
+    deleted_with = [instance.id] if facts["id"] in instance.attrs.get("volumes_deleted_with",
+                                                                        ()) else []
+    return Resource("volume", facts["id"], instance.region, facts["stack"], facts["tags"],
+                    "in-use", created_at=datetime.fromisoformat(facts["created_at"])
+                    if facts.get("created_at") else None,
+                    attrs={"size_gib": facts["size_gib"], "volume_type": facts["volume_type"],
+                           "attached_to": [instance.id], "deleted_with": deleted_with,
+                           "described_at": facts.get("described_at", 0)})
+
+
+def volume_facts(volume: Resource) -> dict:
+    """What the ledger remembers of a volume for ``known`` above."""
+    return {"id": volume.id, "stack": volume.stack, "tags": volume.tags,
+            "created_at": volume.created_at.isoformat() if volume.created_at else None,
+            "size_gib": volume.attrs["size_gib"], "volume_type": volume.attrs.get("volume_type"),
+            "described_at": volume.attrs.get("described_at", time.time())}
+
+
+def _describe_volumes(ec2, region: str, filters: list[dict]) -> list[Resource]:
     out = []
     pages = ec2.get_paginator("describe_volumes").paginate(
-        Filters=stack_filter, PaginationConfig={"PageSize": 500})
+        Filters=filters, PaginationConfig={"PageSize": 500})
     for page in pages:
         for v in page["Volumes"]:
             tags = _tags(v.get("Tags"))
@@ -154,9 +193,11 @@ def _load_balancers(elbv2, region: str, stacks: set[str] | None) -> list[Resourc
 
 
 def fetch_inventory(regions: Iterable[str], stacks: Iterable[str] | None = None,
-                    kinds: Iterable[str] = KINDS) -> Inventory:
+                    kinds: Iterable[str] = KINDS,
+                    known_volumes: dict[str, dict[str, dict]] | None = None) -> Inventory:
     """Every billable resource carrying the stack tag in ``regions`` (only ``stacks`` when
-    given: a ``tag:dsinfra:stack`` filter, up to 200 stack names per call)."""
+    given: a ``tag:dsinfra:stack`` filter, up to 200 stack names per call).
+    ``known_volumes``: region -> volume id -> ``volume_facts`` remembered from earlier checks."""
     regions = tuple(regions)
     wanted = set(stacks) if stacks is not None else None
     stack_filter = _TAG_FILTER if wanted is None else \
@@ -166,13 +207,19 @@ def fetch_inventory(regions: Iterable[str], stacks: Iterable[str] | None = None,
     inventory = Inventory(regions)
     for region in regions:
         ec2 = client("ec2", region)
-        fetchers = {"instance": _instances, "volume": _volumes, "address": _addresses,
+        fetchers = {"instance": _instances, "address": _addresses,
                     "nat_gateway": _nat_gateways}
+        here: list[Resource] = []
         for kind in kinds:
             if kind == "load_balancer":
-                inventory.resources += _load_balancers(client("elbv2", region), region, wanted)
+                here += _load_balancers(client("elbv2", region), region, wanted)
+            elif kind == "volume":
+                instances = [r for r in here if r.kind == "instance"]
+                here += _volumes(ec2, region, stack_filter, instances,
+                                 (known_volumes or {}).get(region))
             else:
-                inventory.resources += fetchers[kind](ec2, region, stack_filter)
+                here += fetchers[kind](ec2, region, stack_filter)
+        inventory.resources += here
     if wanted is not None:
         inventory.resources = [r for r in inventory.resources if r.stack in wanted]
     return inventory

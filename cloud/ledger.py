@@ -9,6 +9,7 @@ the same transaction that stores the interval). SQLite in the state directory by
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import time
@@ -25,6 +26,8 @@ CREATE TABLE IF NOT EXISTS intervals (stack TEXT, resource_id TEXT, start TEXT, 
     hourly_usd REAL, PRIMARY KEY (stack, resource_id, start));
 CREATE TABLE IF NOT EXISTS notices (stack TEXT, key TEXT, sent_at TEXT,
     PRIMARY KEY (stack, key));
+CREATE TABLE IF NOT EXISTS volumes (region TEXT, id TEXT, facts TEXT,
+    PRIMARY KEY (region, id));
 CREATE TABLE IF NOT EXISTS actions (id TEXT PRIMARY KEY, stack TEXT, action TEXT, state TEXT,
     started_at REAL, finished_at REAL, result TEXT, reason TEXT);
 """
@@ -142,6 +145,20 @@ class SqliteLedger:
         with self._tx() as db:
             db.execute("UPDATE actions SET state=?, finished_at=?, result=?, reason=? "
                        "WHERE id=?", (state, time.time(), result, reason, intent_id))
+
+    def known_volumes(self) -> dict[str, dict[str, dict]]:
+        """region -> volume id -> facts, as remembered by ``remember_volumes``."""
+        known: dict[str, dict[str, dict]] = {}
+        for region, vid, facts in self._db.execute("SELECT region, id, facts FROM volumes"):
+            known.setdefault(region, {})[vid] = json.loads(facts)
+        return known
+
+    def remember_volumes(self, volumes: list[Resource]) -> None:
+        from dsinfra.cloud.inventory import volume_facts
+
+        with self._tx() as db:
+            db.executemany("INSERT OR REPLACE INTO volumes VALUES (?,?,?)",
+                           [(v.region, v.id, json.dumps(volume_facts(v))) for v in volumes])
 
     def close(self) -> None:
         self._db.close()

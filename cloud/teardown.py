@@ -215,8 +215,8 @@ def _wait_terminated(ec2, stacks: list[str], sleep, timeout_s: float) -> None:
         still = 0
         for start in range(0, len(stacks), 200):  # the API takes 200 values per filter
             pages = ec2.get_paginator("describe_instances").paginate(Filters=[
-                {"Name": f"tag:{T.STACK}", "Values": stacks[start:start + 200]},
-                {"Name": "instance-state-name", "Values": list(LIVE_INSTANCE_STATES)}])
+                {"Name": "instance-state-name", "Values": list(LIVE_INSTANCE_STATES)},
+                {"Name": f"tag:{T.STACK}", "Values": stacks[start:start + 200]}])
             still += sum(len(r["Instances"]) for page in pages for r in page["Reservations"])
         if not still:
             return

@@ -130,3 +130,21 @@ def test_every_intent_in_the_audit_log_has_one_result(aws, state_dir):
     assert torn == 0 and len(intents) == 1
     assert [r["intent_id"] for r in results] == [intents[0]["intent_id"]]
     assert intents[0]["who"] and intents[0]["budget_usd"] == 1.0
+
+
+def test_steady_state_checks_list_only_unattached_volumes(aws, state_dir):
+    from dsinfra.cloud.aws import _session
+
+    asked = []
+    _session().events.register("provide-client-params.ec2.DescribeVolumes",
+                               lambda params, **kw: asked.append(params.get("Filters")))
+    made = make_stack("steady", budget_usd=10_000, period="total", extra_volume_gib=300)
+    start = hours_later(0)
+    first = check(start + timedelta(hours=1))["steady"]
+    second = check(start + timedelta(hours=2))["steady"]
+    filters = [[f["Name"] for f in call] for call in asked]
+    assert filters == [["tag-key"], ["status", "tag-key"]]
+    # Same resources and the same burn: the root volume's size came from the ledger.
+    assert second["resources"] == first["resources"] == 3
+    assert second["hourly_usd"] == pytest.approx(first["hourly_usd"])
+    assert made["volume"]
