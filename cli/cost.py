@@ -35,8 +35,15 @@ def check_command(
     from dsinfra.cloud.check import run_check
     from dsinfra.cloud.local import local_context
 
-    result = run_check(local_context(region, enforce=enforce, now=parse_now(now)),
-                       [stack] if stack else None)
+    ctx = local_context(region, enforce=enforce, now=parse_now(now))
+    if as_json:
+        result = run_check(ctx, [stack] if stack else None)
+    else:
+        from dsinfra.cli.output import console
+
+        with console(stderr=True).status(f"checking stacks in {', '.join(ctx.regions)}"
+                                         + (" (enforcing)" if enforce else " (dry run)")):
+            result = run_check(ctx, [stack] if stack else None)
     if as_json:
         from dsinfra.cli.output import print_json
 

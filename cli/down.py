@@ -20,9 +20,12 @@ def down_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """pulumi destroy (where the backend answers), then sweep and verify by the stack tag."""
+    from dsinfra.cli.output import console
     from dsinfra.cloud.down import destroy_stack
 
+    spinner = (lambda message: console(stderr=True).status(message)) if not as_json else None
     result = destroy_stack(stack, region, yes=yes, force=force,
+                           **({"working": spinner} if spinner else {}),
                            confirm=lambda: typer.prompt(
                                f"Type the stack name ({stack}) to destroy it and its data",
                                default="", show_default=False))

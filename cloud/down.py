@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from typing import ContextManager
 
 from dsinfra.budget import BudgetTagError, budget_from_tags
 from dsinfra.cloud.inventory import fetch_inventory
@@ -28,7 +30,11 @@ def _stack_file_facts(stack: str) -> tuple[str | None, bool]:
 
 
 def destroy_stack(stack: str, regions: Sequence[str] | None, *, yes: bool, force: bool,
-                  confirm: Callable[[], str], engine=None) -> TeardownResult:
+                  confirm: Callable[[], str], engine=None,
+                  working: Callable[[str], ContextManager] = lambda message: nullcontext()
+                  ) -> TeardownResult:
+    """Guards first (protect, typed confirmation), then the audited teardown under the
+    stack's lock; ``working`` shows progress around the long part."""
     file_region, file_protect = _stack_file_facts(stack)
     chosen = resolve_regions(regions or ([file_region] if file_region else None))
     found = fetch_inventory(chosen, [stack]).resources
@@ -50,7 +56,9 @@ def destroy_stack(stack: str, regions: Sequence[str] | None, *, yes: bool, force
         with FileLocks(state_dir() / "locks").hold(stack):
             log.append("intent", stack=stack, action="down", forced=force,
                        resources=len(found))
-            result = teardown_stack(stack, chosen, engine=engine)
+            with working(f"destroying {stack}: pulumi destroy, then the tag sweep in "
+                         f"{', '.join(chosen)}"):
+                result = teardown_stack(stack, chosen, engine=engine)
             log.append("result", stack=stack, action="down",
                        result="done" if result.clean else "failed", reason=result.summary,
                        pulumi=result.pulumi)

@@ -120,3 +120,12 @@ def test_resume_starts_stopped_instances(aws, state_dir):
     out = invoke("resume", "sleepy", "--json")
     assert json.loads(out.stdout)["started"] == made["instances"]
     assert set(instance_states(made["instances"]).values()) == {"running"}
+
+
+def test_cost_check_table_says_dry_run_and_the_price_date(aws, state_dir):
+    make_stack("tabled", budget_usd=1, period="total", on_exceed="destroy")
+    out = invoke("cost", "check", "--now", hours_later(3).isoformat())
+    assert out.exit_code == 0, out.output
+    assert "dry run (add --enforce to act)" in out.stdout
+    assert "tabled: spend $" in out.stdout and "onExceed destroy" in out.stdout
+    assert "prices as of 2026-07-20" in out.stdout
