@@ -77,6 +77,7 @@ def run_check(ctx: CheckContext, stacks: list[str] | None = None) -> dict[str, A
     Raises CloudError only when the check itself cannot complete (no inventory)."""
     fetched_at = time.time()
     inventory = _inventory(ctx, stacks)
+    _fill_spot_prices(ctx, inventory)
     by_stack = inventory.by_stack()
     _close_finished_intents(ctx, by_stack, stacks)
     reports = []
@@ -113,6 +114,32 @@ def _inventory(ctx: CheckContext, stacks: list[str] | None) -> Inventory:
                          f"{', '.join(ctx.regions)}: {exc}",
                          hint="Check AWS credentials and region; the check changed nothing.") \
             from None
+
+
+def _fill_spot_prices(ctx: CheckContext, inventory: Inventory) -> None:
+    """Spot instances are metered at the spot price: read the current spot price history for
+    the types running on spot that the price cache lacks (one paginated call per region)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from dsinfra.catalog import Price
+    from dsinfra.cloud.aws import client
+    from dsinfra.cloud.catalog_cache import fetch_spot
+
+    cached = dict(ctx.spot_prices or {})
+    missing: dict[str, set[str]] = {}
+    for r in inventory.resources:
+        if r.kind == "instance" and r.attrs.get("lifecycle") == "spot" and \
+                (r.region, r.attrs["instance_type"]) not in cached:
+            missing.setdefault(r.region, set()).add(r.attrs["instance_type"])
+    for region, types in missing.items():
+        try:
+            found = fetch_spot(client("ec2", region), sorted(types), ctx.now)
+        except (BotoCoreError, ClientError):
+            continue  # metered at on-demand (an upper bound), with a note saying so
+        for itype, usd in found.items():
+            cached[(region, itype)] = Price(usd, "hour", ctx.now.date(),
+                                            "EC2 spot price history (highest AZ)")
+    ctx.spot_prices = cached
 
 
 def _evaluate(ctx: CheckContext, stack: str, resources: list[S.Resource]) -> StackReport:

@@ -21,7 +21,7 @@ from dsinfra.spend import Resource
 # The IAM actions the inventory needs (the guard's role lists exactly these plus the actions').
 PERMISSIONS = ("ec2:DescribeInstances", "ec2:DescribeVolumes", "ec2:DescribeAddresses",
                "ec2:DescribeNatGateways", "elasticloadbalancing:DescribeLoadBalancers",
-               "elasticloadbalancing:DescribeTags")
+               "elasticloadbalancing:DescribeTags", "ec2:DescribeSpotPriceHistory")
 
 LIVE_INSTANCE_STATES = ("pending", "running", "stopping", "stopped", "shutting-down")
 VOLUME_FACTS_MAX_AGE_S = 6 * 3600

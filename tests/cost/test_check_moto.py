@@ -148,3 +148,21 @@ def test_steady_state_checks_list_only_unattached_volumes(aws, state_dir):
     assert second["resources"] == first["resources"] == 3
     assert second["hourly_usd"] == pytest.approx(first["hourly_usd"])
     assert made["volume"]
+
+
+def test_spot_instances_are_metered_at_the_spot_price_history(aws, state_dir):
+    from dsinfra.cloud.aws import client
+
+    from .conftest import _spec, stack_tags
+
+    ec2 = client("ec2", "us-east-1")
+    launched = ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1, InstanceType="g5.2xlarge",
+                      InstanceMarketOptions={"MarketType": "spot"},
+                      TagSpecifications=[_spec("instance", stack_tags("bargain"))])
+    history = ec2.describe_spot_price_history(InstanceTypes=["g5.2xlarge"],
+                                              ProductDescriptions=["Linux/UNIX"])
+    highest = max(float(p["SpotPrice"]) for p in history["SpotPriceHistory"])
+    ipv4 = 0.005 if launched["Instances"][0].get("PublicIpAddress") else 0.0
+    result = check(hours_later(1))["bargain"]
+    assert result["hourly_usd"] == pytest.approx(highest + ipv4, abs=1e-4)  # shown to 4 places
+    assert highest < 1.212  # below on-demand: the spot price was used, not the upper bound
