@@ -222,8 +222,10 @@ def _enforce(ctx: CheckContext, reports: list[StackReport], inventory: Inventory
         _stop(ctx, [r for r in mine if r.action == "stop"], inventory)
         _destroy(ctx, [r for r in mine if r.action == "destroy"], inventory)
     for report in reports:
-        if report.action != "none" and report.action_result != "skipped" or \
-                report.action == "notify":
+        # Notify for warnings and notify-only stacks, and after a stop/destroy that ran
+        # (a skipped one was announced by the run that did it).
+        acted = report.action in ("stop", "destroy") and report.action_result != "skipped"
+        if report.action == "notify" or acted:
             _notify(ctx, report)
 
 
