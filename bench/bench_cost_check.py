@@ -187,16 +187,20 @@ def main() -> None:
     parser.add_argument("--custodian", default=shutil.which("custodian"))
     parser.add_argument("--stacks", type=int, default=100)
     parser.add_argument("--nodes", type=int, default=10)
+    parser.add_argument("--only", default="", help="comma-separated run names to keep")
     args = parser.parse_args()
+    keep = set(filter(None, args.only.split(",")))
+    wanted = lambda name: not keep or name in keep  # noqa: E731
     moto, url = start_moto()
     proxy = FaultProxy(url)
     try:
-        results = {"dsinfra_first_check": bench_dsinfra(url, proxy, args.stacks, args.nodes,
-                                                        warm=False),
-                   "dsinfra_steady_state": bench_dsinfra(url, proxy, args.stacks, args.nodes,
-                                                         warm=True)}
+        results = {}
+        for name, warm in (("dsinfra_first_check", False), ("dsinfra_steady_state", True)):
+            if wanted(name):
+                results[name] = bench_dsinfra(url, proxy, args.stacks, args.nodes, warm)
         for name, policy in POLICIES.items() if args.custodian else ():
-            results[name] = bench_custodian(url, proxy, args.custodian, args.stacks,
+            if wanted(name):
+                results[name] = bench_custodian(url, proxy, args.custodian, args.stacks,
                                             args.nodes, policy)
         results["overspend_p5_8_nodes"] = overspend_simulation(55.04 * 8, 10_000, [5, 15, 60])
         print(json.dumps(results, indent=2))

@@ -90,7 +90,7 @@ class FaultProxy:
                                          headers={k: v for k, v in handler.headers.items()
                                                   if k.lower() != "host"})
         try:
-            with urllib.request.urlopen(request, timeout=60) as answer:
+            with urllib.request.urlopen(request, timeout=600) as answer:
                 return answer.status, dict(answer.headers), answer.read()
         except urllib.error.HTTPError as exc:
             return exc.code, dict(exc.headers), exc.read()
