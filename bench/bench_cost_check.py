@@ -157,28 +157,38 @@ def bench_custodian(url: str, proxy: FaultProxy, custodian: str, stacks: int,
     return result
 
 
-def overspend_simulation(hourly_usd: float, budget_usd: float, every_min: list[int]) -> list:
-    """Pure: a stack burning ``hourly_usd`` from t=0, a check at every multiple of the interval
-    (starting at a random phase); overspend is the spend past the budget when a check acts."""
+def overspend_simulation(hourly_usd: float, budget_usd: float, every_min: list[int],
+                         trials: int = 500) -> list:
+    """Pure: the real metering and decision code driven by a simulated clock. A stack burns
+    ``hourly_usd`` from t0; checks run every ``every_min`` from a random phase, each metering
+    the interval since the last (dsinfra.spend.new_interval) and deciding (dsinfra.budget.decide);
+    at the first ``exceeded`` the stack stops. Overspend = spend at the stop - budget."""
     import random
 
-    from dsinfra.spend import overspend_bound_usd
+    from dsinfra.budget import StackBudget, decide
+    from dsinfra.spend import Resource, new_interval, overspend_bound_usd, spend_within
 
-    rows = []
-    rng = random.Random(7)
+    t0 = datetime(2026, 11, 2, tzinfo=timezone.utc)
+    node = Resource("instance", "i-sim", "us-east-1", "sim", {}, "running", t0,
+                    {"instance_type": "p5.48xlarge"})
+    rule = StackBudget("sim", "distributed", budget_usd, "total", "stop", 0.8, False, None)
+    rng, rows = random.Random(7), []
     for minutes in every_min:
         worst = 0.0
-        for _ in range(1000):
-            phase = rng.uniform(0, minutes)
-            crossing_h = budget_usd / hourly_usd
-            k = max(0, int((crossing_h * 60 - phase) // minutes) + 1)
-            caught_h = (phase + k * minutes) / 60
-            while caught_h < crossing_h:
-                caught_h += minutes / 60
-            worst = max(worst, caught_h * hourly_usd - budget_usd)
+        for _ in range(trials):
+            now, intervals, metered = t0 + timedelta(minutes=rng.uniform(0, minutes)), [], None
+            while True:
+                interval = new_interval(node, hourly_usd, metered, now)
+                intervals.append(interval)
+                metered = interval.end
+                spent = spend_within(intervals, t0, now)
+                if decide(rule, spent, now).status == "exceeded":
+                    worst = max(worst, spent - budget_usd)
+                    break
+                now += timedelta(minutes=minutes)
         bound = overspend_bound_usd(hourly_usd, minutes)
         rows.append({"every_min": minutes, "worst_overspend_usd": round(worst, 2),
-                     "bound_usd": round(bound, 2), "within_bound": worst <= bound + 1e-9})
+                     "bound_usd": round(bound, 2), "within_bound": worst <= bound + 1e-6})
     return rows
 
 
