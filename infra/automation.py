@@ -26,7 +26,7 @@ class PulumiUnavailable(UserError):
 @dataclass(frozen=True)
 class PreviewResult:
     change_summary: dict[str, int]
-    resources: list[dict[str, Any]] = field(default_factory=list)  # {type, name, inputs}
+    resources: list[dict[str, Any]] = field(default_factory=list)  # {type, name, inputs, parent}
 
 
 class Engine(Protocol):
@@ -79,8 +79,10 @@ class PulumiEngine:
             pre = getattr(event, "resource_pre_event", None)
             if pre is not None and pre.metadata.type != "pulumi:pulumi:Stack":
                 new = pre.metadata.new
+                # parent: the planner prices a node's root volume from its sibling template.
                 resources.append({"type": pre.metadata.type, "name": pre.metadata.urn.split("::")[-1],
-                                  "inputs": dict(getattr(new, "inputs", None) or {})})
+                                  "inputs": dict(getattr(new, "inputs", None) or {}),
+                                  "parent": getattr(new, "parent", None) or ""})
             if on_event:
                 on_event(_event_dict(event))
 

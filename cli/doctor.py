@@ -1,0 +1,54 @@
+"""``dsinfra doctor [STACK]``: every precondition of ``dsinfra up``, each with its fix."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from dsinfra.cli.main import app
+
+
+@app.command("doctor")
+def doctor_command(
+    stack: Optional[str] = typer.Argument(None, help="Stack to check (omit: tools and "
+                                          "credentials only)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Pulumi CLI, AWS credentials, instance type offered, vCPU quota, AMI, budget.
+    Exit status 3 when any check fails."""
+    from dsinfra.cloud.doctor import run_doctor
+    from dsinfra.errors import EXIT_CLOUD_ERROR
+    from dsinfra.stackfiles import load_stack
+
+    config = load_stack(stack) if stack else None
+    report = run_doctor(config)
+    if as_json:
+        from dsinfra.cli.output import print_json
+
+        print_json(report.to_dict())
+    else:
+        print_report(report)
+    if not report.ok:
+        raise typer.Exit(EXIT_CLOUD_ERROR)
+
+
+def print_report(report, stderr: bool = False) -> None:
+    from rich.table import Table
+
+    from dsinfra.cli.output import console
+
+    marks = {"pass": "[green]pass[/green]", "warn": "[yellow]warn[/yellow]",
+             "fail": "[red]FAIL[/red]"}
+    table = Table("check", "result", "found", "fix", title=f"dsinfra doctor "
+                  f"{report.stack or ''}".strip())
+    table.columns[0].no_wrap = True
+    for check in report.checks:
+        table.add_row(check.name, marks[check.status], check.detail, check.fix)
+    out = console(stderr=stderr)
+    out.print(table)
+    if report.ok:
+        out.print("ready" if report.stack else "tools and credentials ready")
+    else:
+        out.print(f"[red]{len(report.failures)} check(s) failed[/red]: fix them, then run "
+                  f"`dsinfra doctor {report.stack or ''}` again".rstrip())

@@ -1,0 +1,151 @@
+"""``dsinfra plan STACK``: every resource a stack would create, its cost, and its budget check.
+
+Offline by default (the real Pulumi program under mocks: no AWS account, no Pulumi CLI);
+``--live`` asks ``pulumi preview`` instead. A plan over budget is shown loudly but still exits
+0: planning is safe, and ``dsinfra up`` is where the budget is enforced.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from dsinfra.cli.main import app
+
+# Inputs worth a glance per resource type; everything is in --json.
+_KEY_INPUTS: dict[str, tuple[str, ...]] = {
+    "aws:ec2/vpc:Vpc": ("cidrBlock",),
+    "aws:ec2/subnet:Subnet": ("cidrBlock", "availabilityZone"),
+    "aws:ec2/instance:Instance": ("instanceType", "associatePublicIpAddress", "ami"),
+    "aws:ec2/placementGroup:PlacementGroup": ("strategy",),
+    "aws:ec2/vpcEndpoint:VpcEndpoint": ("serviceName", "vpcEndpointType"),
+    "aws:lb/loadBalancer:LoadBalancer": ("loadBalancerType", "internal"),
+    "aws:lb/targetGroup:TargetGroup": ("port", "protocol"),
+    "aws:lb/listener:Listener": ("port", "protocol"),
+    "aws:iam/rolePolicyAttachment:RolePolicyAttachment": ("policyArn",),
+    "pulumi:providers:aws": ("region",),
+}
+
+
+@app.command("plan")
+def plan_command(
+    stack: str = typer.Argument(..., help="Stack name: stacks/Pulumi.<STACK>.yaml."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    live: bool = typer.Option(False, "--live", help="Use `pulumi preview` (needs the Pulumi "
+                              "CLI and AWS credentials) instead of the offline run."),
+) -> None:
+    """Show what STACK would create and cost per hour and month, checked against its budget."""
+    from dsinfra.infra.planner import build_plan
+
+    if as_json:
+        plan = build_plan(stack, live=live)
+        from dsinfra.cli.output import print_json
+
+        print_json(plan.to_json())
+        return
+    from dsinfra.cli.output import console
+
+    with console(stderr=True).status(f"planning stack {stack} "
+                                     f"({'pulumi preview' if live else 'offline'})..."):
+        plan = build_plan(stack, live=live)
+    render_plan(plan)
+
+
+def render_plan(plan) -> None:
+    from rich.panel import Panel
+    from rich.table import Table
+
+    from dsinfra.cli.output import console
+
+    out = console()
+    config = plan.config
+    mode = "offline: the Pulumi program under mocks" if plan.offline else "pulumi preview"
+    resources = Table(title=f"stack {config.stack}: tier {config.tier}, {config.region} "
+                            f"({len(plan.resources)} resources, {mode})", title_justify="left")
+    for column in ("type", "name", "key inputs"):
+        resources.add_column(column, overflow="fold")
+    for res in plan.resources:
+        resources.add_row(res["type"], res["name"], key_inputs(res))
+    out.print(resources)
+    out.print(_cost_table(plan))
+    out.print(Panel(_budget_text(plan), title="budget",
+                    border_style="green" if plan.fits_budget else "bold red"))
+    for note in plan.notes:
+        out.print(note, style="dim")
+
+
+def _cost_table(plan):
+    from rich.table import Table
+
+    table = Table(title=f"cost (prices as of {plan.prices_as_of}, 730 h month)",
+                  title_justify="left", show_footer=True)
+    table.add_column("item", footer="total")
+    table.add_column("quantity x unit price")
+    table.add_column("$/hour", justify="right", footer=f"{plan.hourly_usd:,.4f}")
+    table.add_column("$/month", justify="right", footer=f"{plan.monthly_usd:,.2f}")
+    table.add_column("price date")
+    for item in plan.items:
+        quantity = f"{item.quantity:g} x " if item.quantity != 1 else ""
+        table.add_row(f"{item.name} ({item.note})" if item.note else item.name,
+                      f"{quantity}${item.unit_usd:g}/{item.unit}", f"{item.hourly_usd:,.4f}",
+                      f"{item.monthly_usd:,.2f}", item.as_of.isoformat())
+    return table
+
+
+def _budget_text(plan) -> str:
+    budget, config = plan.config.budget, plan.config
+    compared = plan.hourly_usd * plan.budget_hours
+    over = "a 730 h month" if plan.budget_hours == 730 else f"the {plan.budget_hours:g} h TTL"
+    verdict = "fits" if plan.fits_budget else "OVER BUDGET"
+    lines = [f"{verdict}: ${compared:,.2f} over {over} against ${budget.amount_usd:,.2f} per "
+             f"{budget.period} (on exceed: {budget.on_exceed}"
+             f"{', protected: notify only' if config.protect else ''})."]
+    if config.ttl_hours is not None and budget.period == "month":
+        lines.append(f"The {config.ttl_hours:g} h TTL caps one run at "
+                     f"${plan.hourly_usd * config.ttl_hours:,.2f}.")
+    if not plan.fits_budget:
+        lines.append("`dsinfra up` will refuse this stack: lower nodeCount or instanceType, "
+                     "set ttlHours, or raise budget.amountUsd.")
+    return "\n".join(lines)
+
+
+def key_inputs(resource: dict[str, Any]) -> str:
+    """A one-line summary of the inputs that tell resources of a type apart."""
+    inputs = resource.get("inputs") or {}
+    token = resource["type"]
+    if token == "aws:ec2/securityGroup:SecurityGroup":
+        return _rules_summary(inputs)
+    if token == "aws:ec2/launchTemplate:LaunchTemplate":
+        return _template_summary(inputs)
+    keys = _KEY_INPUTS.get(token, ())
+    return ", ".join(f"{k}={inputs[k]}" for k in keys if inputs.get(k) is not None)
+
+
+def _rules_summary(inputs: dict[str, Any]) -> str:
+    parts = []
+    for rule in inputs.get("ingress") or []:
+        ports = "all" if rule.get("protocol") == "-1" else f"{rule.get('fromPort')}/tcp"
+        sources = (rule.get("cidrBlocks") or []) + (rule.get("ipv6CidrBlocks") or [])
+        if rule.get("securityGroups"):
+            sources.append("group")
+        if rule.get("self"):
+            sources.append("self")
+        parts.append(f"in {ports} from {' '.join(sources)}")
+    return "; ".join(parts) or "no inbound"
+
+
+def _template_summary(inputs: dict[str, Any]) -> str:
+    metadata = inputs.get("metadataOptions") or {}
+    parts = [f"imds tokens={metadata.get('httpTokens')}"]
+    for mapping in inputs.get("blockDeviceMappings") or []:
+        ebs = mapping.get("ebs") or {}
+        parts.append(f"root {ebs.get('volumeSize')} GiB {ebs.get('volumeType')} "
+                     f"encrypted={ebs.get('encrypted')}")
+    interfaces = inputs.get("networkInterfaces") or []
+    if interfaces:
+        efa = sum(1 for i in interfaces if i.get("interfaceType") in ("efa", "efa-only"))
+        parts.append(f"{len(interfaces)} interfaces ({efa} EFA)")
+    if (inputs.get("instanceMarketOptions") or {}).get("marketType") == "spot":
+        parts.append("spot")
+    return ", ".join(parts)

@@ -1,0 +1,100 @@
+"""``dsinfra size MODEL``: which instance types hold a model, at what parallelism and price."""
+
+from __future__ import annotations
+
+import typer
+
+from dsinfra.cli.main import app
+
+
+@app.command("size")
+def size_command(
+    model: str = typer.Argument(..., help="A DeepSeek model (e.g. DeepSeek-R1-Distill-Qwen-7B "
+                                "or deepseek-ai/DeepSeek-R1) or the path of a config.json."),
+    precision: str = typer.Option("bf16", "--precision", "-p",
+                                  help="Weight precision: bf16, fp16, fp8, int8, int4."),
+    context: int = typer.Option(8192, "--context", help="Tokens per sequence (max-model-len)."),
+    concurrency: int = typer.Option(1, "--concurrency",
+                                    help="Sequences held in the KV cache at once."),
+    kv_cache_dtype: str = typer.Option("bf16", "--kv-cache-dtype", help="bf16 or fp8."),
+    region: str = typer.Option("us-east-1", "--region", help="Region whose prices to use."),
+    max_nodes: int = typer.Option(8, "--max-nodes", help="Most nodes to consider per type "
+                                  "(multi-node only on types with EFA)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Memory a model needs (weights, KV cache, overhead) and the cheapest instance that fits."""
+    from dsinfra.catalog import SUPPORTED_REGIONS
+    from dsinfra.errors import UserError
+    from dsinfra.models import resolve_model
+    from dsinfra.sizing import KV_CACHE_BYTES, PRECISION_BYTES, size_model
+
+    if region not in SUPPORTED_REGIONS:
+        raise UserError(f"--region {region!r}; allowed: {', '.join(SUPPORTED_REGIONS)}")
+    if not 1 <= max_nodes <= 64:
+        raise UserError(f"--max-nodes {max_nodes}; allowed: 1 to 64")
+    if precision not in PRECISION_BYTES:
+        raise UserError(f"--precision {precision!r}; allowed: {', '.join(PRECISION_BYTES)}")
+    if kv_cache_dtype not in KV_CACHE_BYTES:
+        raise UserError(f"--kv-cache-dtype {kv_cache_dtype!r}; allowed: "
+                        f"{', '.join(KV_CACHE_BYTES)}")
+    try:
+        resolve_model(model)
+    except UserError as exc:
+        raise UserError(f"argument MODEL: {exc.message}") from None
+    result = size_model(model, precision, context, concurrency,
+                        kv_cache_dtype=kv_cache_dtype, region=region,  # type: ignore[arg-type]
+                        max_nodes=max_nodes)
+    if as_json:
+        from dsinfra.cli.output import print_json
+
+        print_json(result.to_dict())
+        return
+    _print_result(result)
+
+
+def _short_note(candidate) -> str:
+    if candidate.tensor_parallel == 0:
+        return "heads not divisible"
+    if not candidate.fits:
+        return "one node max (no EFA)" if "no EFA" in candidate.reason else "too small"
+    return "" if candidate.precision_native else "not native"
+
+
+def _print_result(result) -> None:
+    from rich.table import Table
+
+    from dsinfra.cli.output import console
+
+    gib = 1024 ** 3
+    out = console()
+    out.print(f"[bold]{result.model}[/bold] at {result.precision}: "
+              f"{result.params / 1e9:,.2f}B parameters"
+              + (f" ({result.active_params / 1e9:,.1f}B active)"
+                 if result.active_params != result.params else "")
+              + f", weights {result.weights_bytes / gib:,.1f} GiB")
+    out.print(f"KV cache ({result.attention.upper()}, {result.kv_cache_dtype}): "
+              f"{result.kv_bytes_per_token / 1024:,.1f} KiB/token x {result.context:,} tokens x "
+              f"{result.concurrency} = {result.kv_cache_bytes / gib:,.2f} GiB; everything "
+              f"within {result.gpu_memory_utilization:.0%} of each GPU")
+    table = Table("instance type", "GPU", "fits", "nodes", "TPxPP", "GiB/GPU need/usable",
+                  "$/hour", "$/month", "note")
+    table.columns[0].no_wrap = True
+    for c in result.candidates:
+        mark = "[green]yes[/green]" if c.fits else "[red]no[/red]"
+        if c.instance_type == result.recommended:
+            mark = "[bold green]best[/bold green]"
+        table.add_row(c.instance_type, c.gpu_model, mark, str(c.nodes),
+                      f"{c.tensor_parallel}x{c.pipeline_parallel}",
+                      f"{c.required_gib_per_gpu:,.1f} / {c.usable_gib_per_gpu:,.1f}",
+                      f"{c.hourly_usd:,.2f}", f"{c.monthly_usd:,.0f}", _short_note(c))
+    out.print(table)
+    out.print(f"Prices: on-demand Linux, {result.region}, as of {result.prices_as_of}.")
+    for note in result.notes:
+        out.print(f"note: {note}")
+    if result.recommended:
+        best = result.candidate(result.recommended)
+        out.print(f"[bold]Recommended:[/bold] {best.nodes}x {best.instance_type} "
+                  f"(TP {best.tensor_parallel} x PP {best.pipeline_parallel}), "
+                  f"${best.hourly_usd:,.2f}/h, ${best.monthly_usd:,.0f}/month")
+    else:
+        out.print("[bold red]Nothing in the catalog fits.[/bold red]")

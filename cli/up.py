@@ -1,0 +1,179 @@
+"""``dsinfra up STACK``: from nothing to a healthy endpoint, with the engine's events on screen."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import typer
+
+from dsinfra.cli.main import app
+
+
+def make_engine(project_dir):
+    """The Automation API engine for this project (tests replace this factory)."""
+    from dsinfra.infra.automation import PulumiEngine
+
+    return PulumiEngine(project_dir)
+
+
+@app.command("up")
+def up_command(
+    stack: str = typer.Argument(..., help="Stack to bring up (stacks/Pulumi.<stack>.yaml)."),
+    force: bool = typer.Option(False, "--force", help="Deploy even if the estimate is over "
+                               "the budget."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    ssh_key: Optional[str] = typer.Option(None, "--ssh-key", help="Private key for bootstrap "
+                                          "SSH (default: your SSH agent / ~/.ssh)."),
+    trust_on_first_use: bool = typer.Option(
+        False, "--trust-on-first-use", help="Accept host keys on first contact (new instances "
+        "only; verified ever after)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
+) -> None:
+    """Validate, check fit and preflight, pulumi up (retrying other zones when AWS has no
+    capacity), bootstrap, wait for health, then print the endpoint and a curl example."""
+    from dsinfra.errors import UserError
+    from dsinfra.infra.lifecycle import CapacityExhausted, UpOptions, bring_up
+    from dsinfra.stackfiles import find_project_dir, load_stack
+
+    project = find_project_dir()
+    config = load_stack(stack, project)
+    if not yes:
+        _confirm(config)
+    options = UpOptions(force=force, ssh_key_path=ssh_key,
+                        trust_on_first_use=trust_on_first_use)
+    engine = make_engine(project)
+    with EngineProgress(quiet=as_json) as progress:
+        try:
+            result = bring_up(config, engine, options=options, on_event=progress.on_event,
+                              on_phase=progress.on_phase, audit=_audit_sink())
+        except CapacityExhausted as exc:
+            progress.stop()
+            _print_attempts(exc.attempts)
+            raise
+        except UserError as exc:
+            progress.stop()
+            report = getattr(exc, "report", None)
+            if report is not None and not as_json:
+                from dsinfra.cli.doctor import print_report
+
+                print_report(report, stderr=True)
+            raise
+    _print_result(config, result, as_json)
+
+
+def _audit_sink():
+    """The budgets area's audit log (``dsinfra cost audit`` reads it), when installed."""
+    try:
+        from dsinfra.cloud.local import audit_log
+    except ImportError:
+        return None
+    return audit_log().append
+
+
+def _confirm(config) -> None:
+    import sys
+
+    from dsinfra.errors import UserError
+
+    what = f"{config.resolved_node_count}x {config.resolved_instance_type} in {config.region}"
+    if not sys.stdin.isatty():
+        raise UserError(f"`dsinfra up {config.stack}` creates {what} and needs confirmation",
+                        hint="Pass --yes to confirm without a terminal.")
+    if not typer.confirm(f"Create {what} for stack {config.stack!r}?", default=False):
+        raise typer.Exit(1)
+
+
+class EngineProgress:
+    """A rich live display fed by the engine's event dicts and the phases of ``bring_up``."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        from dsinfra.cli.output import console
+
+        self.quiet = quiet
+        self.started = 0
+        self.done = 0
+        self.failed: list[str] = []
+        self._progress = Progress(SpinnerColumn(), TextColumn("{task.description}"),
+                                  TimeElapsedColumn(), console=console(stderr=True),
+                                  disable=quiet, transient=False)
+        self._task = self._progress.add_task("starting", total=None)
+
+    def __enter__(self) -> "EngineProgress":
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._progress.stop()
+
+    def on_phase(self, phase: str, message: str) -> None:
+        self._progress.update(self._task, description=f"[bold]{phase}[/bold] {message}")
+        if not self.quiet:
+            self._progress.console.print(f"{phase}: {message}")
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        kind = event.get("kind")
+        name = str(event.get("urn", "")).split("::")[-1]
+        if kind == "resource_pre_event":
+            self.started += 1
+            op = event.get("op", "").replace("OpType.", "").lower()
+            description = f"{op} {event.get('type', '')} {name}"
+        elif kind == "res_outputs_event":
+            self.done += 1
+            description = f"done {name}"
+        elif kind == "res_op_failed_event":
+            self.failed.append(name)
+            description = f"[red]failed[/red] {name}"
+        elif kind == "diagnostic_event" and event.get("severity") == "error":
+            description = f"[red]{event.get('message', '').strip()[:200]}[/red]"
+            self._progress.console.print(description)
+        else:
+            return
+        self._progress.update(self._task, description=f"pulumi up: {self.done}/{self.started} "
+                              f"resources done - {description}")
+
+
+def _print_attempts(attempts) -> None:
+    from rich.table import Table
+
+    from dsinfra.cli.output import console
+
+    table = Table("availability zone", "outcome", "AWS said", title="zones tried")
+    for attempt in attempts:
+        table.add_row(attempt.availability_zone, attempt.outcome, attempt.message)
+    console(stderr=True).print(table)
+
+
+def _print_result(config, result, as_json: bool) -> None:
+    from dsinfra.infra.lifecycle import api_key_instructions, curl_example
+
+    key_command = api_key_instructions(config.stack, result.outputs)
+    curl = curl_example(config, result.outputs)
+    if as_json:
+        from dsinfra.cli.output import print_json
+
+        print_json({"stack": config.stack, "endpoint": result.outputs.endpoint,
+                    "healthy": result.healthy, "health_note": result.health_note,
+                    "expires_at": result.expires_at, "monthly_usd": result.monthly_usd,
+                    "attempts": result.attempts, "nodes": result.outputs.nodes,
+                    "api_key_command": key_command, "curl": curl})
+        return
+    from dsinfra.cli.output import console
+
+    out = console()
+    out.print(f"[bold green]{config.stack} is up[/bold green]: {len(result.outputs.nodes)}x "
+              f"{config.resolved_instance_type}, about ${result.monthly_usd:,.0f}/month")
+    out.print(f"endpoint: {result.outputs.endpoint}")
+    out.print(f"health:   {result.health_note}", soft_wrap=True)
+    if result.expires_at:
+        out.print(f"expires:  {result.expires_at.isoformat()} (budget action: "
+                  f"{config.budget.on_exceed})")
+    out.print(f"API key:  export DSINFRA_API_KEY=$({key_command})", soft_wrap=True,
+              markup=False)
+    out.print("try it:", soft_wrap=True)
+    out.print(curl, soft_wrap=True, markup=False)
+    out.print(f"stop spending: dsinfra down {config.stack}")

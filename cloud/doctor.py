@@ -1,0 +1,303 @@
+"""``dsinfra doctor``: find out what will stop ``dsinfra up`` before anything is created.
+
+Each check reads one thing (a CLI, an AWS answer) and returns a ``Check``: pass, warn or fail,
+what was found, and the exact fix. Checks take a client factory (``cloud.aws.client`` by
+default) so tests can point them at moto or a botocore Stubber where moto lacks the call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from dsinfra.catalog import (HOURS_PER_MONTH, INSTANCE_SPECS)
+from dsinfra.costs import CostEstimate, fits_budget
+
+if TYPE_CHECKING:
+    from dsinfra.config import StackConfig
+
+Status = Literal["pass", "warn", "fail"]
+ClientFactory = Callable[..., Any]
+
+# EC2 vCPU quotas per instance family class (Service Quotas codes, service "ec2").
+ON_DEMAND_QUOTA_CODES = {"P": "L-417A185B", "G": "L-DB2E81BA", "Standard": "L-1216C47A"}
+SPOT_QUOTA_CODES = {"P": "L-7212CCBC", "G": "L-3819A6DF", "Standard": "L-34B43A08"}
+QUOTA_NAMES = {"P": "P instances", "G": "G and VT instances", "Standard": "Standard instances"}
+DLAMI_OWNER = "898082745236"
+DLAMI_PARAMETERS = (
+    "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id",
+    "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-ubuntu-22.04/latest/ami-id",
+)
+DLAMI_NAME = "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04) *"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: Status
+    detail: str
+    fix: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DoctorReport:
+    stack: str | None
+    checks: list[Check]
+
+    @property
+    def ok(self) -> bool:
+        return all(c.status != "fail" for c in self.checks)
+
+    @property
+    def failures(self) -> list[Check]:
+        return [c for c in self.checks if c.status == "fail"]
+
+    def get(self, name: str) -> Check | None:
+        return next((c for c in self.checks if c.name == name), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"stack": self.stack, "ok": self.ok, "checks": [asdict(c) for c in self.checks]}
+
+
+def _default_client(service: str, region: str | None = None) -> Any:
+    from dsinfra.cloud.aws import client
+
+    return client(service, region)
+
+
+def run_doctor(config: "StackConfig | None", *, client_factory: ClientFactory | None = None,
+               pulumi_version: Callable[[], str | None] | None = None,
+               estimate: CostEstimate | None = None) -> DoctorReport:
+    """All checks for ``config`` (or only the tool and credential checks without a stack)."""
+    from dsinfra.infra.automation import pulumi_cli_version
+
+    factory = client_factory or _default_client
+    region = config.region if config else None
+    checks = [check_pulumi_cli(pulumi_version or pulumi_cli_version),
+              check_credentials(factory, region)]
+    if config is None:
+        return DoctorReport(None, checks)
+    if checks[-1].status == "fail":
+        skipped = "not checked: no working AWS credentials"
+        checks += [Check(n, "warn", skipped) for n in ("instance type offered", "vCPU quota",
+                                                         "AMI")]
+    else:
+        checks += [check_instance_offered(config, factory), check_vcpu_quota(config, factory),
+                   check_ami(config, factory)]
+    checks.append(check_access(config))
+    checks.append(check_budget(config, estimate or estimate_stack_cost(config)))
+    return DoctorReport(config.stack, checks)
+
+
+def check_pulumi_cli(version: Callable[[], str | None]) -> Check:
+    found = version()
+    if found:
+        return Check("Pulumi CLI", "pass", f"pulumi {found}", data={"version": found})
+    return Check("Pulumi CLI", "fail", "pulumi is not on PATH",
+                 fix="curl -fsSL https://get.pulumi.com | sh  (then open a new shell)")
+
+
+def check_credentials(factory: ClientFactory, region: str | None) -> Check:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        identity = factory("sts", region).get_caller_identity()
+    except (ClientError, BotoCoreError) as exc:
+        return Check("AWS credentials", "fail", f"STS refused: {_aws_message(exc)}",
+                     fix="aws configure  (or export AWS_PROFILE=...; aws sso login)")
+    return Check("AWS credentials", "pass", f"account {identity['Account']} as "
+                 f"{identity['Arn']}", data={"account": identity["Account"]})
+
+
+def check_instance_offered(config: "StackConfig", factory: ClientFactory) -> Check:
+    instance_type = config.resolved_instance_type
+    zones = offered_zones(factory, config.region, instance_type)
+    name = "instance type offered"
+    if not zones:
+        return Check(name, "fail", f"{config.region} offers {instance_type} in no availability "
+                     "zone", fix="choose another dsinfra:region or dsinfra:instanceType "
+                     "(`dsinfra size MODEL` lists what fits)", data={"zones": []})
+    wanted = config.availability_zone
+    if wanted and wanted not in zones:
+        return Check(name, "fail", f"{wanted} does not offer {instance_type}; "
+                     f"{', '.join(zones)} do", fix=f"set dsinfra:availabilityZone to one of "
+                     f"{', '.join(zones)} (or remove it)", data={"zones": zones})
+    return Check(name, "pass", f"{instance_type} in {', '.join(zones)}", data={"zones": zones})
+
+
+def offered_zones(factory: ClientFactory, region: str, instance_type: str) -> list[str]:
+    ec2 = factory("ec2", region)
+    zones: set[str] = set()
+    for page in ec2.get_paginator("describe_instance_type_offerings").paginate(
+            LocationType="availability-zone",
+            Filters=[{"Name": "instance-type", "Values": [instance_type]}]):
+        zones.update(o["Location"] for o in page["InstanceTypeOfferings"])
+    return sorted(zones)
+
+
+def check_vcpu_quota(config: "StackConfig", factory: ClientFactory) -> Check:
+    spec = INSTANCE_SPECS[config.resolved_instance_type]
+    codes = SPOT_QUOTA_CODES if config.spot else ON_DEMAND_QUOTA_CODES
+    code = codes[spec.quota_family]
+    needed = spec.vcpus * config.resolved_node_count
+    label = ("All " if config.spot else "Running On-Demand ") + QUOTA_NAMES[spec.quota_family]
+    limit = read_quota(factory, config.region, code)
+    name = "vCPU quota"
+    if limit is None:
+        return Check(name, "warn", f"could not read quota {code} ({label})",
+                     fix=f"aws service-quotas get-service-quota --service-code ec2 "
+                     f"--quota-code {code} --region {config.region}")
+    used = running_vcpus(factory, config.region, spec.quota_family, config.stack)
+    data = {"quota_code": code, "limit": limit, "in_use": used, "needed": needed}
+    if limit - used >= needed:
+        return Check(name, "pass", f"{label}: {limit:g} vCPUs, {used} in use, stack needs "
+                     f"{needed}", data=data)
+    desired = int(used + needed)
+    return Check(name, "fail", f"{label}: {limit:g} vCPUs, {used} in use by other instances, "
+                 f"stack needs {needed} ({config.resolved_node_count}x {spec.name}, "
+                 f"{spec.vcpus} each)", data=data,
+                 fix=f"aws service-quotas request-service-quota-increase --service-code ec2 "
+                     f"--quota-code {code} --desired-value {desired} --region {config.region}")
+
+
+def read_quota(factory: ClientFactory, region: str, code: str) -> float | None:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    quotas = factory("service-quotas", region)
+    # An account that never changed a quota may only answer with the AWS default.
+    for call in (quotas.get_service_quota, quotas.get_aws_default_service_quota):
+        try:
+            return float(call(ServiceCode="ec2", QuotaCode=code)["Quota"]["Value"])
+        except (ClientError, BotoCoreError):
+            continue
+    return None
+
+
+def running_vcpus(factory: ClientFactory, region: str, family: str, stack: str) -> int:
+    """vCPUs of running/pending instances in ``family``'s quota, other than this stack's own."""
+    from dsinfra.tags import STACK
+
+    ec2 = factory("ec2", region)
+    total = 0
+    pages = ec2.get_paginator("describe_instances").paginate(
+        Filters=[{"Name": "instance-state-name", "Values": ["pending", "running"]}])
+    for page in pages:
+        for reservation in page["Reservations"]:
+            for instance in reservation["Instances"]:
+                tags = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
+                if tags.get(STACK) == stack or _quota_family(instance) != family:
+                    continue
+                total += _instance_vcpus(instance)
+    return total
+
+
+def _instance_vcpus(instance: dict[str, Any]) -> int:
+    spec = INSTANCE_SPECS.get(instance["InstanceType"])
+    if spec is not None:
+        return spec.vcpus
+    cpu = instance.get("CpuOptions", {})
+    return cpu.get("CoreCount", 0) * cpu.get("ThreadsPerCore", 1)
+
+
+def _quota_family(instance: dict[str, Any]) -> str:
+    letter = instance["InstanceType"][:1]
+    return "P" if letter == "p" else "G" if letter in ("g", "v") else "Standard"
+
+
+def check_ami(config: "StackConfig", factory: ClientFactory) -> Check:
+    from botocore.exceptions import ClientError
+
+    ec2 = factory("ec2", config.region)
+    if config.ami_id:
+        try:
+            found = ec2.describe_images(ImageIds=[config.ami_id])["Images"]
+        except ClientError:
+            found = []
+        if found:
+            return Check("AMI", "pass", f"{config.ami_id} ({found[0].get('Name', '')})",
+                         data={"ami_id": config.ami_id})
+        return Check("AMI", "fail", f"dsinfra:amiId {config.ami_id} not found in "
+                     f"{config.region}", fix="remove dsinfra:amiId to use the Deep Learning "
+                     "AMI, or set an AMI of this region")
+    ami, source = resolve_dlami(factory, config.region)
+    if ami:
+        return Check("AMI", "pass", f"{ami} from {source}", data={"ami_id": ami})
+    return Check("AMI", "fail", f"the Deep Learning Base AMI is not resolvable in "
+                 f"{config.region} (SSM parameter and image search both empty)",
+                 fix="set dsinfra:amiId to an Ubuntu 22.04 GPU AMI of this region")
+
+
+def resolve_dlami(factory: ClientFactory, region: str) -> tuple[str | None, str]:
+    from botocore.exceptions import ClientError
+
+    ssm = factory("ssm", region)
+    for name in DLAMI_PARAMETERS:
+        try:
+            return ssm.get_parameter(Name=name)["Parameter"]["Value"], f"SSM {name}"
+        except ClientError:
+            continue
+    images = factory("ec2", region).describe_images(
+        Owners=[DLAMI_OWNER], Filters=[{"Name": "name", "Values": [DLAMI_NAME]}])["Images"]
+    if not images:
+        return None, ""
+    newest = max(images, key=lambda i: i.get("CreationDate", ""))
+    return newest["ImageId"], f"describe_images (newest of {len(images)}: {newest.get('Name')})"
+
+
+def check_access(config: "StackConfig") -> Check:
+    """Bootstrap reaches the hosts over SSH: without a key or an allowed CIDR it cannot, and
+    `up` would stop after the instances are already billing."""
+    missing = []
+    if not config.ssh_public_key:
+        missing.append("dsinfra:sshPublicKey is unset (no key pair on the instances)")
+    if not config.ssh_allowed_cidrs:
+        where = "the node" if config.tier == "dev" else "the bastion"
+        missing.append(f"dsinfra:sshAllowedCidrs is empty (SSH to {where} is closed)")
+    if not missing:
+        return Check("SSH access", "pass", f"key set; SSH open to "
+                     f"{', '.join(config.ssh_allowed_cidrs)}")
+    return Check("SSH access", "warn", "; ".join(missing),
+                 fix="set dsinfra:sshPublicKey to your public key and dsinfra:sshAllowedCidrs "
+                     "to your address (e.g. 203.0.113.7/32), unless you bootstrap through SSM")
+
+
+def estimate_stack_cost(config: "StackConfig") -> CostEstimate:
+    """What ``dsinfra plan`` estimates for the stack: the real program under mocks, priced."""
+    from dsinfra.infra.planner import plan_for_config
+
+    return plan_for_config(config).estimate
+
+
+def check_budget(config: "StackConfig", estimate: CostEstimate) -> Check:
+    budget = config.budget
+    data = {"monthly_usd": round(estimate.monthly_usd, 2), "budget_usd": budget.amount_usd,
+            "period": budget.period}
+    hours = enforced_ttl_hours(config)
+    if budget.period == "month" and hours is not None and hours < HOURS_PER_MONTH:
+        spend = estimate.hourly_usd * hours
+        within, basis = spend <= budget.amount_usd, f"per month (TTL {hours:g} h: ${spend:,.2f})"
+    else:
+        within = fits_budget(estimate.monthly_usd, budget.amount_usd, budget.period, hours)
+        basis = "per month" if budget.period == "month" else f"over {hours or 730:g} h"
+    detail = (f"${estimate.monthly_usd:,.2f}/month estimated (${estimate.hourly_usd:,.2f}/h) "
+              f"vs budget ${budget.amount_usd:,.2f} {basis}")
+    if within:
+        return Check("budget", "pass", detail, data=data)
+    return Check("budget", "fail", detail, data=data,
+                 fix="raise dsinfra:budget.amountUsd, shorten dsinfra:ttlHours, choose a smaller "
+                     "instance, or pass --force to `dsinfra up`")
+
+
+def enforced_ttl_hours(config: "StackConfig") -> float | None:
+    """A TTL bounds spend only when its expiry action stops or destroys the stack."""
+    if config.ttl_hours is None or config.protect or config.budget.on_exceed == "notify":
+        return None
+    return config.ttl_hours
+
+
+def _aws_message(exc: Exception) -> str:
+    response = getattr(exc, "response", None) or {}
+    error = response.get("Error", {})
+    return f"{error.get('Code', type(exc).__name__)}: {error.get('Message', str(exc))}"

@@ -1,0 +1,130 @@
+"""Compare what a host's GPU probe saw (bootstrap/gpu_probe.py JSON) with what the catalog
+says its instance type has. Pure: every problem comes back as one sentence naming the host
+and what is missing, and an empty list means the host is what we pay for."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dsinfra.catalog import INSTANCE_SPECS, InstanceSpec
+
+# NVLink links per GPU on NVSwitch systems (A100: NVLink3 x12; H100/H200: NVLink4 x18).
+NVLINKS_PER_GPU: dict[str, int] = {"A100": 12, "H100": 18, "H200": 18}
+
+# All-reduce bus bandwidth floors (GB/s, large messages, all local GPUs). NVSwitch hosts reach
+# well over these (measured here: 2x H200 298 GB/s at 256 MiB, see docs/GPU_EVIDENCE.md;
+# nccl-tests on 8x A100 ~230, on 8x H100 ~450); a result below means links are down or
+# traffic fell back to PCIe. PCIe-only hosts (A10G, L40S) get a floor that only catches a
+# broken setup.
+ALLREDUCE_BUSBW_FLOOR_GBPS: dict[str, float] = {"A100": 150.0, "H100": 250.0, "H200": 250.0,
+                                               "A10G": 5.0, "L40S": 5.0}
+MEMORY_TOLERANCE = 0.05
+
+
+def check_gpu_facts(facts: dict[str, Any], instance_type: str | InstanceSpec, host: str
+                    ) -> list[str]:
+    """Every way ``facts`` falls short of ``instance_type``; empty when the host matches."""
+    spec = instance_type if isinstance(instance_type, InstanceSpec) \
+        else INSTANCE_SPECS[instance_type]
+    problems = [f"{host}: {p}" for p in facts.get("errors", [])]
+    problems += _gpu_problems(facts, spec, host)
+    if spec.nvswitch and spec.gpu_count > 1:
+        problems += interconnect_problems(facts, spec.gpu_model or "", host)
+    problems += _efa_problems(facts, spec, host)
+    problems += allreduce_problems(facts, spec, host)
+    return problems
+
+
+def _gpu_problems(facts: dict[str, Any], spec: InstanceSpec, host: str) -> list[str]:
+    gpus = facts.get("gpus", [])
+    expected = f"{spec.gpu_count}x {spec.gpu_model} for {spec.name}"
+    problems = []
+    if len(gpus) != spec.gpu_count:
+        problems.append(f"{host}: {len(gpus)} of {spec.gpu_count} GPUs visible (expected "
+                        f"{expected})")
+    for gpu in gpus:
+        label = f"{host}: GPU {gpu.get('index')} ({gpu.get('name')})"
+        if spec.gpu_model and spec.gpu_model not in str(gpu.get("name", "")):
+            problems.append(f"{label} is not an {spec.gpu_model} (expected {expected})")
+        memory = gpu.get("memory_total_mib")
+        want = spec.gpu_memory_mib_visible
+        if memory is None or abs(memory - want) > want * MEMORY_TOLERANCE:
+            problems.append(f"{label} has {memory} MiB of memory, expected about {want} MiB")
+        if gpu.get("ecc_uncorrected_volatile"):
+            problems.append(f"{label} reports {gpu['ecc_uncorrected_volatile']} uncorrected "
+                            "ECC errors since boot (drain the host and ask AWS to replace it)")
+    return problems
+
+
+def interconnect_problems(facts: dict[str, Any], gpu_model: str, host: str) -> list[str]:
+    """NVLink links down, GPUs missing from the NVLink topology, fabric not initialised."""
+    problems = []
+    want_links = NVLINKS_PER_GPU.get(gpu_model)
+    for gpu in facts.get("gpus", []):
+        links = gpu.get("nvlinks") or {}
+        if links.get("inactive"):
+            problems.append(f"{host}: GPU {gpu['index']} has NVLink links down: "
+                            f"{', '.join(map(str, links['inactive']))}")
+        if want_links and links.get("active", 0) < want_links and not links.get("inactive"):
+            problems.append(f"{host}: GPU {gpu['index']} shows {links.get('active', 0)} active "
+                            f"NVLink links, expected {want_links}")
+    problems += _topology_problems(facts, host)
+    fabric = facts.get("fabric_manager", {})
+    states = fabric.get("fabric_states", [])
+    # On NVSwitch systems the fabric state is the proof that fabric manager did its job; the
+    # service itself may run outside a VM, so its absence alone is not a failure.
+    if not states:
+        if fabric.get("service") != "active":
+            problems.append(f"{host}: nvidia-fabricmanager is {fabric.get('service', 'unknown')} "
+                            "and no GPU reports a fabric state (install and start "
+                            "nvidia-fabricmanager)")
+    elif any(s != "Completed" for s in states) or \
+            any(s != "Success" for s in fabric.get("fabric_statuses", [])):
+        problems.append(f"{host}: NVSwitch fabric not ready (state {states}, status "
+                        f"{fabric.get('fabric_statuses')}); restart nvidia-fabricmanager")
+    return problems
+
+
+def _topology_problems(facts: dict[str, Any], host: str) -> list[str]:
+    topology = facts.get("topology") or {}
+    gpu_names = [f"GPU{g['index']}" for g in facts.get("gpus", [])]
+    problems = []
+    for name in gpu_names:
+        row = topology.get(name)
+        if row is None:
+            problems.append(f"{host}: {name} is missing from the NVLink topology")
+            continue
+        not_nvlink = sorted(peer for peer, link in row.items()
+                            if peer in gpu_names and not str(link).startswith("NV"))
+        if not_nvlink:
+            problems.append(f"{host}: {name} reaches {', '.join(not_nvlink)} without NVLink "
+                            f"({', '.join(row[p] for p in not_nvlink)})")
+    return problems
+
+
+def _efa_problems(facts: dict[str, Any], spec: InstanceSpec, host: str) -> list[str]:
+    if spec.efa_interfaces == 0:
+        return []
+    seen = (facts.get("efa") or {}).get("count", 0)
+    if seen < spec.efa_interfaces:
+        return [f"{host}: {seen} of {spec.efa_interfaces} EFA devices visible for {spec.name} "
+                "(check the launch template's EFA interfaces and the EFA driver)"]
+    return []
+
+
+def allreduce_problems(facts: dict[str, Any], spec: InstanceSpec, host: str) -> list[str]:
+    result = facts.get("allreduce")
+    if not result or result.get("skipped"):
+        return []
+    if result.get("error"):
+        return [f"{host}: NCCL all-reduce failed: {result['error'].splitlines()[-1]}"]
+    problems = []
+    if not result.get("correct", False):
+        problems.append(f"{host}: NCCL all-reduce returned wrong sums")
+    floor = ALLREDUCE_BUSBW_FLOOR_GBPS.get(spec.gpu_model or "")
+    busbw = result.get("busbw_gbps", 0.0)
+    if floor is not None and busbw < floor:
+        problems.append(f"{host}: NCCL all-reduce bus bandwidth {busbw:.1f} GB/s across "
+                        f"{result.get('world_size')} GPUs is below the {floor:.0f} GB/s floor "
+                        f"for {spec.gpu_model} (NVLink down or traffic on PCIe?)")
+    return problems

@@ -1,0 +1,226 @@
+"""Model shapes: the few ``config.json`` values that decide how much memory a model needs.
+
+Built-in shapes are the published Hugging Face ``config.json`` values of the DeepSeek family;
+any other model is read from its own ``config.json``. Parameter counts are computed from the
+shape (the same tensors ``transformers`` allocates), not copied from model cards, so a model
+given by its config gets the same treatment as a built-in one; the counts match what the lead
+measured on an H200 (``tests/fixtures/gpu/sizing-h200.json``) to the parameter.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from dsinfra.errors import UserError
+
+Attention = Literal["gqa", "mla"]
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    name: str
+    attention: Attention
+    layers: int
+    hidden_size: int
+    intermediate_size: int
+    attention_heads: int
+    kv_heads: int
+    head_dim: int
+    vocab_size: int
+    tied_embeddings: bool = False
+    qkv_bias: bool = False  # Qwen2 has biases on q/k/v
+    max_context: int = 131072
+    # MLA (DeepSeek-V2/V3): the cached latent is kv_lora_rank + qk_rope_head_dim per layer.
+    kv_lora_rank: int = 0
+    q_lora_rank: int | None = None
+    qk_nope_head_dim: int = 0
+    qk_rope_head_dim: int = 0
+    v_head_dim: int = 0
+    # MoE: layers after the first `first_k_dense` use routed + shared experts.
+    routed_experts: int = 0
+    shared_experts: int = 0
+    experts_per_token: int = 0
+    moe_intermediate_size: int = 0
+    first_k_dense: int = 0
+    weights_published_in: str = "bf16"
+
+    @property
+    def is_moe(self) -> bool:
+        return self.routed_experts > 0
+
+    @property
+    def params(self) -> int:
+        return count_params(self)
+
+    @property
+    def active_params(self) -> int:
+        """Parameters one token passes through (all of them for a dense model)."""
+        if not self.is_moe:
+            return self.params
+        idle_experts = self.routed_experts - self.experts_per_token
+        moe_layers = self.layers - self.first_k_dense
+        return self.params - moe_layers * idle_experts * 3 * self.hidden_size * \
+            self.moe_intermediate_size
+
+
+def count_params(shape: ModelShape) -> int:
+    embeddings = shape.vocab_size * shape.hidden_size * (1 if shape.tied_embeddings else 2)
+    per_layer_norms = 2 * shape.hidden_size
+    attention = _mla_attention_params(shape) if shape.attention == "mla" else \
+        _gqa_attention_params(shape)
+    total = embeddings + shape.hidden_size  # final norm
+    for layer in range(shape.layers):
+        total += attention + per_layer_norms + _mlp_params(shape, layer)
+    return total
+
+
+def _gqa_attention_params(s: ModelShape) -> int:
+    q_out, kv_out = s.attention_heads * s.head_dim, s.kv_heads * s.head_dim
+    weights = s.hidden_size * (q_out + 2 * kv_out) + q_out * s.hidden_size
+    return weights + ((q_out + 2 * kv_out) if s.qkv_bias else 0)
+
+
+def _mla_attention_params(s: ModelShape) -> int:
+    qk_head = s.qk_nope_head_dim + s.qk_rope_head_dim
+    if s.q_lora_rank:
+        q = s.hidden_size * s.q_lora_rank + s.q_lora_rank + \
+            s.q_lora_rank * s.attention_heads * qk_head
+    else:
+        q = s.hidden_size * s.attention_heads * qk_head
+    kv_down = s.hidden_size * (s.kv_lora_rank + s.qk_rope_head_dim) + s.kv_lora_rank
+    kv_up = s.kv_lora_rank * s.attention_heads * (s.qk_nope_head_dim + s.v_head_dim)
+    out = s.attention_heads * s.v_head_dim * s.hidden_size
+    return q + kv_down + kv_up + out
+
+
+def _mlp_params(s: ModelShape, layer: int) -> int:
+    if not s.is_moe or layer < s.first_k_dense:
+        return 3 * s.hidden_size * s.intermediate_size
+    experts = (s.routed_experts + s.shared_experts) * 3 * s.hidden_size * s.moe_intermediate_size
+    router = s.routed_experts * s.hidden_size
+    return experts + router
+
+
+def kv_bytes_per_token(shape: ModelShape, bytes_per_element: float) -> float:
+    """KV cache per token over all layers: GQA keeps K and V per KV head; MLA keeps one latent."""
+    if shape.attention == "mla":
+        return shape.layers * (shape.kv_lora_rank + shape.qk_rope_head_dim) * bytes_per_element
+    return 2 * shape.layers * shape.kv_heads * shape.head_dim * bytes_per_element
+
+
+def _qwen2(name, layers, hidden, inter, heads, kv, vocab=152064) -> ModelShape:
+    return ModelShape(name, "gqa", layers, hidden, inter, heads, kv, hidden // heads, vocab,
+                      qkv_bias=True)
+
+
+def _llama(name, layers, hidden, inter, heads, kv) -> ModelShape:
+    return ModelShape(name, "gqa", layers, hidden, inter, heads, kv, hidden // heads, 128256)
+
+
+# DeepSeek-V3 config.json (huggingface.co/deepseek-ai/DeepSeek-V3); R1 shares the architecture.
+# The published checkpoint also carries one multi-token-prediction layer (the "685B" on the model
+# card); engines load it only for speculative decoding, so it is not counted here.
+_V3 = ModelShape("DeepSeek-V3", "mla", layers=61, hidden_size=7168, intermediate_size=18432,
+                 attention_heads=128, kv_heads=128, head_dim=192, vocab_size=129280,
+                 max_context=163840, kv_lora_rank=512, q_lora_rank=1536, qk_nope_head_dim=128,
+                 qk_rope_head_dim=64, v_head_dim=128, routed_experts=256, shared_experts=1,
+                 experts_per_token=8, moe_intermediate_size=2048, first_k_dense=3,
+                 weights_published_in="fp8")
+
+BUILTIN_MODELS: dict[str, ModelShape] = {s.name: s for s in (
+    _qwen2("DeepSeek-R1-Distill-Qwen-1.5B", 28, 1536, 8960, 12, 2, vocab=151936),
+    _qwen2("DeepSeek-R1-Distill-Qwen-7B", 28, 3584, 18944, 28, 4),
+    _qwen2("DeepSeek-R1-Distill-Qwen-14B", 48, 5120, 13824, 40, 8),
+    _qwen2("DeepSeek-R1-Distill-Qwen-32B", 64, 5120, 27648, 40, 8),
+    _llama("DeepSeek-R1-Distill-Llama-8B", 32, 4096, 14336, 32, 8),
+    _llama("DeepSeek-R1-Distill-Llama-70B", 80, 8192, 28672, 64, 8),
+    _V3,
+    replace(_V3, name="DeepSeek-R1"),
+    # DeepSeek-V2-Lite config.json: no query compression, 64 routed + 2 shared experts.
+    ModelShape("DeepSeek-V2-Lite", "mla", layers=27, hidden_size=2048, intermediate_size=10944,
+               attention_heads=16, kv_heads=16, head_dim=192, vocab_size=102400,
+               max_context=32768, kv_lora_rank=512, q_lora_rank=None, qk_nope_head_dim=128,
+               qk_rope_head_dim=64, v_head_dim=128, routed_experts=64, shared_experts=2,
+               experts_per_token=6, moe_intermediate_size=1408, first_k_dense=1),
+)}
+
+
+def builtin_names() -> list[str]:
+    return list(BUILTIN_MODELS)
+
+
+def resolve_model(model: str) -> ModelShape:
+    """A built-in name (short or ``deepseek-ai/...``, any case) or a path to a ``config.json``
+    (or the folder holding one). ``UserError`` naming what is allowed otherwise."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        path = path / "config.json"
+    if path.is_file():
+        return shape_from_config_file(path)
+    short = model.strip().rsplit("/", 1)[-1].lower()
+    for name, shape in BUILTIN_MODELS.items():
+        if name.lower() == short:
+            return shape
+    raise UserError(f"unknown model {model!r}; allowed: one of {', '.join(BUILTIN_MODELS)} "
+                    "(with or without the deepseek-ai/ prefix) or the path of a Hugging Face "
+                    "config.json")
+
+
+def shape_from_config_file(path: Path) -> ModelShape:
+    try:
+        values = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"model config {path}: not readable JSON ({exc})") from None
+    if not isinstance(values, dict):
+        raise UserError(f"model config {path}: expected a JSON object (a Hugging Face "
+                        "config.json)")
+    return shape_from_config(values, name=path.parent.name or str(path))
+
+
+def shape_from_config(values: dict[str, Any], *, name: str) -> ModelShape:
+    """A shape from Hugging Face ``config.json`` values (Llama/Qwen2/Mistral-style dense models,
+    DeepSeek-V2/V3 MLA + MoE)."""
+    try:
+        if "kv_lora_rank" in values:
+            return _mla_shape(values, name)
+        return _dense_shape(values, name)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"model config for {name!r} lacks a usable {exc} (needed: "
+                        "num_hidden_layers, hidden_size, intermediate_size, "
+                        "num_attention_heads, vocab_size)") from None
+
+
+def _dense_shape(v: dict[str, Any], name: str) -> ModelShape:
+    heads = int(v["num_attention_heads"])
+    hidden = int(v["hidden_size"])
+    return ModelShape(
+        name, "gqa", layers=int(v["num_hidden_layers"]), hidden_size=hidden,
+        intermediate_size=int(v["intermediate_size"]), attention_heads=heads,
+        kv_heads=int(v.get("num_key_value_heads") or heads),
+        head_dim=int(v.get("head_dim") or hidden // heads), vocab_size=int(v["vocab_size"]),
+        tied_embeddings=bool(v.get("tie_word_embeddings", False)),
+        qkv_bias=bool(v.get("attention_bias", v.get("model_type") == "qwen2")),
+        max_context=int(v.get("max_position_embeddings") or 0) or 4096)
+
+
+def _mla_shape(v: dict[str, Any], name: str) -> ModelShape:
+    heads = int(v["num_attention_heads"])
+    quant = (v.get("quantization_config") or {}).get("quant_method")
+    return ModelShape(
+        name, "mla", layers=int(v["num_hidden_layers"]), hidden_size=int(v["hidden_size"]),
+        intermediate_size=int(v["intermediate_size"]), attention_heads=heads,
+        kv_heads=int(v.get("num_key_value_heads") or heads),
+        head_dim=int(v["qk_nope_head_dim"]) + int(v["qk_rope_head_dim"]),
+        vocab_size=int(v["vocab_size"]), tied_embeddings=bool(v.get("tie_word_embeddings")),
+        max_context=int(v.get("max_position_embeddings") or 0) or 4096,
+        kv_lora_rank=int(v["kv_lora_rank"]), q_lora_rank=v.get("q_lora_rank") or None,
+        qk_nope_head_dim=int(v["qk_nope_head_dim"]), qk_rope_head_dim=int(v["qk_rope_head_dim"]),
+        v_head_dim=int(v["v_head_dim"]), routed_experts=int(v.get("n_routed_experts") or 0),
+        shared_experts=int(v.get("n_shared_experts") or 0),
+        experts_per_token=int(v.get("num_experts_per_tok") or 0),
+        moe_intermediate_size=int(v.get("moe_intermediate_size") or 0),
+        first_k_dense=int(v.get("first_k_dense_replace") or 0),
+        weights_published_in="fp8" if quant == "fp8" else "bf16")

@@ -1,0 +1,190 @@
+"""``GpuNodePool`` and ``Bastion``: the EC2 instances of a stack.
+
+Every node comes from one launch template that carries the security defaults (IMDSv2 only,
+encrypted gp3 root volume, the SSM-only instance profile) and the tags of everything the
+launch creates (instance, volumes, network interfaces), so nothing a launch makes is untagged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws.ec2 as ec2
+import pulumi_aws.ssm as ssm
+
+from dsinfra.catalog import BASTION_INSTANCE_TYPE, efa_layout, instance_spec
+from dsinfra.config import StackConfig
+from dsinfra.tags import merge_tags
+
+DLAMI_SSM_PARAMETER = ("/aws/service/deeplearning/ami/x86_64/"
+                       "base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id")
+UBUNTU_SSM_PARAMETER = ("/aws/service/canonical/ubuntu/server/22.04/stable/current/amd64/"
+                        "hvm/ebs-gp2/ami-id")
+ROOT_DEVICE = "/dev/sda1"  # the root device of the Ubuntu DLAMI and Canonical's AMIs
+BASTION_ROOT_GIB = 8
+ROLE_TAG = "dsinfra:role"
+# Hop limit 2: containers on the host (one extra network hop) can still reach IMDSv2.
+IMDS_V2_ONLY = dict(http_endpoint="enabled", http_tokens="required",
+                    http_put_response_hop_limit=2)
+
+
+def ami_from_ssm(parameter: str, parent: pulumi.Resource) -> pulumi.Output[str]:
+    found = ssm.get_parameter_output(name=parameter,
+                                     opts=pulumi.InvokeOutputOptions(parent=parent))
+    return found.value
+
+
+@dataclass
+class GpuNodePoolArgs:
+    config: StackConfig
+    subnet_ids: list[pulumi.Input[str]]  # nodes go round-robin; EFA pools use the first only
+    security_group_ids: list[pulumi.Input[str]]
+    instance_profile_arn: pulumi.Input[str]
+    key_name: pulumi.Input[str] | None
+    public_ip: bool  # dev only: the node answers on its own public address
+    efa: bool  # distributed: EFA interfaces laid out per instance type, placement group
+
+
+class GpuNodePool(pulumi.ComponentResource):
+    """``nodeCount`` GPU instances from one launch template; the first is the head."""
+
+    instances: list[ec2.Instance]
+    roles: list[str]
+
+    def __init__(self, name: str, args: GpuNodePoolArgs,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("dsinfra:nodes:GpuNodePool", name, None, opts)
+        self._name, self._args, self._config = name, args, args.config
+        ami = args.config.ami_id or ami_from_ssm(DLAMI_SSM_PARAMETER, self)
+        placement = self._placement_group() if args.efa else None
+        template = self._launch_template(ami, placement)
+        count = args.config.resolved_node_count
+        self.roles = ["head"] + ["worker"] * (count - 1)
+        self.instances = [self._instance(i, role, template) for i, role in enumerate(self.roles)]
+        self.register_outputs({"instance_ids": [i.id for i in self.instances],
+                               "launch_template_id": template.id})
+
+    def _child(self, **kwargs) -> pulumi.ResourceOptions:
+        return pulumi.ResourceOptions(parent=self, **kwargs)
+
+    def _placement_group(self) -> ec2.PlacementGroup:
+        name = f"{self._name}-cluster"
+        return ec2.PlacementGroup(name, strategy="cluster",
+                                  tags=merge_tags(name, self._config), opts=self._child())
+
+    def _launch_template(self, ami: pulumi.Input[str],
+                         placement: ec2.PlacementGroup | None) -> ec2.LaunchTemplate:
+        config, args = self._config, self._args
+        tagged = ["instance", "volume", "network-interface"]
+        if config.spot:
+            tagged.append("spot-instances-request")
+        return ec2.LaunchTemplate(
+            self._name,
+            image_id=ami,
+            key_name=args.key_name,
+            iam_instance_profile=ec2.LaunchTemplateIamInstanceProfileArgs(
+                arn=args.instance_profile_arn),
+            metadata_options=ec2.LaunchTemplateMetadataOptionsArgs(**IMDS_V2_ONLY),
+            block_device_mappings=[ec2.LaunchTemplateBlockDeviceMappingArgs(
+                device_name=ROOT_DEVICE,
+                ebs=ec2.LaunchTemplateBlockDeviceMappingEbsArgs(
+                    volume_type="gp3", volume_size=config.root_volume_gib, encrypted="true",
+                    delete_on_termination="true"))],
+            network_interfaces=self._efa_interfaces() if args.efa else None,
+            placement=(ec2.LaunchTemplatePlacementArgs(group_name=placement.name)
+                       if placement is not None else None),
+            instance_market_options=self._spot_options(),
+            capacity_reservation_specification=self._capacity_reservation(),
+            tag_specifications=[ec2.LaunchTemplateTagSpecificationArgs(
+                resource_type=kind, tags=merge_tags(self._name, config)) for kind in tagged],
+            update_default_version=True,
+            tags=merge_tags(self._name, config),
+            opts=self._child(ignore_changes=self._pinned_fields()))
+
+    def _pinned_fields(self) -> list[str]:
+        """Template fields whose drift must not roll the nodes: a new template version replaces
+        every instance launched from it. The DLAMI parameter moves monthly (setting amiId is
+        how to move the AMI), and tags change with the budget or the TTL expiry (the instances
+        carry their own, updated in place)."""
+        return ["tagSpecifications"] + (["imageId"] if self._config.ami_id is None else [])
+
+    def _efa_interfaces(self) -> list[ec2.LaunchTemplateNetworkInterfaceArgs]:
+        # EFA needs every interface listed at launch, each with the subnet and the EFA group.
+        spec = instance_spec(self._config.resolved_instance_type)
+        return [ec2.LaunchTemplateNetworkInterfaceArgs(
+            network_card_index=iface.network_card_index, device_index=iface.device_index,
+            interface_type=iface.interface_type, subnet_id=self._args.subnet_ids[0],
+            security_groups=self._args.security_group_ids, delete_on_termination="true",
+            associate_public_ip_address="false",
+            description=f"{iface.interface_type} card {iface.network_card_index}")
+            for iface in efa_layout(spec)]
+
+    def _spot_options(self) -> ec2.LaunchTemplateInstanceMarketOptionsArgs | None:
+        if not self._config.spot:
+            return None
+        return ec2.LaunchTemplateInstanceMarketOptionsArgs(
+            market_type="spot",
+            spot_options=ec2.LaunchTemplateInstanceMarketOptionsSpotOptionsArgs(
+                spot_instance_type="one-time", instance_interruption_behavior="terminate"))
+
+    def _capacity_reservation(self):
+        reservation = self._config.capacity_reservation_id
+        if reservation is None:
+            return None
+        return ec2.LaunchTemplateCapacityReservationSpecificationArgs(
+            capacity_reservation_target=ec2.
+            LaunchTemplateCapacityReservationSpecificationCapacityReservationTargetArgs(
+                capacity_reservation_id=reservation))
+
+    def _instance(self, index: int, role: str, template: ec2.LaunchTemplate) -> ec2.Instance:
+        name, args = f"{self._name}-{index}", self._args
+        # With EFA the template carries the interfaces, and AWS refuses instance-level
+        # subnet, groups or public address next to them.
+        network = {} if args.efa else dict(
+            subnet_id=args.subnet_ids[index % len(args.subnet_ids)],
+            vpc_security_group_ids=args.security_group_ids,
+            associate_public_ip_address=args.public_ip)
+        return ec2.Instance(
+            name,
+            instance_type=self._config.resolved_instance_type,
+            launch_template=ec2.InstanceLaunchTemplateArgs(
+                id=template.id, version=template.latest_version.apply(str)),
+            tags=merge_tags(name, self._config, {ROLE_TAG: role}),
+            opts=self._child(ignore_changes=["ami"]), **network)
+
+
+@dataclass
+class BastionArgs:
+    config: StackConfig
+    subnet_id: pulumi.Input[str]
+    security_group_id: pulumi.Input[str]
+    instance_profile_name: pulumi.Input[str]
+    key_name: pulumi.Input[str] | None
+
+
+class Bastion(pulumi.ComponentResource):
+    """A t3.micro jump host in a public subnet: the only SSH way in on prod and distributed."""
+
+    instance: ec2.Instance
+
+    def __init__(self, name: str, args: BastionArgs,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("dsinfra:nodes:Bastion", name, None, opts)
+        tags = merge_tags(name, args.config, {ROLE_TAG: "bastion"})
+        self.instance = ec2.Instance(
+            name,
+            instance_type=BASTION_INSTANCE_TYPE,
+            ami=ami_from_ssm(UBUNTU_SSM_PARAMETER, self),
+            subnet_id=args.subnet_id,
+            vpc_security_group_ids=[args.security_group_id],
+            associate_public_ip_address=True,
+            iam_instance_profile=args.instance_profile_name,
+            key_name=args.key_name,
+            metadata_options=ec2.InstanceMetadataOptionsArgs(**IMDS_V2_ONLY),
+            root_block_device=ec2.InstanceRootBlockDeviceArgs(
+                volume_type="gp3", volume_size=BASTION_ROOT_GIB, encrypted=True,
+                delete_on_termination=True, tags=tags),
+            tags=tags,
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["ami"]))
+        self.register_outputs({"public_ip": self.instance.public_ip})

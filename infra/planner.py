@@ -1,0 +1,228 @@
+"""``dsinfra plan``: what a stack would create, what it costs per hour and month, and whether
+that fits its budget.
+
+The resource list comes from the real program, run offline under mocks (``offline.py``) or,
+with ``live``, from ``pulumi preview`` through ``automation.py``. Pricing is a pure function of
+that list and the dated catalog, so both paths are priced by the same rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from dsinfra.catalog import HOURS_PER_MONTH, on_demand_price, other_price
+from dsinfra.config import StackConfig
+from dsinfra.costs import CostEstimate, CostItem, fits_budget
+from dsinfra.errors import UserError
+
+INSTANCE = "aws:ec2/instance:Instance"
+LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
+NAT_GATEWAY = "aws:ec2/natGateway:NatGateway"
+EIP = "aws:ec2/eip:Eip"
+LOAD_BALANCER = "aws:lb/loadBalancer:LoadBalancer"
+NOT_ESTIMATED = ("Not estimated: data processed by the NAT gateway ($/GB) and load balancer "
+                 "capacity units, data transfer out, S3 requests.")
+
+
+@dataclass(frozen=True)
+class LineItem:
+    """One priced thing: a resource, or a part of one (an instance's root volume or address)."""
+
+    name: str
+    type: str  # Pulumi type token of the resource it belongs to
+    quantity: float
+    unit: str  # "hour" or "GB-month"
+    unit_usd: float
+    hourly_usd: float
+    as_of: date
+    source: str
+    note: str = ""
+
+    @property
+    def monthly_usd(self) -> float:
+        return round(self.hourly_usd * HOURS_PER_MONTH, 6)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "type": self.type, "hourly_usd": self.hourly_usd,
+                "monthly_usd": self.monthly_usd, "quantity": self.quantity,
+                "unit": self.unit, "unit_usd": self.unit_usd,
+                "price_as_of": self.as_of.isoformat(), "price_source": self.source,
+                "note": self.note}
+
+
+def _item(name: str, token: str, price, quantity: float = 1, note: str = "") -> LineItem:
+    per_hour = price.usd if price.unit == "hour" else price.usd / HOURS_PER_MONTH
+    return LineItem(name, token, quantity, price.unit, price.usd,
+                    round(per_hour * quantity, 6), price.as_of, price.source, note)
+
+
+def price_resources(resources: list[dict[str, Any]], region: str) -> list[LineItem]:
+    """Price every billable resource; ``resources`` are ``{type, name, inputs, parent}``."""
+    items: list[LineItem] = []
+    for res in resources:
+        token, name, inputs = res["type"], res["name"], res.get("inputs") or {}
+        if token == INSTANCE:
+            items += _instance_items(res, _sibling_template(res, resources), region)
+        elif token == NAT_GATEWAY:
+            items.append(_item(name, token, other_price(region, "nat_gateway_hour"),
+                               note="plus data processed per GB"))
+        elif token == EIP:
+            items.append(_item(name, token, other_price(region, "public_ipv4_hour"),
+                               note="public IPv4 address"))
+        elif token == LOAD_BALANCER:
+            items.append(_item(name, token, other_price(region, "load_balancer_hour"),
+                               note="plus capacity units"))
+            if inputs.get("internal") is False:
+                zones = len(inputs.get("subnets") or []) or 1
+                items.append(_item(f"{name} public IPv4", token,
+                                   other_price(region, "public_ipv4_hour"), zones,
+                                   note="one public IPv4 per zone of an internet-facing NLB"))
+    return items
+
+
+def _sibling_template(instance: dict[str, Any], resources: list[dict[str, Any]]):
+    """The launch template of a node: its sibling under the same GpuNodePool component."""
+    for res in resources:
+        if res["type"] == LAUNCH_TEMPLATE and res.get("parent") == instance.get("parent"):
+            return res.get("inputs") or {}
+    return None
+
+
+def _instance_items(res: dict[str, Any], template: dict[str, Any] | None,
+                    region: str) -> list[LineItem]:
+    name, inputs = res["name"], res.get("inputs") or {}
+    instance_type = inputs.get("instanceType")
+    try:
+        price = on_demand_price(region, instance_type)
+    except KeyError:
+        raise UserError(f"no price for instance type {instance_type!r} in {region}") from None
+    spot = ((template or {}).get("instanceMarketOptions") or {}).get("marketType") == "spot"
+    items = [_item(name, INSTANCE, price, note="spot: on-demand price shown as the ceiling"
+                   if spot else "on-demand")]
+    root_gib = _root_volume_gib(inputs, template)
+    if root_gib:
+        items.append(_item(f"{name} root volume", INSTANCE,
+                           other_price(region, "ebs_gp3_gb_month"), root_gib,
+                           note=f"{root_gib} GiB gp3"))
+    if inputs.get("associatePublicIpAddress"):
+        items.append(_item(f"{name} public IPv4", INSTANCE,
+                           other_price(region, "public_ipv4_hour"), note="public IPv4 address"))
+    return items
+
+
+def _root_volume_gib(inputs: dict[str, Any], template: dict[str, Any] | None) -> float:
+    root = inputs.get("rootBlockDevice") or {}
+    if root.get("volumeSize"):
+        return root["volumeSize"]
+    mappings = (template or {}).get("blockDeviceMappings") or []
+    return sum((m.get("ebs") or {}).get("volumeSize") or 0 for m in mappings)
+
+
+@dataclass
+class Plan:
+    config: StackConfig
+    offline: bool
+    resources: list[dict[str, Any]]
+    items: list[LineItem]
+    outputs: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=lambda: [NOT_ESTIMATED])
+
+    @property
+    def hourly_usd(self) -> float:
+        return round(sum(i.hourly_usd for i in self.items), 6)
+
+    @property
+    def monthly_usd(self) -> float:
+        return round(sum(i.monthly_usd for i in self.items), 6)
+
+    @property
+    def prices_as_of(self) -> date | None:
+        return min((i.as_of for i in self.items), default=None)
+
+    @property
+    def estimate(self) -> CostEstimate:
+        """The same numbers in the shared cost record other commands use."""
+        return CostEstimate([CostItem(i.name, i.type, i.hourly_usd, i.note) for i in self.items],
+                            self.prices_as_of or date.today(), list(self.notes))
+
+    @property
+    def budget_hours(self) -> float:
+        """Hours the budget is compared over: a 730 h month, or the TTL for a total budget."""
+        budget = self.config.budget
+        if budget.period == "total" and self.config.ttl_hours is not None:
+            return self.config.ttl_hours
+        return HOURS_PER_MONTH
+
+    @property
+    def fits_budget(self) -> bool:
+        budget = self.config.budget
+        return fits_budget(self.monthly_usd, budget.amount_usd, budget.period,
+                           self.config.ttl_hours)
+
+    def to_json(self) -> dict[str, Any]:
+        budget = self.config.budget
+        return {
+            "stack": self.config.stack, "tier": self.config.tier, "region": self.config.region,
+            "offline": self.offline,
+            "resources": [{"type": r["type"], "name": r["name"], "inputs": r.get("inputs") or {},
+                           "parent": r.get("parent", "")} for r in self.resources],
+            "cost": {"hourly_usd": self.hourly_usd, "monthly_usd": self.monthly_usd,
+                     "hours_per_month": HOURS_PER_MONTH,
+                     "items": [i.as_dict() for i in self.items],
+                     "prices_as_of": self.prices_as_of.isoformat() if self.prices_as_of else None,
+                     "notes": self.notes},
+            "budget": {"amount_usd": budget.amount_usd, "period": budget.period,
+                       "on_exceed": budget.on_exceed, "warn_at": budget.warn_at,
+                       "compared_hours": self.budget_hours,
+                       "compared_usd": round(self.hourly_usd * self.budget_hours, 2),
+                       "fits": self.fits_budget},
+            "outputs": self.outputs,
+        }
+
+
+def build_plan(stack: str, *, live: bool = False, project_dir: Path | None = None,
+               engine=None) -> Plan:
+    """Validate the stack, list its resources (offline or through ``pulumi preview``), price
+    them and compare with the budget. Raises ``UserError`` for bad input (exit 2)."""
+    from dsinfra.stackfiles import find_project_dir, load_stack, read_stack_values, stack_file
+
+    from dsinfra.sizing import check_stack_fits
+
+    project = project_dir or find_project_dir()
+    config = load_stack(stack, project)
+    check_stack_fits(config)
+    if live:
+        from dsinfra.infra.automation import PulumiEngine
+
+        preview = (engine or PulumiEngine(project)).preview(stack)
+        resources, outputs = list(preview.resources), {}
+    else:
+        run = _run_offline(stack, read_stack_values(stack_file(stack, project)))
+        resources = [{**r.as_dict(), "parent": r.parent} for r in run.resources]
+        outputs = run.outputs
+    return Plan(config=config, offline=not live, resources=resources,
+                items=price_resources(resources, config.region), outputs=outputs)
+
+
+def plan_for_config(config: StackConfig) -> Plan:
+    """The offline plan of a config that need not come from a stack file (doctor, up)."""
+    values = config.model_dump(mode="json", by_alias=True, exclude_none=True,
+                               exclude={"stack"})
+    run = _run_offline(config.stack, values)
+    resources = [{**r.as_dict(), "parent": r.parent} for r in run.resources]
+    return Plan(config=config, offline=True, resources=resources,
+                items=price_resources(resources, config.region), outputs=run.outputs)
+
+
+def _run_offline(stack: str, values: dict[str, Any]):
+    import pulumi
+
+    from dsinfra.infra.offline import run_offline
+
+    try:
+        return run_offline(stack, values)
+    except pulumi.RunError as exc:
+        raise UserError(str(exc)) from None

@@ -1,0 +1,159 @@
+"""The dsinfra Pulumi program: stack config in, the tier's components out.
+
+``main`` is what ``infra/__main__.py`` runs under ``pulumi up`` and what ``dsinfra plan`` runs
+in-process under mocks, so both read the same ``dsinfra:*`` config through ``pulumi.Config`` and
+validate it with the same ``parse_stack_config``.
+"""
+
+from __future__ import annotations
+
+import json
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_aws.ec2 as ec2
+
+from dsinfra.config import CONFIG_KEYS, StackConfig, parse_stack_config
+from dsinfra.errors import DsinfraError
+from dsinfra.infra.loadbalancer import ApiLoadBalancer, ApiLoadBalancerArgs
+from dsinfra.infra.network import Network, NetworkArgs
+from dsinfra.infra.nodes import Bastion, BastionArgs, GpuNodePool, GpuNodePoolArgs
+from dsinfra.infra.security import (NodeIdentity, NodeIdentityArgs, SecurityGroups,
+                                    SecurityGroupsArgs)
+from dsinfra.tags import contract_tags
+
+NAMESPACE = "dsinfra"
+SSH_USER = "ubuntu"  # the Ubuntu DLAMI's and Canonical's login user
+ZONES_PER_TIER = {"dev": 1, "prod": 2, "distributed": 1}
+# The order build_stack creates components in: how plan lists resources.
+COMPONENT_ORDER = ("dsinfra:network:Network", "dsinfra:security:SecurityGroups",
+                   "dsinfra:security:NodeIdentity", "dsinfra:nodes:GpuNodePool",
+                   "dsinfra:nodes:Bastion", "dsinfra:loadbalancer:ApiLoadBalancer")
+
+
+def main() -> None:
+    try:
+        config = read_stack_config()
+    except DsinfraError as exc:
+        # RunError: Pulumi prints the message alone, without the program's traceback.
+        raise pulumi.RunError(str(exc)) from None
+    for key, value in build_stack(config).items():
+        pulumi.export(key, value)
+
+
+def read_stack_config() -> StackConfig:
+    """The stack's ``dsinfra:*`` config, as the Pulumi engine hands it over, validated."""
+    settings = pulumi.Config(NAMESPACE)
+    values: dict[str, Any] = {}
+    for key in _configured_keys():
+        raw = settings.get(key)
+        if raw is not None:
+            values[key] = raw if key in _TEXT_KEYS else _decode(raw)
+    stack = pulumi.get_stack()
+    return parse_stack_config(stack, values, source=f"the config of stack {stack}")
+
+
+def _configured_keys() -> list[str]:
+    from pulumi.runtime import config as runtime_config
+
+    present = set(runtime_config.CONFIG.get()) | set(runtime_config.get_config_env())
+    extra = sorted(k.split(":", 1)[1] for k in present
+                   if k.startswith(f"{NAMESPACE}:") and k.split(":", 1)[1] not in CONFIG_KEYS)
+    return list(CONFIG_KEYS) + extra
+
+
+def _is_text(annotation: Any) -> bool:
+    origin = get_origin(annotation)
+    if origin is Literal or annotation is str:
+        return True
+    if origin in (Union, UnionType):  # str | None
+        return all(a in (str, type(None)) for a in get_args(annotation))
+    return False
+
+
+# Keys whose values are text even when they look like JSON (a model called "123").
+_TEXT_KEYS = frozenset(field.alias or name for name, field in StackConfig.model_fields.items()
+                       if _is_text(field.annotation))
+
+
+def _decode(raw: str) -> Any:
+    """Pulumi hands structured and typed config over as JSON text."""
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def build_stack(config: StackConfig) -> dict[str, Any]:
+    """Create the tier's resources; returns the stack outputs (``dsinfra.outputs`` contract)."""
+    if config.expires_at is None and config.ttl_hours is not None:
+        # One expiry for every resource of this run, not one per tag evaluation.
+        config = config.model_copy(update={"expires_at": config.expiry()})
+    provider = aws.Provider("aws", region=config.region,
+                            default_tags=aws.ProviderDefaultTagsArgs(tags=contract_tags(config)))
+    opts = pulumi.ResourceOptions(providers=[provider])
+    private = config.tier != "dev"
+    name = config.stack
+    network = Network(name, NetworkArgs(config, _zones(config, provider), private), opts)
+    groups = SecurityGroups(name, SecurityGroupsArgs(
+        config, network.vpc.id, network.vpc_cidr, bastion=private, load_balancer=private,
+        efa=config.tier == "distributed"), opts)
+    identity = NodeIdentity(f"{name}-node", NodeIdentityArgs(config), opts)
+    key_name = identity.key_name
+    pool = GpuNodePool(f"{name}-gpu", GpuNodePoolArgs(
+        config, network.node_subnet_ids, groups.node_group_ids,
+        identity.instance_profile.arn, key_name, public_ip=not private,
+        efa=config.tier == "distributed"), opts)
+    nodes = [_node_output(i, role, config, private) for i, role in
+             zip(pool.instances, pool.roles)]
+    port = config.resolved_api_port
+    if not private:
+        head = pool.instances[0]
+        endpoint = pulumi.Output.concat("http://", head.public_ip, ":", str(port))
+        return _outputs(config, nodes, None, endpoint)
+    bastion = Bastion(f"{name}-bastion", BastionArgs(
+        config, network.public_subnet_ids[0], groups.bastion.id,
+        identity.instance_profile.name, key_name), opts)
+    targets = pool.instances if config.tier == "prod" else pool.instances[:1]
+    api = ApiLoadBalancer(f"{name}-api", ApiLoadBalancerArgs(
+        config, network.vpc.id, network.public_subnet_ids, network.private_subnet_ids,
+        groups.load_balancer.id, targets), opts)
+    return _outputs(config, nodes, bastion.instance.public_ip, api.endpoint)
+
+
+def _zones(config: StackConfig, provider: aws.Provider) -> list[pulumi.Output[str]]:
+    count = ZONES_PER_TIER[config.tier]
+    found = aws.get_availability_zones_output(
+        state="available",
+        filters=[aws.GetAvailabilityZonesFilterArgs(name="opt-in-status",
+                                                    values=["opt-in-not-required"])],
+        opts=pulumi.InvokeOutputOptions(provider=provider))
+
+    def choose(names: list[str]) -> list[str]:
+        preferred = config.availability_zone
+        ordered = ([preferred] if preferred else []) + [n for n in names if n != preferred]
+        if len(ordered) < count:
+            raise pulumi.RunError(f"region {config.region} offers {len(names)} availability "
+                                  f"zones; the {config.tier} tier needs {count}")
+        return ordered[:count]
+
+    chosen = found.names.apply(choose)
+    return [chosen[i] for i in range(count)]
+
+
+def _node_output(instance: ec2.Instance, role: str, config: StackConfig,
+                 private: bool) -> pulumi.Output[dict[str, Any]]:
+    instance_type = config.resolved_instance_type
+    public_ip = pulumi.Output.from_input(None) if private else instance.public_ip
+    return pulumi.Output.all(instance.id, instance.private_ip, public_ip).apply(
+        lambda v: {"id": v[0], "role": role, "private_ip": v[1], "public_ip": v[2] or None,
+                   "instance_type": instance_type})
+
+
+def _outputs(config: StackConfig, nodes, bastion_ip, endpoint) -> dict[str, Any]:
+    bastion = (pulumi.Output.from_input(bastion_ip).apply(lambda ip: ip or None)
+               if bastion_ip is not None else None)
+    return {"nodes": nodes, "bastion": bastion, "endpoint": endpoint, "ssh_user": SSH_USER,
+            "region": config.region}

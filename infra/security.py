@@ -1,0 +1,168 @@
+"""``SecurityGroups`` and ``NodeIdentity``: who may reach the nodes, and what the nodes may do.
+
+Nothing is open to the world unless a stack lists the CIDRs: with no ``sshAllowedCidrs`` the
+hosts are reached through SSM Session Manager only, with no ``apiAllowedCidrs`` the API is
+internal to the VPC.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws.ec2 as ec2
+import pulumi_aws.iam as iam
+
+from dsinfra.config import StackConfig
+from dsinfra.tags import merge_tags
+
+SSH_PORT = 22
+HTTP_PORT = 80
+HTTPS_PORT = 443
+SSM_CORE_POLICY_ARN = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
+
+
+def cidr_rule(port: int, cidrs: list[str], description: str) -> ec2.SecurityGroupIngressArgs:
+    """One TCP rule for a list of IPv4 and IPv6 CIDRs (AWS keeps the two in separate fields)."""
+    v4 = [c for c in cidrs if ipaddress.ip_network(c).version == 4]
+    v6 = [c for c in cidrs if ipaddress.ip_network(c).version == 6]
+    return ec2.SecurityGroupIngressArgs(protocol="tcp", from_port=port, to_port=port,
+                                        cidr_blocks=v4 or None, ipv6_cidr_blocks=v6 or None,
+                                        description=description)
+
+
+@dataclass
+class SecurityGroupsArgs:
+    config: StackConfig
+    vpc_id: pulumi.Input[str]
+    vpc_cidr: str
+    bastion: bool  # prod and distributed: SSH reaches nodes only through the bastion
+    load_balancer: bool  # prod and distributed: the API reaches nodes only through the NLB
+    efa: bool  # distributed: the self-referencing EFA group
+
+
+class SecurityGroups(pulumi.ComponentResource):
+    """The node group, and the bastion, load balancer and EFA groups where the tier has them."""
+
+    node: ec2.SecurityGroup
+    bastion: ec2.SecurityGroup | None
+    load_balancer: ec2.SecurityGroup | None
+    efa: ec2.SecurityGroup | None
+
+    def __init__(self, name: str, args: SecurityGroupsArgs,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("dsinfra:security:SecurityGroups", name, None, opts)
+        self._args = args
+        config = args.config
+        api_port = config.resolved_api_port
+        self.bastion = self._bastion_group(f"{name}-bastion") if args.bastion else None
+        self.load_balancer = self._lb_group(f"{name}-lb") if args.load_balancer else None
+        self.efa = self._efa_group(f"{name}-efa") if args.efa else None
+        ingress: list[ec2.SecurityGroupIngressArgs] = []
+        if self.bastion is not None:
+            ingress.append(ec2.SecurityGroupIngressArgs(
+                protocol="tcp", from_port=SSH_PORT, to_port=SSH_PORT,
+                security_groups=[self.bastion.id], description="SSH from the bastion"))
+        elif config.ssh_allowed_cidrs:
+            ingress.append(cidr_rule(SSH_PORT, config.ssh_allowed_cidrs, "SSH (sshAllowedCidrs)"))
+        if self.load_balancer is not None:
+            ingress.append(ec2.SecurityGroupIngressArgs(
+                protocol="tcp", from_port=api_port, to_port=api_port,
+                security_groups=[self.load_balancer.id],
+                description="API and health checks from the load balancer"))
+        elif config.api_allowed_cidrs:
+            ingress.append(cidr_rule(api_port, config.api_allowed_cidrs, "API (apiAllowedCidrs)"))
+        # Nodes pull images and weights from the internet (through NAT on the private tiers).
+        self.node = self._group(f"{name}-node", "dsinfra GPU nodes", ingress, [_all_out()])
+        self.register_outputs({"node_sg_id": self.node.id})
+
+    @property
+    def node_group_ids(self) -> list[pulumi.Output[str]]:
+        return [self.node.id] + ([self.efa.id] if self.efa is not None else [])
+
+    def _group(self, name: str, description: str, ingress, egress) -> ec2.SecurityGroup:
+        return ec2.SecurityGroup(name, vpc_id=self._args.vpc_id, description=description,
+                                 ingress=ingress, egress=egress,
+                                 tags=merge_tags(name, self._args.config),
+                                 opts=pulumi.ResourceOptions(parent=self))
+
+    def _bastion_group(self, name: str) -> ec2.SecurityGroup:
+        cidrs = self._args.config.ssh_allowed_cidrs
+        ingress = [cidr_rule(SSH_PORT, cidrs, "SSH (sshAllowedCidrs)")] if cidrs else []
+        egress = [
+            ec2.SecurityGroupEgressArgs(protocol="tcp", from_port=SSH_PORT, to_port=SSH_PORT,
+                                        cidr_blocks=[self._args.vpc_cidr],
+                                        description="SSH on to the nodes"),
+            ec2.SecurityGroupEgressArgs(protocol="tcp", from_port=HTTPS_PORT,
+                                        to_port=HTTPS_PORT, cidr_blocks=["0.0.0.0/0"],
+                                        description="SSM agent and AWS APIs"),
+            # Ubuntu's EC2 archive mirrors serve security updates over plain HTTP.
+            ec2.SecurityGroupEgressArgs(protocol="tcp", from_port=HTTP_PORT, to_port=HTTP_PORT,
+                                        cidr_blocks=["0.0.0.0/0"],
+                                        description="Ubuntu security updates"),
+        ]
+        return self._group(name, "dsinfra bastion", ingress, egress)
+
+    def _lb_group(self, name: str) -> ec2.SecurityGroup:
+        config, port = self._args.config, self._args.config.resolved_api_port
+        cidrs = config.api_allowed_cidrs or [self._args.vpc_cidr]
+        egress = [ec2.SecurityGroupEgressArgs(protocol="tcp", from_port=port, to_port=port,
+                                              cidr_blocks=[self._args.vpc_cidr],
+                                              description="To the nodes' API port")]
+        return self._group(name, "dsinfra API load balancer",
+                           [cidr_rule(port, cidrs, "API clients")], egress)
+
+    def _efa_group(self, name: str) -> ec2.SecurityGroup:
+        # AWS: EFA traffic is dropped unless the group allows all traffic in from and out to
+        # itself.
+        ingress = [ec2.SecurityGroupIngressArgs(protocol="-1", from_port=0, to_port=0,
+                                                self=True, description="EFA: all from itself")]
+        egress = [ec2.SecurityGroupEgressArgs(protocol="-1", from_port=0, to_port=0, self=True,
+                                              description="EFA: all to itself")]
+        return self._group(name, "dsinfra EFA (self-referencing, per AWS)", ingress, egress)
+
+
+def _all_out() -> ec2.SecurityGroupEgressArgs:
+    return ec2.SecurityGroupEgressArgs(protocol="-1", from_port=0, to_port=0,
+                                       cidr_blocks=["0.0.0.0/0"], ipv6_cidr_blocks=["::/0"],
+                                       description="All outbound")
+
+
+@dataclass
+class NodeIdentityArgs:
+    config: StackConfig
+
+
+class NodeIdentity(pulumi.ComponentResource):
+    """An instance role and profile with AmazonSSMManagedInstanceCore and nothing else, and the
+    EC2 key pair from ``sshPublicKey`` when the stack sets one."""
+
+    role: iam.Role
+    instance_profile: iam.InstanceProfile
+    key_name: pulumi.Output[str] | None
+
+    def __init__(self, name: str, args: NodeIdentityArgs,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("dsinfra:security:NodeIdentity", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        assume = {"Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Action": "sts:AssumeRole",
+            "Principal": {"Service": "ec2.amazonaws.com"}}]}
+        self.role = iam.Role(name, assume_role_policy=json.dumps(assume),
+                             description="dsinfra nodes: SSM Session Manager only",
+                             tags=merge_tags(name, args.config), opts=child)
+        iam.RolePolicyAttachment(f"{name}-ssm", role=self.role.name,
+                                 policy_arn=SSM_CORE_POLICY_ARN, opts=child)
+        self.instance_profile = iam.InstanceProfile(name, role=self.role.name,
+                                                    tags=merge_tags(name, args.config),
+                                                    opts=child)
+        self.key_name = None
+        if args.config.ssh_public_key:
+            pair = ec2.KeyPair(f"{name}-key", public_key=args.config.ssh_public_key.strip(),
+                               tags=merge_tags(f"{name}-key", args.config), opts=child)
+            self.key_name = pair.key_name
+        self.register_outputs({"role_arn": self.role.arn,
+                               "instance_profile_arn": self.instance_profile.arn,
+                               "key_name": self.key_name})

@@ -1,0 +1,204 @@
+"""Each tier gets the instance family and network shape the issue describes."""
+
+from __future__ import annotations
+
+import pytest
+
+from dsinfra.catalog import BASTION_INSTANCE_TYPE
+from dsinfra.outputs import StackOutputs
+from offline_stacks import OFFICE, SHIPPED, VARIANTS, run_stack
+
+INSTANCE = "aws:ec2/instance:Instance"
+SUBNET = "aws:ec2/subnet:Subnet"
+SG = "aws:ec2/securityGroup:SecurityGroup"
+TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
+LB = "aws:lb/loadBalancer:LoadBalancer"
+
+
+def _count(run, token: str) -> int:
+    return len(run.of_type(token))
+
+
+def _nodes(run):
+    return [i for i in run.of_type(INSTANCE) if i.inputs["tags"]["dsinfra:role"] != "bastion"]
+
+
+def _group(run, suffix: str):
+    (group,) = [g for g in run.of_type(SG) if g.name.endswith(suffix)]
+    return group
+
+
+def test_dev_is_one_public_subnet_behind_an_internet_gateway(runs):
+    run = runs["dev"]
+    (subnet,) = run.of_type(SUBNET)
+    assert subnet.name.endswith("public-0")
+    assert _count(run, "aws:ec2/internetGateway:InternetGateway") == 1
+    for absent in ("aws:ec2/natGateway:NatGateway", LB, "aws:ec2/vpcEndpoint:VpcEndpoint"):
+        assert _count(run, absent) == 0
+    (node,) = _nodes(run)
+    assert node.inputs["instanceType"].startswith("g5.")
+    assert node.inputs["associatePublicIpAddress"] is True
+    assert run.outputs["nodes"][0]["public_ip"] and run.outputs["bastion"] is None
+
+
+def test_dev_node_group_is_closed_until_cidrs_are_configured(runs):
+    assert _group(runs["dev"], "-node").inputs.get("ingress", []) == []
+
+
+def test_dev_opens_ssh_and_api_only_to_the_configured_cidrs(runs):
+    rules = {r["fromPort"]: r for r in _group(runs["dev-open"], "-node").inputs["ingress"]}
+    assert set(rules) == {22, 8000}
+    assert rules[22]["cidrBlocks"] == [OFFICE]
+    assert rules[22]["ipv6CidrBlocks"] == ["2001:db8::/32"]
+    assert rules[8000]["cidrBlocks"] == [OFFICE]
+
+
+def test_dev_spot_requests_a_one_time_spot_instance(runs):
+    (template,) = runs["dev-open"].of_type(TEMPLATE)
+    assert template.inputs["instanceMarketOptions"]["marketType"] == "spot"
+    kinds = {s["resourceType"] for s in template.inputs["tagSpecifications"]}
+    assert "spot-instances-request" in kinds
+    (shipped,) = runs["dev"].of_type(TEMPLATE)
+    assert "instanceMarketOptions" not in shipped.inputs
+
+
+def test_key_pair_comes_from_ssh_public_key(runs):
+    (pair,) = runs["dev-open"].of_type("aws:ec2/keyPair:KeyPair")
+    assert pair.inputs["publicKey"].startswith("ssh-ed25519 ")
+    (template,) = runs["dev-open"].of_type(TEMPLATE)
+    assert template.inputs["keyName"] == pair.name
+    assert _count(runs["dev"], "aws:ec2/keyPair:KeyPair") == 0
+
+
+def test_prod_spans_two_zones_with_private_nodes_nat_bastion_nlb_and_s3_endpoint(runs):
+    run = runs["prod"]
+    subnets = run.of_type(SUBNET)
+    assert len({s.inputs["availabilityZone"] for s in subnets}) == 2
+    assert sorted(s.name.rsplit("-", 2)[1] for s in subnets) == ["private"] * 2 + ["public"] * 2
+    assert _count(run, "aws:ec2/natGateway:NatGateway") == 1
+    (endpoint,) = run.of_type("aws:ec2/vpcEndpoint:VpcEndpoint")
+    assert endpoint.inputs["vpcEndpointType"] == "Gateway"
+    assert endpoint.inputs["serviceName"] == "com.amazonaws.us-east-1.s3"
+    (bastion,) = [i for i in run.of_type(INSTANCE) if i.name.endswith("bastion")]
+    assert bastion.inputs["instanceType"] == BASTION_INSTANCE_TYPE
+    assert [n.inputs["instanceType"] for n in _nodes(run)] == ["p4d.24xlarge"]
+    assert run.outputs["bastion"]
+
+
+def test_prod_load_balancer_is_internal_without_api_cidrs(runs):
+    (nlb,) = runs["prod"].of_type(LB)
+    assert nlb.inputs["loadBalancerType"] == "network" and nlb.inputs["internal"] is True
+    assert runs["prod"].outputs["endpoint"].startswith("http://internal-")
+    lb_rules = _group(runs["prod"], "-lb").inputs["ingress"]
+    assert [r["cidrBlocks"] for r in lb_rules] == [["10.42.0.0/16"]]
+
+
+def test_prod_load_balancer_checks_engine_health_and_reaches_every_node(runs):
+    run = runs["prod-public-api"]
+    (group,) = run.of_type("aws:lb/targetGroup:TargetGroup")
+    check = group.inputs["healthCheck"]
+    assert (check["protocol"], check["path"], check["port"]) == ("HTTP", "/health",
+                                                                 "traffic-port")
+    (listener,) = run.of_type("aws:lb/listener:Listener")
+    assert listener.inputs["port"] == 8000
+    assert _count(run, "aws:lb/targetGroupAttachment:TargetGroupAttachment") == 3
+    (nlb,) = run.of_type(LB)
+    assert nlb.inputs["internal"] is False and nlb.inputs["securityGroups"]
+    lb_rules = _group(run, "-lb").inputs["ingress"]
+    assert [r["cidrBlocks"] for r in lb_rules] == [[OFFICE]]
+
+
+def test_prod_nodes_spread_over_both_private_subnets_from_the_configured_zone(runs):
+    run = runs["prod-public-api"]
+    zones = [s.inputs["availabilityZone"] for s in run.of_type(SUBNET)
+             if "private" in s.name]
+    assert sorted(zones) == ["us-east-1a", "us-east-1c"]
+    assert len({n.inputs["subnetId"] for n in _nodes(run)}) == 2
+
+
+def test_ssh_reaches_private_nodes_only_through_the_bastion(runs):
+    for stack in ("prod", "prod-public-api", "distributed"):
+        run = runs[stack]
+        ssh = [r for r in _group(run, "-node").inputs["ingress"] if r["fromPort"] == 22]
+        assert [r.get("cidrBlocks") for r in ssh] == [None]
+        assert ssh[0]["securityGroups"] == [_group(run, "-bastion").id]
+
+
+def test_distributed_is_one_zone_with_a_cluster_placement_group(runs):
+    run = runs["distributed"]
+    assert len({s.inputs["availabilityZone"] for s in run.of_type(SUBNET)}) == 1
+    (group,) = run.of_type("aws:ec2/placementGroup:PlacementGroup")
+    assert group.inputs["strategy"] == "cluster"
+    (template,) = run.of_type(TEMPLATE)
+    assert template.inputs["placement"]["groupName"] == group.name
+    assert [n.inputs["instanceType"] for n in _nodes(run)] == ["p5.48xlarge"] * 2
+
+
+def test_distributed_efa_group_allows_all_traffic_in_from_and_out_to_itself(runs):
+    efa = _group(runs["distributed"], "-efa")
+    assert efa.inputs["ingress"] == [{"protocol": "-1", "fromPort": 0, "toPort": 0,
+                                      "self": True, "description": "EFA: all from itself"}]
+    assert efa.inputs["egress"] == [{"protocol": "-1", "fromPort": 0, "toPort": 0,
+                                     "self": True, "description": "EFA: all to itself"}]
+
+
+def test_p5_lays_out_32_cards_one_ip_interface_and_32_efa_only(runs):
+    (template,) = runs["distributed"].of_type(TEMPLATE)
+    interfaces = template.inputs["networkInterfaces"]
+    kinds = [i["interfaceType"] for i in interfaces]
+    assert kinds.count("interface") == 1 and kinds.count("efa-only") == 32
+    assert len({i["networkCardIndex"] for i in interfaces}) == 32
+    first = [(i["networkCardIndex"], i["deviceIndex"], i["interfaceType"]) for i in interfaces[:2]]
+    assert first == [(0, 0, "interface"), (0, 1, "efa-only")]
+    assert all(len(i["securityGroups"]) == 2 and i["subnetId"] for i in interfaces)
+
+
+def test_p5en_lays_out_its_16_cards(runs):
+    (template,) = runs["dist-reserved"].of_type(TEMPLATE)
+    assert len({i["networkCardIndex"] for i in template.inputs["networkInterfaces"]}) == 16
+
+
+def test_efa_nodes_take_their_network_only_from_the_template(runs):
+    for node in _nodes(runs["distributed"]):
+        assert not {"subnetId", "vpcSecurityGroupIds", "associatePublicIpAddress"} & set(
+            node.inputs)
+
+
+def test_distributed_load_balancer_targets_only_the_head(runs):
+    run = runs["dist-reserved"]
+    (attachment,) = run.of_type("aws:lb/targetGroupAttachment:TargetGroupAttachment")
+    head = next(n for n in run.outputs["nodes"] if n["role"] == "head")
+    assert attachment.inputs["targetId"] == head["id"]
+
+
+def test_capacity_reservation_is_targeted_when_set(runs):
+    (template,) = runs["dist-reserved"].of_type(TEMPLATE)
+    target = template.inputs["capacityReservationSpecification"]["capacityReservationTarget"]
+    assert target == {"capacityReservationId": "cr-0123456789abcdef0"}
+    (shipped,) = runs["distributed"].of_type(TEMPLATE)
+    assert "capacityReservationSpecification" not in shipped.inputs
+
+
+@pytest.mark.parametrize("stack", [*SHIPPED, *VARIANTS])
+def test_outputs_follow_the_stack_outputs_contract(runs, stack):
+    outputs = StackOutputs.from_dict(runs[stack].outputs)
+    assert set(runs[stack].outputs) == {"nodes", "bastion", "endpoint", "ssh_user", "region"}
+    assert outputs.head is outputs.nodes[0]
+    assert [n.role for n in outputs.nodes[1:]] == ["worker"] * (len(outputs.nodes) - 1)
+    assert outputs.ssh_user == "ubuntu" and outputs.region == "us-east-1"
+    assert outputs.endpoint.startswith("http://") and outputs.endpoint.endswith(":8000")
+    assert all(n.id.startswith("i-") and n.private_ip for n in outputs.nodes)
+
+
+@pytest.mark.parametrize("stack", SHIPPED)
+def test_one_expiry_is_pinned_for_every_resource_of_a_run(runs, stack):
+    expiries = {r.inputs["tags"].get("dsinfra:expires-at") for r in runs[stack].resources
+                if isinstance(r.inputs.get("tags"), dict)}
+    assert len(expiries) == 1
+
+
+def test_stacks_run_one_after_another_in_one_process_stay_independent(runs):
+    again = run_stack("dev")
+    assert [(r.type, r.name) for r in again.resources] == \
+        [(r.type, r.name) for r in runs["dev"].resources]
+    assert run_stack("prod").outputs["bastion"]

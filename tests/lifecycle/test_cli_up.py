@@ -1,0 +1,133 @@
+"""`dsinfra up` end to end through CliRunner: the real stack file and config parsing, the real
+doctor against moto (Stubber for Service Quotas and the DLAMI parameter), a fake Engine in place
+of the Pulumi CLI, and a substitute `dsinfra.bootstrap.runner` module at the SSH boundary."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+
+import pytest
+from typer.testing import CliRunner
+
+from dsinfra.cli.main import app
+
+from .fakes import FakeBootstrap, FakeEngine, StubbedFactory
+
+STACK_YAML = """config:
+  dsinfra:tier: dev
+  dsinfra:instanceType: g5.2xlarge
+  dsinfra:model: deepseek-ai/DeepSeek-R1-Distill-Qwen-7B
+  dsinfra:ttlHours: 12
+  dsinfra:budget:
+    amountUsd: {budget}
+    onExceed: stop
+"""
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    (tmp_path / "stacks").mkdir()
+    (tmp_path / "Pulumi.yaml").write_text("name: dsinfra\nruntime: python\n")
+    (tmp_path / "stacks/Pulumi.t.yaml").write_text(STACK_YAML.format(budget=300))
+    monkeypatch.setenv("DSINFRA_PROJECT_DIR", str(tmp_path))
+    monkeypatch.setenv("DSINFRA_STATE_DIR", str(tmp_path / "state"))  # the audit log's home
+    return tmp_path
+
+
+@pytest.fixture
+def edges(aws, project, monkeypatch):
+    import dsinfra.cli.up as up_module
+    import dsinfra.cloud.doctor as doctor
+    import dsinfra.infra.automation as automation
+
+    engine, boot = FakeEngine(), FakeBootstrap()
+    monkeypatch.setattr(up_module, "make_engine", lambda project_dir: engine)
+    monkeypatch.setattr(doctor, "_default_client", StubbedFactory())
+    monkeypatch.setattr(automation, "pulumi_cli_version", lambda: "v3.200.0")
+    runner_module = types.ModuleType("dsinfra.bootstrap.runner")
+    runner_module.bootstrap_stack = boot
+    monkeypatch.setitem(sys.modules, "dsinfra.bootstrap.runner", runner_module)
+    return engine, boot
+
+
+def test_up_prints_endpoint_api_key_command_and_curl(edges):
+    engine, boot = edges
+    result = CliRunner().invoke(app, ["up", "t", "--yes"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "endpoint: http://203.0.113.10:8000" in result.stdout
+    assert "aws ssm get-parameter --name /dsinfra/t/api-key --with-decryption" in result.stdout
+    assert "curl -s http://203.0.113.10:8000/v1/chat/completions" in result.stdout
+    assert "dsinfra down t" in result.stdout
+    assert boot.calls and ("up", "t", "us-east-1a") in engine.calls
+
+
+def test_up_json_reports_attempts_and_expiry(edges):
+    engine, _ = edges
+    engine.no_capacity_in = {"us-east-1a"}
+    result = CliRunner().invoke(app, ["up", "t", "--yes", "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert [a["outcome"] for a in payload["attempts"]] == ["insufficient capacity", "created"]
+    assert payload["endpoint"] == "http://203.0.113.10:8000"
+    assert payload["expires_at"].startswith("20")
+    assert "api_key_command" in payload and "DSINFRA_API_KEY" in payload["curl"]
+
+
+def test_up_capacity_exhausted_prints_the_zones_tried_and_exits_3(edges):
+    engine, _ = edges
+    engine.no_capacity_in = {"us-east-1a", "us-east-1b", "us-east-1c", "us-east-1d",
+                             "us-east-1f"}
+    result = CliRunner().invoke(app, ["up", "t", "--yes"], env={"COLUMNS": "200"})
+    assert result.exit_code == 3
+    assert "zones tried" in result.output and "us-east-1f" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_up_over_budget_exits_2_and_force_deploys(edges, project):
+    engine, _ = edges
+    (project / "stacks/Pulumi.t.yaml").write_text(
+        STACK_YAML.format(budget=5).replace("  dsinfra:ttlHours: 12\n", ""))
+    refused = CliRunner().invoke(app, ["up", "t", "--yes"])
+    assert refused.exit_code == 2 and "over the budget" in refused.output
+    assert not [c for c in engine.calls if c[0] == "up"]
+    forced = CliRunner().invoke(app, ["up", "t", "--yes", "--force"])
+    assert forced.exit_code == 0, forced.output
+
+
+def test_up_without_yes_and_without_a_terminal_asks_for_yes(edges):
+    engine, _ = edges
+    result = CliRunner().invoke(app, ["up", "t"])
+    assert result.exit_code == 2 and "--yes" in result.output
+    assert engine.calls == []
+
+
+@pytest.mark.parametrize(("yaml_text", "needle"), [
+    (STACK_YAML.format(budget=300).replace("DeepSeek-R1-Distill-Qwen-7B",
+                                           "DeepSeek-R1-Distill-Llama-70B"),
+     "dsinfra:instanceType"),
+    (STACK_YAML.format(budget=300).replace("g5.2xlarge", "g9.huge"), "dsinfra:instanceType"),
+])
+def test_up_bad_stack_exits_2_before_any_engine_call(edges, project, yaml_text, needle):
+    engine, _ = edges
+    (project / "stacks/Pulumi.t.yaml").write_text(yaml_text)
+    result = CliRunner().invoke(app, ["up", "t", "--yes"])
+    assert result.exit_code == 2, result.output
+    assert needle in result.output and "Traceback" not in result.output
+    assert engine.calls == []
+
+
+def test_up_failed_preflight_prints_the_doctor_table(edges, monkeypatch):
+    import dsinfra.cloud.doctor as doctor
+
+    monkeypatch.setattr(doctor, "_default_client", StubbedFactory(quota_value=0))
+    result = CliRunner().invoke(app, ["up", "t", "--yes"], env={"COLUMNS": "200"})
+    assert result.exit_code == 2
+    assert "preflight checks failed" in result.output
+    assert "--quota-code L-DB2E81BA --desired-value 8" in result.output
+
+
+def test_up_unknown_stack_exits_2(project):
+    result = CliRunner().invoke(app, ["up", "ghost", "--yes"])
+    assert result.exit_code == 2 and "unknown stack 'ghost'" in result.output

@@ -1,0 +1,217 @@
+"""`dsinfra up` orchestration through a fake `Engine` (no Pulumi CLI here, no AWS capacity to
+run out of), with the real doctor on the moto server and a substitute at the bootstrap
+boundary (SSH to GPU hosts)."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from datetime import datetime, timezone
+
+import pytest
+
+from dsinfra.cloud.doctor import run_doctor
+from dsinfra.config import parse_stack_config
+from dsinfra.errors import CloudError, ConfigError, UserError
+from dsinfra.infra.lifecycle import (CapacityExhausted, PreflightFailed, UpOptions, bring_up,
+                                     pin_expiry, zone_order)
+
+from .fakes import FakeBootstrap, FakeEngine, StubbedFactory
+
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
+
+
+def _config(**values):
+    base = {"tier": "dev", "instanceType": "g5.2xlarge", "ttlHours": 12,
+            "budget": {"amountUsd": 300, "onExceed": "stop"}}
+    return parse_stack_config("dev", {**base, **values})
+
+
+def _doctor(quota=8, dlami="ami-0123456789abcdef0"):
+    factory = StubbedFactory(quota_value=quota, dlami=dlami)
+    return lambda config: run_doctor(config, client_factory=factory,
+                                     pulumi_version=lambda: "v3.200.0")
+
+
+def _up(config, engine, **kwargs):
+    kwargs.setdefault("doctor", _doctor())
+    kwargs.setdefault("bootstrap", FakeBootstrap())
+    return bring_up(config, engine, now=NOW, **kwargs)
+
+
+def test_up_pins_expiry_deploys_in_the_first_offering_zone_and_bootstraps(aws):
+    engine, boot, phases, events = FakeEngine(), FakeBootstrap(), [], []
+    result = _up(_config(), engine, bootstrap=boot, on_event=events.append,
+                 on_phase=lambda p, m: phases.append(p),
+                 options=UpOptions(ssh_key_path="/k", trust_on_first_use=True))
+    assert engine.calls[:3] == [
+        ("set_config", "dev", "dsinfra:expiresAt", "2026-11-29T00:00:00Z"),
+        ("set_config", "dev", "dsinfra:availabilityZone", "us-east-1a"),
+        ("up", "dev", "us-east-1a")]
+    assert boot.calls == [{"stack": "dev", "nodes": ["i-0abc"], "ssh_key_path": "/k",
+                           "tofu": True}]
+    assert result.expires_at == datetime(2026, 11, 29, tzinfo=timezone.utc)
+    assert result.outputs.endpoint == "http://203.0.113.10:8000"
+    assert [a.outcome for a in result.attempts] == ["created"]
+    assert result.healthy is None and "apiAllowedCidrs is empty" in result.health_note
+    assert {e["kind"] for e in events} == {"resource_pre_event", "res_outputs_event"}
+    assert phases.index("preflight") < phases.index("deploy") < phases.index("bootstrap")
+
+
+def test_insufficient_capacity_moves_to_the_next_zone_that_offers_the_type(aws):
+    engine = FakeEngine(no_capacity_in=("us-east-1a", "us-east-1b"))
+    result = _up(_config(), engine)
+    ups = [c for c in engine.calls if c[0] == "up"]
+    assert [c[2] for c in ups] == ["us-east-1a", "us-east-1b", "us-east-1c"]
+    assert [(a.availability_zone, a.outcome) for a in result.attempts] == [
+        ("us-east-1a", "insufficient capacity"), ("us-east-1b", "insufficient capacity"),
+        ("us-east-1c", "created")]
+    assert "InsufficientInstanceCapacity" in result.attempts[0].message
+
+
+def test_capacity_exhausted_everywhere_stops_with_every_zone_tried(aws):
+    zones = ("us-east-1a", "us-east-1b", "us-east-1c", "us-east-1d", "us-east-1f")
+    engine = FakeEngine(no_capacity_in=zones)
+    with pytest.raises(CapacityExhausted) as caught:
+        _up(_config(), engine)
+    assert [a.availability_zone for a in caught.value.attempts] == list(zones)
+    assert caught.value.exit_code == 3
+    assert "dsinfra down" in caught.value.hint
+
+
+def test_configured_zone_is_tried_first_and_a_reservation_is_never_moved():
+    config = _config(availabilityZone="us-east-1c")
+    assert zone_order(config, ["us-east-1a", "us-east-1c"]) == ["us-east-1c", "us-east-1a"]
+    reserved = _config(availabilityZone="us-east-1c", capacityReservationId="cr-0123456789abcdef0")
+    assert zone_order(reserved, ["us-east-1a", "us-east-1c"]) == ["us-east-1c"]
+
+
+def test_other_engine_errors_are_not_retried(aws):
+    engine = FakeEngine(fail_with="pulumi up failed for stack 'dev': UnauthorizedOperation")
+    with pytest.raises(CloudError, match="UnauthorizedOperation"):
+        _up(_config(), engine)
+    assert len([c for c in engine.calls if c[0] == "up"]) == 1
+
+
+def test_expiry_already_pinned_is_never_extended():
+    engine = FakeEngine()
+    pinned = _config(expiresAt="2026-11-28T18:00:00Z")
+    assert pin_expiry(pinned, engine, NOW) == datetime(2026, 11, 28, 18, tzinfo=timezone.utc)
+    assert engine.calls == []
+
+
+def test_model_that_does_not_fit_is_refused_before_any_engine_call():
+    engine = FakeEngine()
+    with pytest.raises(ConfigError, match="g5.12xlarge"):
+        _up(_config(model="deepseek-ai/DeepSeek-R1-Distill-Qwen-32B"), engine,
+            doctor=lambda c: pytest.fail("doctor must not run"))
+    assert engine.calls == []
+
+
+def test_failed_preflight_creates_nothing_and_names_the_fix(aws):
+    engine = FakeEngine()
+    with pytest.raises(PreflightFailed) as caught:
+        _up(_config(), engine, doctor=_doctor(quota=4))
+    assert "request-service-quota-increase" in caught.value.message
+    assert caught.value.exit_code == 2
+    assert engine.calls == []
+
+
+def test_over_budget_is_refused_unless_forced(aws):
+    over = _config(ttlHours=None, budget={"amountUsd": 100})
+    with pytest.raises(UserError, match="over the budget"):
+        _up(over, FakeEngine())
+    engine = FakeEngine()
+    result = _up(over, engine, options=UpOptions(force=True))
+    assert ("up", "dev", "us-east-1a") in engine.calls
+    assert result.monthly_usd > 100
+
+
+class _Health(http.server.BaseHTTPRequestHandler):
+    ready_after = 2
+    seen = 0
+
+    def do_GET(self):  # noqa: N802 - http.server's name
+        type(self).seen += 1
+        ok = self.path == "/health" and type(self).seen > self.ready_after
+        self.send_response(200 if ok else 503)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def health_server():
+    _Health.seen = 0
+    server = http.server.HTTPServer(("127.0.0.1", 0), _Health)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_open_endpoint_is_polled_over_http_until_healthy(aws, health_server):
+    config = _config(apiAllowedCidrs=["127.0.0.0/8"])
+    result = _up(config, FakeEngine(endpoint=health_server),
+                 options=UpOptions(health_timeout_s=5, health_interval_s=0.01))
+    assert result.healthy is True
+    assert _Health.seen == 3
+
+
+def test_endpoint_never_healthy_is_a_cloud_error_that_says_it_is_billing(aws, health_server):
+    _Health.ready_after = 10 ** 6
+    try:
+        with pytest.raises(CloudError, match="billing"):
+            _up(_config(apiAllowedCidrs=["127.0.0.0/8"]), FakeEngine(endpoint=health_server),
+                options=UpOptions(health_timeout_s=0.2, health_interval_s=0.05))
+    finally:
+        _Health.ready_after = 2
+
+
+def test_bootstrap_runner_missing_is_a_cloud_error_that_says_the_stack_is_billing(aws,
+                                                                                 monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "dsinfra.bootstrap.runner", None)  # import fails
+    with pytest.raises(CloudError, match="billing") as caught:
+        bring_up(_config(), FakeEngine(), doctor=_doctor(), now=NOW)
+    assert "dsinfra down dev" in caught.value.hint
+
+
+def test_capacity_error_seen_only_in_a_diagnostic_event_still_moves_zones(aws):
+    """The engine's final error keeps only its tail; AWS's message may be in an event only."""
+
+    class TruncatingEngine(FakeEngine):
+        def up(self, stack, on_event=None):
+            zone = self.config.get("dsinfra:availabilityZone", "")
+            if zone == "us-east-1a":
+                self.calls.append(("up", stack, zone))
+                on_event({"kind": "diagnostic_event", "severity": "error",
+                          "message": "creating EC2 Instance: api error "
+                                     "InsufficientInstanceCapacity: We currently do not have "
+                                     "sufficient g5.2xlarge capacity"})
+                raise CloudError("pulumi up failed for stack 'dev': Resources: 3 unchanged")
+            return super().up(stack, on_event)
+
+    engine = TruncatingEngine()
+    result = _up(_config(), engine)
+    assert [(a.availability_zone, a.outcome) for a in result.attempts] == [
+        ("us-east-1a", "insufficient capacity"), ("us-east-1b", "created")]
+
+
+def test_every_step_is_audited(aws):
+    records = []
+    _up(_config(), FakeEngine(no_capacity_in=("us-east-1a",)),
+        audit=lambda kind, **fields: records.append((kind, fields)))
+    assert [k for k, _ in records] == ["up.start", "up.capacity", "up.deployed"]
+    assert records[-1][1]["availability_zone"] == "us-east-1b"
+
+
+def test_stack_past_its_pinned_expiry_is_refused_before_anything_runs():
+    engine = FakeEngine()
+    with pytest.raises(ConfigError, match="dsinfra:expiresAt"):
+        _up(_config(expiresAt="2026-11-28T11:00:00Z"), engine,
+            doctor=lambda c: pytest.fail("doctor must not run"))
+    assert engine.calls == []
