@@ -70,13 +70,14 @@ class CheckContext:
     prices: Any = None
     spot_prices: Any = None
     sleep: Callable[[float], None] = time.sleep
+    inventory: Inventory | None = None  # what the last run_check saw (status reuses it)
 
 
 def run_check(ctx: CheckContext, stacks: list[str] | None = None) -> dict[str, Any]:
     """Check ``stacks`` (every stack found by tag when None); returns the ``--json`` object.
     Raises CloudError only when the check itself cannot complete (no inventory)."""
     fetched_at = time.time()
-    inventory = _inventory(ctx, stacks)
+    inventory = ctx.inventory = _inventory(ctx, stacks)
     _fill_spot_prices(ctx, inventory)
     by_stack = inventory.by_stack()
     _close_finished_intents(ctx, by_stack, stacks)

@@ -77,11 +77,9 @@ def build_status(regions: Sequence[str] | None, now: datetime | None = None,
                  health: Callable[[str], str] | None = http_health) -> dict:
     """Every stack found by tag: tier, state, nodes, uptime, spend vs budget, endpoint health
     (``health=None`` skips the HTTP checks)."""
-    from dsinfra.cloud.inventory import fetch_inventory
-
     ctx = local_context(regions, enforce=False, now=now, audit=NullAudit(), use_pulumi=False)
     checked = {s["stack"]: s for s in run_check(ctx)["stacks"]}
-    by_stack = fetch_inventory(ctx.regions, list(checked) or None).by_stack() if checked else {}
+    by_stack = ctx.inventory.by_stack()
     rows = []
     for stack, s in sorted(checked.items()):
         resources = by_stack.get(stack, [])

@@ -113,6 +113,9 @@ def _sweep_region(region: str, resources: list[Resource], results: dict[str, Tea
     for r in by_kind["nat_gateway"]:
         if r.state not in GOING["nat_gateway"]:
             _attempt(results, r, lambda r=r: ec2.delete_nat_gateway(NatGatewayId=r.id))
+    if by_kind["nat_gateway"] and by_kind["address"]:
+        # A NAT gateway holds its Elastic IP until it is fully deleted (about a minute).
+        _wait_nat_deleted(ec2, [r.id for r in by_kind["nat_gateway"]], sleep, wait_timeout_s)
     for r in by_kind["load_balancer"]:
         _delete_load_balancer(elbv2, r, results)
     terminating = {r.id for r in by_kind["instance"]}
@@ -219,6 +222,15 @@ def _wait_terminated(ec2, stacks: list[str], sleep, timeout_s: float) -> None:
                 {"Name": f"tag:{T.STACK}", "Values": stacks[start:start + 200]}])
             still += sum(len(r["Instances"]) for page in pages for r in page["Reservations"])
         if not still:
+            return
+        sleep(WAIT_POLL_S)
+
+
+def _wait_nat_deleted(ec2, ids: list[str], sleep, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = ec2.describe_nat_gateways(NatGatewayIds=ids)["NatGateways"]
+        if all(n["State"] in ("deleted", "failed") for n in found):
             return
         sleep(WAIT_POLL_S)
 

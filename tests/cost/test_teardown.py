@@ -95,3 +95,34 @@ def test_notification_goes_to_an_sns_topic(aws, state_dir, monkeypatch):
     assert check(hours_later(5), enforce=True)["loud"]["action_result"] == "done"
     messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]
     assert len(messages) == 1 and "loud" in messages[0]["Body"]
+
+
+def test_nat_gateway_load_balancer_and_target_group_are_swept(aws):
+    from .conftest import stack_tags
+
+    ec2, elbv2 = client("ec2", "us-east-1"), client("elbv2", "us-east-1")
+    tags = stack_tags("netty")
+    tag_list = [{"Key": k, "Value": v} for k, v in tags.items()]
+    vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
+    subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.9.{i}.0/24",
+                                 AvailabilityZone=f"us-east-1{az}")["Subnet"]["SubnetId"]
+               for i, az in enumerate("ab")]
+    eip = ec2.allocate_address(Domain="vpc", TagSpecifications=[_spec("elastic-ip", tags)])
+    nat = ec2.create_nat_gateway(SubnetId=subnets[0], AllocationId=eip["AllocationId"],
+                                 TagSpecifications=[_spec("natgateway", tags)])
+    lb = elbv2.create_load_balancer(Name="netty-api", Subnets=subnets, Type="network",
+                                    Scheme="internal", Tags=tag_list)["LoadBalancers"][0]
+    group = elbv2.create_target_group(Name="netty-tg", Protocol="TCP", Port=8000, VpcId=vpc,
+                                      TargetType="instance")["TargetGroups"][0]
+    elbv2.create_listener(LoadBalancerArn=lb["LoadBalancerArn"], Protocol="TCP", Port=80,
+                          DefaultActions=[{"Type": "forward",
+                                           "TargetGroupArn": group["TargetGroupArn"]}])
+    kinds = sorted(kind for kind, _ in billable("netty"))
+    assert kinds == ["address", "load_balancer", "nat_gateway"]
+    result = teardown_stack("netty", REGIONS, sleep=lambda s: None)
+    assert f"nat_gateway {nat['NatGateway']['NatGatewayId']}" in result.deleted
+    assert f"load_balancer {lb['LoadBalancerArn']}" in result.deleted
+    assert f"target_group {group['TargetGroupArn']}" in result.deleted
+    assert elbv2.describe_target_groups()["TargetGroups"] == []
+    assert result.clean, result.summary
+    assert [k for k, state in billable("netty") if state not in ("deleting",)] == []
