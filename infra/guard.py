@@ -24,8 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # What the Lambda needs, laid out as the import name expects (dsinfra/..., dsinfra/cloud/...).
 LAMBDA_SOURCES = {
     "dsinfra": ["__init__.py", "budget.py", "catalog.py", "errors.py", "spend.py", "tags.py"],
-    "cloud": ["__init__.py", "actions.py", "audit.py", "aws.py", "check.py", "guard_lambda.py",
-              "guard_store.py", "inventory.py", "locks.py", "notify.py", "teardown.py"],
+    "cloud": ["__init__.py", "actions.py", "audit.py", "aws.py", "catalog_cache.py", "check.py",
+              "guard_lambda.py", "guard_store.py", "inventory.py", "locks.py", "notify.py",
+              "teardown.py"],
 }
 HANDLER = "dsinfra.cloud.guard_lambda.handler"
 # Mutations that support aws:ResourceTag conditions: allowed only on tagged resources.

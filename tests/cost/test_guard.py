@@ -16,6 +16,7 @@ import pytest
 from .conftest import make_stack
 from .helpers import billable, instance_states
 
+REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
 BLOCKED = ("pydantic", "typer", "rich", "pulumi", "pulumi_aws", "filelock", "yaml", "fabric")
 TABLE = "dsinfra-guard-test"
 
@@ -38,6 +39,10 @@ def _run_packaged_handler(zip_path, now: datetime, enforce: bool) -> dict:
             def find_spec(self, name, path=None, target=None):
                 if name.split(".")[0] in {BLOCKED!r}:
                     raise ImportError("not on the Lambda runtime: " + name)
+        # Only the zip may provide dsinfra: drop the editable install's finder and paths.
+        sys.meta_path = [f for f in sys.meta_path
+                         if "editable" not in (getattr(f, "__module__", "") or "").lower()]
+        sys.path = [p for p in sys.path if p.rstrip("/") != {str(REPO)!r}]
         sys.meta_path.insert(0, Block())
         sys.path.insert(0, {str(zip_path)!r})
         from dsinfra.cloud import guard_lambda
@@ -68,12 +73,21 @@ def test_guard_lambda_from_its_zip_destroys_an_over_budget_stack_without_pydanti
     _create_table()
     make_stack("runaway", budget_usd=5, period="total", on_exceed="destroy", eip=True)
     kept = make_stack("steady", budget_usd=10_000, period="total", on_exceed="destroy")
+    from dsinfra.cloud.aws import client
+
+    from .conftest import _spec, stack_tags
+
+    client("ec2", "us-east-1").run_instances(  # spot: the check reads the spot price history
+        ImageId="ami-12c6146b", MinCount=1, MaxCount=1, InstanceType="g5.xlarge",
+        InstanceMarketOptions={"MarketType": "spot"},
+        TagSpecifications=[_spec("instance", stack_tags("cheapo", budget_usd=10_000))])
     now = datetime.now(timezone.utc) + timedelta(hours=10)
     dry = _run_packaged_handler(lambda_zip, now, enforce=False)
     assert dry["runaway"]["action_result"] == "dry-run" and billable("runaway") != []
     first = _run_packaged_handler(lambda_zip, now, enforce=True)
     assert first["runaway"]["action_result"] == "done" and billable("runaway") == []
     assert first["steady"]["status"] == "ok"
+    assert first["cheapo"]["hourly_usd"] < 0.5  # spot price, not g5.xlarge on-demand $1.006
     again = _run_packaged_handler(lambda_zip, now, enforce=True)
     # The ledger in DynamoDB did not count the same 10 hours twice.
     assert again["steady"]["spend_usd"] == pytest.approx(first["steady"]["spend_usd"])
