@@ -220,3 +220,41 @@ def test_guard_schedules_the_packaged_handler(pulumi_resources):
     assert schedule["scheduleExpression"] == "rate(1 minute)"
     (table,) = _by_type(pulumi_resources, "aws:dynamodb/table:Table")
     assert table["serverSideEncryption"]["enabled"] is True
+
+
+class _RecordingEngine:
+    """The Engine protocol as `dsinfra guard` uses it (no Pulumi CLI here)."""
+
+    def __init__(self):
+        self.config, self.ups, self.destroyed = {}, [], []
+
+    def set_config(self, stack, key, value):
+        self.config[(stack, key)] = value
+
+    def up(self, stack, on_event=None):
+        self.ups.append(stack)
+        return {"function_name": "dsinfra-budget-guard", "table_name": "t"}
+
+    def destroy(self, stack, on_event=None):
+        self.destroyed.append(stack)
+
+
+def test_guard_deploy_sets_config_and_runs_up_through_the_engine(monkeypatch):
+    from typer.testing import CliRunner
+
+    from dsinfra.cli import guard as guard_cli
+    from dsinfra.cli.main import app
+
+    engine = _RecordingEngine()
+    monkeypatch.setattr(guard_cli, "make_engine", lambda: engine)
+    out = CliRunner().invoke(app, ["guard", "deploy", "--region", "us-west-2", "--region",
+                                   "us-east-1", "--every", "5", "--enforce", "--json"])
+    assert out.exit_code == 0, out.output
+    assert engine.ups == ["guard"]
+    assert engine.config[("guard", "dsinfra-guard:regions")] == '["us-west-2", "us-east-1"]'
+    assert engine.config[("guard", "dsinfra-guard:enforce")] == "true"
+    assert engine.config[("guard", "aws:region")] == "us-west-2"
+    bad = CliRunner().invoke(app, ["guard", "deploy", "--every", "0"])
+    assert bad.exit_code == 2 and "--every" in bad.output and engine.ups == ["guard"]
+    refused = CliRunner().invoke(app, ["guard", "destroy"], input="nope\n")
+    assert refused.exit_code == 2 and engine.destroyed == []
