@@ -88,6 +88,10 @@ def run_check(ctx: CheckContext, stacks: list[str] | None = None) -> dict[str, A
         except B.BudgetTagError as exc:
             reports.append(StackReport(stack, action_result="failed", reason=str(exc),
                                        resources=len(by_stack[stack])))
+        except Exception as exc:  # noqa: BLE001 - one stack's failure must not stop the rest
+            reports.append(StackReport(stack, action_result="failed",
+                                       reason=f"metering failed: {type(exc).__name__}: {exc}",
+                                       resources=len(by_stack[stack])))
     _enforce(ctx, reports, inventory, fetched_at)
     for report in reports:
         ctx.audit.append("decision", stack=report.stack, status=report.status,
@@ -289,6 +293,8 @@ def _destroy(ctx: CheckContext, reports: list[StackReport], inventory: Inventory
                 pulumi_state[report.stack] = "pulumi destroy done"
             except DsinfraError as exc:
                 pulumi_state[report.stack] = f"pulumi destroy failed ({exc.message}), swept"
+            except Exception as exc:  # noqa: BLE001 - the sweep below still runs
+                pulumi_state[report.stack] = f"pulumi destroy failed ({type(exc).__name__}), swept"
     subset = Inventory(inventory.regions, [r for r in inventory.resources if r.stack in intents])
     try:
         results = sweep_stacks(list(intents), ctx.regions, inventory=subset, sleep=ctx.sleep)
