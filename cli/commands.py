@@ -7,3 +7,4 @@ from dsinfra.cli import advise  # noqa: F401
 from dsinfra.cli import doctor  # noqa: F401
 from dsinfra.cli import up  # noqa: F401
 from dsinfra.cli import bootstrap  # noqa: F401
+from dsinfra.cli import catalog_cmd, cost, down, guard, schedule, status  # noqa: F401

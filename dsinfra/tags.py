@@ -4,8 +4,10 @@ resources by these tags alone, so every taggable resource carries all of them.""
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
-from dsinfra.config import StackConfig
+if TYPE_CHECKING:  # the cost check reads these constants in the Lambda guard, without pydantic
+    from dsinfra.config import StackConfig
 
 STACK = "dsinfra:stack"
 TIER = "dsinfra:tier"

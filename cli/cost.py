@@ -1,0 +1,205 @@
+"""``dsinfra cost check|report|audit`` and ``dsinfra resume``: budgets that bite."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from dsinfra.cli.main import TYPER_OPTIONS, app
+
+cost_app = typer.Typer(help="Meter spend per stack, enforce budgets, read the audit log.",
+                       **TYPER_OPTIONS)
+app.add_typer(cost_app, name="cost")
+
+REGION_HELP = "AWS region to inventory (repeatable); default $DSINFRA_REGIONS or the catalog's."
+
+
+@cost_app.command("check")
+def check_command(
+    stack: Optional[str] = typer.Option(None, "--stack", help="Check only this stack."),
+    all_stacks: bool = typer.Option(False, "--all", help="Check every stack found by tag "
+                                    "(the default when --stack is not given)."),
+    enforce: bool = typer.Option(False, "--enforce", help="Act (notify/stop/destroy). "
+                                 "Without it the check is a dry run that changes nothing."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    region: Optional[list[str]] = typer.Option(None, "--region", help=REGION_HELP),
+    now: Optional[str] = typer.Option(None, "--now", hidden=True,
+                                      help="Rehearse the check at this UTC time (ISO 8601)."),
+) -> None:
+    """Meter every dsinfra stack's spend, decide ok/warn/exceeded, and with --enforce act."""
+    from dsinfra.errors import UserError
+
+    if stack and all_stacks:
+        raise UserError("invalid arguments: --stack and --all together; allowed: one of them")
+    from dsinfra.cloud.check import run_check
+    from dsinfra.cloud.local import local_context
+
+    ctx = local_context(region, enforce=enforce, now=parse_now(now))
+    if as_json:
+        result = run_check(ctx, [stack] if stack else None)
+    else:
+        from dsinfra.cli.output import console
+
+        with console(stderr=True).status(f"checking stacks in {', '.join(ctx.regions)}"
+                                         + (" (enforcing)" if enforce else " (dry run)")):
+            result = run_check(ctx, [stack] if stack else None)
+    if as_json:
+        from dsinfra.cli.output import print_json
+
+        print_json(result)
+        return
+    _print_check(result)
+
+
+def _print_check(result: dict) -> None:
+    from rich.table import Table
+
+    from dsinfra.cli.output import console
+
+    mode = "enforcing" if result["enforce"] else "dry run (add --enforce to act)"
+    table = Table("stack", "tier", "spend", "budget", "burn/h", "forecast", "status", "action",
+                  "result", title=f"cost check {result['checked_at'][:19]}Z, {mode}")
+    for s in result["stacks"]:
+        budget = f"${s['budget_usd']:,.2f}/{s['period']}" if s["budget_usd"] is not None else "-"
+        table.add_row(s["stack"], s["tier"], f"${s['spend_usd']:,.2f}", budget,
+                      f"${s['hourly_usd']:,.2f}", f"${s['forecast_usd']:,.2f}", s["status"],
+                      s["action"], s["action_result"])
+    out = console()
+    out.print(table if result["stacks"] else "no dsinfra stacks found in "
+              + ", ".join(result["regions"]))
+    for s in result["stacks"]:
+        if s["action"] != "none" or s["action_result"] == "failed":
+            out.print(f"{s['stack']}: {s['reason']}")
+    dates = sorted({s["prices_as_of"] for s in result["stacks"] if s.get("prices_as_of")})
+    if dates:
+        out.print(f"prices as of {', '.join(dates)} (`dsinfra catalog refresh` for today's)")
+
+
+def parse_now(value: str | None):
+    """``--now`` for rehearsals and tests: an ISO 8601 time, UTC when no offset is given."""
+    if value is None:
+        return None
+    from datetime import datetime, timezone
+
+    from dsinfra.errors import UserError
+
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise UserError(f"invalid value for --now: {value!r}; allowed: an ISO 8601 time such "
+                        "as 2026-11-30T18:00:00Z") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+SPARK = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float]) -> str:
+    top = max(values, default=0.0)
+    if top <= 0:
+        return SPARK[0] * len(values)
+    return "".join(SPARK[min(len(SPARK) - 1, int(v / top * (len(SPARK) - 1) + 0.5))]
+                   for v in values)
+
+
+@cost_app.command("report")
+def report_command(
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    region: Optional[list[str]] = typer.Option(None, "--region", help=REGION_HELP),
+    now: Optional[str] = typer.Option(None, "--now", hidden=True,
+                                      help="Report as of this UTC time (ISO 8601)."),
+    billing: bool = typer.Option(False, "--reconcile-billing",
+                                 help="Add Cost Explorer's billed month-to-date cost per stack "
+                                      "tag (lags up to a day; $0.01 per request)."),
+) -> None:
+    """Per stack: spend, budget, burn per hour, forecast, time left, and a burn chart."""
+    from dsinfra.cloud.report import build_report
+
+    report = build_report(region, now=parse_now(now))
+    if billing:
+        from datetime import datetime
+
+        from dsinfra.cloud.billing import reconcile
+
+        reconcile(report["stacks"], datetime.fromisoformat(report["generated_at"]))
+    if as_json:
+        from dsinfra.cli.output import print_json
+
+        print_json(report)
+        return
+    from rich.table import Table
+
+    from dsinfra.cli.output import console
+
+    table = Table("stack", "spend", "budget", "burn/h", "forecast", "time left", "burn (period)",
+                  title=f"cost report {report['generated_at'][:19]}Z")
+    for s in report["stacks"]:
+        left = "-" if s["hours_left"] is None else f"{s['hours_left']:,.1f} h"
+        billed = f" (billed ${s['billed_usd']:,.2f})" if "billed_usd" in s else ""
+        table.add_row(s["stack"], f"${s['spend_usd']:,.2f}{billed}",
+                      f"${s['budget_usd']:,.2f}/{s['period']}" if s["budget_usd"] is not None
+                      else "-", f"${s['hourly_usd']:,.2f}", f"${s['forecast_usd']:,.2f}", left,
+                      sparkline(s["burn_series_usd"]))
+    console().print(table if report["stacks"] else "no dsinfra stacks found")
+
+
+@cost_app.command("audit")
+def audit_command(
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    stack: Optional[str] = typer.Option(None, "--stack", help="Only this stack's records."),
+    limit: int = typer.Option(50, "--limit", min=1, help="Most recent records to show."),
+) -> None:
+    """Every decision and action the cost check, down and resume took, oldest first."""
+    from dsinfra.cloud.local import audit_log
+
+    log = audit_log()
+    records, torn = log.records()
+    if stack:
+        records = [r for r in records if r.get("stack") == stack]
+    records = records[-limit:]
+    if as_json:
+        from dsinfra.cli.output import print_json
+
+        print_json({"path": str(log.path), "records": records, "skipped_torn_lines": torn})
+        return
+    from rich.table import Table
+
+    from dsinfra.cli.output import console
+
+    table = Table("at", "who", "kind", "stack", "action", "result", "reason")
+    for r in records:
+        table.add_row(r["at"][:19], r.get("who", ""), r["kind"], r.get("stack", ""),
+                      r.get("action", ""), r.get("result", ""), r.get("reason", "") or "")
+    out = console()
+    out.print(table if records else f"no audit records in {log.path}")
+    if torn:
+        out.print(f"{torn} torn line(s) skipped (a crash mid-write; no valid record lost)")
+
+
+@app.command("resume")
+def resume_command(
+    stack: str = typer.Argument(..., help="The stack whose stopped instances to start."),
+    region: Optional[list[str]] = typer.Option(None, "--region", help=REGION_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Start the instances a budget `stop` stopped (volumes and data were kept)."""
+    from dsinfra.cloud.actions import resume_stack
+    from dsinfra.cloud.local import audit_log, resolve_regions
+
+    regions = resolve_regions(region)
+    log = audit_log()
+    log.append("intent", stack=stack, action="resume")
+    started = resume_stack(stack, regions)
+    result = "done" if started else "skipped"
+    log.append("result", stack=stack, action="resume", result=result,
+               reason=f"started {len(started)} instance(s)")
+    if as_json:
+        from dsinfra.cli.output import print_json
+
+        print_json({"stack": stack, "started": started, "result": result})
+        return
+    from dsinfra.cli.output import note
+
+    note(f"{stack}: started {len(started)} instance(s): {', '.join(started)}" if started else
+         f"{stack}: no stopped instances found in {', '.join(regions)}")

@@ -1,0 +1,45 @@
+"""``dsinfra down STACK``: back to zero spend, and proof of it."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from dsinfra.cli.main import app
+
+
+@app.command("down")
+def down_command(
+    stack: str = typer.Argument(..., help="The stack to destroy."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask to type the stack name."),
+    force: bool = typer.Option(False, "--force", help="Destroy even a protected stack."),
+    region: Optional[list[str]] = typer.Option(None, "--region", help="Region(s) to sweep; "
+                                               "default the stack file's region, else "
+                                               "$DSINFRA_REGIONS or the catalog's."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """pulumi destroy (where the backend answers), then sweep and verify by the stack tag."""
+    from dsinfra.cli.output import console
+    from dsinfra.cloud.down import destroy_stack
+
+    spinner = (lambda message: console(stderr=True).status(message)) if not as_json else None
+    result = destroy_stack(stack, region, yes=yes, force=force,
+                           **({"working": spinner} if spinner else {}),
+                           confirm=lambda: typer.prompt(
+                               f"Type the stack name ({stack}) to destroy it and its data",
+                               default="", show_default=False))
+    if as_json:
+        from dsinfra.cli.output import print_json
+
+        print_json(result.as_dict())
+    else:
+        from dsinfra.cli.output import note
+
+        note(f"{stack}: pulumi {result.pulumi}; deleted {len(result.deleted)} resource(s); "
+             f"{result.summary}")
+    if not result.clean:
+        from dsinfra.errors import CloudError
+
+        raise CloudError(result.summary, hint=f"Run `dsinfra down {stack}` again; "
+                         "`dsinfra cost audit` shows what was done.")

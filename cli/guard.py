@@ -1,0 +1,74 @@
+"""``dsinfra guard deploy|destroy|permissions``: the in-account budget guard."""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import typer
+
+from dsinfra.cli.main import TYPER_OPTIONS, app
+
+guard_app = typer.Typer(help="The in-account budget guard (EventBridge Scheduler -> Lambda).",
+                        **TYPER_OPTIONS)
+app.add_typer(guard_app, name="guard")
+
+
+def make_engine():
+    """The guard's Pulumi engine (tests substitute this)."""
+    from dsinfra.infra.guard_deploy import guard_engine
+
+    return guard_engine(os.environ.get("DSINFRA_WEBHOOK_URL"))
+
+
+@guard_app.command("deploy")
+def deploy_command(
+    region: Optional[list[str]] = typer.Option(None, "--region", help="Region(s) the guard "
+                                               "checks; the first hosts it."),
+    every: int = typer.Option(15, "--every", help="Minutes between checks (1-1440)."),
+    enforce: bool = typer.Option(False, "--enforce", help="Let the guard act; without it, it "
+                                 "meters, decides and audits only."),
+    stack: str = typer.Option("guard", "--stack", help="The guard's Pulumi stack name."),
+    as_json: bool = typer.Option(False, "--json", help="Print the stack outputs as JSON."),
+) -> None:
+    """Deploy or update the guard (its webhook comes from $DSINFRA_WEBHOOK_URL, as a secret)."""
+    from dsinfra.cloud.local import resolve_regions
+    from dsinfra.infra.guard_deploy import deploy_guard
+
+    regions = resolve_regions(region)
+    outputs = deploy_guard(make_engine(), stack, regions, every, enforce)
+    if as_json:
+        from dsinfra.cli.output import print_json
+
+        print_json(outputs)
+        return
+    from dsinfra.cli.output import note
+
+    note(f"guard {stack}: checks {', '.join(regions)} every {every} min "
+         f"({'enforcing' if enforce else 'dry run'}); function {outputs.get('function_name')}")
+
+
+@guard_app.command("destroy")
+def destroy_command(stack: str = typer.Option("guard", "--stack"),
+                    yes: bool = typer.Option(False, "--yes", help="Do not ask.")) -> None:
+    """Remove the guard (its ledger table and audit records go with it)."""
+    from dsinfra.errors import UserError
+
+    if not yes and typer.prompt(f"Type the guard stack name ({stack}) to remove it",
+                                default="", show_default=False).strip() != stack:
+        raise UserError(f"confirmation did not match {stack!r}; nothing was removed")
+    make_engine().destroy(stack)
+
+
+@guard_app.command("permissions")
+def permissions_command(as_json: bool = typer.Option(False, "--json")) -> None:
+    """The IAM actions a cost check needs (for a CI role or your own guard)."""
+    from dsinfra.cloud.actions import check_permissions
+
+    actions = check_permissions()
+    if as_json:
+        from dsinfra.cli.output import print_json
+
+        print_json({"actions": actions})
+        return
+    typer.echo("\n".join(actions))

@@ -1,0 +1,44 @@
+"""``dsinfra status``: every stack found by tag, with its spend and endpoint health."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from dsinfra.cli.main import app
+
+
+@app.command("status")
+def status_command(
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    region: Optional[list[str]] = typer.Option(None, "--region", help="AWS region (repeatable);"
+                                               " default $DSINFRA_REGIONS or the catalog's."),
+    no_health: bool = typer.Option(False, "--no-health", help="Skip the endpoint HTTP checks."),
+    now: Optional[str] = typer.Option(None, "--now", hidden=True,
+                                      help="Status as of this UTC time (ISO 8601)."),
+) -> None:
+    """Tier, state, nodes, uptime, spend against budget and endpoint health of every stack."""
+    from dsinfra.cli.cost import parse_now
+    from dsinfra.cloud.report import build_status, http_health
+
+    status = build_status(region, now=parse_now(now), health=None if no_health else http_health)
+    if as_json:
+        from dsinfra.cli.output import print_json
+
+        print_json(status)
+        return
+    from rich.table import Table
+
+    from dsinfra.cli.output import console
+
+    table = Table("stack", "tier", "state", "nodes", "uptime", "spend / budget", "status",
+                  "endpoint", "health")
+    for s in status["stacks"]:
+        budget = f"${s['budget_usd']:,.2f}/{s['period']}" if s["budget_usd"] is not None else "-"
+        table.add_row(s["stack"], s["tier"], s["state"], f"{s['running_nodes']}/{s['nodes']}",
+                      "-" if s["uptime_h"] is None else f"{s['uptime_h']:.1f} h",
+                      f"${s['spend_usd']:,.2f} / {budget}", s["status"], s["endpoint"] or "-",
+                      s["health"])
+    console().print(table if status["stacks"] else
+                    f"no dsinfra stacks in {', '.join(status['regions'])}")

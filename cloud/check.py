@@ -1,0 +1,344 @@
+"""``dsinfra cost check``: inventory -> meter -> decide -> (with --enforce) act -> audit.
+
+Fetching happens once at the start; metering and decisions are pure (dsinfra.spend,
+dsinfra.budget); only dsinfra.cloud.actions changes the world, and only under the stack's lock,
+after an intent record is durable. A check killed at any point leaves intents without results;
+the next check finishes them (or closes them when reality shows the work done) instead of
+starting over, so no action runs twice and every intent ends with exactly one result.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from dsinfra import budget as B
+from dsinfra import spend as S
+from dsinfra.cloud import actions
+from dsinfra.cloud.inventory import Inventory, fetch_inventory
+from dsinfra.cloud.locks import LockHeld
+from dsinfra.cloud.teardown import sweep_stacks
+from dsinfra.errors import CloudError, DsinfraError
+
+
+@dataclass
+class StackReport:
+    stack: str
+    tier: str = "unknown"
+    budget_usd: float | None = None
+    period: str | None = None
+    spend_usd: float = 0.0
+    hourly_usd: float = 0.0
+    forecast_usd: float = 0.0
+    status: str = "ok"
+    action: str = "none"
+    action_result: str = "skipped"
+    reason: str = ""
+    regions: list[str] = field(default_factory=list)
+    resources: int = 0
+    protect: bool = False
+    on_exceed: str | None = None
+    expires_at: str | None = None
+    hours_left: float | None = None
+    prices_as_of: str | None = None
+    notes: list[str] = field(default_factory=list)
+    intent_id: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        for key in ("spend_usd", "hourly_usd", "forecast_usd"):
+            out[key] = round(out[key], 4)
+        out.pop("intent_id")
+        return out
+
+
+@dataclass
+class CheckContext:
+    regions: tuple[str, ...]
+    ledger: Any  # SqliteLedger | DynamoLedger
+    audit: Any  # AuditLog | DynamoAudit: .append(kind, **fields)
+    locks: Any  # FileLocks | DynamoLocks: .hold(stack)
+    notifier: Any  # Notifier
+    enforce: bool = False
+    now: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    engine_for: Callable[[str], Any] = lambda stack: None  # a Pulumi Engine, or None
+    prices: Any = None
+    spot_prices: Any = None
+    sleep: Callable[[float], None] = time.sleep
+    inventory: Inventory | None = None  # what the last run_check saw (status reuses it)
+
+
+def run_check(ctx: CheckContext, stacks: list[str] | None = None) -> dict[str, Any]:
+    """Check ``stacks`` (every stack found by tag when None); returns the ``--json`` object.
+    Raises CloudError only when the check itself cannot complete (no inventory)."""
+    fetched_at = time.time()
+    inventory = ctx.inventory = _inventory(ctx, stacks)
+    _fill_spot_prices(ctx, inventory)
+    by_stack = inventory.by_stack()
+    _close_finished_intents(ctx, by_stack, stacks)
+    reports = []
+    for stack in sorted(by_stack):
+        try:
+            reports.append(_evaluate(ctx, stack, by_stack[stack]))
+        except B.BudgetTagError as exc:
+            reports.append(StackReport(stack, action_result="failed", reason=str(exc),
+                                       resources=len(by_stack[stack])))
+        except Exception as exc:  # noqa: BLE001 - one stack's failure must not stop the rest
+            reports.append(StackReport(stack, action_result="failed",
+                                       reason=f"metering failed: {type(exc).__name__}: {exc}",
+                                       resources=len(by_stack[stack])))
+    _enforce(ctx, reports, inventory, fetched_at)
+    for report in reports:
+        ctx.audit.append("decision", stack=report.stack, status=report.status,
+                         action=report.action, result=report.action_result,
+                         reason=report.reason, spend_usd=round(report.spend_usd, 4),
+                         budget_usd=report.budget_usd, period=report.period,
+                         enforce=ctx.enforce, intent_id=report.intent_id)
+    return {"checked_at": ctx.now.astimezone(timezone.utc).isoformat(),
+            "regions": list(ctx.regions), "enforce": ctx.enforce,
+            "stacks": [r.as_dict() for r in reports]}
+
+
+def _inventory(ctx: CheckContext, stacks: list[str] | None) -> Inventory:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    # The local ledger remembers volume sizes so steady-state checks list only new volumes.
+    known = ctx.ledger.known_volumes() if hasattr(ctx.ledger, "known_volumes") else None
+    try:
+        found = fetch_inventory(ctx.regions, stacks, known_volumes=known)
+        if known is not None:
+            ctx.ledger.remember_volumes([r for r in found.resources if r.kind == "volume"])
+        return found
+    except (BotoCoreError, ClientError) as exc:
+        raise CloudError(f"could not list the stacks' resources in "
+                         f"{', '.join(ctx.regions)}: {exc}",
+                         hint="Check AWS credentials and region; the check changed nothing.") \
+            from None
+
+
+def _fill_spot_prices(ctx: CheckContext, inventory: Inventory) -> None:
+    """Spot instances are metered at the spot price: read the current spot price history for
+    the types running on spot that the price cache lacks (one paginated call per region)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from dsinfra.catalog import Price
+    from dsinfra.cloud.aws import client
+    from dsinfra.cloud.catalog_cache import fetch_spot
+
+    cached = dict(ctx.spot_prices or {})
+    missing: dict[str, set[str]] = {}
+    for r in inventory.resources:
+        if r.kind == "instance" and r.attrs.get("lifecycle") == "spot" and \
+                (r.region, r.attrs["instance_type"]) not in cached:
+            missing.setdefault(r.region, set()).add(r.attrs["instance_type"])
+    for region, types in missing.items():
+        try:
+            found = fetch_spot(client("ec2", region), sorted(types), ctx.now)
+        except (BotoCoreError, ClientError):
+            continue  # metered at on-demand (an upper bound), with a note saying so
+        for itype, usd in found.items():
+            cached[(region, itype)] = Price(usd, "hour", ctx.now.date(),
+                                            "EC2 spot price history (highest AZ)")
+    ctx.spot_prices = cached
+
+
+def _evaluate(ctx: CheckContext, stack: str, resources: list[S.Resource]) -> StackReport:
+    rule = B.budget_from_tags(stack, [r.tags for r in resources])
+    hourly, as_of, notes = _meter(ctx, stack, resources)
+    intervals = ctx.ledger.intervals(stack)
+    first = min((i.start for i in intervals), default=None)
+    start, end = S.period_bounds(rule.period, ctx.now, first, rule.expires_at)
+    spent = S.spend_within(intervals, start, min(end, ctx.now))
+    decision = B.decide(rule, spent, ctx.now)
+    return StackReport(
+        stack=stack, tier=rule.tier, budget_usd=rule.amount_usd, period=rule.period,
+        spend_usd=spent, hourly_usd=hourly, forecast_usd=S.forecast_usd(spent, hourly, ctx.now, end),
+        status=decision.status, action=decision.action,
+        action_result="none" if decision.action == "none" else
+        ("pending" if ctx.enforce else "dry-run"),
+        reason=decision.reason, regions=sorted({r.region for r in resources}),
+        resources=len(resources), protect=rule.protect, on_exceed=rule.on_exceed,
+        expires_at=rule.expires_at.isoformat() if rule.expires_at else None,
+        hours_left=S.hours_until_budget(spent, hourly, rule.amount_usd),
+        prices_as_of=min(as_of) if as_of else None, notes=notes)
+
+
+def _meter(ctx: CheckContext, stack: str, resources: list[S.Resource]):
+    """Record each resource's unmetered billing in the ledger; return the burn per hour now."""
+    until = ctx.ledger.metered_until(stack)
+    metered, hourly, as_of, notes = [], 0.0, set(), []
+    for r in resources:
+        price = S.resource_hourly_price(r, ctx.prices, ctx.spot_prices)
+        if price.price is not None:
+            as_of.add(price.price.as_of.isoformat())
+        if price.note and price.note not in notes:
+            notes.append(price.note)
+        if r.billing:
+            hourly += price.usd
+        interval = S.new_interval(r, price.usd, until.get(r.id), ctx.now)
+        if interval is not None:
+            metered.append((r, interval))
+    ctx.ledger.record(stack, metered)
+    return hourly, sorted(as_of), notes
+
+
+def _close_finished_intents(ctx: CheckContext, by_stack, stacks: list[str] | None) -> None:
+    """An intent whose stack has nothing left was finished by a run that died before writing
+    its result: reality says done, so write that result once, under the stack's lock."""
+    if not ctx.enforce:
+        return
+    for intent in ctx.ledger.open_intents():
+        stack = intent["stack"]
+        if stack in by_stack or (stacks is not None and stack not in stacks):
+            continue
+        try:
+            with ctx.locks.hold(stack):
+                _finish(ctx, intent["id"], stack, intent["action"], "done",
+                        "reconciled: an interrupted run had finished; nothing with the tag "
+                        "remains")
+        except LockHeld:
+            continue
+
+
+def _enforce(ctx: CheckContext, reports: list[StackReport], inventory: Inventory,
+             fetched_at: float) -> None:
+    if not ctx.enforce:
+        return
+    acting = [r for r in reports if r.action in ("stop", "destroy")]
+    with ExitStack() as held:
+        mine = []
+        for report in acting:
+            try:
+                held.enter_context(ctx.locks.hold(report.stack))
+            except LockHeld:
+                report.action_result, report.reason = "skipped", \
+                    f"{report.reason}; another check holds the lock for this stack"
+                continue
+            if (ctx.ledger.last_finished(report.stack) or 0) >= fetched_at:
+                report.action_result = "skipped"
+                report.reason += "; a concurrent check already acted on this stack"
+                continue
+            mine.append(report)
+        _stop(ctx, [r for r in mine if r.action == "stop"], inventory)
+        _destroy(ctx, [r for r in mine if r.action == "destroy"], inventory)
+    for report in reports:
+        # Notify for warnings and notify-only stacks, and after a stop/destroy that ran
+        # (a skipped one was announced by the run that did it).
+        acted = report.action in ("stop", "destroy") and report.action_result != "skipped"
+        if report.action == "notify" or acted:
+            _notify(ctx, report)
+
+
+def _begin(ctx: CheckContext, report: StackReport) -> str:
+    """Durably announce the action (ledger + audit) before it runs; reuse an open intent of
+    an interrupted run so the action is resumed, not repeated."""
+    open_intent = ctx.ledger.open_intent(report.stack)
+    if open_intent is not None and open_intent["action"] == report.action:
+        report.intent_id = open_intent["id"]
+        ctx.audit.append("resume", stack=report.stack, action=report.action,
+                         intent_id=report.intent_id)
+        return report.intent_id
+    report.intent_id = uuid.uuid4().hex
+    ctx.ledger.begin(report.intent_id, report.stack, report.action)
+    ctx.audit.append("intent", stack=report.stack, action=report.action,
+                     intent_id=report.intent_id, spend_usd=round(report.spend_usd, 4),
+                     budget_usd=report.budget_usd, rule=report.reason)
+    return report.intent_id
+
+
+def _finish(ctx: CheckContext, intent_id: str, stack: str, action: str, result: str,
+            reason: str) -> None:
+    ctx.ledger.finish(intent_id, result, reason, stack=stack)
+    ctx.audit.append("result", stack=stack, action=action, intent_id=intent_id, result=result,
+                     reason=reason)
+
+
+def _stop(ctx: CheckContext, reports: list[StackReport], inventory: Inventory) -> None:
+    for report in reports:
+        targets = actions.running_instances(inventory.of(report.stack))
+        if not targets:
+            report.action_result = "skipped"
+            report.reason += "; no running instances (already stopped)"
+            pending = ctx.ledger.open_intent(report.stack)
+            if pending is not None:
+                _finish(ctx, pending["id"], report.stack, pending["action"], "done",
+                        "reconciled: the instances were already stopped")
+            continue
+        intent = _begin(ctx, report)
+        try:
+            stopped = actions.stop_instances(targets)
+            report.action_result = "done"
+            report.reason += f"; stopped {len(stopped)} instance(s), volumes kept " \
+                             f"(`dsinfra resume {report.stack}` starts them)"
+        except Exception as exc:  # noqa: BLE001 - one stack's failure must not stop the rest
+            report.action_result, report.reason = "failed", f"{report.reason}; stop: {exc}"
+        _finish(ctx, intent, report.stack, "stop", report.action_result, report.reason)
+
+
+def _destroy(ctx: CheckContext, reports: list[StackReport], inventory: Inventory) -> None:
+    if not reports:
+        return
+    intents = {r.stack: _begin(ctx, r) for r in reports}
+    pulumi_state = {}
+    for report in reports:
+        engine = ctx.engine_for(report.stack)
+        if engine is not None:
+            try:
+                engine.destroy(report.stack)
+                pulumi_state[report.stack] = "pulumi destroy done"
+            except DsinfraError as exc:
+                pulumi_state[report.stack] = f"pulumi destroy failed ({exc.message}), swept"
+            except Exception as exc:  # noqa: BLE001 - the sweep below still runs
+                pulumi_state[report.stack] = f"pulumi destroy failed ({type(exc).__name__}), swept"
+    subset = Inventory(inventory.regions, [r for r in inventory.resources if r.stack in intents])
+    try:
+        results = sweep_stacks(list(intents), ctx.regions, inventory=subset, sleep=ctx.sleep)
+    except Exception as exc:  # noqa: BLE001 - report per stack, keep the check alive
+        results = {}
+        error = f"sweep failed: {exc}"
+    for report in reports:
+        outcome = results.get(report.stack)
+        if outcome is None:
+            report.action_result, detail = "failed", error
+        else:
+            report.action_result = "done" if outcome.clean else "failed"
+            detail = outcome.summary
+        prefix = pulumi_state.get(report.stack)
+        report.reason += f"; {prefix + '; ' if prefix else ''}{detail}"
+        _finish(ctx, intents[report.stack], report.stack, "destroy", report.action_result,
+                report.reason)
+
+
+def _notify(ctx: CheckContext, report: StackReport) -> None:
+    """One notice per threshold crossing: the key holds the status, the period and the budget,
+    so a new month, a raised budget or a new crossing notifies again, a re-run does not."""
+    key = f"{report.status}:{S.period_key(report.period or 'month', ctx.now)}:{report.budget_usd}"
+    if not ctx.notifier.configured:
+        if report.action == "notify":
+            report.action_result = "skipped"
+            report.reason += "; no webhook or SNS topic configured (DSINFRA_WEBHOOK_URL, " \
+                             "DSINFRA_SNS_TOPIC_ARN)"
+        return
+    if not ctx.ledger.claim_notice(report.stack, key, ctx.now):
+        if report.action == "notify":
+            report.action_result = "skipped"
+            report.reason += "; already notified for this crossing"
+        return
+    subject = f"dsinfra: stack {report.stack} {report.status}"
+    text = (f"{report.reason}\nspend ${report.spend_usd:,.2f} of ${report.budget_usd:,.2f} "
+            f"({report.period}); burn ${report.hourly_usd:,.2f}/h; forecast "
+            f"${report.forecast_usd:,.2f}; action {report.action}: {report.action_result}")
+    failures = ctx.notifier.send(subject, text)
+    if failures:
+        ctx.ledger.release_notice(report.stack, key)  # try again next run
+    if report.action == "notify":
+        report.action_result = "failed" if failures else "done"
+        if failures:
+            report.reason += f"; notification failed: {', '.join(failures)}"
+    ctx.audit.append("notify", stack=report.stack, key=key,
+                     result="failed" if failures else "done", failures=failures)

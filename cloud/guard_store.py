@@ -1,0 +1,159 @@
+"""The in-account guard's state in one DynamoDB table (``pk``/``sk`` string keys): the spend
+ledger, notices, action intents and the audit log, with the same interface as the local
+SQLite ledger and JSON-lines audit log, so the check code is the same in both places.
+
+Item layout: ``meter#<stack>`` / resource id (metered_until), ``iv#<stack>`` / ``<id>#<start>``
+(one metered interval), ``note#<stack>`` / key, ``act#<stack>`` / intent id, ``audit#<day>`` /
+``<time>#<uuid>``; locks (cloud/locks.py DynamoLocks) use ``lock#<stack>``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+from dsinfra.cloud.audit import who_ran_it
+from dsinfra.cloud.aws import client
+from dsinfra.spend import Interval, Resource
+
+PERMISSIONS = ("dynamodb:Query", "dynamodb:Scan", "dynamodb:PutItem", "dynamodb:UpdateItem",
+               "dynamodb:DeleteItem", "dynamodb:ConditionCheckItem")
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).isoformat()
+
+
+def _s(value: str) -> dict:
+    return {"S": value}
+
+
+class DynamoLedger:
+    def __init__(self, table: str, region: str | None = None) -> None:
+        self.table = table
+        self._ddb = client("dynamodb", region)
+
+    def _query(self, pk: str) -> list[dict]:
+        pages = self._ddb.get_paginator("query").paginate(
+            TableName=self.table, KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": _s(pk)}, ConsistentRead=True)
+        return [item for page in pages for item in page["Items"]]
+
+    def metered_until(self, stack: str) -> dict[str, datetime]:
+        return {i["sk"]["S"]: datetime.fromisoformat(i["until"]["S"])
+                for i in self._query(f"meter#{stack}")}
+
+    def record(self, stack: str, metered: list[tuple[Resource, Interval]]) -> int:
+        """Each interval and the move of its resource's ``metered_until`` in one transaction,
+        conditional on nobody having metered past its start: never counted twice."""
+        added = 0
+        for resource, iv in metered:
+            start = _iso(iv.start)
+            try:
+                self._ddb.transact_write_items(TransactItems=[
+                    {"Update": {"TableName": self.table,
+                                "Key": {"pk": _s(f"meter#{stack}"), "sk": _s(iv.resource_id)},
+                                "UpdateExpression": "SET #u = :end, kind = :kind",
+                                "ConditionExpression": "attribute_not_exists(#u) OR #u <= :start",
+                                "ExpressionAttributeNames": {"#u": "until"},
+                                "ExpressionAttributeValues": {":end": _s(_iso(iv.end)),
+                                                              ":start": _s(start),
+                                                              ":kind": _s(resource.kind)}}},
+                    {"Put": {"TableName": self.table,
+                             "Item": {"pk": _s(f"iv#{stack}"),
+                                      "sk": _s(f"{iv.resource_id}#{start}"),
+                                      "start": _s(start), "end": _s(_iso(iv.end)),
+                                      "hourly_usd": {"N": repr(iv.hourly_usd)}}}}])
+                added += 1
+            except self._ddb.exceptions.TransactionCanceledException:
+                continue  # a concurrent check metered it first
+        return added
+
+    def intervals(self, stack: str) -> list[Interval]:
+        items = self._query(f"iv#{stack}")
+        out = [Interval(i["sk"]["S"].rsplit("#", 1)[0], datetime.fromisoformat(i["start"]["S"]),
+                        datetime.fromisoformat(i["end"]["S"]), float(i["hourly_usd"]["N"]))
+               for i in items]
+        return sorted(out, key=lambda iv: iv.start)
+
+    def claim_notice(self, stack: str, key: str, now: datetime) -> bool:
+        try:
+            self._ddb.put_item(TableName=self.table,
+                               Item={"pk": _s(f"note#{stack}"), "sk": _s(key),
+                                     "sent_at": _s(_iso(now))},
+                               ConditionExpression="attribute_not_exists(pk)")
+            return True
+        except self._ddb.exceptions.ConditionalCheckFailedException:
+            return False
+
+    def release_notice(self, stack: str, key: str) -> None:
+        self._ddb.delete_item(TableName=self.table,
+                              Key={"pk": _s(f"note#{stack}"), "sk": _s(key)})
+
+    def _actions(self, stack: str) -> list[dict]:
+        return [{"id": i["sk"]["S"], "stack": stack, "action": i["action"]["S"],
+                 "state": i["state"]["S"], "started_at": float(i["started_at"]["N"]),
+                 "finished_at": float(i["finished_at"]["N"]) if "finished_at" in i else None}
+                for i in self._query(f"act#{stack}")]
+
+    def open_intent(self, stack: str) -> dict | None:
+        open_ = sorted((a for a in self._actions(stack) if a["state"] == "intent"),
+                       key=lambda a: a["started_at"])
+        return open_[0] if open_ else None
+
+    def open_intents(self) -> list[dict]:
+        pages = self._ddb.get_paginator("scan").paginate(
+            TableName=self.table, FilterExpression="begins_with(pk, :p) AND #s = :intent",
+            ExpressionAttributeNames={"#s": "state"},
+            ExpressionAttributeValues={":p": _s("act#"), ":intent": _s("intent")})
+        return [{"id": i["sk"]["S"], "stack": i["pk"]["S"][4:], "action": i["action"]["S"]}
+                for page in pages for i in page["Items"]]
+
+    def last_finished(self, stack: str) -> float | None:
+        done = [a["finished_at"] for a in self._actions(stack) if a["state"] == "done"]
+        return max(done) if done else None
+
+    def begin(self, intent_id: str, stack: str, action: str) -> None:
+        self._ddb.put_item(TableName=self.table, Item={
+            "pk": _s(f"act#{stack}"), "sk": _s(intent_id), "action": _s(action),
+            "state": _s("intent"), "started_at": {"N": repr(time.time())}})
+
+    def finish(self, intent_id: str, result: str, reason: str, stack: str | None = None) -> None:
+        self._ddb.update_item(
+            TableName=self.table, Key={"pk": _s(f"act#{stack}"), "sk": _s(intent_id)},
+            UpdateExpression="SET #s = :s, finished_at = :f, #r = :r, reason = :why",
+            ExpressionAttributeNames={"#s": "state", "#r": "result"},
+            ExpressionAttributeValues={":s": _s("done" if result == "done" else "failed"),
+                                       ":f": {"N": repr(time.time())}, ":r": _s(result),
+                                       ":why": _s(reason[:2000])})
+
+    def close(self) -> None:
+        pass
+
+
+class DynamoAudit:
+    """Audit records as DynamoDB items (a put is all-or-nothing: never half a record), each
+    also printed as one JSON line so CloudWatch Logs keeps a copy."""
+
+    def __init__(self, table: str, region: str | None = None) -> None:
+        self.table, self.who = table, who_ran_it()
+        self._ddb = client("dynamodb", region)
+
+    def append(self, kind: str, **fields: Any) -> dict[str, Any]:
+        at = datetime.now(timezone.utc).isoformat()
+        record = {"at": at, "kind": kind, "who": self.who, **fields}
+        body = json.dumps(record, sort_keys=True, default=str)
+        self._ddb.put_item(TableName=self.table, Item={
+            "pk": _s(f"audit#{at[:10]}"), "sk": _s(f"{at}#{uuid.uuid4().hex[:8]}"),
+            "record": _s(body)})
+        print(body, flush=True)
+        return record
+
+    def records(self, day: str) -> list[dict[str, Any]]:
+        pages = self._ddb.get_paginator("query").paginate(
+            TableName=self.table, KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": _s(f"audit#{day}")})
+        return [json.loads(i["record"]["S"]) for page in pages for i in page["Items"]]

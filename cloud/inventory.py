@@ -1,0 +1,225 @@
+"""The live inventory of every dsinfra stack, found by the ``dsinfra:stack`` tag alone.
+
+One paginated call per resource kind and region, filtered server-side by tag key, so the
+number of calls grows with pages of results, not with stacks or resources. Load balancers
+cannot be filtered by tag server-side: their tags are read in batches of 20 (the API's limit).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from dsinfra import tags as T
+from dsinfra.cloud.aws import client
+from dsinfra.spend import Resource
+
+# The IAM actions the inventory needs (the guard's role lists exactly these plus the actions').
+PERMISSIONS = ("ec2:DescribeInstances", "ec2:DescribeVolumes", "ec2:DescribeAddresses",
+               "ec2:DescribeNatGateways", "elasticloadbalancing:DescribeLoadBalancers",
+               "elasticloadbalancing:DescribeTags", "ec2:DescribeSpotPriceHistory")
+
+LIVE_INSTANCE_STATES = ("pending", "running", "stopping", "stopped", "shutting-down")
+VOLUME_FACTS_MAX_AGE_S = 6 * 3600
+KINDS = ("instance", "volume", "address", "nat_gateway", "load_balancer")
+_TAG_FILTER = [{"Name": "tag-key", "Values": [T.STACK]}]
+_STOP_TIME = re.compile(r"\((\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}) GMT\)")
+
+
+@dataclass
+class Inventory:
+    """Resources by stack; ``regions`` says where it looked."""
+
+    regions: tuple[str, ...]
+    resources: list[Resource] = field(default_factory=list)
+
+    def by_stack(self) -> dict[str, list[Resource]]:
+        grouped: dict[str, list[Resource]] = defaultdict(list)
+        for r in self.resources:
+            grouped[r.stack].append(r)
+        return dict(grouped)
+
+    def of(self, stack: str) -> list[Resource]:
+        return [r for r in self.resources if r.stack == stack]
+
+
+def _tags(items: Iterable[dict] | None) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in items or ()}
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _stopped_at(reason: str) -> datetime | None:
+    match = _STOP_TIME.search(reason or "")
+    if not match:
+        return None
+    return datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc)
+
+
+def _instances(ec2, region: str, stack_filter: list[dict]) -> list[Resource]:
+    out = []
+    # Terminated instances linger in the API for an hour; leaving them out server-side keeps
+    # the answers (and the teardown's verification) small.
+    live = {"Name": "instance-state-name", "Values": list(LIVE_INSTANCE_STATES)}
+    pages = ec2.get_paginator("describe_instances").paginate(
+        Filters=[live, *stack_filter], PaginationConfig={"PageSize": 1000})
+    for page in pages:
+        for reservation in page["Reservations"]:
+            for i in reservation["Instances"]:
+                state = i["State"]["Name"]
+                if state == "terminated":
+                    continue
+                tags = _tags(i.get("Tags"))
+                out.append(Resource(
+                    "instance", i["InstanceId"], region, tags[T.STACK], tags, state,
+                    created_at=_utc(i.get("LaunchTime")),
+                    attrs={"instance_type": i["InstanceType"],
+                           "lifecycle": i.get("InstanceLifecycle", "on-demand"),
+                           "public_ip": i.get("PublicIpAddress"),
+                           "private_ip": i.get("PrivateIpAddress"),
+                           "availability_zone": i.get("Placement", {}).get("AvailabilityZone"),
+                           "spot_request_id": i.get("SpotInstanceRequestId"),
+                           "attached_volumes": [
+                               m["Ebs"]["VolumeId"] for m in i.get("BlockDeviceMappings", [])
+                               if "Ebs" in m],
+                           "volumes_deleted_with": [
+                               m["Ebs"]["VolumeId"] for m in i.get("BlockDeviceMappings", [])
+                               if m.get("Ebs", {}).get("DeleteOnTermination")],
+                           "stopped_at": _stopped_at(i.get("StateTransitionReason", ""))
+                           if state == "stopped" else None}))
+    return out
+
+
+def _volumes(ec2, region: str, stack_filter: list[dict], instances: list[Resource],
+             known: dict[str, dict] | None) -> list[Resource]:
+    """The stack's volumes. Once earlier checks have seen every volume attached to the stack's
+    instances (``known``: id -> facts from the ledger), only unattached volumes are listed:
+    sizes do not change behind a running instance's back, and the answer stays small."""
+    attached = {v: i for i in instances for v in i.attrs.get("attached_volumes", ())}
+    oldest = time.time() - VOLUME_FACTS_MAX_AGE_S  # ModifyVolume can resize in place
+    if not known or not attached or any(v not in known or known[v].get("described_at", 0) < oldest
+                                        for v in attached):
+        return _describe_volumes(ec2, region, stack_filter)
+    out = [_known_volume(known[v], instance) for v, instance in attached.items()]
+    unattached = [{"Name": "status", "Values": ["creating", "available", "error"]}]
+    return out + _describe_volumes(ec2, region, [*unattached, *stack_filter])
+
+
+def _known_volume(facts: dict, instance: Resource) -> Resource:
+    deleted_with = [instance.id] if facts["id"] in instance.attrs.get("volumes_deleted_with",
+                                                                        ()) else []
+    return Resource("volume", facts["id"], instance.region, facts["stack"], facts["tags"],
+                    "in-use", created_at=datetime.fromisoformat(facts["created_at"])
+                    if facts.get("created_at") else None,
+                    attrs={"size_gib": facts["size_gib"], "volume_type": facts["volume_type"],
+                           "attached_to": [instance.id], "deleted_with": deleted_with,
+                           "described_at": facts.get("described_at", 0)})
+
+
+def volume_facts(volume: Resource) -> dict:
+    """What the ledger remembers of a volume for ``known`` above."""
+    return {"id": volume.id, "stack": volume.stack, "tags": volume.tags,
+            "created_at": volume.created_at.isoformat() if volume.created_at else None,
+            "size_gib": volume.attrs["size_gib"], "volume_type": volume.attrs.get("volume_type"),
+            "described_at": volume.attrs.get("described_at", time.time())}
+
+
+def _describe_volumes(ec2, region: str, filters: list[dict]) -> list[Resource]:
+    out = []
+    pages = ec2.get_paginator("describe_volumes").paginate(
+        Filters=filters, PaginationConfig={"PageSize": 500})
+    for page in pages:
+        for v in page["Volumes"]:
+            tags = _tags(v.get("Tags"))
+            attached = [a["InstanceId"] for a in v.get("Attachments", [])]
+            goes_with = [a["InstanceId"] for a in v.get("Attachments", [])
+                         if a.get("DeleteOnTermination")]
+            out.append(Resource("volume", v["VolumeId"], region, tags[T.STACK], tags, v["State"],
+                                created_at=_utc(v.get("CreateTime")),
+                                attrs={"size_gib": v["Size"], "volume_type": v.get("VolumeType"),
+                                       "attached_to": attached,
+                                       "deleted_with": goes_with}))
+    return out
+
+
+def _addresses(ec2, region: str, stack_filter: list[dict]) -> list[Resource]:
+    out = []
+    for a in ec2.describe_addresses(Filters=stack_filter)["Addresses"]:
+        tags = _tags(a.get("Tags"))
+        out.append(Resource("address", a["AllocationId"], region, tags[T.STACK], tags,
+                            "associated" if a.get("AssociationId") else "unassociated",
+                            attrs={"public_ip": a.get("PublicIp"),
+                                   "association_id": a.get("AssociationId")}))
+    return out
+
+
+def _nat_gateways(ec2, region: str, stack_filter: list[dict]) -> list[Resource]:
+    out = []
+    for page in ec2.get_paginator("describe_nat_gateways").paginate(Filter=stack_filter):
+        for n in page["NatGateways"]:
+            if n["State"] in ("deleted", "failed"):
+                continue
+            tags = _tags(n.get("Tags"))
+            out.append(Resource("nat_gateway", n["NatGatewayId"], region, tags[T.STACK], tags,
+                                n["State"], created_at=_utc(n.get("CreateTime"))))
+    return out
+
+
+def _load_balancers(elbv2, region: str, stacks: set[str] | None) -> list[Resource]:
+    balancers = [lb for page in elbv2.get_paginator("describe_load_balancers").paginate()
+                 for lb in page["LoadBalancers"]]
+    out = []
+    for start in range(0, len(balancers), 20):
+        batch = balancers[start:start + 20]
+        described = elbv2.describe_tags(ResourceArns=[lb["LoadBalancerArn"] for lb in batch])
+        tags_by_arn = {d["ResourceArn"]: _tags(d.get("Tags")) for d in described["TagDescriptions"]}
+        for lb in batch:
+            tags = tags_by_arn.get(lb["LoadBalancerArn"], {})
+            if T.STACK not in tags or (stacks is not None and tags[T.STACK] not in stacks):
+                continue
+            out.append(Resource("load_balancer", lb["LoadBalancerArn"], region, tags[T.STACK],
+                                tags, lb.get("State", {}).get("Code", "active"),
+                                created_at=_utc(lb.get("CreatedTime")),
+                                attrs={"dns_name": lb.get("DNSName"), "type": lb.get("Type")}))
+    return out
+
+
+def fetch_inventory(regions: Iterable[str], stacks: Iterable[str] | None = None,
+                    kinds: Iterable[str] = KINDS,
+                    known_volumes: dict[str, dict[str, dict]] | None = None) -> Inventory:
+    """Every billable resource carrying the stack tag in ``regions`` (only ``stacks`` when
+    given: a ``tag:dsinfra:stack`` filter, up to 200 stack names per call).
+    ``known_volumes``: region -> volume id -> ``volume_facts`` remembered from earlier checks."""
+    regions = tuple(regions)
+    wanted = set(stacks) if stacks is not None else None
+    stack_filter = _TAG_FILTER if wanted is None else \
+        [{"Name": f"tag:{T.STACK}", "Values": sorted(wanted)[:200]}]
+    if wanted is not None and len(wanted) > 200:
+        stack_filter = _TAG_FILTER  # the API caps filter values; filter client-side instead
+    inventory = Inventory(regions)
+    for region in regions:
+        ec2 = client("ec2", region)
+        fetchers = {"instance": _instances, "address": _addresses,
+                    "nat_gateway": _nat_gateways}
+        here: list[Resource] = []
+        for kind in kinds:
+            if kind == "load_balancer":
+                here += _load_balancers(client("elbv2", region), region, wanted)
+            elif kind == "volume":
+                instances = [r for r in here if r.kind == "instance"]
+                here += _volumes(ec2, region, stack_filter, instances,
+                                 (known_volumes or {}).get(region))
+            else:
+                here += fetchers[kind](ec2, region, stack_filter)
+        inventory.resources += here
+    if wanted is not None:
+        inventory.resources = [r for r in inventory.resources if r.stack in wanted]
+    return inventory

@@ -1,0 +1,164 @@
+"""The spend ledger: per-resource metered intervals, notices already sent and action intents.
+
+Spend is accumulated, not recomputed: each check appends the stretch of each resource's
+billing since it was last metered, so stop/start cycles and resources that are already gone
+still count, and a re-run never counts an interval twice (``metered_until`` moves forward in
+the same transaction that stores the interval). SQLite in the state directory by default;
+``DynamoLedger`` (cloud/guard_store.py) for the in-account guard.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+from dsinfra.spend import Interval, Resource
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meter (stack TEXT, resource_id TEXT, kind TEXT, region TEXT,
+    metered_until TEXT, PRIMARY KEY (stack, resource_id));
+CREATE TABLE IF NOT EXISTS intervals (stack TEXT, resource_id TEXT, start TEXT, end TEXT,
+    hourly_usd REAL, PRIMARY KEY (stack, resource_id, start));
+CREATE TABLE IF NOT EXISTS notices (stack TEXT, key TEXT, sent_at TEXT,
+    PRIMARY KEY (stack, key));
+CREATE TABLE IF NOT EXISTS volumes (region TEXT, id TEXT, facts TEXT,
+    PRIMARY KEY (region, id));
+CREATE TABLE IF NOT EXISTS actions (id TEXT PRIMARY KEY, stack TEXT, action TEXT, state TEXT,
+    started_at REAL, finished_at REAL, result TEXT, reason TEXT);
+"""
+
+
+def state_dir() -> Path:
+    """``$DSINFRA_STATE_DIR``, else ``$XDG_STATE_HOME/dsinfra``, else ``~/.local/state/dsinfra``."""
+    if os.environ.get("DSINFRA_STATE_DIR"):
+        path = Path(os.environ["DSINFRA_STATE_DIR"])
+    else:
+        base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+        path = Path(base) / "dsinfra"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).isoformat()
+
+
+def _dt(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+class SqliteLedger:
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or state_dir() / "ledger.sqlite3"
+        self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        for attempt in range(100):
+            # Two checks starting together race to create the file; switching to WAL does not
+            # wait on sqlite's busy timeout, so retry briefly here.
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.executescript(_SCHEMA)
+                break
+            except sqlite3.OperationalError:
+                if attempt == 99:
+                    raise
+                time.sleep(0.05)
+
+    @contextmanager
+    def _tx(self):
+        # IMMEDIATE takes the write lock up front: two checks metering the same stack queue
+        # instead of both reading the same metered_until.
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def metered_until(self, stack: str) -> dict[str, datetime]:
+        rows = self._db.execute("SELECT resource_id, metered_until FROM meter WHERE stack=?",
+                                (stack,))
+        return {rid: _dt(until) for rid, until in rows}
+
+    def record(self, stack: str, metered: list[tuple[Resource, Interval]]) -> int:
+        """Store the intervals not metered yet; returns how many were new."""
+        added = 0
+        with self._tx() as db:
+            for resource, iv in metered:
+                row = db.execute("SELECT metered_until FROM meter WHERE stack=? AND "
+                                 "resource_id=?", (stack, iv.resource_id)).fetchone()
+                start = max(iv.start, _dt(row[0])) if row else iv.start
+                if iv.end <= start:
+                    continue
+                db.execute("INSERT OR IGNORE INTO intervals VALUES (?,?,?,?,?)",
+                           (stack, iv.resource_id, _iso(start), _iso(iv.end), iv.hourly_usd))
+                db.execute("INSERT OR REPLACE INTO meter VALUES (?,?,?,?,?)",
+                           (stack, iv.resource_id, resource.kind, resource.region, _iso(iv.end)))
+                added += 1
+        return added
+
+    def intervals(self, stack: str) -> list[Interval]:
+        rows = self._db.execute("SELECT resource_id, start, end, hourly_usd FROM intervals "
+                                "WHERE stack=? ORDER BY start", (stack,))
+        return [Interval(rid, _dt(s), _dt(e), h) for rid, s, e, h in rows]
+
+    def stacks(self) -> list[str]:
+        return [r[0] for r in self._db.execute("SELECT DISTINCT stack FROM intervals ORDER BY 1")]
+
+    def claim_notice(self, stack: str, key: str, now: datetime) -> bool:
+        """True the first time (stack, key) is claimed: a notice goes out once per crossing."""
+        with self._tx() as db:
+            cur = db.execute("INSERT OR IGNORE INTO notices VALUES (?,?,?)",
+                             (stack, key, _iso(now)))
+            return cur.rowcount == 1
+
+    def release_notice(self, stack: str, key: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM notices WHERE stack=? AND key=?", (stack, key))
+
+    def open_intent(self, stack: str) -> dict | None:
+        row = self._db.execute("SELECT id, action, started_at FROM actions WHERE stack=? AND "
+                               "state='intent' ORDER BY started_at LIMIT 1", (stack,)).fetchone()
+        return None if row is None else {"id": row[0], "action": row[1], "started_at": row[2]}
+
+    def open_intents(self) -> list[dict]:
+        rows = self._db.execute("SELECT id, stack, action FROM actions WHERE state='intent'")
+        return [{"id": i, "stack": s, "action": a} for i, s, a in rows]
+
+    def last_finished(self, stack: str) -> float | None:
+        row = self._db.execute("SELECT MAX(finished_at) FROM actions WHERE stack=? AND "
+                               "state='done'", (stack,)).fetchone()
+        return row[0] if row else None
+
+    def begin(self, intent_id: str, stack: str, action: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO actions VALUES (?,?,?,?,?,?,?,?)",
+                       (intent_id, stack, action, "intent", time.time(), None, None, None))
+
+    def finish(self, intent_id: str, result: str, reason: str, stack: str | None = None) -> None:
+        state = "done" if result == "done" else "failed"
+        with self._tx() as db:
+            db.execute("UPDATE actions SET state=?, finished_at=?, result=?, reason=? "
+                       "WHERE id=?", (state, time.time(), result, reason, intent_id))
+
+    def known_volumes(self) -> dict[str, dict[str, dict]]:
+        """region -> volume id -> facts, as remembered by ``remember_volumes``."""
+        known: dict[str, dict[str, dict]] = {}
+        for region, vid, facts in self._db.execute("SELECT region, id, facts FROM volumes"):
+            known.setdefault(region, {})[vid] = json.loads(facts)
+        return known
+
+    def remember_volumes(self, volumes: list[Resource]) -> None:
+        from dsinfra.cloud.inventory import volume_facts
+
+        with self._tx() as db:
+            db.executemany("INSERT OR REPLACE INTO volumes VALUES (?,?,?)",
+                           [(v.region, v.id, json.dumps(volume_facts(v))) for v in volumes])
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,80 @@
+"""Wiring of the cost check for a workstation or CI runner: SQLite ledger, JSON-lines audit log
+and file locks in the state directory, the Pulumi engine where the stack's project is here."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+from dsinfra.catalog import SUPPORTED_REGIONS
+from dsinfra.cloud.audit import AuditLog
+from dsinfra.cloud.check import CheckContext
+from dsinfra.cloud.ledger import SqliteLedger, state_dir
+from dsinfra.cloud.locks import FileLocks
+from dsinfra.cloud.notify import Notifier
+from dsinfra.errors import UserError
+
+_REGION_SHAPE = r"^[a-z]{2}(-gov)?-[a-z]+-\d$"
+
+
+def resolve_regions(regions: Sequence[str] | None) -> tuple[str, ...]:
+    """``--region`` values, else ``$DSINFRA_REGIONS`` (comma-separated), else the catalog's."""
+    import re
+
+    chosen = list(regions or []) or [r.strip() for r in
+                                     os.environ.get("DSINFRA_REGIONS", "").split(",") if r.strip()]
+    for region in chosen:
+        if not re.match(_REGION_SHAPE, region):
+            raise UserError(f"invalid value for --region: {region!r}; allowed: an AWS region "
+                            f"name such as {', '.join(SUPPORTED_REGIONS)}")
+    return tuple(dict.fromkeys(chosen)) or SUPPORTED_REGIONS
+
+
+def audit_log() -> AuditLog:
+    return AuditLog(state_dir() / "audit.jsonl")
+
+
+def engine_for(stack: str):
+    """A Pulumi engine for ``stack`` when this directory holds its project and the Pulumi CLI
+    is installed; None otherwise (teardown then sweeps by tag alone)."""
+    from dsinfra.infra.automation import PulumiEngine, pulumi_cli_version
+    from dsinfra.stackfiles import find_project_dir, stack_file
+
+    if pulumi_cli_version() is None:
+        return None
+    try:
+        project = find_project_dir()
+    except UserError:
+        return None
+    if not stack_file(stack, project).exists():
+        return None
+    return PulumiEngine(project)
+
+
+def local_context(regions: Sequence[str] | None, *, enforce: bool, now: datetime | None = None,
+                  audit=None, use_pulumi: bool = True) -> CheckContext:
+    from dsinfra.cloud.catalog_cache import load_cached_prices
+
+    root = state_dir()
+    prices, spot = load_cached_prices(root)
+    ctx = CheckContext(regions=resolve_regions(regions), ledger=SqliteLedger(root / "ledger.sqlite3"),
+                       audit=audit or audit_log(), locks=FileLocks(root / "locks"),
+                       notifier=Notifier.from_env(), enforce=enforce, prices=prices,
+                       spot_prices=spot, engine_for=engine_for if use_pulumi else
+                       (lambda stack: None))
+    if now is not None:
+        ctx.now = now
+    return ctx
+
+
+class NullAudit:
+    """For read-only views (report, status): they decide nothing, so they record nothing."""
+
+    def append(self, kind: str, **fields) -> dict:
+        return {}
+
+
+def state_path() -> Path:
+    return state_dir()

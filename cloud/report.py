@@ -1,0 +1,99 @@
+"""Read-only views built from the inventory and the ledger: ``cost report`` and ``status``.
+They meter (the ledger learns the latest hours) but decide and change nothing."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+
+from dsinfra import spend as S
+from dsinfra.cloud.check import run_check
+from dsinfra.cloud.local import NullAudit, local_context
+
+HEALTH_TIMEOUT_S = 3.0
+
+
+def build_report(regions: Sequence[str] | None, now: datetime | None = None) -> dict:
+    ctx = local_context(regions, enforce=False, now=now, audit=NullAudit(), use_pulumi=False)
+    checked = run_check(ctx)
+    for s in checked["stacks"]:
+        intervals = ctx.ledger.intervals(s["stack"])
+        first = min((i.start for i in intervals), default=None)
+        start, _ = S.period_bounds(s["period"] or "month", ctx.now, first)
+        s["burn_series_usd"] = [round(v, 4) for v in S.burn_series(intervals, start, ctx.now)]
+    return {"generated_at": checked["checked_at"], "regions": checked["regions"],
+            "stacks": [{k: s[k] for k in ("stack", "tier", "budget_usd", "period", "spend_usd",
+                                          "hourly_usd", "forecast_usd", "hours_left", "status",
+                                          "prices_as_of", "burn_series_usd")}
+                       for s in checked["stacks"]]}
+
+
+def http_health(url: str, timeout_s: float = HEALTH_TIMEOUT_S) -> str:
+    """``healthy`` on a 2xx answer, else what went wrong, in a few words."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as answer:
+            return "healthy" if 200 <= answer.status < 300 else f"HTTP {answer.status}"
+    except urllib.error.HTTPError as exc:
+        return f"HTTP {exc.code}"
+    except (urllib.error.URLError, OSError):
+        return "unreachable"
+
+
+def stack_endpoint(stack: str, resources: list[S.Resource]) -> str | None:
+    """The health URL: the stack's load balancer or head node, on the port and path of the
+    stack's config when its file is in this project; None when it cannot be known."""
+    try:
+        from dsinfra.stackfiles import find_project_dir, load_stack, stack_file
+
+        project = find_project_dir()
+        if not stack_file(stack, project).exists():
+            return None
+        config = load_stack(stack, project)
+    except Exception:  # noqa: BLE001 - no project here, or an invalid file: no endpoint
+        return None
+    lbs = [r for r in resources if r.kind == "load_balancer" and r.attrs.get("dns_name")]
+    heads = [r for r in resources if r.kind == "instance" and r.attrs.get("public_ip")
+             and r.state == "running"]
+    host = lbs[0].attrs["dns_name"] if lbs else heads[0].attrs["public_ip"] if heads else None
+    if host is None:
+        return None
+    return f"http://{host}:{config.resolved_api_port}{config.engine.health_path}"
+
+
+def _state(instances: list[S.Resource]) -> str:
+    states = {r.state for r in instances}
+    if not instances:
+        return "no instances (leftovers only)"
+    if states <= {"running"}:
+        return "running"
+    if states <= {"stopped", "stopping"}:
+        return "stopped"
+    return "partial (" + ", ".join(sorted(states)) + ")"
+
+
+def build_status(regions: Sequence[str] | None, now: datetime | None = None,
+                 health: Callable[[str], str] | None = http_health) -> dict:
+    """Every stack found by tag: tier, state, nodes, uptime, spend vs budget, endpoint health
+    (``health=None`` skips the HTTP checks)."""
+    ctx = local_context(regions, enforce=False, now=now, audit=NullAudit(), use_pulumi=False)
+    checked = {s["stack"]: s for s in run_check(ctx)["stacks"]}
+    by_stack = ctx.inventory.by_stack()
+    rows = []
+    for stack, s in sorted(checked.items()):
+        resources = by_stack.get(stack, [])
+        instances = [r for r in resources if r.kind == "instance"]
+        running = [r.created_at for r in instances if r.state == "running" and r.created_at]
+        endpoint = stack_endpoint(stack, resources)
+        rows.append({
+            "stack": stack, "tier": s["tier"], "state": _state(instances),
+            "nodes": len(instances), "running_nodes": len(running),
+            "uptime_h": round((ctx.now - min(running)).total_seconds() / 3600, 2)
+            if running else None,
+            "spend_usd": s["spend_usd"], "budget_usd": s["budget_usd"], "period": s["period"],
+            "status": s["status"], "hourly_usd": s["hourly_usd"], "endpoint": endpoint,
+            "health": (health(endpoint) if endpoint and health else "skipped"),
+        })
+    return {"checked_at": ctx.now.astimezone(timezone.utc).isoformat(),
+            "regions": list(ctx.regions), "stacks": rows}

@@ -1,0 +1,134 @@
+"""Budget rules read from the tag contract, and the decision the cost check takes: pure.
+
+A stack's budget lives in its resources' ``dsinfra:*`` tags (mirrored from the stack config at
+``up``), so the check needs no stack files and runs anywhere, including the in-account Lambda.
+When a stack's resources disagree (a half-applied update), the strictest value wins: the lowest
+budget, the earliest expiry, and ``protect`` if any resource says so.
+
+This module must not import pydantic: the Lambda guard runs it without heavy dependencies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from dsinfra import tags as T
+
+STATUSES = ("ok", "warn", "exceeded")
+ACTIONS = ("none", "notify", "stop", "destroy")
+ON_EXCEED = ("notify", "stop", "destroy")
+PERIODS = ("month", "total")
+
+
+class BudgetTagError(ValueError):
+    """A stack's tags do not make a usable budget; names the tag, the value and what is allowed."""
+
+    def __init__(self, key: str, value: object, allowed: str) -> None:
+        super().__init__(f"tag {key}={value!r} is not usable; allowed: {allowed}")
+        self.key, self.value, self.allowed = key, value, allowed
+
+
+@dataclass(frozen=True)
+class StackBudget:
+    stack: str
+    tier: str
+    amount_usd: float
+    period: str
+    on_exceed: str
+    warn_at: float
+    protect: bool
+    expires_at: datetime | None
+
+
+def _parse_one(tags: dict[str, str]) -> dict:
+    def need(key: str) -> str:
+        if key not in tags:
+            raise BudgetTagError(key, None, "a value (set by `dsinfra up` from the stack config)")
+        return tags[key]
+
+    try:
+        amount = float(need(T.BUDGET_USD))
+    except ValueError:
+        raise BudgetTagError(T.BUDGET_USD, tags[T.BUDGET_USD], "a number of USD >= 0") from None
+    if amount < 0:
+        raise BudgetTagError(T.BUDGET_USD, tags[T.BUDGET_USD], "a number of USD >= 0")
+    period = tags.get(T.BUDGET_PERIOD, "month")
+    if period not in PERIODS:
+        raise BudgetTagError(T.BUDGET_PERIOD, period, ", ".join(PERIODS))
+    on_exceed = tags.get(T.ON_EXCEED, "notify")
+    if on_exceed not in ON_EXCEED:
+        raise BudgetTagError(T.ON_EXCEED, on_exceed, ", ".join(ON_EXCEED))
+    try:
+        warn_at = float(tags.get(T.WARN_AT, "0.8"))
+    except ValueError:
+        warn_at = -1.0
+    if not 0 < warn_at <= 1:
+        raise BudgetTagError(T.WARN_AT, tags.get(T.WARN_AT), "a fraction in (0, 1]")
+    protect = tags.get(T.PROTECT, "false").lower()
+    if protect not in ("true", "false"):
+        raise BudgetTagError(T.PROTECT, tags[T.PROTECT], "true, false")
+    return dict(amount_usd=amount, period=period, on_exceed=on_exceed, warn_at=warn_at,
+                protect=protect == "true", expires_at=_parse_expiry(tags.get(T.EXPIRES_AT)),
+                tier=tags.get(T.TIER, "unknown"))
+
+
+def _parse_expiry(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise BudgetTagError(T.EXPIRES_AT, value, "a UTC time like 2026-11-30T18:00:00Z") \
+            from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+_SEVERITY = {"notify": 0, "stop": 1, "destroy": 2}
+
+
+def budget_from_tags(stack: str, tag_sets: Iterable[dict[str, str]]) -> StackBudget:
+    """The budget of ``stack`` from the tags of its resources (strictest value wins)."""
+    parsed = [_parse_one(t) for t in tag_sets if t.get(T.BUDGET_USD) is not None]
+    if not parsed:
+        raise BudgetTagError(T.BUDGET_USD, None, "a value on at least one resource of the stack")
+    expiries = [p["expires_at"] for p in parsed if p["expires_at"] is not None]
+    periods = {p["period"] for p in parsed}
+    return StackBudget(
+        stack=stack,
+        tier=parsed[0]["tier"],
+        amount_usd=min(p["amount_usd"] for p in parsed),
+        period="month" if "month" in periods else "total",
+        on_exceed=max((p["on_exceed"] for p in parsed), key=_SEVERITY.__getitem__),
+        warn_at=min(p["warn_at"] for p in parsed),
+        protect=any(p["protect"] for p in parsed),
+        expires_at=min(expiries) if expiries else None,
+    )
+
+
+@dataclass(frozen=True)
+class Decision:
+    status: str  # ok | warn | exceeded
+    action: str  # none | notify | stop | destroy
+    reason: str
+
+
+def decide(budget: StackBudget, spend_usd: float, now: datetime) -> Decision:
+    """What the check should do about one stack. Spend at or over the budget, or an expired
+    TTL, is ``exceeded`` and gets the stack's ``onExceed``; a protected stack is only ever
+    notified; spend at ``warnAt`` of the budget is a warning (a notification)."""
+    over = spend_usd >= budget.amount_usd
+    expired = budget.expires_at is not None and budget.expires_at <= now
+    if over or expired:
+        why = (f"spend ${spend_usd:,.2f} >= budget ${budget.amount_usd:,.2f}" if over
+               else f"TTL expired at {budget.expires_at:%Y-%m-%dT%H:%M:%SZ}")
+        if budget.protect and budget.on_exceed != "notify":
+            return Decision("exceeded", "notify",
+                            f"{why}; protected stack: notify only (onExceed {budget.on_exceed})")
+        return Decision("exceeded", budget.on_exceed, f"{why}; onExceed {budget.on_exceed}")
+    if spend_usd >= budget.warn_at * budget.amount_usd:
+        return Decision("warn", "notify",
+                        f"spend ${spend_usd:,.2f} >= {budget.warn_at:.0%} of budget "
+                        f"${budget.amount_usd:,.2f}")
+    return Decision("ok", "none", "within budget")

@@ -1,0 +1,174 @@
+"""``BudgetGuard``: the cost check living in the account, so budgets hold with no laptop on.
+
+EventBridge Scheduler invokes a Lambda every few minutes; the Lambda runs the same check code
+as ``dsinfra cost check`` (cloud/guard_lambda.py) with its ledger, audit log and locks in one
+DynamoDB table. Its role lists exactly the IAM actions the check's inventory and actions
+declare (dsinfra.cloud.*.PERMISSIONS), and the mutating EC2/ELB ones only on resources that
+carry the ``dsinfra:stack`` tag.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pulumi
+import pulumi_aws as aws
+
+from dsinfra import tags as T
+from dsinfra.cloud import actions, inventory, teardown
+from dsinfra.cloud.guard_store import PERMISSIONS as TABLE_PERMISSIONS
+
+ROOT = Path(__file__).resolve().parents[1]
+# What the Lambda needs, laid out as the import name expects (dsinfra/..., dsinfra/cloud/...).
+LAMBDA_SOURCES = {
+    "dsinfra": ["__init__.py", "budget.py", "catalog.py", "errors.py", "spend.py", "tags.py"],
+    "cloud": ["__init__.py", "actions.py", "audit.py", "aws.py", "catalog_cache.py", "check.py",
+              "guard_lambda.py", "guard_store.py", "inventory.py", "locks.py", "notify.py",
+              "teardown.py"],
+}
+HANDLER = "dsinfra.cloud.guard_lambda.handler"
+# Mutations that support aws:ResourceTag conditions: allowed only on tagged resources.
+TAG_SCOPED = ("ec2:StopInstances", "ec2:TerminateInstances", "ec2:ReleaseAddress",
+              "ec2:DisassociateAddress", "ec2:DeleteNatGateway", "ec2:DeleteVolume",
+              "elasticloadbalancing:DeleteLoadBalancer")
+LOG_PERMISSIONS = ("logs:CreateLogStream", "logs:PutLogEvents")
+
+
+def lambda_files() -> dict[str, Path]:
+    """Path inside the Lambda zip -> source file."""
+    files = {f"dsinfra/{name}": ROOT / "dsinfra" / name for name in LAMBDA_SOURCES["dsinfra"]}
+    files.update({f"dsinfra/cloud/{name}": ROOT / "cloud" / name
+                  for name in LAMBDA_SOURCES["cloud"]})
+    return files
+
+
+def build_lambda_zip(dest: Path) -> Path:
+    import zipfile
+
+    with zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED) as archive:
+        for arcname, source in sorted(lambda_files().items()):
+            archive.write(source, arcname)
+    return dest
+
+
+def guard_policy(table_arn: str, log_group_arn: str, sns_topic_arn: str | None,
+                 allowed_actions: tuple[str, ...]) -> dict:
+    """The Lambda role's policy: exactly the declared permissions, nothing wildcarded."""
+    needed = set(actions.check_permissions(allowed_actions)) - {"sns:Publish"}
+    scoped = sorted(needed & set(TAG_SCOPED))
+    reads = sorted(a for a in needed - set(scoped) if ":Describe" in a)
+    other = sorted(needed - set(scoped) - set(reads))
+    statements = [
+        {"Sid": "InventoryByTag", "Effect": "Allow", "Action": reads, "Resource": "*"},
+        {"Sid": "ActOnlyOnTaggedResources", "Effect": "Allow", "Action": scoped, "Resource": "*",
+         "Condition": {"Null": {f"aws:ResourceTag/{T.STACK}": "false"}}},
+        {"Sid": "LedgerAndLocks", "Effect": "Allow", "Action": sorted(TABLE_PERMISSIONS),
+         "Resource": table_arn},
+        {"Sid": "Logs", "Effect": "Allow", "Action": sorted(LOG_PERMISSIONS),
+         "Resource": f"{log_group_arn}:*"},
+    ]
+    if other:  # untaggable leftovers of a stack: spot requests, target groups
+        statements.append({"Sid": "SweepUntaggable", "Effect": "Allow", "Action": other,
+                           "Resource": "*"})
+    if sns_topic_arn and "notify" in allowed_actions:
+        statements.append({"Sid": "Notify", "Effect": "Allow", "Action": ["sns:Publish"],
+                           "Resource": sns_topic_arn})
+    return {"Version": "2012-10-17", "Statement": [s for s in statements if s["Action"]]}
+
+
+@dataclass
+class BudgetGuardArgs:
+    regions: list[str]  # where the guard looks for stacks
+    every_minutes: int = 15  # the overspend past a budget stays within one interval's burn
+    enforce: bool = False  # False: the guard meters, decides and audits, but never acts
+    allowed_actions: tuple[str, ...] = ("notify", "stop", "destroy")
+    webhook_url: pulumi.Input[str] | None = None  # a secret: pass pulumi.Output.secret
+    sns_topic_arn: str | None = None
+    timeout_s: int = 600
+    memory_mb: int = 512
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+def schedule_expression(every_minutes: int) -> str:
+    if not 1 <= every_minutes <= 1440:
+        raise ValueError(f"every_minutes={every_minutes!r}; allowed: 1-1440")
+    return f"rate({every_minutes} minute{'' if every_minutes == 1 else 's'})"
+
+
+def _assume(service: str) -> str:
+    return json.dumps({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}]})
+
+
+class BudgetGuard(pulumi.ComponentResource):
+    def __init__(self, name: str, args: BudgetGuardArgs,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("dsinfra:guard:BudgetGuard", name, None, opts)
+        self._name, self._args = name, args
+        tags = {"Name": f"{name}-guard", **args.tags, "dsinfra:component": "budget-guard"}
+        self.table = aws.dynamodb.Table(
+            f"{name}-state", billing_mode="PAY_PER_REQUEST", hash_key="pk", range_key="sk",
+            attributes=[aws.dynamodb.TableAttributeArgs(name="pk", type="S"),
+                        aws.dynamodb.TableAttributeArgs(name="sk", type="S")],
+            point_in_time_recovery=aws.dynamodb.TablePointInTimeRecoveryArgs(enabled=True),
+            server_side_encryption=aws.dynamodb.TableServerSideEncryptionArgs(enabled=True),
+            tags=tags, opts=pulumi.ResourceOptions(parent=self))
+        self.log_group = aws.cloudwatch.LogGroup(
+            f"{name}-logs", name=f"/aws/lambda/{name}-budget-guard", retention_in_days=90,
+            tags=tags, opts=pulumi.ResourceOptions(parent=self))
+        self.role = self._create_role(tags)
+        self.function = self._create_function(tags)
+        self.schedule = self._create_schedule()
+        self.register_outputs({"table_name": self.table.name,
+                               "function_name": self.function.name,
+                               "role_arn": self.role.arn,
+                               "schedule_name": self.schedule.name})
+
+    def _create_role(self, tags: dict[str, str]) -> aws.iam.Role:
+        role = aws.iam.Role(f"{self._name}-role", assume_role_policy=_assume("lambda.amazonaws.com"),
+                            tags=tags, opts=pulumi.ResourceOptions(parent=self))
+        policy = pulumi.Output.all(self.table.arn, self.log_group.arn).apply(
+            lambda arns: json.dumps(guard_policy(arns[0], arns[1], self._args.sns_topic_arn,
+                                                 self._args.allowed_actions)))
+        self.policy = aws.iam.RolePolicy(f"{self._name}-policy", role=role.id, policy=policy,
+                                         opts=pulumi.ResourceOptions(parent=self))
+        return role
+
+    def _create_function(self, tags: dict[str, str]) -> aws.lambda_.Function:
+        args = self._args
+        env = {"DSINFRA_GUARD_TABLE": self.table.name, "DSINFRA_REGIONS": ",".join(args.regions),
+               "DSINFRA_GUARD_ENFORCE": "true" if args.enforce else "false"}
+        if args.webhook_url is not None:
+            env["DSINFRA_WEBHOOK_URL"] = args.webhook_url
+        if args.sns_topic_arn:
+            env["DSINFRA_SNS_TOPIC_ARN"] = args.sns_topic_arn
+        code = pulumi.AssetArchive({path: pulumi.FileAsset(str(source))
+                                    for path, source in lambda_files().items()})
+        return aws.lambda_.Function(
+            f"{self._name}-fn", name=f"{self._name}-budget-guard", runtime="python3.12",
+            handler=HANDLER, role=self.role.arn, code=code, timeout=args.timeout_s,
+            memory_size=args.memory_mb, reserved_concurrent_executions=1,
+            environment=aws.lambda_.FunctionEnvironmentArgs(variables=env), tags=tags,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.policy, self.log_group]))
+
+    def _create_schedule(self) -> aws.scheduler.Schedule:
+        invoker = aws.iam.Role(f"{self._name}-scheduler",
+                               assume_role_policy=_assume("scheduler.amazonaws.com"),
+                               opts=pulumi.ResourceOptions(parent=self))
+        aws.iam.RolePolicy(
+            f"{self._name}-scheduler-invoke", role=invoker.id,
+            policy=self.function.arn.apply(lambda arn: json.dumps({
+                "Version": "2012-10-17", "Statement": [{
+                    "Effect": "Allow", "Action": ["lambda:InvokeFunction"], "Resource": arn}]})),
+            opts=pulumi.ResourceOptions(parent=self))
+        return aws.scheduler.Schedule(
+            f"{self._name}-schedule",
+            schedule_expression=schedule_expression(self._args.every_minutes),
+            flexible_time_window=aws.scheduler.ScheduleFlexibleTimeWindowArgs(mode="OFF"),
+            target=aws.scheduler.ScheduleTargetArgs(
+                arn=self.function.arn, role_arn=invoker.arn,
+                retry_policy=aws.scheduler.ScheduleTargetRetryPolicyArgs(
+                    maximum_retry_attempts=0)),  # the next tick is the retry
+            opts=pulumi.ResourceOptions(parent=self))

@@ -1,0 +1,40 @@
+"""``dsinfra guard deploy|destroy``: the guard's own Pulumi stack, driven through the Engine
+protocol of infra/automation.py (no Pulumi call of its own)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+GUARD_PROGRAM_DIR = Path(__file__).resolve().parent / "guard_program"
+DEFAULT_GUARD_STACK = "guard"
+
+
+def guard_config(regions: Sequence[str], every_minutes: int, enforce: bool) -> dict[str, str]:
+    from dsinfra.errors import UserError
+
+    if not 1 <= every_minutes <= 1440:
+        raise UserError(f"invalid value for --every: {every_minutes!r}; allowed: 1-1440 minutes")
+    return {"dsinfra-guard:regions": json.dumps(list(regions)),
+            "dsinfra-guard:everyMinutes": str(every_minutes),
+            "dsinfra-guard:enforce": "true" if enforce else "false",
+            "aws:region": regions[0]}
+
+
+def deploy_guard(engine: Any, stack: str, regions: Sequence[str], every_minutes: int,
+                 enforce: bool, on_event=None) -> dict[str, Any]:
+    """Set the guard stack's config and ``up`` it; returns the stack outputs."""
+    for key, value in guard_config(regions, every_minutes, enforce).items():
+        engine.set_config(stack, key, value)
+    return engine.up(stack, on_event=on_event)
+
+
+def guard_engine(webhook_url: str | None = None):
+    """The real engine over the guard program; the webhook URL reaches the program through
+    its environment and is stored as a Pulumi secret, never as plain config."""
+    from dsinfra.infra.automation import PulumiEngine
+
+    env = {"DSINFRA_WEBHOOK_URL": webhook_url} if webhook_url else {}
+    return PulumiEngine(GUARD_PROGRAM_DIR, env_vars=env)

@@ -1,0 +1,23 @@
+"""Wires the guard stack's config to the BudgetGuard component; nothing else lives here."""
+
+import os
+
+import pulumi
+
+from dsinfra.infra.guard import BudgetGuard, BudgetGuardArgs
+
+config = pulumi.Config("dsinfra-guard")
+aws_region = pulumi.Config("aws").get("region") or "us-east-1"
+guard = BudgetGuard("dsinfra", BudgetGuardArgs(
+    regions=config.get_object("regions") or [aws_region],
+    every_minutes=config.get_int("everyMinutes") or 15,
+    enforce=config.get_bool("enforce") or False,
+    # `dsinfra guard deploy` passes the webhook through the environment; either way a secret.
+    webhook_url=config.get_secret("webhookUrl") or (
+        pulumi.Output.secret(os.environ["DSINFRA_WEBHOOK_URL"])
+        if os.environ.get("DSINFRA_WEBHOOK_URL") else None),
+    sns_topic_arn=config.get("snsTopicArn"),
+))
+pulumi.export("table_name", guard.table.name)
+pulumi.export("function_name", guard.function.name)
+pulumi.export("schedule_name", guard.schedule.name)

@@ -1,0 +1,147 @@
+"""Scheduling files, the price refresh (Pricing API is not in moto: botocore Stubber with
+responses recorded in the Pricing API's documented shape), and the audit log's durability."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timezone
+
+import pytest
+from typer.testing import CliRunner
+
+from dsinfra.cli.main import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def schedule_dirs(tmp_path, monkeypatch):
+    units, crontab = tmp_path / "units", tmp_path / "crontab"
+    crontab.write_text("0 3 * * * /usr/bin/backup # someone else's job\n")
+    monkeypatch.setenv("DSINFRA_SYSTEMD_DIR", str(units))
+    monkeypatch.setenv("DSINFRA_CRONTAB_FILE", str(crontab))
+    return units, crontab
+
+
+def test_schedule_install_writes_a_systemd_timer_and_show_reads_it_back(schedule_dirs):
+    units, _ = schedule_dirs
+    out = runner.invoke(app, ["schedule", "install", "--every", "15m", "--enforce"])
+    assert out.exit_code == 0, out.output
+    timer = (units / "dsinfra-cost-check.timer").read_text()
+    service = (units / "dsinfra-cost-check.service").read_text()
+    assert "OnCalendar=*:0/15" in timer and "Persistent=true" in timer
+    assert "cost check --all --json --enforce" in service and "EnvironmentFile=-" in service
+    shown = json.loads(runner.invoke(app, ["schedule", "show", "--json"]).stdout)
+    assert shown["systemd"][str(units / "dsinfra-cost-check.timer")] == timer
+    runner.invoke(app, ["schedule", "remove"])
+    assert not list(units.iterdir())
+
+
+def test_schedule_cron_adds_one_entry_and_keeps_other_jobs(schedule_dirs):
+    _, crontab = schedule_dirs
+    for _ in range(2):  # installing twice replaces, never duplicates
+        assert runner.invoke(app, ["schedule", "install", "--cron", "--every", "2h"]).exit_code == 0
+    lines = crontab.read_text().splitlines()
+    ours = [l for l in lines if "dsinfra-cost-check" in l]
+    assert len(ours) == 1 and ours[0].startswith("0 */2 * * * ")
+    assert "--enforce" not in ours[0]  # dry run unless asked
+    assert "someone else's job" in lines[0]
+    assert json.loads(runner.invoke(app, ["schedule", "show", "--json"]).stdout)["cron"] == ours[0]
+    runner.invoke(app, ["schedule", "remove"])
+    assert crontab.read_text().splitlines() == [lines[0]]
+
+
+def _price_item(instance_type: str, usd: str) -> str:
+    return json.dumps({
+        "product": {"attributes": {"instanceType": instance_type, "regionCode": "us-east-1"}},
+        "terms": {"OnDemand": {"SKU.JRTCKXETXF": {"priceDimensions": {"SKU.JRTCKXETXF.6YS6EN2CT7": {
+            "unit": "Hrs", "pricePerUnit": {"USD": usd}}}}}}})
+
+
+def test_catalog_refresh_caches_dated_prices_that_the_check_then_uses(tmp_path):
+    import boto3
+    from botocore.stub import Stubber
+
+    from dsinfra import spend as S
+    from dsinfra.catalog import INSTANCE_SPECS
+    from dsinfra.cloud.catalog_cache import load_cached_prices, on_demand_filters, refresh
+
+    now = datetime(2026, 11, 28, 9, 0, tzinfo=timezone.utc)
+    pricing = boto3.client("pricing", region_name="us-east-1", aws_access_key_id="x",
+                           aws_secret_access_key="x")
+    ec2 = boto3.client("ec2", region_name="us-east-1", aws_access_key_id="x",
+                       aws_secret_access_key="x")
+    with Stubber(pricing) as p, Stubber(ec2) as e:
+        for itype in sorted(INSTANCE_SPECS):
+            usd = "50.0000000000" if itype == "p5.48xlarge" else "1.0000000000"
+            p.add_response("get_products", {"PriceList": [_price_item(itype, usd)],
+                                            "FormatVersion": "aws_v1"},
+                           {"ServiceCode": "AmazonEC2", "FormatVersion": "aws_v1",
+                            "Filters": on_demand_filters("us-east-1", itype)})
+        e.add_response("describe_spot_price_history", {"SpotPriceHistory": [
+            {"InstanceType": "p5.48xlarge", "SpotPrice": "18.5", "AvailabilityZone": "us-east-1a",
+             "ProductDescription": "Linux/UNIX", "Timestamp": now},
+            {"InstanceType": "p5.48xlarge", "SpotPrice": "21.0", "AvailabilityZone": "us-east-1b",
+             "ProductDescription": "Linux/UNIX", "Timestamp": now}]})
+        refresh(["us-east-1"], tmp_path, now=now, pricing=pricing, ec2_for=lambda r: ec2)
+    prices, spot = load_cached_prices(tmp_path)
+    on_demand = prices["us-east-1"].on_demand_hourly["p5.48xlarge"]
+    assert (on_demand.usd, on_demand.as_of.isoformat()) == (50.0, "2026-11-28")
+    assert "Pricing API" in on_demand.source
+    assert spot[("us-east-1", "p5.48xlarge")].usd == 21.0  # the highest AZ
+    node = S.Resource("instance", "i-1", "us-east-1", "s", {}, "running", now,
+                      {"instance_type": "p5.48xlarge", "lifecycle": "spot"})
+    assert S.resource_hourly_price(node, prices, spot).usd == 21.0
+
+
+def test_a_torn_audit_record_is_never_read_as_valid(tmp_path):
+    from dsinfra.cloud.audit import AuditLog
+
+    log = AuditLog(tmp_path / "audit.jsonl")
+    log.append("intent", stack="s", action="destroy", intent_id="1")
+    whole = (tmp_path / "audit.jsonl").read_bytes()
+    log.append("result", stack="s", action="destroy", intent_id="1", result="done")
+    full = (tmp_path / "audit.jsonl").read_bytes()
+    second = full[len(whole):]
+    for cut in range(1, len(second)):  # a crash after any byte of the second record
+        (tmp_path / "audit.jsonl").write_bytes(whole + second[:cut])
+        records, torn = log.records()
+        assert [r["kind"] for r in records] == ["intent"] and torn == 1
+    (tmp_path / "audit.jsonl").write_bytes(whole + second[:len(second) // 2])
+    log.append("result", stack="s", action="destroy", intent_id="1", result="done")
+    records, torn = log.records()  # the next append fences the torn tail off, never merges
+    assert [r["kind"] for r in records] == ["intent", "result"] and torn == 1
+    # A line that parses as JSON but was altered fails its checksum.
+    tampered = second.replace(b'"done"', b'"fail"')
+    (tmp_path / "audit.jsonl").write_bytes(whole + tampered)
+    assert [r["kind"] for r in log.records()[0]] == ["intent"]
+    assert oct(os.stat(tmp_path / "audit.jsonl").st_mode & 0o777) == "0o600"
+
+
+def test_cost_explorer_reconciliation_groups_billed_cost_by_stack_tag():
+    """Cost Explorer answers are stubbed (botocore Stubber): moto's CE returns fixed data."""
+    import boto3
+    from botocore.stub import Stubber
+
+    from dsinfra.cloud.billing import reconcile
+
+    ce = boto3.client("ce", region_name="us-east-1", aws_access_key_id="x",
+                      aws_secret_access_key="x")
+    now = datetime(2026, 11, 28, 9, 0, tzinfo=timezone.utc)
+    group = lambda key, usd: {"Keys": [key], "Metrics": {"UnblendedCost": {"Amount": usd,
+                                                                          "Unit": "USD"}}}
+    with Stubber(ce) as stub:
+        stub.add_response("get_cost_and_usage", {"ResultsByTime": [{
+            "TimePeriod": {"Start": "2026-11-01", "End": "2026-11-29"}, "Estimated": True,
+            "Groups": [group("dsinfra:stack$dev", "41.5"), group("dsinfra:stack$", "9.0")]}],
+            "NextPageToken": "p2"},
+            {"TimePeriod": {"Start": "2026-11-01", "End": "2026-11-29"},
+             "Granularity": "MONTHLY", "Metrics": ["UnblendedCost"],
+             "GroupBy": [{"Type": "TAG", "Key": "dsinfra:stack"}]})
+        stub.add_response("get_cost_and_usage", {"ResultsByTime": [{
+            "TimePeriod": {"Start": "2026-11-01", "End": "2026-11-29"}, "Estimated": True,
+            "Groups": [group("dsinfra:stack$dev", "0.5")]}]})
+        stacks = [{"stack": "dev"}, {"stack": "prod"}]
+        reconcile(stacks, now, ce)
+    assert stacks == [{"stack": "dev", "billed_usd": 42.0}, {"stack": "prod", "billed_usd": 0.0}]
