@@ -122,7 +122,8 @@ class PinnedHostKeyPolicy(paramiko.MissingHostKeyPolicy):
                 f"host {self.host_id}: host key {key.get_name()} {offered} does not match the "
                 f"pinned key(s) {', '.join(sorted(pinned))}; refusing to connect",
                 hint="If the host was rebuilt, pin its new key (inventory host_key, or remove it "
-                     "from .dsinfra/known_hosts); otherwise someone may be intercepting SSH.")
+                     "from known_hosts in the state directory); otherwise someone may be "
+                     "intercepting SSH.")
         if not self.known.trust_on_first_use:
             raise HostKeyRefused(
                 f"host {self.host_id}: no pinned host key (offered {key.get_name()} {offered})",

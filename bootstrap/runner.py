@@ -88,20 +88,10 @@ def bootstrap_inventory(path: Path, *, trust_on_first_use: bool = False, progres
                          options=options)
 
 
-STATE_DIR_ENV = "DSINFRA_STATE_DIR"
-
-
 def _state_dir(options: BootstrapOptions) -> Path:
-    if options.state_dir:
-        return options.state_dir
-    if os.environ.get(STATE_DIR_ENV):
-        return Path(os.environ[STATE_DIR_ENV]).expanduser()
-    try:
-        from dsinfra.stackfiles import find_project_dir
+    from dsinfra.paths import state_dir
 
-        return find_project_dir() / ".dsinfra"
-    except Exception:  # noqa: BLE001 - no project: use the working directory
-        return Path.cwd() / ".dsinfra"
+    return options.state_dir or state_dir()
 
 
 def _known_hosts(options: BootstrapOptions, trust_on_first_use: bool) -> KnownHosts:

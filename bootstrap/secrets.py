@@ -29,9 +29,14 @@ def resolve_secrets(state_dir: Path, name: str, *, stack_key: str | None = None)
     """The stack's own key when it has one, else ``$DSINFRA_API_KEY``, else a key generated
     for this stack (kept 0600 under the state dir); ``$HF_TOKEN`` when set (gated models)."""
     api_key = stack_key or os.environ.get(API_KEY_ENV) or \
-        _stored_api_key(state_dir / "secrets" / f"{name}.api-key")
+        _stored_api_key(api_key_path(state_dir, name))
     hf_token = next((os.environ[v] for v in HF_TOKEN_ENVS if os.environ.get(v)), None)
     return Secrets(api_key=api_key, hf_token=hf_token)
+
+
+def api_key_path(state_dir: Path, name: str) -> Path:
+    """Where a generated key for stack ``name`` is kept (0600)."""
+    return state_dir / "secrets" / f"{name}.api-key"
 
 
 def stack_api_key(extra: dict, region: str) -> str | None:

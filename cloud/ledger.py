@@ -10,12 +10,13 @@ the same transaction that stores the interval). SQLite in the state directory by
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+
+from dsinfra.paths import state_dir  # noqa: F401 - re-exported for the cloud modules
 
 from dsinfra.spend import Interval, Resource
 
@@ -31,17 +32,6 @@ CREATE TABLE IF NOT EXISTS volumes (region TEXT, id TEXT, facts TEXT,
 CREATE TABLE IF NOT EXISTS actions (id TEXT PRIMARY KEY, stack TEXT, action TEXT, state TEXT,
     started_at REAL, finished_at REAL, result TEXT, reason TEXT);
 """
-
-
-def state_dir() -> Path:
-    """``$DSINFRA_STATE_DIR``, else ``$XDG_STATE_HOME/dsinfra``, else ``~/.local/state/dsinfra``."""
-    if os.environ.get("DSINFRA_STATE_DIR"):
-        path = Path(os.environ["DSINFRA_STATE_DIR"])
-    else:
-        base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-        path = Path(base) / "dsinfra"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def _iso(moment: datetime) -> str:

@@ -112,7 +112,7 @@ def build_stack(config: StackConfig) -> dict[str, Any]:
     if not private:
         head = pool.instances[0]
         endpoint = pulumi.Output.concat("http://", head.public_ip, ":", str(port))
-        return _outputs(config, nodes, None, endpoint)
+        return _outputs(config, nodes, None, None, endpoint)
     bastion = Bastion(f"{name}-bastion", BastionArgs(
         config, network.public_subnet_ids[0], groups.bastion.id,
         identity.instance_profile.name, key_name), opts)
@@ -120,7 +120,7 @@ def build_stack(config: StackConfig) -> dict[str, Any]:
     api = ApiLoadBalancer(f"{name}-api", ApiLoadBalancerArgs(
         config, network.vpc.id, network.public_subnet_ids, network.private_subnet_ids,
         groups.load_balancer.id, targets), opts)
-    return _outputs(config, nodes, bastion.instance.public_ip, api.endpoint)
+    return _outputs(config, nodes, bastion.instance.public_ip, bastion.instance.id, api.endpoint)
 
 
 def _zones(config: StackConfig, provider: aws.Provider) -> list[pulumi.Output[str]]:
@@ -152,8 +152,9 @@ def _node_output(instance: ec2.Instance, role: str, config: StackConfig,
                    "instance_type": instance_type})
 
 
-def _outputs(config: StackConfig, nodes, bastion_ip, endpoint) -> dict[str, Any]:
+def _outputs(config: StackConfig, nodes, bastion_ip, bastion_id, endpoint) -> dict[str, Any]:
+    # bastion_id lets bootstrap pin the bastion's host key from its console output.
     bastion = (pulumi.Output.from_input(bastion_ip).apply(lambda ip: ip or None)
                if bastion_ip is not None else None)
-    return {"nodes": nodes, "bastion": bastion, "endpoint": endpoint, "ssh_user": SSH_USER,
-            "region": config.region}
+    return {"nodes": nodes, "bastion": bastion, "bastion_id": bastion_id, "endpoint": endpoint,
+            "ssh_user": SSH_USER, "region": config.region}

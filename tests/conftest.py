@@ -36,8 +36,10 @@ def _free_loopback_port() -> int:
 def moto_server_url():
     """A real moto HTTP server on a free loopback port for the whole session."""
     port = _free_loopback_port()
-    exe = shutil.which("moto_server") or os.path.join(os.path.dirname(sys.executable),
-                                                      "moto_server")
+    # The moto installed beside the interpreter running the tests, not whichever is on PATH.
+    exe = os.path.join(os.path.dirname(sys.executable), "moto_server")
+    if not os.path.exists(exe):
+        exe = shutil.which("moto_server") or exe
     proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"

@@ -80,16 +80,28 @@ class FakeEngine:
 class FakeBootstrap:
     """Stands in for dsinfra.bootstrap.runner.bootstrap_stack (SSH to GPU hosts)."""
 
-    def __init__(self) -> None:
+    def __init__(self, fail_step: str | None = None) -> None:
         self.calls: list[dict[str, Any]] = []
+        self.fail_step = fail_step
 
     def __call__(self, config, outputs, *, ssh_key_path=None, trust_on_first_use=False,
                  progress=None):
+        from dsinfra.bootstrap.plan import BootstrapReport, HostResult, StepResult
+
         self.calls.append({"stack": config.stack, "nodes": [n.id for n in outputs.nodes],
                            "ssh_key_path": ssh_key_path, "tofu": trust_on_first_use})
         if progress:
             progress("engine container started on i-0abc")
-        return {"i-0abc": "ok"}
+        hosts = []
+        for node in outputs.nodes:
+            steps = [StepResult("docker", "applied", 1.0)]
+            if self.fail_step:
+                steps.append(StepResult(self.fail_step, "failed", 0.5, detail="exit 100",
+                                        command="apt-get install -y nvidia-container-toolkit",
+                                        output_tail="E: Unable to locate package"))
+            hosts.append(HostResult(node.id, node.private_ip, node.role, node.instance_type,
+                                    None, steps))
+        return BootstrapReport(config.stack, "/tmp/run", outputs.endpoint, hosts)
 
 
 # Recorded response shapes (trimmed) from AWS for calls moto does not answer.

@@ -215,3 +215,13 @@ def test_stack_past_its_pinned_expiry_is_refused_before_anything_runs():
         _up(_config(expiresAt="2026-11-28T11:00:00Z"), engine,
             doctor=lambda c: pytest.fail("doctor must not run"))
     assert engine.calls == []
+
+
+def test_failed_bootstrap_stops_up_naming_host_and_step_and_is_audited(aws):
+    audited = []
+    with pytest.raises(CloudError, match="billing") as caught:
+        _up(_config(), FakeEngine(), bootstrap=FakeBootstrap(fail_step="container_toolkit"),
+            audit=lambda kind, **fields: audited.append((kind, fields)))
+    assert "i-0abc: container_toolkit failed: exit 100" in caught.value.message
+    assert "dsinfra bootstrap dev" in caught.value.hint
+    assert ("up.bootstrap_failed", {"stack": "dev", "hosts": ["i-0abc"]}) in audited
