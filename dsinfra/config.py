@@ -38,6 +38,7 @@ ENGINE_DEFAULTS: dict[str, dict[str, Any]] = {
                "healthPath": "/health"},
 }
 _PINNED_IMAGE = re.compile(r"^[\w.\-/:]+(:[\w][\w.\-]{0,127}|@sha256:[0-9a-f]{64})$")
+_STACK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,19}$")
 _TAG_KEY = re.compile(r"^[\w .:/=+\-@]{1,128}$")
 
 
@@ -250,6 +251,15 @@ _ALIASES: dict[str, str] = {
     name: (field.alias or name) for name, field in StackConfig.model_fields.items()
 }
 CONFIG_KEYS: tuple[str, ...] = tuple(a for n, a in _ALIASES.items() if n != "stack")
+
+
+def validate_stack_name(stack: str, *, source: str | None = None) -> None:
+    """Names of Pulumi stacks dsinfra deploys: AWS resource names are derived from them."""
+    if not _STACK_NAME.match(stack):
+        raise ConfigError("stack name", stack,
+                          "1-20 letters, digits or hyphens, starting with a letter or digit "
+                          "(AWS load balancer names are at most 32 characters and Pulumi adds "
+                          "a suffix)", source=source)
 
 
 def parse_stack_config(stack: str, values: dict[str, Any], *, source: str | None = None

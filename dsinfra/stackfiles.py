@@ -71,10 +71,11 @@ def read_stack_values(path: Path) -> dict[str, Any]:
 
 def load_stack(stack: str, project_dir: Path | None = None):
     """Read and validate one stack's config; a ``UserError`` when it is missing or invalid."""
-    from dsinfra.config import parse_stack_config
+    from dsinfra.config import parse_stack_config, validate_stack_name
 
     project = project_dir or find_project_dir()
     path = stack_file(stack, project)
+    validate_stack_name(stack, source=str(path.relative_to(project)))
     if not path.is_file():
         known = list_stacks(project)
         raise UserError(f"unknown stack {stack!r}: {path} does not exist; "

@@ -15,7 +15,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_aws.ec2 as ec2
 
-from dsinfra.config import CONFIG_KEYS, StackConfig, parse_stack_config
+from dsinfra.config import CONFIG_KEYS, StackConfig, parse_stack_config, validate_stack_name
 from dsinfra.errors import DsinfraError
 from dsinfra.infra.loadbalancer import ApiLoadBalancer, ApiLoadBalancerArgs
 from dsinfra.infra.network import Network, NetworkArgs
@@ -52,6 +52,7 @@ def read_stack_config() -> StackConfig:
         if raw is not None:
             values[key] = raw if key in _TEXT_KEYS else _decode(raw)
     stack = pulumi.get_stack()
+    validate_stack_name(stack, source=f"the config of stack {stack}")
     return parse_stack_config(stack, values, source=f"the config of stack {stack}")
 
 

@@ -71,3 +71,14 @@ def test_custom_engine_without_image_is_refused():
     with pytest.raises(ConfigError) as caught:
         parse_stack_config("s", {**BASE, "engine": {"name": "custom"}})
     assert caught.value.key == "dsinfra:engine"
+
+
+@pytest.mark.parametrize("name", ["a-very-long-stack-name-x", "bad_name", "-dash", "dots.x"])
+def test_stack_names_that_aws_cannot_name_resources_after_are_refused(name, tmp_path):
+    (tmp_path / "Pulumi.yaml").write_text("name: dsinfra\n")
+    (tmp_path / "stacks").mkdir()
+    (tmp_path / "stacks" / f"Pulumi.{name}.yaml").write_text(
+        "config:\n  dsinfra:tier: dev\n  dsinfra:budget:\n    amountUsd: 10\n")
+    with pytest.raises(ConfigError) as caught:
+        load_stack(name, tmp_path)
+    assert caught.value.key == "stack name" and caught.value.value == name
