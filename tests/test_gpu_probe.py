@@ -177,3 +177,22 @@ def test_no_gpu_at_all_fails_with_nvidia_smi_error(instance_type):
     problems = check_gpu_facts(facts, instance_type, "h")
     assert problems[0].startswith("h: nvidia-smi failed")
     assert any("0 of" in p for p in problems)
+
+
+FIXTURE_4 = Path(__file__).parent / "fixtures" / "gpu" / "h200x4"
+RECORDED_4 = json.loads((FIXTURE_4 / "probe.json").read_text())
+
+
+def test_four_gpu_host_recording_parses_and_passes_as_a_4x_h200_nvswitch_host():
+    """A second real recording, from a lent 4x H200 host: every pair NV18, 18 links each."""
+    texts = {name: (FIXTURE_4 / "raw" / f"{name}.txt").read_text()
+             for name in RAW_FILE_FOR.values()}
+    args = gpu_probe.argparse.Namespace(allreduce=False, allreduce_mib=0, raw_dir=None)
+    facts = gpu_probe.collect(args, runner=replay(texts))
+    assert facts["gpus"] == RECORDED_4["gpus"] and facts["topology"] == RECORDED_4["topology"]
+    assert all(link == "NV18" for row in facts["topology"].values() for link in row.values())
+    h200_x4 = replace(H200_X2, name="h200x4 (lent test host)", gpu_count=4)
+    assert check_gpu_facts(RECORDED_4, h200_x4, "gpu-host") == []
+    assert RECORDED_4["allreduce"]["world_size"] == 4 and RECORDED_4["allreduce"]["correct"]
+    assert check_gpu_facts(RECORDED_4, "p5en.48xlarge", "h")[0] == \
+        "h: 4 of 8 GPUs visible (expected 8x H200 for p5en.48xlarge)"
