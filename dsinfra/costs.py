@@ -5,17 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 
-from dsinfra.catalog import HOURS_PER_MONTH, RegionPrices, other_price
+from dsinfra.catalog import HOURS_PER_MONTH
 
 
 def monthly_from_hourly(hourly_usd: float) -> float:
     return hourly_usd * HOURS_PER_MONTH
-
-
-def gp3_hourly_usd(size_gib: float, region: str,
-                   prices: dict[str, RegionPrices] | None = None) -> float:
-    """gp3 storage is billed per GB-month; spread over AWS's 730-hour month."""
-    return size_gib * other_price(region, "ebs_gp3_gb_month", prices).usd / HOURS_PER_MONTH
 
 
 @dataclass(frozen=True)
