@@ -198,20 +198,30 @@ def main() -> None:
     parser.add_argument("--stacks", type=int, default=100)
     parser.add_argument("--nodes", type=int, default=10)
     parser.add_argument("--only", default="", help="comma-separated run names to keep")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="rounds; each round runs every tool once, interleaved, so load "
+                             "drift on a shared machine falls on all of them alike")
     args = parser.parse_args()
     keep = set(filter(None, args.only.split(",")))
     wanted = lambda name: not keep or name in keep  # noqa: E731
     moto, url = start_moto()
     proxy = FaultProxy(url)
     try:
-        results = {}
-        for name, warm in (("dsinfra_first_check", False), ("dsinfra_steady_state", True)):
-            if wanted(name):
-                results[name] = bench_dsinfra(url, proxy, args.stacks, args.nodes, warm)
-        for name, policy in POLICIES.items() if args.custodian else ():
-            if wanted(name):
-                results[name] = bench_custodian(url, proxy, args.custodian, args.stacks,
-                                            args.nodes, policy)
+        runs: dict[str, list[dict]] = {}
+        for _ in range(args.repeat):
+            for name, warm in (("dsinfra_first_check", False), ("dsinfra_steady_state", True)):
+                if wanted(name):
+                    runs.setdefault(name, []).append(
+                        bench_dsinfra(url, proxy, args.stacks, args.nodes, warm))
+            for name, policy in POLICIES.items() if args.custodian else ():
+                if wanted(name):
+                    runs.setdefault(name, []).append(bench_custodian(
+                        url, proxy, args.custodian, args.stacks, args.nodes, policy))
+        results: dict = {"load_avg_1m_at_end": round(os.getloadavg()[0], 2)}
+        for name, rounds in runs.items():
+            walls = sorted(r["wall_s"] for r in rounds)
+            results[name] = {**rounds[0], "wall_s": walls[len(walls) // 2],
+                             "wall_s_all": [r["wall_s"] for r in rounds]}
         results["overspend_p5_8_nodes"] = overspend_simulation(55.04 * 8, 10_000, [5, 15, 60])
         print(json.dumps(results, indent=2))
     finally:

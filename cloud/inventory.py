@@ -1,8 +1,13 @@
 """The live inventory of every dsinfra stack, found by the ``dsinfra:stack`` tag alone.
 
-One paginated call per resource kind and region, filtered server-side by tag key, so the
-number of calls grows with pages of results, not with stacks or resources. Load balancers
-cannot be filtered by tag server-side: their tags are read in batches of 20 (the API's limit).
+One paginated call per resource kind and region, so the number of calls grows with pages of
+results, not with stacks or resources. Instances and volumes are filtered server-side by state
+and matched to the tag on our side, as Cloud Custodian does: where a region holds more than a
+page of other resources (the first page comes back mostly foreign and not the last), the
+listing starts again with EC2's tag filter, so a large shared account costs at most one extra
+call per region and kind. Named stacks (``--stack``, a teardown's verification) are always
+filtered server-side by tag value. Load balancers cannot be filtered by tag server-side: their
+tags are read in batches of 20 (the API's limit).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ LIVE_INSTANCE_STATES = ("pending", "running", "stopping", "stopped", "shutting-d
 VOLUME_FACTS_MAX_AGE_S = 6 * 3600
 KINDS = ("instance", "volume", "address", "nat_gateway", "load_balancer")
 _TAG_FILTER = [{"Name": "tag-key", "Values": [T.STACK]}]
+PAGE_SIZE = {"describe_instances": 1000, "describe_volumes": 500}  # the APIs' maxima
 _STOP_TIME = re.compile(r"\((\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}) GMT\)")
 
 
@@ -64,37 +70,56 @@ def _stopped_at(reason: str) -> datetime | None:
     return datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc)
 
 
+def _listed(ec2, operation: str, items_of, filters: list[dict], stack_filter: list[dict],
+            *, server_side: bool = False) -> list[dict]:
+    """The items of a paginated EC2 listing that carry the stack tag (see the module's doc)."""
+    paginator, page_size = ec2.get_paginator(operation), PAGE_SIZE[operation]
+    if server_side or stack_filter is not _TAG_FILTER:
+        return [item for page in paginator.paginate(
+            Filters=[*filters, *stack_filter], PaginationConfig={"PageSize": page_size})
+            for item in items_of(page)]
+    out: list[dict] = []
+    pages = paginator.paginate(Filters=filters, PaginationConfig={"PageSize": page_size})
+    for number, page in enumerate(pages):
+        items = items_of(page)
+        ours = [item for item in items if any(t["Key"] == T.STACK for t in item.get("Tags", ()))]
+        if number == 0 and page.get("NextToken") and 2 * len(ours) < len(items):
+            return _listed(ec2, operation, items_of, filters, stack_filter, server_side=True)
+        out += ours
+    return out
+
+
+def _instances_of(page: dict) -> list[dict]:
+    return [i for reservation in page["Reservations"] for i in reservation["Instances"]]
+
+
 def _instances(ec2, region: str, stack_filter: list[dict]) -> list[Resource]:
     out = []
     # Terminated instances linger in the API for an hour; leaving them out server-side keeps
     # the answers (and the teardown's verification) small.
     live = {"Name": "instance-state-name", "Values": list(LIVE_INSTANCE_STATES)}
-    pages = ec2.get_paginator("describe_instances").paginate(
-        Filters=[live, *stack_filter], PaginationConfig={"PageSize": 1000})
-    for page in pages:
-        for reservation in page["Reservations"]:
-            for i in reservation["Instances"]:
-                state = i["State"]["Name"]
-                if state == "terminated":
-                    continue
-                tags = _tags(i.get("Tags"))
-                out.append(Resource(
-                    "instance", i["InstanceId"], region, tags[T.STACK], tags, state,
-                    created_at=_utc(i.get("LaunchTime")),
-                    attrs={"instance_type": i["InstanceType"],
-                           "lifecycle": i.get("InstanceLifecycle", "on-demand"),
-                           "public_ip": i.get("PublicIpAddress"),
-                           "private_ip": i.get("PrivateIpAddress"),
-                           "availability_zone": i.get("Placement", {}).get("AvailabilityZone"),
-                           "spot_request_id": i.get("SpotInstanceRequestId"),
-                           "attached_volumes": [
-                               m["Ebs"]["VolumeId"] for m in i.get("BlockDeviceMappings", [])
-                               if "Ebs" in m],
-                           "volumes_deleted_with": [
-                               m["Ebs"]["VolumeId"] for m in i.get("BlockDeviceMappings", [])
-                               if m.get("Ebs", {}).get("DeleteOnTermination")],
-                           "stopped_at": _stopped_at(i.get("StateTransitionReason", ""))
-                           if state == "stopped" else None}))
+    for i in _listed(ec2, "describe_instances", _instances_of, [live], stack_filter):
+        state = i["State"]["Name"]
+        if state == "terminated":
+            continue
+        tags = _tags(i.get("Tags"))
+        out.append(Resource(
+            "instance", i["InstanceId"], region, tags[T.STACK], tags, state,
+            created_at=_utc(i.get("LaunchTime")),
+            attrs={"instance_type": i["InstanceType"],
+                   "lifecycle": i.get("InstanceLifecycle", "on-demand"),
+                   "public_ip": i.get("PublicIpAddress"),
+                   "private_ip": i.get("PrivateIpAddress"),
+                   "availability_zone": i.get("Placement", {}).get("AvailabilityZone"),
+                   "spot_request_id": i.get("SpotInstanceRequestId"),
+                   "attached_volumes": [
+                       m["Ebs"]["VolumeId"] for m in i.get("BlockDeviceMappings", [])
+                       if "Ebs" in m],
+                   "volumes_deleted_with": [
+                       m["Ebs"]["VolumeId"] for m in i.get("BlockDeviceMappings", [])
+                       if m.get("Ebs", {}).get("DeleteOnTermination")],
+                   "stopped_at": _stopped_at(i.get("StateTransitionReason", ""))
+                   if state == "stopped" else None}))
     return out
 
 
@@ -107,10 +132,10 @@ def _volumes(ec2, region: str, stack_filter: list[dict], instances: list[Resourc
     oldest = time.time() - VOLUME_FACTS_MAX_AGE_S  # ModifyVolume can resize in place
     if not known or not attached or any(v not in known or known[v].get("described_at", 0) < oldest
                                         for v in attached):
-        return _describe_volumes(ec2, region, stack_filter)
+        return _describe_volumes(ec2, region, [], stack_filter)
     out = [_known_volume(known[v], instance) for v, instance in attached.items()]
     unattached = [{"Name": "status", "Values": ["creating", "available", "error"]}]
-    return out + _describe_volumes(ec2, region, [*unattached, *stack_filter])
+    return out + _describe_volumes(ec2, region, unattached, stack_filter)
 
 
 def _known_volume(facts: dict, instance: Resource) -> Resource:
@@ -132,21 +157,20 @@ def volume_facts(volume: Resource) -> dict:
             "described_at": volume.attrs.get("described_at", time.time())}
 
 
-def _describe_volumes(ec2, region: str, filters: list[dict]) -> list[Resource]:
+def _describe_volumes(ec2, region: str, filters: list[dict],
+                      stack_filter: list[dict]) -> list[Resource]:
     out = []
-    pages = ec2.get_paginator("describe_volumes").paginate(
-        Filters=filters, PaginationConfig={"PageSize": 500})
-    for page in pages:
-        for v in page["Volumes"]:
-            tags = _tags(v.get("Tags"))
-            attached = [a["InstanceId"] for a in v.get("Attachments", [])]
-            goes_with = [a["InstanceId"] for a in v.get("Attachments", [])
-                         if a.get("DeleteOnTermination")]
-            out.append(Resource("volume", v["VolumeId"], region, tags[T.STACK], tags, v["State"],
-                                created_at=_utc(v.get("CreateTime")),
-                                attrs={"size_gib": v["Size"], "volume_type": v.get("VolumeType"),
-                                       "attached_to": attached,
-                                       "deleted_with": goes_with}))
+    for v in _listed(ec2, "describe_volumes", lambda page: page["Volumes"], filters,
+                     stack_filter):
+        tags = _tags(v.get("Tags"))
+        attached = [a["InstanceId"] for a in v.get("Attachments", [])]
+        goes_with = [a["InstanceId"] for a in v.get("Attachments", [])
+                     if a.get("DeleteOnTermination")]
+        out.append(Resource("volume", v["VolumeId"], region, tags[T.STACK], tags, v["State"],
+                            created_at=_utc(v.get("CreateTime")),
+                            attrs={"size_gib": v["Size"], "volume_type": v.get("VolumeType"),
+                                   "attached_to": attached,
+                                   "deleted_with": goes_with}))
     return out
 
 

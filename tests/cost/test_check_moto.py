@@ -143,11 +143,65 @@ def test_steady_state_checks_list_only_unattached_volumes(aws, state_dir):
     first = check(start + timedelta(hours=1))["steady"]
     second = check(start + timedelta(hours=2))["steady"]
     filters = [[f["Name"] for f in call] for call in asked]
-    assert filters == [["tag-key"], ["status", "tag-key"]]
+    # The first lists every volume and matches the tag here; the second only unattached ones.
+    assert filters == [[], ["status"]]
     # Same resources and the same burn: the root volume's size came from the ledger.
     assert second["resources"] == first["resources"] == 3
     assert second["hourly_usd"] == pytest.approx(first["hourly_usd"])
     assert made["volume"]
+
+
+def _asked_instance_filters() -> list[list[str]]:
+    from dsinfra.cloud.aws import _session
+
+    asked: list[list[str]] = []
+    _session().events.register(
+        "provide-client-params.ec2.DescribeInstances",
+        lambda params, **kw: asked.append([f["Name"] for f in params.get("Filters", [])]))
+    return asked
+
+
+def _launch_foreign(count: int) -> list[str]:
+    """Instances in the same account that are not dsinfra's (no dsinfra:stack tag), one
+    launch each (moto pages DescribeInstances by reservation)."""
+    from dsinfra.cloud.aws import client
+
+    ec2 = client("ec2", "us-east-1")
+    return [ec2.run_instances(
+        ImageId="ami-12c6146b", MinCount=1, MaxCount=1, InstanceType="t3.micro",
+        TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "team", "Value": "web"}]}]
+    )["Instances"][0]["InstanceId"] for _ in range(count)]
+
+
+def test_instances_are_matched_to_the_tag_client_side_across_pages(aws, state_dir,
+                                                                   monkeypatch):
+    from dsinfra.cloud import inventory
+
+    monkeypatch.setitem(inventory.PAGE_SIZE, "describe_instances", 5)
+    ours = [make_stack("paged", budget_usd=10_000, period="total")["instances"][0]
+            for _ in range(7)]
+    foreign = _launch_foreign(1)
+    asked = _asked_instance_filters()
+    found = inventory.fetch_inventory(["us-east-1"], kinds=["instance"]).resources
+    assert sorted(r.id for r in found) == sorted(ours)
+    assert not set(foreign) & {r.id for r in found}
+    # Two pages of 5, both mostly ours: the tag is never sent as a filter.
+    assert asked == [["instance-state-name"], ["instance-state-name"]]
+
+
+def test_a_region_full_of_other_instances_is_filtered_by_tag_server_side(aws, state_dir,
+                                                                        monkeypatch):
+    from dsinfra.cloud import inventory
+
+    monkeypatch.setitem(inventory.PAGE_SIZE, "describe_instances", 5)
+    _launch_foreign(12)
+    made = make_stack("needle", nodes=2, budget_usd=10_000, period="total")
+    asked = _asked_instance_filters()
+    found = inventory.fetch_inventory(["us-east-1"], kinds=["instance"]).resources
+    assert sorted(r.id for r in found) == sorted(made["instances"])
+    # The first page came back all foreign with more to come: start again with EC2's filter
+    # (one call), instead of paging through the other 12.
+    assert asked == [["instance-state-name"], ["instance-state-name", "tag-key"]]
 
 
 def test_spot_instances_are_metered_at_the_spot_price_history(aws, state_dir):

@@ -112,3 +112,16 @@ def test_a_failing_stack_does_not_stop_the_others(aws, state_dir):
     assert "dsinfra:budget-usd" in result["broken"]["reason"]
     assert result["fine"]["action_result"] == "done"
     assert set(instance_states(fine["instances"]).values()) == {"stopped"}
+
+
+@pytest.mark.parametrize("value", ["2026-11-28T15:26:15.000Z", "2026-11-28T15:26:15Z",
+                                   "2026-11-28T15:26:15.123456+00:00",
+                                   "2026-11-28T17:26:15+02:00", "Sat, 28 Nov 2026 15:26:15 GMT",
+                                   "1764343575", 1764343575])
+def test_timestamps_parse_as_botocore_parses_them(value):
+    from botocore.utils import parse_timestamp
+
+    from dsinfra.cloud.aws import _timestamp
+
+    assert _timestamp(value) == parse_timestamp(value)
+    assert _timestamp(value).tzinfo is not None
