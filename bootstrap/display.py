@@ -12,12 +12,13 @@ from dsinfra.bootstrap.plan import BootstrapReport
 
 _STYLE = {"applied": "green", "already done": "dim", "verified": "dim", "failed": "bold red",
           "skipped": "dim", "not reached": "yellow"}
-# One narrow column per step: 10 steps fit an 80-column terminal.
+# One narrow column per step: 11 steps and the host names fit an 80-column terminal.
 _CODE = {"applied": "+", "already done": "=", "verified": "ok", "failed": "FAIL",
          "skipped": "-", "not reached": "."}
 _SHORT = {"cloud-init": "init", "host-facts": "facts", "nvidia-driver": "driver",
-          "gpu-probe": "probe", "container-gpus": "gpus", "model-cache": "cache"}
-LEGEND = "+N applied (N s)  = already done  ok verified  - not needed  . not reached"
+          "gpu-probe": "probe", "container-gpus": "gpus", "model-cache": "cache",
+          "engine-image": "image"}
+LEGEND = "+N applied in N s (Nm: minutes)  = already done  ok verified  - not needed  . not reached"
 
 
 class Display:
@@ -70,6 +71,15 @@ class Display:
             print_summary(report)
 
 
+def _short_duration(seconds: float) -> str:
+    """At most three characters, so eleven step columns and the host fit 80 columns."""
+    if seconds < 99.5:
+        return f"{seconds:.0f}"
+    if seconds < 99.5 * 60:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.0f}h"
+
+
 def print_summary(report: BootstrapReport) -> None:
     from rich import box
     from rich.table import Table
@@ -83,8 +93,8 @@ def print_summary(report: BootstrapReport) -> None:
                   f"{report.stack}: {'ok' if report.ok else 'FAILED'} in "
                   f"{report.duration_s:.1f}s", title_justify="left", caption=LEGEND,
                   box=box.SIMPLE_HEAD, pad_edge=False, caption_justify="left",
-                  collapse_padding=True)
-    table.add_column("host", overflow="fold")  # long instance ids fold, steps keep columns
+                  collapse_padding=True, padding=0)
+    table.add_column("host", overflow="fold", min_width=10)  # long instance ids fold, steps keep columns
     for step in steps:
         header = _SHORT.get(step, step)
         table.add_column(header, min_width=len(header), no_wrap=True)
@@ -93,7 +103,7 @@ def print_summary(report: BootstrapReport) -> None:
         for result in host.steps:
             code = _CODE.get(result.status, result.status)
             if result.status == "applied":
-                code += f"{result.duration_s:.0f}"
+                code += _short_duration(result.duration_s)
             cells.append(Text(code, style=_STYLE.get(result.status, "")))
         table.add_row(host.host, *cells)
     out.print(table)

@@ -60,5 +60,5 @@ def write(c, p: HostPlan, step_names: list[str]) -> None:
     record = {"fingerprint": fingerprint(p, step_names, cache_dir), "token": token,
               "cache_dir": cache_dir, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                    time.gmtime())}
-    c.put_file(token + "\n", BOOT_TOKEN, mode="0600")
-    c.put_file(json.dumps(record) + "\n", MARKER, mode="0600")
+    c.put_files({BOOT_TOKEN: (token + "\n", "0600"),
+                 MARKER: (json.dumps(record) + "\n", "0600")})

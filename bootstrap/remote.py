@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import select
 import shlex
 import socket
@@ -12,6 +13,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from secrets import token_hex
 
 import paramiko
 from fabric import Config, Connection
@@ -104,6 +106,26 @@ class HostConnection(Connection):
     def out(self, command: str, *, root: bool = False) -> str:
         return self.sh(command, root=root).stdout.strip()
 
+    def gather(self, commands: dict[str, str], *, root: bool = False) -> dict[str, "Output"]:
+        """Several read-only checks in one round trip: name -> its stdout and exit status.
+
+        Each command runs in its own subshell with stderr dropped; a bootstrap is mostly
+        checks, and through a bastion every round trip costs a network RTT or two.
+        """
+        mark = "@@dsinfra:" + token_hex(4)
+        script = "; ".join(f"echo {mark}:{name}; ( {command} ) 2>/dev/null </dev/null; "
+                           f"echo {mark}:rc=$?" for name, command in commands.items())
+        out = self.sh(script, root=root, warn=True)
+        # An output without a final newline runs into its rc marker: match, don't split lines.
+        pattern = re.compile(re.escape(mark) + r":(\S+)\n(.*?)" + re.escape(mark) + r":rc=(\d+)\n",
+                             re.DOTALL)
+        results = {m.group(1): Output(m.group(2), "", int(m.group(3)))
+                   for m in pattern.finditer(out.stdout)}
+        missing = [n for n in commands if n not in results]
+        if missing:  # the script itself died (connection closed mid-way): not a check result
+            raise paramiko.SSHException(f"checks {', '.join(missing)} returned nothing")
+        return results
+
     def ensure_file(self, content: str | bytes, dest: str, *, mode: str = "0644") -> bool:
         """``put_file`` unless ``dest`` already has these bytes; True when it wrote."""
         data = content.encode() if isinstance(content, str) else content
@@ -114,19 +136,30 @@ class HostConnection(Connection):
         return True
 
     def put_file(self, content: str | bytes, dest: str, *, mode: str = "0644") -> None:
-        """Write ``content`` to ``dest`` as root with ``mode``, through SFTP from memory.
+        self.put_files({dest: (content, mode)})
+
+    def put_files(self, files: dict[str, tuple[str | bytes, str]], *, then: str = "") -> None:
+        """Write each ``dest: (content, mode)`` as root, through SFTP from memory, then run
+        ``then`` as root, all in one command after the uploads.
 
         The bytes never appear on a command line or in the log; they land first in a 0700
         upload folder of the login user, then ``install`` moves them into place.
         """
-        data = content.encode() if isinstance(content, str) else content
+        sftp = self.sftp()
         staging = ".dsinfra-upload"
-        self.sh(f"mkdir -p -m 700 ~/{staging}")
-        name = f"{staging}/{Path(dest).name}.{threading.get_ident()}"
-        self.put(io.BytesIO(data), remote=name)
-        self.log.write(f"uploaded {len(data)} bytes for {dest} (mode {mode})")
-        self.sh(f"install -D -m {mode} -o root -g root ~{self.user}/{name} {shlex.quote(dest)}"
-                f" && rm -f ~{self.user}/{name}", root=True)
+        try:
+            sftp.mkdir(staging, 0o700)
+        except OSError:
+            pass  # already there (IOError from SFTP: it exists)
+        moves = []
+        for dest, (content, mode) in files.items():
+            data = content.encode() if isinstance(content, str) else content
+            name = f"{staging}/{Path(dest).name}.{threading.get_ident()}"
+            sftp.putfo(io.BytesIO(data), name)
+            self.log.write(f"uploaded {len(data)} bytes for {dest} (mode {mode})")
+            moves.append(f"install -D -m {mode} -o root -g root ~{self.user}/{name} "
+                         f"{shlex.quote(dest)} && rm -f ~{self.user}/{name}")
+        self.sh(" && ".join(moves + ([then] if then else [])), root=True)
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,8 @@ STEPS: tuple[Step, ...] = (
          describe="a container sees every GPU"),
     Step("model-cache", system.cache_ready, system.prepare_cache,
          describe="Hugging Face cache on local NVMe (RAID 0), the DLAMI's NVMe, or EBS"),
+    Step("engine-image", engine.image_present, engine.pull_image,
+         describe="the engine's container image, pulled on every host in parallel"),
     Step("engine", engine.engine_ready, engine.start_engine, phase="engine",
          describe="the inference container as a systemd unit"),
     Step("health", engine.endpoint_healthy, engine.wait_for_endpoint, applies_to=_is_head,

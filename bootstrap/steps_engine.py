@@ -31,36 +31,48 @@ def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _stale_files(c, p: HostPlan) -> list[str]:
-    files = _files(p)
-    paths = " ".join(files)
-    # Comparing digests, not contents: the env file holds the API key.
-    out = c.sh(f"sha256sum {paths} 2>/dev/null", root=True, warn=True).stdout
-    have = {line.split()[1]: line.split()[0] for line in out.splitlines() if len(line.split()) == 2}
-    return [path for path, (content, _) in files.items() if have.get(path) != _sha256(content)]
-
-
 def engine_ready(c, p: HostPlan) -> bool:
-    if _stale_files(c, p):
-        return False
-    return c.ok(f"systemctl is-enabled --quiet {eng.UNIT_NAME}") and \
-        c.ok(f"systemctl is-active --quiet {eng.UNIT_NAME}")
+    files = _files(p)
+    # Comparing digests, not contents: the env file holds the API key.
+    got = c.gather({"sums": f"sha256sum {' '.join(files)}",
+                    "enabled": f"systemctl is-enabled --quiet {eng.UNIT_NAME}",
+                    "active": f"systemctl is-active --quiet {eng.UNIT_NAME}"}, root=True)
+    have = {line.split()[1]: line.split()[0] for line in got["sums"].stdout.splitlines()
+            if len(line.split()) == 2}
+    p.facts["engine_stale"] = [path for path, (content, _) in files.items()
+                               if have.get(path) != _sha256(content)]
+    return not p.facts["engine_stale"] and got["enabled"].exited == 0 and \
+        got["active"].exited == 0
+
+
+def image_present(c, p: HostPlan) -> bool:
+    return c.ok(f"docker image inspect --format '{{{{.Id}}}}' {shlex.quote(p.engine.image)} "
+                ">/dev/null", root=True)
+
+
+def pull_image(c, p: HostPlan) -> None:
+    """Every host pulls in the preparation phase, in parallel: a serving image is gigabytes,
+    and pulling it after the head's engine started would put the head's pull ahead of the
+    workers' (minutes on a real cluster)."""
+    p.on_progress(f"pulling {p.engine.image}")
+    c.sh(f"docker pull -q {shlex.quote(p.engine.image)}", root=True, timeout=60 * 60)
 
 
 def start_engine(c, p: HostPlan) -> None:
-    p.on_progress(f"pulling {p.engine.image}")
-    c.sh(f"docker pull -q {shlex.quote(p.engine.image)}", root=True, timeout=60 * 60)
+    """After ``engine_ready`` (its facts name the files to write): the changed files, then
+    the unit (re)started, in one command."""
     files = _files(p)
-    for path in _stale_files(c, p):
-        content, mode = files[path]
-        c.put_file(content, path, mode=mode)
-    c.sh(f"systemctl daemon-reload && systemctl enable {eng.UNIT_NAME} && "
-         f"systemctl restart {eng.UNIT_NAME}", root=True)
+    stale = p.facts.get("engine_stale", list(files))
+    c.put_files({path: files[path] for path in stale},
+                then=f"systemctl daemon-reload && systemctl enable {eng.UNIT_NAME} && "
+                     f"systemctl restart {eng.UNIT_NAME}")
 
 
 def _probe_health(c, p: HostPlan) -> dict:
-    script = resources.files("dsinfra.bootstrap").joinpath("health_check.py").read_text()
-    c.ensure_file(script, HEALTH_SCRIPT, mode="0755")
+    if p.facts.get("health_script") is not c:  # once per connection, not once per poll
+        script = resources.files("dsinfra.bootstrap").joinpath("health_check.py").read_text()
+        c.ensure_file(script, HEALTH_SCRIPT, mode="0755")
+        p.facts["health_script"] = c
     flags = " --openai" if p.engine.openai_compatible else ""
     out = c.sh(f"python3 {HEALTH_SCRIPT} --port {p.engine.port} "
                f"--health-path {shlex.quote(p.engine.health_path)} "

@@ -31,19 +31,23 @@ RAID_DEVICE = "/dev/md0"
 APT = "DEBIAN_FRONTEND=noninteractive apt-get -q -y -o Dpkg::Options::=--force-confold"
 
 
-def _installed(c, packages) -> bool:
-    names = " ".join(packages)
-    out = c.sh(f"dpkg-query -W -f='${{Package}} ${{Status}}\\n' {names} 2>/dev/null", warn=True)
-    lines = [l for l in out.stdout.splitlines() if l.endswith("install ok installed")]
-    return len(lines) == len(packages)
+def _dpkg_query(packages) -> str:
+    return f"dpkg-query -W -f='${{Package}} ${{Status}}\\n' {' '.join(packages)}"
+
+
+def _installed(listing: str, packages) -> bool:
+    """``listing``: what ``_dpkg_query`` printed."""
+    done = {line.split()[0] for line in listing.splitlines()
+            if line.endswith("install ok installed")}
+    return set(packages) <= done
 
 
 # --- cloud-init ----------------------------------------------------------------------------
 
 def cloud_init_done(c, p: HostPlan) -> bool:
-    if not c.ok("command -v cloud-init >/dev/null"):
-        return True  # not a cloud image (an inventory host): nothing to wait for
-    status = c.sh("cloud-init status", warn=True).stdout
+    # Not a cloud image (an inventory host): nothing to wait for.
+    status = c.sh("command -v cloud-init >/dev/null || { echo 'status: disabled'; exit 0; }; "
+                  "cloud-init status", warn=True).stdout
     if "status: error" in status:
         raise StepError("cloud-init finished with errors", command="cloud-init status",
                         output_tail=status.strip())
@@ -58,13 +62,15 @@ def wait_cloud_init(c, p: HostPlan) -> None:
 # --- facts ---------------------------------------------------------------------------------
 
 def read_facts(c, p: HostPlan) -> bool:
-    release = dict(line.split("=", 1) for line in c.out("cat /etc/os-release").splitlines()
+    got = c.gather({"release": "cat /etc/os-release", "kernel": "uname -r",
+                    "dlami": "test -d /opt/dlami",
+                    "gpus": "nvidia-smi --query-gpu=name --format=csv,noheader"})
+    release = dict(line.split("=", 1) for line in got["release"].stdout.splitlines()
                    if "=" in line)
     release = {k: v.strip('"') for k, v in release.items()}
     p.facts.update(os=release.get("ID", "?"), os_version=release.get("VERSION_ID", "?"),
-                   kernel=c.out("uname -r"),
-                   dlami=c.ok("test -d /opt/dlami"))
-    gpus = c.sh("nvidia-smi --query-gpu=name --format=csv,noheader", warn=True)
+                   kernel=got["kernel"].stdout.strip(), dlami=got["dlami"].exited == 0)
+    gpus = got["gpus"]
     p.facts["gpus_visible"] = (len(gpus.stdout.strip().splitlines())
                                if gpus.exited == 0 else None)
     if (p.facts["os"], p.facts["os_version"]) != ("ubuntu", "22.04"):
@@ -75,24 +81,38 @@ def read_facts(c, p: HostPlan) -> bool:
 
 # --- NVIDIA driver and CUDA ----------------------------------------------------------------
 
-def _driver_version(c) -> str | None:
-    out = c.sh("nvidia-smi --query-gpu=driver_version --format=csv,noheader", warn=True)
+DRIVER_VERSION = "nvidia-smi --query-gpu=driver_version --format=csv,noheader"
+
+
+def _version(out) -> str | None:
     return out.stdout.strip().splitlines()[0] if out.exited == 0 and out.stdout.strip() else None
 
 
-def driver_ready(c, p: HostPlan) -> bool:
-    version = _driver_version(c)
-    p.facts["driver_version"] = version
-    if version is None:
-        return False
-    if p.spec.nvswitch and not c.ok("systemctl is-active --quiet nvidia-fabricmanager"):
-        return False
-    if p.dlami:
-        return True  # the DLAMI's own driver and CUDA are verified, never replaced
+def _driver_version(c) -> str | None:
+    return _version(c.sh(DRIVER_VERSION, warn=True))
+
+
+def _driver_packages(p: HostPlan) -> list[str]:
     packages = [CUDA_TOOLKIT_PACKAGE, DRIVER_PACKAGE]
     if p.spec.nvswitch:
         packages.append(FABRICMANAGER_PACKAGE)
-    return version.startswith(DRIVER_BRANCH + ".") and _installed(c, packages)
+    return packages
+
+
+def driver_ready(c, p: HostPlan) -> bool:
+    got = c.gather({"driver": DRIVER_VERSION,
+                    "fabricmanager": "systemctl is-active --quiet nvidia-fabricmanager",
+                    "packages": _dpkg_query(_driver_packages(p))})
+    version = _version(got["driver"])
+    p.facts["driver_version"] = version
+    if version is None:
+        return False
+    if p.spec.nvswitch and got["fabricmanager"].exited != 0:
+        return False
+    if p.dlami:
+        return True  # the DLAMI's own driver and CUDA are verified, never replaced
+    return version.startswith(DRIVER_BRANCH + ".") and \
+        _installed(got["packages"].stdout, _driver_packages(p))
 
 
 def install_driver(c, p: HostPlan) -> None:
@@ -103,9 +123,7 @@ def install_driver(c, p: HostPlan) -> None:
         raise StepError("the Deep Learning AMI's NVIDIA driver does not answer (nvidia-smi "
                         "fails); replace the instance rather than reinstalling drivers on it",
                         command="nvidia-smi")
-    packages = [CUDA_TOOLKIT_PACKAGE, DRIVER_PACKAGE]
-    if p.spec.nvswitch:
-        packages.append(FABRICMANAGER_PACKAGE)
+    packages = _driver_packages(p)
     p.on_progress("installing NVIDIA driver and CUDA")
     c.sh("set -e; if ! dpkg-query -W -f='${Status}' cuda-keyring 2>/dev/null | grep -q 'ok "
          f"installed'; then d=$(mktemp -d); curl -fsSL -o $d/{CUDA_KEYRING_DEB} "
@@ -115,7 +133,8 @@ def install_driver(c, p: HostPlan) -> None:
     if p.spec.nvswitch:
         c.sh("systemctl enable nvidia-fabricmanager", root=True)
     # A fresh kernel module only loads after a reboot when an older one (or nouveau) holds on.
-    if _driver_version(c) is None or c.ok("test -f /var/run/reboot-required"):
+    got = c.gather({"driver": DRIVER_VERSION, "reboot": "test -f /var/run/reboot-required"})
+    if _version(got["driver"]) is None or got["reboot"].exited == 0:
         raise RebootRequired("the NVIDIA kernel module needs a reboot")
     if p.spec.nvswitch:
         c.sh("systemctl start nvidia-fabricmanager", root=True)
@@ -124,12 +143,12 @@ def install_driver(c, p: HostPlan) -> None:
 # --- Docker and the NVIDIA container runtime -----------------------------------------------
 
 def docker_ready(c, p: HostPlan) -> bool:
-    if not (_installed(c, DOCKER_PACKAGES) and _installed(c, NVIDIA_CTK_PACKAGES[:1])):
-        return False
-    if not c.ok("systemctl is-active --quiet docker"):
-        return False
-    runtimes = c.sh("docker info --format '{{json .Runtimes}}'", root=True, warn=True).stdout
-    return '"nvidia"' in runtimes
+    packages = (*DOCKER_PACKAGES, NVIDIA_CTK_PACKAGES[0])
+    got = c.gather({"packages": _dpkg_query(packages),
+                    "active": "systemctl is-active --quiet docker",
+                    "runtimes": "docker info --format '{{json .Runtimes}}'"}, root=True)
+    return _installed(got["packages"].stdout, packages) and got["active"].exited == 0 and \
+        '"nvidia"' in got["runtimes"].stdout
 
 
 def install_docker(c, p: HostPlan) -> None:
@@ -159,20 +178,28 @@ def container_sees_all_gpus(c, p: HostPlan) -> bool:
 
 # --- EFA -----------------------------------------------------------------------------------
 
+# The EFA installer puts fi_info under /opt/amazon/efa/bin, which is not on a non-login
+# shell's PATH.
+FI_INFO = "PATH=$PATH:/opt/amazon/efa/bin fi_info -p efa -t FI_EP_RDM"
+
+
+def _count_efa(listing: str) -> int:
+    return sum(1 for line in listing.splitlines() if line.strip().startswith("domain:"))
+
+
 def _efa_devices(c) -> int:
-    # The EFA installer puts fi_info under /opt/amazon/efa/bin, which is not on a
-    # non-login shell's PATH.
-    out = c.sh("PATH=$PATH:/opt/amazon/efa/bin fi_info -p efa -t FI_EP_RDM", warn=True)
-    return sum(1 for line in out.stdout.splitlines() if line.strip().startswith("domain:"))
+    return _count_efa(c.sh(FI_INFO, warn=True).stdout)
 
 
 def efa_ready(c, p: HostPlan) -> bool:
-    if not c.ok("test -f /opt/amazon/efa_installed_packages"):
+    got = c.gather({"installed": "test -f /opt/amazon/efa_installed_packages",
+                    "devices": FI_INFO, "env": f"cat {EFA_ENV}"}, root=True)
+    if got["installed"].exited != 0:
         return False
-    devices = _efa_devices(c)
+    devices = _count_efa(got["devices"].stdout)
     p.facts["efa_devices"] = devices
-    current = c.sh(f"cat {EFA_ENV}", root=True, warn=True).stdout
-    return devices == p.spec.efa_interfaces and current == efa_env(p.spec.efa_interfaces)
+    return devices == p.spec.efa_interfaces and \
+        got["env"].stdout == efa_env(p.spec.efa_interfaces)
 
 
 def install_efa(c, p: HostPlan) -> None:
@@ -193,9 +220,8 @@ def install_efa(c, p: HostPlan) -> None:
 
 # --- model cache ---------------------------------------------------------------------------
 
-def _instance_store_disks(c) -> list[str]:
-    out = c.out("lsblk -d -n -o NAME,MODEL")
-    return sorted("/dev/" + line.split()[0] for line in out.splitlines()
+def _instance_store_disks(lsblk: str) -> list[str]:
+    return sorted("/dev/" + line.split()[0] for line in lsblk.splitlines()
                   if "Instance Storage" in line)
 
 
@@ -204,27 +230,37 @@ def cache_dir(p: HostPlan) -> str:
 
 
 def cache_ready(c, p: HostPlan) -> bool:
-    if c.ok(f"mountpoint -q {DLAMI_NVME}"):
+    got = c.gather({"dlami": f"mountpoint -q {DLAMI_NVME}",
+                    "dlami_dir": f"test -d {DLAMI_NVME}/huggingface",
+                    "disks": "lsblk -d -n -o NAME,MODEL",
+                    "mounted": f"mountpoint -q {CACHE_MOUNT}",
+                    "fstab": f"grep -q ' {CACHE_MOUNT} ' /etc/fstab",
+                    "dir": f"test -d {CACHE_MOUNT}/huggingface"})
+    if got["dlami"].exited == 0:
         p.facts["cache_dir"], p.facts["cache_kind"] = f"{DLAMI_NVME}/huggingface", "dlami-nvme"
-        return c.ok(f"test -d {DLAMI_NVME}/huggingface")
-    disks = _instance_store_disks(c)
+        return got["dlami_dir"].exited == 0
+    disks = _instance_store_disks(got["disks"].stdout)
     p.facts["cache_kind"] = f"nvme x{len(disks)}" if disks else "ebs-root"
     p.facts["cache_dir"] = f"{CACHE_MOUNT}/huggingface"
-    if disks and not (c.ok(f"mountpoint -q {CACHE_MOUNT}")
-                      and c.ok(f"grep -q ' {CACHE_MOUNT} ' /etc/fstab")):
+    p.facts["cache_disks"] = disks
+    p.facts["cache_mounted"] = got["mounted"].exited == 0
+    if disks and not (got["mounted"].exited == 0 and got["fstab"].exited == 0):
         return False
-    return c.ok(f"test -d {CACHE_MOUNT}/huggingface")
+    return got["dir"].exited == 0
 
 
 def prepare_cache(c, p: HostPlan) -> None:
+    """After ``cache_ready`` (its facts say what the host has)."""
     if p.facts["cache_kind"] == "dlami-nvme":
         c.sh(f"mkdir -p {DLAMI_NVME}/huggingface", root=True)
         return
-    disks = _instance_store_disks(c)
-    if disks and not c.ok(f"mountpoint -q {CACHE_MOUNT}"):
+    disks = p.facts.get("cache_disks") or []
+    script = f"mkdir -p {CACHE_MOUNT}/huggingface"
+    if disks:
         p.on_progress(f"building the model cache on {len(disks)} NVMe disk(s)")
-        c.sh(_format_and_mount(disks), root=True, timeout=20 * 60)
-    c.sh(f"mkdir -p {CACHE_MOUNT}/huggingface", root=True)
+        # Idempotent as a whole: an existing array, file system, fstab line or mount stays.
+        script = f"{_format_and_mount(disks)}; {script}"
+    c.sh(script, root=True, timeout=20 * 60)
 
 
 def _format_and_mount(disks: list[str]) -> str:

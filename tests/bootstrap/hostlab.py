@@ -10,7 +10,9 @@ secure_path), which keep the host's state in /opt/fakehost/state. Needs root (CI
 
 from __future__ import annotations
 
+import ast
 import json
+import marshal
 import os
 import pwd
 import random
@@ -36,6 +38,17 @@ OS_RELEASE = ('PRETTY_NAME="Ubuntu 22.04.5 LTS"\nNAME="Ubuntu"\nVERSION_ID="22.0
 BINDS = {"opt": "/opt", "run": "/run", "home": None, "apt": "/etc/apt",
          "systemd": "/etc/systemd/system", "os-release": "/etc/os-release", "fstab": "/etc/fstab"}
 FILE_BINDS = ("os-release", "fstab")
+
+
+def read_store(state_dir: Path, name: str):
+    """A fake host's state file (state, profile, faults): marshalled, see fakehost.py."""
+    return marshal.loads((state_dir / f"{name}.marshal").read_bytes())
+
+
+def write_store(state_dir: Path, name: str, data) -> None:
+    path = state_dir / f"{name}.marshal"
+    path.write_bytes(marshal.dumps(data))
+    path.chmod(0o666)  # the login user's commands and root's both write it
 
 
 def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -98,20 +111,19 @@ class TestHost:
         return " ".join(Path(f"{self.host_key_path}.pub").read_text().split()[:2])
 
     def state(self) -> dict:
-        return json.loads((self.state_dir / "state.json").read_text())
+        return read_store(self.state_dir, "state")
 
     def commands(self) -> list[dict]:
         path = self.state_dir / "commands.log"
-        return [json.loads(l) for l in path.read_text().splitlines()] if path.exists() else []
+        return [ast.literal_eval(line) for line in path.read_text().splitlines()] \
+            if path.exists() else []
 
     def set_profile(self, **changes) -> None:
-        path = self.state_dir / "profile.json"
-        path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+        write_store(self.state_dir, "profile", {**read_store(self.state_dir, "profile"),
+                                                 **changes})
 
     def set_faults(self, faults: list[dict]) -> None:
-        path = self.state_dir / "faults.json"
-        path.write_text(json.dumps(faults))
-        path.chmod(0o666)
+        write_store(self.state_dir, "faults", faults)
 
     def reset(self) -> None:
         """Back to a freshly launched instance (sshd and its host key stay)."""
@@ -138,10 +150,8 @@ class TestHost:
         state.mkdir(parents=True, exist_ok=True)
         state.chmod(0o777)
         profile = hardware_profile(self.instance_type, dlami=self.dlami)
-        (state / "profile.json").write_text(json.dumps(profile))
-        (state / "state.json").write_text(json.dumps(initial_state(profile)))
-        for name in ("state.json", "profile.json"):
-            (state / name).chmod(0o666)
+        write_store(state, "profile", profile)
+        write_store(state, "state", initial_state(profile))
         (state / "lock").touch()
         (state / "lock").chmod(0o666)
         (state / "sshd_argv.json").write_text(json.dumps(self._sshd_argv()))
@@ -244,7 +254,10 @@ class HostLab:
         self.routes: list[str] = []
         self.fake_dir = base / "fakehost"
         shutil.copytree(FAKE_SRC, self.fake_dir, ignore=shutil.ignore_patterns("__pycache__"))
-        for path in (base, self.fake_dir, *self.fake_dir.iterdir()):
+        # Compiled once here as root: the login user cannot write __pycache__ there, and would
+        # otherwise compile every module on every fake command.
+        sh("/usr/bin/python3", "-m", "compileall", "-q", str(self.fake_dir))
+        for path in (base, self.fake_dir, *self.fake_dir.rglob("*")):
             path.chmod(0o755)
         self.fake_names = self._fake_names()
         self._user()

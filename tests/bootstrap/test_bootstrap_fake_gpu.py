@@ -11,7 +11,7 @@ import sys
 from argparse import Namespace
 from pathlib import Path
 
-from hostlab import hardware_profile, initial_state
+from hostlab import hardware_profile, initial_state, read_store, write_store
 
 from dsinfra.bootstrap import gpu_probe
 from dsinfra.gpu_check import check_gpu_facts
@@ -25,8 +25,8 @@ def fake_host(tmp_path: Path, instance_type: str, **profile) -> dict:
     state_dir = tmp_path / "state"
     state_dir.mkdir()
     prof = {**hardware_profile(instance_type, dlami=True), **profile}
-    (state_dir / "profile.json").write_text(json.dumps(prof))
-    (state_dir / "state.json").write_text(json.dumps(initial_state(prof)))
+    write_store(state_dir, "profile", prof)
+    write_store(state_dir, "state", initial_state(prof))
     return dict(os.environ, FAKEHOST_STATE=str(state_dir))
 
 
@@ -56,10 +56,10 @@ def test_fake_p5en_parses_like_the_real_h200_recording_and_matches_the_catalog(t
 
 def test_fake_host_with_a_hidden_gpu_and_no_fabric_manager_fails_the_check(tmp_path):
     env = fake_host(tmp_path, "p4d.24xlarge", hidden_gpus=[5])
-    state_path = Path(env["FAKEHOST_STATE"]) / "state.json"
-    state = json.loads(state_path.read_text())
+    state_dir = Path(env["FAKEHOST_STATE"])
+    state = read_store(state_dir, "state")
     state["units"]["nvidia-fabricmanager"]["active"] = False
-    state_path.write_text(json.dumps(state))
+    write_store(state_dir, "state", state)
 
     problems = check_gpu_facts(probe_facts(env), "p4d.24xlarge", "gpu-3")
 

@@ -11,6 +11,7 @@ import pytest
 from conftest import API_KEY, HF_TOKEN, host_entry, write_inventory
 
 from dsinfra.bootstrap.runner import bootstrap_inventory
+from dsinfra.bootstrap.steps import STEPS
 
 QWEN = "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"
 
@@ -39,7 +40,8 @@ def test_fresh_plain_ubuntu_host_gets_everything_applied_and_serves(lab, tmp_pat
     assert statuses(report) == {
         "cloud-init": "applied", "host-facts": "verified", "nvidia-driver": "applied",
         "efa": "skipped", "gpu-probe": "verified", "docker": "applied",
-        "container-gpus": "verified", "model-cache": "applied", "engine": "applied",
+        "container-gpus": "verified", "model-cache": "applied", "engine-image": "applied",
+        "engine": "applied",
         "health": "applied"}
     state = host.state()
     assert state["boot"] == 2, "the driver install rebooted the host once"
@@ -151,7 +153,7 @@ def test_changed_host_key_is_refused_before_any_command(lab, tmp_path, options):
     detail = report.hosts[0].failed_step.detail
     assert "does not match the pinned key" in detail and "refusing to connect" in detail
     assert host.commands() == []
-    assert [s.status for s in report.hosts[0].steps[1:]] == ["not reached"] * 9
+    assert [s.status for s in report.hosts[0].steps[1:]] == ["not reached"] * (len(STEPS) - 1)
 
 
 def test_unpinned_host_needs_trust_on_first_use_which_records_the_key(lab, tmp_path, options):

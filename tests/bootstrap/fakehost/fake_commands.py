@@ -1,7 +1,6 @@
 """The fake host's commands (see fakehost.py): packages, services, Docker, EFA, disks."""
 
 import os
-import re
 import sys
 
 from fakehost import BIN_DIR, STATE_DIR, State, fail, need_root, peek, profile
@@ -213,6 +212,8 @@ def mkfs_ext4(argv):
     need_root("mkfs.ext4")
     device = argv[-1]
     with State() as state:
+        import re
+
         if device not in state["arrays"] and not re.match(r"/dev/nvme\d+n1$", device):
             fail("mkfs.ext4: The file %s does not exist" % device, 1)
         state["filesystems"][device] = {"type": "ext4",
@@ -271,8 +272,6 @@ NAMES = sorted(COMMANDS)
 def resolve(name):
     handler = COMMANDS.get(name)
     if isinstance(handler, str):
-        import importlib
-
         module, function = handler.split(":")
-        handler = getattr(importlib.import_module(module), function)
+        handler = getattr(__import__(module), function)
     return handler

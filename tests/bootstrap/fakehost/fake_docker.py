@@ -1,11 +1,8 @@
 """docker on the fake host, and what an engine container does once it runs: an OpenAI-style
 HTTP server on the host's network (``--network host``) that checks the API key."""
 
-import json
-import re
 import sys
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from fakehost import State, fail, need_root, peek, profile
 
@@ -30,6 +27,8 @@ def docker(argv):
     _daemon(state)
     verb = argv[0]
     if verb == "info":
+        import json
+
         runtimes = {"io.containerd.runc.v2": {"path": "runc"}, "runc": {"path": "runc"}}
         if state.get("docker_runtime_active"):
             runtimes["nvidia"] = {"path": "nvidia-container-runtime"}
@@ -38,6 +37,11 @@ def docker(argv):
         with State() as st:
             st.setdefault("images", []).append(argv[-1])
         print("docker.io/%s" % argv[-1])
+    elif argv[:2] == ["image", "inspect"]:
+        name = argv[-1]
+        if name not in state.get("images", []):
+            fail("Error response from daemon: No such image: %s" % name, 1)
+        print("sha256:%064x" % (abs(hash(name)) % 16 ** 64))
     elif verb in ("rm", "stop"):
         return 0
     elif verb == "run":
@@ -75,6 +79,9 @@ def _run(argv, state):
 
 
 def _serve(image, command, env):
+    import re
+    from http.server import ThreadingHTTPServer
+
     if "ray start --block" in command:
         while True:  # a Ray worker: joins the head and waits
             time.sleep(3600)
@@ -91,6 +98,9 @@ def _serve(image, command, env):
 
 
 def _handler(model, key, openai, ready_at):
+    import json
+    from http.server import BaseHTTPRequestHandler
+
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, fmt, *args):
             sys.stdout.write("request %s\n" % (fmt % args))

@@ -2,12 +2,7 @@
 host (its network namespace), empties /run, loads the driver that was installed, starts the
 enabled units and sshd again, the way a machine coming back would."""
 
-import json
 import os
-import shlex
-import shutil
-import signal
-import subprocess
 import sys
 import time
 
@@ -48,13 +43,18 @@ def _alive(pid):
 
 def _detach(args):
     """Run fakehost.py with ``args`` outside the SSH session (its own session, no stdio)."""
+    import subprocess
+
     script = os.path.join(os.path.dirname(os.path.realpath(__file__)), "fakehost.py")
-    subprocess.Popen([sys.executable, script] + args, start_new_session=True,
+    subprocess.Popen([sys.executable, "-SE", script] + args, start_new_session=True,
                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                      stderr=subprocess.DEVNULL, close_fds=True)
 
 
 def _start_sshd():
+    import json
+    import subprocess
+
     with open(os.path.join(STATE_DIR, "sshd_argv.json")) as handle:
         argv = json.load(handle)
     subprocess.Popen(argv, start_new_session=True, stdin=subprocess.DEVNULL,
@@ -62,11 +62,13 @@ def _start_sshd():
 
 
 def drop_ssh(restart_after_s=None):
-    _detach(["__drop", json.dumps(restart_after_s)])
+    _detach(["__drop", repr(restart_after_s)])
 
 
 def do_drop(argv):
-    restart_after = json.loads(argv[0])
+    import signal
+
+    restart_after = None if argv[0] == "None" else float(argv[0])
     for pid in _netns_pids():
         if _comm(pid) == "sshd":
             os.kill(pid, signal.SIGKILL)
@@ -82,6 +84,9 @@ def reboot(argv=()):
 
 
 def do_reboot(argv):
+    import shutil
+    import signal
+
     time.sleep(0.3)
     for pid in _netns_pids():
         if pid != os.getpid():
@@ -144,6 +149,9 @@ def _start(state, name):
     if name == "docker":
         state["docker_runtime_active"] = bool(state.get("docker_runtime_configured"))
     if name == ENGINE_UNIT:
+        import shlex
+        import subprocess
+
         _stop(state, name)
         with open(ENGINE_UNIT_FILE) as handle:
             execstart = next(l.split("=", 1)[1].strip() for l in handle
@@ -160,7 +168,7 @@ def _stop(state, name):
     unit = state["units"].get(name, {})
     if unit.get("pid") and _alive(unit["pid"]):
         try:
-            os.killpg(unit["pid"], signal.SIGTERM)
+            os.killpg(unit["pid"], 15)  # SIGTERM (the signal module imports enum)
         except OSError:
             pass
     unit["active"], unit["pid"] = False, None

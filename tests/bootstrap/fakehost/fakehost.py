@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3 -SE
 """Test double for the commands of an Ubuntu 22.04 GPU host that need hardware or package
 repositories (nvidia-smi, apt-get, dpkg, docker, systemctl, nvidia-ctk, the EFA installer,
 fi_info, mdadm, mkfs, mount, cloud-init, reboot, curl for the vendor URLs).
@@ -9,12 +9,17 @@ PATH (and on sudo's secure_path). Each host sees its own /opt through a mount na
 mounts, the hardware profile (instance type -> GPUs, memory, EFA devices, NVMe disks), fault
 injections, and a record of every command run. Standard library only: it runs on the host's
 python3 like the real tools would run there.
+
+Cheap to start, because a bootstrap runs it ~60 times per host and eight test hosts share the
+test machine's cores: no site-packages (-S), and the state is kept with ``marshal`` rather than
+``json`` (whose import pulls in ``re`` and ``enum`` and doubled the start-up time). Modules that
+only some commands need are imported where they are used.
 """
 
+import _signal
 import fcntl
-import json
+import marshal
 import os
-import signal
 import sys
 import time
 
@@ -24,37 +29,44 @@ STATE_DIR = os.environ.get("FAKEHOST_STATE", "/opt/fakehost/state")
 BIN_DIR = os.path.join(os.path.dirname(STATE_DIR), "bin")
 
 
+def load(name):
+    """One of the state files (state, profile, faults): plain dicts and lists, marshalled."""
+    with open(os.path.join(STATE_DIR, name + ".marshal"), "rb") as handle:
+        return marshal.load(handle)
+
+
+def save(name, data):
+    path = os.path.join(STATE_DIR, name + ".marshal")
+    with open(path + ".tmp", "wb") as handle:
+        marshal.dump(data, handle)
+    os.replace(path + ".tmp", path)
+
+
 class State:
     """The host's mutable state, under an exclusive lock for the whole command."""
 
     def __enter__(self):
         self._lock = open(os.path.join(STATE_DIR, "lock"), "w")
         fcntl.flock(self._lock, fcntl.LOCK_EX)
-        with open(os.path.join(STATE_DIR, "state.json")) as handle:
-            self.data = json.load(handle)
+        self.data = load("state")
         return self.data
 
     def __exit__(self, *exc):
-        path = os.path.join(STATE_DIR, "state.json")
-        with open(path + ".tmp", "w") as handle:
-            json.dump(self.data, handle, indent=1, sort_keys=True)
-        os.replace(path + ".tmp", path)
+        save("state", self.data)
         self._lock.close()
 
 
 def profile():
-    with open(os.path.join(STATE_DIR, "profile.json")) as handle:
-        return json.load(handle)
+    return load("profile")
 
 
 def peek():
-    with open(os.path.join(STATE_DIR, "state.json")) as handle:
-        return json.load(handle)
+    return load("state")
 
 
 def record(name, argv):
-    line = json.dumps({"t": round(time.time(), 3), "cmd": name, "argv": argv,
-                       "uid": os.getuid()})
+    """One line per command, a Python literal (the tests read it with ast.literal_eval)."""
+    line = repr({"t": round(time.time(), 3), "cmd": name, "argv": argv, "uid": os.getuid()})
     with open(os.path.join(STATE_DIR, "commands.log"), "a") as handle:
         handle.write(line + "\n")
 
@@ -72,19 +84,16 @@ def need_root(name):
 def apply_faults(name, argv):
     """Injected failures: {"match": "apt-get install", "exit": 100, "stderr": "...",
     "times": 1, "drop_ssh": false, "restart_sshd_after_s": null}."""
-    path = os.path.join(STATE_DIR, "faults.json")
-    if not os.path.exists(path):
+    if not os.path.exists(os.path.join(STATE_DIR, "faults.marshal")):
         return
     joined = " ".join([name] + argv)
     with State():
-        with open(path) as handle:
-            faults = json.load(handle)
+        faults = load("faults")
         hit = next((f for f in faults if f.get("times", 1) > 0 and f["match"] in joined), None)
         if hit is None:
             return
         hit["times"] = hit.get("times", 1) - 1
-        with open(path, "w") as handle:
-            json.dump(faults, handle)
+        save("faults", faults)
     if hit.get("drop_ssh"):
         from fake_power import drop_ssh
 
@@ -111,7 +120,11 @@ def main():
     sys.exit(handler(argv) or 0)
 
 
-if __name__ == "__main__":
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+def run():
+    _signal.signal(_signal.SIGPIPE, _signal.SIG_DFL)  # _signal: signal.py imports enum
     os.umask(0)  # state files are shared by the login user and root
     main()
+
+
+if __name__ == "__main__":
+    run()
