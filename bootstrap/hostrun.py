@@ -180,10 +180,11 @@ class HostRun:
         self._progress(f"rebooting ({why})")
         conn.sh(f"touch {REBOOT_MARKER} && (nohup sh -c 'sleep 1; systemctl reboot' "
                 ">/dev/null 2>&1 &)", root=True)
-        self.close()
-        time.sleep(self.settings.backoff_s)
         deadline = time.monotonic() + self.settings.reboot_wait_s
         while time.monotonic() < deadline:
+            time.sleep(self.settings.backoff_s)
+            # The old boot's session stays open until the host goes down, and is polled on;
+            # a new connection (a full handshake) only once that one drops.
             conn = self._connect(max(deadline - time.monotonic(), 1.0))
             try:
                 if not conn.ok(f"test -e {REBOOT_MARKER}"):
@@ -192,8 +193,7 @@ class HostRun:
             except Exception as exc:  # noqa: BLE001
                 if not is_drop(exc):
                     raise
-            self.close()  # still the old boot, going down
-            time.sleep(self.settings.backoff_s)
+                self.close()
         raise StepError(f"the host did not come back within {self.settings.reboot_wait_s:.0f}s "
                         "after a reboot")
 

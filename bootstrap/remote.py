@@ -129,7 +129,9 @@ class HostConnection(Connection):
     def ensure_file(self, content: str | bytes, dest: str, *, mode: str = "0644") -> bool:
         """``put_file`` unless ``dest`` already has these bytes; True when it wrote."""
         data = content.encode() if isinstance(content, str) else content
-        have = self.sh(f"sha256sum {shlex.quote(dest)} 2>/dev/null", root=True, warn=True)
+        readable = int(mode, 8) & 0o004  # anyone may read it: no sudo needed to compare
+        have = self.sh(f"sha256sum {shlex.quote(dest)} 2>/dev/null", root=not readable,
+                       warn=True)
         if have.stdout.split()[:1] == [hashlib.sha256(data).hexdigest()]:
             return False
         self.put_file(data, dest, mode=mode)
@@ -151,14 +153,15 @@ class HostConnection(Connection):
             sftp.mkdir(staging, 0o700)
         except OSError:
             pass  # already there (IOError from SFTP: it exists)
-        moves = []
+        moves, uploaded = [], []
         for dest, (content, mode) in files.items():
             data = content.encode() if isinstance(content, str) else content
-            name = f"{staging}/{Path(dest).name}.{threading.get_ident()}"
-            sftp.putfo(io.BytesIO(data), name)
+            name = f"~{self.user}/{staging}/{Path(dest).name}.{threading.get_ident()}"
+            sftp.putfo(io.BytesIO(data), name.split("/", 1)[1])
             self.log.write(f"uploaded {len(data)} bytes for {dest} (mode {mode})")
-            moves.append(f"install -D -m {mode} -o root -g root ~{self.user}/{name} "
-                         f"{shlex.quote(dest)} && rm -f ~{self.user}/{name}")
+            moves.append(f"install -D -m {mode} -o root -g root {name} {shlex.quote(dest)}")
+            uploaded.append(name)
+        moves.append(f"rm -f {' '.join(uploaded)}")
         self.sh(" && ".join(moves + ([then] if then else [])), root=True)
 
 

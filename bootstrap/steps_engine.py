@@ -74,7 +74,8 @@ def _probe_health(c, p: HostPlan) -> dict:
         c.ensure_file(script, HEALTH_SCRIPT, mode="0755")
         p.facts["health_script"] = c
     flags = " --openai" if p.engine.openai_compatible else ""
-    out = c.sh(f"python3 {HEALTH_SCRIPT} --port {p.engine.port} "
+    # Standard library only, like the GPU probe: isolated from the host's site-packages.
+    out = c.sh(f"python3 -I -S {HEALTH_SCRIPT} --port {p.engine.port} "
                f"--health-path {shlex.quote(p.engine.health_path)} "
                f"--model {shlex.quote(p.engine.model)} --env-file {eng.ENGINE_ENV}{flags}",
                root=True)

@@ -127,7 +127,7 @@ class TestHost:
 
     def reset(self) -> None:
         """Back to a freshly launched instance (sshd and its host key stay)."""
-        self.kill(lambda comm: comm != "sshd")
+        self.kill(lambda comm: comm not in ("sshd", "fakehostd"))
         for key in BINDS:
             if key not in FILE_BINDS:
                 _empty(self.root / "fs" / key)
@@ -156,7 +156,7 @@ class TestHost:
         (state / "lock").chmod(0o666)
         (state / "sshd_argv.json").write_text(json.dumps(self._sshd_argv()))
         for command in self.lab.fake_names:
-            (fs / "opt/fakehost/bin" / command).symlink_to(self.lab.fake_dir / "fakehost.py")
+            (fs / "opt/fakehost/bin" / command).symlink_to(self.lab.fake_dir / "fakehost-client")
         if self.dlami:
             (fs / "opt/dlami/nvme").mkdir(parents=True)
             if profile["efa_devices"]:
@@ -171,7 +171,10 @@ class TestHost:
         home = pwd.getpwnam(USER).pw_dir
         binds = " && ".join(f"mount --bind {self.root / 'fs' / key} {target or home}"
                             for key, target in BINDS.items())
-        script = f"{binds} && exec {' '.join(self._sshd_argv())}"
+        # The fake commands' daemon (see fakehost.py serve) lives in the same namespaces.
+        daemon = (f"(/usr/bin/python3 -SE {self.lab.fake_dir / 'fakehost.py'} __daemon "
+                  f"</dev/null >/dev/null 2>>{self.root / 'fakehostd.log'} &)")
+        script = f"{binds} && {daemon} && exec {' '.join(self._sshd_argv())}"
         subprocess.Popen(["ip", "netns", "exec", self.netns, "unshare", "--mount",
                           "--propagation", "private", "sh", "-c", script],
                          start_new_session=True, stdin=subprocess.DEVNULL,
