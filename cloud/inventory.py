@@ -26,7 +26,8 @@ from dsinfra.spend import Resource
 # The IAM actions the inventory needs (the guard's role lists exactly these plus the actions').
 PERMISSIONS = ("ec2:DescribeInstances", "ec2:DescribeVolumes", "ec2:DescribeAddresses",
                "ec2:DescribeNatGateways", "elasticloadbalancing:DescribeLoadBalancers",
-               "elasticloadbalancing:DescribeTags", "ec2:DescribeSpotPriceHistory")
+               "elasticloadbalancing:DescribeTags", "ec2:DescribeSpotPriceHistory",
+               "ec2:DescribeVolumesModifications")
 
 LIVE_INSTANCE_STATES = ("pending", "running", "stopping", "stopped", "shutting-down")
 VOLUME_FACTS_MAX_AGE_S = 6 * 3600
@@ -126,16 +127,43 @@ def _instances(ec2, region: str, stack_filter: list[dict]) -> list[Resource]:
 def _volumes(ec2, region: str, stack_filter: list[dict], instances: list[Resource],
              known: dict[str, dict] | None) -> list[Resource]:
     """The stack's volumes. Once earlier checks have seen every volume attached to the stack's
-    instances (``known``: id -> facts from the ledger), only unattached volumes are listed:
-    sizes do not change behind a running instance's back, and the answer stays small."""
+    instances (``known``: id -> facts from the ledger), only unattached volumes are listed,
+    and the answer stays small; facts older than ``VOLUME_FACTS_MAX_AGE_S`` are brought up to
+    date from the region's volume modifications (ModifyVolume resizes and retypes in place)."""
     attached = {v: i for i in instances for v in i.attrs.get("attached_volumes", ())}
-    oldest = time.time() - VOLUME_FACTS_MAX_AGE_S  # ModifyVolume can resize in place
-    if not known or not attached or any(v not in known or known[v].get("described_at", 0) < oldest
-                                        for v in attached):
+    if not known or not attached or any(v not in known for v in attached):
         return _describe_volumes(ec2, region, [], stack_filter)
-    out = [_known_volume(known[v], instance) for v, instance in attached.items()]
+    oldest = time.time() - VOLUME_FACTS_MAX_AGE_S
+    facts = {v: known[v] for v in attached}
+    stale = {v: f for v, f in facts.items() if f.get("described_at", 0) < oldest}
+    if stale:
+        facts.update(_modified(ec2, stale))
+    out = [_known_volume(facts[v], instance) for v, instance in attached.items()]
     unattached = [{"Name": "status", "Values": ["creating", "available", "error"]}]
     return out + _describe_volumes(ec2, region, unattached, stack_filter)
+
+
+def _modified(ec2, stale: dict[str, dict]) -> dict[str, dict]:
+    """``stale`` (id -> facts) with each volume's latest modification applied: one paginated
+    DescribeVolumesModifications for the region instead of listing every volume again."""
+    latest: dict[str, dict] = {}
+    for page in ec2.get_paginator("describe_volumes_modifications").paginate():
+        for m in page["VolumesModifications"]:
+            if m["VolumeId"] in stale and m.get("ModificationState") != "failed":
+                seen = latest.get(m["VolumeId"])
+                if seen is None or _started(m) >= _started(seen):
+                    latest[m["VolumeId"]] = m
+    now, out = time.time(), {}
+    for vid, facts in stale.items():
+        m = latest.get(vid, {})
+        out[vid] = dict(facts, described_at=now,
+                        size_gib=m.get("TargetSize", facts["size_gib"]),
+                        volume_type=m.get("TargetVolumeType", facts["volume_type"]))
+    return out
+
+
+def _started(modification: dict) -> datetime:
+    return _utc(modification.get("StartTime")) or datetime.min.replace(tzinfo=timezone.utc)
 
 
 def _known_volume(facts: dict, instance: Resource) -> Resource:

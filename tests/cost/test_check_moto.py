@@ -151,6 +151,42 @@ def test_steady_state_checks_list_only_unattached_volumes(aws, state_dir):
     assert made["volume"]
 
 
+def test_old_volume_facts_are_refreshed_from_modifications_not_a_new_listing(aws, state_dir,
+                                                                           monkeypatch):
+    from dsinfra.cloud import inventory
+    from dsinfra.cloud.aws import _session, client
+
+    asked = []
+    for action in ("DescribeVolumes", "DescribeVolumesModifications"):
+        _session().events.register(f"provide-client-params.ec2.{action}",
+                                   lambda params, action=action, **kw: asked.append(action))
+    made = make_stack("resized", budget_usd=10_000, period="total")
+    start = hours_later(0)
+    before = check(start + timedelta(hours=1))["resized"]
+    root = client("ec2", "us-east-1").describe_instances(InstanceIds=made["instances"])[
+        "Reservations"][0]["Instances"][0]["BlockDeviceMappings"][0]["Ebs"]["VolumeId"]
+    client("ec2", "us-east-1").modify_volume(VolumeId=root, Size=2000, VolumeType="io2")
+    monkeypatch.setattr(inventory, "VOLUME_FACTS_MAX_AGE_S", 0)  # every fact is old now
+    after = check(start + timedelta(hours=2))["resized"]
+    # First check: the full listing. Then one modifications call and only unattached volumes.
+    assert asked == ["DescribeVolumes", "DescribeVolumesModifications", "DescribeVolumes"]
+    volumes = [r for r in inventory.fetch_inventory(
+        ["us-east-1"], ["resized"], known_volumes=_ledger_volumes()).resources
+        if r.kind == "volume"]
+    assert [(v.attrs["size_gib"], v.attrs["volume_type"]) for v in volumes] == [(2000, "io2")]
+    assert after["hourly_usd"] > before["hourly_usd"] + 0.1  # 2,000 GiB now bill (as gp3)
+
+
+def _ledger_volumes():
+    from dsinfra.cloud.local import local_context
+
+    ctx = local_context(("us-east-1",), enforce=False, now=hours_later(0), use_pulumi=False)
+    try:
+        return ctx.ledger.known_volumes()
+    finally:
+        ctx.ledger.close()
+
+
 def _asked_instance_filters() -> list[list[str]]:
     from dsinfra.cloud.aws import _session
 
