@@ -117,12 +117,15 @@ def timed_ansible(inventory: Path, work: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="fresh 1-host and 8-host bootstraps this many times (hosts reset "
+                             "to fresh between rounds); medians are reported")
     args = parser.parse_args()
     os.environ.setdefault("DSINFRA_API_KEY", "dsk-bench-0123456789abcdef")
     base = Path(tempfile.mkdtemp(prefix="dsinfra-bench-"))
     lab = HostLab(base)
     try:
-        results = run(lab, base)
+        results = run(lab, base, args.rounds)
     finally:
         lab.close()
         shutil.rmtree(base, ignore_errors=True)
@@ -130,15 +133,22 @@ def main() -> None:
           "\n".join(f"{k}: {v}" for k, v in results.items()))
 
 
-def run(lab: HostLab, base: Path) -> dict:
+def run(lab: HostLab, base: Path, rounds: int = 1) -> dict:
     options = BootstrapOptions(state_dir=base / "state", console_pins=False,
                                ssh=SshSettings(backoff_s=0.3, ssh_wait_s=30, reboot_wait_s=60),
                                health_timeout_s=120, health_poll_s=0.2)
     solo = lab.add_host("solo", "g5.xlarge")
     eight = [lab.add_host(f"node{i}", "g5.xlarge") for i in range(8)]
-    one_s = timed_bootstrap(write_inventory(lab, [solo], base / "solo.yaml"), options)
     inventory = write_inventory(lab, eight, base / "eight.yaml")
-    eight_s = timed_bootstrap(inventory, options)
+    ones, eights = [], []
+    for round_ in range(rounds):
+        if round_:
+            for host in (solo, *eight):
+                host.reset()
+            shutil.rmtree(base / "state", ignore_errors=True)  # known hosts, markers, runs
+        ones.append(timed_bootstrap(write_inventory(lab, [solo], base / "solo.yaml"), options))
+        eights.append(timed_bootstrap(inventory, options))
+    one_s, eight_s = sorted(ones)[len(ones) // 2], sorted(eights)[len(eights) // 2]
     rerun_s = timed_bootstrap(inventory, options)
     rerun_full_s = timed_bootstrap(inventory, replace(options, full_check=True))
     for host in eight:
@@ -151,6 +161,8 @@ def run(lab: HostLab, base: Path) -> dict:
     return {
         "one_host_s": round(one_s, 2), "eight_hosts_s": round(eight_s, 2),
         "eight_vs_one": round(eight_s / one_s, 2),
+        "rounds": [{"one_host_s": round(o, 2), "eight_hosts_s": round(e, 2),
+                    "eight_vs_one": round(e / o, 2)} for o, e in zip(ones, eights)],
         "rerun_eight_s": round(rerun_s, 2), "rerun_eight_full_check_s": round(rerun_full_s, 2),
         "ansible_eight_s": round(ansible_s, 2), "ansible_rerun_eight_s": round(ansible_rerun_s, 2),
         "speedup_fresh": round(ansible_s / eight_s, 2),

@@ -18,6 +18,7 @@ from dsinfra.bootstrap.remote import CommandFailed, HostConnection, HostLog, Ssh
     close_quietly, is_drop, open_connection
 
 REBOOT_MARKER = "/run/dsinfra-reboot-pending"  # /run is tmpfs: gone once the host rebooted
+REBOOT_DELAY_S = 1  # the reboot starts this long after the command returns
 
 
 class HostRun:
@@ -178,9 +179,10 @@ class HostRun:
     def _reboot(self, why: str) -> None:
         conn = self._connect(self.settings.ssh_wait_s)
         self._progress(f"rebooting ({why})")
-        conn.sh(f"touch {REBOOT_MARKER} && (nohup sh -c 'sleep 1; systemctl reboot' "
-                ">/dev/null 2>&1 &)", root=True)
+        conn.sh(f"touch {REBOOT_MARKER} && (nohup sh -c 'sleep {REBOOT_DELAY_S}; "
+                "systemctl reboot' >/dev/null 2>&1 &)", root=True)
         deadline = time.monotonic() + self.settings.reboot_wait_s
+        time.sleep(REBOOT_DELAY_S)  # the host is certainly still up until then
         while time.monotonic() < deadline:
             time.sleep(self.settings.backoff_s)
             # The old boot's session stays open until the host goes down, and is polled on;

@@ -188,9 +188,11 @@ def _phases(pool: ThreadPoolExecutor, runs: list[HostRun], steps: tuple[Step, ..
     if not head.fast:
         head.run_steps(by_phase["engine"])  # Ray head / SGLang rank 0 before the peers
     list(pool.map(lambda r: r.fast or r.run_steps(by_phase["engine"]), workers))
-    for r in runs:
-        r.run_steps(by_phase["health"])  # head-only: workers record it as skipped
-    list(pool.map(lambda r: r.write_marker(names), runs))
+    def finish(run: HostRun) -> None:
+        run.run_steps(by_phase["health"])  # head-only: workers record it as skipped
+        run.write_marker(names)  # each host's own outcome: workers need not wait for the head
+
+    list(pool.map(finish, runs))
 
 
 def _pin_from_inventory(hosts: list[HostSpec], known: KnownHosts) -> None:
