@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import re
 import select
 import shlex
@@ -23,6 +24,10 @@ from paramiko.ssh_exception import NoValidConnectionsError
 from dsinfra.bootstrap.hostkeys import KnownHosts
 from dsinfra.bootstrap.hosts import Gateway, HostSpec
 from dsinfra.bootstrap.secrets import Secrets
+
+# paramiko reports a connection reset (every reboot makes one) on stderr through logging's
+# last-resort handler, through the live display; dsinfra logs drops itself, per host.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 TAIL_LINES = 15
 # An SSH drop (sshd restarted, host rebooting, network blip) rather than a refusal.

@@ -157,3 +157,14 @@ def test_generated_api_key_is_kept_0600_and_reused(tmp_path, monkeypatch):
     assert first.api_key == again.api_key and first.api_key.startswith("dsk-")
     assert path.stat().st_mode & 0o777 == 0o600
     assert first.redact(f"key {first.api_key}") == "key ***"
+
+
+def test_paramiko_reset_messages_stay_off_the_terminal(capfd):
+    """A reboot resets the SSH connection; paramiko's transport logs that at ERROR, which
+    Python's last-resort handler printed through the live display."""
+    import logging
+
+    import dsinfra.bootstrap.remote  # noqa: F401 - installs the handler
+
+    logging.getLogger("paramiko.transport").error("Socket exception: Connection reset by peer")
+    assert "Socket exception" not in capfd.readouterr().err
