@@ -132,15 +132,22 @@ class HostConnection(Connection):
         return results
 
     def ensure_file(self, content: str | bytes, dest: str, *, mode: str = "0644") -> bool:
-        """``put_file`` unless ``dest`` already has these bytes; True when it wrote."""
+        """``put_file`` unless ``dest`` already has these bytes; True when it wrote. Compared
+        once per connection (a polling loop re-ensures for free)."""
         data = content.encode() if isinstance(content, str) else content
+        digest = hashlib.sha256(data).hexdigest()
+        # Straight in __dict__: fabric turns unknown attribute writes into config entries.
+        ensured = self.__dict__.setdefault("_ensured", {})
+        if ensured.get(dest) == digest:
+            return False
         readable = int(mode, 8) & 0o004  # anyone may read it: no sudo needed to compare
         have = self.sh(f"sha256sum {shlex.quote(dest)} 2>/dev/null", root=not readable,
                        warn=True)
-        if have.stdout.split()[:1] == [hashlib.sha256(data).hexdigest()]:
-            return False
-        self.put_file(data, dest, mode=mode)
-        return True
+        wrote = have.stdout.split()[:1] != [digest]
+        if wrote:
+            self.put_file(data, dest, mode=mode)
+        ensured[dest] = digest
+        return wrote
 
     def put_file(self, content: str | bytes, dest: str, *, mode: str = "0644") -> None:
         self.put_files({dest: (content, mode)})

@@ -69,10 +69,8 @@ def start_engine(c, p: HostPlan) -> None:
 
 
 def _probe_health(c, p: HostPlan) -> dict:
-    if p.facts.get("health_script") is not c:  # once per connection, not once per poll
-        script = resources.files("dsinfra.bootstrap").joinpath("health_check.py").read_text()
-        c.ensure_file(script, HEALTH_SCRIPT, mode="0755")
-        p.facts["health_script"] = c
+    script = resources.files("dsinfra.bootstrap").joinpath("health_check.py").read_text()
+    c.ensure_file(script, HEALTH_SCRIPT, mode="0755")
     flags = " --openai" if p.engine.openai_compatible else ""
     # Standard library only, like the GPU probe: isolated from the host's site-packages.
     out = c.sh(f"python3 -I -S {HEALTH_SCRIPT} --port {p.engine.port} "
