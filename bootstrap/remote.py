@@ -80,17 +80,19 @@ class HostConnection(Connection):
            timeout: float | None = None) -> "Output":
         """Run ``command`` through bash (as root via ``sudo -n`` when asked), logged.
 
-        Straight on a paramiko channel rather than through invoke's Runner: a bootstrap run
-        is hundreds of short checks, and the Runner's thread-and-poll loop costs ~40 ms each.
-        Stdin is closed (nothing may ever wait for a prompt).
+        Through one long-lived shell per privilege (``Shell``) rather than invoke's Runner or
+        a channel per command: a bootstrap is mostly short checks, and a new channel, bash and
+        sudo for each cost more than the check. Each command runs in its own subshell with
+        stdin closed (nothing may ever wait for a prompt, nor leak ``set -e`` or ``cd``).
         """
-        line = f"bash -c {shlex.quote(command)}"
-        if root and self.user != "root":
-            line = f"sudo -n {line}"
         self.log.write(f"$ {command}" + (" (root)" if root else ""))
         if not self.is_connected:
             self.open()
-        result = _exec(self.transport, line, timeout)
+        shells = self.__dict__.setdefault("_shells", {})  # see ensure_file on __dict__
+        shell = shells.get(root)
+        if shell is None or not shell.alive:
+            shell = shells[root] = Shell(self.transport, root=root and self.user != "root")
+        result = shell.run(command, timeout)
         output = result.stdout + result.stderr
         if result.exited is None:
             self.log.write(f"timed out after {timeout}s\n{output}")
@@ -177,40 +179,67 @@ class HostConnection(Connection):
         self.sh(" && ".join(moves + ([then] if then else [])), root=True)
 
 
+class Shell:
+    """``bash`` (or ``sudo -n bash``) on one channel, fed commands on stdin. After each
+    command it prints a marker led by the byte 0x01, with the exit status, on stdout and one on
+    stderr, so both streams come back exactly as the command wrote them."""
+
+    def __init__(self, transport: paramiko.Transport, *, root: bool) -> None:
+        self.channel = transport.open_session(timeout=30)
+        self.channel.exec_command("sudo -n bash --noprofile --norc" if root
+                                  else "bash --noprofile --norc")
+        self.transport = transport
+
+    @property
+    def alive(self) -> bool:
+        return not self.channel.closed and not self.channel.exit_status_ready() and \
+            self.transport.is_active()
+
+    def run(self, command: str, timeout: float | None) -> "Output":
+        mark = "\x01" + token_hex(6)
+        done_out = re.compile(re.escape(mark) + r" (\d+)\n")
+        self.channel.sendall(f"( {command}\n) </dev/null; printf '%b %d\\n' "
+                             f"'\\x01{mark[1:]}' $?; printf '%b\\n' '\\x01{mark[1:]}' >&2\n"
+                             .encode())
+        out, err = bytearray(), bytearray()
+        deadline = time.monotonic() + timeout if timeout else None
+        code = None
+        while True:
+            text_out = out.decode(errors="replace")
+            found = done_out.search(text_out)
+            if found and (mark + "\n").encode() in err:
+                code = int(found.group(1))
+                stdout = text_out[:found.start()]
+                stderr = err.decode(errors="replace").split(mark + "\n")[0]
+                return Output(stdout, stderr, code)
+            if self.channel.recv_ready():
+                out += self.channel.recv(65536)
+            elif self.channel.recv_stderr_ready():
+                err += self.channel.recv_stderr(65536)
+            elif self.channel.closed or self.channel.exit_status_ready() or \
+                    not self.transport.is_active():
+                self.close()
+                return Output(out.decode(errors="replace"), err.decode(errors="replace"), -1)
+            else:
+                wait = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
+                if wait <= 0:
+                    self.close()  # the command may still run: this shell is not reusable
+                    return Output(out.decode(errors="replace"), err.decode(errors="replace"),
+                                  None)
+                select.select([self.channel], [], [], wait)
+
+    def close(self) -> None:
+        try:
+            self.channel.close()
+        except Exception:  # noqa: BLE001 - a dead transport may raise anything
+            pass
+
+
 @dataclass(frozen=True)
 class Output:
     stdout: str
     stderr: str
     exited: int | None  # None: timed out; -1: the connection went away
-
-
-def _exec(transport: paramiko.Transport, line: str, timeout: float | None) -> Output:
-    channel = transport.open_session(timeout=30)
-    try:
-        channel.exec_command(line)
-        channel.shutdown_write()
-        out, err = bytearray(), bytearray()
-        deadline = time.monotonic() + timeout if timeout else None
-        while True:
-            if channel.recv_ready():
-                out += channel.recv(65536)
-            elif channel.recv_stderr_ready():
-                err += channel.recv_stderr(65536)
-            elif channel.exit_status_ready() or channel.closed or not transport.is_active():
-                break
-            else:
-                wait = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
-                if wait <= 0:
-                    return Output(out.decode(errors="replace"), err.decode(errors="replace"),
-                                  None)
-                select.select([channel], [], [], wait)
-        while channel.recv_ready() or channel.recv_stderr_ready():
-            out += channel.recv(65536) if channel.recv_ready() else b""
-            err += channel.recv_stderr(65536) if channel.recv_stderr_ready() else b""
-        code = channel.recv_exit_status() if channel.exit_status_ready() else -1
-        return Output(out.decode(errors="replace"), err.decode(errors="replace"), code)
-    finally:
-        channel.close()
 
 
 @dataclass(frozen=True)

@@ -79,12 +79,12 @@ def _run(argv, state):
 
 
 def _serve(image, command, env):
-    import re
-    from http.server import ThreadingHTTPServer
-
     if "ray start --block" in command:
         while True:  # a Ray worker: joins the head and waits
             time.sleep(3600)
+    import re
+    from http.server import ThreadingHTTPServer
+
     port = int(re.findall(r"--port['\s=]+(\d+)", command)[-1])  # Ray's own --port comes first
     model = re.search(r"--(?:served-model-name|model-path|model_path|model)['\s=]+([^\s']+)",
                       command).group(1)
