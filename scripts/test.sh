@@ -13,6 +13,8 @@ command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 # python3 that runs the fake GPU-host commands and the probe inside each host.
 command -v unshare >/dev/null 2>&1 || need_apt+=(util-linux)
 command -v ssh-keygen >/dev/null 2>&1 || need_apt+=(openssh-client)
+# The test hosts' fake commands are a small C client (tests/bootstrap/fakehost/fakehost-client.c).
+command -v cc >/dev/null 2>&1 || command -v gcc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
 [ -x /usr/bin/python3 ] || need_apt+=(python3)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then

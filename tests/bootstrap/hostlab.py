@@ -4,8 +4,9 @@ Each host is an sshd (Debian's openssh-server) in its own network namespace with
 169.254.x.x address on a veth pair, and in its own mount namespace where /opt, /run, the login
 user's home, /etc/apt, /etc/systemd/system, /etc/fstab and /etc/os-release are that host's own
 folders. Logins use a non-root user with passwordless sudo. The hardware- and repository-bound
-commands are the fakehost scripts in /opt/fakehost/bin (first on PATH and on sudo's
-secure_path), which keep the host's state in /opt/fakehost/state. Needs root (CI runs as root).
+commands are links in /opt/fakehost/bin (first on PATH and on sudo's secure_path) to a small
+C client of the host's fakehost daemon (fakehost/fakehost.py), which keeps the host's state
+in /opt/fakehost/state. Needs root (CI runs as root) and a C compiler.
 """
 
 from __future__ import annotations
@@ -156,7 +157,7 @@ class TestHost:
         (state / "lock").chmod(0o666)
         (state / "sshd_argv.json").write_text(json.dumps(self._sshd_argv()))
         for command in self.lab.fake_names:
-            (fs / "opt/fakehost/bin" / command).symlink_to(self.lab.fake_dir / "fakehost-client")
+            (fs / "opt/fakehost/bin" / command).symlink_to(self.lab.fake_client)
         if self.dlami:
             (fs / "opt/dlami/nvme").mkdir(parents=True)
             if profile["efa_devices"]:
@@ -260,6 +261,11 @@ class HostLab:
         # Compiled once here as root: the login user cannot write __pycache__ there, and would
         # otherwise compile every module on every fake command.
         sh("/usr/bin/python3", "-m", "compileall", "-q", str(self.fake_dir))
+        # Every fake command is a link to this small C client of the host's fakehost daemon
+        # (scripts/test.sh installs a compiler where there is none).
+        self.fake_client = self.fake_dir / "fakehost-client"
+        sh(shutil.which("cc") or "gcc", "-O2", "-o", str(self.fake_client),
+           str(self.fake_dir / "fakehost-client.c"))
         for path in (base, self.fake_dir, *self.fake_dir.rglob("*")):
             path.chmod(0o755)
         self.fake_names = self._fake_names()

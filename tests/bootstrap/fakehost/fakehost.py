@@ -120,10 +120,10 @@ def needs_own_process(name, argv):
 
 def serve():
     """``fakehost.py __daemon``: the commands' fast path. The test host's fake commands are
-    links to ``fakehost-client``, a bash script that sends its uid, working directory and argv
-    here; the daemon runs the same handler the script would, with the caller's effective uid
-    and groups and in its directory, so a command costs a few syscalls instead of a Python
-    start-up. Requests are served one at a time (one host's commands, and no handler waits).
+    links to ``fakehost-client`` (fakehost-client.c, compiled by the lab), which sends its
+    uid, working directory and argv here; the daemon runs the same handler the script would,
+    with the caller's effective uid and groups and in its directory, so a command costs a few
+    syscalls instead of a Python start-up. Requests are served one at a time (one host's commands, and no handler waits).
     What it cannot do the same way (``needs_own_process``) the client runs as ``fakehost.py``
     itself."""
     import io
