@@ -107,13 +107,11 @@ def apply_faults(name, argv):
 
 IN_DAEMON = False  # set in the daemon (serve)
 DAEMON_PORT = 7391  # on the host's own loopback (each test host has its network namespace)
-# Run as a process of their own, never inside the daemon: they outlive the command (a serving
-# engine container), kill the daemon (a reboot) or hold the session (an injected SSH drop).
-OWN_PROCESS = ("__reboot", "__drop", "__daemon")
-
-
 def needs_own_process(name, argv):
-    if name in OWN_PROCESS or os.path.exists(os.path.join(STATE_DIR, "faults.marshal")):
+    """Commands the daemon hands back to fakehost.py: a serving container outlives the
+    command, and an injected fault may hold the session (an SSH drop) or sleep. (The internal
+    __reboot and __drop never reach the daemon: they have no links, and fake_power forks them.)"""
+    if os.path.exists(os.path.join(STATE_DIR, "faults.marshal")):
         return True
     return name == "docker" and argv[:1] == ["run"] and argv[-2:] != ["nvidia-smi", "-L"]
 
