@@ -38,9 +38,11 @@ class HostPlan:
     secrets: Secrets
     tier: str = "dev"
     health_timeout_s: float = HEALTH_TIMEOUT_S["dev"]
-    health_poll_s: float = 10.0
+    health_poll_s: float = 2.0
+    health_report_s: float = 15.0  # how often a wait for the engine reports back
     facts: dict[str, Any] = field(default_factory=dict)
     on_progress: Callable[[str], None] = lambda message: None
+    stop_waiting: Callable[[], str | None] = lambda: None  # a reason to give up waiting
 
     @property
     def spec(self):

@@ -39,7 +39,8 @@ class BootstrapOptions:
     state_dir: Path | None = None  # default: <project>/.dsinfra, else ./.dsinfra
     ssh: SshSettings = field(default_factory=SshSettings)
     health_timeout_s: float | None = None  # default: per tier (HEALTH_TIMEOUT_S)
-    health_poll_s: float = 10.0
+    health_poll_s: float = 2.0  # the host asks /health this often while the engine loads
+    health_report_s: float = 15.0  # and reports back (progress, unit state) this often
     console_pins: bool = True  # read host keys from EC2 GetConsoleOutput (stack hosts)
     full_check: bool = False  # run every step's check even on hosts whose marker matches
     api_key: str | None = None  # the stack's own key (from its outputs), over env and file
@@ -129,7 +130,8 @@ def run_bootstrap(config: StackConfig, hosts: list[HostSpec], *, known: KnownHos
                       enabled=progress is True,
                       forward=progress if callable(progress) else None)
     runs = [HostRun(HostPlan(host=h, engine=plan, secrets=secrets, tier=config.tier,
-                             health_timeout_s=timeout, health_poll_s=options.health_poll_s),
+                             health_timeout_s=timeout, health_poll_s=options.health_poll_s,
+                             health_report_s=options.health_report_s),
                     known, HostLog(run_dir / f"{_safe(h.name)}.log", secrets), options.ssh,
                     display.update)
             for h in hosts]
@@ -187,12 +189,23 @@ def _phases(pool: ThreadPoolExecutor, runs: list[HostRun], steps: tuple[Step, ..
         return
     if not head.fast:
         head.run_steps(by_phase["engine"])  # Ray head / SGLang rank 0 before the peers
-    list(pool.map(lambda r: r.fast or r.run_steps(by_phase["engine"]), workers))
+
     def finish(run: HostRun) -> None:
         run.run_steps(by_phase["health"])  # head-only: workers record it as skipped
         run.write_marker(names)  # each host's own outcome: workers need not wait for the head
 
-    list(pool.map(finish, runs))
+    # The head's wait for its endpoint starts now: the engine loads (and, multi-node, waits
+    # for its peers) while the workers start theirs. A worker that fails stops that wait.
+    head.plan.stop_waiting = lambda: _failed_peers(workers)
+    health = pool.submit(finish, head)
+    list(pool.map(lambda r: r.fast or r.run_steps(by_phase["engine"]), workers))
+    list(pool.map(finish, workers))
+    health.result()
+
+
+def _failed_peers(workers: list[HostRun]) -> str | None:
+    failed = [r.plan.host.name for r in workers if r.failed]
+    return f"{', '.join(failed)} could not start its engine" if failed else None
 
 
 def _pin_from_inventory(hosts: list[HostSpec], known: KnownHosts) -> None:

@@ -68,15 +68,18 @@ def start_engine(c, p: HostPlan) -> None:
                      f"systemctl restart {eng.UNIT_NAME}")
 
 
-def _probe_health(c, p: HostPlan) -> dict:
+def _probe_health(c, p: HostPlan, wait_s: float = 0.0) -> dict:
+    """One run of the health script on the host; with ``wait_s`` it polls /health there every
+    ``health_poll_s`` until the engine answers or the time is up (one SSH command per slice)."""
     script = resources.files("dsinfra.bootstrap").joinpath("health_check.py").read_text()
     c.ensure_file(script, HEALTH_SCRIPT, mode="0755")
     flags = " --openai" if p.engine.openai_compatible else ""
     # Standard library only, like the GPU probe: isolated from the host's site-packages.
     out = c.sh(f"python3 -I -S {HEALTH_SCRIPT} --port {p.engine.port} "
                f"--health-path {shlex.quote(p.engine.health_path)} "
-               f"--model {shlex.quote(p.engine.model)} --env-file {eng.ENGINE_ENV}{flags}",
-               root=True)
+               f"--model {shlex.quote(p.engine.model)} --env-file {eng.ENGINE_ENV}{flags}"
+               f" --wait {wait_s:g} --interval {p.health_poll_s:g}",
+               root=True, timeout=wait_s + 15 * 60)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -95,21 +98,29 @@ def endpoint_healthy(c, p: HostPlan) -> bool:
 
 
 def wait_for_endpoint(c, p: HostPlan) -> None:
-    """Poll until /health, /v1/models and a chat completion all succeed, or the tier's timeout."""
+    """Poll until /health, /v1/models and a chat completion all succeed, or the tier's timeout.
+    The host polls /health itself (every ``health_poll_s``); the controller hears back every
+    ``health_report_s`` to show progress, and stops early when the engine's unit failed or
+    ``stop_waiting`` names a reason (a peer node that could not start its engine)."""
     started = time.monotonic()
     deadline = started + p.health_timeout_s
     answer: dict = {}
     while time.monotonic() < deadline:
-        answer = _probe_health(c, p)
+        answer = _probe_health(c, p, wait_s=min(p.health_report_s, deadline - time.monotonic()))
         if _healthy(p, answer):
             return
+        reason = p.stop_waiting()
+        if reason:
+            raise StepError(f"stopped waiting for the engine: {reason} (last answer: "
+                            f"health={answer.get('health')}, error={answer.get('error')})")
+        if answer.get("health") == 200:  # ready, but the models or the chat answer is wrong
+            time.sleep(p.health_poll_s)
         waited = time.monotonic() - started
         p.on_progress(f"waiting for the engine: {waited:.0f}s of {p.health_timeout_s:.0f}s "
                       f"(health {answer.get('health')})")
         unit = c.sh(f"systemctl is-active {eng.UNIT_NAME}", warn=True).stdout.strip()
         if unit == "failed":
             break
-        time.sleep(p.health_poll_s)
     journal = c.sh(f"journalctl -u {eng.UNIT_NAME} -n 30 --no-pager", root=True, warn=True)
     raise StepError(
         f"the engine did not become healthy within {p.health_timeout_s:.0f}s "

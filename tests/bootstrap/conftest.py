@@ -54,7 +54,7 @@ def options(tmp_path, secrets_env):
     return BootstrapOptions(state_dir=tmp_path / "state", console_pins=False,
                             ssh=SshSettings(connect_timeout_s=3, attempts=3, backoff_s=0.3,
                                             ssh_wait_s=10, reboot_wait_s=20),
-                            health_timeout_s=15, health_poll_s=0.2)
+                            health_timeout_s=15, health_poll_s=0.2, health_report_s=1.0)
 
 
 def host_entry(lab: HostLab, host: TestHost, role: str = "head", *, pin: bool = True,

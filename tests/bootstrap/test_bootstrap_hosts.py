@@ -293,6 +293,29 @@ def test_eight_hosts_bootstrap_in_parallel_as_one_vllm_ray_cluster(lab, tmp_path
         (hosts[5].root / "fs/opt/dsinfra/etc/engine-run.sh").read_text()
 
 
+def test_worker_that_cannot_start_its_engine_stops_the_heads_wait(lab, tmp_path, options):
+    """The head waits for its endpoint while the workers start theirs; a real vLLM head then
+    waits for Ray peers that never come (here: an engine that never loads). The wait must end
+    at the worker's failure, not at the tier's timeout."""
+    head = lab.fresh("single", "g5.2xlarge", dlami=True)
+    worker = lab.fresh("second", "g5.2xlarge", dlami=True)
+    head.set_profile(engine_load_s=3600)
+    worker.set_faults([{"match": "systemctl restart dsinfra-engine", "exit": 1, "times": 9,
+                        "stderr": "Job for dsinfra-engine.service failed."}])
+    inventory = write_inventory(tmp_path / "hosts.yaml", [
+        host_entry(lab, head), host_entry(lab, worker, "worker")])
+
+    report = bootstrap_inventory(inventory, progress=False,
+                                 options=replace(options, health_timeout_s=60))
+
+    assert report.hosts[1].failed_step.step == "engine"
+    failed = report.hosts[0].failed_step
+    assert failed.step == "health"
+    assert "stopped waiting for the engine: second could not start its engine" in failed.detail
+    health = next(s for s in report.hosts[0].steps if s.step == "health")
+    assert health.duration_s < 10, health.duration_s  # one report period, not the 60 s timeout
+
+
 def test_interrupted_run_records_what_finished_and_the_next_run_resumes(lab, tmp_path, options):
     import os
     import signal

@@ -171,3 +171,76 @@ def test_paramiko_reset_messages_stay_off_the_terminal():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True)
     assert "Socket exception" not in done.stderr
+
+
+@pytest.fixture
+def http_server():
+    """A real HTTP/1.1 server on loopback that answers like uvicorn: JSON with Content-Length,
+    or chunked when the path asks for it, and 401 without the key."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            if self.headers.get("Authorization") != "Bearer k-123":
+                return self._send(401, b'{"error": "Unauthorized"}')
+            body = json.dumps({"data": [{"id": "m"}]}).encode()
+            if self.path == "/chunked":
+                self.send_response(200)
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                for part in (body[:5], body[5:]):
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+                self.wfile.write(b"0\r\n\r\n")
+                return None
+            return self._send(200, body)
+
+        def _send(self, status, body):
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+
+
+def test_health_script_speaks_http_with_length_or_chunked_bodies(http_server):
+    from dsinfra.bootstrap import health_check
+
+    assert health_check.request(http_server, "GET", "/v1/models", "k-123") == \
+        (200, '{"data": [{"id": "m"}]}')
+    assert health_check.request(http_server, "GET", "/chunked", "k-123") == \
+        (200, '{"data": [{"id": "m"}]}')
+    assert health_check.request(http_server, "GET", "/v1/models", "wrong")[0] == 401
+
+
+def test_health_script_waits_on_the_host_then_reports_the_last_answer(tmp_path):
+    import socket
+    import time
+
+    from dsinfra.bootstrap import health_check
+
+    with socket.socket() as probe:  # a port nothing listens on: connection refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = tmp_path / "engine.env"
+    env.write_text("DSINFRA_API_KEY=k-123\n")
+    args = health_check.parse(["--port", str(port), "--model", "m", "--env-file", str(env),
+                               "--wait", "0.5", "--interval", "0.1", "--openai"])
+    started = time.monotonic()
+    result = health_check.check(args, health_check._read_key(args.env_file))
+    assert 0.4 < time.monotonic() - started < 2
+    assert result["health"] is None and result["attempts"] >= 4
+    assert "refused" in result["error"].lower()
+    with pytest.raises(SystemExit, match="--port"):
+        health_check.parse(["--model", "m", "--env-file", str(env)])
+    with pytest.raises(SystemExit, match="--wait 'soon' is not a float"):
+        health_check.parse(["--wait", "soon"])
