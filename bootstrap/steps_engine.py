@@ -66,6 +66,7 @@ def start_engine(c, p: HostPlan) -> None:
     c.put_files({path: files[path] for path in stale},
                 then=f"systemctl daemon-reload && systemctl enable {eng.UNIT_NAME} && "
                      f"systemctl restart {eng.UNIT_NAME}")
+    p.facts["engine_restarted"] = True
 
 
 def _probe_health(c, p: HostPlan, wait_s: float = 0.0) -> dict:
@@ -92,6 +93,10 @@ def _healthy(p: HostPlan, answer: dict) -> bool:
 
 
 def endpoint_healthy(c, p: HostPlan) -> bool:
+    if p.facts.pop("health_proven", False):
+        return True  # the wait that just ended saw all three answers
+    if p.facts.get("engine_restarted"):
+        return False  # (re)started this run, so loading: the wait's first probe is immediate
     answer = _probe_health(c, p)
     p.facts["health"] = answer
     return _healthy(p, answer)
@@ -108,6 +113,7 @@ def wait_for_endpoint(c, p: HostPlan) -> None:
     while time.monotonic() < deadline:
         answer = _probe_health(c, p, wait_s=min(p.health_report_s, deadline - time.monotonic()))
         if _healthy(p, answer):
+            p.facts["health"], p.facts["health_proven"] = answer, True
             return
         reason = p.stop_waiting()
         if reason:
