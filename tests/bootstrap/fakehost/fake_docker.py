@@ -78,8 +78,17 @@ def _run(argv, state):
     return _serve(image, " ".join(command), env)
 
 
+class Hold(Exception):
+    """In the daemon: the command is a Ray worker that only waits; its client holds (pause())
+    instead of starting a Python to sleep in (see fakehost.serve and fakehost-client.c)."""
+
+
 def _serve(image, command, env):
     if "ray start --block" in command:
+        import fakehost
+
+        if fakehost.IN_DAEMON:
+            raise Hold()
         while True:  # a Ray worker: joins the head and waits
             time.sleep(3600)
     import re

@@ -1,6 +1,7 @@
 /* Every fake command on a test host (a link in /opt/fakehost/bin), compiled by the test lab:
  * send uid, working directory and argv to this host's fakehost daemon (fakehost.py serve) and
- * print what it answers; when there is no daemon, or it answers EXEC, run fakehost.py itself.
+ * print what it answers; when there is no daemon, or it answers EXEC, run fakehost.py itself;
+ * when it answers HOLD (a Ray worker container), wait until killed.
  * A bash script did this first; its start-up alone was a tenth of eight test hosts' CPU. */
 #include <arpa/inet.h>
 #include <libgen.h>
@@ -83,6 +84,12 @@ int main(int argc, char **argv) {
     }
     int rc;
     long olen, elen;
+    if (strncmp(head, "HOLD ", 5) == 0) { /* a process that only waits (a Ray worker) */
+        if (sscanf(head + 5, "%ld %ld", &olen, &elen) != 2) return 1;
+        if (copy_exact(fd, 1, olen) || copy_exact(fd, 2, elen)) return 1;
+        close(fd);
+        for (;;) pause();
+    }
     if (sscanf(head, "%d %ld %ld", &rc, &olen, &elen) != 3) return 1;
     if (copy_exact(fd, 1, olen) || copy_exact(fd, 2, elen)) return 1;
     return rc;

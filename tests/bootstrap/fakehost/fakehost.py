@@ -113,7 +113,8 @@ def needs_own_process(name, argv):
     __reboot and __drop never reach the daemon: they have no links, and fake_power forks them.)"""
     if os.path.exists(os.path.join(STATE_DIR, "faults.marshal")):
         return True
-    return name == "docker" and argv[:1] == ["run"] and argv[-2:] != ["nvidia-smi", "-L"]
+    return name == "docker" and argv[:1] == ["run"] and argv[-2:] != ["nvidia-smi", "-L"] \
+        and "ray start --block" not in " ".join(argv)
 
 
 def serve():
@@ -173,8 +174,9 @@ def serve():
                 os.setgroups(root_groups)
                 os.chdir("/")
             body_out, body_err = out.getvalue().encode(), err.getvalue().encode()
+            header = b"HOLD" if code is HOLD else b"%d" % code
             try:
-                conn.sendall(b"%d %d %d\n" % (code, len(body_out), len(body_err)) + body_out
+                conn.sendall(header + b" %d %d\n" % (len(body_out), len(body_err)) + body_out
                              + body_err)
             except OSError:
                 pass  # the caller went away (its session was killed)
@@ -191,13 +193,20 @@ def _request(conn):
     return int(fields[0]), fields[1], fields[3], fields[4:4 + int(fields[2])]
 
 
+HOLD = "hold"  # _run's answer for a command whose process only waits until it is killed
+
+
 def _run(fake_commands, name, argv, err):
+    import fake_docker
+
     try:
         record(name, argv)
         handler = fake_commands.resolve(name)
         if handler is None:
             fail("%s: command not found" % name, 127)
         return handler(argv) or 0
+    except fake_docker.Hold:
+        return HOLD
     except SystemExit as exit_:
         if isinstance(exit_.code, str):
             err.write(exit_.code + "\n")
