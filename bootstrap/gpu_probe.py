@@ -10,16 +10,16 @@ observes, so it can run on any host, including ones dsinfra did not create.
 Usage: python3 gpu_probe.py [--allreduce] [--allreduce-mib N] [--raw-dir DIR]
 """
 
-import argparse
-import datetime
 import json
 import os
 import re
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
+import time
+
+# Imports are kept to what every run needs (allreduce imports its own): the probe starts on
+# every host of a bootstrap, and argparse, datetime, shutil, socket and tempfile were a third
+# of its CPU time.
 
 PROBE_VERSION = 1
 GPU_QUERY_FIELDS = (
@@ -37,9 +37,18 @@ NCCL_TESTS_PATHS = ("all_reduce_perf", "/opt/nccl-tests/build/all_reduce_perf",
                     "/usr/local/cuda/efa/test-cuda-12.0/all_reduce_perf")
 
 
+def which(name):
+    """shutil.which for plain names: the first executable ``name`` on PATH, else None."""
+    for directory in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        path = os.path.join(directory or ".", name)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    return None
+
+
 def run(argv, timeout=60):
     """(exit status, stdout, stderr); 127 when the command does not exist."""
-    if shutil.which(argv[0]) is None and not os.path.isfile(argv[0]):
+    if which(argv[0]) is None and not os.path.isfile(argv[0]):
         return 127, "", "%s: command not found" % argv[0]
     try:
         proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -193,12 +202,16 @@ if __name__ == "__main__":
 
 
 def _free_port():
+    import socket
+
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
 def allreduce_torch(size_mib):
+    import tempfile
+
     out_path = tempfile.mktemp(suffix=".json")
     script = tempfile.NamedTemporaryFile("w", suffix=".py", delete=False)
     script.write(TORCH_ALLREDUCE)
@@ -232,7 +245,7 @@ def allreduce(size_mib, gpu_count):
     if gpu_count < 2:
         return {"tool": "none", "skipped": "fewer than two GPUs: no all-reduce to time"}
     for candidate in NCCL_TESTS_PATHS:
-        if shutil.which(candidate) or os.path.isfile(candidate):
+        if which(candidate) or os.path.isfile(candidate):
             code, out, err = run([candidate, "-b", "%dM" % size_mib, "-e", "%dM" % size_mib,
                                   "-g", str(gpu_count)], timeout=600)
             parsed = parse_nccl_tests(out) if code == 0 else None
@@ -255,9 +268,8 @@ def collect(args, runner=run):
         raw[name] = {"argv": argv, "exit": code, "stdout": out, "stderr": err}
         return code, out
 
-    facts = {"probe_version": PROBE_VERSION, "hostname": socket.gethostname(),
-             "collected_at": datetime.datetime.now(datetime.timezone.utc).strftime(
-                 "%Y-%m-%dT%H:%M:%SZ"),
+    facts = {"probe_version": PROBE_VERSION, "hostname": os.uname().nodename,
+             "collected_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
              "errors": []}
     code, out = capture("gpu_query", GPU_QUERY)
     facts["gpus"] = parse_gpu_query(out) if code == 0 else []
@@ -310,6 +322,8 @@ def collect(args, runner=run):
 
 
 def main(argv=None):
+    import argparse
+
     parser = argparse.ArgumentParser(description="Describe this host's GPUs as JSON.")
     parser.add_argument("--allreduce", action="store_true",
                         help="time an NCCL all-reduce across all local GPUs")

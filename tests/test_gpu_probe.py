@@ -8,6 +8,7 @@ GPUs in the same format: no 8-GPU host could be lent for a recording."""
 
 from __future__ import annotations
 
+import argparse
 import copy
 import json
 import os
@@ -49,7 +50,7 @@ def recorded_texts() -> dict[str, str]:
 
 
 def probe(texts: dict[str, str]) -> dict:
-    args = gpu_probe.argparse.Namespace(allreduce=False, allreduce_mib=0, raw_dir=None)
+    args = argparse.Namespace(allreduce=False, allreduce_mib=0, raw_dir=None)
     facts = gpu_probe.collect(args, runner=replay(texts))
     facts["allreduce"] = copy.deepcopy(RECORDED["allreduce"])
     return facts
@@ -187,7 +188,7 @@ def test_four_gpu_host_recording_parses_and_passes_as_a_4x_h200_nvswitch_host():
     """A second real recording, from a lent 4x H200 host: every pair NV18, 18 links each."""
     texts = {name: (FIXTURE_4 / "raw" / f"{name}.txt").read_text()
              for name in RAW_FILE_FOR.values()}
-    args = gpu_probe.argparse.Namespace(allreduce=False, allreduce_mib=0, raw_dir=None)
+    args = argparse.Namespace(allreduce=False, allreduce_mib=0, raw_dir=None)
     facts = gpu_probe.collect(args, runner=replay(texts))
     assert facts["gpus"] == RECORDED_4["gpus"] and facts["topology"] == RECORDED_4["topology"]
     assert all(link == "NV18" for row in facts["topology"].values() for link in row.values())
