@@ -123,11 +123,8 @@ class HostConnection(Connection):
         script = "; ".join(f"echo {mark}:{name}; ( {command} ) 2>/dev/null </dev/null; "
                            f"echo {mark}:rc=$?" for name, command in commands.items())
         out = self.sh(script, root=root, warn=True)
-        # An output without a final newline runs into its rc marker: match, don't split lines.
-        pattern = re.compile(re.escape(mark) + r":(\S+)\n(.*?)" + re.escape(mark) + r":rc=(\d+)\n",
-                             re.DOTALL)
-        results = {m.group(1): Output(m.group(2), "", int(m.group(3)))
-                   for m in pattern.finditer(out.stdout)}
+        results = {m.group(2): Output(m.group(3), "", int(m.group(4)))
+                   for m in GATHERED.finditer(out.stdout) if m.group(1) == mark}
         missing = [n for n in commands if n not in results]
         if missing:  # the script itself died (connection closed mid-way): not a check result
             raise paramiko.SSHException(f"checks {', '.join(missing)} returned nothing")
@@ -179,6 +176,22 @@ class HostConnection(Connection):
         self.sh(" && ".join(moves + ([then] if then else [])), root=True)
 
 
+# One section of ``gather``'s output: its marker, name, output and exit status. An output
+# without a final newline runs into its rc marker: match, don't split lines. Compiled once:
+# a pattern with each command's random marker in it missed re's cache every time.
+GATHERED = re.compile(r"(@@dsinfra:[0-9a-f]{8}):(\S+)\n(.*?)\1:rc=(\d+)\n", re.DOTALL)
+
+
+def _status_after(text: str, mark: str) -> tuple[str, int] | None:
+    """(what came before, exit status) when ``text`` holds ``<mark> <status>\\n``."""
+    at = text.find(mark + " ")
+    end = text.find("\n", at) if at >= 0 else -1
+    if end < 0:
+        return None
+    status = text[at + len(mark) + 1:end]
+    return (text[:at], int(status)) if status.isdigit() else None
+
+
 class Shell:
     """``bash`` (or ``sudo -n bash``) on one channel, fed commands on stdin. After each
     command it prints a marker led by the byte 0x01, with the exit status, on stdout and one on
@@ -197,7 +210,6 @@ class Shell:
 
     def run(self, command: str, timeout: float | None) -> "Output":
         mark = "\x01" + token_hex(6)
-        done_out = re.compile(re.escape(mark) + r" (\d+)\n")
         self.channel.sendall(f"( {command}\n) </dev/null; printf '%b %d\\n' "
                              f"'\\x01{mark[1:]}' $?; printf '%b\\n' '\\x01{mark[1:]}' >&2\n"
                              .encode())
@@ -206,10 +218,9 @@ class Shell:
         code = None
         while True:
             text_out = out.decode(errors="replace")
-            found = done_out.search(text_out)
+            found = _status_after(text_out, mark)
             if found and (mark + "\n").encode() in err:
-                code = int(found.group(1))
-                stdout = text_out[:found.start()]
+                stdout, code = found
                 stderr = err.decode(errors="replace").split(mark + "\n")[0]
                 return Output(stdout, stderr, code)
             if self.channel.recv_ready():
