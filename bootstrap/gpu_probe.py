@@ -283,7 +283,9 @@ def collect(args, runner=run):
     full = parse_full_query(out) if code == 0 else {}
     facts["cuda_version"] = full.get("cuda_version")
 
-    code, out = capture("nvlink_status", NVLINK_STATUS)
+    # NVLink and the GPU-to-GPU topology only exist between GPUs: one GPU has neither.
+    many = facts["gpu_count"] > 1
+    code, out = capture("nvlink_status", NVLINK_STATUS) if many else (1, "")
     links = parse_nvlink_status(out) if code == 0 else {}
     for gpu in facts["gpus"]:
         gpu_links = links.get(gpu["index"], {})
@@ -291,7 +293,7 @@ def collect(args, runner=run):
                           "active": sum(1 for s in gpu_links.values() if s is not None),
                           "inactive": sorted(k for k, s in gpu_links.items() if s is None)}
 
-    code, out = capture("topology", TOPOLOGY)
+    code, out = capture("topology", TOPOLOGY) if many else (1, "")
     facts["topology"] = parse_topology(out) if code == 0 else {}
 
     code, out = capture("fabric_manager", FABRIC_MANAGER, timeout=15)

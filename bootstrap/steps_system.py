@@ -100,9 +100,10 @@ def _driver_packages(p: HostPlan) -> list[str]:
 
 
 def driver_ready(c, p: HostPlan) -> bool:
-    got = c.gather({"driver": DRIVER_VERSION,
-                    "fabricmanager": "systemctl is-active --quiet nvidia-fabricmanager",
-                    "packages": _dpkg_query(_driver_packages(p))})
+    checks = {"driver": DRIVER_VERSION, "packages": _dpkg_query(_driver_packages(p))}
+    if p.spec.nvswitch:  # only NVSwitch hosts (p4d, p5) run the fabric manager
+        checks["fabricmanager"] = "systemctl is-active --quiet nvidia-fabricmanager"
+    got = c.gather(checks)
     version = _version(got["driver"])
     p.facts["driver_version"] = version
     if version is None:

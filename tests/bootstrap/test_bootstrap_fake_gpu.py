@@ -30,7 +30,7 @@ def fake_host(tmp_path: Path, instance_type: str, **profile) -> dict:
     return dict(os.environ, FAKEHOST_STATE=str(state_dir))
 
 
-def probe_facts(env: dict) -> dict:
+def probe_facts(env: dict, raw_dir: Path | None = None) -> dict:
     def runner(argv, timeout=60):
         if argv[0] not in ("nvidia-smi", "fi_info", "systemctl"):
             return 127, "", f"{argv[0]}: command not found"
@@ -38,7 +38,8 @@ def probe_facts(env: dict) -> dict:
                               text=True, timeout=timeout)
         return done.returncode, done.stdout, done.stderr
 
-    return gpu_probe.collect(Namespace(allreduce=False, raw_dir=None), runner=runner)
+    return gpu_probe.collect(Namespace(allreduce=False, raw_dir=raw_dir and str(raw_dir)),
+                             runner=runner)
 
 
 def test_fake_p5en_parses_like_the_real_h200_recording_and_matches_the_catalog(tmp_path):
@@ -65,3 +66,13 @@ def test_fake_host_with_a_hidden_gpu_and_no_fabric_manager_fails_the_check(tmp_p
 
     assert "gpu-3: 7 of 8 GPUs visible (expected 8x A100 for p4d.24xlarge)" in problems
     assert any("NVSwitch fabric not ready" in p for p in problems)
+
+
+def test_single_gpu_host_is_probed_without_nvlink_or_topology_queries(tmp_path):
+    facts = probe_facts(fake_host(tmp_path, "g5.xlarge"), raw_dir=tmp_path / "raw")
+
+    assert check_gpu_facts(facts, "g5.xlarge", "dev-1") == []
+    assert facts["gpu_count"] == 1 and facts["gpus"][0]["nvlinks"]["total"] == 0
+    ran = json.loads((tmp_path / "raw" / "commands.json").read_text())
+    assert "nvlink_status" not in ran and "topology" not in ran
+    assert ran["gpu_query"]["exit"] == 0 and ran["full_query"]["exit"] == 0
