@@ -116,11 +116,13 @@ class HostConnection(Connection):
     def gather(self, commands: dict[str, str], *, root: bool = False) -> dict[str, "Output"]:
         """Several read-only checks in one round trip: name -> its stdout and exit status.
 
-        Each command runs in its own subshell with stderr dropped; a bootstrap is mostly
-        checks, and through a bastion every round trip costs a network RTT or two.
+        A bootstrap is mostly checks, and through a bastion every round trip costs a network
+        RTT or two. Each command runs as a group with stderr dropped, inside the one subshell
+        that ``sh`` gives the whole script (a subshell each cost a fork per check, most of
+        them for a builtin ``test``): a command must not ``exit``, which would end the rest.
         """
         mark = "@@dsinfra:" + token_hex(4)
-        script = "; ".join(f"echo {mark}:{name}; ( {command} ) 2>/dev/null </dev/null; "
+        script = "; ".join(f"echo {mark}:{name}; {{ {command}\n}} 2>/dev/null </dev/null; "
                            f"echo {mark}:rc=$?" for name, command in commands.items())
         out = self.sh(script, root=root, warn=True)
         results = {m.group(2): Output(m.group(3), "", int(m.group(4)))
