@@ -197,3 +197,15 @@ def test_four_gpu_host_recording_parses_and_passes_as_a_4x_h200_nvswitch_host():
     assert RECORDED_4["allreduce"]["world_size"] == 4 and RECORDED_4["allreduce"]["correct"]
     assert check_gpu_facts(RECORDED_4, "p5en.48xlarge", "h")[0] == \
         "h: 4 of 8 GPUs visible (expected 8x H200 for p5en.48xlarge)"
+
+
+def test_probe_command_line_parses_its_three_options_and_refuses_others(capsys):
+    options = gpu_probe.parse_args(["--allreduce", "--allreduce-mib", "64", "--raw-dir=/x"])
+    assert (options.allreduce, options.allreduce_mib, options.raw_dir) == (True, 64, "/x")
+    assert gpu_probe.parse_args([]).allreduce_mib == 256
+    for bad, message in ((["--allreduce-mib", "lots"], "'lots' is not a whole number"),
+                         (["--raw-dir"], "--raw-dir needs a value"),
+                         (["--gpus", "8"], "unrecognized argument '--gpus'")):
+        with pytest.raises(SystemExit) as exit_:
+            gpu_probe.parse_args(bad)
+        assert exit_.value.code == 2 and message in capsys.readouterr().err
