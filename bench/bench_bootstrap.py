@@ -6,7 +6,7 @@ Measures, in one run on the same kind of fresh plain-Ubuntu g5.xlarge test hosts
   3. the same check-and-apply sequence as an ansible-core playbook (bench/ansible/bootstrap.yml)
      on the same eight hosts reset to fresh, then re-run - target: dsinfra >= 2x faster.
 
-Usage: .venv/bin/python bench/bench_bootstrap.py [--json]
+Usage: sudo .venv/bin/python bench/bench_bootstrap.py [--rounds N] [--json]
 """
 
 from __future__ import annotations
@@ -60,7 +60,11 @@ def write_inventory(lab, hosts, path: Path) -> Path:
     return path
 
 
+SETTLE_S = 1.0  # before each timed run: what a reset or the previous run left running ends
+
+
 def timed_bootstrap(inventory: Path, options: BootstrapOptions) -> float:
+    time.sleep(SETTLE_S)
     started = time.perf_counter()
     report = bootstrap_inventory(inventory, progress=False, options=options)
     elapsed = time.perf_counter() - started
