@@ -78,13 +78,16 @@ def _run(argv, state):
     return _serve(image, " ".join(command), env)
 
 
+RAY_WORKER = "ray start --block"  # a Ray worker container's command: it joins and waits
+
+
 class Hold(Exception):
     """In the daemon: the command is a Ray worker that only waits; its client holds (pause())
     instead of starting a Python to sleep in (see fakehost.serve and fakehost-client.c)."""
 
 
 def _serve(image, command, env):
-    if "ray start --block" in command:
+    if RAY_WORKER in command:
         import fakehost
 
         if fakehost.IN_DAEMON:

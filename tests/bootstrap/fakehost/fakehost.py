@@ -113,8 +113,10 @@ def needs_own_process(name, argv):
     __reboot and __drop never reach the daemon: they have no links, and fake_power forks them.)"""
     if os.path.exists(os.path.join(STATE_DIR, "faults.marshal")):
         return True
+    from fake_docker import RAY_WORKER
+
     return name == "docker" and argv[:1] == ["run"] and argv[-2:] != ["nvidia-smi", "-L"] \
-        and "ray start --block" not in " ".join(argv)
+        and RAY_WORKER not in " ".join(argv)
 
 
 def serve():
