@@ -31,7 +31,8 @@ def gpus_match_catalog(c, p: HostPlan) -> bool:
     p.facts["gpu"] = {"count": facts.get("gpu_count"), "driver": facts.get("driver_version"),
                       "cuda": facts.get("cuda_version"),
                       "efa_devices": (facts.get("efa") or {}).get("count")}
-    problems = check_gpu_facts(facts, p.host.instance_type, p.host.name)
+    problems = check_gpu_facts(facts, p.host.instance_type, p.host.name,
+                               efa_interfaces=p.host.efa_interfaces)
     if problems:
         raise StepError("; ".join(problems), command=PROBE_COMMAND,
                         output_tail="\n".join(problems))
