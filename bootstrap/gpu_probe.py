@@ -185,36 +185,6 @@ def parse_sysfs_infiniband(names):
     return sorted(n for n in names if n.startswith(("rdmap", "efa")))
 
 
-def parse_os_release(text):
-    """/etc/os-release as a dict, quotes removed."""
-    release = {}
-    for line in text.splitlines():
-        key, eq, value = line.partition("=")
-        if eq and key.strip() and not key.startswith("#"):
-            release[key.strip()] = value.strip().strip('"')
-    return release
-
-
-def parse_dpkg_status(text):
-    """{package: version} of installed packages from
-    ``dpkg-query -W -f='${Package} ${Version} ${Status}\\n'``."""
-    installed = {}
-    for line in text.splitlines():
-        cells = line.split()
-        if len(cells) >= 5 and cells[-3:] == ["install", "ok", "installed"]:
-            installed[cells[0]] = cells[1]
-    return installed
-
-
-def parse_docker_runtimes(text):
-    """Runtime names from ``docker info --format '{{json .Runtimes}}'``."""
-    try:
-        runtimes = json.loads(text.strip() or "{}")
-    except ValueError:
-        return []
-    return sorted(runtimes) if isinstance(runtimes, dict) else []
-
-
 TORCH_ALLREDUCE = r"""
 import json, os, sys, time
 import torch, torch.distributed as dist, torch.multiprocessing as mp

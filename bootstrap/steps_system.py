@@ -7,8 +7,8 @@ from __future__ import annotations
 import shlex
 
 from dsinfra.bootstrap.engine import EFA_ENV, efa_env
-from dsinfra.bootstrap.gpu_probe import (parse_docker_runtimes, parse_dpkg_status, parse_fi_info,
-                                         parse_os_release, parse_sysfs_infiniband)
+from dsinfra.bootstrap.parsers import (parse_docker_runtimes, parse_dpkg_status, parse_fi_info,
+                                       parse_os_release, parse_sysfs_infiniband)
 from dsinfra.bootstrap.plan import HostPlan, RebootRequired, StepError
 
 # Pinned versions: a re-run months later installs what was tested, not whatever is newest.

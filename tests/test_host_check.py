@@ -169,3 +169,11 @@ def test_instance_type_defaults_to_what_imdsv2_says(tmp_path, monkeypatch):
         server.shutdown()
     assert result.exit_code == 0, result.output
     assert "p4d.24xlarge, EFA interfaces attached: 4" in result.stdout
+
+
+def test_os_release_of_every_recorded_host_parses_as_ubuntu_22_04():
+    from dsinfra.bootstrap.parsers import parse_os_release
+
+    for path in HOSTS.glob("*/*/os_release.txt"):
+        release = parse_os_release(path.read_text())
+        assert (release["ID"], release["VERSION_ID"]) == ("ubuntu", "22.04"), path
