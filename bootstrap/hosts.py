@@ -68,6 +68,14 @@ def hosts_from_outputs(outputs: StackOutputs, *, key_path: Path | None) -> list[
     gateway = (Gateway(address=outputs.bastion, user=outputs.ssh_user, key_path=key_path,
                        instance_id=outputs.extra.get("bastion_id"))
                if outputs.bastion else None)
+    unknown = [n.id for n in outputs.nodes if n.efa_interfaces is None]
+    if unknown:
+        # Guessing 0 would set a multi-node stack up without EFA (NCCL over TCP, silently
+        # slow); guessing the type's maximum is the bug of issue 11.
+        raise UserError(f"the stack outputs do not say how many EFA interfaces "
+                        f"{', '.join(unknown)} were launched with (outputs from an older "
+                        "dsinfra)", hint="Run `dsinfra up STACK` (or `pulumi up`) once to "
+                        "refresh the outputs; nothing is replaced.")
     hosts = []
     for node in _head_first(outputs.nodes):
         public = node.public_ip

@@ -22,7 +22,13 @@ def test_node_outputs_carry_the_efa_interfaces_of_the_launch_template(stack, att
     assert [n.efa_interfaces for n in nodes] == [attached] * len(nodes)
 
 
-def test_outputs_without_the_key_mean_no_efa_attached():
+def test_outputs_from_before_the_key_are_refused_by_bootstrap_not_guessed():
+    from dsinfra.bootstrap.hosts import hosts_from_outputs
+    from dsinfra.errors import UserError
+
     raw = {"nodes": [{"id": "i-1", "role": "head", "private_ip": "10.0.0.5",
-                      "instance_type": "p4d.24xlarge"}]}
-    assert StackOutputs.from_dict(raw).nodes[0].efa_interfaces == 0
+                      "instance_type": "p5.48xlarge"}]}
+    assert StackOutputs.from_dict(raw).nodes[0].efa_interfaces is None
+    with pytest.raises(UserError, match="do not say how many EFA interfaces i-1") as caught:
+        hosts_from_outputs(StackOutputs.from_dict(raw), key_path=None)
+    assert caught.value.exit_code == 2 and "dsinfra up" in caught.value.hint
