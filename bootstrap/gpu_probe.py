@@ -126,12 +126,6 @@ def parse_topology(text):
     return matrix
 
 
-# `nvidia-smi -q` prints these where a GPU has no fabric state to report: A100 (p4d) prints
-# N/A with fabric manager running (bottlerocket-os/bottlerocket#3873), a single Hopper GPU
-# prints Not Supported (leptonai/gpud#1140). Only other values are a state to judge.
-FABRIC_NOT_REPORTED = ("N/A", "Not Supported")
-
-
 def parse_full_query(text):
     """CUDA version and the fabric state (NVSwitch systems) from `nvidia-smi -q`."""
     facts = {"cuda_version": None, "fabric_states": [], "fabric_statuses": []}

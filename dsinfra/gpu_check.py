@@ -24,6 +24,8 @@ MEMORY_TOLERANCE = 0.05
 # while nvidia-fabricmanager runs (bottlerocket-os/bottlerocket#3873): it is judged by the
 # service and the NVLink topology instead.
 FABRIC_STATE_GPUS = ("H100", "H200", "B200")
+# What `nvidia-smi -q` prints where a GPU has no fabric state to report: A100 prints N/A,
+# a single Hopper GPU Not Supported (leptonai/gpud#1140). Only other values are judged.
 FABRIC_NOT_REPORTED = ("N/A", "Not Supported")
 
 
