@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from conftest import USER
+from hostlab import USER
 
 from dsinfra.config import parse_stack_config
 from dsinfra.infra.lifecycle import UpOptions, bring_up
