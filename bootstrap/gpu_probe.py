@@ -21,7 +21,7 @@ import time
 # every host of a bootstrap, and argparse, datetime, shutil, socket and tempfile were a third
 # of its CPU time.
 
-PROBE_VERSION = 1
+PROBE_VERSION = 2
 GPU_QUERY_FIELDS = (
     "index", "name", "uuid", "memory.total", "driver_version", "pci.bus_id",
     "ecc.mode.current", "ecc.errors.uncorrected.volatile.total",
@@ -33,6 +33,9 @@ TOPOLOGY = ["nvidia-smi", "topo", "-m"]
 FULL_QUERY = ["nvidia-smi", "-q"]
 FABRIC_MANAGER = ["systemctl", "is-active", "nvidia-fabricmanager"]
 FI_INFO = ["fi_info", "-p", "efa", "-t", "FI_EP_RDM"]
+# A command, not os.listdir: its output is recorded with the others (--raw-dir) and replayed
+# by the test hosts through the same parser as the bootstrap's EFA step.
+SYSFS_INFINIBAND = ["ls", "-1", "/sys/class/infiniband"]
 NCCL_TESTS_PATHS = ("all_reduce_perf", "/opt/nccl-tests/build/all_reduce_perf",
                     "/usr/local/cuda/efa/test-cuda-12.0/all_reduce_perf")
 
@@ -129,35 +132,51 @@ def parse_full_query(text):
     cuda = re.search(r"^\s*CUDA Version\s*:\s*(\S+)", text, re.M)
     if cuda:
         facts["cuda_version"] = cuda.group(1)
-    in_fabric = False
+    fabric_indent = None
     for line in text.splitlines():
         stripped = line.strip()
+        indent = len(line) - len(line.lstrip())
         if stripped == "Fabric":
-            in_fabric = True
+            fabric_indent = indent
             continue
-        if in_fabric:
-            match = re.match(r"^(State|Status)\s*:\s*(.+)$", stripped)
-            if match:
-                key = "fabric_states" if match.group(1) == "State" else "fabric_statuses"
-                facts[key].append(match.group(2).strip())
-                continue
-            if stripped and not re.match(r"^(CliqueId|ClusterUUID|Health|Bandwidth|"
-                                         r"Route|Incorrect|Summary|Clique)", stripped) \
-                    and ":" not in stripped:
-                in_fabric = False
+        if fabric_indent is None or not stripped:
+            continue
+        if indent <= fabric_indent:
+            fabric_indent = None  # the next section of this GPU
+            continue
+        match = re.match(r"^(State|Status)\s*:\s*(.+)$", stripped)
+        if match and indent == fabric_indent + 4:
+            key = "fabric_states" if match.group(1) == "State" else "fabric_statuses"
+            facts[key].append(match.group(2).strip())
     return facts
 
 
 def parse_fi_info(text):
-    domains = sorted(set(re.findall(r"^\s*domain:\s*(\S+)", text, re.M)))
-    return [d for d in domains if not d.endswith("-dgrm")]
+    """EFA device names from `fi_info -p efa [-t FI_EP_RDM]`, each device once.
+
+    libfabric lists several entries per device: 1.x an ``efa`` RDM entry over ``<dev>-rdm``,
+    an ``efa`` DGRAM entry and an ``efa;ofi_rxd`` RDM entry over ``<dev>-dgrm``
+    (ofiwg/libfabric#5689, AWS's EFA guide); 2.1 and later an ``efa-direct`` and an ``efa``
+    fabric over the same ``<dev>-rdm`` domain (ofiwg/libfabric#10735). The device is the
+    domain without its ``-rdm``/``-dgrm`` suffix, as /sys/class/infiniband names it."""
+    devices = set()
+    provider = None
+    for line in text.splitlines():
+        match = re.match(r"^\s*(provider|domain):\s*(\S+)", line)
+        if not match:
+            continue
+        if match.group(1) == "provider":
+            provider = match.group(2)
+        elif provider is not None and provider.split(";")[0] == "efa":
+            devices.add(re.sub(r"-(rdm|dgrm)$", "", match.group(2)))
+    return sorted(devices)
 
 
-def efa_devices_from_sysfs():
-    base = "/sys/class/infiniband"
-    if not os.path.isdir(base):
-        return []
-    return sorted(d for d in os.listdir(base) if d.startswith(("rdmap", "efa")))
+def parse_sysfs_infiniband(names):
+    """EFA devices among the entries of /sys/class/infiniband (``ls -1`` or os.listdir)."""
+    if isinstance(names, str):
+        names = names.split()
+    return sorted(n for n in names if n.startswith(("rdmap", "efa")))
 
 
 TORCH_ALLREDUCE = r"""
@@ -304,11 +323,14 @@ def collect(args, runner=run):
 
     code, out = capture("fi_info", FI_INFO, timeout=30)
     devices = parse_fi_info(out) if code == 0 else []
-    source = "fi_info" if devices else "sysfs"
-    if not devices:
-        devices = efa_devices_from_sysfs()
-    facts["efa"] = {"devices": devices, "count": len(devices),
-                    "source": source if devices else "none"}
+    # fi_info answers for what libfabric can open; sysfs for what the kernel sees. Both are
+    # kept, so a device the kernel has but libfabric cannot use shows as a mismatch.
+    state = "ok" if code == 0 else ("absent" if code == 127 else "failed")
+    code, out = capture("sysfs_infiniband", SYSFS_INFINIBAND, timeout=15)
+    # ls exits 2 where the kernel has no RDMA device at all (no /sys/class/infiniband).
+    sysfs = parse_sysfs_infiniband(out) if code in (0, 2) else None
+    facts["efa"] = {"devices": devices, "count": len(devices), "fi_info": state,
+                    "sysfs_devices": sysfs}
 
     if args.allreduce and runner is run:
         facts["allreduce"] = allreduce(args.allreduce_mib, facts["gpu_count"])

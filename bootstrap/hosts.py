@@ -11,7 +11,7 @@ from dsinfra.errors import ConfigError, UserError
 from dsinfra.outputs import StackOutputs
 
 HOST_KEYS = ("name", "address", "port", "user", "key", "role", "instance_type", "gateway",
-             "host_key", "instance_id")
+             "host_key", "instance_id", "efa_interfaces")
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,7 @@ class HostSpec:
     instance_id: str | None = None
     private_address: str | None = None  # what peers (Ray, NCCL) use; defaults to address
     node_rank: int = 0
+    efa_interfaces: int = 0  # attached at launch (stack outputs); the type may allow more
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -67,6 +68,14 @@ def hosts_from_outputs(outputs: StackOutputs, *, key_path: Path | None) -> list[
     gateway = (Gateway(address=outputs.bastion, user=outputs.ssh_user, key_path=key_path,
                        instance_id=outputs.extra.get("bastion_id"))
                if outputs.bastion else None)
+    unknown = [n.id for n in outputs.nodes if n.efa_interfaces is None]
+    if unknown:
+        # Guessing 0 would set a multi-node stack up without EFA (NCCL over TCP, silently
+        # slow); guessing the type's maximum is the bug of issue 11.
+        raise UserError(f"the stack outputs do not say how many EFA interfaces "
+                        f"{', '.join(unknown)} were launched with (outputs from an older "
+                        "dsinfra)", hint="Run `dsinfra up STACK` (or `pulumi up`) once to "
+                        "refresh the outputs; nothing is replaced.")
     hosts = []
     for node in _head_first(outputs.nodes):
         public = node.public_ip
@@ -74,7 +83,7 @@ def hosts_from_outputs(outputs: StackOutputs, *, key_path: Path | None) -> list[
             name=node.id, address=public or node.private_ip, role=node.role,
             instance_type=node.instance_type, user=outputs.ssh_user, key_path=key_path,
             gateway=None if public else gateway, instance_id=node.id,
-            private_address=node.private_ip))
+            private_address=node.private_ip, efa_interfaces=node.efa_interfaces))
     return _ranked(hosts)
 
 
@@ -130,12 +139,17 @@ def _inventory_host(index: int, raw: Any, base: Path, source: str) -> HostSpec:
                           "a GPU instance type from the catalog: " + ", ".join(
                               n for n, s in INSTANCE_SPECS.items() if s.has_gpus), source=source)
     port = _port(raw.get("port", 22), f"{where}.port", source)
+    efa = raw.get("efa_interfaces", 0)
+    if not isinstance(efa, int) or isinstance(efa, bool) or not 0 <= efa <= spec.efa_interfaces:
+        raise ConfigError(f"{where}.efa_interfaces", efa, "the number of EFA interfaces the "
+                          f"host was launched with, 0 to {spec.efa_interfaces} for "
+                          f"{spec.name}", source=source)
     gateway = raw.get("gateway")
     return HostSpec(
         name=str(raw.get("name") or raw["address"]), address=str(raw["address"]), port=port,
         role=raw["role"], instance_type=raw["instance_type"], user=str(raw.get("user", "ubuntu")),
         key_path=_key(raw.get("key"), base), host_key=raw.get("host_key"),
-        instance_id=raw.get("instance_id"),
+        instance_id=raw.get("instance_id"), efa_interfaces=efa,
         gateway=_gateway(gateway, base, f"{where}.gateway", source) if gateway else None)
 
 

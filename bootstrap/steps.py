@@ -9,7 +9,9 @@ from dsinfra.bootstrap.plan import Step
 
 
 def _has_efa(plan) -> bool:
-    return plan.spec.efa_interfaces > 0
+    # What the launch attached, not what the type allows: a p4d without EFA interfaces in its
+    # launch template has no EFA device, and fi_info would find none.
+    return plan.host.efa_interfaces > 0
 
 
 def _is_head(plan) -> bool:
@@ -25,7 +27,7 @@ STEPS: tuple[Step, ...] = (
     Step("efa", system.efa_ready, system.install_efa, applies_to=_has_efa,
          describe="EFA software, devices and the NCCL environment"),
     Step("gpu-probe", gpu.gpus_match_catalog,
-         describe="GPU count, memory, ECC, NVLink, EFA against the catalog"),
+         describe="`dsinfra host check`: GPUs, NVLink, fabric, attached EFA"),
     Step("docker", system.docker_ready, system.install_docker,
          describe="Docker CE and the NVIDIA container runtime"),
     Step("container-gpus", system.container_sees_all_gpus,

@@ -18,7 +18,7 @@ HEALTH_SCRIPT = "/opt/dsinfra/bin/health_check.py"
 
 def _files(p: HostPlan) -> dict[str, tuple[str, str]]:
     """Every file the engine needs: path -> (content, mode)."""
-    efa = p.spec.efa_interfaces > 0
+    efa = p.host.efa_interfaces > 0
     return {
         eng.ENGINE_ENV: (eng.engine_env(p.engine, p.secrets), "0600"),
         eng.RUN_SCRIPT: (eng.run_script(p.engine, p.host, cache_dir=cache_dir(p), efa=efa),

@@ -1,13 +1,13 @@
-"""The GPU probe step: copy ``gpu_probe.py`` to the host, run it, and compare what it saw with
-what the catalog says the instance type has (``dsinfra.gpu_check``)."""
+"""The GPU probe step: copy ``gpu_probe.py`` to the host, run it, and judge what it saw exactly
+as ``dsinfra host check`` does (``dsinfra.host_check.judge``): the instance type from the
+catalog, the EFA interfaces from what the launch attached."""
 
 from __future__ import annotations
 
 import json
-from importlib import resources
 
 from dsinfra.bootstrap.plan import HostPlan, StepError
-from dsinfra.gpu_check import check_gpu_facts
+from dsinfra.host_check import judge, probe_source
 
 PROBE_PATH = "/opt/dsinfra/bin/gpu_probe.py"
 # Standard library only: -I -S keeps the host's site-packages and PYTHON* variables (a DLAMI's
@@ -15,13 +15,9 @@ PROBE_PATH = "/opt/dsinfra/bin/gpu_probe.py"
 PROBE_COMMAND = f"python3 -I -S {PROBE_PATH}"
 
 
-def _probe_source() -> str:
-    return resources.files("dsinfra.bootstrap").joinpath("gpu_probe.py").read_text()
-
-
 def gpus_match_catalog(c, p: HostPlan) -> bool:
     """Fails the step with every problem the probe found, each naming the host."""
-    c.ensure_file(_probe_source(), PROBE_PATH, mode="0755")
+    c.ensure_file(probe_source(), PROBE_PATH, mode="0755")
     out = c.sh(PROBE_COMMAND, timeout=300)
     try:
         facts = json.loads(out.stdout)
@@ -31,7 +27,8 @@ def gpus_match_catalog(c, p: HostPlan) -> bool:
     p.facts["gpu"] = {"count": facts.get("gpu_count"), "driver": facts.get("driver_version"),
                       "cuda": facts.get("cuda_version"),
                       "efa_devices": (facts.get("efa") or {}).get("count")}
-    problems = check_gpu_facts(facts, p.host.instance_type, p.host.name)
+    problems = judge(facts, p.host.instance_type, p.host.name,
+                     efa_interfaces=p.host.efa_interfaces).problems
     if problems:
         raise StepError("; ".join(problems), command=PROBE_COMMAND,
                         output_tail="\n".join(problems))

@@ -7,6 +7,8 @@ from __future__ import annotations
 import shlex
 
 from dsinfra.bootstrap.engine import EFA_ENV, efa_env
+from dsinfra.bootstrap.parsers import (parse_docker_runtimes, parse_dpkg_status, parse_fi_info,
+                                       parse_os_release, parse_sysfs_infiniband)
 from dsinfra.bootstrap.plan import HostPlan, RebootRequired, StepError
 
 # Pinned versions: a re-run months later installs what was tested, not whatever is newest.
@@ -32,14 +34,12 @@ APT = "DEBIAN_FRONTEND=noninteractive apt-get -q -y -o Dpkg::Options::=--force-c
 
 
 def _dpkg_query(packages) -> str:
-    return f"dpkg-query -W -f='${{Package}} ${{Status}}\\n' {' '.join(packages)}"
+    return f"dpkg-query -W -f='${{Package}} ${{Version}} ${{Status}}\\n' {' '.join(packages)}"
 
 
 def _installed(listing: str, packages) -> bool:
     """``listing``: what ``_dpkg_query`` printed."""
-    done = {line.split()[0] for line in listing.splitlines()
-            if line.endswith("install ok installed")}
-    return set(packages) <= done
+    return set(packages) <= set(parse_dpkg_status(listing))
 
 
 # --- cloud-init ----------------------------------------------------------------------------
@@ -65,9 +65,7 @@ def read_facts(c, p: HostPlan) -> bool:
     got = c.gather({"release": "cat /etc/os-release", "kernel": "uname -r",
                     "dlami": "test -d /opt/dlami",
                     "gpus": "nvidia-smi --query-gpu=name --format=csv,noheader"})
-    release = dict(line.split("=", 1) for line in got["release"].stdout.splitlines()
-                   if "=" in line)
-    release = {k: v.strip('"') for k, v in release.items()}
+    release = parse_os_release(got["release"].stdout)
     p.facts.update(os=release.get("ID", "?"), os_version=release.get("VERSION_ID", "?"),
                    kernel=got["kernel"].stdout.strip(), dlami=got["dlami"].exited == 0)
     gpus = got["gpus"]
@@ -148,21 +146,48 @@ def docker_ready(c, p: HostPlan) -> bool:
     got = c.gather({"packages": _dpkg_query(packages),
                     "active": "systemctl is-active --quiet docker",
                     "runtimes": "docker info --format '{{json .Runtimes}}'"}, root=True)
-    return _installed(got["packages"].stdout, packages) and got["active"].exited == 0 and \
-        '"nvidia"' in got["runtimes"].stdout
+    installed = parse_dpkg_status(got["packages"].stdout)
+    p.facts["docker_packages"] = installed
+    # The DLAMI ships Docker and the toolkit under its own package names and versions: there,
+    # what counts is a running Docker with the nvidia runtime, not which packages brought it.
+    return (p.dlami or set(packages) <= set(installed)) and got["active"].exited == 0 and \
+        "nvidia" in parse_docker_runtimes(got["runtimes"].stdout)
 
 
 def install_docker(c, p: HostPlan) -> None:
+    if p.dlami:
+        _configure_image_docker(c, p)
+        return
     p.on_progress("installing Docker CE and the NVIDIA container toolkit")
-    ctk = " ".join(f"{name}={NVIDIA_CTK_VERSION}" for name in NVIDIA_CTK_PACKAGES)
+    installed = p.facts.get("docker_packages", {})
+    docker = [name for name in DOCKER_PACKAGES if name not in installed]
+    # Pinned only where nothing is installed yet: apt-get -y refuses a downgrade, and a newer
+    # toolkit someone installed is not ours to replace.
+    ctk = [] if NVIDIA_CTK_PACKAGES[0] in installed else \
+        [f"{name}={NVIDIA_CTK_VERSION}" for name in NVIDIA_CTK_PACKAGES]
+    hold = f"apt-mark hold {' '.join(NVIDIA_CTK_PACKAGES)}; " if ctk else ""
+    install = f"{APT} install {' '.join(docker + ctk)}; " if docker or ctk else ""
     c.sh("set -e; install -m 0755 -d /etc/apt/keyrings; "
          f"curl -fsSL {DOCKER_REPO}/gpg -o /etc/apt/keyrings/docker.asc; "
          "echo \"deb [arch=amd64 signed-by=/etc/apt/keyrings/docker.asc] "
          f"{DOCKER_REPO} jammy stable\" > /etc/apt/sources.list.d/docker.list; "
-         f"{APT} update; {APT} install {' '.join(DOCKER_PACKAGES)} {ctk}; "
-         f"apt-mark hold {' '.join(NVIDIA_CTK_PACKAGES)}; "
+         f"{APT} update; {install}{hold}"
          "nvidia-ctk runtime configure --runtime=docker; systemctl enable docker; "
          "systemctl restart docker", root=True, timeout=30 * 60)
+
+
+def _configure_image_docker(c, p: HostPlan) -> None:
+    """The DLAMI's own Docker and toolkit, configured, never installed over or pinned."""
+    got = c.gather({"docker": "command -v docker", "ctk": "command -v nvidia-ctk"})
+    missing = [name for name, key in (("docker", "docker"), ("nvidia-ctk", "ctk"))
+               if got[key].exited != 0]
+    if missing:
+        raise StepError(f"the Deep Learning AMI has no {' or '.join(missing)}: dsinfra does not "
+                        "install over the image's packages; use a current DLAMI or set amiId "
+                        "to plain Ubuntu 22.04", command="command -v docker nvidia-ctk")
+    p.on_progress("adding the NVIDIA runtime to the image's Docker")
+    c.sh("set -e; nvidia-ctk runtime configure --runtime=docker; systemctl enable docker; "
+         "systemctl restart docker", root=True, timeout=10 * 60)
 
 
 def container_sees_all_gpus(c, p: HostPlan) -> bool:
@@ -182,41 +207,52 @@ def container_sees_all_gpus(c, p: HostPlan) -> bool:
 # The EFA installer puts fi_info under /opt/amazon/efa/bin, which is not on a non-login
 # shell's PATH.
 FI_INFO = "PATH=$PATH:/opt/amazon/efa/bin fi_info -p efa -t FI_EP_RDM"
+SYSFS_EFA = "ls -1 /sys/class/infiniband"
+EFA_INSTALLED = "test -f /opt/amazon/efa_installed_packages"
 
 
-def _count_efa(listing: str) -> int:
-    return sum(1 for line in listing.splitlines() if line.strip().startswith("domain:"))
+def _efa_seen(c) -> tuple[list[str], list[str]]:
+    """(devices fi_info lists, EFA devices in sysfs), each device once."""
+    got = c.gather({"devices": FI_INFO, "sysfs": SYSFS_EFA}, root=True)
+    return _efa_lists(got)
 
 
-def _efa_devices(c) -> int:
-    return _count_efa(c.sh(FI_INFO, warn=True).stdout)
+def _efa_lists(got) -> tuple[list[str], list[str]]:
+    devices = parse_fi_info(got["devices"].stdout) if got["devices"].exited == 0 else []
+    sysfs = parse_sysfs_infiniband(got["sysfs"].stdout) if got["sysfs"].exited == 0 else []
+    return devices, sysfs
 
 
 def efa_ready(c, p: HostPlan) -> bool:
-    got = c.gather({"installed": "test -f /opt/amazon/efa_installed_packages",
-                    "devices": FI_INFO, "env": f"cat {EFA_ENV}"}, root=True)
+    got = c.gather({"installed": EFA_INSTALLED, "devices": FI_INFO, "sysfs": SYSFS_EFA,
+                    "env": f"cat {EFA_ENV}"}, root=True)
     if got["installed"].exited != 0:
         return False
-    devices = _count_efa(got["devices"].stdout)
-    p.facts["efa_devices"] = devices
-    return devices == p.spec.efa_interfaces and \
-        got["env"].stdout == efa_env(p.spec.efa_interfaces)
+    devices, sysfs = _efa_lists(got)
+    p.facts["efa_devices"] = len(devices)
+    want = p.host.efa_interfaces
+    return len(devices) == want and sysfs == devices and got["env"].stdout == efa_env(want)
 
 
 def install_efa(c, p: HostPlan) -> None:
-    if not c.ok("test -f /opt/amazon/efa_installed_packages"):
+    if not c.ok(EFA_INSTALLED):
+        if p.dlami:
+            raise StepError("the Deep Learning AMI's EFA software is missing "
+                            "(/opt/amazon/efa_installed_packages): dsinfra does not install "
+                            "over the image; replace the instance", command=EFA_INSTALLED)
         p.on_progress(f"installing EFA {EFA_INSTALLER_VERSION}")
         c.sh(f"set -e; cd $(mktemp -d); curl -fsSLO {EFA_INSTALLER_URL}; "
              f"tar -xf aws-efa-installer-{EFA_INSTALLER_VERSION}.tar.gz; "
              "cd aws-efa-installer; ./efa_installer.sh -y", root=True, timeout=30 * 60)
-    devices = _efa_devices(c)
-    if devices != p.spec.efa_interfaces:
-        raise StepError(f"fi_info shows {devices} EFA device(s), {p.host.instance_type} has "
-                        f"{p.spec.efa_interfaces}: check the instance's EFA interfaces and "
-                        "security group", command="fi_info -p efa -t FI_EP_RDM",
-                        output_tail=c.sh("PATH=$PATH:/opt/amazon/efa/bin fi_info -p efa",
-                                         warn=True).stderr.strip()[-1000:])
-    c.put_file(efa_env(p.spec.efa_interfaces), EFA_ENV, mode="0644")
+    devices, sysfs = _efa_seen(c)
+    want = p.host.efa_interfaces
+    if len(devices) != want or sysfs != devices:
+        raise StepError(f"fi_info shows {len(devices)} EFA device(s) {devices}, "
+                        f"/sys/class/infiniband {len(sysfs)} {sysfs}; the instance was "
+                        f"launched with {want} EFA interface(s): check the EFA driver and the "
+                        "security group's self rule", command=FI_INFO,
+                        output_tail=c.sh(FI_INFO, warn=True).stderr.strip()[-1000:])
+    c.put_file(efa_env(want), EFA_ENV, mode="0644")
 
 
 # --- model cache ---------------------------------------------------------------------------

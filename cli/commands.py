@@ -8,3 +8,4 @@ from dsinfra.cli import doctor  # noqa: F401
 from dsinfra.cli import up  # noqa: F401
 from dsinfra.cli import bootstrap  # noqa: F401
 from dsinfra.cli import catalog_cmd, cost, down, guard, schedule, status  # noqa: F401
+from dsinfra.cli import host  # noqa: F401

@@ -1,6 +1,7 @@
 """Compare what a host's GPU probe saw (bootstrap/gpu_probe.py JSON) with what the catalog
-says its instance type has. Pure: every problem comes back as one sentence naming the host
-and what is missing, and an empty list means the host is what we pay for."""
+says its instance type has and with the EFA interfaces its launch attached. Pure: every
+problem comes back as one sentence naming the host and what is missing, and an empty list
+means the host is what we pay for."""
 
 from __future__ import annotations
 
@@ -19,18 +20,29 @@ NVLINKS_PER_GPU: dict[str, int] = {"A100": 12, "H100": 18, "H200": 18}
 ALLREDUCE_BUSBW_FLOOR_GBPS: dict[str, float] = {"A100": 150.0, "H100": 250.0, "H200": 250.0,
                                                "A10G": 5.0, "L40S": 5.0}
 MEMORY_TOLERANCE = 0.05
+# GPUs whose driver reports an NVSwitch fabric state (Hopper and later). A100 prints N/A there
+# while nvidia-fabricmanager runs (bottlerocket-os/bottlerocket#3873): it is judged by the
+# service and the NVLink topology instead.
+FABRIC_STATE_GPUS = ("H100", "H200", "B200")
+# What `nvidia-smi -q` prints where a GPU has no fabric state to report: A100 prints N/A,
+# a single Hopper GPU Not Supported (leptonai/gpud#1140). Only other values are judged.
+FABRIC_NOT_REPORTED = ("N/A", "Not Supported")
 
 
-def check_gpu_facts(facts: dict[str, Any], instance_type: str | InstanceSpec, host: str
-                    ) -> list[str]:
-    """Every way ``facts`` falls short of ``instance_type``; empty when the host matches."""
+def check_gpu_facts(facts: dict[str, Any], instance_type: str | InstanceSpec, host: str, *,
+                    efa_interfaces: int | None = None) -> list[str]:
+    """Every way ``facts`` falls short of ``instance_type``; empty when the host matches.
+
+    ``efa_interfaces``: how many EFA interfaces the instance was launched with (the stack
+    outputs say); the type's maximum is not a requirement, since a device exists only where an
+    interface was attached. None: not known, only fi_info and sysfs must agree."""
     spec = instance_type if isinstance(instance_type, InstanceSpec) \
         else INSTANCE_SPECS[instance_type]
     problems = [f"{host}: {p}" for p in facts.get("errors", [])]
     problems += _gpu_problems(facts, spec, host)
     if spec.nvswitch and spec.gpu_count > 1:
         problems += interconnect_problems(facts, spec.gpu_model or "", host)
-    problems += _efa_problems(facts, spec, host)
+    problems += efa_problems(facts, efa_interfaces, host)
     problems += allreduce_problems(facts, spec, host)
     return problems
 
@@ -69,20 +81,28 @@ def interconnect_problems(facts: dict[str, Any], gpu_model: str, host: str) -> l
             problems.append(f"{host}: GPU {gpu['index']} shows {links.get('active', 0)} active "
                             f"NVLink links, expected {want_links}")
     problems += _topology_problems(facts, host)
+    return problems + fabric_problems(facts, gpu_model, host)
+
+
+def fabric_problems(facts: dict[str, Any], gpu_model: str, host: str) -> list[str]:
+    """The fabric State/Status where the driver reports one, else the fabric manager service."""
     fabric = facts.get("fabric_manager", {})
-    states = fabric.get("fabric_states", [])
-    # On NVSwitch systems the fabric state is the proof that fabric manager did its job; the
-    # service itself may run outside a VM, so its absence alone is not a failure.
-    if not states:
-        if fabric.get("service") != "active":
-            problems.append(f"{host}: nvidia-fabricmanager is {fabric.get('service', 'unknown')} "
-                            "and no GPU reports a fabric state (install and start "
-                            "nvidia-fabricmanager)")
-    elif any(s != "Completed" for s in states) or \
-            any(s != "Success" for s in fabric.get("fabric_statuses", [])):
-        problems.append(f"{host}: NVSwitch fabric not ready (state {states}, status "
-                        f"{fabric.get('fabric_statuses')}); restart nvidia-fabricmanager")
-    return problems
+    states, statuses = fabric.get("fabric_states", []), fabric.get("fabric_statuses", [])
+    reported = [s for s in states if s not in FABRIC_NOT_REPORTED]
+    service = fabric.get("service", "unknown")
+    if gpu_model in FABRIC_STATE_GPUS and reported:
+        # The state proves fabric manager did its job; the service itself may run outside
+        # the VM (our lent H200 hosts show no unit), so its absence alone is no failure.
+        if any(s != "Completed" for s in reported) or \
+                any(s not in ("Success", *FABRIC_NOT_REPORTED) for s in statuses):
+            return [f"{host}: NVSwitch fabric not ready (state {states}, status {statuses}); "
+                    "restart nvidia-fabricmanager"]
+        return []
+    if service != "active":
+        return [f"{host}: nvidia-fabricmanager is {service} on an NVSwitch {gpu_model} host "
+                "(install and start nvidia-fabricmanager: without it CUDA sees no NVLink "
+                "peers)"]
+    return []
 
 
 def _topology_problems(facts: dict[str, Any], host: str) -> list[str]:
@@ -102,14 +122,23 @@ def _topology_problems(facts: dict[str, Any], host: str) -> list[str]:
     return problems
 
 
-def _efa_problems(facts: dict[str, Any], spec: InstanceSpec, host: str) -> list[str]:
-    if spec.efa_interfaces == 0:
-        return []
-    seen = (facts.get("efa") or {}).get("count", 0)
-    if seen < spec.efa_interfaces:
-        return [f"{host}: {seen} of {spec.efa_interfaces} EFA devices visible for {spec.name} "
-                "(check the launch template's EFA interfaces and the EFA driver)"]
-    return []
+def efa_problems(facts: dict[str, Any], attached: int | None, host: str) -> list[str]:
+    """``attached`` EFA devices visible to libfabric and the kernel, each counted once."""
+    efa = facts.get("efa") or {}
+    seen, sysfs = efa.get("count", 0), efa.get("sysfs_devices")
+    problems = []
+    if attached and seen < attached:
+        problems.append(f"{host}: {seen} of {attached} attached EFA devices visible to fi_info "
+                        f"({efa.get('fi_info', 'not run')}; check the EFA software and the "
+                        "security group's self rule)")
+    if attached and sysfs is not None and len(sysfs) < attached:
+        problems.append(f"{host}: {len(sysfs)} of {attached} attached EFA devices in "
+                        "/sys/class/infiniband (is the efa kernel module loaded?)")
+    if sysfs is not None and efa.get("fi_info") == "ok" and \
+            sorted(sysfs) != sorted(efa.get("devices", [])):
+        problems.append(f"{host}: fi_info lists EFA devices {efa.get('devices', [])} but "
+                        f"/sys/class/infiniband has {sorted(sysfs)}")
+    return problems
 
 
 def allreduce_problems(facts: dict[str, Any], spec: InstanceSpec, host: str) -> list[str]:

@@ -16,6 +16,10 @@ class NodeOutput:
     private_ip: str
     public_ip: str | None
     instance_type: str
+    # EFA interfaces in the node's launch template: what bootstrap and `host check` require.
+    # 0 where none were attached, whatever the type supports; None in outputs written before
+    # dsinfra exported it (bootstrap refuses those rather than guess).
+    efa_interfaces: int | None = None
 
 
 @dataclass(frozen=True)
@@ -30,7 +34,9 @@ class StackOutputs:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "StackOutputs":
         nodes = [NodeOutput(id=n["id"], role=n["role"], private_ip=n["private_ip"],
-                            public_ip=n.get("public_ip"), instance_type=n["instance_type"])
+                            public_ip=n.get("public_ip"), instance_type=n["instance_type"],
+                            efa_interfaces=(int(n["efa_interfaces"])
+                                            if n.get("efa_interfaces") is not None else None))
                  for n in raw.get("nodes", [])]
         known = {"nodes", "bastion", "endpoint", "ssh_user", "region"}
         return cls(nodes=nodes, bastion=raw.get("bastion"), endpoint=raw.get("endpoint", ""),

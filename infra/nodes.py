@@ -51,6 +51,7 @@ class GpuNodePool(pulumi.ComponentResource):
 
     instances: list[ec2.Instance]
     roles: list[str]
+    efa_interfaces: int  # EFA and EFA-only interfaces each node is launched with
 
     def __init__(self, name: str, args: GpuNodePoolArgs,
                  opts: pulumi.ResourceOptions | None = None) -> None:
@@ -58,6 +59,8 @@ class GpuNodePool(pulumi.ComponentResource):
         self._name, self._args, self._config = name, args, args.config
         ami = args.config.ami_id or ami_from_ssm(DLAMI_SSM_PARAMETER, self)
         placement = self._placement_group() if args.efa else None
+        self.efa_interfaces = sum(1 for iface in self._efa_layout()
+                                  if iface.interface_type in ("efa", "efa-only"))
         template = self._launch_template(ami, placement)
         count = args.config.resolved_node_count
         self.roles = ["head"] + ["worker"] * (count - 1)
@@ -109,16 +112,20 @@ class GpuNodePool(pulumi.ComponentResource):
         carry their own, updated in place)."""
         return ["tagSpecifications"] + (["imageId"] if self._config.ami_id is None else [])
 
+    def _efa_layout(self):
+        if not self._args.efa:
+            return []
+        return efa_layout(instance_spec(self._config.resolved_instance_type))
+
     def _efa_interfaces(self) -> list[ec2.LaunchTemplateNetworkInterfaceArgs]:
         # EFA needs every interface listed at launch, each with the subnet and the EFA group.
-        spec = instance_spec(self._config.resolved_instance_type)
         return [ec2.LaunchTemplateNetworkInterfaceArgs(
             network_card_index=iface.network_card_index, device_index=iface.device_index,
             interface_type=iface.interface_type, subnet_id=self._args.subnet_ids[0],
             security_groups=self._args.security_group_ids, delete_on_termination="true",
             associate_public_ip_address="false",
             description=f"{iface.interface_type} card {iface.network_card_index}")
-            for iface in efa_layout(spec)]
+            for iface in self._efa_layout()]
 
     def _spot_options(self) -> ec2.LaunchTemplateInstanceMarketOptionsArgs | None:
         if not self._config.spot:

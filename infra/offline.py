@@ -58,6 +58,12 @@ def run_offline(stack: str, values: dict[str, Any]) -> OfflineRun:
     return contextvars.Context().run(_run, stack, values)
 
 
+def mocked_ami(region: str, parameter: str) -> str:
+    """The AMI id an offline plan gets for an AMI SSM parameter: tells a plan's images apart
+    (the DLAMI's, Ubuntu's) without AWS."""
+    return "ami-" + hashlib.sha256(f"{region}{parameter}".encode()).hexdigest()[:17]
+
+
 def pulumi_config_text(values: dict[str, Any]) -> dict[str, str]:
     """Config as the Pulumi engine passes it to a program: text, structured values as JSON."""
     return {f"{PROJECT}:{k}": v if isinstance(v, str) else json.dumps(v)
@@ -176,9 +182,9 @@ class _RecordingMocks:
                     "groupNames": [self.region] * len(letters)}, []
         if args.token == "aws:ssm/getParameter:getParameter":
             name = args.args["name"]
-            digest = hashlib.sha256(f"{self.region}{name}".encode()).hexdigest()[:17]
-            return {"id": name, "name": name, "type": "String", "value": f"ami-{digest}",
-                    "insecureValue": f"ami-{digest}", "version": 1, "withDecryption": True,
+            ami = mocked_ami(self.region, name)
+            return {"id": name, "name": name, "type": "String", "value": ami,
+                    "insecureValue": ami, "version": 1, "withDecryption": True,
                     "arn": f"arn:aws:ssm:{self.region}::parameter{name}"}, []
         raise RuntimeError(f"the offline plan has no answer for the lookup {args.token}")
 

@@ -107,7 +107,7 @@ def build_stack(config: StackConfig) -> dict[str, Any]:
         config, network.node_subnet_ids, groups.node_group_ids,
         identity.instance_profile.arn, key_name, public_ip=not private,
         efa=config.tier == "distributed"), opts)
-    nodes = [_node_output(i, role, config, private) for i, role in
+    nodes = [_node_output(i, role, config, private, pool.efa_interfaces) for i, role in
              zip(pool.instances, pool.roles)]
     port = config.resolved_api_port
     if not private:
@@ -144,13 +144,13 @@ def _zones(config: StackConfig, provider: aws.Provider) -> list[pulumi.Output[st
     return [chosen[i] for i in range(count)]
 
 
-def _node_output(instance: ec2.Instance, role: str, config: StackConfig,
-                 private: bool) -> pulumi.Output[dict[str, Any]]:
+def _node_output(instance: ec2.Instance, role: str, config: StackConfig, private: bool,
+                 efa_interfaces: int) -> pulumi.Output[dict[str, Any]]:
     instance_type = config.resolved_instance_type
     public_ip = pulumi.Output.from_input(None) if private else instance.public_ip
     return pulumi.Output.all(instance.id, instance.private_ip, public_ip).apply(
         lambda v: {"id": v[0], "role": role, "private_ip": v[1], "public_ip": v[2] or None,
-                   "instance_type": instance_type})
+                   "instance_type": instance_type, "efa_interfaces": efa_interfaces})
 
 
 def _outputs(config: StackConfig, nodes, bastion_ip, bastion_id, endpoint) -> dict[str, Any]:

@@ -70,10 +70,10 @@ def test_healthy_h200_pair_passes_every_check():
 
 
 def test_two_gpus_where_eight_are_paid_for_names_host_and_count():
-    problems = check_gpu_facts(RECORDED, "p5en.48xlarge", "10.0.1.17")
+    problems = check_gpu_facts(RECORDED, "p5en.48xlarge", "10.0.1.17", efa_interfaces=16)
     assert any(p == "10.0.1.17: 2 of 8 GPUs visible (expected 8x H200 for p5en.48xlarge)"
                for p in problems)
-    assert any("0 of 16 EFA devices" in p for p in problems)
+    assert any("0 of 16 attached EFA devices visible to fi_info" in p for p in problems)
 
 
 def test_nvlink_link_down_is_caught():
@@ -145,8 +145,9 @@ def eight_gpu_texts(visible: int) -> dict[str, str]:
 
 def test_eight_gpu_host_in_recorded_format_passes_then_catches_missing_gpu():
     facts = probe(eight_gpu_texts(8))
-    facts["efa"] = {"count": 16, "devices": [f"rdmap{i}s0" for i in range(16)], "source": "fi_info"}
-    assert check_gpu_facts(facts, "p5en.48xlarge", "node-0") == []
+    devices = [f"rdmap{i}s0" for i in range(16)]
+    facts["efa"] = {"count": 16, "devices": devices, "fi_info": "ok", "sysfs_devices": devices}
+    assert check_gpu_facts(facts, "p5en.48xlarge", "node-0", efa_interfaces=16) == []
     facts7 = probe(eight_gpu_texts(7))
     facts7["efa"] = facts["efa"]
     assert check_gpu_facts(facts7, "p5en.48xlarge", "node-0") == [
@@ -167,7 +168,7 @@ def test_probe_script_runs_as_a_program_against_a_recorded_nvidia_smi(tmp_path):
                          env=env, check=True)
     facts = json.loads(out.stdout)
     assert facts["gpus"] == RECORDED["gpus"]
-    assert facts["efa"] == {"count": 0, "devices": [], "source": "none"}
+    assert facts["efa"] == {"count": 0, "devices": [], "fi_info": "absent", "sysfs_devices": []}
 
 
 @pytest.mark.parametrize("instance_type", ["g5.2xlarge", "g5.48xlarge", "p4d.24xlarge"])

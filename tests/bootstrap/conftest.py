@@ -61,6 +61,8 @@ def host_entry(lab: HostLab, host: TestHost, role: str = "head", *, pin: bool = 
                gateway: TestHost | None = None) -> dict:
     entry = {"name": host.name, "address": host.listen, "user": USER,
              "key": str(lab.client_key), "role": role, "instance_type": host.instance_type}
+    if host.efa_attached:
+        entry["efa_interfaces"] = host.efa_attached
     if pin:
         entry["host_key"] = host.host_key_line()
     if gateway is not None:

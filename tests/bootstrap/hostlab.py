@@ -24,18 +24,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from dsinfra.catalog import INSTANCE_SPECS
+PROBE_QUERY = ("nvidia-smi --query-gpu=index,name,uuid,memory.total,driver_version,pci.bus_id,"
+               "ecc.mode.current,ecc.errors.uncorrected.volatile.total "
+               "--format=csv,noheader,nounits")
 
 USER = "dsinfra-test"
+RECORDED_HOSTS = Path(__file__).resolve().parents[1] / "fixtures" / "hosts"
 FAKE_SRC = Path(__file__).resolve().parent / "fakehost"
 FAKE_BIN = "/opt/fakehost/bin"
 SUDOERS = Path("/etc/sudoers.d/dsinfra-test")
-GPU_NAMES = {"A10G": "NVIDIA A10G", "L40S": "NVIDIA L40S", "A100": "NVIDIA A100-SXM4-40GB",
-             "H100": "NVIDIA H100 80GB HBM3", "H200": "NVIDIA H200"}
-NVLINKS = {"A100": (12, "25"), "H100": (18, "26.562"), "H200": (18, "26.562")}
-OS_RELEASE = ('PRETTY_NAME="Ubuntu 22.04.5 LTS"\nNAME="Ubuntu"\nVERSION_ID="22.04"\n'
-              'VERSION="22.04.5 LTS (Jammy Jellyfish)"\nVERSION_CODENAME=jammy\nID=ubuntu\n'
-              'ID_LIKE=debian\nUBUNTU_CODENAME=jammy\n')
 BINDS = {"opt": "/opt", "run": "/run", "home": None, "apt": "/etc/apt",
          "systemd": "/etc/systemd/system", "os-release": "/etc/os-release", "fstab": "/etc/fstab"}
 FILE_BINDS = ("os-release", "fstab")
@@ -56,15 +53,48 @@ def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(argv, check=check, capture_output=True, text=True)
 
 
-def hardware_profile(instance_type: str, *, dlami: bool) -> dict:
-    spec = INSTANCE_SPECS[instance_type]
-    links, speed = NVLINKS.get(spec.gpu_model or "", (0, "0"))
-    return {"instance_type": instance_type, "gpu_count": spec.gpu_count,
-            "gpu_name": GPU_NAMES[spec.gpu_model], "memory_mib": spec.gpu_memory_mib_visible,
-            "efa_devices": spec.efa_interfaces, "nvme_disks": spec.nvme_disks,
-            "nvswitch": spec.nvswitch, "nvlinks_per_gpu": links if spec.nvswitch else 0,
-            "nvlink_gbps": speed, "dlami": dlami, "dlami_driver": "580.95.05",
-            "hidden_gpus": [], "engine_load_s": 0.3}
+def recording_dir(instance_type: str, *, dlami: bool) -> Path:
+    """tests/fixtures/hosts/<instance type>/<image>/: the image asked for where recorded, else
+    the type's other image (nvidia-smi and fi_info print the same; the image decides what is
+    installed, which the host's state models). No recording for the type: no test host."""
+    kind = "dlami" if dlami else "ubuntu"
+    found = sorted((RECORDED_HOSTS / instance_type).glob("*/commands.json"))
+    if not found:
+        raise ValueError(f"no recorded host for {instance_type} under {RECORDED_HOSTS}: a test "
+                         "host answers only from recordings (add one with its SOURCE)")
+    preferred = [f for f in found if f.parent.name.startswith(kind)]
+    return (preferred or found)[0].parent
+
+
+def load_recording(directory: Path) -> dict[str, list]:
+    """{command line: [exit, stdout]} from a recording's commands.json and <name>.txt files."""
+    commands = json.loads((directory / "commands.json").read_text())
+    return {" ".join(entry["argv"]): [entry["exit"], (directory / f"{name}.txt").read_text()]
+            for name, entry in commands.items()}
+
+
+def hardware_profile(instance_type: str, *, dlami: bool, efa_attached: int = 0) -> dict:
+    """What the fake host has, read from its recording (never from the catalog): GPUs from the
+    nvidia-smi query, NVSwitch from the topology, disks from lsblk, EFA devices from sysfs;
+    ``efa_attached`` of those exist, as a launch attaches them."""
+    directory = recording_dir(instance_type, dlami=dlami)
+    recorded = load_recording(directory)
+
+    def out(command: str) -> str:
+        code, text = recorded.get(command, [1, ""])
+        return text if code == 0 else ""
+
+    efa_recorded = len(out("ls -1 /sys/class/infiniband").split())
+    if efa_attached > efa_recorded:
+        raise ValueError(f"{instance_type}: {efa_attached} EFA interfaces asked for, the "
+                         f"recording has {efa_recorded}")
+    gpu_rows = [l for l in out(PROBE_QUERY).splitlines() if l.strip()]
+    return {"instance_type": instance_type, "fixture": str(directory), "recorded": recorded,
+            "gpu_count": len(gpu_rows), "efa_devices": efa_attached,
+            "nvme_disks": out("lsblk -d -n -o NAME,MODEL").count("Instance Storage"),
+            "nvswitch": "NV" in out("nvidia-smi topo -m"), "dlami": dlami,
+            "dlami_driver": gpu_rows[0].split(", ")[4] if gpu_rows else "580.95.05",
+            "os_release": out("cat /etc/os-release"), "hidden_gpus": [], "engine_load_s": 0.3}
 
 
 def initial_state(profile: dict) -> dict:
@@ -77,7 +107,7 @@ def initial_state(profile: dict) -> dict:
         state.update(packages={p: "dlami" for p in packages}, cloud_init="done",
                      driver_installed=profile["dlami_driver"], driver_loaded=True,
                      docker_runtime_configured=True, docker_runtime_active=True,
-                     efa_installed=profile["efa_devices"] > 0)
+                     efa_installed=True)  # the DLAMI ships the EFA software
         state["units"]["docker"] = {"enabled": True, "active": True, "pid": None}
         if profile["nvswitch"]:
             state["units"]["nvidia-fabricmanager"] = {"enabled": True, "active": True}
@@ -99,6 +129,7 @@ class TestHost:
     listen: str  # where sshd listens (the private link for hosts behind the bastion)
     behind: "TestHost | None" = None
     via: str | None = None  # the bastion's end of the private link
+    efa_attached: int = 0  # EFA interfaces its launch attached (the stack outputs say)
 
     @property
     def state_dir(self) -> Path:
@@ -139,7 +170,9 @@ class TestHost:
         for key in BINDS:
             if key not in FILE_BINDS:
                 (fs / key).mkdir(parents=True, exist_ok=True)
-        (fs / "os-release").write_text(OS_RELEASE)
+        profile = hardware_profile(self.instance_type, dlami=self.dlami,
+                                   efa_attached=self.efa_attached)
+        (fs / "os-release").write_text(profile["os_release"])
         (fs / "fstab").write_text("# /etc/fstab: static file system information.\n"
                                   "LABEL=cloudimg-rootfs / ext4 discard,errors=remount-ro 0 1\n")
         for sub in ("apt/sources.list.d", "apt/keyrings", "run/sshd", "opt/fakehost/bin"):
@@ -150,7 +183,6 @@ class TestHost:
         state = self.state_dir
         state.mkdir(parents=True, exist_ok=True)
         state.chmod(0o777)
-        profile = hardware_profile(self.instance_type, dlami=self.dlami)
         write_store(state, "profile", profile)
         write_store(state, "state", initial_state(profile))
         (state / "lock").touch()
@@ -160,9 +192,9 @@ class TestHost:
             (fs / "opt/fakehost/bin" / command).symlink_to(self.lab.fake_client)
         if self.dlami:
             (fs / "opt/dlami/nvme").mkdir(parents=True)
-            if profile["efa_devices"]:
-                (fs / "opt/amazon").mkdir(parents=True)
-                (fs / "opt/amazon/efa_installed_packages").write_text("efa 2.17.1\n")
+            # The DLAMI ships the EFA software whether or not EFA interfaces are attached.
+            (fs / "opt/amazon").mkdir(parents=True)
+            (fs / "opt/amazon/efa_installed_packages").write_text("efa 2.17.1\n")
 
     def _sshd_argv(self) -> list[str]:
         return ["/usr/sbin/sshd", "-D", *self.lab.sshd_flags, "-E", str(self.root / "sshd.log"),
@@ -302,14 +334,14 @@ class HostLab:
         self.sudoers.chmod(0o440)
 
     def add_host(self, name: str, instance_type: str = "g5.2xlarge", *, dlami: bool = False,
-                 behind: TestHost | None = None) -> TestHost:
+                 behind: TestHost | None = None, efa_interfaces: int = 0) -> TestHost:
         index = len(self.hosts)
         netns = f"dsi{self.tag}h{index}"
         address = f"169.254.{self.octet}.{4 * index + 2}"
         root = self.base / name
         root.mkdir()
         host = TestHost(self, name, index, instance_type, dlami, root, netns, address, address,
-                        behind)
+                        behind, efa_attached=efa_interfaces)
         self.hosts.append(host)  # before anything can fail: close() cleans up what exists
         self._network(host)
         sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host.host_key_path))
@@ -362,12 +394,13 @@ class HostLab:
             "AllowTcpForwarding yes", ""])
 
     def fresh(self, name: str, instance_type: str = "g5.2xlarge", *, dlami: bool = False,
-              behind: TestHost | None = None) -> TestHost:
+              behind: TestHost | None = None, efa_interfaces: int = 0) -> TestHost:
         """The named host, created once per session and reset to a new instance each call."""
         host = next((h for h in self.hosts if h.name == name), None)
         if host is None:
-            return self.add_host(name, instance_type, dlami=dlami, behind=behind)
-        host.instance_type, host.dlami = instance_type, dlami
+            return self.add_host(name, instance_type, dlami=dlami, behind=behind,
+                                 efa_interfaces=efa_interfaces)
+        host.instance_type, host.dlami, host.efa_attached = instance_type, dlami, efa_interfaces
         host.reset()
         if not any(host._comm(p) == "sshd" for p in host.pids()):
             host.start_sshd()

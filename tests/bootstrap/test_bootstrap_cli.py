@@ -42,7 +42,8 @@ def test_stack_bootstrap_reads_outputs_and_refuses_hosts_without_pinned_keys(
     instance_id = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1)["Instances"][0][
         "InstanceId"]
     outputs = {"nodes": [{"id": instance_id, "role": "head", "private_ip": host.listen,
-                          "public_ip": host.listen, "instance_type": "g5.2xlarge"}],
+                          "public_ip": host.listen, "instance_type": "g5.2xlarge",
+                          "efa_interfaces": 0}],
                "bastion": None, "endpoint": f"http://{host.listen}:8000/v1",
                "ssh_user": "dsinfra-test", "region": "us-east-1"}
 
@@ -85,7 +86,8 @@ def test_up_gets_the_stack_key_from_ssm_and_progress_lines(lab, tmp_path, option
     host = lab.fresh("single", "g5.2xlarge", dlami=True)
     outputs = StackOutputs.from_dict({
         "nodes": [{"id": "i-0123456789abcdef0", "role": "head", "private_ip": host.listen,
-                   "public_ip": host.listen, "instance_type": "g5.2xlarge"}],
+                   "public_ip": host.listen, "instance_type": "g5.2xlarge",
+                   "efa_interfaces": 0}],
         "bastion": None, "endpoint": f"http://{host.listen}:8000", "ssh_user": "dsinfra-test",
         "region": "us-east-1", "api_key_parameter": "/dsinfra/dev/api-key"})
     lines: list[str] = []

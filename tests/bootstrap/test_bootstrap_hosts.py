@@ -172,7 +172,7 @@ def test_unpinned_host_needs_trust_on_first_use_which_records_the_key(lab, tmp_p
 
 
 def test_missing_gpu_is_caught_by_the_probe_naming_host_and_gpus(lab, tmp_path, options):
-    host = lab.fresh("single", "g5.12xlarge")
+    host = lab.fresh("single", "p4d.24xlarge", dlami=True)
     host.set_profile(hidden_gpus=[2])
     inventory = write_inventory(tmp_path / "hosts.yaml", [host_entry(lab, host)])
 
@@ -180,7 +180,7 @@ def test_missing_gpu_is_caught_by_the_probe_naming_host_and_gpus(lab, tmp_path, 
 
     failed = report.hosts[0].failed_step
     assert failed.step == "gpu-probe"
-    assert "single: 3 of 4 GPUs visible" in failed.detail
+    assert "single: 7 of 8 GPUs visible" in failed.detail
 
 
 def test_secrets_reach_the_engine_but_no_log_command_or_report(lab, tmp_path, options):
@@ -220,7 +220,7 @@ def test_dlami_host_keeps_its_driver_and_uses_its_nvme(lab, tmp_path, options):
 
 
 def test_p4d_gets_fabric_manager_efa_and_a_raid0_cache(lab, tmp_path, options):
-    host = lab.fresh("single", "p4d.24xlarge")
+    host = lab.fresh("single", "p4d.24xlarge", efa_interfaces=4)
     inventory = write_inventory(tmp_path / "hosts.yaml", [host_entry(lab, host)],
                                 {"model": "deepseek-ai/DeepSeek-R1-Distill-Llama-70B",
                                  "maxModelLen": 16384})
@@ -363,15 +363,16 @@ def test_engine_that_never_answers_fails_health_with_its_journal(lab, tmp_path, 
 
 
 def test_p5_with_a_missing_efa_device_fails_the_efa_step(lab, tmp_path, options):
-    host = lab.fresh("single", "p5.48xlarge", dlami=True)
-    host.set_profile(efa_devices=31)
+    host = lab.fresh("single", "p5.48xlarge", dlami=True, efa_interfaces=32)
+    host.set_profile(efa_devices=31)  # one attached interface's device does not come up
     inventory = write_inventory(tmp_path / "hosts.yaml", [host_entry(lab, host)])
 
     report = bootstrap_inventory(inventory, progress=False, options=options)
 
     failed = report.hosts[0].failed_step
     assert failed.step == "efa"
-    assert "fi_info shows 31 EFA device(s), p5.48xlarge has 32" in failed.detail
+    assert "fi_info shows 31 EFA device(s)" in failed.detail
+    assert "launched with 32 EFA interface(s)" in failed.detail
 
 
 def test_marker_host_whose_engine_stopped_answering_gets_full_checks_next_time(

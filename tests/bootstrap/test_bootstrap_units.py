@@ -93,9 +93,9 @@ def test_inventory_without_exactly_one_head_is_refused(tmp_path):
 def test_stack_outputs_use_the_bastion_for_private_nodes():
     outputs = StackOutputs.from_dict({
         "nodes": [{"id": "i-2", "role": "worker", "private_ip": "10.0.1.6",
-                   "instance_type": "p5.48xlarge"},
+                   "instance_type": "p5.48xlarge", "efa_interfaces": 32},
                   {"id": "i-1", "role": "head", "private_ip": "10.0.1.5",
-                   "instance_type": "p5.48xlarge"}],
+                   "instance_type": "p5.48xlarge", "efa_interfaces": 32}],
         "bastion": "203.0.113.10", "endpoint": "http://lb/v1", "ssh_user": "ubuntu",
         "region": "us-east-1"})
 
@@ -103,6 +103,7 @@ def test_stack_outputs_use_the_bastion_for_private_nodes():
 
     assert [h.name for h in hosts] == ["i-1", "i-2"]
     assert all(h.gateway.address == "203.0.113.10" for h in hosts)
+    assert [h.efa_interfaces for h in hosts] == [32, 32]
 
 
 def _plan(nodes=1, engine="vllm", **config):

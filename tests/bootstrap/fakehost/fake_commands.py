@@ -148,15 +148,52 @@ def efa_installer(argv):
           "EFA installation complete.\n===================================================")
 
 
+def _attached_efa():
+    """The EFA devices this host was launched with: the recording's first ``efa_devices``
+    (what its launch attached; the rest of what the type allows does not exist)."""
+    from fake_gpu import recorded
+
+    code, listing = recorded("ls -1 /sys/class/infiniband")
+    names = listing.split() if code == 0 else []
+    return names[:profile()["efa_devices"]]
+
+
 def fi_info(argv):
+    from fake_gpu import recorded
+
     if not peek().get("efa_installed"):
         fail("fi_info: command not found", 127)
-    devices = profile()["efa_devices"]
-    if not devices:
-        fail("fi_info: no providers found matching efa (-61)", 1)
-    for i in range(devices):
-        print("provider: efa\n    fabric: efa\n    domain: rdmap%ds%d-rdm\n    version: 122.0\n"
-              "    type: FI_EP_RDM\n    protocol: FI_PROTO_EFA" % (16 + i, i))
+    attached = _attached_efa()
+    if not attached:
+        # What fi_info prints with the EFA software but no device (AWS ParallelCluster
+        # workshop, "EFA Enabled": `fi_info -p efa` on a head node without EFA).
+        fail("fi_getinfo: -61", 1)
+    code, text = recorded(" ".join(["fi_info"] + argv))
+    blocks, keep = text.split("provider: ")[1:], []
+    for block in blocks:
+        domain = block.split("domain: ", 1)[1].split()[0].rsplit("-", 1)[0]
+        if domain in attached:
+            keep.append("provider: " + block)
+    sys.stdout.write("".join(keep))
+    return code
+
+
+def ls(argv):
+    """`ls -1 /sys/class/infiniband` from the recording (the attached devices only); any other
+    ls is the real one."""
+    if argv == ["-1", "/sys/class/infiniband"]:
+        attached = _attached_efa()
+        if not attached:
+            fail("ls: cannot access '/sys/class/infiniband': No such file or directory", 2)
+        sys.stdout.write("".join(name + "\n" for name in attached))
+        return 0
+    import subprocess
+
+    done = subprocess.run(["/bin/ls"] + argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True)
+    sys.stdout.write(done.stdout)
+    sys.stderr.write(done.stderr)
+    return done.returncode
 
 
 def cloud_init(argv):
@@ -184,10 +221,11 @@ def nvidia_ctk(argv):
 
 
 def lsblk(argv):
-    prof = profile()
-    print("nvme0n1 Amazon Elastic Block Store")
-    for i in range(prof["nvme_disks"]):
-        print("nvme%dn1 Amazon EC2 NVMe Instance Storage" % (i + 1))
+    from fake_gpu import recorded
+
+    code, text = recorded(" ".join(["lsblk"] + argv))
+    sys.stdout.write(text)
+    return code
 
 
 def mdadm(argv):
@@ -261,6 +299,7 @@ COMMANDS = {
     "curl": curl, "efa_installer": efa_installer, "fi_info": fi_info, "cloud-init": cloud_init,
     "nvidia-ctk": nvidia_ctk, "lsblk": lsblk, "mdadm": mdadm, "mkfs.ext4": mkfs_ext4,
     "blkid": blkid, "mount": mount, "mountpoint": mountpoint, "journalctl": journalctl,
+    "ls": ls,
     # Imported on use: http.server alone costs more than the rest of a fake command.
     "docker": "fake_docker:docker", "nvidia-smi": "fake_gpu:nvidia_smi",
     "systemctl": "fake_power:systemctl", "reboot": "fake_power:reboot",

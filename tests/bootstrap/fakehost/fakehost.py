@@ -6,8 +6,9 @@ fi_info, mdadm, mkfs, mount, cloud-init, reboot, curl for the vendor URLs).
 Every test host has this script linked under several names in /opt/fakehost/bin, first on
 PATH (and on sudo's secure_path). Each host sees its own /opt through a mount namespace, so
 /opt/fakehost/state is that host's state: installed packages, running units, arrays and
-mounts, the hardware profile (instance type -> GPUs, memory, EFA devices, NVMe disks), fault
-injections, and a record of every command run. Standard library only: it runs on the host's
+mounts, the hardware profile (the host's recorded command outputs from
+tests/fixtures/hosts/<type>/<image>/ and what they imply: GPUs, NVMe disks, EFA devices, of
+which the attached ones exist), fault injections, and a record of every command run. Standard library only: it runs on the host's
 python3 like the real tools would run there.
 
 Cheap to start, because a bootstrap runs it ~60 times per host and eight test hosts share the

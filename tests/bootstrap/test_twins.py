@@ -1,0 +1,150 @@
+"""Twin tests: `dsinfra up` on each shipped tier (stacks/Pulumi.{dev,prod,distributed}.yaml)
+reaches a healthy endpoint, with
+
+- the Pulumi engine faked at the Automation API seam: `up` answers with the outputs of the real
+  program run offline under Pulumi's mocks (infra/offline.py), node addresses swapped for the
+  test hosts';
+- AWS on the moto server (the doctor; Stubber for Service Quotas and the DLAMI parameter, which
+  moto does not serve, see tests/lifecycle/fakes.py);
+- the hosts on sshd, each configured from the offline plan's own resources: the instance's
+  type, the EFA interfaces in the launch template, the image (DLAMI or not), never from the
+  catalog, and answering from the recorded outputs of that type (tests/fixtures/hosts).
+
+This is the test that would have caught prod stopping at `efa` (p4d launched without EFA
+interfaces) and at `gpu-probe` (A100's Fabric State N/A)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from hostlab import USER
+
+from dsinfra.config import parse_stack_config
+from dsinfra.infra.lifecycle import UpOptions, bring_up
+from dsinfra.infra.nodes import DLAMI_SSM_PARAMETER, ROLE_TAG
+from dsinfra.infra.offline import mocked_ami, run_offline
+from dsinfra.stackfiles import read_stack_values, stack_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from lifecycle.fakes import StubbedFactory  # noqa: E402
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+NOW = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
+OFFICE = "203.0.113.0/24"
+
+
+@dataclass(frozen=True)
+class PlannedNode:
+    role: str
+    instance_type: str
+    efa_interfaces: int
+    dlami: bool
+
+
+def planned_nodes(run, region: str) -> list[PlannedNode]:
+    """What the offline plan launches: the node instances and their launch template."""
+    template = run.of_type("aws:ec2/launchTemplate:LaunchTemplate")
+    assert len(template) == 1, "one launch template for the node pool"
+    inputs = template[0].inputs
+    efa = sum(1 for i in inputs.get("networkInterfaces") or []
+              if i.get("interfaceType") in ("efa", "efa-only"))
+    dlami = inputs["imageId"] == mocked_ami(region, DLAMI_SSM_PARAMETER)
+    nodes = [r for r in run.of_type("aws:ec2/instance:Instance")
+             if (r.inputs.get("tags") or {}).get(ROLE_TAG) in ("head", "worker")]
+    return [PlannedNode(r.inputs["tags"][ROLE_TAG], r.inputs["instanceType"], efa, dlami)
+            for r in sorted(nodes, key=lambda r: r.name)]
+
+
+class TwinEngine:
+    """The Automation API seam: the real program's planned outputs, on the test hosts."""
+
+    def __init__(self, outputs: dict, hosts, bastion, port: int) -> None:
+        self.planned, self.hosts, self.bastion, self.port = outputs, hosts, bastion, port
+        self.calls: list[tuple] = []
+        self.deployed = False
+
+    def preview(self, stack, on_event=None):
+        raise AssertionError("up does not preview")
+
+    def set_config(self, stack, key, value):
+        self.calls.append(("set_config", key, value))
+
+    def up(self, stack, on_event=None):
+        self.calls.append(("up", stack))
+        self.deployed = True
+        return self.outputs(stack)
+
+    def outputs(self, stack):
+        if not self.deployed:
+            return {}
+        nodes = [{**node, "private_ip": host.listen,
+                  "public_ip": host.listen if node.get("public_ip") else None}
+                 for node, host in zip(self.planned["nodes"], self.hosts)]
+        # The load balancer is AWS's: here the head's own port stands in for it.
+        return {**self.planned, "nodes": nodes, "ssh_user": USER,
+                "bastion": self.bastion.address if self.bastion else None,
+                "endpoint": f"http://{self.hosts[0].listen}:{self.port}"}
+
+    def destroy(self, stack, on_event=None):
+        self.deployed = False
+
+
+def _probe_from(bastion):
+    """GET from where the load balancer sits: the public side (the bastion's network) for the
+    private tiers, this machine for dev."""
+    def probe(url: str, timeout_s: float) -> bool:
+        prefix = ["ip", "netns", "exec", bastion.netns] if bastion else []
+        code = ("import sys, urllib.request as u; "
+                "sys.exit(0 if u.urlopen(sys.argv[1], timeout=float(sys.argv[2])).status == 200 "
+                "else 1)")
+        return subprocess.run([*prefix, sys.executable, "-c", code, url, str(timeout_s)],
+                              capture_output=True).returncode == 0
+    return probe
+
+
+@pytest.mark.parametrize("tier", ["dev", "prod", "distributed"])
+def test_up_reaches_a_healthy_endpoint_on_hosts_built_from_the_offline_plan(
+        tier, lab, aws, tmp_path, options, monkeypatch):
+    values = {**read_stack_values(stack_file(tier, PROJECT_DIR)), "apiAllowedCidrs": [OFFICE]}
+    config = parse_stack_config(tier, values)
+    run = run_offline(tier, values)
+    planned = planned_nodes(run, config.region)
+    assert len(planned) == config.resolved_node_count
+
+    bastion = lab.fresh("bastion", "g5.xlarge") if run.outputs["bastion"] else None
+    # Hosts behind the bastion are made once with their private link: names of their own.
+    hosts = [lab.fresh(f"{tier}{i}" if bastion else "single", node.instance_type,
+                       dlami=node.dlami, efa_interfaces=node.efa_interfaces, behind=bastion)
+             for i, node in enumerate(planned)]
+    engine = TwinEngine(run.outputs, hosts, bastion, config.engine_port)
+
+    def bootstrap(config, outputs, *, ssh_key_path, trust_on_first_use, progress):
+        from dsinfra.bootstrap.runner import bootstrap_stack
+
+        return bootstrap_stack(config, outputs, ssh_key_path=ssh_key_path,
+                               trust_on_first_use=trust_on_first_use, progress=False,
+                               options=replace(options, health_timeout_s=30))
+
+    from dsinfra.cloud.doctor import run_doctor
+
+    result = bring_up(config, engine, now=NOW, bootstrap=bootstrap, probe=_probe_from(bastion),
+                      doctor=lambda c: run_doctor(c, client_factory=StubbedFactory(),
+                                                  pulumi_version=lambda: "v3.200.0"),
+                      options=UpOptions(ssh_key_path=str(lab.client_key),
+                                        trust_on_first_use=True, health_timeout_s=30,
+                                        health_interval_s=0.5))
+
+    assert result.healthy is True, result.health_note
+    report = result.bootstrap_result
+    assert report.ok
+    efa_step = {h.host: {s.step: s.status for s in h.steps}["efa"] for h in report.hosts}
+    want = "skipped" if planned[0].efa_interfaces == 0 else "applied"
+    assert set(efa_step.values()) == {want}
+    expected = {"dev": ("g5.2xlarge", 0, 1), "prod": ("p4d.24xlarge", 0, 1),
+                "distributed": ("p5.48xlarge", 32, 2)}[tier]
+    assert (planned[0].instance_type, planned[0].efa_interfaces, len(planned)) == expected
