@@ -21,7 +21,7 @@ from dsinfra.bootstrap.engine import engine_plan
 from dsinfra.bootstrap.hostkeys import KnownHosts, fetch_console_pins, pins_from_text
 from dsinfra.bootstrap.hostrun import HostRun
 from dsinfra.bootstrap.hosts import HostSpec, hosts_from_outputs, load_inventory
-from dsinfra.bootstrap.plan import HEALTH_TIMEOUT_S, BootstrapReport, HostPlan, Step
+from dsinfra.bootstrap.plan import BootstrapReport, HostPlan, Step
 from dsinfra.bootstrap.remote import HostLog, SshSettings
 from dsinfra.bootstrap.secrets import Secrets, resolve_secrets, stack_api_key
 from dsinfra.bootstrap.steps import STEPS
@@ -38,7 +38,7 @@ class BootstrapOptions:
 
     state_dir: Path | None = None  # default: <project>/.dsinfra, else ./.dsinfra
     ssh: SshSettings = field(default_factory=SshSettings)
-    health_timeout_s: float | None = None  # default: per tier (HEALTH_TIMEOUT_S)
+    health_timeout_s: float | None = None  # default: the tier's (TierSpec.health_timeout_s)
     health_poll_s: float = 2.0  # the host asks /health this often while the engine loads
     health_report_s: float = 15.0  # and reports back (progress, unit state) this often
     console_pins: bool = True  # read host keys from EC2 GetConsoleOutput (stack hosts)
@@ -123,7 +123,7 @@ def run_bootstrap(config: StackConfig, hosts: list[HostSpec], *, known: KnownHos
     run_dir = state_dir / "runs" / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
     run_dir.mkdir(parents=True, exist_ok=True)
     plan = engine_plan(config, hosts)
-    timeout = options.health_timeout_s or HEALTH_TIMEOUT_S[config.tier]
+    timeout = options.health_timeout_s or config.tier_spec.health_timeout_s
     from dsinfra.bootstrap.display import Display
 
     display = Display([h.name for h in hosts], [s.name for s in options.steps],
