@@ -11,7 +11,6 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -22,6 +21,7 @@ from dsinfra.bootstrap.hostkeys import KnownHosts, fetch_console_pins, pins_from
 from dsinfra.bootstrap.hostrun import HostRun
 from dsinfra.bootstrap.hosts import HostSpec, hosts_from_outputs, load_inventory
 from dsinfra.bootstrap.plan import BootstrapReport, HostPlan, Step
+from dsinfra.bootstrap.progress import Progress, as_progress
 from dsinfra.bootstrap.remote import HostLog, SshSettings
 from dsinfra.bootstrap.secrets import Secrets, resolve_secrets, stack_api_key
 from dsinfra.bootstrap.steps import STEPS
@@ -47,17 +47,14 @@ class BootstrapOptions:
     steps: tuple[Step, ...] = STEPS
 
 
-Progress = bool | Callable[[str], None]
-
-
 def bootstrap_stack(config: StackConfig, outputs: StackOutputs, *,
                     ssh_key_path: Path | None = None, trust_on_first_use: bool = False,
-                    progress: Progress = True, options: BootstrapOptions | None = None
+                    progress: Progress = None, options: BootstrapOptions | None = None
                     ) -> BootstrapReport:
     """Bootstrap the hosts a dsinfra stack created (``dsinfra up`` calls this).
 
-    ``progress``: True for the live table, False for nothing, or a callable that gets one
-    line per host and step change (``dsinfra up`` folds them into its own display).
+    ``progress``: a ``BootstrapProgress`` (the CLI's live table), a callable that gets one
+    line per host and step change (``dsinfra up`` folds them into its own display), or None.
     """
     options = options or BootstrapOptions()
     stack_key = stack_api_key(outputs.extra, outputs.region or config.region)
@@ -71,7 +68,7 @@ def bootstrap_stack(config: StackConfig, outputs: StackOutputs, *,
                          progress=progress, options=options)
 
 
-def bootstrap_inventory(path: Path, *, trust_on_first_use: bool = False, progress: Progress = True,
+def bootstrap_inventory(path: Path, *, trust_on_first_use: bool = False, progress: Progress = None,
                         options: BootstrapOptions | None = None) -> BootstrapReport:
     """Bootstrap hosts dsinfra did not create, listed in an inventory file."""
     options = options or BootstrapOptions()
@@ -124,11 +121,7 @@ def run_bootstrap(config: StackConfig, hosts: list[HostSpec], *, known: KnownHos
     run_dir.mkdir(parents=True, exist_ok=True)
     plan = engine_plan(config, hosts)
     timeout = options.health_timeout_s or config.tier_spec.health_timeout_s
-    from dsinfra.bootstrap.display import Display
-
-    display = Display([h.name for h in hosts], [s.name for s in options.steps],
-                      enabled=progress is True,
-                      forward=progress if callable(progress) else None)
+    display = as_progress(progress)
     runs = [HostRun(HostPlan(host=h, engine=plan, secrets=secrets, tier=config.tier,
                              health_timeout_s=timeout, health_poll_s=options.health_poll_s,
                              health_report_s=options.health_report_s),
@@ -139,9 +132,12 @@ def run_bootstrap(config: StackConfig, hosts: list[HostSpec], *, known: KnownHos
     for run in runs:
         run.interrupted = interrupted
     try:
-        with display:
+        display.start([h.name for h in hosts], [s.name for s in options.steps])
+        try:
             _run_phases(runs, options.steps, full_check=options.full_check,
                         interrupted=interrupted)
+        finally:
+            display.stop()
     finally:
         # Written even on Ctrl-C: what finished is on record, and the next run resumes.
         report = BootstrapReport(stack=config.stack, run_dir=str(run_dir), endpoint=endpoint,

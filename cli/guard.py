@@ -7,7 +7,9 @@ from typing import Optional
 
 import typer
 
-from dsinfra.cli.main import TYPER_OPTIONS, app
+from dsinfra.cli.options import TYPER_OPTIONS
+
+app = typer.Typer(**TYPER_OPTIONS)  # added to the root by cli/main.py
 
 guard_app = typer.Typer(help="The in-account budget guard (EventBridge Scheduler -> Lambda).",
                         **TYPER_OPTIONS)

@@ -11,7 +11,9 @@ from typing import Any
 
 import typer
 
-from dsinfra.cli.main import app
+from dsinfra.cli.options import TYPER_OPTIONS
+
+app = typer.Typer(**TYPER_OPTIONS)  # added to the root by cli/main.py
 
 # Inputs worth a glance per resource type; everything is in --json.
 _KEY_INPUTS: dict[str, tuple[str, ...]] = {

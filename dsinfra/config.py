@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from dsinfra.budget import ON_EXCEED, PERIODS
+from dsinfra.budget import NOTIFY, ON_EXCEED, PERIODS
 from dsinfra.catalog import GPU_INSTANCE_TYPES, INSTANCE_SPECS, SUPPORTED_REGIONS
 from dsinfra.errors import ConfigError
 from dsinfra.tiers import TIER_NAMES, TIERS, TierSpec
@@ -43,7 +43,7 @@ class BudgetConfig(_Model):
                               description="Spend limit in USD for the period")
     period: BudgetPeriod = Field("month", description="month: calendar month to date (UTC); "
                                  "total: since the stack's first resource")
-    on_exceed: OnExceed = Field("notify", alias="onExceed",
+    on_exceed: OnExceed = Field(NOTIFY, alias="onExceed",
                                 description="What the cost check does at or over budget")
     warn_at: float = Field(0.8, alias="warnAt", gt=0, le=1,
                            description="Fraction of the budget that triggers a warning")
