@@ -12,7 +12,7 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from dsinfra.bootstrap.hosts import HostSpec, hosts_from_outputs, load_inventory
 from dsinfra.bootstrap.plan import BootstrapReport, HostPlan, Step
 from dsinfra.bootstrap.progress import Progress, as_progress
 from dsinfra.bootstrap.remote import HostLog, SshSettings
-from dsinfra.bootstrap.secrets import Secrets, resolve_secrets, stack_api_key
+from dsinfra.bootstrap.secrets import Secrets, resolve_secrets
 from dsinfra.bootstrap.steps import STEPS
 from dsinfra.config import StackConfig, parse_stack_config
 from dsinfra.outputs import StackOutputs
@@ -43,7 +43,7 @@ class BootstrapOptions:
     health_report_s: float = 15.0  # and reports back (progress, unit state) this often
     console_pins: bool = True  # read host keys from EC2 GetConsoleOutput (stack hosts)
     full_check: bool = False  # run every step's check even on hosts whose marker matches
-    api_key: str | None = None  # the stack's own key (from its outputs), over env and file
+    api_key: str | None = None  # a key given by the caller, over env and file
     steps: tuple[Step, ...] = STEPS
 
 
@@ -57,9 +57,6 @@ def bootstrap_stack(config: StackConfig, outputs: StackOutputs, *,
     line per host and step change (``dsinfra up`` folds them into its own display), or None.
     """
     options = options or BootstrapOptions()
-    stack_key = stack_api_key(outputs.extra, outputs.region or config.region)
-    if stack_key:
-        options = replace(options, api_key=stack_key)
     hosts = hosts_from_outputs(outputs, key_path=ssh_key_path)
     known = _known_hosts(options, trust_on_first_use)
     if options.console_pins:

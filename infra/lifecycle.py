@@ -282,14 +282,6 @@ def http_healthy(url: str, timeout_s: float) -> bool:
 
 def api_key_instructions(stack: str, outputs: StackOutputs) -> str:
     """How to read the API key without dsinfra ever printing it."""
-    if outputs.extra.get("api_key_parameter"):
-        return (f"aws ssm get-parameter --name {outputs.extra['api_key_parameter']} "
-                f"--with-decryption --query Parameter.Value --output text "
-                f"--region {outputs.region}")
-    if outputs.extra.get("api_key_secret_arn"):
-        return (f"aws secretsmanager get-secret-value --secret-id "
-                f"{outputs.extra['api_key_secret_arn']} --query SecretString --output text "
-                f"--region {outputs.region}")
     if os.environ.get("DSINFRA_API_KEY"):
         return "printenv DSINFRA_API_KEY"  # bootstrap used the key from the environment
     from dsinfra.bootstrap.secrets import api_key_path

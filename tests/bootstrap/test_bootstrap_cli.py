@@ -73,21 +73,20 @@ def test_stack_and_inventory_together_is_bad_input(tmp_path):
     assert "give either STACK or --inventory" in result.stderr
 
 
-def test_up_gets_the_stack_key_from_ssm_and_progress_lines(lab, tmp_path, options, aws):
+def test_up_passes_the_key_from_the_environment_and_gets_progress_lines(lab, tmp_path, options,
+                                                                       monkeypatch):
     from dsinfra.bootstrap.runner import bootstrap_stack
-    from dsinfra.cloud.aws import client
     from dsinfra.outputs import StackOutputs
     from dsinfra.stackfiles import load_stack
 
-    stack_key = "dsk-from-ssm-9f8e7d6c5b4a39281706"
-    client("ssm", "us-east-1").put_parameter(Name="/dsinfra/dev/api-key", Value=stack_key,
-                                             Type="SecureString")
+    stack_key = "dsk-from-env-9f8e7d6c5b4a39281706"
+    monkeypatch.setenv("DSINFRA_API_KEY", stack_key)
     host = lab.fresh("single", "g5.2xlarge", dlami=True)
     outputs = StackOutputs.from_dict({
         "nodes": [{"id": "i-0123456789abcdef0", "role": "head", "private_ip": host.listen,
                    "public_ip": host.listen, "instance_type": "g5.2xlarge"}],
         "bastion": None, "endpoint": f"http://{host.listen}:8000", "ssh_user": "dsinfra-test",
-        "region": "us-east-1", "api_key_parameter": "/dsinfra/dev/api-key"})
+        "region": "us-east-1"})
     lines: list[str] = []
 
     report = bootstrap_stack(load_stack("dev"), outputs, ssh_key_path=lab.client_key,

@@ -70,7 +70,7 @@ class FakeEngine:
         return {"nodes": [{"id": "i-0abc", "role": "head", "private_ip": "10.0.1.10",
                            "public_ip": "203.0.113.10", "instance_type": self.instance_type}],
                 "bastion": None, "endpoint": self.endpoint, "ssh_user": "ubuntu",
-                "region": "us-east-1", "api_key_parameter": f"/dsinfra/{stack}/api-key"}
+                "region": "us-east-1"}
 
     def set_config(self, stack: str, key: str, value: str) -> None:
         self.calls.append(("set_config", stack, key, value))

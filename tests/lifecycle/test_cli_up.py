@@ -52,12 +52,14 @@ def edges(aws, project, monkeypatch):
     return engine, boot
 
 
-def test_up_prints_endpoint_api_key_command_and_curl(edges):
+def test_up_prints_endpoint_api_key_command_and_curl(edges, monkeypatch):
     engine, boot = edges
+    monkeypatch.delenv("DSINFRA_API_KEY", raising=False)
     result = CliRunner().invoke(app, ["up", "t", "--yes"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "endpoint: http://203.0.113.10:8000" in result.stdout
-    assert "aws ssm get-parameter --name /dsinfra/t/api-key --with-decryption" in result.stdout
+    # The key bootstrap generated for the stack (0600 under the state dir), never the key itself
+    assert "cat " in result.stdout and "/state/secrets/t.api-key" in result.stdout
     assert "curl -s http://203.0.113.10:8000/v1/chat/completions" in result.stdout
     assert "dsinfra down t" in result.stdout
     assert boot.calls and ("up", "t", "us-east-1a") in engine.calls
