@@ -98,3 +98,15 @@ def test_no_module_tests_a_tier_by_name():
                  for n, line in enumerate(path.read_text().splitlines(), 1)
                  if TIER_TEST.search(line)]
     assert offenders == []
+
+
+def test_the_config_schema_takes_tier_and_action_names_from_the_core():
+    from typing import get_args
+
+    from dsinfra.budget import ON_EXCEED, PERIODS
+    from dsinfra.config import BudgetConfig, StackConfig
+    from dsinfra.tiers import TIERS
+
+    assert get_args(StackConfig.model_fields["tier"].annotation) == tuple(TIERS)
+    assert get_args(BudgetConfig.model_fields["on_exceed"].annotation) == ON_EXCEED
+    assert get_args(BudgetConfig.model_fields["period"].annotation) == PERIODS
