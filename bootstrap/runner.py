@@ -11,6 +11,7 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -49,9 +50,13 @@ class BootstrapOptions:
 
 def bootstrap_stack(config: StackConfig, outputs: StackOutputs, *,
                     ssh_key_path: Path | None = None, trust_on_first_use: bool = False,
-                    progress: Progress = None, options: BootstrapOptions | None = None
-                    ) -> BootstrapReport:
+                    progress: Progress = None, options: BootstrapOptions | None = None,
+                    read_console: Callable[[str, str], str] | None = None) -> BootstrapReport:
     """Bootstrap the hosts a dsinfra stack created (``dsinfra up`` calls this).
+
+    ``read_console``: (instance id, region) -> EC2 console output, for host-key pins
+    (cloud/aws.py's ``console_output``; the caller passes it, bootstrap imports no boto3 edge).
+    Without it, or with ``options.console_pins`` off, hosts are pinned from known_hosts only.
 
     ``progress``: a ``BootstrapProgress`` (the CLI's live table), a callable that gets one
     line per host and step change (``dsinfra up`` folds them into its own display), or None.
@@ -59,8 +64,8 @@ def bootstrap_stack(config: StackConfig, outputs: StackOutputs, *,
     options = options or BootstrapOptions()
     hosts = hosts_from_outputs(outputs, key_path=ssh_key_path)
     known = _known_hosts(options, trust_on_first_use)
-    if options.console_pins:
-        _pin_from_console(hosts, known, outputs.region or config.region)
+    if options.console_pins and read_console:
+        _pin_from_console(hosts, known, outputs.region or config.region, read_console)
     return run_bootstrap(config, hosts, known=known, endpoint=outputs.endpoint or None,
                          progress=progress, options=options)
 
@@ -96,13 +101,14 @@ def _known_hosts(options: BootstrapOptions, trust_on_first_use: bool) -> KnownHo
     return known
 
 
-def _pin_from_console(hosts: list[HostSpec], known: KnownHosts, region: str) -> None:
+def _pin_from_console(hosts: list[HostSpec], known: KnownHosts, region: str,
+                      read_console: Callable[[str, str], str]) -> None:
     targets = {h.id: h.instance_id for h in hosts if h.instance_id and not h.host_key}
     gateways = {h.gateway.id: h.gateway.instance_id for h in hosts
                 if h.gateway and h.gateway.instance_id and not h.gateway.host_key}
     for host_id, instance_id in {**targets, **gateways}.items():
         if not known.pins.get(host_id):
-            pins = fetch_console_pins(instance_id, region)
+            pins = fetch_console_pins(instance_id, region, read_console)
             if pins:
                 known.pins[host_id] = pins
 

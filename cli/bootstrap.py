@@ -31,6 +31,7 @@ def bootstrap_command(
     from dsinfra.bootstrap.runner import BootstrapOptions, bootstrap_inventory, bootstrap_stack
     from dsinfra.cli.bootstrap_display import LiveDisplay
     from dsinfra.cli.output import print_json
+    from dsinfra.cloud.aws import console_output
     from dsinfra.errors import CloudError, UserError
 
     if (stack is None) == (inventory is None):
@@ -49,7 +50,7 @@ def bootstrap_command(
         config, outputs = _stack(stack)
         report = bootstrap_stack(config, outputs, ssh_key_path=ssh_key and ssh_key.expanduser(),
                                  trust_on_first_use=trust_on_first_use, progress=progress,
-                                 options=options)
+                                 options=options, read_console=console_output)
     if as_json:
         print_json(report.to_dict())
     if not report.ok:

@@ -26,7 +26,7 @@ def refresh_command(
 
     from dsinfra.cloud.catalog_cache import CACHE_NAME, refresh
     from dsinfra.cloud.ledger import state_dir
-    from dsinfra.cloud.local import resolve_regions
+    from dsinfra.ops.local import resolve_regions
     from dsinfra.errors import CloudError
 
     try:

@@ -19,7 +19,7 @@ def doctor_command(
 ) -> None:
     """Pulumi CLI, AWS credentials, instance type offered, vCPU quota, AMI, budget.
     Exit status 3 when any check fails."""
-    from dsinfra.cloud.doctor import run_doctor
+    from dsinfra.ops.doctor import run_doctor
     from dsinfra.errors import EXIT_CLOUD_ERROR
     from dsinfra.stackfiles import load_stack
 

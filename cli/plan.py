@@ -38,7 +38,7 @@ def plan_command(
                               "CLI and AWS credentials) instead of the offline run."),
 ) -> None:
     """Show what STACK would create and cost per hour and month, checked against its budget."""
-    from dsinfra.infra.planner import build_plan
+    from dsinfra.ops.plan import build_plan
 
     if as_json:
         plan = build_plan(stack, live=live)

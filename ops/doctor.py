@@ -265,7 +265,7 @@ def check_access(config: "StackConfig") -> Check:
 
 def estimate_stack_cost(config: "StackConfig") -> CostEstimate:
     """What ``dsinfra plan`` estimates for the stack: the real program under mocks, priced."""
-    from dsinfra.infra.planner import plan_for_config
+    from dsinfra.ops.plan import plan_for_config
 
     return plan_for_config(config).estimate
 

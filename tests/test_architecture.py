@@ -1,8 +1,8 @@
 """The layer rules of docs/ARCHITECTURE.md, checked on the source: the core imports no other
-package; the edge packages (infra, cloud, bootstrap) import only the core, never each other
-and never the CLI. ``ALLOWED_CROSS_EDGE`` lists the edges that break the rule today: the use
-cases that issue 14 part B moves into ``dsinfra/ops/``. Part B empties it; an entry whose edge
-is gone fails ``test_the_allow_list_has_no_stale_entries``, so the list only shrinks."""
+package; the edge packages (infra, cloud, bootstrap) import only the core, never each other,
+never the use cases in ops/ and never the CLI; ops/ imports the core and the edges, never the
+CLI. There is no allow-list: a crossing is fixed by moving the composing code to ops/ or by
+passing the dependency in (as ops/guard.py passes cloud's permissions to infra's guard)."""
 
 from __future__ import annotations
 
@@ -12,21 +12,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE_DIRS = {"dsinfra": "core", "infra": "infra", "cloud": "cloud", "bootstrap": "bootstrap",
-               "cli": "cli"}
+               "ops": "ops", "cli": "cli"}
 EDGES = ("infra", "cloud", "bootstrap")
-
-# (importing file, imported module): every cross-edge import left for part B.
-ALLOWED_CROSS_EDGE = {
-    ("infra/lifecycle.py", "dsinfra.bootstrap.runner"),  # use case `up` -> ops/up.py
-    ("infra/lifecycle.py", "dsinfra.bootstrap.secrets"),
-    ("infra/lifecycle.py", "dsinfra.cloud.doctor"),
-    ("cloud/doctor.py", "dsinfra.infra.automation"),  # use case `doctor` -> ops/doctor.py
-    ("cloud/doctor.py", "dsinfra.infra.planner"),
-    ("cloud/local.py", "dsinfra.infra.automation"),  # local stack discovery for check/down
-    ("infra/guard.py", "dsinfra.cloud"),  # the guard packages cloud's check for its Lambda
-    ("infra/guard.py", "dsinfra.cloud.guard_store"),
-    ("bootstrap/hostkeys.py", "dsinfra.cloud.aws"),  # EC2 console output for host-key pins
-}
+USE_CASES = ("plan", "up", "down", "check", "doctor", "status")
 
 
 def _package(module: str) -> str | None:
@@ -67,18 +55,22 @@ def test_the_core_imports_no_other_package():
 
 
 def test_no_package_but_the_cli_imports_the_cli():
-    for directory in ("dsinfra", *EDGES):
+    for directory in ("dsinfra", *EDGES, "ops"):
         assert {(f, m) for f, m, target in _edges_of(directory) if target == "cli"} == set()
 
 
 def test_edge_packages_import_only_the_core():
     crossing = {(f, m) for d in EDGES for f, m, target in _edges_of(d) if target != "core"}
-    assert crossing - ALLOWED_CROSS_EDGE == set(), "a new import between edge packages"
+    assert crossing == set(), "an edge package imports another edge, ops/ or the CLI"
 
 
-def test_the_allow_list_has_no_stale_entries():
-    crossing = {(f, m) for d in EDGES for f, m, target in _edges_of(d) if target != "core"}
-    assert ALLOWED_CROSS_EDGE - crossing == set(), "remove fixed edges from ALLOWED_CROSS_EDGE"
+def test_ops_imports_the_core_and_the_edges_only():
+    assert {(f, m) for f, m, target in _edges_of("ops")
+            if target not in ("core", *EDGES)} == set()
+
+
+def test_each_use_case_has_its_module_in_ops():
+    assert [name for name in USE_CASES if not (ROOT / "ops" / f"{name}.py").is_file()] == []
 
 
 def test_cli_command_modules_do_not_import_the_root_command():

@@ -36,14 +36,14 @@ def test_console_output_without_the_key_blocks_pins_nothing():
 
 
 def test_get_console_output_is_read_through_ec2(aws):
-    from dsinfra.cloud.aws import client
+    from dsinfra.cloud.aws import client, console_output
 
     ec2 = client("ec2", "us-east-1")
     image = ec2.describe_images()["Images"][0]["ImageId"]
     instance = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1)["Instances"][0]
     # moto's canned console output has no SSH host key block: nothing to pin, so the runner
     # refuses the host unless --trust-on-first-use (see the CLI test).
-    assert fetch_console_pins(instance["InstanceId"], "us-east-1") == set()
+    assert fetch_console_pins(instance["InstanceId"], "us-east-1", console_output) == set()
 
 
 def _inventory(tmp_path, hosts, config=None) -> Path:

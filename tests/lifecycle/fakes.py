@@ -10,7 +10,7 @@ from typing import Any
 from botocore.stub import Stubber
 
 from dsinfra.cloud.aws import client as aws_client
-from dsinfra.cloud.doctor import DLAMI_PARAMETERS
+from dsinfra.ops.doctor import DLAMI_PARAMETERS
 from dsinfra.errors import CloudError
 from dsinfra.infra.automation import PreviewResult
 
@@ -85,7 +85,7 @@ class FakeBootstrap:
         self.fail_step = fail_step
 
     def __call__(self, config, outputs, *, ssh_key_path=None, trust_on_first_use=False,
-                 progress=None):
+                 progress=None, read_console=None):
         from dsinfra.bootstrap.plan import BootstrapReport, HostResult, StepResult
 
         self.calls.append({"stack": config.stack, "nodes": [n.id for n in outputs.nodes],

@@ -14,11 +14,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dsinfra.budget import ON_EXCEED, PERIODS, StackBudget, budget_fit, decide
-from dsinfra.cloud.doctor import DoctorReport, check_budget
+from dsinfra.ops.doctor import DoctorReport, check_budget
 from dsinfra.config import parse_stack_config
 from dsinfra.errors import UserError
-from dsinfra.infra.lifecycle import _budget_gate
-from dsinfra.infra.planner import Plan, plan_for_config
+from dsinfra.ops.up import _budget_gate
+from dsinfra.ops.plan import Plan, plan_for_config
 
 BASE = {"dev": {"tier": "dev", "instanceType": "g5.2xlarge"},
         "distributed": {"tier": "distributed", "instanceType": "p5.48xlarge", "nodeCount": 2}}

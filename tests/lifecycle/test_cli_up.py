@@ -39,7 +39,7 @@ def project(tmp_path, monkeypatch):
 @pytest.fixture
 def edges(aws, project, monkeypatch):
     import dsinfra.cli.up as up_module
-    import dsinfra.cloud.doctor as doctor
+    import dsinfra.ops.doctor as doctor
     import dsinfra.infra.automation as automation
 
     engine, boot = FakeEngine(), FakeBootstrap()
@@ -121,7 +121,7 @@ def test_up_bad_stack_exits_2_before_any_engine_call(edges, project, yaml_text, 
 
 
 def test_up_failed_preflight_prints_the_doctor_table(edges, monkeypatch):
-    import dsinfra.cloud.doctor as doctor
+    import dsinfra.ops.doctor as doctor
 
     monkeypatch.setattr(doctor, "_default_client", StubbedFactory(quota_value=0))
     result = CliRunner().invoke(app, ["up", "t", "--yes"], env={"COLUMNS": "200"})

@@ -10,10 +10,10 @@ from datetime import datetime, timezone
 
 import pytest
 
-from dsinfra.cloud.doctor import run_doctor
+from dsinfra.ops.doctor import run_doctor
 from dsinfra.config import parse_stack_config
 from dsinfra.errors import CloudError, ConfigError, UserError
-from dsinfra.infra.lifecycle import (CapacityExhausted, PreflightFailed, UpOptions, bring_up,
+from dsinfra.ops.up import (CapacityExhausted, PreflightFailed, UpOptions, bring_up,
                                      pin_expiry, zone_order)
 
 from .fakes import FakeBootstrap, FakeEngine, StubbedFactory
