@@ -137,6 +137,24 @@ def test_sglang_two_nodes_get_ranks_and_the_head_as_dist_init_address():
     assert "--dist-init-addr 10.0.0.5:5000" in worker
 
 
+def test_every_engine_the_config_accepts_has_one_registered_implementation():
+    from typing import get_args
+
+    from dsinfra.bootstrap.engines import ENGINES
+    from dsinfra.config import EngineConfig
+
+    names = get_args(EngineConfig.model_fields["name"].annotation)
+    assert sorted(ENGINES) == sorted(names)
+    assert all(ENGINES[name].name == name for name in names)
+
+
+def test_only_the_custom_engine_is_not_checked_as_openai_compatible():
+    compatible = {name: _plan(1, engine=name if name != "custom" else
+                              {"name": "custom", "image": "example/serve:1.0", "port": 8080}
+                              )[0].openai_compatible for name in ("vllm", "sglang", "custom")}
+    assert compatible == {"vllm": True, "sglang": True, "custom": False}
+
+
 def test_api_key_lives_only_in_the_env_file():
     plan, hosts = _plan(1)
     secrets = Secrets(api_key="dsk-abcdefgh12345678", hf_token="hf_zyxwvut98765")
