@@ -89,7 +89,8 @@ class FakeBootstrap:
         from dsinfra.bootstrap.plan import BootstrapReport, HostResult, StepResult
 
         self.calls.append({"stack": config.stack, "nodes": [n.id for n in outputs.nodes],
-                           "ssh_key_path": ssh_key_path, "tofu": trust_on_first_use})
+                           "ssh_key_path": ssh_key_path, "tofu": trust_on_first_use,
+                           "read_console": read_console})
         if progress:
             progress("engine container started on i-0abc")
         hosts = []

@@ -65,6 +65,16 @@ def test_up_prints_endpoint_api_key_command_and_curl(edges, monkeypatch):
     assert boot.calls and ("up", "t", "us-east-1a") in engine.calls
 
 
+def test_up_hands_bootstrap_the_ec2_console_reader_for_host_key_pins(edges):
+    """bootstrap imports no cloud code: without this reader up's hosts get no console pins."""
+    from dsinfra.cloud.aws import console_output
+
+    _, boot = edges
+    result = CliRunner().invoke(app, ["up", "t", "--yes"])
+    assert result.exit_code == 0, result.output
+    assert boot.calls[0]["read_console"] is console_output
+
+
 def test_up_json_reports_attempts_and_expiry(edges):
     engine, _ = edges
     engine.no_capacity_in = {"us-east-1a"}
