@@ -33,6 +33,7 @@ def test_inventory_bootstrap_prints_the_json_report(lab, tmp_path, secrets_env, 
 
 def test_stack_bootstrap_reads_outputs_and_refuses_hosts_without_pinned_keys(
         lab, tmp_path, secrets_env, monkeypatch, aws):
+    import dsinfra.cloud.aws as aws_edge
     from dsinfra.cloud.aws import client
 
     monkeypatch.setenv("DSINFRA_STATE_DIR", str(tmp_path / "state"))
@@ -55,11 +56,15 @@ def test_stack_bootstrap_reads_outputs_and_refuses_hosts_without_pinned_keys(
             return outputs
 
     monkeypatch.setattr("dsinfra.infra.automation.PulumiEngine", FakeEngine)
+    read, real_read = [], aws_edge.console_output  # the CLI hands bootstrap the EC2 reader
+    monkeypatch.setattr(aws_edge, "console_output",
+                        lambda i, region: read.append((i, region)) or real_read(i, region))
     args = ["bootstrap", "dev", "--ssh-key", str(lab.client_key), "--json"]
 
     refused = CliRunner().invoke(app, args)
     trusted = CliRunner().invoke(app, args + ["--trust-on-first-use"])
 
+    assert read and read[0] == (instance_id, "us-east-1")
     assert refused.exit_code == 3
     assert "no pinned host key" in json.loads(refused.stdout)["hosts"][0]["steps"][0]["detail"]
     assert "bootstrap failed on 1 host(s)" in refused.stderr
