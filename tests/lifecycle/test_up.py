@@ -49,7 +49,7 @@ def test_up_pins_expiry_deploys_in_the_first_offering_zone_and_bootstraps(aws):
         ("set_config", "dev", "dsinfra:availabilityZone", "us-east-1a"),
         ("up", "dev", "us-east-1a")]
     assert boot.calls == [{"stack": "dev", "nodes": ["i-0abc"], "ssh_key_path": "/k",
-                           "tofu": True}]
+                           "tofu": True, "read_console": None}]
     assert result.expires_at == datetime(2026, 11, 29, tzinfo=timezone.utc)
     assert result.outputs.endpoint == "http://203.0.113.10:8000"
     assert [a.outcome for a in result.attempts] == ["created"]
