@@ -1,12 +1,14 @@
 """What the inference container runs on each host: pure functions from the stack config and the
 host list to a systemd unit and an environment file. No SSH here, so every engine layout
-(vLLM single/multi-node with Ray, SGLang ``--nnodes``, a custom image) is unit-testable."""
+(vLLM single/multi-node with Ray, SGLang ``--nnodes``, a custom image) is unit-testable.
+What differs per engine lives in bootstrap/engines/ (one module each, one registry)."""
 
 from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
 
+from dsinfra.bootstrap.engines import engine_for
 from dsinfra.bootstrap.hosts import HostSpec
 from dsinfra.bootstrap.secrets import Secrets
 from dsinfra.config import StackConfig
@@ -19,13 +21,11 @@ EFA_ENV = f"{ETC}/efa.env"
 RUN_SCRIPT = f"{ETC}/engine-run.sh"
 UNIT_PATH = f"/etc/systemd/system/{UNIT_NAME}"
 HF_CACHE_IN_CONTAINER = "/root/.cache/huggingface"
-RAY_PORT = 6379
-SGLANG_DIST_PORT = 5000
 
 
 @dataclass(frozen=True)
 class EnginePlan:
-    name: str  # vllm | sglang | custom
+    name: str  # a key of bootstrap/engines.ENGINES
     image: str
     port: int
     health_path: str
@@ -40,7 +40,7 @@ class EnginePlan:
 
     @property
     def openai_compatible(self) -> bool:
-        return self.name != "custom"
+        return engine_for(self.name).openai_compatible
 
 
 def engine_plan(config: StackConfig, hosts: list[HostSpec]) -> EnginePlan:
@@ -59,8 +59,7 @@ def engine_env(plan: EnginePlan, secrets: Secrets) -> str:
     """The 0600 env file: the API key under the names each engine reads, and the HF token."""
     lines = [f"DSINFRA_API_KEY={secrets.api_key}", f"API_KEY={secrets.api_key}",
              f"HF_HOME={HF_CACHE_IN_CONTAINER}", f"DSINFRA_MODEL={plan.model}"]
-    if plan.name == "vllm":
-        lines.append(f"VLLM_API_KEY={secrets.api_key}")  # vLLM reads it instead of --api-key
+    lines += engine_for(plan.name).env_lines(secrets.api_key)
     if secrets.hf_token:
         lines += [f"HF_TOKEN={secrets.hf_token}", f"HUGGING_FACE_HUB_TOKEN={secrets.hf_token}"]
     return "\n".join(lines) + "\n"
@@ -75,54 +74,7 @@ def efa_env(efa_interfaces: int) -> str:
 
 def container_args(plan: EnginePlan, host: HostSpec) -> list[str]:
     """Image and arguments after ``docker run [options]``."""
-    if plan.name == "custom":
-        return [plan.image, *(plan.command or ())]
-    if plan.name == "sglang":
-        return ["--entrypoint", "/bin/sh", plan.image, "-c", _sglang_script(plan, host)]
-    if plan.nodes == 1:
-        return [plan.image, *_vllm_serve_args(plan)]
-    return ["--entrypoint", "/bin/bash", plan.image, "-c", _vllm_ray_script(plan, host)]
-
-
-def _vllm_serve_args(plan: EnginePlan) -> list[str]:
-    args = ["--model", plan.model, "--served-model-name", plan.model, "--host", "0.0.0.0",
-            "--port", str(plan.port), "--tensor-parallel-size", str(plan.gpus_per_node),
-            "--pipeline-parallel-size", str(plan.nodes),
-            "--gpu-memory-utilization", f"{plan.gpu_memory_utilization:g}",
-            "--max-model-len", str(plan.max_model_len)]
-    if plan.nodes > 1:
-        args += ["--distributed-executor-backend", "ray"]
-    return args + list(plan.extra_args)
-
-
-def _vllm_ray_script(plan: EnginePlan, host: HostSpec) -> str:
-    """Ray head + vLLM on the head; a blocking Ray worker elsewhere (vLLM's run_cluster.sh)."""
-    me = shlex.quote(host.peer_address)
-    if host.role != "head":
-        return (f"exec ray start --block --address={shlex.quote(plan.head_address)}:{RAY_PORT} "
-                f"--node-ip-address={me}")
-    total = plan.gpus_per_node * plan.nodes
-    wait = ("until [ \"$(python3 -c 'import ray; ray.init(address=\"auto\"); "
-            "print(int(ray.cluster_resources().get(\"GPU\", 0)))')\" -ge " + str(total) +
-            " ]; do sleep 5; done")
-    serve = " ".join(shlex.quote(a) for a in ["python3", "-m", "vllm.entrypoints.openai.api_server",
-                                              *_vllm_serve_args(plan)])
-    return (f"ray start --head --port={RAY_PORT} --node-ip-address={me} && {wait} && "
-            f"exec {serve}")
-
-
-def _sglang_script(plan: EnginePlan, host: HostSpec) -> str:
-    args = ["python3", "-m", "sglang.launch_server", "--model-path", plan.model,
-            "--served-model-name", plan.model, "--host", "0.0.0.0", "--port", str(plan.port),
-            "--tp", str(plan.gpus_per_node * plan.nodes),
-            "--mem-fraction-static", f"{plan.gpu_memory_utilization:g}",
-            "--context-length", str(plan.max_model_len), *plan.extra_args]
-    if plan.nodes > 1:
-        args += ["--nnodes", str(plan.nodes), "--node-rank", str(host.node_rank),
-                 "--dist-init-addr", f"{plan.head_address}:{SGLANG_DIST_PORT}"]
-    # SGLang takes the key only as a flag: it is expanded inside the container from the env
-    # file, so it is on neither the unit file nor the host's docker command line.
-    return "exec " + " ".join(shlex.quote(a) for a in args) + ' --api-key "$DSINFRA_API_KEY"'
+    return engine_for(plan.name).container_args(plan, host)
 
 
 def run_script(plan: EnginePlan, host: HostSpec, *, cache_dir: str, efa: bool) -> str:

@@ -12,12 +12,13 @@ import base64
 import hashlib
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import paramiko
 
-from dsinfra.errors import CloudError, UserError
+from dsinfra.errors import UserError
 
 _KEY_LINE = re.compile(
     r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(?:256|384|521)|ssh-dss)\s+([A-Za-z0-9+/=]+)")
@@ -58,17 +59,12 @@ def pins_from_console_output(console: str) -> set[str]:
     return pins
 
 
-def fetch_console_pins(instance_id: str, region: str) -> set[str]:
-    """Host-key fingerprints of one instance from EC2 ``GetConsoleOutput``."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    from dsinfra.cloud.aws import client
-
-    try:
-        answer = client("ec2", region).get_console_output(InstanceId=instance_id, Latest=False)
-    except (BotoCoreError, ClientError) as exc:
-        raise CloudError(f"could not read the console output of {instance_id}: {exc}") from None
-    raw = answer.get("Output") or ""
+def fetch_console_pins(instance_id: str, region: str,
+                       read_console: Callable[[str, str], str]) -> set[str]:
+    """Host-key fingerprints of one instance from its console output; ``read_console``
+    (instance id, region) -> EC2 ``GetConsoleOutput``'s ``Output`` is cloud/aws.py's
+    ``console_output``, passed in by the caller."""
+    raw = read_console(instance_id, region)
     try:
         text = base64.b64decode(raw).decode("utf-8", "replace")
     except ValueError:

@@ -66,7 +66,7 @@ def hosts_from_outputs(outputs: StackOutputs, *, key_path: Path | None) -> list[
         raise UserError("the stack has no nodes in its outputs",
                         hint="Run `dsinfra up STACK` first (or check `pulumi stack output`).")
     gateway = (Gateway(address=outputs.bastion, user=outputs.ssh_user, key_path=key_path,
-                       instance_id=outputs.extra.get("bastion_id"))
+                       instance_id=outputs.bastion_id)
                if outputs.bastion else None)
     unknown = [n.id for n in outputs.nodes if n.efa_interfaces is None]
     if unknown:

@@ -10,13 +10,10 @@ from typing import Any, Literal
 from dsinfra.bootstrap.engine import EnginePlan
 from dsinfra.bootstrap.hosts import HostSpec
 from dsinfra.bootstrap.secrets import Secrets
+from dsinfra.tiers import TIERS
 
 Status = Literal["applied", "already done", "verified", "failed", "skipped", "not reached"]
 Phase = Literal["prepare", "engine", "health"]
-
-# How long the engine may take to answer, per tier: a 7B model loads in minutes, DeepSeek-R1
-# (671B) across two nodes takes tens of minutes to download and shard.
-HEALTH_TIMEOUT_S = {"dev": 20 * 60, "prod": 45 * 60, "distributed": 120 * 60}
 
 
 class RebootRequired(Exception):
@@ -37,7 +34,7 @@ class HostPlan:
     engine: EnginePlan
     secrets: Secrets
     tier: str = "dev"
-    health_timeout_s: float = HEALTH_TIMEOUT_S["dev"]
+    health_timeout_s: float = TIERS["dev"].health_timeout_s
     health_poll_s: float = 2.0
     health_report_s: float = 15.0  # how often a wait for the engine reports back
     facts: dict[str, Any] = field(default_factory=dict)

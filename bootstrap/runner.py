@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -21,9 +21,10 @@ from dsinfra.bootstrap.engine import engine_plan
 from dsinfra.bootstrap.hostkeys import KnownHosts, fetch_console_pins, pins_from_text
 from dsinfra.bootstrap.hostrun import HostRun
 from dsinfra.bootstrap.hosts import HostSpec, hosts_from_outputs, load_inventory
-from dsinfra.bootstrap.plan import HEALTH_TIMEOUT_S, BootstrapReport, HostPlan, Step
+from dsinfra.bootstrap.plan import BootstrapReport, HostPlan, Step
+from dsinfra.bootstrap.progress import Progress, as_progress
 from dsinfra.bootstrap.remote import HostLog, SshSettings
-from dsinfra.bootstrap.secrets import Secrets, resolve_secrets, stack_api_key
+from dsinfra.bootstrap.secrets import Secrets, resolve_secrets
 from dsinfra.bootstrap.steps import STEPS
 from dsinfra.config import StackConfig, parse_stack_config
 from dsinfra.outputs import StackOutputs
@@ -38,40 +39,38 @@ class BootstrapOptions:
 
     state_dir: Path | None = None  # default: <project>/.dsinfra, else ./.dsinfra
     ssh: SshSettings = field(default_factory=SshSettings)
-    health_timeout_s: float | None = None  # default: per tier (HEALTH_TIMEOUT_S)
+    health_timeout_s: float | None = None  # default: the tier's (TierSpec.health_timeout_s)
     health_poll_s: float = 2.0  # the host asks /health this often while the engine loads
     health_report_s: float = 15.0  # and reports back (progress, unit state) this often
     console_pins: bool = True  # read host keys from EC2 GetConsoleOutput (stack hosts)
     full_check: bool = False  # run every step's check even on hosts whose marker matches
-    api_key: str | None = None  # the stack's own key (from its outputs), over env and file
+    api_key: str | None = None  # a key given by the caller, over env and file
     steps: tuple[Step, ...] = STEPS
-
-
-Progress = bool | Callable[[str], None]
 
 
 def bootstrap_stack(config: StackConfig, outputs: StackOutputs, *,
                     ssh_key_path: Path | None = None, trust_on_first_use: bool = False,
-                    progress: Progress = True, options: BootstrapOptions | None = None
-                    ) -> BootstrapReport:
+                    progress: Progress = None, options: BootstrapOptions | None = None,
+                    read_console: Callable[[str, str], str] | None = None) -> BootstrapReport:
     """Bootstrap the hosts a dsinfra stack created (``dsinfra up`` calls this).
 
-    ``progress``: True for the live table, False for nothing, or a callable that gets one
-    line per host and step change (``dsinfra up`` folds them into its own display).
+    ``read_console``: (instance id, region) -> EC2 console output, for host-key pins
+    (cloud/aws.py's ``console_output``; the caller passes it, bootstrap imports no boto3 edge).
+    Without it, or with ``options.console_pins`` off, hosts are pinned from known_hosts only.
+
+    ``progress``: a ``BootstrapProgress`` (the CLI's live table), a callable that gets one
+    line per host and step change (``dsinfra up`` folds them into its own display), or None.
     """
     options = options or BootstrapOptions()
-    stack_key = stack_api_key(outputs.extra, outputs.region or config.region)
-    if stack_key:
-        options = replace(options, api_key=stack_key)
     hosts = hosts_from_outputs(outputs, key_path=ssh_key_path)
     known = _known_hosts(options, trust_on_first_use)
-    if options.console_pins:
-        _pin_from_console(hosts, known, outputs.region or config.region)
+    if options.console_pins and read_console:
+        _pin_from_console(hosts, known, outputs.region or config.region, read_console)
     return run_bootstrap(config, hosts, known=known, endpoint=outputs.endpoint or None,
                          progress=progress, options=options)
 
 
-def bootstrap_inventory(path: Path, *, trust_on_first_use: bool = False, progress: Progress = True,
+def bootstrap_inventory(path: Path, *, trust_on_first_use: bool = False, progress: Progress = None,
                         options: BootstrapOptions | None = None) -> BootstrapReport:
     """Bootstrap hosts dsinfra did not create, listed in an inventory file."""
     options = options or BootstrapOptions()
@@ -102,13 +101,14 @@ def _known_hosts(options: BootstrapOptions, trust_on_first_use: bool) -> KnownHo
     return known
 
 
-def _pin_from_console(hosts: list[HostSpec], known: KnownHosts, region: str) -> None:
+def _pin_from_console(hosts: list[HostSpec], known: KnownHosts, region: str,
+                      read_console: Callable[[str, str], str]) -> None:
     targets = {h.id: h.instance_id for h in hosts if h.instance_id and not h.host_key}
     gateways = {h.gateway.id: h.gateway.instance_id for h in hosts
                 if h.gateway and h.gateway.instance_id and not h.gateway.host_key}
     for host_id, instance_id in {**targets, **gateways}.items():
         if not known.pins.get(host_id):
-            pins = fetch_console_pins(instance_id, region)
+            pins = fetch_console_pins(instance_id, region, read_console)
             if pins:
                 known.pins[host_id] = pins
 
@@ -123,12 +123,8 @@ def run_bootstrap(config: StackConfig, hosts: list[HostSpec], *, known: KnownHos
     run_dir = state_dir / "runs" / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
     run_dir.mkdir(parents=True, exist_ok=True)
     plan = engine_plan(config, hosts)
-    timeout = options.health_timeout_s or HEALTH_TIMEOUT_S[config.tier]
-    from dsinfra.bootstrap.display import Display
-
-    display = Display([h.name for h in hosts], [s.name for s in options.steps],
-                      enabled=progress is True,
-                      forward=progress if callable(progress) else None)
+    timeout = options.health_timeout_s or config.tier_spec.health_timeout_s
+    display = as_progress(progress)
     runs = [HostRun(HostPlan(host=h, engine=plan, secrets=secrets, tier=config.tier,
                              health_timeout_s=timeout, health_poll_s=options.health_poll_s,
                              health_report_s=options.health_report_s),
@@ -139,9 +135,12 @@ def run_bootstrap(config: StackConfig, hosts: list[HostSpec], *, known: KnownHos
     for run in runs:
         run.interrupted = interrupted
     try:
-        with display:
+        display.start([h.name for h in hosts], [s.name for s in options.steps])
+        try:
             _run_phases(runs, options.steps, full_check=options.full_check,
                         interrupted=interrupted)
+        finally:
+            display.stop()
     finally:
         # Written even on Ctrl-C: what finished is on record, and the next run resumes.
         report = BootstrapReport(stack=config.stack, run_dir=str(run_dir), endpoint=endpoint,

@@ -26,7 +26,7 @@ class Secrets:
 
 
 def resolve_secrets(state_dir: Path, name: str, *, stack_key: str | None = None) -> Secrets:
-    """The stack's own key when it has one, else ``$DSINFRA_API_KEY``, else a key generated
+    """``stack_key`` when the caller gives one, else ``$DSINFRA_API_KEY``, else a key generated
     for this stack (kept 0600 under the state dir); ``$HF_TOKEN`` when set (gated models)."""
     api_key = stack_key or os.environ.get(API_KEY_ENV) or \
         _stored_api_key(api_key_path(state_dir, name))
@@ -37,32 +37,6 @@ def resolve_secrets(state_dir: Path, name: str, *, stack_key: str | None = None)
 def api_key_path(state_dir: Path, name: str) -> Path:
     """Where a generated key for stack ``name`` is kept (0600)."""
     return state_dir / "secrets" / f"{name}.api-key"
-
-
-def stack_api_key(extra: dict, region: str) -> str | None:
-    """The key the stack itself holds, when it exports one: a Pulumi secret output ``apiKey``,
-    an SSM SecureString (``api_key_parameter``) or a Secrets Manager secret
-    (``api_key_secret_arn``). ``dsinfra up`` tells users to read it from there."""
-    if extra.get("apiKey") or extra.get("api_key"):
-        return str(extra.get("apiKey") or extra.get("api_key"))
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    from dsinfra.cloud.aws import client
-    from dsinfra.errors import CloudError
-
-    try:
-        if extra.get("api_key_parameter"):
-            answer = client("ssm", region).get_parameter(Name=extra["api_key_parameter"],
-                                                         WithDecryption=True)
-            return answer["Parameter"]["Value"]
-        if extra.get("api_key_secret_arn"):
-            answer = client("secretsmanager", region).get_secret_value(
-                SecretId=extra["api_key_secret_arn"])
-            return answer["SecretString"]
-    except (BotoCoreError, ClientError) as exc:
-        raise CloudError(f"could not read the stack's API key: {exc}",
-                         hint="Check the stack's outputs and your AWS credentials.") from None
-    return None
 
 
 def _stored_api_key(path: Path) -> str:

@@ -6,7 +6,9 @@ from typing import Optional
 
 import typer
 
-from dsinfra.cli.main import app
+from dsinfra.cli.options import TYPER_OPTIONS
+
+app = typer.Typer(**TYPER_OPTIONS)  # added to the root by cli/main.py
 
 OPS_LEVELS = ("none", "some", "strong")
 

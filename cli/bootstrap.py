@@ -7,7 +7,9 @@ from typing import Optional
 
 import typer
 
-from dsinfra.cli.main import app
+from dsinfra.cli.options import TYPER_OPTIONS
+
+app = typer.Typer(**TYPER_OPTIONS)  # added to the root by cli/main.py
 
 
 @app.command("bootstrap")
@@ -27,7 +29,9 @@ def bootstrap_command(
     """Install drivers, CUDA, Docker, EFA and the inference engine on every host, in parallel,
     until the endpoint answers. Safe to re-run; an interrupted run resumes."""
     from dsinfra.bootstrap.runner import BootstrapOptions, bootstrap_inventory, bootstrap_stack
+    from dsinfra.cli.bootstrap_display import LiveDisplay
     from dsinfra.cli.output import print_json
+    from dsinfra.cloud.aws import console_output
     from dsinfra.errors import CloudError, UserError
 
     if (stack is None) == (inventory is None):
@@ -38,14 +42,15 @@ def bootstrap_command(
     if ssh_key is not None and not ssh_key.expanduser().is_file():
         raise UserError(f"--ssh-key {ssh_key}: no such file")
     options = BootstrapOptions(full_check=full_check)
+    progress = None if as_json else LiveDisplay()
     if inventory is not None:
         report = bootstrap_inventory(inventory, trust_on_first_use=trust_on_first_use,
-                                     progress=not as_json, options=options)
+                                     progress=progress, options=options)
     else:
         config, outputs = _stack(stack)
         report = bootstrap_stack(config, outputs, ssh_key_path=ssh_key and ssh_key.expanduser(),
-                                 trust_on_first_use=trust_on_first_use, progress=not as_json,
-                                 options=options)
+                                 trust_on_first_use=trust_on_first_use, progress=progress,
+                                 options=options, read_console=console_output)
     if as_json:
         print_json(report.to_dict())
     if not report.ok:

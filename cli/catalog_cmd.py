@@ -6,7 +6,9 @@ from typing import Optional
 
 import typer
 
-from dsinfra.cli.main import TYPER_OPTIONS, app
+from dsinfra.cli.options import TYPER_OPTIONS
+
+app = typer.Typer(**TYPER_OPTIONS)  # added to the root by cli/main.py
 
 catalog_app = typer.Typer(help="Instance prices: refresh the local cache from AWS.",
                           **TYPER_OPTIONS)
@@ -24,7 +26,7 @@ def refresh_command(
 
     from dsinfra.cloud.catalog_cache import CACHE_NAME, refresh
     from dsinfra.cloud.ledger import state_dir
-    from dsinfra.cloud.local import resolve_regions
+    from dsinfra.ops.local import resolve_regions
     from dsinfra.errors import CloudError
 
     try:

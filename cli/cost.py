@@ -6,7 +6,9 @@ from typing import Optional
 
 import typer
 
-from dsinfra.cli.main import TYPER_OPTIONS, app
+from dsinfra.cli.options import TYPER_OPTIONS
+
+app = typer.Typer(**TYPER_OPTIONS)  # added to the root by cli/main.py
 
 cost_app = typer.Typer(help="Meter spend per stack, enforce budgets, read the audit log.",
                        **TYPER_OPTIONS)
@@ -32,8 +34,8 @@ def check_command(
 
     if stack and all_stacks:
         raise UserError("invalid arguments: --stack and --all together; allowed: one of them")
-    from dsinfra.cloud.check import run_check
-    from dsinfra.cloud.local import local_context
+    from dsinfra.ops.check import run_check
+    from dsinfra.ops.local import local_context
 
     ctx = local_context(region, enforce=enforce, now=parse_now(now))
     if as_json:
@@ -114,7 +116,7 @@ def report_command(
                                       "tag (lags up to a day; $0.01 per request)."),
 ) -> None:
     """Per stack: spend, budget, burn per hour, forecast, time left, and a burn chart."""
-    from dsinfra.cloud.report import build_report
+    from dsinfra.ops.status import build_report
 
     report = build_report(region, now=parse_now(now))
     if billing:
@@ -151,7 +153,7 @@ def audit_command(
     limit: int = typer.Option(50, "--limit", min=1, help="Most recent records to show."),
 ) -> None:
     """Every decision and action the cost check, down and resume took, oldest first."""
-    from dsinfra.cloud.local import audit_log
+    from dsinfra.ops.local import audit_log
 
     log = audit_log()
     records, torn = log.records()
@@ -185,7 +187,7 @@ def resume_command(
 ) -> None:
     """Start the instances a budget `stop` stopped (volumes and data were kept)."""
     from dsinfra.cloud.actions import resume_stack
-    from dsinfra.cloud.local import audit_log, resolve_regions
+    from dsinfra.ops.local import audit_log, resolve_regions
 
     regions = resolve_regions(region)
     log = audit_log()

@@ -6,7 +6,9 @@ from typing import Optional
 
 import typer
 
-from dsinfra.cli.main import app
+from dsinfra.cli.options import TYPER_OPTIONS
+
+app = typer.Typer(**TYPER_OPTIONS)  # added to the root by cli/main.py
 
 
 @app.command("doctor")
@@ -17,7 +19,7 @@ def doctor_command(
 ) -> None:
     """Pulumi CLI, AWS credentials, instance type offered, vCPU quota, AMI, budget.
     Exit status 3 when any check fails."""
-    from dsinfra.cloud.doctor import run_doctor
+    from dsinfra.ops.doctor import run_doctor
     from dsinfra.errors import EXIT_CLOUD_ERROR
     from dsinfra.stackfiles import load_stack
 

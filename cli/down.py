@@ -6,7 +6,9 @@ from typing import Optional
 
 import typer
 
-from dsinfra.cli.main import app
+from dsinfra.cli.options import TYPER_OPTIONS
+
+app = typer.Typer(**TYPER_OPTIONS)  # added to the root by cli/main.py
 
 
 @app.command("down")
@@ -21,7 +23,7 @@ def down_command(
 ) -> None:
     """pulumi destroy (where the backend answers), then sweep and verify by the stack tag."""
     from dsinfra.cli.output import console
-    from dsinfra.cloud.down import destroy_stack
+    from dsinfra.ops.down import destroy_stack
 
     spinner = (lambda message: console(stderr=True).status(message)) if not as_json else None
     result = destroy_stack(stack, region, yes=yes, force=force,

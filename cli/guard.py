@@ -7,7 +7,9 @@ from typing import Optional
 
 import typer
 
-from dsinfra.cli.main import TYPER_OPTIONS, app
+from dsinfra.cli.options import TYPER_OPTIONS
+
+app = typer.Typer(**TYPER_OPTIONS)  # added to the root by cli/main.py
 
 guard_app = typer.Typer(help="The in-account budget guard (EventBridge Scheduler -> Lambda).",
                         **TYPER_OPTIONS)
@@ -16,7 +18,7 @@ app.add_typer(guard_app, name="guard")
 
 def make_engine():
     """The guard's Pulumi engine (tests substitute this)."""
-    from dsinfra.infra.guard_deploy import guard_engine
+    from dsinfra.ops.guard_deploy import guard_engine
 
     return guard_engine(os.environ.get("DSINFRA_WEBHOOK_URL"))
 
@@ -32,8 +34,8 @@ def deploy_command(
     as_json: bool = typer.Option(False, "--json", help="Print the stack outputs as JSON."),
 ) -> None:
     """Deploy or update the guard (its webhook comes from $DSINFRA_WEBHOOK_URL, as a secret)."""
-    from dsinfra.cloud.local import resolve_regions
-    from dsinfra.infra.guard_deploy import deploy_guard
+    from dsinfra.ops.local import resolve_regions
+    from dsinfra.ops.guard_deploy import deploy_guard
 
     regions = resolve_regions(region)
     outputs = deploy_guard(make_engine(), stack, regions, every, enforce)

@@ -8,8 +8,9 @@ from typing import Optional
 
 import typer
 
-from dsinfra.cli.main import TYPER_OPTIONS, app
+from dsinfra.cli.options import TYPER_OPTIONS
 
+app = typer.Typer(**TYPER_OPTIONS)  # added to the root by cli/main.py
 host_app = typer.Typer(help="Check a GPU host against its instance type.", **TYPER_OPTIONS)
 app.add_typer(host_app, name="host")
 

@@ -1,5 +1,8 @@
 """Root of the ``dsinfra`` command: command groups are composed here, errors mapped to exit
-statuses here, and nothing else."""
+statuses here, and nothing else.
+
+Each ``cli/<command>.py`` defines its own ``app`` (typer's one-file-per-command layout) and never
+imports this module; ``compose`` adds them all to the root, in the order ``--help`` lists them."""
 
 from __future__ import annotations
 
@@ -7,11 +10,15 @@ import typer
 from typer.core import TyperGroup
 
 from dsinfra import __version__
+from dsinfra.cli import (advise, bootstrap, catalog_cmd, cost, doctor, down, guard, host, plan,
+                         schedule, size, stacks, status, up)
+from dsinfra.cli.options import TYPER_OPTIONS
 from dsinfra.errors import EXIT_INTERRUPTED, DsinfraError
 
-# Help rendering through rich costs ~0.25 s of imports; plain help keeps `--help` fast.
-TYPER_OPTIONS = dict(rich_markup_mode=None, pretty_exceptions_enable=False,
-                     no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]})
+# Command modules import only typer and the standard library at the top, so composing them all
+# keeps `dsinfra --help` free of the cloud SDKs.
+COMMAND_MODULES = (plan, stacks, size, advise, doctor, up, bootstrap, host, cost, down, status,
+                   catalog_cmd, guard, schedule)
 
 
 class DsinfraGroup(TyperGroup):
@@ -54,14 +61,14 @@ def main(
     """dsinfra: DeepSeek inference on AWS, budget-guarded."""
 
 
-def _register() -> None:
-    # Each module defines its commands on `app` or a sub-Typer; importing them must stay cheap.
-    from dsinfra.cli import commands  # noqa: F401
+def compose(root: typer.Typer) -> typer.Typer:
+    for module in COMMAND_MODULES:
+        root.add_typer(module.app)  # unnamed: its commands and groups join the root
+    return root
+
+
+compose(app)
 
 
 def run() -> None:
-    _register()
     app()
-
-
-_register()

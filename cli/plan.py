@@ -11,7 +11,9 @@ from typing import Any
 
 import typer
 
-from dsinfra.cli.main import app
+from dsinfra.cli.options import TYPER_OPTIONS
+
+app = typer.Typer(**TYPER_OPTIONS)  # added to the root by cli/main.py
 
 # Inputs worth a glance per resource type; everything is in --json.
 _KEY_INPUTS: dict[str, tuple[str, ...]] = {
@@ -36,7 +38,7 @@ def plan_command(
                               "CLI and AWS credentials) instead of the offline run."),
 ) -> None:
     """Show what STACK would create and cost per hour and month, checked against its budget."""
-    from dsinfra.infra.planner import build_plan
+    from dsinfra.ops.plan import build_plan
 
     if as_json:
         plan = build_plan(stack, live=live)
@@ -94,19 +96,17 @@ def _cost_table(plan):
 
 
 def _budget_text(plan) -> str:
-    budget, config = plan.config.budget, plan.config
-    compared = plan.hourly_usd * plan.budget_hours
-    over = "a 730 h month" if plan.budget_hours == 730 else f"the {plan.budget_hours:g} h TTL"
-    verdict = "fits" if plan.fits_budget else "OVER BUDGET"
-    lines = [f"{verdict}: ${compared:,.2f} over {over} against ${budget.amount_usd:,.2f} per "
-             f"{budget.period} (on exceed: {budget.on_exceed}"
+    budget, config, fit = plan.config.budget, plan.config, plan.budget_fit
+    verdict = "fits" if fit.fits else "OVER BUDGET"
+    lines = [f"{verdict}: ${fit.compared_usd:,.2f} {fit.basis} against "
+             f"${budget.amount_usd:,.2f} per {budget.period} (on exceed: {budget.on_exceed}"
              f"{', protected: notify only' if config.protect else ''})."]
-    if config.ttl_hours is not None and budget.period == "month":
-        lines.append(f"The {config.ttl_hours:g} h TTL caps one run at "
-                     f"${plan.hourly_usd * config.ttl_hours:,.2f}.")
-    if not plan.fits_budget:
+    if config.ttl_hours is not None and not fit.ttl_enforced:
+        lines.append(f"The {config.ttl_hours:g} h TTL does not bound spend: when it runs out "
+                     "the guard only notifies (onExceed notify, or a protected stack).")
+    if not fit.fits:
         lines.append("`dsinfra up` will refuse this stack: lower nodeCount or instanceType, "
-                     "set ttlHours, or raise budget.amountUsd.")
+                     "set ttlHours with onExceed stop or destroy, or raise budget.amountUsd.")
     return "\n".join(lines)
 
 

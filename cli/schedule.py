@@ -10,7 +10,9 @@ from pathlib import Path
 
 import typer
 
-from dsinfra.cli.main import TYPER_OPTIONS, app
+from dsinfra.cli.options import TYPER_OPTIONS
+
+app = typer.Typer(**TYPER_OPTIONS)  # added to the root by cli/main.py
 
 schedule_app = typer.Typer(help="Run `dsinfra cost check` on a schedule (systemd or cron).",
                            **TYPER_OPTIONS)

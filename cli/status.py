@@ -6,7 +6,9 @@ from typing import Optional
 
 import typer
 
-from dsinfra.cli.main import app
+from dsinfra.cli.options import TYPER_OPTIONS
+
+app = typer.Typer(**TYPER_OPTIONS)  # added to the root by cli/main.py
 
 
 @app.command("status")
@@ -20,7 +22,7 @@ def status_command(
 ) -> None:
     """Tier, state, nodes, uptime, spend against budget and endpoint health of every stack."""
     from dsinfra.cli.cost import parse_now
-    from dsinfra.cloud.report import build_status, http_health
+    from dsinfra.ops.status import build_status, http_health
 
     status = build_status(region, now=parse_now(now), health=None if no_health else http_health)
     if as_json:

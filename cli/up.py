@@ -6,7 +6,9 @@ from typing import Any, Optional
 
 import typer
 
-from dsinfra.cli.main import app
+from dsinfra.cli.options import TYPER_OPTIONS
+
+app = typer.Typer(**TYPER_OPTIONS)  # added to the root by cli/main.py
 
 
 def make_engine(project_dir):
@@ -32,7 +34,7 @@ def up_command(
     """Validate, check fit and preflight, pulumi up (retrying other zones when AWS has no
     capacity), bootstrap, wait for health, then print the endpoint and a curl example."""
     from dsinfra.errors import UserError
-    from dsinfra.infra.lifecycle import CapacityExhausted, UpOptions, bring_up
+    from dsinfra.ops.up import CapacityExhausted, UpOptions, bring_up
     from dsinfra.stackfiles import find_project_dir, load_stack
 
     project = find_project_dir()
@@ -64,7 +66,7 @@ def up_command(
 def _audit_sink():
     """The budgets area's audit log (``dsinfra cost audit`` reads it), when installed."""
     try:
-        from dsinfra.cloud.local import audit_log
+        from dsinfra.ops.local import audit_log
     except ImportError:
         return None
     return audit_log().append
@@ -149,7 +151,7 @@ def _print_attempts(attempts) -> None:
 
 
 def _print_result(config, result, as_json: bool) -> None:
-    from dsinfra.infra.lifecycle import api_key_instructions, curl_example
+    from dsinfra.ops.up import api_key_instructions, curl_example
 
     key_command = api_key_instructions(config.stack, result.outputs)
     curl = curl_example(config, result.outputs)

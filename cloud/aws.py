@@ -49,3 +49,16 @@ def client(service: str, region: str | None = None) -> Any:
 def reset_session() -> None:
     """Forget the cached session (tests switch endpoints and credentials between cases)."""
     _session.cache_clear()
+
+
+def console_output(instance_id: str, region: str) -> str:
+    """EC2 ``GetConsoleOutput`` of one instance, as AWS returns it (base64, as documented)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from dsinfra.errors import CloudError
+
+    try:
+        answer = client("ec2", region).get_console_output(InstanceId=instance_id, Latest=False)
+    except (BotoCoreError, ClientError) as exc:
+        raise CloudError(f"could not read the console output of {instance_id}: {exc}") from None
+    return answer.get("Output") or ""

@@ -15,10 +15,14 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from dsinfra import tags as T
+from dsinfra.catalog import HOURS_PER_MONTH
 
 STATUSES = ("ok", "warn", "exceeded")
-ACTIONS = ("none", "notify", "stop", "destroy")
-ON_EXCEED = ("notify", "stop", "destroy")
+# The on-exceed actions: the one list every other module (config schema, doctor, the guard's
+# check) takes its names from. Ordered from mildest to strictest.
+NOTIFY, STOP, DESTROY = "notify", "stop", "destroy"
+ON_EXCEED = (NOTIFY, STOP, DESTROY)
+ACTIONS = ("none", *ON_EXCEED)
 PERIODS = ("month", "total")
 
 
@@ -57,7 +61,7 @@ def _parse_one(tags: dict[str, str]) -> dict:
     period = tags.get(T.BUDGET_PERIOD, "month")
     if period not in PERIODS:
         raise BudgetTagError(T.BUDGET_PERIOD, period, ", ".join(PERIODS))
-    on_exceed = tags.get(T.ON_EXCEED, "notify")
+    on_exceed = tags.get(T.ON_EXCEED, NOTIFY)
     if on_exceed not in ON_EXCEED:
         raise BudgetTagError(T.ON_EXCEED, on_exceed, ", ".join(ON_EXCEED))
     try:
@@ -85,7 +89,7 @@ def _parse_expiry(value: str | None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
-_SEVERITY = {"notify": 0, "stop": 1, "destroy": 2}
+_SEVERITY = {name: rank for rank, name in enumerate(ON_EXCEED)}
 
 
 def budget_from_tags(stack: str, tag_sets: Iterable[dict[str, str]]) -> StackBudget:
@@ -107,6 +111,12 @@ def budget_from_tags(stack: str, tag_sets: Iterable[dict[str, str]]) -> StackBud
     )
 
 
+def exceeded_action(on_exceed: str, protect: bool) -> str:
+    """What the guard does to a stack over its budget or past its TTL: its ``onExceed``, but a
+    protected stack is only ever notified."""
+    return NOTIFY if protect else on_exceed
+
+
 @dataclass(frozen=True)
 class Decision:
     status: str  # ok | warn | exceeded
@@ -123,12 +133,56 @@ def decide(budget: StackBudget, spend_usd: float, now: datetime) -> Decision:
     if over or expired:
         why = (f"spend ${spend_usd:,.2f} >= budget ${budget.amount_usd:,.2f}" if over
                else f"TTL expired at {budget.expires_at:%Y-%m-%dT%H:%M:%SZ}")
-        if budget.protect and budget.on_exceed != "notify":
-            return Decision("exceeded", "notify",
+        action = exceeded_action(budget.on_exceed, budget.protect)
+        if action != budget.on_exceed:
+            return Decision("exceeded", action,
                             f"{why}; protected stack: notify only (onExceed {budget.on_exceed})")
-        return Decision("exceeded", budget.on_exceed, f"{why}; onExceed {budget.on_exceed}")
+        return Decision("exceeded", action, f"{why}; onExceed {budget.on_exceed}")
     if spend_usd >= budget.warn_at * budget.amount_usd:
-        return Decision("warn", "notify",
+        return Decision("warn", NOTIFY,
                         f"spend ${spend_usd:,.2f} >= {budget.warn_at:.0%} of budget "
                         f"${budget.amount_usd:,.2f}")
     return Decision("ok", "none", "within budget")
+
+
+@dataclass(frozen=True)
+class BudgetFit:
+    """Whether an hourly estimate fits a budget, and the arithmetic that says so."""
+
+    fits: bool
+    compared_usd: float
+    window_hours: float  # the hours the budget is compared over
+    running_hours: float  # of which the stack runs at full price
+    ttl_enforced: bool  # the guard stops or destroys the stack when its TTL runs out
+    basis: str  # the comparison in words, for plan and doctor
+
+
+def budget_fit(*, hourly_usd: float, hourly_stopped_usd: float, amount_usd: float,
+               period: str, ttl_hours: float | None, on_exceed: str, protect: bool
+               ) -> BudgetFit:
+    """The one budget-fit rule, used by ``plan``, ``doctor`` and ``up``.
+
+    A TTL bounds spend only when the guard acts on it by stopping or destroying the stack
+    (``exceeded_action``: not ``notify``, not protected). The window is a 730 h month for a
+    ``month`` budget; for a ``total`` budget it is the TTL when the guard destroys the stack
+    then, otherwise 730 h or the TTL if longer (nothing else ends the spend). Within the window
+    the stack runs at full price until an enforced TTL, then costs nothing after ``destroy``
+    or what a stopped stack still bills (``hourly_stopped_usd``: volumes, NAT gateway, load
+    balancer, addresses) after ``stop``."""
+    action = exceeded_action(on_exceed, protect)
+    enforced = ttl_hours is not None and action in (STOP, DESTROY)
+    ttl = float(ttl_hours) if enforced and ttl_hours is not None else None
+    if period == "month":
+        window = float(HOURS_PER_MONTH)
+    elif ttl is not None and action == DESTROY:
+        window = ttl
+    else:
+        window = max(float(HOURS_PER_MONTH), ttl or 0.0)
+    running = min(ttl, window) if ttl is not None else window
+    after_usd = hourly_stopped_usd if ttl is not None and action == STOP else 0.0
+    compared = hourly_usd * running + after_usd * (window - running)
+    basis = f"over {window:g} h" if period == "total" else "per month"
+    if ttl is not None:
+        basis += f" (TTL {ttl:g} h, then {action})"
+    return BudgetFit(compared <= amount_usd, round(compared, 6), window, running,
+                     ttl is not None, basis)

@@ -14,24 +14,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from dsinfra.budget import NOTIFY, ON_EXCEED, PERIODS
 from dsinfra.catalog import GPU_INSTANCE_TYPES, INSTANCE_SPECS, SUPPORTED_REGIONS
 from dsinfra.errors import ConfigError
+from dsinfra.tiers import TIER_NAMES, TIERS, TierSpec
 
-Tier = Literal["dev", "prod", "distributed"]
+# Literal[tuple] spells out the tuple's members: the names live in tiers.py and budget.py.
+Tier = Literal[TIER_NAMES]  # type: ignore[valid-type]
 Precision = Literal["bf16", "fp16", "fp8", "int8", "int4"]
-OnExceed = Literal["notify", "stop", "destroy"]
-BudgetPeriod = Literal["month", "total"]
-
-TIER_DEFAULTS: dict[str, tuple[str, int]] = {
-    "dev": ("g5.2xlarge", 1),
-    "prod": ("p4d.24xlarge", 1),
-    "distributed": ("p5.48xlarge", 2),
-}
-TIER_DEFAULT_MODEL: dict[str, str] = {
-    "dev": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B",
-    "prod": "deepseek-ai/DeepSeek-R1-Distill-Llama-70B",
-    "distributed": "deepseek-ai/DeepSeek-R1",
-}
+OnExceed = Literal[ON_EXCEED]  # type: ignore[valid-type]
+BudgetPeriod = Literal[PERIODS]  # type: ignore[valid-type]
 ENGINE_DEFAULTS: dict[str, dict[str, Any]] = {
     "vllm": {"image": "vllm/vllm-openai:v0.11.0", "port": 8000, "healthPath": "/health"},
     "sglang": {"image": "lmsysorg/sglang:v0.4.6.post1-cu124", "port": 30000,
@@ -51,7 +43,7 @@ class BudgetConfig(_Model):
                               description="Spend limit in USD for the period")
     period: BudgetPeriod = Field("month", description="month: calendar month to date (UTC); "
                                  "total: since the stack's first resource")
-    on_exceed: OnExceed = Field("notify", alias="onExceed",
+    on_exceed: OnExceed = Field(NOTIFY, alias="onExceed",
                                 description="What the cost check does at or over budget")
     warn_at: float = Field(0.8, alias="warnAt", gt=0, le=1,
                            description="Fraction of the budget that triggers a warning")
@@ -182,9 +174,10 @@ class StackConfig(_Model):
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> "StackConfig":
-        if self.spot and self.tier != "dev":
+        if self.spot and not self.tier_spec.spot_allowed:
+            allowed = ", ".join(t.name for t in TIERS.values() if t.spot_allowed)
             raise _KeyedValueError("spot", self.spot,
-                                   "true only on the dev tier (prod and distributed run "
+                                   f"true only on the {allowed} tier (the others run "
                                    "on-demand or on a capacity reservation)")
         if self.availability_zone and not self.availability_zone.startswith(self.region):
             raise _KeyedValueError("availabilityZone", self.availability_zone,
@@ -195,18 +188,22 @@ class StackConfig(_Model):
                                    "no capacity reservation together with spot")
         return self
 
+    @property
+    def tier_spec(self) -> TierSpec:
+        return TIERS[self.tier]
+
     # Tier defaults are derived rather than stored so a stack file stays minimal.
     @property
     def resolved_instance_type(self) -> str:
-        return self.instance_type or TIER_DEFAULTS[self.tier][0]
+        return self.instance_type or self.tier_spec.default_instance_type
 
     @property
     def resolved_node_count(self) -> int:
-        return self.node_count or TIER_DEFAULTS[self.tier][1]
+        return self.node_count or self.tier_spec.default_node_count
 
     @property
     def resolved_model(self) -> str:
-        return self.model or TIER_DEFAULT_MODEL[self.tier]
+        return self.model or self.tier_spec.default_model
 
     @property
     def resolved_engine_image(self) -> str:

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date
+from typing import TYPE_CHECKING
 
+from dsinfra.budget import BudgetFit, budget_fit
 from dsinfra.catalog import HOURS_PER_MONTH
+
+if TYPE_CHECKING:
+    from dsinfra.config import StackConfig
 
 
 def monthly_from_hourly(hourly_usd: float) -> float:
@@ -18,6 +23,9 @@ class CostItem:
     type: str  # the Pulumi type token, e.g. aws:ec2/instance:Instance
     hourly_usd: float
     note: str = ""
+    # False for what ends when the instance stops: its compute and its auto-assigned public
+    # IPv4 (released on stop). Volumes, NAT gateways, load balancers and EIPs bill on.
+    billed_while_stopped: bool = True
 
     @property
     def monthly_usd(self) -> float:
@@ -38,12 +46,17 @@ class CostEstimate:
     def monthly_usd(self) -> float:
         return monthly_from_hourly(self.hourly_usd)
 
+    @property
+    def hourly_stopped_usd(self) -> float:
+        """What the stack still bills per hour with its instances stopped."""
+        return sum(i.hourly_usd for i in self.items if i.billed_while_stopped)
 
-def fits_budget(monthly_usd: float, amount_usd: float, period: str,
-                ttl_hours: float | None = None) -> bool:
-    """Does the estimate fit the budget? A monthly budget compares with 730 hours; a total
-    budget with the TTL when one is set, otherwise with one month of running."""
-    if period == "month":
-        return monthly_usd <= amount_usd
-    hours = ttl_hours if ttl_hours is not None else HOURS_PER_MONTH
-    return monthly_usd / HOURS_PER_MONTH * hours <= amount_usd
+
+def stack_budget_fit(config: "StackConfig", estimate: CostEstimate) -> BudgetFit:
+    """``budget_fit`` for a stack config: what ``plan``, ``doctor`` and ``up`` all call."""
+    budget = config.budget
+    return budget_fit(hourly_usd=estimate.hourly_usd,
+                      hourly_stopped_usd=estimate.hourly_stopped_usd,
+                      amount_usd=budget.amount_usd, period=budget.period,
+                      ttl_hours=config.ttl_hours, on_exceed=budget.on_exceed,
+                      protect=config.protect)

@@ -3,7 +3,7 @@ cost check read back. One typed record so both sides agree."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 Role = Literal["head", "worker"]
@@ -24,12 +24,14 @@ class NodeOutput:
 
 @dataclass(frozen=True)
 class StackOutputs:
+    """Every output ``infra/program.py`` exports, typed; nothing else is read back."""
+
     nodes: list[NodeOutput]
-    bastion: str | None
+    bastion: str | None  # the bastion's public IPv4 (private tiers)
     endpoint: str
     ssh_user: str
     region: str
-    extra: dict[str, Any] = field(default_factory=dict)
+    bastion_id: str | None = None  # its instance id: bootstrap pins its host key from it
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "StackOutputs":
@@ -38,10 +40,9 @@ class StackOutputs:
                             efa_interfaces=(int(n["efa_interfaces"])
                                             if n.get("efa_interfaces") is not None else None))
                  for n in raw.get("nodes", [])]
-        known = {"nodes", "bastion", "endpoint", "ssh_user", "region"}
         return cls(nodes=nodes, bastion=raw.get("bastion"), endpoint=raw.get("endpoint", ""),
                    ssh_user=raw.get("ssh_user", "ubuntu"), region=raw.get("region", ""),
-                   extra={k: v for k, v in raw.items() if k not in known})
+                   bastion_id=raw.get("bastion_id"))
 
     @property
     def head(self) -> NodeOutput:

@@ -1,10 +1,10 @@
 """``BudgetGuard``: the cost check living in the account, so budgets hold with no laptop on.
 
 EventBridge Scheduler invokes a Lambda every few minutes; the Lambda runs the same check code
-as ``dsinfra cost check`` (cloud/guard_lambda.py) with its ledger, audit log and locks in one
+as ``dsinfra cost check`` (ops/guard_lambda.py) with its ledger, audit log and locks in one
 DynamoDB table. Its role lists exactly the IAM actions the check's inventory and actions
-declare (dsinfra.cloud.*.PERMISSIONS), and the mutating EC2/ELB ones only on resources that
-carry the ``dsinfra:stack`` tag.
+declare (dsinfra.cloud.*.PERMISSIONS; ops/guard.py passes them in with the Lambda's code), and
+the mutating EC2/ELB ones only on resources that carry the ``dsinfra:stack`` tag.
 """
 
 from __future__ import annotations
@@ -17,18 +17,7 @@ import pulumi
 import pulumi_aws as aws
 
 from dsinfra import tags as T
-from dsinfra.cloud import actions, inventory, teardown
-from dsinfra.cloud.guard_store import PERMISSIONS as TABLE_PERMISSIONS
 
-ROOT = Path(__file__).resolve().parents[1]
-# What the Lambda needs, laid out as the import name expects (dsinfra/..., dsinfra/cloud/...).
-LAMBDA_SOURCES = {
-    "dsinfra": ["__init__.py", "budget.py", "catalog.py", "errors.py", "spend.py", "tags.py"],
-    "cloud": ["__init__.py", "actions.py", "audit.py", "aws.py", "catalog_cache.py", "check.py",
-              "guard_lambda.py", "guard_store.py", "inventory.py", "locks.py", "notify.py",
-              "teardown.py"],
-}
-HANDLER = "dsinfra.cloud.guard_lambda.handler"
 # Mutations that support aws:ResourceTag conditions: allowed only on tagged resources.
 TAG_SCOPED = ("ec2:StopInstances", "ec2:TerminateInstances", "ec2:ReleaseAddress",
               "ec2:DisassociateAddress", "ec2:DeleteNatGateway", "ec2:DeleteVolume",
@@ -36,27 +25,10 @@ TAG_SCOPED = ("ec2:StopInstances", "ec2:TerminateInstances", "ec2:ReleaseAddress
 LOG_PERMISSIONS = ("logs:CreateLogStream", "logs:PutLogEvents")
 
 
-def lambda_files() -> dict[str, Path]:
-    """Path inside the Lambda zip -> source file."""
-    files = {f"dsinfra/{name}": ROOT / "dsinfra" / name for name in LAMBDA_SOURCES["dsinfra"]}
-    files.update({f"dsinfra/cloud/{name}": ROOT / "cloud" / name
-                  for name in LAMBDA_SOURCES["cloud"]})
-    return files
-
-
-def build_lambda_zip(dest: Path) -> Path:
-    import zipfile
-
-    with zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED) as archive:
-        for arcname, source in sorted(lambda_files().items()):
-            archive.write(source, arcname)
-    return dest
-
-
 def guard_policy(table_arn: str, log_group_arn: str, sns_topic_arn: str | None,
-                 allowed_actions: tuple[str, ...]) -> dict:
+                 args: "BudgetGuardArgs") -> dict:
     """The Lambda role's policy: exactly the declared permissions, nothing wildcarded."""
-    needed = set(actions.check_permissions(allowed_actions)) - {"sns:Publish"}
+    needed = set(args.check_permissions) - {"sns:Publish"}
     scoped = sorted(needed & set(TAG_SCOPED))
     reads = sorted(a for a in needed - set(scoped) if ":Describe" in a)
     other = sorted(needed - set(scoped) - set(reads))
@@ -64,7 +36,7 @@ def guard_policy(table_arn: str, log_group_arn: str, sns_topic_arn: str | None,
         {"Sid": "InventoryByTag", "Effect": "Allow", "Action": reads, "Resource": "*"},
         {"Sid": "ActOnlyOnTaggedResources", "Effect": "Allow", "Action": scoped, "Resource": "*",
          "Condition": {"Null": {f"aws:ResourceTag/{T.STACK}": "false"}}},
-        {"Sid": "LedgerAndLocks", "Effect": "Allow", "Action": sorted(TABLE_PERMISSIONS),
+        {"Sid": "LedgerAndLocks", "Effect": "Allow", "Action": sorted(args.table_permissions),
          "Resource": table_arn},
         {"Sid": "Logs", "Effect": "Allow", "Action": sorted(LOG_PERMISSIONS),
          "Resource": f"{log_group_arn}:*"},
@@ -72,7 +44,7 @@ def guard_policy(table_arn: str, log_group_arn: str, sns_topic_arn: str | None,
     if other:  # untaggable leftovers of a stack: spot requests, target groups
         statements.append({"Sid": "SweepUntaggable", "Effect": "Allow", "Action": other,
                            "Resource": "*"})
-    if sns_topic_arn and "notify" in allowed_actions:
+    if sns_topic_arn and "notify" in args.allowed_actions:
         statements.append({"Sid": "Notify", "Effect": "Allow", "Action": ["sns:Publish"],
                            "Resource": sns_topic_arn})
     return {"Version": "2012-10-17", "Statement": [s for s in statements if s["Action"]]}
@@ -81,6 +53,11 @@ def guard_policy(table_arn: str, log_group_arn: str, sns_topic_arn: str | None,
 @dataclass
 class BudgetGuardArgs:
     regions: list[str]  # where the guard looks for stacks
+    # What the Lambda runs and may do; ops/guard.py's guard_args fills these from cloud/.
+    check_permissions: tuple[str, ...]  # IAM actions of the check for allowed_actions
+    table_permissions: tuple[str, ...]  # IAM actions on the ledger/audit/locks table
+    code: dict[str, Path]  # path inside the Lambda zip -> source file
+    handler: str
     every_minutes: int = 15  # the overspend past a budget stays within one interval's burn
     enforce: bool = False  # False: the guard meters, decides and audits, but never acts
     allowed_actions: tuple[str, ...] = ("notify", "stop", "destroy")
@@ -131,7 +108,7 @@ class BudgetGuard(pulumi.ComponentResource):
                             tags=tags, opts=pulumi.ResourceOptions(parent=self))
         policy = pulumi.Output.all(self.table.arn, self.log_group.arn).apply(
             lambda arns: json.dumps(guard_policy(arns[0], arns[1], self._args.sns_topic_arn,
-                                                 self._args.allowed_actions)))
+                                                 self._args)))
         self.policy = aws.iam.RolePolicy(f"{self._name}-policy", role=role.id, policy=policy,
                                          opts=pulumi.ResourceOptions(parent=self))
         return role
@@ -145,10 +122,10 @@ class BudgetGuard(pulumi.ComponentResource):
         if args.sns_topic_arn:
             env["DSINFRA_SNS_TOPIC_ARN"] = args.sns_topic_arn
         code = pulumi.AssetArchive({path: pulumi.FileAsset(str(source))
-                                    for path, source in lambda_files().items()})
+                                    for path, source in args.code.items()})
         return aws.lambda_.Function(
             f"{self._name}-fn", name=f"{self._name}-budget-guard", runtime="python3.12",
-            handler=HANDLER, role=self.role.arn, code=code, timeout=args.timeout_s,
+            handler=args.handler, role=self.role.arn, code=code, timeout=args.timeout_s,
             memory_size=args.memory_mb, reserved_concurrent_executions=1,
             environment=aws.lambda_.FunctionEnvironmentArgs(variables=env), tags=tags,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.policy, self.log_group]))

@@ -26,7 +26,6 @@ from dsinfra.tags import contract_tags
 
 NAMESPACE = "dsinfra"
 SSH_USER = "ubuntu"  # the Ubuntu DLAMI's and Canonical's login user
-ZONES_PER_TIER = {"dev": 1, "prod": 2, "distributed": 1}
 # The order build_stack creates components in: how plan lists resources.
 COMPONENT_ORDER = ("dsinfra:network:Network", "dsinfra:security:SecurityGroups",
                    "dsinfra:security:NodeIdentity", "dsinfra:nodes:GpuNodePool",
@@ -95,18 +94,18 @@ def build_stack(config: StackConfig) -> dict[str, Any]:
     provider = aws.Provider("aws", region=config.region,
                             default_tags=aws.ProviderDefaultTagsArgs(tags=contract_tags(config)))
     opts = pulumi.ResourceOptions(providers=[provider])
-    private = config.tier != "dev"
+    tier = config.tier_spec
+    private = tier.private
     name = config.stack
     network = Network(name, NetworkArgs(config, _zones(config, provider), private), opts)
     groups = SecurityGroups(name, SecurityGroupsArgs(
-        config, network.vpc.id, network.vpc_cidr, bastion=private, load_balancer=private,
-        efa=config.tier == "distributed"), opts)
+        config, network.vpc.id, network.vpc_cidr, bastion=tier.bastion,
+        load_balancer=tier.load_balancer, efa=tier.efa), opts)
     identity = NodeIdentity(f"{name}-node", NodeIdentityArgs(config), opts)
     key_name = identity.key_name
     pool = GpuNodePool(f"{name}-gpu", GpuNodePoolArgs(
         config, network.node_subnet_ids, groups.node_group_ids,
-        identity.instance_profile.arn, key_name, public_ip=not private,
-        efa=config.tier == "distributed"), opts)
+        identity.instance_profile.arn, key_name, public_ip=not private, efa=tier.efa), opts)
     nodes = [_node_output(i, role, config, private, pool.efa_interfaces) for i, role in
              zip(pool.instances, pool.roles)]
     port = config.resolved_api_port
@@ -117,7 +116,7 @@ def build_stack(config: StackConfig) -> dict[str, Any]:
     bastion = Bastion(f"{name}-bastion", BastionArgs(
         config, network.public_subnet_ids[0], groups.bastion.id,
         identity.instance_profile.name, key_name), opts)
-    targets = pool.instances if config.tier == "prod" else pool.instances[:1]
+    targets = pool.instances if tier.lb_targets_all_nodes else pool.instances[:1]
     api = ApiLoadBalancer(f"{name}-api", ApiLoadBalancerArgs(
         config, network.vpc.id, network.public_subnet_ids, network.private_subnet_ids,
         groups.load_balancer.id, targets), opts)
@@ -125,7 +124,7 @@ def build_stack(config: StackConfig) -> dict[str, Any]:
 
 
 def _zones(config: StackConfig, provider: aws.Provider) -> list[pulumi.Output[str]]:
-    count = ZONES_PER_TIER[config.tier]
+    count = config.tier_spec.zones
     found = aws.get_availability_zones_output(
         state="available",
         filters=[aws.GetAvailabilityZonesFilterArgs(name="opt-in-status",

@@ -33,6 +33,7 @@ def test_inventory_bootstrap_prints_the_json_report(lab, tmp_path, secrets_env, 
 
 def test_stack_bootstrap_reads_outputs_and_refuses_hosts_without_pinned_keys(
         lab, tmp_path, secrets_env, monkeypatch, aws):
+    import dsinfra.cloud.aws as aws_edge
     from dsinfra.cloud.aws import client
 
     monkeypatch.setenv("DSINFRA_STATE_DIR", str(tmp_path / "state"))
@@ -56,11 +57,15 @@ def test_stack_bootstrap_reads_outputs_and_refuses_hosts_without_pinned_keys(
             return outputs
 
     monkeypatch.setattr("dsinfra.infra.automation.PulumiEngine", FakeEngine)
+    read, real_read = [], aws_edge.console_output  # the CLI hands bootstrap the EC2 reader
+    monkeypatch.setattr(aws_edge, "console_output",
+                        lambda i, region: read.append((i, region)) or real_read(i, region))
     args = ["bootstrap", "dev", "--ssh-key", str(lab.client_key), "--json"]
 
     refused = CliRunner().invoke(app, args)
     trusted = CliRunner().invoke(app, args + ["--trust-on-first-use"])
 
+    assert read and read[0] == (instance_id, "us-east-1")
     assert refused.exit_code == 3
     assert "no pinned host key" in json.loads(refused.stdout)["hosts"][0]["steps"][0]["detail"]
     assert "bootstrap failed on 1 host(s)" in refused.stderr
@@ -74,22 +79,21 @@ def test_stack_and_inventory_together_is_bad_input(tmp_path):
     assert "give either STACK or --inventory" in result.stderr
 
 
-def test_up_gets_the_stack_key_from_ssm_and_progress_lines(lab, tmp_path, options, aws):
+def test_up_passes_the_key_from_the_environment_and_gets_progress_lines(lab, tmp_path, options,
+                                                                       monkeypatch):
     from dsinfra.bootstrap.runner import bootstrap_stack
-    from dsinfra.cloud.aws import client
     from dsinfra.outputs import StackOutputs
     from dsinfra.stackfiles import load_stack
 
-    stack_key = "dsk-from-ssm-9f8e7d6c5b4a39281706"
-    client("ssm", "us-east-1").put_parameter(Name="/dsinfra/dev/api-key", Value=stack_key,
-                                             Type="SecureString")
+    stack_key = "dsk-from-env-9f8e7d6c5b4a39281706"
+    monkeypatch.setenv("DSINFRA_API_KEY", stack_key)
     host = lab.fresh("single", "g5.2xlarge", dlami=True)
     outputs = StackOutputs.from_dict({
         "nodes": [{"id": "i-0123456789abcdef0", "role": "head", "private_ip": host.listen,
                    "public_ip": host.listen, "instance_type": "g5.2xlarge",
                    "efa_interfaces": 0}],
         "bastion": None, "endpoint": f"http://{host.listen}:8000", "ssh_user": "dsinfra-test",
-        "region": "us-east-1", "api_key_parameter": "/dsinfra/dev/api-key"})
+        "region": "us-east-1"})
     lines: list[str] = []
 
     report = bootstrap_stack(load_stack("dev"), outputs, ssh_key_path=lab.client_key,

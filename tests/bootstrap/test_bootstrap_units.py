@@ -36,14 +36,14 @@ def test_console_output_without_the_key_blocks_pins_nothing():
 
 
 def test_get_console_output_is_read_through_ec2(aws):
-    from dsinfra.cloud.aws import client
+    from dsinfra.cloud.aws import client, console_output
 
     ec2 = client("ec2", "us-east-1")
     image = ec2.describe_images()["Images"][0]["ImageId"]
     instance = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1)["Instances"][0]
     # moto's canned console output has no SSH host key block: nothing to pin, so the runner
     # refuses the host unless --trust-on-first-use (see the CLI test).
-    assert fetch_console_pins(instance["InstanceId"], "us-east-1") == set()
+    assert fetch_console_pins(instance["InstanceId"], "us-east-1", console_output) == set()
 
 
 def _inventory(tmp_path, hosts, config=None) -> Path:
@@ -136,6 +136,24 @@ def test_sglang_two_nodes_get_ranks_and_the_head_as_dist_init_address():
     worker = eng.run_script(plan, hosts[1], cache_dir="/c", efa=False)
     assert "--tp 16" in worker and "--nnodes 2 --node-rank 1" in worker
     assert "--dist-init-addr 10.0.0.5:5000" in worker
+
+
+def test_every_engine_the_config_accepts_has_one_registered_implementation():
+    from typing import get_args
+
+    from dsinfra.bootstrap.engines import ENGINES
+    from dsinfra.config import EngineConfig
+
+    names = get_args(EngineConfig.model_fields["name"].annotation)
+    assert sorted(ENGINES) == sorted(names)
+    assert all(ENGINES[name].name == name for name in names)
+
+
+def test_only_the_custom_engine_is_not_checked_as_openai_compatible():
+    compatible = {name: _plan(1, engine=name if name != "custom" else
+                              {"name": "custom", "image": "example/serve:1.0", "port": 8080}
+                              )[0].openai_compatible for name in ("vllm", "sglang", "custom")}
+    assert compatible == {"vllm": True, "sglang": True, "custom": False}
 
 
 def test_api_key_lives_only_in_the_env_file():

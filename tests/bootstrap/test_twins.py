@@ -25,7 +25,7 @@ import pytest
 from hostlab import USER
 
 from dsinfra.config import parse_stack_config
-from dsinfra.infra.lifecycle import UpOptions, bring_up
+from dsinfra.ops.up import UpOptions, bring_up
 from dsinfra.infra.nodes import DLAMI_SSM_PARAMETER, ROLE_TAG
 from dsinfra.infra.offline import mocked_ami, run_offline
 from dsinfra.stackfiles import read_stack_values, stack_file
@@ -127,10 +127,10 @@ def test_up_reaches_a_healthy_endpoint_on_hosts_built_from_the_offline_plan(
         from dsinfra.bootstrap.runner import bootstrap_stack
 
         return bootstrap_stack(config, outputs, ssh_key_path=ssh_key_path,
-                               trust_on_first_use=trust_on_first_use, progress=False,
+                               trust_on_first_use=trust_on_first_use, progress=None,
                                options=replace(options, health_timeout_s=30))
 
-    from dsinfra.cloud.doctor import run_doctor
+    from dsinfra.ops.doctor import run_doctor
 
     result = bring_up(config, engine, now=NOW, bootstrap=bootstrap, probe=_probe_from(bastion),
                       doctor=lambda c: run_doctor(c, client_factory=StubbedFactory(),

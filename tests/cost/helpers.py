@@ -7,9 +7,9 @@ import threading
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from dsinfra.cloud.check import run_check
+from dsinfra.ops.check import run_check
 from dsinfra.cloud.inventory import fetch_inventory
-from dsinfra.cloud.local import local_context
+from dsinfra.ops.local import local_context
 
 REGIONS = ("us-east-1",)
 

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from dsinfra.cloud.actions import resume_stack
-from dsinfra.cloud.local import audit_log
+from dsinfra.ops.local import audit_log
 
 from .conftest import hours_later, make_stack
 from .helpers import REGIONS, WebhookReceiver, billable, check, instance_states
@@ -178,7 +178,7 @@ def test_old_volume_facts_are_refreshed_from_modifications_not_a_new_listing(aws
 
 
 def _ledger_volumes():
-    from dsinfra.cloud.local import local_context
+    from dsinfra.ops.local import local_context
 
     ctx = local_context(("us-east-1",), enforce=False, now=hours_later(0), use_pulumi=False)
     try:

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from dsinfra.cloud.local import audit_log
+from dsinfra.ops.local import audit_log
 
 from .conftest import hours_later, make_stack
 from .helpers import check, instance_states

@@ -45,7 +45,7 @@ def _run_packaged_handler(zip_path, now: datetime, enforce: bool) -> dict:
         sys.path = [p for p in sys.path if p.rstrip("/") != {str(REPO)!r}]
         sys.meta_path.insert(0, Block())
         sys.path.insert(0, {str(zip_path)!r})
-        from dsinfra.cloud import guard_lambda
+        from dsinfra.ops import guard_lambda
         assert guard_lambda.__file__.startswith({str(zip_path)!r}), guard_lambda.__file__
         print("RESULT" + json.dumps(guard_lambda.handler({{"now": {now.isoformat()!r}}}, None)))
     """)
@@ -62,7 +62,7 @@ def _run_packaged_handler(zip_path, now: datetime, enforce: bool) -> dict:
 
 @pytest.fixture
 def lambda_zip(tmp_path):
-    from dsinfra.infra.guard import build_lambda_zip
+    from dsinfra.ops.guard import build_lambda_zip
 
     return build_lambda_zip(tmp_path / "guard.zip")
 
@@ -160,13 +160,13 @@ def test_guard_role_lists_exactly_the_declared_permissions(pulumi_resources):
 
     from dsinfra.cloud.actions import check_permissions
     from dsinfra.cloud.guard_store import PERMISSIONS as TABLE_PERMISSIONS
-    from dsinfra.infra.guard import BudgetGuardArgs
+    from dsinfra.ops.guard import guard_args
 
     @pulumi.runtime.test
     def program():
-        return _guard_outputs(BudgetGuardArgs(regions=["us-east-1"], every_minutes=5,
-                                              enforce=True,
-                                              sns_topic_arn="arn:aws:sns:us-east-1:1:t"))
+        return _guard_outputs(guard_args(["us-east-1"], every_minutes=5,
+                                         enforce=True,
+                                         sns_topic_arn="arn:aws:sns:us-east-1:1:t"))
 
     program()
     (role_policy,) = [i for i in _by_type(pulumi_resources, "aws:iam/rolePolicy:RolePolicy")
@@ -189,11 +189,11 @@ def test_guard_role_lists_exactly_the_declared_permissions(pulumi_resources):
 def test_notify_only_guard_cannot_stop_or_terminate(pulumi_resources):
     import pulumi
 
-    from dsinfra.infra.guard import BudgetGuardArgs
+    from dsinfra.ops.guard import guard_args
 
     @pulumi.runtime.test
     def program():
-        return _guard_outputs(BudgetGuardArgs(regions=["us-east-1"], allowed_actions=("notify",)))
+        return _guard_outputs(guard_args(["us-east-1"], allowed_actions=("notify",)))
 
     program()
     policies = [i["policy"] for i in _by_type(pulumi_resources, "aws:iam/rolePolicy:RolePolicy")]
@@ -204,11 +204,11 @@ def test_notify_only_guard_cannot_stop_or_terminate(pulumi_resources):
 def test_guard_schedules_the_packaged_handler(pulumi_resources):
     import pulumi
 
-    from dsinfra.infra.guard import HANDLER, BudgetGuardArgs
+    from dsinfra.ops.guard import HANDLER, guard_args
 
     @pulumi.runtime.test
     def program():
-        return _guard_outputs(BudgetGuardArgs(regions=["us-east-1", "us-west-2"], every_minutes=1))
+        return _guard_outputs(guard_args(["us-east-1", "us-west-2"], every_minutes=1))
 
     program()
     (fn,) = _by_type(pulumi_resources, "aws:lambda/function:Function")

@@ -121,7 +121,7 @@ def test_budget_path_does_not_need_pydantic():
     import subprocess
     import sys
 
-    probe = ("import sys; import dsinfra.budget, dsinfra.spend, dsinfra.cloud.check; "
+    probe = ("import sys; import dsinfra.budget, dsinfra.spend, dsinfra.ops.check; "
              "print('pydantic' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          check=True)

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from dsinfra.catalog import PRICES_AS_OF
 from dsinfra.cli.main import app
 from dsinfra.infra.automation import PreviewResult
-from dsinfra.infra.planner import build_plan
+from dsinfra.ops.plan import build_plan
 from offline_stacks import PROJECT_DIR, SHIPPED, stack_values
 
 runner = CliRunner()

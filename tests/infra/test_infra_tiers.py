@@ -186,7 +186,7 @@ def test_outputs_follow_the_stack_outputs_contract(runs, stack):
                                         "region"}
     private = runs[stack].outputs["bastion"] is not None
     # The bastion's instance id is what bootstrap pins its host key from (console output).
-    assert (outputs.extra["bastion_id"] is not None) == private
+    assert (outputs.bastion_id is not None) == private
     assert outputs.head is outputs.nodes[0]
     assert [n.role for n in outputs.nodes[1:]] == ["worker"] * (len(outputs.nodes) - 1)
     assert outputs.ssh_user == "ubuntu" and outputs.region == "us-east-1"

@@ -10,7 +10,7 @@ from typing import Any
 from botocore.stub import Stubber
 
 from dsinfra.cloud.aws import client as aws_client
-from dsinfra.cloud.doctor import DLAMI_PARAMETERS
+from dsinfra.ops.doctor import DLAMI_PARAMETERS
 from dsinfra.errors import CloudError
 from dsinfra.infra.automation import PreviewResult
 
@@ -70,7 +70,7 @@ class FakeEngine:
         return {"nodes": [{"id": "i-0abc", "role": "head", "private_ip": "10.0.1.10",
                            "public_ip": "203.0.113.10", "instance_type": self.instance_type}],
                 "bastion": None, "endpoint": self.endpoint, "ssh_user": "ubuntu",
-                "region": "us-east-1", "api_key_parameter": f"/dsinfra/{stack}/api-key"}
+                "region": "us-east-1"}
 
     def set_config(self, stack: str, key: str, value: str) -> None:
         self.calls.append(("set_config", stack, key, value))
@@ -85,11 +85,12 @@ class FakeBootstrap:
         self.fail_step = fail_step
 
     def __call__(self, config, outputs, *, ssh_key_path=None, trust_on_first_use=False,
-                 progress=None):
+                 progress=None, read_console=None):
         from dsinfra.bootstrap.plan import BootstrapReport, HostResult, StepResult
 
         self.calls.append({"stack": config.stack, "nodes": [n.id for n in outputs.nodes],
-                           "ssh_key_path": ssh_key_path, "tofu": trust_on_first_use})
+                           "ssh_key_path": ssh_key_path, "tofu": trust_on_first_use,
+                           "read_console": read_console})
         if progress:
             progress("engine container started on i-0abc")
         hosts = []

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pulumi.automation.events import EngineEvent
 
 from dsinfra.infra.automation import _event_dict
-from dsinfra.infra.lifecycle import _CapacityWatcher
+from dsinfra.ops.up import _CapacityWatcher
 
 URN = "urn:pulumi:dev::dsinfra::dsinfra:gpu:GpuNodePool$aws:ec2/instance:Instance::gpu-0"
 # Shapes of `pulumi up --event-log` lines (sequence/timestamp trimmed).

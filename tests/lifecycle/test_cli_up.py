@@ -39,7 +39,7 @@ def project(tmp_path, monkeypatch):
 @pytest.fixture
 def edges(aws, project, monkeypatch):
     import dsinfra.cli.up as up_module
-    import dsinfra.cloud.doctor as doctor
+    import dsinfra.ops.doctor as doctor
     import dsinfra.infra.automation as automation
 
     engine, boot = FakeEngine(), FakeBootstrap()
@@ -52,15 +52,27 @@ def edges(aws, project, monkeypatch):
     return engine, boot
 
 
-def test_up_prints_endpoint_api_key_command_and_curl(edges):
+def test_up_prints_endpoint_api_key_command_and_curl(edges, monkeypatch):
     engine, boot = edges
+    monkeypatch.delenv("DSINFRA_API_KEY", raising=False)
     result = CliRunner().invoke(app, ["up", "t", "--yes"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "endpoint: http://203.0.113.10:8000" in result.stdout
-    assert "aws ssm get-parameter --name /dsinfra/t/api-key --with-decryption" in result.stdout
+    # The key bootstrap generated for the stack (0600 under the state dir), never the key itself
+    assert "cat " in result.stdout and "/state/secrets/t.api-key" in result.stdout
     assert "curl -s http://203.0.113.10:8000/v1/chat/completions" in result.stdout
     assert "dsinfra down t" in result.stdout
     assert boot.calls and ("up", "t", "us-east-1a") in engine.calls
+
+
+def test_up_hands_bootstrap_the_ec2_console_reader_for_host_key_pins(edges):
+    """bootstrap imports no cloud code: without this reader up's hosts get no console pins."""
+    from dsinfra.cloud.aws import console_output
+
+    _, boot = edges
+    result = CliRunner().invoke(app, ["up", "t", "--yes"])
+    assert result.exit_code == 0, result.output
+    assert boot.calls[0]["read_console"] is console_output
 
 
 def test_up_json_reports_attempts_and_expiry(edges):
@@ -119,7 +131,7 @@ def test_up_bad_stack_exits_2_before_any_engine_call(edges, project, yaml_text, 
 
 
 def test_up_failed_preflight_prints_the_doctor_table(edges, monkeypatch):
-    import dsinfra.cloud.doctor as doctor
+    import dsinfra.ops.doctor as doctor
 
     monkeypatch.setattr(doctor, "_default_client", StubbedFactory(quota_value=0))
     result = CliRunner().invoke(app, ["up", "t", "--yes"], env={"COLUMNS": "200"})

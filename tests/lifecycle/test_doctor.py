@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dsinfra.cloud.aws import client
-from dsinfra.cloud.doctor import check_budget, estimate_stack_cost, run_doctor
+from dsinfra.ops.doctor import check_budget, estimate_stack_cost, run_doctor
 from dsinfra.config import parse_stack_config
 from dsinfra.tags import STACK
 
@@ -147,7 +147,7 @@ def test_ttl_with_a_stopping_action_bounds_a_monthly_budget():
 
 
 def test_doctor_cli_json_and_exit_status(aws, monkeypatch):
-    import dsinfra.cloud.doctor as doctor
+    import dsinfra.ops.doctor as doctor
 
     monkeypatch.setattr(doctor, "_default_client", StubbedFactory())
     from dsinfra.cli.main import app
@@ -170,7 +170,7 @@ def test_doctor_cli_unknown_stack_exits_2():
 
 
 def test_closed_ssh_is_a_warning_naming_both_keys():
-    from dsinfra.cloud.doctor import check_access
+    from dsinfra.ops.doctor import check_access
 
     closed = check_access(_config())
     assert closed.status == "warn"
@@ -185,7 +185,7 @@ def test_dlami_fallback_picks_the_newest_matching_image():
     hold images of the DLAMI owner account) lists two releases and the newest wins."""
     from botocore.stub import Stubber
 
-    from dsinfra.cloud.doctor import DLAMI_NAME, DLAMI_OWNER, DLAMI_PARAMETERS, resolve_dlami
+    from dsinfra.ops.doctor import DLAMI_NAME, DLAMI_OWNER, DLAMI_PARAMETERS, resolve_dlami
 
     ssm = client("ssm", "us-east-1")
     ec2 = client("ec2", "us-east-1")

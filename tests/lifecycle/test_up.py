@@ -10,10 +10,10 @@ from datetime import datetime, timezone
 
 import pytest
 
-from dsinfra.cloud.doctor import run_doctor
+from dsinfra.ops.doctor import run_doctor
 from dsinfra.config import parse_stack_config
 from dsinfra.errors import CloudError, ConfigError, UserError
-from dsinfra.infra.lifecycle import (CapacityExhausted, PreflightFailed, UpOptions, bring_up,
+from dsinfra.ops.up import (CapacityExhausted, PreflightFailed, UpOptions, bring_up,
                                      pin_expiry, zone_order)
 
 from .fakes import FakeBootstrap, FakeEngine, StubbedFactory
@@ -49,7 +49,7 @@ def test_up_pins_expiry_deploys_in_the_first_offering_zone_and_bootstraps(aws):
         ("set_config", "dev", "dsinfra:availabilityZone", "us-east-1a"),
         ("up", "dev", "us-east-1a")]
     assert boot.calls == [{"stack": "dev", "nodes": ["i-0abc"], "ssh_key_path": "/k",
-                           "tofu": True}]
+                           "tofu": True, "read_console": None}]
     assert result.expires_at == datetime(2026, 11, 29, tzinfo=timezone.utc)
     assert result.outputs.endpoint == "http://203.0.113.10:8000"
     assert [a.outcome for a in result.attempts] == ["created"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from dsinfra.catalog import SUPPORTED_REGIONS
 from dsinfra.cloud.audit import AuditLog
-from dsinfra.cloud.check import CheckContext
+from dsinfra.ops.check import CheckContext
 from dsinfra.cloud.ledger import SqliteLedger, state_dir
 from dsinfra.cloud.locks import FileLocks
 from dsinfra.cloud.notify import Notifier

@@ -15,7 +15,8 @@ from typing import Any
 
 from dsinfra.catalog import HOURS_PER_MONTH, on_demand_price, other_price
 from dsinfra.config import StackConfig
-from dsinfra.costs import CostEstimate, CostItem, fits_budget
+from dsinfra.budget import BudgetFit
+from dsinfra.costs import CostEstimate, CostItem, stack_budget_fit
 from dsinfra.errors import UserError
 
 INSTANCE = "aws:ec2/instance:Instance"
@@ -40,6 +41,7 @@ class LineItem:
     as_of: date
     source: str
     note: str = ""
+    billed_while_stopped: bool = True  # see CostItem
 
     @property
     def monthly_usd(self) -> float:
@@ -53,10 +55,12 @@ class LineItem:
                 "note": self.note}
 
 
-def _item(name: str, token: str, price, quantity: float = 1, note: str = "") -> LineItem:
+def _item(name: str, token: str, price, quantity: float = 1, note: str = "",
+          billed_while_stopped: bool = True) -> LineItem:
     per_hour = price.usd if price.unit == "hour" else price.usd / HOURS_PER_MONTH
     return LineItem(name, token, quantity, price.unit, price.usd,
-                    round(per_hour * quantity, 6), price.as_of, price.source, note)
+                    round(per_hour * quantity, 6), price.as_of, price.source, note,
+                    billed_while_stopped)
 
 
 def price_resources(resources: list[dict[str, Any]], region: str) -> list[LineItem]:
@@ -101,15 +105,17 @@ def _instance_items(res: dict[str, Any], template: dict[str, Any] | None,
         raise UserError(f"no price for instance type {instance_type!r} in {region}") from None
     spot = ((template or {}).get("instanceMarketOptions") or {}).get("marketType") == "spot"
     items = [_item(name, INSTANCE, price, note="spot: on-demand price shown as the ceiling"
-                   if spot else "on-demand")]
+                   if spot else "on-demand", billed_while_stopped=False)]
     root_gib = _root_volume_gib(inputs, template)
     if root_gib:
         items.append(_item(f"{name} root volume", INSTANCE,
                            other_price(region, "ebs_gp3_gb_month"), root_gib,
                            note=f"{root_gib} GiB gp3"))
     if inputs.get("associatePublicIpAddress"):
+        # An auto-assigned public IPv4 is released when the instance stops.
         items.append(_item(f"{name} public IPv4", INSTANCE,
-                           other_price(region, "public_ipv4_hour"), note="public IPv4 address"))
+                           other_price(region, "public_ipv4_hour"), note="public IPv4 address",
+                           billed_while_stopped=False))
     return items
 
 
@@ -145,25 +151,21 @@ class Plan:
     @property
     def estimate(self) -> CostEstimate:
         """The same numbers in the shared cost record other commands use."""
-        return CostEstimate([CostItem(i.name, i.type, i.hourly_usd, i.note) for i in self.items],
+        return CostEstimate([CostItem(i.name, i.type, i.hourly_usd, i.note,
+                                      i.billed_while_stopped) for i in self.items],
                             self.prices_as_of or date.today(), list(self.notes))
 
     @property
-    def budget_hours(self) -> float:
-        """Hours the budget is compared over: a 730 h month, or the TTL for a total budget."""
-        budget = self.config.budget
-        if budget.period == "total" and self.config.ttl_hours is not None:
-            return self.config.ttl_hours
-        return HOURS_PER_MONTH
+    def budget_fit(self) -> BudgetFit:
+        """The budget rule ``doctor`` and ``up`` apply too (``dsinfra.budget.budget_fit``)."""
+        return stack_budget_fit(self.config, self.estimate)
 
     @property
     def fits_budget(self) -> bool:
-        budget = self.config.budget
-        return fits_budget(self.monthly_usd, budget.amount_usd, budget.period,
-                           self.config.ttl_hours)
+        return self.budget_fit.fits
 
     def to_json(self) -> dict[str, Any]:
-        budget = self.config.budget
+        budget, fit = self.config.budget, self.budget_fit
         return {
             "stack": self.config.stack, "tier": self.config.tier, "region": self.config.region,
             "offline": self.offline,
@@ -176,9 +178,10 @@ class Plan:
                      "notes": self.notes},
             "budget": {"amount_usd": budget.amount_usd, "period": budget.period,
                        "on_exceed": budget.on_exceed, "warn_at": budget.warn_at,
-                       "compared_hours": self.budget_hours,
-                       "compared_usd": round(self.hourly_usd * self.budget_hours, 2),
-                       "fits": self.fits_budget},
+                       "protect": self.config.protect, "ttl_hours": self.config.ttl_hours,
+                       "ttl_enforced": fit.ttl_enforced,
+                       "compared_hours": fit.window_hours, "running_hours": fit.running_hours,
+                       "compared_usd": round(fit.compared_usd, 2), "fits": fit.fits},
             "outputs": self.outputs,
         }
 

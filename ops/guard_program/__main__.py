@@ -4,12 +4,13 @@ import os
 
 import pulumi
 
-from dsinfra.infra.guard import BudgetGuard, BudgetGuardArgs
+from dsinfra.infra.guard import BudgetGuard
+from dsinfra.ops.guard import guard_args
 
 config = pulumi.Config("dsinfra-guard")
 aws_region = pulumi.Config("aws").get("region") or "us-east-1"
-guard = BudgetGuard("dsinfra", BudgetGuardArgs(
-    regions=config.get_object("regions") or [aws_region],
+guard = BudgetGuard("dsinfra", guard_args(
+    config.get_object("regions") or [aws_region],
     every_minutes=config.get_int("everyMinutes") or 15,
     enforce=config.get_bool("enforce") or False,
     # `dsinfra guard deploy` passes the webhook through the environment; either way a secret.

@@ -9,8 +9,8 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 
 from dsinfra import spend as S
-from dsinfra.cloud.check import run_check
-from dsinfra.cloud.local import NullAudit, local_context
+from dsinfra.ops.check import run_check
+from dsinfra.ops.local import NullAudit, local_context
 
 HEALTH_TIMEOUT_S = 3.0
 

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from dsinfra.catalog import (HOURS_PER_MONTH, INSTANCE_SPECS)
-from dsinfra.costs import CostEstimate, fits_budget
+from dsinfra.catalog import INSTANCE_SPECS
+from dsinfra.costs import CostEstimate, stack_budget_fit
 
 if TYPE_CHECKING:
     from dsinfra.config import StackConfig
@@ -253,8 +253,8 @@ def check_access(config: "StackConfig") -> Check:
     if not config.ssh_public_key:
         missing.append("dsinfra:sshPublicKey is unset (no key pair on the instances)")
     if not config.ssh_allowed_cidrs:
-        where = "the node" if config.tier == "dev" else "the bastion"
-        missing.append(f"dsinfra:sshAllowedCidrs is empty (SSH to {where} is closed)")
+        missing.append(f"dsinfra:sshAllowedCidrs is empty (SSH to "
+                       f"{config.tier_spec.ssh_entry} is closed)")
     if not missing:
         return Check("SSH access", "pass", f"key set; SSH open to "
                      f"{', '.join(config.ssh_allowed_cidrs)}")
@@ -265,36 +265,24 @@ def check_access(config: "StackConfig") -> Check:
 
 def estimate_stack_cost(config: "StackConfig") -> CostEstimate:
     """What ``dsinfra plan`` estimates for the stack: the real program under mocks, priced."""
-    from dsinfra.infra.planner import plan_for_config
+    from dsinfra.ops.plan import plan_for_config
 
     return plan_for_config(config).estimate
 
 
 def check_budget(config: "StackConfig", estimate: CostEstimate) -> Check:
     budget = config.budget
+    fit = stack_budget_fit(config, estimate)
     data = {"monthly_usd": round(estimate.monthly_usd, 2), "budget_usd": budget.amount_usd,
-            "period": budget.period}
-    hours = enforced_ttl_hours(config)
-    if budget.period == "month" and hours is not None and hours < HOURS_PER_MONTH:
-        spend = estimate.hourly_usd * hours
-        within, basis = spend <= budget.amount_usd, f"per month (TTL {hours:g} h: ${spend:,.2f})"
-    else:
-        within = fits_budget(estimate.monthly_usd, budget.amount_usd, budget.period, hours)
-        basis = "per month" if budget.period == "month" else f"over {hours or 730:g} h"
-    detail = (f"${estimate.monthly_usd:,.2f}/month estimated (${estimate.hourly_usd:,.2f}/h) "
-              f"vs budget ${budget.amount_usd:,.2f} {basis}")
-    if within:
+            "period": budget.period, "compared_usd": round(fit.compared_usd, 2),
+            "compared_hours": fit.window_hours}
+    detail = (f"${estimate.monthly_usd:,.2f}/month estimated (${estimate.hourly_usd:,.2f}/h): "
+              f"${fit.compared_usd:,.2f} {fit.basis} vs budget ${budget.amount_usd:,.2f}")
+    if fit.fits:
         return Check("budget", "pass", detail, data=data)
     return Check("budget", "fail", detail, data=data,
-                 fix="raise dsinfra:budget.amountUsd, shorten dsinfra:ttlHours, choose a smaller "
-                     "instance, or pass --force to `dsinfra up`")
-
-
-def enforced_ttl_hours(config: "StackConfig") -> float | None:
-    """A TTL bounds spend only when its expiry action stops or destroys the stack."""
-    if config.ttl_hours is None or config.protect or config.budget.on_exceed == "notify":
-        return None
-    return config.ttl_hours
+                 fix="raise dsinfra:budget.amountUsd, set dsinfra:ttlHours with onExceed stop "
+                     "or destroy, choose a smaller instance, or pass --force to `dsinfra up`")
 
 
 def _aws_message(exc: Exception) -> str:

@@ -17,7 +17,7 @@ import os
 from datetime import datetime, timezone
 from typing import Any
 
-from dsinfra.cloud.check import CheckContext, run_check
+from dsinfra.ops.check import CheckContext, run_check
 from dsinfra.cloud.guard_store import DynamoAudit, DynamoLedger
 from dsinfra.cloud.locks import DynamoLocks
 from dsinfra.cloud.notify import Notifier

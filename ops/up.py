@@ -20,7 +20,7 @@ from dsinfra.errors import CloudError, UserError
 from dsinfra.outputs import StackOutputs
 
 if TYPE_CHECKING:
-    from dsinfra.cloud.doctor import DoctorReport
+    from dsinfra.ops.doctor import DoctorReport
     from dsinfra.config import StackConfig
     from dsinfra.infra.automation import Engine, EventCallback
 
@@ -126,7 +126,7 @@ def bring_up(config: "StackConfig", engine: "Engine", *, options: UpOptions | No
 
 
 def _run_doctor(config: "StackConfig") -> "DoctorReport":
-    from dsinfra.cloud.doctor import run_doctor
+    from dsinfra.ops.doctor import run_doctor
 
     return run_doctor(config)
 
@@ -249,7 +249,9 @@ def _bootstrap_stack(config, outputs, **kwargs):
                          "and billing", hint=f"Run `dsinfra down {config.stack}` to stop "
                          "spending, or install a dsinfra with dsinfra.bootstrap.runner.") \
             from None
-    return bootstrap_stack(config, outputs, **kwargs)
+    from dsinfra.cloud.aws import console_output
+
+    return bootstrap_stack(config, outputs, read_console=console_output, **kwargs)
 
 
 def check_health(config: "StackConfig", outputs: StackOutputs,
@@ -282,14 +284,6 @@ def http_healthy(url: str, timeout_s: float) -> bool:
 
 def api_key_instructions(stack: str, outputs: StackOutputs) -> str:
     """How to read the API key without dsinfra ever printing it."""
-    if outputs.extra.get("api_key_parameter"):
-        return (f"aws ssm get-parameter --name {outputs.extra['api_key_parameter']} "
-                f"--with-decryption --query Parameter.Value --output text "
-                f"--region {outputs.region}")
-    if outputs.extra.get("api_key_secret_arn"):
-        return (f"aws secretsmanager get-secret-value --secret-id "
-                f"{outputs.extra['api_key_secret_arn']} --query SecretString --output text "
-                f"--region {outputs.region}")
     if os.environ.get("DSINFRA_API_KEY"):
         return "printenv DSINFRA_API_KEY"  # bootstrap used the key from the environment
     from dsinfra.bootstrap.secrets import api_key_path

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 
 from dsinfra.bootstrap.plan import BootstrapReport
 
@@ -21,24 +20,36 @@ _SHORT = {"cloud-init": "init", "host-facts": "facts", "nvidia-driver": "driver"
 LEGEND = "+N applied in N s (Nm: minutes)  = already done  ok verified  - not needed  . not reached"
 
 
-class Display:
-    def __init__(self, hosts: list[str], steps: list[str], *, enabled: bool,
-                 forward: Callable[[str], None] | None = None) -> None:
-        self.enabled, self.steps, self.forward = enabled, steps, forward
+class LiveDisplay:
+    """The ``BootstrapProgress`` of ``dsinfra bootstrap``: a live table while the run goes,
+    the summary table after it."""
+
+    def __init__(self) -> None:
         self._started = time.monotonic()
-        self._state = {h: {"step": "-", "note": "waiting", "since": time.monotonic()}
-                       for h in hosts}
+        self._state: dict[str, dict] = {}
         self._lock = threading.Lock()
         self._live = None
 
+    def start(self, hosts: list[str], steps: list[str]) -> None:
+        from rich.live import Live
+
+        from dsinfra.cli.output import console
+
+        self._started = time.monotonic()
+        with self._lock:
+            self._state = {h: {"step": "-", "note": "waiting", "since": time.monotonic()}
+                           for h in hosts}
+        self._live = Live(get_renderable=self._table, console=console(stderr=True),
+                          refresh_per_second=4, transient=True)
+        self._live.start()
+
     def update(self, host: str, step: str, note: str) -> None:
         with self._lock:
-            row = self._state[host]
+            row = self._state.setdefault(host, {"step": "-", "note": "",
+                                                "since": time.monotonic()})
             if row["step"] != step:
                 row["since"] = time.monotonic()
             row.update(step=step, note=note)
-        if self.forward is not None:
-            self.forward(f"{host}: {step}: {note}")
 
     def _table(self):
         from rich.table import Table
@@ -51,24 +62,13 @@ class Display:
                               f"{time.monotonic() - row['since']:.0f}s")
         return table
 
-    def __enter__(self) -> "Display":
-        if self.enabled:
-            from rich.live import Live
-
-            from dsinfra.cli.output import console
-
-            self._live = Live(get_renderable=self._table, console=console(stderr=True),
-                              refresh_per_second=4, transient=True)
-            self._live.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
+    def stop(self) -> None:
         if self._live is not None:
-            self._live.__exit__(*exc)
+            self._live.stop()
+            self._live = None
 
     def summary(self, report: BootstrapReport) -> None:
-        if self.enabled:
-            print_summary(report)
+        print_summary(report)
 
 
 def _short_duration(seconds: float) -> str:

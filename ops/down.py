@@ -9,7 +9,7 @@ from typing import ContextManager
 from dsinfra.budget import BudgetTagError, budget_from_tags
 from dsinfra.cloud.inventory import fetch_inventory
 from dsinfra.cloud.ledger import state_dir
-from dsinfra.cloud.local import audit_log, engine_for, resolve_regions
+from dsinfra.ops.local import audit_log, engine_for, resolve_regions
 from dsinfra.cloud.locks import FileLocks, LockHeld
 from dsinfra.cloud.teardown import TeardownResult, teardown_stack
 from dsinfra.errors import UserError
