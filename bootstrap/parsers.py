@@ -6,8 +6,6 @@ functions from here, so the probe and the EFA step cannot disagree on a count.""
 
 from __future__ import annotations
 
-import json
-
 from dsinfra.bootstrap.gpu_probe import parse_fi_info, parse_sysfs_infiniband
 
 __all__ = ["parse_docker_runtimes", "parse_dpkg_status", "parse_fi_info", "parse_os_release",
@@ -36,9 +34,10 @@ def parse_dpkg_status(text):
 
 
 def parse_docker_runtimes(text):
-    """Runtime names from ``docker info --format '{{json .Runtimes}}'``."""
-    try:
-        runtimes = json.loads(text.strip() or "{}")
-    except ValueError:
-        return []
-    return sorted(runtimes) if isinstance(runtimes, dict) else []
+    """Runtime names from ``docker info``'s ``Runtimes:`` line (Server section), e.g.
+    `` Runtimes: io.containerd.runc.v2 nvidia runc`` (NVIDIA/nvidia-container-toolkit#653)."""
+    for line in text.splitlines():
+        key, colon, value = line.strip().partition(":")
+        if colon and key == "Runtimes":
+            return sorted(value.split())
+    return []

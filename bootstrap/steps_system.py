@@ -141,11 +141,16 @@ def install_driver(c, p: HostPlan) -> None:
 
 # --- Docker and the NVIDIA container runtime -----------------------------------------------
 
+# The plain text, not --format '{{json .Runtimes}}': its Runtimes line is what public threads
+# record (tests/fixtures/hosts/*/*/docker_info*.txt).
+DOCKER_INFO = "docker info"
+
+
 def docker_ready(c, p: HostPlan) -> bool:
     packages = (*DOCKER_PACKAGES, NVIDIA_CTK_PACKAGES[0])
     got = c.gather({"packages": _dpkg_query(packages),
                     "active": "systemctl is-active --quiet docker",
-                    "runtimes": "docker info --format '{{json .Runtimes}}'"}, root=True)
+                    "runtimes": DOCKER_INFO}, root=True)
     installed = parse_dpkg_status(got["packages"].stdout)
     p.facts["docker_packages"] = installed
     # The DLAMI ships Docker and the toolkit under its own package names and versions: there,
@@ -231,6 +236,8 @@ def efa_ready(c, p: HostPlan) -> bool:
     devices, sysfs = _efa_lists(got)
     p.facts["efa_devices"] = len(devices)
     want = p.host.efa_interfaces
+    if p.dlami and not _dlami_ofi_nccl(c, p):
+        return False
     return len(devices) == want and sysfs == devices and got["env"].stdout == efa_env(want)
 
 
@@ -252,7 +259,31 @@ def install_efa(c, p: HostPlan) -> None:
                         f"launched with {want} EFA interface(s): check the EFA driver and the "
                         "security group's self rule", command=FI_INFO,
                         output_tail=c.sh(FI_INFO, warn=True).stderr.strip()[-1000:])
+    if p.dlami and _dlami_ofi_nccl(c, p):
+        p.on_progress(f"the image's aws-ofi-nccl: {p.facts['aws_ofi_nccl']} (verified, kept)")
+    elif p.dlami:
+        raise StepError("the Deep Learning AMI's aws-ofi-nccl plugin is missing (no "
+                        f"libnccl-net*.so under {AWS_OFI_NCCL_DIR}): without it NCCL falls back "
+                        "to TCP sockets over EFA; dsinfra does not install or replace the "
+                        "image's plugin: replace the instance", command=AWS_OFI_NCCL)
     c.put_file(efa_env(want), EFA_ENV, mode="0644")
+
+
+# The aws-ofi-nccl plugin (NCCL over libfabric) that the DLAMI ships with its EFA software
+# (release notes list ofi_nccl_version, e.g. 1.18.0 with EFA 1.47.0 on the Base AMI with Single
+# CUDA (Ubuntu 22.04) 20260724). The EFA installer puts it under /opt/amazon/ofi-nccl:
+# lib64/libnccl-net-ofi.so from installer 1.44 on, lib/x86_64-linux-gnu/libnccl-net.so before.
+# Verified, never installed or replaced: the image's plugin matches its NCCL and libfabric.
+AWS_OFI_NCCL_DIR = "/opt/amazon/ofi-nccl"
+AWS_OFI_NCCL = (f"ls -1 {AWS_OFI_NCCL_DIR}/lib64/libnccl-net-ofi.so "
+                f"{AWS_OFI_NCCL_DIR}/lib/x86_64-linux-gnu/libnccl-net.so 2>/dev/null")
+
+
+def _dlami_ofi_nccl(c, p: HostPlan) -> str | None:
+    """The DLAMI's aws-ofi-nccl plugin path (also in the step's facts), or None."""
+    found = c.sh(AWS_OFI_NCCL, warn=True).stdout.split()
+    p.facts["aws_ofi_nccl"] = found[0] if found else None
+    return p.facts["aws_ofi_nccl"]
 
 
 # --- model cache ---------------------------------------------------------------------------

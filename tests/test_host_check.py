@@ -177,3 +177,17 @@ def test_os_release_of_every_recorded_host_parses_as_ubuntu_22_04():
     for path in HOSTS.glob("*/*/os_release.txt"):
         release = parse_os_release(path.read_text())
         assert (release["ID"], release["VERSION_ID"]) == ("ubuntu", "22.04"), path
+
+
+def test_docker_info_runtimes_of_every_recorded_host_before_and_after_the_nvidia_runtime():
+    from dsinfra.bootstrap.parsers import parse_docker_runtimes
+
+    before, after = sorted(HOSTS.glob("*/*/docker_info.txt")), \
+        sorted(HOSTS.glob("*/*/docker_info_nvidia.txt"))
+    assert len(before) == len(after) == 4
+    for path in before:
+        assert parse_docker_runtimes(path.read_text()) == ["io.containerd.runc.v2", "runc"], path
+    for path in after:
+        assert "nvidia" in parse_docker_runtimes(path.read_text()), path
+    assert parse_docker_runtimes("Server:\n Runtimes: runc\n Default Runtime: runc\n") == ["runc"]
+    assert parse_docker_runtimes("Cannot connect to the Docker daemon") == []

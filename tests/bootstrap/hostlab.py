@@ -67,9 +67,13 @@ def recording_dir(instance_type: str, *, dlami: bool) -> Path:
 
 
 def load_recording(directory: Path) -> dict[str, list]:
-    """{command line: [exit, stdout]} from a recording's commands.json and <name>.txt files."""
+    """{command line: [exit, stdout]} from a recording's commands.json and <name>.txt files.
+    An entry with ``when`` is one of several recordings of the same command, each in a state
+    the bootstrap brings about (docker info before and after the NVIDIA runtime is added):
+    its key is ``"<command line> [<when>]"``."""
     commands = json.loads((directory / "commands.json").read_text())
-    return {" ".join(entry["argv"]): [entry["exit"], (directory / f"{name}.txt").read_text()]
+    return {" ".join(entry["argv"]) + (f" [{entry['when']}]" if "when" in entry else ""):
+            [entry["exit"], (directory / f"{name}.txt").read_text()]
             for name, entry in commands.items()}
 
 
@@ -195,6 +199,9 @@ class TestHost:
             # The DLAMI ships the EFA software whether or not EFA interfaces are attached.
             (fs / "opt/amazon").mkdir(parents=True)
             (fs / "opt/amazon/efa_installed_packages").write_text("efa 2.17.1\n")
+            # ... and the aws-ofi-nccl plugin, where EFA installers >= 1.44 put it.
+            (fs / "opt/amazon/ofi-nccl/lib64").mkdir(parents=True)
+            (fs / "opt/amazon/ofi-nccl/lib64/libnccl-net-ofi.so").touch()
 
     def _sshd_argv(self) -> list[str]:
         return ["/usr/sbin/sshd", "-D", *self.lab.sshd_flags, "-E", str(self.root / "sshd.log"),

@@ -62,3 +62,26 @@ def test_p5_with_32_attached_efa_in_libfabric_2_format_passes_efa_and_gpu_checks
     assert statuses(report)["efa"] == "applied"
     assert statuses(report)["gpu-probe"] == "verified"
     assert "DSINFRA_EFA_INTERFACES=32" in (host.root / "fs/opt/dsinfra/etc/efa.env").read_text()
+    # The DLAMI's own aws-ofi-nccl is verified and reported, and nothing EFA is installed.
+    log = open(report.hosts[0].log_path).read()
+    assert "the image's aws-ofi-nccl: /opt/amazon/ofi-nccl/lib64/libnccl-net-ofi.so" in log
+    assert ran(host, "curl") == [] and ran(host, "efa_installer") == []
+
+
+def test_p5_dlami_without_its_aws_ofi_nccl_fails_the_efa_step_and_installs_nothing(
+        lab, tmp_path, options):
+    """With EFA attached, NCCL needs the image's aws-ofi-nccl plugin (else it falls back to TCP
+    sockets). On the DLAMI it is never installed or replaced: its absence stops the bootstrap."""
+    host = lab.fresh("single", "p5.48xlarge", dlami=True, efa_interfaces=32)
+    (host.root / "fs/opt/amazon/ofi-nccl/lib64/libnccl-net-ofi.so").unlink()
+    inventory = write_inventory(tmp_path / "hosts.yaml", [host_entry(lab, host)], LLAMA_70B)
+
+    report = bootstrap_inventory(inventory, progress=False, options=options)
+
+    assert not report.ok
+    assert statuses(report)["efa"] == "failed"
+    detail = next(s.detail for s in report.hosts[0].steps if s.step == "efa")
+    assert "aws-ofi-nccl plugin is missing" in detail and "/opt/amazon/ofi-nccl" in detail
+    assert ran(host, "curl") == [] and ran(host, "efa_installer") == []
+    assert ran(host, "apt-get") == []
+    assert not (host.root / "fs/opt/dsinfra/etc/efa.env").exists()
