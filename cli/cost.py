@@ -33,23 +33,41 @@ def check_command(
     if stack and all_stacks:
         raise UserError("invalid arguments: --stack and --all together; allowed: one of them")
     from dsinfra.cloud.check import run_check
-    from dsinfra.cloud.local import local_context
+    from dsinfra.cloud.local import local_context, require_known_stack
 
+    if stack:
+        require_known_stack(stack, region)
     ctx = local_context(region, enforce=enforce, now=parse_now(now))
     if as_json:
         result = run_check(ctx, [stack] if stack else None)
     else:
         from dsinfra.cli.output import console
 
-        with console(stderr=True).status(f"checking stacks in {', '.join(ctx.regions)}"
+        where = ", ".join(ctx.regions) or "every enabled region"
+        with console(stderr=True).status(f"checking stacks in {where}"
                                          + (" (enforcing)" if enforce else " (dry run)")):
             result = run_check(ctx, [stack] if stack else None)
     if as_json:
         from dsinfra.cli.output import print_json
 
         print_json(result)
-        return
-    _print_check(result)
+    else:
+        _print_check(result)
+    exit_if_failed(result)
+
+
+def exit_if_failed(result: dict) -> None:
+    """Exit 3 (after the output) when a region could not be read, a stack could not be metered
+    or an action failed: a scheduler and its logs must see it."""
+    from dsinfra.errors import CloudError
+
+    problems = [f"could not list region {r} ({why})"
+                for r, why in result.get("region_errors", {}).items()]
+    problems += [f"stack {s['stack']}: {s['status']}/{s['action_result']}"
+                 for s in result["stacks"] if "failed" in (s["status"], s["action_result"])]
+    if problems:
+        raise CloudError(f"the check is incomplete: {'; '.join(problems)}",
+                         hint="`dsinfra cost audit` and the reasons above say what failed.")
 
 
 def _print_check(result: dict) -> None:
@@ -67,10 +85,12 @@ def _print_check(result: dict) -> None:
                       s["action"], s["action_result"])
     out = console()
     out.print(table if result["stacks"] else "no dsinfra stacks found in "
-              + ", ".join(result["regions"]))
+              + ", ".join(result["regions"])
+              + (" (but some regions could not be read)" if result["region_errors"] else ""))
     for s in result["stacks"]:
-        if s["action"] != "none" or s["action_result"] == "failed":
+        if s["action"] != "none" or "failed" in (s["status"], s["action_result"]):
             out.print(f"{s['stack']}: {s['reason']}")
+    out.print(f"regions checked: {', '.join(result['regions'])}")
     dates = sorted({s["prices_as_of"] for s in result["stacks"] if s.get("prices_as_of")})
     if dates:
         out.print(f"prices as of {', '.join(dates)} (`dsinfra catalog refresh` for today's)")
@@ -181,25 +201,21 @@ def audit_command(
 def resume_command(
     stack: str = typer.Argument(..., help="The stack whose stopped instances to start."),
     region: Optional[list[str]] = typer.Option(None, "--region", help=REGION_HELP),
+    force: bool = typer.Option(False, "--force", help="Start it even though it is over its "
+                               "budget or its spend cannot be metered."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Start the instances a budget `stop` stopped (volumes and data were kept)."""
-    from dsinfra.cloud.actions import resume_stack
-    from dsinfra.cloud.local import audit_log, resolve_regions
+    from dsinfra.cloud.resume import resume_checked
 
-    regions = resolve_regions(region)
-    log = audit_log()
-    log.append("intent", stack=stack, action="resume")
-    started = resume_stack(stack, regions)
-    result = "done" if started else "skipped"
-    log.append("result", stack=stack, action="resume", result=result,
-               reason=f"started {len(started)} instance(s)")
+    outcome = resume_checked(stack, region, force=force)
     if as_json:
         from dsinfra.cli.output import print_json
 
-        print_json({"stack": stack, "started": started, "result": result})
+        print_json(outcome)
         return
     from dsinfra.cli.output import note
 
+    started, where = outcome["started"], ", ".join(outcome["regions"])
     note(f"{stack}: started {len(started)} instance(s): {', '.join(started)}" if started else
-         f"{stack}: no stopped instances found in {', '.join(regions)}")
+         f"{stack}: no stopped instances found in {where}")

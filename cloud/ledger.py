@@ -31,6 +31,8 @@ CREATE TABLE IF NOT EXISTS volumes (region TEXT, id TEXT, facts TEXT,
     PRIMARY KEY (region, id));
 CREATE TABLE IF NOT EXISTS actions (id TEXT PRIMARY KEY, stack TEXT, action TEXT, state TEXT,
     started_at REAL, finished_at REAL, result TEXT, reason TEXT);
+CREATE TABLE IF NOT EXISTS outbox (intent_id TEXT, kind TEXT, record TEXT,
+    PRIMARY KEY (intent_id, kind));
 """
 
 
@@ -125,16 +127,36 @@ class SqliteLedger:
                                "state='done'", (stack,)).fetchone()
         return row[0] if row else None
 
-    def begin(self, intent_id: str, stack: str, action: str) -> None:
+    def begin(self, intent_id: str, stack: str, action: str, outbox: dict | None = None) -> None:
+        """The intent, and the audit record it owes (cloud/intents.py), in one transaction."""
         with self._tx() as db:
             db.execute("INSERT OR IGNORE INTO actions VALUES (?,?,?,?,?,?,?,?)",
                        (intent_id, stack, action, "intent", time.time(), None, None, None))
+            self._owe(db, intent_id, outbox)
 
-    def finish(self, intent_id: str, result: str, reason: str, stack: str | None = None) -> None:
+    def finish(self, intent_id: str, result: str, reason: str, stack: str | None = None,
+               outbox: dict | None = None) -> None:
         state = "done" if result == "done" else "failed"
         with self._tx() as db:
             db.execute("UPDATE actions SET state=?, finished_at=?, result=?, reason=? "
                        "WHERE id=?", (state, time.time(), result, reason, intent_id))
+            self._owe(db, intent_id, outbox)
+
+    @staticmethod
+    def _owe(db, intent_id: str, record: dict | None) -> None:
+        if record is not None:
+            db.execute("INSERT OR REPLACE INTO outbox VALUES (?,?,?)",
+                       (intent_id, record["kind"], json.dumps(record, default=str)))
+
+    def outbox(self) -> list[dict]:
+        """Audit records owed by a run that died before appending them, oldest first."""
+        rows = self._db.execute("SELECT record FROM outbox ORDER BY rowid")
+        return [json.loads(r[0]) for r in rows]
+
+    def delivered(self, record: dict) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM outbox WHERE intent_id=? AND kind=?",
+                       (record["intent_id"], record["kind"]))
 
     def known_volumes(self) -> dict[str, dict[str, dict]]:
         """region -> volume id -> facts, as remembered by ``remember_volumes``."""

@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LAMBDA_SOURCES = {
     "dsinfra": ["__init__.py", "budget.py", "catalog.py", "errors.py", "spend.py", "tags.py"],
     "cloud": ["__init__.py", "actions.py", "audit.py", "aws.py", "catalog_cache.py", "check.py",
+              "intents.py", "regions.py",
               "guard_lambda.py", "guard_store.py", "inventory.py", "locks.py", "notify.py",
               "teardown.py"],
 }
