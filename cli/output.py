@@ -47,7 +47,9 @@ def console(stderr: bool = False):
 
 
 def error(message: str) -> None:
-    sys.stderr.write(f"error: {message}\n")
+    from dsinfra.cloud.notify import redact  # no heavy imports: stdlib only
+
+    sys.stderr.write(f"error: {redact(message)}\n")
 
 
 def note(message: str) -> None:

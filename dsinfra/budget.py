@@ -11,6 +11,7 @@ This module must not import pydantic: the Lambda guard runs it without heavy dep
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -69,13 +70,16 @@ def _parse_one(tags: dict[str, str]) -> dict:
                 tier=tags.get(T.TIER, "unknown"))
 
 
+_DECIMAL = re.compile(r"^[0-9]{1,15}(\.[0-9]{1,15})?$")
+
+
 def _finite(key: str, text: str, allowed: str) -> float:
-    """``float`` of a tag value, refusing what float() accepts but a budget cannot be: nan,
-    inf and overflows like 1e309 (every comparison with them reads as "within budget")."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise BudgetTagError(key, text, allowed) from None
+    """A tag value as the tag contract writes it (``123.45``: digits, an optional fraction),
+    refusing what float() also accepts but a budget cannot be: nan, inf, overflows like 1e309
+    (every comparison with them reads as "within budget"), ``1_000``, hex, whitespace."""
+    if not _DECIMAL.match(text or ""):
+        raise BudgetTagError(key, text, allowed)
+    value = float(text)
     if not math.isfinite(value):
         raise BudgetTagError(key, text, allowed)
     return value
