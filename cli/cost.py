@@ -204,11 +204,13 @@ def resume_command(
     force: bool = typer.Option(False, "--force", help="Start it even though it is over its "
                                "budget or its spend cannot be metered."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    now: Optional[str] = typer.Option(None, "--now", hidden=True,
+                                      help="Judge the budget as of this UTC time (ISO 8601)."),
 ) -> None:
     """Start the instances a budget `stop` stopped (volumes and data were kept)."""
     from dsinfra.cloud.resume import resume_checked
 
-    outcome = resume_checked(stack, region, force=force)
+    outcome = resume_checked(stack, region, force=force, now=parse_now(now))
     if as_json:
         from dsinfra.cli.output import print_json
 

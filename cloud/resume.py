@@ -13,19 +13,21 @@ from dsinfra.cloud.locks import FileLocks, LockHeld
 from dsinfra.errors import UserError
 
 
-def _budget_state(stack: str, regions: Sequence[str] | None) -> tuple[dict | None, list[str]]:
+def _budget_state(stack: str, regions: Sequence[str] | None,
+                  now=None) -> tuple[dict | None, list[str]]:
     """The stack's dry-run check report (None when nothing of it was found) and the regions."""
     from dsinfra.cloud.check import run_check
 
-    ctx = local_context(regions, enforce=False, audit=NullAudit(), use_pulumi=False)
+    ctx = local_context(regions, enforce=False, audit=NullAudit(), use_pulumi=False, now=now)
     result = run_check(ctx, [stack])
     mine = [s for s in result["stacks"] if s["stack"] == stack]
     return (mine[0] if mine else None), result["regions_with_stacks"] or result["regions"]
 
 
-def resume_checked(stack: str, regions: Sequence[str] | None, *, force: bool) -> dict:
+def resume_checked(stack: str, regions: Sequence[str] | None, *, force: bool,
+                   now=None) -> dict:
     require_known_stack(stack, regions)
-    report, where = _budget_state(stack, regions)
+    report, where = _budget_state(stack, regions, now)
     if report is not None and report["status"] in ("exceeded", "failed") and not force:
         raise UserError(f"stack {stack!r} is {report['status']}: {report['reason']}; nothing "
                         "was started", hint=f"Raise its budget, or pass --force to start it "

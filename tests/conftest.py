@@ -55,7 +55,11 @@ def moto_server_url():
             time.sleep(0.1)
     yield url
     proc.terminate()
-    proc.wait(timeout=10)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:  # busy tearing down many regions' backends
+        proc.kill()
+        proc.wait(timeout=10)
 
 
 @pytest.fixture
@@ -72,5 +76,5 @@ def aws(moto_server_url, monkeypatch):
     reset_session()
     yield moto_server_url
     urllib.request.urlopen(urllib.request.Request(f"{moto_server_url}/moto-api/reset",
-                                                  method="POST"), timeout=10)
+                                                  method="POST"), timeout=120)
     reset_session()
