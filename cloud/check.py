@@ -22,8 +22,7 @@ from dsinfra.cloud import actions, intents
 from dsinfra.cloud.inventory import Inventory, fetch_inventory
 from dsinfra.cloud.regions import Discovery
 from dsinfra.cloud.locks import LockHeld
-from dsinfra.cloud.teardown import sweep_stacks
-from dsinfra.errors import CloudError, DsinfraError
+from dsinfra.errors import CloudError
 
 
 @dataclass
@@ -271,9 +270,9 @@ def _close_finished_intents(ctx: CheckContext, by_stack, stacks: list[str] | Non
             continue
         try:
             with ctx.locks.hold(stack):
-                _finish(ctx, intent["id"], stack, intent["action"], "done",
-                        "reconciled: an interrupted run had finished; nothing with the tag "
-                        "remains")
+                intents.finish(ctx.ledger, ctx.audit, intent["id"], stack, intent["action"],
+                               "done", "reconciled: an interrupted run had finished; nothing "
+                               "with the tag remains")
         except Exception:  # noqa: BLE001 - held, or unlockable: the next run tries again
             continue
 
@@ -301,137 +300,10 @@ def _enforce(ctx: CheckContext, reports: list[StackReport], inventory: Inventory
                 report.reason += "; a concurrent check already acted on this stack"
                 continue
             mine.append(report)
-        _stop(ctx, [r for r in mine if r.action == "stop"], inventory)
-        _destroy(ctx, [r for r in mine if r.action == "destroy"], inventory)
-    for report in reports:
-        # Notify for warnings and notify-only stacks, and after a stop/destroy that ran
-        # (a skipped one was announced by the run that did it).
-        acted = report.action in ("stop", "destroy") and report.action_result != "skipped"
-        if report.action == "notify" or acted:
-            _notify(ctx, report)
-
-
-def _begin(ctx: CheckContext, report: StackReport) -> str:
-    """Durably announce the action (ledger + audit) before it runs; reuse an open intent of
-    an interrupted run so the action is resumed, not repeated."""
-    open_intent = ctx.ledger.open_intent(report.stack)
-    if open_intent is not None and open_intent["action"] == report.action:
-        report.intent_id = open_intent["id"]
-        ctx.audit.append("resume", stack=report.stack, action=report.action,
-                         intent_id=report.intent_id)
-        return report.intent_id
-    report.intent_id = intents.begin(ctx.ledger, ctx.audit, report.stack, report.action,
-                                     spend_usd=round(report.spend_usd, 4),
-                                     budget_usd=report.budget_usd, rule=report.reason)
-    return report.intent_id
-
-
-def _finish(ctx: CheckContext, intent_id: str, stack: str, action: str, result: str,
-            reason: str) -> None:
-    intents.finish(ctx.ledger, ctx.audit, intent_id, stack, action, result, reason)
-
-
-def _stop(ctx: CheckContext, reports: list[StackReport], inventory: Inventory) -> None:
-    for report in reports:
-        targets = actions.running_instances(inventory.of(report.stack))
-        if not targets:
-            report.action_result = "skipped"
-            report.reason += "; no running instances (already stopped)"
-            pending = ctx.ledger.open_intent(report.stack)
-            if pending is not None:
-                _finish(ctx, pending["id"], report.stack, pending["action"], "done",
-                        "reconciled: the instances were already stopped")
-            continue
-        intent = _begin(ctx, report)
-        try:
-            stopped = actions.stop_instances(targets)
-            report.action_result = "done"
-            report.reason += f"; stopped {len(stopped)} instance(s), volumes kept " \
-                             f"(`dsinfra resume {report.stack}` starts them)"
-        except Exception as exc:  # noqa: BLE001 - one stack's failure must not stop the rest
-            report.action_result, report.reason = "failed", f"{report.reason}; stop: {exc}"
-        _finish(ctx, intent, report.stack, "stop", report.action_result, report.reason)
-
-
-def _destroy(ctx: CheckContext, reports: list[StackReport], inventory: Inventory) -> None:
-    if not reports:
-        return
-    intents = {r.stack: _begin(ctx, r) for r in reports}
-    pulumi_state = {}
-    for report in reports:
-        engine = ctx.engine_for(report.stack)
-        if engine is not None:
-            try:
-                engine.destroy(report.stack)
-                pulumi_state[report.stack] = "pulumi destroy done"
-            except DsinfraError as exc:
-                pulumi_state[report.stack] = f"pulumi destroy failed ({exc.message}), swept"
-            except Exception as exc:  # noqa: BLE001 - the sweep below still runs
-                pulumi_state[report.stack] = f"pulumi destroy failed ({type(exc).__name__}), swept"
-    subset = Inventory(inventory.regions, [r for r in inventory.resources if r.stack in intents])
-    try:
-        results = sweep_stacks(list(intents), inventory.regions, inventory=subset,
-                               sleep=ctx.sleep)
-    except Exception as exc:  # noqa: BLE001 - report per stack, keep the check alive
-        results = {}
-        error = f"sweep failed: {exc}"
-    for report in reports:
-        outcome = results.get(report.stack)
-        if outcome is None:
-            report.action_result, detail = "failed", error
-        else:
-            report.action_result = "done" if outcome.clean else "failed"
-            detail = outcome.summary
-        prefix = pulumi_state.get(report.stack)
-        report.reason += f"; {prefix + '; ' if prefix else ''}{detail}"
-        _finish(ctx, intents[report.stack], report.stack, "destroy", report.action_result,
-                report.reason)
-
-
-def _notice_key(ctx: CheckContext, report: StackReport) -> str:
-    """One notice per crossing: the key holds the status, the period and the budget, so a new
-    month, a raised budget or a new crossing notifies again, a re-run does not. A ``failed``
-    stack's key holds its cause instead: a new cause is a new crossing."""
-    period = S.period_key(report.period or "month", ctx.now)
-    if report.status == "failed":
-        import hashlib
-
-        cause = report.reason.split("; the budget alone would say")[0]
-        return f"failed:{period}:{hashlib.sha256(cause.encode()).hexdigest()[:16]}"
-    return f"{report.status}:{period}:{report.budget_usd}"
-
-
-def _notice_text(report: StackReport) -> str:
-    budget = f"${report.budget_usd:,.2f}" if report.budget_usd is not None else "unknown budget"
-    return (f"{report.reason}\nspend ${report.spend_usd:,.2f} of {budget} "
-            f"({report.period or 'unknown period'}); burn ${report.hourly_usd:,.2f}/h; "
-            f"forecast ${report.forecast_usd:,.2f}; action {report.action}: "
-            f"{report.action_result}")
-
-
-def _notify(ctx: CheckContext, report: StackReport) -> None:
-    key = _notice_key(ctx, report)
-    if not ctx.notifier.configured:
-        if report.action == "notify":
-            report.action_result = "skipped"
-            report.reason += "; no notification URL or SNS topic configured " \
-                             "(DSINFRA_WEBHOOK_URL, DSINFRA_SNS_TOPIC_ARN)"
-        return
-    if not ctx.ledger.claim_notice(report.stack, key, ctx.now):
-        if report.action == "notify":
-            report.action_result = "skipped"
-            report.reason += "; already notified for this crossing"
-        return
-    try:
-        failures = ctx.notifier.send(f"dsinfra: stack {report.stack} {report.status}",
-                                     _notice_text(report))
-    except Exception as exc:  # noqa: BLE001 - a notice that crashed was not sent
-        failures = [f"notifier: {type(exc).__name__}"]
-    if failures:
-        ctx.ledger.release_notice(report.stack, key)  # try again next run
-    if report.action == "notify":
-        report.action_result = "failed" if failures else "done"
-        if failures:
-            report.reason += f"; notification failed: {', '.join(failures)}"
-    ctx.audit.append("notify", stack=report.stack, key=key,
-                     result="failed" if failures else "done", failures=failures)
+        for name in ("stop", "destroy"):
+            actions.REGISTRY[name]().run(ctx, [r for r in mine if r.action == name], inventory)
+    # Notify for warnings, failed and notify-only stacks, and after a stop/destroy that ran
+    # (a skipped one was announced by the run that did it).
+    actions.REGISTRY["notify"]().run(ctx, [
+        r for r in reports if r.action == "notify" or
+        (r.action in ("stop", "destroy") and r.action_result != "skipped")], inventory)

@@ -47,3 +47,18 @@ def reconcile(ledger, audit) -> int:
     for record in owed:
         _deliver(ledger, audit, record)
     return len(owed)
+
+
+def begin_or_resume(ctx, report) -> str:
+    """Durably announce ``report.action`` before it runs; reuse an open intent of an
+    interrupted run so the action is resumed, not repeated (one intent per action)."""
+    open_intent = ctx.ledger.open_intent(report.stack)
+    if open_intent is not None and open_intent["action"] == report.action:
+        report.intent_id = open_intent["id"]
+        ctx.audit.append("resume", stack=report.stack, action=report.action,
+                         intent_id=report.intent_id)
+        return report.intent_id
+    report.intent_id = begin(ctx.ledger, ctx.audit, report.stack, report.action,
+                             spend_usd=round(report.spend_usd, 4),
+                             budget_usd=report.budget_usd, rule=report.reason)
+    return report.intent_id

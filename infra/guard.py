@@ -16,25 +16,18 @@ from pathlib import Path
 import pulumi
 import pulumi_aws as aws
 
-from dsinfra import tags as T
-from dsinfra.cloud import actions, inventory, teardown
-from dsinfra.cloud.guard_store import PERMISSIONS as TABLE_PERMISSIONS
+from dsinfra.cloud import actions
 
 ROOT = Path(__file__).resolve().parents[1]
 # What the Lambda needs, laid out as the import name expects (dsinfra/..., dsinfra/cloud/...).
 LAMBDA_SOURCES = {
     "dsinfra": ["__init__.py", "budget.py", "catalog.py", "errors.py", "spend.py", "tags.py"],
     "cloud": ["__init__.py", "actions.py", "audit.py", "aws.py", "catalog_cache.py", "check.py",
-              "intents.py", "regions.py",
+              "intents.py", "notices.py", "regions.py",
               "guard_lambda.py", "guard_store.py", "inventory.py", "locks.py", "notify.py",
               "teardown.py"],
 }
 HANDLER = "dsinfra.cloud.guard_lambda.handler"
-# Mutations that support aws:ResourceTag conditions: allowed only on tagged resources.
-TAG_SCOPED = ("ec2:StopInstances", "ec2:TerminateInstances", "ec2:ReleaseAddress",
-              "ec2:DisassociateAddress", "ec2:DeleteNatGateway", "ec2:DeleteVolume",
-              "elasticloadbalancing:DeleteLoadBalancer")
-LOG_PERMISSIONS = ("logs:CreateLogStream", "logs:PutLogEvents")
 
 
 def lambda_files() -> dict[str, Path]:
@@ -56,27 +49,11 @@ def build_lambda_zip(dest: Path) -> Path:
 
 def guard_policy(table_arn: str, log_group_arn: str, sns_topic_arn: str | None,
                  allowed_actions: tuple[str, ...]) -> dict:
-    """The Lambda role's policy: exactly the declared permissions, nothing wildcarded."""
-    needed = set(actions.check_permissions(allowed_actions)) - {"sns:Publish"}
-    scoped = sorted(needed & set(TAG_SCOPED))
-    reads = sorted(a for a in needed - set(scoped) if ":Describe" in a)
-    other = sorted(needed - set(scoped) - set(reads))
-    statements = [
-        {"Sid": "InventoryByTag", "Effect": "Allow", "Action": reads, "Resource": "*"},
-        {"Sid": "ActOnlyOnTaggedResources", "Effect": "Allow", "Action": scoped, "Resource": "*",
-         "Condition": {"Null": {f"aws:ResourceTag/{T.STACK}": "false"}}},
-        {"Sid": "LedgerAndLocks", "Effect": "Allow", "Action": sorted(TABLE_PERMISSIONS),
-         "Resource": table_arn},
-        {"Sid": "Logs", "Effect": "Allow", "Action": sorted(LOG_PERMISSIONS),
-         "Resource": f"{log_group_arn}:*"},
-    ]
-    if other:  # untaggable leftovers of a stack: spot requests, target groups
-        statements.append({"Sid": "SweepUntaggable", "Effect": "Allow", "Action": other,
-                           "Resource": "*"})
-    if sns_topic_arn and "notify" in allowed_actions:
-        statements.append({"Sid": "Notify", "Effect": "Allow", "Action": ["sns:Publish"],
-                           "Resource": sns_topic_arn})
-    return {"Version": "2012-10-17", "Statement": [s for s in statements if s["Action"]]}
+    """The Lambda role's policy, derived from the action registry (cloud/actions.py): exactly
+    the declared permissions, every destructive one only on ``dsinfra:stack``-tagged
+    resources, nothing wildcarded."""
+    return actions.policy_document(allowed_actions, table_arn=table_arn,
+                                   log_group_arn=log_group_arn, sns_topic_arn=sns_topic_arn)
 
 
 @dataclass

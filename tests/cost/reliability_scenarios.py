@@ -119,7 +119,7 @@ def _wrap_writes(ctx, killer: _Killer) -> None:
 
 
 def _wrap_aws(monkeypatch, killer: _Killer, real_stop, real_sweep) -> None:
-    from dsinfra.cloud import check
+    from dsinfra.cloud import actions
 
     def stop(*args, **kwargs):
         killer.step()
@@ -131,8 +131,8 @@ def _wrap_aws(monkeypatch, killer: _Killer, real_stop, real_sweep) -> None:
         killer.aws_calls += 1
         return real_sweep(*args, **kwargs)
 
-    monkeypatch.setattr(check.actions, "stop_instances", stop)
-    monkeypatch.setattr(check, "sweep_stacks", sweep)
+    monkeypatch.setattr(actions, "stop_instances", stop)
+    monkeypatch.setattr(actions, "sweep_stacks", sweep)
 
 
 def audit_consistency() -> dict:
@@ -154,10 +154,10 @@ def run_kill(action: str, kill_at: int, monkeypatch) -> dict:
     from tests.cost.conftest import make_stack
     from tests.cost.helpers import instance_states
 
-    from dsinfra.cloud import check
+    from dsinfra.cloud import actions
 
     made = make_stack("killed", nodes=2, budget_usd=1, period="total", on_exceed=action)
-    real = (check.actions.stop_instances, check.sweep_stacks)
+    real = (actions.stop_instances, actions.sweep_stacks)
     killer = _Killer(kill_at)
     _wrap_aws(monkeypatch, killer, *real)
     died = None
