@@ -37,6 +37,13 @@ def check_command(
 
     if stack:
         require_known_stack(stack, region)
+    import os
+
+    from dsinfra.cloud.aws import DEADLINE_ENV, set_deadline
+    from dsinfra.cloud.check import record_heartbeat
+
+    deadline = os.environ.get(DEADLINE_ENV)
+    set_deadline(float(deadline) if deadline else None)
     ctx = local_context(region, enforce=enforce, now=parse_now(now))
     if as_json:
         result = run_check(ctx, [stack] if stack else None)
@@ -47,6 +54,8 @@ def check_command(
         with console(stderr=True).status(f"checking stacks in {where}"
                                          + (" (enforcing)" if enforce else " (dry run)")):
             result = run_check(ctx, [stack] if stack else None)
+    if not stack:
+        record_heartbeat(ctx, result)
     if as_json:
         from dsinfra.cli.output import print_json
 
@@ -162,6 +171,8 @@ def report_command(
                       else "-", f"${s['hourly_usd']:,.2f}", f"${s['forecast_usd']:,.2f}", left,
                       sparkline(s["burn_series_usd"]))
     console().print(table if report["stacks"] else "no dsinfra stacks found")
+    for warning in report["warnings"]:
+        console(stderr=True).print(f"warning: {warning}")
 
 
 @cost_app.command("audit")

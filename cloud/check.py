@@ -307,3 +307,26 @@ def _enforce(ctx: CheckContext, reports: list[StackReport], inventory: Inventory
     actions.REGISTRY["notify"]().run(ctx, [
         r for r in reports if r.action == "notify" or
         (r.action in ("stop", "destroy") and r.action_result != "skipped")], inventory)
+
+
+def stale_warning(last: dict | None, now: datetime) -> str | None:
+    """A warning when the last good scheduled check is older than two intervals (or there
+    never was a good one since the schedule started); None when fine or nothing scheduled."""
+    if not last or not last.get("interval_s"):
+        return None
+    limit_s = 2 * last["interval_s"]
+    good = datetime.fromisoformat(last["last_good"]) if last.get("last_good") else None
+    if good is not None and (now - good).total_seconds() <= limit_s:
+        return None
+    when = f"at {last['last_good'][:19]}Z" if good else "never"
+    return (f"the last good scheduled cost check was {when}, more than two intervals "
+            f"({limit_s / 60:.0f} min) ago: budgets are not being enforced (see "
+            "`dsinfra schedule show` and the check's log)")
+
+
+def record_heartbeat(ctx: CheckContext, result: dict) -> None:
+    import os
+
+    interval = os.environ.get("DSINFRA_CHECK_INTERVAL_S")
+    ctx.ledger.beat(datetime.now(timezone.utc), bool(result.get("ok")),
+                    float(interval) if interval else None)

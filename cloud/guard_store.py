@@ -19,8 +19,8 @@ from dsinfra.cloud.audit import who_ran_it
 from dsinfra.cloud.aws import client
 from dsinfra.spend import Interval, Resource
 
-PERMISSIONS = ("dynamodb:Query", "dynamodb:Scan", "dynamodb:PutItem", "dynamodb:UpdateItem",
-               "dynamodb:DeleteItem", "dynamodb:ConditionCheckItem")
+PERMISSIONS = ("dynamodb:Query", "dynamodb:Scan", "dynamodb:GetItem", "dynamodb:PutItem",
+               "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:ConditionCheckItem")
 
 
 def _iso(moment: datetime) -> str:
@@ -151,6 +151,25 @@ class DynamoLedger:
             TableName=self.table,
             Key={"pk": _s(f"act#{record['stack']}"), "sk": _s(record["intent_id"])},
             UpdateExpression=f"REMOVE owe_{record['kind']}")
+
+    def beat(self, now: datetime, ok: bool, interval_s: float | None) -> None:
+        """The guard's heartbeat item: the last run, and the last good one."""
+        values = {":run": _s(_iso(now)), ":iv": {"N": repr(float(interval_s or 0))}}
+        update = "SET last_run = :run, interval_s = :iv"
+        if ok:
+            update += ", last_good = :run"
+        self._ddb.update_item(TableName=self.table, Key={"pk": _s("heartbeat"),
+                                                         "sk": _s("check")},
+                              UpdateExpression=update, ExpressionAttributeValues=values)
+
+    def last_beat(self) -> dict | None:
+        item = self._ddb.get_item(TableName=self.table, ConsistentRead=True,
+                                  Key={"pk": _s("heartbeat"), "sk": _s("check")}).get("Item")
+        if not item:
+            return None
+        return {"last_run": item["last_run"]["S"],
+                "last_good": item["last_good"]["S"] if "last_good" in item else None,
+                "interval_s": float(item["interval_s"]["N"]) or None}
 
     def close(self) -> None:
         pass

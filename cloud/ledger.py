@@ -31,6 +31,8 @@ CREATE TABLE IF NOT EXISTS volumes (region TEXT, id TEXT, facts TEXT,
     PRIMARY KEY (region, id));
 CREATE TABLE IF NOT EXISTS actions (id TEXT PRIMARY KEY, stack TEXT, action TEXT, state TEXT,
     started_at REAL, finished_at REAL, result TEXT, reason TEXT);
+CREATE TABLE IF NOT EXISTS heartbeat (name TEXT PRIMARY KEY, last_run TEXT, last_good TEXT,
+    interval_s REAL);
 CREATE TABLE IF NOT EXISTS outbox (intent_id TEXT, kind TEXT, record TEXT,
     PRIMARY KEY (intent_id, kind));
 """
@@ -157,6 +159,21 @@ class SqliteLedger:
         with self._tx() as db:
             db.execute("DELETE FROM outbox WHERE intent_id=? AND kind=?",
                        (record["intent_id"], record["kind"]))
+
+    def beat(self, now: datetime, ok: bool, interval_s: float | None) -> None:
+        """Record that a check ran (and whether it was good: every region read, nothing
+        failed); ``status`` and ``cost report`` warn when the last good one is too old."""
+        with self._tx() as db:
+            row = db.execute("SELECT last_good FROM heartbeat WHERE name='check'").fetchone()
+            good = _iso(now) if ok else (row[0] if row else None)
+            db.execute("INSERT OR REPLACE INTO heartbeat VALUES ('check',?,?,?)",
+                       (_iso(now), good, interval_s))
+
+    def last_beat(self) -> dict | None:
+        row = self._db.execute("SELECT last_run, last_good, interval_s FROM heartbeat "
+                               "WHERE name='check'").fetchone()
+        return None if row is None else {"last_run": row[0], "last_good": row[1],
+                                         "interval_s": row[2]}
 
     def known_volumes(self) -> dict[str, dict[str, dict]]:
         """region -> volume id -> facts, as remembered by ``remember_volumes``."""

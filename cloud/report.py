@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 
 from dsinfra import spend as S
-from dsinfra.cloud.check import run_check
+from dsinfra.cloud.check import run_check, stale_warning
 from dsinfra.cloud.local import NullAudit, local_context
 
 HEALTH_TIMEOUT_S = 3.0
@@ -23,7 +23,9 @@ def build_report(regions: Sequence[str] | None, now: datetime | None = None) -> 
         first = min((i.start for i in intervals), default=None)
         start, _ = S.period_bounds(s["period"] or "month", ctx.now, first)
         s["burn_series_usd"] = [round(v, 4) for v in S.burn_series(intervals, start, ctx.now)]
+    warning = stale_warning(ctx.ledger.last_beat(), ctx.now)
     return {"generated_at": checked["checked_at"], "regions": checked["regions"],
+            "warnings": [warning] if warning else [],
             "region_errors": checked["region_errors"],
             "stacks": [{k: s[k] for k in ("stack", "tier", "budget_usd", "period", "spend_usd",
                                           "hourly_usd", "forecast_usd", "hours_left", "status",
@@ -97,6 +99,8 @@ def build_status(regions: Sequence[str] | None, now: datetime | None = None,
             "status": s["status"], "hourly_usd": s["hourly_usd"], "endpoint": endpoint,
             "health": (health(endpoint) if endpoint and health else "skipped"),
         })
+    warning = stale_warning(ctx.ledger.last_beat(), ctx.now)
     return {"checked_at": ctx.now.astimezone(timezone.utc).isoformat(),
+            "warnings": [warning] if warning else [],
             "regions": result["regions"], "region_errors": result["region_errors"],
             "stacks": rows}

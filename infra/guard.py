@@ -99,6 +99,7 @@ class BudgetGuard(pulumi.ComponentResource):
         self.role = self._create_role(tags)
         self.function = self._create_function(tags)
         self.schedule = self._create_schedule()
+        self.dead_man, self.errors_alarm = self._create_alarms(tags)
         self.register_outputs({"table_name": self.table.name,
                                "function_name": self.function.name,
                                "role_arn": self.role.arn,
@@ -117,7 +118,8 @@ class BudgetGuard(pulumi.ComponentResource):
     def _create_function(self, tags: dict[str, str]) -> aws.lambda_.Function:
         args = self._args
         env = {"DSINFRA_GUARD_TABLE": self.table.name, "DSINFRA_REGIONS": ",".join(args.regions),
-               "DSINFRA_GUARD_ENFORCE": "true" if args.enforce else "false"}
+               "DSINFRA_GUARD_ENFORCE": "true" if args.enforce else "false",
+               "DSINFRA_CHECK_INTERVAL_S": str(args.every_minutes * 60)}
         if args.webhook_url is not None:
             env["DSINFRA_WEBHOOK_URL"] = args.webhook_url
         if args.sns_topic_arn:
@@ -130,6 +132,29 @@ class BudgetGuard(pulumi.ComponentResource):
             memory_size=args.memory_mb, reserved_concurrent_executions=1,
             environment=aws.lambda_.FunctionEnvironmentArgs(variables=env), tags=tags,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.policy, self.log_group]))
+
+    def _create_alarms(self, tags: dict[str, str]):
+        """The dead-man switch: the guard's own runs are watched by CloudWatch, which needs
+        nothing of the guard to fire. No invocation for two intervals (missing data counts
+        as breaching) or any failed run alarms to the SNS topic."""
+        period_s = max(60, self._args.every_minutes * 60)
+        actions = [self._args.sns_topic_arn] if self._args.sns_topic_arn else []
+        common = dict(namespace="AWS/Lambda", statistic="Sum", period=period_s,
+                      dimensions={"FunctionName": self.function.name}, alarm_actions=actions,
+                      ok_actions=actions, tags=tags,
+                      opts=pulumi.ResourceOptions(parent=self))
+        dead_man = aws.cloudwatch.MetricAlarm(
+            f"{self._name}-checks-stopped", metric_name="Invocations", evaluation_periods=2,
+            comparison_operator="LessThanThreshold", threshold=1,
+            treat_missing_data="breaching",
+            alarm_description="dsinfra budget guard: no check ran for two intervals; budgets "
+                              "are not being enforced", **common)
+        errors = aws.cloudwatch.MetricAlarm(
+            f"{self._name}-checks-failing", metric_name="Errors", evaluation_periods=1,
+            comparison_operator="GreaterThanThreshold", threshold=0,
+            treat_missing_data="notBreaching",
+            alarm_description="dsinfra budget guard: a check failed", **common)
+        return dead_man, errors
 
     def _create_schedule(self) -> aws.scheduler.Schedule:
         invoker = aws.iam.Role(f"{self._name}-scheduler",

@@ -68,3 +68,29 @@ def test_sns_publish_is_granted_only_on_the_topic():
     statements = json.loads(out.stdout)["Statement"]
     (notify,) = [s for s in statements if "sns:Publish" in s["Action"]]
     assert notify["Resource"] == "arn:aws:sns:us-east-1:123456789012:alerts"
+
+
+from .test_guard import pulumi_resources  # noqa: E402,F401 - the Pulumi mocks fixture
+
+
+def test_guard_has_a_dead_man_alarm_that_fires_when_checks_stop(pulumi_resources):  # noqa: F811
+    import pulumi
+
+    from dsinfra.infra.guard import BudgetGuardArgs
+
+    from .test_guard import _by_type, _guard_outputs
+
+    @pulumi.runtime.test
+    def program():
+        return _guard_outputs(BudgetGuardArgs(regions=["us-east-1"], every_minutes=10,
+                                              sns_topic_arn="arn:aws:sns:us-east-1:1:t"))
+
+    program()
+    alarms = {a["metricName"]: a for a in _by_type(pulumi_resources,
+                                                   "aws:cloudwatch/metricAlarm:MetricAlarm")}
+    dead_man = alarms["Invocations"]
+    assert dead_man["treatMissingData"] == "breaching"
+    assert dead_man["comparisonOperator"] == "LessThanThreshold"
+    assert dead_man["period"] * dead_man["evaluationPeriods"] == 2 * 600
+    assert dead_man["alarmActions"] == ["arn:aws:sns:us-east-1:1:t"]
+    assert alarms["Errors"]["threshold"] == 0
