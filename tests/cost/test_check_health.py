@@ -1,0 +1,72 @@
+"""A scheduled check that stops, hangs or fails is seen (issue 12, item 4): heartbeats and
+stale warnings, a deadline on hung endpoints, exit statuses."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from dsinfra.cli.main import app
+
+from .conftest import hours_later, make_stack
+from .proxy import FaultProxy
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _regions(monkeypatch, tmp_path):
+    monkeypatch.setenv("DSINFRA_REGIONS", "us-east-1")
+    monkeypatch.chdir(tmp_path)
+
+
+def test_status_and_report_warn_when_the_last_good_check_is_older_than_two_intervals(
+        aws, state_dir, monkeypatch):
+    make_stack("watched", budget_usd=1000)
+    monkeypatch.setenv("DSINFRA_CHECK_INTERVAL_S", "900")  # what the schedule's env file sets
+    assert runner.invoke(app, ["cost", "check"]).exit_code == 0
+    fresh = json.loads(runner.invoke(app, ["status", "--json", "--no-health", "--now",
+                                           hours_later(0.25).isoformat()]).stdout)
+    assert fresh["warnings"] == []
+    stale = json.loads(runner.invoke(app, ["status", "--json", "--no-health", "--now",
+                                           hours_later(1).isoformat()]).stdout)
+    assert "more than two intervals (30 min)" in stale["warnings"][0]
+    report = runner.invoke(app, ["cost", "report", "--now", hours_later(1).isoformat()])
+    assert "warning: the last good scheduled cost check" in report.output
+
+
+def test_a_failed_check_does_not_count_as_good(aws, state_dir, monkeypatch):
+    from dsinfra import tags as T
+    from dsinfra.cloud.aws import client
+
+    made = make_stack("broken", budget_usd=1000)
+    client("ec2", "us-east-1").create_tags(Resources=made["instances"],
+                                           Tags=[{"Key": T.BUDGET_USD, "Value": "nan"}])
+    monkeypatch.setenv("DSINFRA_CHECK_INTERVAL_S", "900")
+    assert runner.invoke(app, ["cost", "check"]).exit_code == 3
+    status = json.loads(runner.invoke(app, ["status", "--json", "--no-health"]).stdout)
+    assert "was never" in status["warnings"][0]
+
+
+def test_a_hung_endpoint_is_cut_off_by_the_deadline_and_exits_3(aws, state_dir, monkeypatch):
+    from dsinfra.cloud import aws as aws_edge
+
+    proxy = FaultProxy(aws)
+    try:
+        proxy.rules["GetResources"] = ["hang"] * 20
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        monkeypatch.setenv("DSINFRA_CHECK_DEADLINE_S", "2")
+        monkeypatch.setattr(aws_edge, "READ_TIMEOUT_S", 1)
+        aws_edge.reset_session()
+        started = time.monotonic()
+        out = runner.invoke(app, ["cost", "check", "--json"])
+        elapsed = time.monotonic() - started
+    finally:
+        aws_edge.set_deadline(None)
+        proxy.close()
+    assert out.exit_code == 3
+    assert elapsed < 15  # botocore's defaults would wait 8 x 60 s
+    assert "us-east-1" in json.loads(out.stdout)["region_errors"]
