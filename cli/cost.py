@@ -208,6 +208,38 @@ def audit_command(
         out.print(f"{torn} torn line(s) skipped (a crash mid-write; no valid record lost)")
 
 
+@cost_app.command("repair")
+def repair_command(
+    region: Optional[list[str]] = typer.Option(None, "--region", help=REGION_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Rebuild a corrupt spend ledger from the audit log and the live inventory (the corrupt
+    file is kept aside)."""
+    from dsinfra.cloud.inventory import Inventory, fetch_inventory
+    from dsinfra.cloud.local import audit_log, explicit_regions
+    from dsinfra.cloud.regions import discover
+    from dsinfra.cloud.repair import repair_ledger
+    from dsinfra.errors import CloudError
+    from dsinfra.paths import state_dir
+
+    discovery = discover(explicit_regions(region) or None)
+    if discovery.errors:
+        raise CloudError(f"could not read region(s) {', '.join(sorted(discovery.errors))}; "
+                         "the ledger was not touched")
+    found = fetch_inventory(discovery.regions) if discovery.regions else Inventory(())
+    outcome = repair_ledger(state_dir() / "ledger.sqlite3", audit_log(), found)
+    if as_json:
+        from dsinfra.cli.output import print_json
+
+        print_json(outcome)
+        return
+    from dsinfra.cli.output import note
+
+    note(f"rebuilt {outcome['ledger']}: {outcome['actions']} action(s), {outcome['notices']} "
+         f"notice(s), spend of {len(outcome['spend_usd'])} stack(s) from the audit log; "
+         f"corrupt file kept at {outcome['corrupt_file_kept']}")
+
+
 @app.command("resume")
 def resume_command(
     stack: str = typer.Argument(..., help="The stack whose stopped instances to start."),

@@ -94,7 +94,8 @@ def run_check(ctx: CheckContext, stacks: list[str] | None = None) -> dict[str, A
                          action=report.action, result=report.action_result,
                          reason=report.reason, spend_usd=round(report.spend_usd, 4),
                          budget_usd=report.budget_usd, period=report.period,
-                         enforce=ctx.enforce, intent_id=report.intent_id)
+                         enforce=ctx.enforce, intent_id=report.intent_id,
+                         checked_at=ctx.now.astimezone(timezone.utc).isoformat())
     failed = [r.stack for r in reports if "failed" in (r.status, r.action_result)]
     return {"checked_at": ctx.now.astimezone(timezone.utc).isoformat(),
             "regions": list(discovery.asked), "regions_with_stacks": list(discovery.regions),

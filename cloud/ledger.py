@@ -50,6 +50,20 @@ class SqliteLedger:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or state_dir() / "ledger.sqlite3"
         self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            self._open()
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                raise
+            self._db.close()
+            from dsinfra.errors import CloudError
+
+            raise CloudError(f"the spend ledger {self.path} is corrupt ({exc}); nothing was "
+                             "checked", hint="`dsinfra cost repair` rebuilds it from the audit "
+                             "log and the live inventory (the corrupt file is kept aside).") \
+                from None
+
+    def _open(self) -> None:
         for attempt in range(100):
             # Two checks starting together race to create the file; switching to WAL does not
             # wait on sqlite's busy timeout, so retry briefly here.
@@ -159,6 +173,12 @@ class SqliteLedger:
         with self._tx() as db:
             db.execute("DELETE FROM outbox WHERE intent_id=? AND kind=?",
                        (record["intent_id"], record["kind"]))
+
+    def resume_metering_at(self, stack: str, resources: list[Resource], at: datetime) -> None:
+        """Meter ``resources`` from ``at`` on (``dsinfra cost repair``)."""
+        with self._tx() as db:
+            db.executemany("INSERT OR REPLACE INTO meter VALUES (?,?,?,?,?)",
+                           [(stack, r.id, r.kind, r.region, _iso(at)) for r in resources])
 
     def beat(self, now: datetime, ok: bool, interval_s: float | None) -> None:
         """Record that a check ran (and whether it was good: every region read, nothing
