@@ -82,7 +82,9 @@ def run_check(ctx: CheckContext, stacks: list[str] | None = None) -> dict[str, A
     ctx.inventory = inventory
     _fill_prices(ctx, inventory)
     by_stack = inventory.by_stack()
-    owed = intents.reconcile(ctx.ledger, ctx.audit)
+    # a read-only view (status, report) records nothing, so it must not consume what is owed
+    owed = intents.reconcile(ctx.ledger, ctx.audit) if getattr(ctx.audit, "durable", True) \
+        else 0
     unread = _unreadable(discovery, inventory)
     if not unread:  # "nothing with the tag remains" is only true when every region answered
         _close_finished_intents(ctx, by_stack, stacks)

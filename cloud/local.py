@@ -81,6 +81,8 @@ def local_context(regions: Sequence[str] | None, *, enforce: bool, now: datetime
 class NullAudit:
     """For read-only views (report, status): they decide nothing, so they record nothing."""
 
+    durable = False
+
     def append(self, kind: str, **fields) -> dict:
         return {}
 
