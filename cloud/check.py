@@ -88,7 +88,8 @@ def run_check(ctx: CheckContext, stacks: list[str] | None = None) -> dict[str, A
     unread = _unreadable(discovery, inventory)
     if not unread:  # "nothing with the tag remains" is only true when every region answered
         _close_finished_intents(ctx, by_stack, stacks)
-    reports = [_evaluate_safely(ctx, stack, by_stack.get(stack, []), unread)
+    reports = [_evaluate_safely(ctx, stack, by_stack.get(stack, []),
+                                _unread_for(stack, discovery, inventory))
                for stack in sorted(set(by_stack) | _stacks_in(unread, discovery))]
     _enforce(ctx, reports, inventory, fetched_at)
     for report in reports:
@@ -130,6 +131,13 @@ def _failed(report: StackReport, ctx: CheckContext, why: str) -> StackReport:
 
 def _unreadable(discovery: Discovery, inventory: Inventory) -> dict[str, str]:
     return {**discovery.errors, **inventory.errors}
+
+
+def _unread_for(stack: str, discovery: Discovery, inventory: Inventory) -> dict[str, str]:
+    """The unread regions that may hold ``stack``: any region whose tagging API failed (what
+    it holds is unknown), and a region whose inventory failed where the stack was tagged."""
+    return {**discovery.errors, **{r: why for r, why in inventory.errors.items()
+                                   if stack in discovery.stacks_by_region.get(r, ())}}
 
 
 def _stacks_in(unread: dict[str, str], discovery: Discovery) -> set[str]:

@@ -224,3 +224,32 @@ def test_bad_budget_tag_on_down_needs_force(aws, state_dir):
                                            Tags=[{"Key": T.PROTECT, "Value": "perhaps"}])
     assert invoke("down", "mangled", "--yes").exit_code == 2
     assert set(instance_states(made["instances"]).values()) == {"running"}
+
+
+def test_a_region_whose_inventory_fails_fails_only_the_stacks_tagged_there(aws, state_dir,
+                                                                           monkeypatch):
+    # Fault injection at our edge (moto cannot deny one region's DescribeInstances): the
+    # tagging API answered, so the check knows which stacks that region holds.
+    from botocore.exceptions import ClientError
+
+    from dsinfra.cloud import check
+
+    real = check.fetch_inventory
+
+    def denied(regions, *args, **kwargs):
+        if tuple(regions) == ("us-west-2",):
+            raise ClientError({"Error": {"Code": "UnauthorizedOperation", "Message": "no"}},
+                              "DescribeInstances")
+        return real(regions, *args, **kwargs)
+
+    monkeypatch.setattr(check, "fetch_inventory", denied)
+    make_stack("east-only", region="us-east-1", budget_usd=1000)
+    west = make_stack("west-only", region="us-west-2", budget_usd=1, period="total",
+                      on_exceed="destroy")
+    result = {s["stack"]: s for s in json.loads(invoke(
+        "cost", "check", "--enforce", "--json", "--now", hours_later(5).isoformat()).stdout)
+        ["stacks"]}
+    assert result["east-only"]["status"] == "ok"
+    assert result["west-only"]["status"] == "failed"
+    assert "us-west-2" in result["west-only"]["reason"]
+    assert set(instance_states(west["instances"], "us-west-2").values()) == {"running"}
