@@ -28,11 +28,10 @@ def check_command(
                                       help="Rehearse the check at this UTC time (ISO 8601)."),
 ) -> None:
     """Meter every dsinfra stack's spend, decide ok/warn/exceeded, and with --enforce act."""
-    from dsinfra.errors import UserError
+    from dsinfra.errors import CloudError, UserError
 
     if stack and all_stacks:
         raise UserError("invalid arguments: --stack and --all together; allowed: one of them")
-    from dsinfra.cloud.check import run_check
     from dsinfra.cloud.local import local_context, require_known_stack
 
     if stack:
@@ -45,17 +44,22 @@ def check_command(
     deadline = os.environ.get(DEADLINE_ENV)
     set_deadline(float(deadline) if deadline else None)
     ctx = local_context(region, enforce=enforce, now=parse_now(now))
-    if as_json:
-        result = run_check(ctx, [stack] if stack else None)
-    else:
-        from dsinfra.cli.output import console
+    try:
+        result = _run_quietly(ctx, stack, enforce) if as_json else \
+            _run_with_spinner(ctx, stack, enforce)
+    except CloudError as exc:
+        from dsinfra.cloud.notices import notify_unreadable
 
-        where = ", ".join(ctx.regions) or "every enabled region"
-        with console(stderr=True).status(f"checking stacks in {where}"
-                                         + (" (enforcing)" if enforce else " (dry run)")):
-            result = run_check(ctx, [stack] if stack else None)
+        if enforce:
+            notify_unreadable(ctx, exc.message)  # a check that cannot read AWS tells someone
+        raise
     if not stack:
         record_heartbeat(ctx, result)
+    if enforce and result["region_errors"]:
+        from dsinfra.cloud.notices import notify_unreadable
+
+        notify_unreadable(ctx, "could not read region(s): " + ", ".join(
+            f"{r} ({why})" for r, why in result["region_errors"].items()))
     if as_json:
         from dsinfra.cli.output import print_json
 
@@ -63,6 +67,21 @@ def check_command(
     else:
         _print_check(result)
     exit_if_failed(result)
+
+
+def _run_quietly(ctx, stack: str | None, enforce: bool) -> dict:
+    from dsinfra.cloud.check import run_check
+
+    return run_check(ctx, [stack] if stack else None)
+
+
+def _run_with_spinner(ctx, stack: str | None, enforce: bool) -> dict:
+    from dsinfra.cli.output import console
+
+    where = ", ".join(ctx.regions) or "every enabled region"
+    with console(stderr=True).status(f"checking stacks in {where}"
+                                     + (" (enforcing)" if enforce else " (dry run)")):
+        return _run_quietly(ctx, stack, enforce)
 
 
 def exit_if_failed(result: dict) -> None:

@@ -55,3 +55,21 @@ def notify(ctx: Any, report: Any) -> None:
             report.reason += f"; notification failed: {', '.join(failures)}"
     ctx.audit.append("notify", stack=report.stack, key=key,
                      result="failed" if failures else "done", failures=failures)
+
+
+def notify_unreadable(ctx: Any, why: str) -> None:
+    """The check could not read AWS at all: one notice per day, released if it fails."""
+    if not ctx.notifier.configured:
+        return
+    key = f"unreadable:{ctx.now:%Y-%m-%d}"
+    if not ctx.ledger.claim_notice("*", key, ctx.now):
+        return
+    try:
+        failures = ctx.notifier.send("dsinfra: the cost check cannot read AWS",
+                                     f"{why}\nNo budget is being enforced until this is fixed.")
+    except Exception as exc:  # noqa: BLE001 - a notice that crashed was not sent
+        failures = [type(exc).__name__]
+    if failures:
+        ctx.ledger.release_notice("*", key)
+    ctx.audit.append("notify", stack="*", key=key, result="failed" if failures else "done",
+                     failures=failures)

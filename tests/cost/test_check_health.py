@@ -93,3 +93,27 @@ def test_a_corrupt_ledger_is_one_line_exit_3_and_repair_rebuilds_it(aws, state_d
                                            hours_later(11).isoformat()]).stdout)
     spend = after["stacks"][0]["spend_usd"]
     assert before < spend < before + 1.3 * 1.22  # one more hour of g5.2xlarge, not restarted
+
+
+def test_a_check_that_cannot_read_aws_exits_3_and_tells_someone_once_a_day(state_dir,
+                                                                          monkeypatch):
+    from dsinfra.cloud.aws import reset_session
+
+    from .helpers import WebhookReceiver
+
+    receiver = WebhookReceiver()
+    try:
+        monkeypatch.setenv("DSINFRA_WEBHOOK_URL", receiver.url)
+        monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
+        monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+        reset_session()
+        for _ in range(2):
+            out = runner.invoke(app, ["cost", "check", "--enforce"])
+            assert out.exit_code == 3 and "Traceback" not in out.output
+        assert len(receiver.messages) == 1
+        assert "cannot read AWS" in receiver.messages[0]["text"]
+    finally:
+        receiver.close()
+        reset_session()
