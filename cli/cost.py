@@ -30,28 +30,75 @@ def check_command(
                                       help="Rehearse the check at this UTC time (ISO 8601)."),
 ) -> None:
     """Meter every dsinfra stack's spend, decide ok/warn/exceeded, and with --enforce act."""
-    from dsinfra.errors import UserError
+    from dsinfra.errors import CloudError, UserError
 
     if stack and all_stacks:
         raise UserError("invalid arguments: --stack and --all together; allowed: one of them")
     from dsinfra.ops.check import run_check
-    from dsinfra.ops.local import local_context
+    from dsinfra.ops.local import local_context, require_known_stack
 
+    if stack:
+        require_known_stack(stack, region)
+    import os
+
+    from dsinfra.cloud.aws import DEADLINE_ENV, set_deadline
+    from dsinfra.ops.check import record_heartbeat
+
+    deadline = os.environ.get(DEADLINE_ENV)
+    set_deadline(float(deadline) if deadline else None)
     ctx = local_context(region, enforce=enforce, now=parse_now(now))
-    if as_json:
-        result = run_check(ctx, [stack] if stack else None)
-    else:
-        from dsinfra.cli.output import console
+    try:
+        result = _run_quietly(ctx, stack, enforce) if as_json else \
+            _run_with_spinner(ctx, stack, enforce)
+    except CloudError as exc:
+        from dsinfra.cloud.notices import notify_unreadable
 
-        with console(stderr=True).status(f"checking stacks in {', '.join(ctx.regions)}"
-                                         + (" (enforcing)" if enforce else " (dry run)")):
-            result = run_check(ctx, [stack] if stack else None)
+        if enforce:
+            notify_unreadable(ctx, exc.message)  # a check that cannot read AWS tells someone
+        raise
+    if not stack:
+        record_heartbeat(ctx, result)
+    if enforce and result["region_errors"]:
+        from dsinfra.cloud.notices import notify_unreadable
+
+        notify_unreadable(ctx, "could not read region(s): " + ", ".join(
+            f"{r} ({why})" for r, why in result["region_errors"].items()))
     if as_json:
         from dsinfra.cli.output import print_json
 
         print_json(result)
-        return
-    _print_check(result)
+    else:
+        _print_check(result)
+    exit_if_failed(result)
+
+
+def _run_quietly(ctx, stack: str | None, enforce: bool) -> dict:
+    from dsinfra.ops.check import run_check
+
+    return run_check(ctx, [stack] if stack else None)
+
+
+def _run_with_spinner(ctx, stack: str | None, enforce: bool) -> dict:
+    from dsinfra.cli.output import console
+
+    where = ", ".join(ctx.regions) or "every enabled region"
+    with console(stderr=True).status(f"checking stacks in {where}"
+                                     + (" (enforcing)" if enforce else " (dry run)")):
+        return _run_quietly(ctx, stack, enforce)
+
+
+def exit_if_failed(result: dict) -> None:
+    """Exit 3 (after the output) when a region could not be read, a stack could not be metered
+    or an action failed: a scheduler and its logs must see it."""
+    from dsinfra.errors import CloudError
+
+    problems = [f"could not list region {r} ({why})"
+                for r, why in result.get("region_errors", {}).items()]
+    problems += [f"stack {s['stack']}: {s['status']}/{s['action_result']}"
+                 for s in result["stacks"] if "failed" in (s["status"], s["action_result"])]
+    if problems:
+        raise CloudError(f"the check is incomplete: {'; '.join(problems)}",
+                         hint="`dsinfra cost audit` and the reasons above say what failed.")
 
 
 def _print_check(result: dict) -> None:
@@ -69,10 +116,12 @@ def _print_check(result: dict) -> None:
                       s["action"], s["action_result"])
     out = console()
     out.print(table if result["stacks"] else "no dsinfra stacks found in "
-              + ", ".join(result["regions"]))
+              + ", ".join(result["regions"])
+              + (" (but some regions could not be read)" if result["region_errors"] else ""))
     for s in result["stacks"]:
-        if s["action"] != "none" or s["action_result"] == "failed":
+        if s["action"] != "none" or "failed" in (s["status"], s["action_result"]):
             out.print(f"{s['stack']}: {s['reason']}")
+    out.print(f"regions checked: {', '.join(result['regions'])}")
     dates = sorted({s["prices_as_of"] for s in result["stacks"] if s.get("prices_as_of")})
     if dates:
         out.print(f"prices as of {', '.join(dates)} (`dsinfra catalog refresh` for today's)")
@@ -144,6 +193,8 @@ def report_command(
                       else "-", f"${s['hourly_usd']:,.2f}", f"${s['forecast_usd']:,.2f}", left,
                       sparkline(s["burn_series_usd"]))
     console().print(table if report["stacks"] else "no dsinfra stacks found")
+    for warning in report["warnings"]:
+        console(stderr=True).print(f"warning: {warning}")
 
 
 @cost_app.command("audit")
@@ -179,29 +230,59 @@ def audit_command(
         out.print(f"{torn} torn line(s) skipped (a crash mid-write; no valid record lost)")
 
 
+@cost_app.command("repair")
+def repair_command(
+    region: Optional[list[str]] = typer.Option(None, "--region", help=REGION_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Rebuild a corrupt spend ledger from the audit log and the live inventory (the corrupt
+    file is kept aside)."""
+    from dsinfra.cloud.inventory import Inventory, fetch_inventory
+    from dsinfra.ops.local import audit_log, explicit_regions
+    from dsinfra.cloud.regions import discover
+    from dsinfra.cloud.repair import repair_ledger
+    from dsinfra.errors import CloudError
+    from dsinfra.paths import state_dir
+
+    discovery = discover(explicit_regions(region) or None)
+    if discovery.errors:
+        raise CloudError(f"could not read region(s) {', '.join(sorted(discovery.errors))}; "
+                         "the ledger was not touched")
+    found = fetch_inventory(discovery.regions) if discovery.regions else Inventory(())
+    outcome = repair_ledger(state_dir() / "ledger.sqlite3", audit_log(), found)
+    if as_json:
+        from dsinfra.cli.output import print_json
+
+        print_json(outcome)
+        return
+    from dsinfra.cli.output import note
+
+    note(f"rebuilt {outcome['ledger']}: {outcome['actions']} action(s), {outcome['notices']} "
+         f"notice(s), spend of {len(outcome['spend_usd'])} stack(s) from the audit log; "
+         f"corrupt file kept at {outcome['corrupt_file_kept']}")
+
+
 @app.command("resume")
 def resume_command(
     stack: str = typer.Argument(..., help="The stack whose stopped instances to start."),
     region: Optional[list[str]] = typer.Option(None, "--region", help=REGION_HELP),
+    force: bool = typer.Option(False, "--force", help="Start it even though it is over its "
+                               "budget or its spend cannot be metered."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    now: Optional[str] = typer.Option(None, "--now", hidden=True,
+                                      help="Judge the budget as of this UTC time (ISO 8601)."),
 ) -> None:
     """Start the instances a budget `stop` stopped (volumes and data were kept)."""
-    from dsinfra.cloud.actions import resume_stack
-    from dsinfra.ops.local import audit_log, resolve_regions
+    from dsinfra.ops.resume import resume_checked
 
-    regions = resolve_regions(region)
-    log = audit_log()
-    log.append("intent", stack=stack, action="resume")
-    started = resume_stack(stack, regions)
-    result = "done" if started else "skipped"
-    log.append("result", stack=stack, action="resume", result=result,
-               reason=f"started {len(started)} instance(s)")
+    outcome = resume_checked(stack, region, force=force, now=parse_now(now))
     if as_json:
         from dsinfra.cli.output import print_json
 
-        print_json({"stack": stack, "started": started, "result": result})
+        print_json(outcome)
         return
     from dsinfra.cli.output import note
 
+    started, where = outcome["started"], ", ".join(outcome["regions"])
     note(f"{stack}: started {len(started)} instance(s): {', '.join(started)}" if started else
-         f"{stack}: no stopped instances found in {', '.join(regions)}")
+         f"{stack}: no stopped instances found in {where}")

@@ -63,14 +63,28 @@ def destroy_command(stack: str = typer.Option("guard", "--stack"),
 
 
 @guard_app.command("permissions")
-def permissions_command(as_json: bool = typer.Option(False, "--json")) -> None:
-    """The IAM actions a cost check needs (for a CI role or your own guard)."""
-    from dsinfra.cloud.actions import check_permissions
+def permissions_command(
+    as_json: bool = typer.Option(False, "--json", help="Print the IAM policy document."),
+    table_arn: Optional[str] = typer.Option(None, "--table-arn", help="The guard's DynamoDB "
+                                            "table (adds its statement)."),
+    sns_topic_arn: Optional[str] = typer.Option(None, "--sns-topic-arn",
+                                                help="Grant sns:Publish on this topic."),
+) -> None:
+    """The IAM policy a role needs to run every dsinfra cost command: the check and its budget
+    actions (destructive ones only on dsinfra:stack-tagged resources), resume (start), Cost
+    Explorer (`cost report --reconcile-billing`) and Pricing (`catalog refresh`)."""
+    from dsinfra.cloud.actions import REGISTRY, policy_document
+    from dsinfra.cloud.billing import PERMISSIONS as BILLING
+    from dsinfra.cloud.catalog_cache import PERMISSIONS as PRICING
 
-    actions = check_permissions()
+    document = policy_document(tuple(REGISTRY), table_arn=table_arn,
+                               sns_topic_arn=sns_topic_arn, extra_reads=(*BILLING, *PRICING))
     if as_json:
         from dsinfra.cli.output import print_json
 
-        print_json({"actions": actions})
+        print_json(document)
         return
-    typer.echo("\n".join(actions))
+    for statement in document["Statement"]:
+        where = " (only on resources tagged dsinfra:stack)" if "Condition" in statement else ""
+        typer.echo(f"# {statement['Sid']}: {statement['Resource']}{where}")
+        typer.echo("\n".join(statement["Action"]))

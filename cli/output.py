@@ -4,6 +4,7 @@ messages so ``--json`` output on stdout stays parseable."""
 from __future__ import annotations
 
 import json
+import math
 import sys
 from datetime import date, datetime
 from typing import Any
@@ -21,8 +22,22 @@ def _default(value: Any) -> Any:
     raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
+def strict(value: Any) -> Any:
+    """``value`` with every non-finite float (NaN, Infinity) replaced by null: JSON has no
+    such numbers, and a reader that gets ``NaN`` either crashes or believes it."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict(v) for v in value]
+    return value
+
+
 def print_json(payload: Any) -> None:
-    sys.stdout.write(json.dumps(payload, indent=2, default=_default) + "\n")
+    """Strict JSON (RFC 8259): never NaN or Infinity."""
+    encoded = json.loads(json.dumps(payload, default=_default))
+    sys.stdout.write(json.dumps(strict(encoded), indent=2, allow_nan=False) + "\n")
 
 
 def console(stderr: bool = False):
@@ -32,7 +47,9 @@ def console(stderr: bool = False):
 
 
 def error(message: str) -> None:
-    sys.stderr.write(f"error: {message}\n")
+    from dsinfra.cloud.notify import redact  # no heavy imports: stdlib only
+
+    sys.stderr.write(f"error: {redact(message)}\n")
 
 
 def note(message: str) -> None:

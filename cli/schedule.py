@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -50,15 +51,101 @@ def _crontab_write(text: str) -> None:
     subprocess.run(["crontab", "-"], input=text, text=True, check=True)
 
 
-def _systemctl(system: bool, *args: str) -> None:
+def _systemctl(system: bool, *args: str) -> subprocess.CompletedProcess | None:
+    """Run systemctl; None when the unit dir is redirected (tests) or there is no systemd."""
     if os.environ.get("DSINFRA_SYSTEMD_DIR") or not shutil.which("systemctl"):
-        return  # a redirected unit dir is not what systemd reads; nothing to load
-    subprocess.run(["systemctl", *([] if system else ["--user"]), *args], check=False)
+        return None
+    return subprocess.run(["systemctl", *([] if system else ["--user"]), *args],
+                          capture_output=True, text=True)
+
+
+def _must(result: subprocess.CompletedProcess | None, what: str) -> None:
+    if result is not None and result.returncode != 0:
+        from dsinfra.errors import CloudError
+
+        raise CloudError(f"{what} failed (exit {result.returncode}): "
+                         f"{(result.stderr or result.stdout).strip()[:300]}",
+                         hint="Nothing runs on schedule until this is fixed.")
 
 
 def _check_command(enforce: bool) -> list[str]:
     return [sys.executable, "-m", "dsinfra.cli", "cost", "check", "--all", "--json",
             *(["--enforce"] if enforce else [])]
+
+
+# What the scheduled check needs from the installing shell (cron and systemd start it with
+# an almost empty environment).
+PASSED_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_CONFIG_FILE",
+              "AWS_SHARED_CREDENTIALS_FILE", "AWS_ENDPOINT_URL", "DSINFRA_REGIONS",
+              "DSINFRA_WEBHOOK_URL", "DSINFRA_SNS_TOPIC_ARN", "DSINFRA_PROJECT_DIR")
+
+
+def _environment(every: str) -> dict[str, str]:
+    from dsinfra.cloud.notify import Notifier
+    from dsinfra.paths import state_dir
+    from dsinfra.schedule import interval_s
+
+    Notifier.from_env()  # a bad notification URL stops here, not in every scheduled run
+    if os.environ.get("AWS_SESSION_TOKEN"):
+        from dsinfra.errors import UserError
+
+        raise UserError("invalid environment for a schedule: AWS_SESSION_TOKEN is set "
+                        "(temporary credentials expire and every later run would fail); "
+                        "allowed: a profile (AWS_PROFILE), long-term keys or an instance role")
+    env = {k: os.environ[k] for k in PASSED_ENV if os.environ.get(k)}
+    env["DSINFRA_STATE_DIR"] = str(state_dir())
+    env["DSINFRA_CHECK_INTERVAL_S"] = str(interval_s(every))
+    env["DSINFRA_CHECK_DEADLINE_S"] = str(max(30, interval_s(every) // 3))
+    return env
+
+
+def _write_env_file(env: dict[str, str]) -> str:
+    from dsinfra.schedule import env_file_text
+
+    path = Path(_env_file())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds the webhook
+    with os.fdopen(fd, "w") as out:
+        out.write(env_file_text(env))
+    return str(path)
+
+
+def _linger() -> str | None:
+    """Keep a --user timer running after logout; a warning when that cannot be done."""
+    import getpass
+
+    user = getpass.getuser()
+    if not shutil.which("loginctl"):
+        return "loginctl not found: the --user timer stops when you log out"
+    done = subprocess.run(["loginctl", "enable-linger", user], capture_output=True, text=True)
+    if done.returncode != 0:
+        return (f"could not enable lingering for {user} ({done.stderr.strip()[:120]}): the "
+                f"--user timer stops when you log out; run `sudo loginctl enable-linger {user}`"
+                " or install with --system")
+    return None
+
+
+def _verify(command_line: list[str], systemd: bool, system: bool, env: dict[str, str],
+            log_hint: str) -> None:
+    """Start the check once the way the scheduler will, and read its result."""
+    from dsinfra.errors import CloudError
+
+    from dsinfra.schedule import UNIT_NAME
+
+    started = _systemctl(system, "start", f"{UNIT_NAME}.service") if systemd else None
+    if started is None:  # cron, or a redirected unit dir: run the same command ourselves
+        try:
+            started = subprocess.run(command_line, env={"PATH": os.environ.get("PATH", ""),
+                                                        "HOME": str(Path.home()), **env},
+                                     capture_output=True, text=True,
+                                     timeout=int(env["DSINFRA_CHECK_INTERVAL_S"]))
+        except subprocess.TimeoutExpired:
+            raise CloudError("the schedule is installed, but its first run did not finish "
+                             "within one interval", hint=f"See {log_hint}.") from None
+    if started.returncode != 0:
+        raise CloudError(f"the schedule is installed, but its first run failed (exit "
+                         f"{started.returncode})", hint=f"See {log_hint}; `dsinfra cost check` "
+                         "run by hand shows the same error.")
 
 
 @schedule_app.command("install")
@@ -69,27 +156,48 @@ def install_command(
     user: bool = typer.Option(False, "--user", help="systemd user timer (the default)."),
     system: bool = typer.Option(False, "--system", help="systemd system timer (root)."),
     cron: bool = typer.Option(False, "--cron", help="A crontab entry instead of systemd."),
+    verify: bool = typer.Option(True, "--verify/--no-verify", help="Run the check once now "
+                                "and fail unless it succeeds (the default)."),
 ) -> None:
-    """Write (and load) a systemd timer + service, or a crontab entry, for the cost check."""
+    """Write (and load) a systemd timer + service, or a crontab entry, for the cost check;
+    write its environment file; run it once and report the result."""
     from dsinfra.cli.output import note
     from dsinfra.errors import UserError
-    from dsinfra.schedule import UNIT_NAME, cron_line, systemd_units, without_entry
+    from dsinfra.paths import state_dir
+    from dsinfra.schedule import UNIT_NAME, cron_command, cron_line, systemd_units, without_entry
 
     if sum((user, system, cron)) > 1:
         raise UserError("invalid arguments: choose one of --user, --system, --cron")
-    command = _check_command(enforce)
+    command, env = _check_command(enforce), _environment(every)
+    env_file = _write_env_file(env)
+    log_file = str(state_dir() / "cost-check.log")
     if cron:
-        line = cron_line(every, command, _env_file())
+        line = cron_line(every, command, env_file, log_file)
         _crontab_write(without_entry(_crontab_read()) + line + "\n")
-        note(f"crontab entry installed: {line}")
+        note(f"crontab entry installed (output appended to {log_file})")
+        log_hint = log_file
+        run_once = ["sh", "-c", cron_command(command, env_file, log_file)]
     else:
         directory = _unit_dir(system)
         directory.mkdir(parents=True, exist_ok=True)
-        for name, text in systemd_units(every, command, _env_file()).items():
+        for name, text in systemd_units(every, command, env_file).items():
             (directory / name).write_text(text)
-        _systemctl(system, "daemon-reload")
-        _systemctl(system, "enable", "--now", f"{UNIT_NAME}.timer")
-        note(f"systemd timer {UNIT_NAME}.timer installed in {directory} (every {every})")
+        _must(_systemctl(system, "daemon-reload"), "systemctl daemon-reload")
+        _must(_systemctl(system, "enable", "--now", f"{UNIT_NAME}.timer"),
+              f"systemctl enable --now {UNIT_NAME}.timer")
+        note(f"systemd timer {UNIT_NAME}.timer installed in {directory} (every {every}); "
+             f"output goes to the journal")
+        log_hint = f"journalctl {'' if system else '--user '}-u {UNIT_NAME}.service"
+        run_once = ["sh", "-c", f"set -a; . {shlex.quote(env_file)}; set +a; "
+                    f"exec {shlex.join(command)}"]
+        if not system and not os.environ.get("DSINFRA_SYSTEMD_DIR"):
+            warning = _linger()
+            if warning:
+                note(f"warning: {warning}")
+    note(f"environment (state dir, profile, regions, notification) in {env_file}")
+    if verify:
+        _verify(run_once, not cron, system, env, log_hint)
+        note("first run: ok")
     if not enforce:
         note("the scheduled check is a dry run: reinstall with --enforce to let it act")
 

@@ -44,3 +44,6 @@ def status_command(
                       s["health"])
     console().print(table if status["stacks"] else
                     f"no dsinfra stacks in {', '.join(status['regions'])}")
+    for warning in status["warnings"] + [f"region {r} could not be read: {why}" for r, why
+                                         in status["region_errors"].items()]:
+        console(stderr=True).print(f"warning: {warning}")

@@ -57,6 +57,14 @@ class AuditLog:
             os.close(fd)
         return record
 
+    def append_once(self, kind: str, **fields: Any) -> dict[str, Any] | None:
+        """``append`` unless a valid record of ``kind`` for ``fields['intent_id']`` is there
+        already (a run killed after appending it but before saying so)."""
+        for record in self.records()[0]:
+            if record.get("kind") == kind and record.get("intent_id") == fields["intent_id"]:
+                return None
+        return self.append(kind, **fields)
+
     def records(self) -> tuple[list[dict[str, Any]], int]:
         """(valid records in order, number of torn or corrupt lines skipped)."""
         if not self.path.exists():

@@ -9,6 +9,31 @@ from functools import lru_cache
 from typing import Any
 
 MAX_ATTEMPTS = 8
+# botocore's defaults (60 s each, 8 attempts) let one hung endpoint hold a check for over 8
+# minutes; a check must end well inside its interval.
+CONNECT_TIMEOUT_S = 5
+READ_TIMEOUT_S = 20
+DEADLINE_ENV = "DSINFRA_CHECK_DEADLINE_S"
+_deadline: list[float] = []  # monotonic time after which no AWS call starts
+
+
+def set_deadline(seconds: float | None) -> None:
+    """No AWS call starts later than ``seconds`` from now (None: no deadline)."""
+    import time
+
+    _deadline[:] = [] if seconds is None else [time.monotonic() + seconds]
+
+
+def _check_deadline(**_: Any) -> None:
+    import time
+
+    if _deadline and time.monotonic() > _deadline[0]:
+        from botocore.exceptions import BotoCoreError
+
+        class DeadlineExceeded(BotoCoreError):
+            fmt = "the check's deadline passed (connect/read timeouts and retries included)"
+
+        raise DeadlineExceeded()
 
 
 def _timestamp(value: Any):
@@ -42,8 +67,11 @@ def client(service: str, region: str | None = None) -> Any:
     from botocore.config import Config
 
     config = Config(retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
+                    connect_timeout=CONNECT_TIMEOUT_S, read_timeout=READ_TIMEOUT_S,
                     user_agent_extra="dsinfra")
-    return _session().client(service, region_name=region, config=config)
+    made = _session().client(service, region_name=region, config=config)
+    made.meta.events.register("before-send", _check_deadline)  # every attempt, retries too
+    return made
 
 
 def reset_session() -> None:

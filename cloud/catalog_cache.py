@@ -113,3 +113,33 @@ def load_cached_prices(state: Path) -> tuple[dict[str, RegionPrices] | None,
             spot[(region, itype)] = Price(usd, "hour", as_of,
                                           "EC2 spot price history (highest AZ)")
     return merged, spot
+
+
+def price_missing_types(prices: dict[str, RegionPrices] | None,
+                        wanted: Iterable[tuple[str, str]], now: datetime,
+                        pricing=None) -> dict[str, RegionPrices] | None:
+    """``prices`` (None: the bundled snapshot) with the on-demand price of every (region,
+    type) in ``wanted`` that it lacks, read from the Pricing API. A pair the API does not
+    price, or an API that cannot be reached, stays missing: the meter then uses the family's
+    upper bound and fails the stack, saying so."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    table = prices or BUNDLED_PRICES
+    missing = sorted((region, itype) for region, itype in wanted
+                     if itype not in getattr(table.get(region), "on_demand_hourly", {}))
+    if not missing:
+        return prices
+    merged = dict(table)
+    try:
+        pricing = pricing or client("pricing", PRICING_REGION)
+        for region, itype in missing:
+            usd = fetch_on_demand(pricing, region, itype)
+            if usd is None:
+                continue
+            base = merged.get(region) or RegionPrices(region, {}, {})
+            merged[region] = replace(base, on_demand_hourly={
+                **base.on_demand_hourly,
+                itype: Price(usd, "hour", now.date(), "AWS Pricing API (read by the check)")})
+    except (BotoCoreError, ClientError):
+        pass  # unpriced: the upper bound applies and the stack is reported failed
+    return merged

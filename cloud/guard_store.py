@@ -19,8 +19,8 @@ from dsinfra.cloud.audit import who_ran_it
 from dsinfra.cloud.aws import client
 from dsinfra.spend import Interval, Resource
 
-PERMISSIONS = ("dynamodb:Query", "dynamodb:Scan", "dynamodb:PutItem", "dynamodb:UpdateItem",
-               "dynamodb:DeleteItem", "dynamodb:ConditionCheckItem")
+PERMISSIONS = ("dynamodb:Query", "dynamodb:Scan", "dynamodb:GetItem", "dynamodb:PutItem",
+               "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:ConditionCheckItem")
 
 
 def _iso(moment: datetime) -> str:
@@ -116,19 +116,60 @@ class DynamoLedger:
         done = [a["finished_at"] for a in self._actions(stack) if a["state"] == "done"]
         return max(done) if done else None
 
-    def begin(self, intent_id: str, stack: str, action: str) -> None:
-        self._ddb.put_item(TableName=self.table, Item={
-            "pk": _s(f"act#{stack}"), "sk": _s(intent_id), "action": _s(action),
-            "state": _s("intent"), "started_at": {"N": repr(time.time())}})
+    def begin(self, intent_id: str, stack: str, action: str, outbox: dict | None = None) -> None:
+        """The intent item carries the audit record it owes (one put: all or nothing)."""
+        item = {"pk": _s(f"act#{stack}"), "sk": _s(intent_id), "action": _s(action),
+                "state": _s("intent"), "started_at": {"N": repr(time.time())}}
+        if outbox is not None:
+            item["owe_intent"] = _s(json.dumps(outbox, default=str))
+        self._ddb.put_item(TableName=self.table, Item=item)
 
-    def finish(self, intent_id: str, result: str, reason: str, stack: str | None = None) -> None:
+    def finish(self, intent_id: str, result: str, reason: str, stack: str | None = None,
+               outbox: dict | None = None) -> None:
+        values = {":s": _s("done" if result == "done" else "failed"),
+                  ":f": {"N": repr(time.time())}, ":r": _s(result), ":why": _s(reason[:2000])}
+        update = "SET #s = :s, finished_at = :f, #r = :r, reason = :why"
+        if outbox is not None:
+            update += ", owe_result = :owe"
+            values[":owe"] = _s(json.dumps(outbox, default=str))
         self._ddb.update_item(
             TableName=self.table, Key={"pk": _s(f"act#{stack}"), "sk": _s(intent_id)},
-            UpdateExpression="SET #s = :s, finished_at = :f, #r = :r, reason = :why",
-            ExpressionAttributeNames={"#s": "state", "#r": "result"},
-            ExpressionAttributeValues={":s": _s("done" if result == "done" else "failed"),
-                                       ":f": {"N": repr(time.time())}, ":r": _s(result),
-                                       ":why": _s(reason[:2000])})
+            UpdateExpression=update, ExpressionAttributeNames={"#s": "state", "#r": "result"},
+            ExpressionAttributeValues=values)
+
+    def outbox(self) -> list[dict]:
+        pages = self._ddb.get_paginator("scan").paginate(
+            TableName=self.table, FilterExpression="begins_with(pk, :p) AND "
+            "(attribute_exists(owe_intent) OR attribute_exists(owe_result))",
+            ExpressionAttributeValues={":p": _s("act#")})
+        owed = [json.loads(i[key]["S"]) for page in pages for i in page["Items"]
+                for key in ("owe_intent", "owe_result") if key in i]
+        return sorted(owed, key=lambda r: r["kind"] != "intent")
+
+    def delivered(self, record: dict) -> None:
+        self._ddb.update_item(
+            TableName=self.table,
+            Key={"pk": _s(f"act#{record['stack']}"), "sk": _s(record["intent_id"])},
+            UpdateExpression=f"REMOVE owe_{record['kind']}")
+
+    def beat(self, now: datetime, ok: bool, interval_s: float | None) -> None:
+        """The guard's heartbeat item: the last run, and the last good one."""
+        values = {":run": _s(_iso(now)), ":iv": {"N": repr(float(interval_s or 0))}}
+        update = "SET last_run = :run, interval_s = :iv"
+        if ok:
+            update += ", last_good = :run"
+        self._ddb.update_item(TableName=self.table, Key={"pk": _s("heartbeat"),
+                                                         "sk": _s("check")},
+                              UpdateExpression=update, ExpressionAttributeValues=values)
+
+    def last_beat(self) -> dict | None:
+        item = self._ddb.get_item(TableName=self.table, ConsistentRead=True,
+                                  Key={"pk": _s("heartbeat"), "sk": _s("check")}).get("Item")
+        if not item:
+            return None
+        return {"last_run": item["last_run"]["S"],
+                "last_good": item["last_good"]["S"] if "last_good" in item else None,
+                "interval_s": float(item["interval_s"]["N"]) or None}
 
     def close(self) -> None:
         pass
@@ -149,6 +190,25 @@ class DynamoAudit:
         self._ddb.put_item(TableName=self.table, Item={
             "pk": _s(f"audit#{at[:10]}"), "sk": _s(f"{at}#{uuid.uuid4().hex[:8]}"),
             "record": _s(body)})
+        print(body, flush=True)
+        return record
+
+    def append_once(self, kind: str, **fields: Any) -> dict[str, Any] | None:
+        """The record and a marker keyed by (intent id, kind) in one transaction, conditional
+        on the marker being new: a record re-sent after a crash is stored once."""
+        at = datetime.now(timezone.utc).isoformat()
+        record = {"at": at, "kind": kind, "who": self.who, **fields}
+        body = json.dumps(record, sort_keys=True, default=str)
+        try:
+            self._ddb.transact_write_items(TransactItems=[
+                {"Put": {"TableName": self.table,
+                         "Item": {"pk": _s(f"auditref#{fields['intent_id']}"), "sk": _s(kind)},
+                         "ConditionExpression": "attribute_not_exists(pk)"}},
+                {"Put": {"TableName": self.table, "Item": {
+                    "pk": _s(f"audit#{at[:10]}"), "sk": _s(f"{at}#{uuid.uuid4().hex[:8]}"),
+                    "record": _s(body)}}}])
+        except self._ddb.exceptions.TransactionCanceledException:
+            return None
         print(body, flush=True)
         return record
 

@@ -31,6 +31,10 @@ CREATE TABLE IF NOT EXISTS volumes (region TEXT, id TEXT, facts TEXT,
     PRIMARY KEY (region, id));
 CREATE TABLE IF NOT EXISTS actions (id TEXT PRIMARY KEY, stack TEXT, action TEXT, state TEXT,
     started_at REAL, finished_at REAL, result TEXT, reason TEXT);
+CREATE TABLE IF NOT EXISTS heartbeat (name TEXT PRIMARY KEY, last_run TEXT, last_good TEXT,
+    interval_s REAL);
+CREATE TABLE IF NOT EXISTS outbox (intent_id TEXT, kind TEXT, record TEXT,
+    PRIMARY KEY (intent_id, kind));
 """
 
 
@@ -46,6 +50,20 @@ class SqliteLedger:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or state_dir() / "ledger.sqlite3"
         self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            self._open()
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                raise
+            self._db.close()
+            from dsinfra.errors import CloudError
+
+            raise CloudError(f"the spend ledger {self.path} is corrupt ({exc}); nothing was "
+                             "checked", hint="`dsinfra cost repair` rebuilds it from the audit "
+                             "log and the live inventory (the corrupt file is kept aside).") \
+                from None
+
+    def _open(self) -> None:
         for attempt in range(100):
             # Two checks starting together race to create the file; switching to WAL does not
             # wait on sqlite's busy timeout, so retry briefly here.
@@ -125,16 +143,57 @@ class SqliteLedger:
                                "state='done'", (stack,)).fetchone()
         return row[0] if row else None
 
-    def begin(self, intent_id: str, stack: str, action: str) -> None:
+    def begin(self, intent_id: str, stack: str, action: str, outbox: dict | None = None) -> None:
+        """The intent, and the audit record it owes (cloud/intents.py), in one transaction."""
         with self._tx() as db:
             db.execute("INSERT OR IGNORE INTO actions VALUES (?,?,?,?,?,?,?,?)",
                        (intent_id, stack, action, "intent", time.time(), None, None, None))
+            self._owe(db, intent_id, outbox)
 
-    def finish(self, intent_id: str, result: str, reason: str, stack: str | None = None) -> None:
+    def finish(self, intent_id: str, result: str, reason: str, stack: str | None = None,
+               outbox: dict | None = None) -> None:
         state = "done" if result == "done" else "failed"
         with self._tx() as db:
             db.execute("UPDATE actions SET state=?, finished_at=?, result=?, reason=? "
                        "WHERE id=?", (state, time.time(), result, reason, intent_id))
+            self._owe(db, intent_id, outbox)
+
+    @staticmethod
+    def _owe(db, intent_id: str, record: dict | None) -> None:
+        if record is not None:
+            db.execute("INSERT OR REPLACE INTO outbox VALUES (?,?,?)",
+                       (intent_id, record["kind"], json.dumps(record, default=str)))
+
+    def outbox(self) -> list[dict]:
+        """Audit records owed by a run that died before appending them, oldest first."""
+        rows = self._db.execute("SELECT record FROM outbox ORDER BY rowid")
+        return [json.loads(r[0]) for r in rows]
+
+    def delivered(self, record: dict) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM outbox WHERE intent_id=? AND kind=?",
+                       (record["intent_id"], record["kind"]))
+
+    def resume_metering_at(self, stack: str, resources: list[Resource], at: datetime) -> None:
+        """Meter ``resources`` from ``at`` on (``dsinfra cost repair``)."""
+        with self._tx() as db:
+            db.executemany("INSERT OR REPLACE INTO meter VALUES (?,?,?,?,?)",
+                           [(stack, r.id, r.kind, r.region, _iso(at)) for r in resources])
+
+    def beat(self, now: datetime, ok: bool, interval_s: float | None) -> None:
+        """Record that a check ran (and whether it was good: every region read, nothing
+        failed); ``status`` and ``cost report`` warn when the last good one is too old."""
+        with self._tx() as db:
+            row = db.execute("SELECT last_good FROM heartbeat WHERE name='check'").fetchone()
+            good = _iso(now) if ok else (row[0] if row else None)
+            db.execute("INSERT OR REPLACE INTO heartbeat VALUES ('check',?,?,?)",
+                       (_iso(now), good, interval_s))
+
+    def last_beat(self) -> dict | None:
+        row = self._db.execute("SELECT last_run, last_good, interval_s FROM heartbeat "
+                               "WHERE name='check'").fetchone()
+        return None if row is None else {"last_run": row[0], "last_good": row[1],
+                                         "interval_s": row[2]}
 
     def known_volumes(self) -> dict[str, dict[str, dict]]:
         """region -> volume id -> facts, as remembered by ``remember_volumes``."""

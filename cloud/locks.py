@@ -22,7 +22,9 @@ class FileLocks:
     def hold(self, stack: str):
         from filelock import FileLock, Timeout
 
-        lock = FileLock(str(self.directory / f"{stack}.lock"))
+        from dsinfra.paths import safe_name
+
+        lock = FileLock(str(self.directory / f"{safe_name(stack)}.lock"))
         try:
             lock.acquire(timeout=0)
         except Timeout:

@@ -45,6 +45,7 @@ class TeardownResult:
     failed: list[str] = field(default_factory=list)  # "<kind> <id>: <error>"
     going: list[str] = field(default_factory=list)  # being deleted by AWS right now
     leftover: list[str] = field(default_factory=list)  # still billing after the sweep
+    regions_checked: list[str] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
@@ -61,7 +62,8 @@ class TeardownResult:
     def as_dict(self) -> dict[str, Any]:
         return {"stack": self.stack, "pulumi": self.pulumi, "deleted": self.deleted,
                 "failed": self.failed, "going": self.going, "leftover": self.leftover,
-                "clean": self.clean, "summary": self.summary}
+                "clean": self.clean, "summary": self.summary,
+                "regions_checked": self.regions_checked}
 
 
 def teardown_stack(stack: str, regions: Sequence[str], *, engine: Any | None = None,

@@ -10,6 +10,8 @@ This module must not import pydantic: the Lambda guard runs it without heavy dep
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -52,22 +54,16 @@ def _parse_one(tags: dict[str, str]) -> dict:
             raise BudgetTagError(key, None, "a value (set by `dsinfra up` from the stack config)")
         return tags[key]
 
-    try:
-        amount = float(need(T.BUDGET_USD))
-    except ValueError:
-        raise BudgetTagError(T.BUDGET_USD, tags[T.BUDGET_USD], "a number of USD >= 0") from None
+    amount = _finite(T.BUDGET_USD, need(T.BUDGET_USD), "a finite number of USD >= 0")
     if amount < 0:
-        raise BudgetTagError(T.BUDGET_USD, tags[T.BUDGET_USD], "a number of USD >= 0")
+        raise BudgetTagError(T.BUDGET_USD, tags[T.BUDGET_USD], "a finite number of USD >= 0")
     period = tags.get(T.BUDGET_PERIOD, "month")
     if period not in PERIODS:
         raise BudgetTagError(T.BUDGET_PERIOD, period, ", ".join(PERIODS))
     on_exceed = tags.get(T.ON_EXCEED, NOTIFY)
     if on_exceed not in ON_EXCEED:
         raise BudgetTagError(T.ON_EXCEED, on_exceed, ", ".join(ON_EXCEED))
-    try:
-        warn_at = float(tags.get(T.WARN_AT, "0.8"))
-    except ValueError:
-        warn_at = -1.0
+    warn_at = _finite(T.WARN_AT, tags.get(T.WARN_AT, "0.8"), "a fraction in (0, 1]")
     if not 0 < warn_at <= 1:
         raise BudgetTagError(T.WARN_AT, tags.get(T.WARN_AT), "a fraction in (0, 1]")
     protect = tags.get(T.PROTECT, "false").lower()
@@ -76,6 +72,21 @@ def _parse_one(tags: dict[str, str]) -> dict:
     return dict(amount_usd=amount, period=period, on_exceed=on_exceed, warn_at=warn_at,
                 protect=protect == "true", expires_at=_parse_expiry(tags.get(T.EXPIRES_AT)),
                 tier=tags.get(T.TIER, "unknown"))
+
+
+_DECIMAL = re.compile(r"^[0-9]{1,15}(\.[0-9]{1,15})?$")
+
+
+def _finite(key: str, text: str, allowed: str) -> float:
+    """A tag value as the tag contract writes it (``123.45``: digits, an optional fraction),
+    refusing what float() also accepts but a budget cannot be: nan, inf, overflows like 1e309
+    (every comparison with them reads as "within budget"), ``1_000``, hex, whitespace."""
+    if not _DECIMAL.match(text or ""):
+        raise BudgetTagError(key, text, allowed)
+    value = float(text)
+    if not math.isfinite(value):
+        raise BudgetTagError(key, text, allowed)
+    return value
 
 
 def _parse_expiry(value: str | None) -> datetime | None:
@@ -89,12 +100,30 @@ def _parse_expiry(value: str | None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
+def _nameless():
+    while True:
+        yield None
+
+
 _SEVERITY = {name: rank for rank, name in enumerate(ON_EXCEED)}
 
 
-def budget_from_tags(stack: str, tag_sets: Iterable[dict[str, str]]) -> StackBudget:
-    """The budget of ``stack`` from the tags of its resources (strictest value wins)."""
-    parsed = [_parse_one(t) for t in tag_sets if t.get(T.BUDGET_USD) is not None]
+def budget_from_tags(stack: str, tag_sets: Iterable[dict[str, str]],
+                     resource_ids: Iterable[str] | None = None) -> StackBudget:
+    """The budget of ``stack`` from the tags of its resources (strictest value wins). Any
+    unusable value on any resource refuses the whole budget, naming that resource (from
+    ``resource_ids``, in the order of ``tag_sets``) when given."""
+    parsed = []
+    for tags, rid in zip(tag_sets, resource_ids or _nameless()):
+        if tags.get(T.BUDGET_USD) is None:
+            continue
+        try:
+            parsed.append(_parse_one(tags))
+        except BudgetTagError as exc:
+            if rid:
+                exc.args = (f"resource {rid}: {exc.args[0]}",)
+                exc.resource = rid
+            raise
     if not parsed:
         raise BudgetTagError(T.BUDGET_USD, None, "a value on at least one resource of the stack")
     expiries = [p["expires_at"] for p in parsed if p["expires_at"] is not None]

@@ -10,6 +10,19 @@ from pathlib import Path
 STATE_DIR_ENV = "DSINFRA_STATE_DIR"
 
 
+def safe_name(stack: str, prefix_chars: int = 40) -> str:
+    """A file name for anything per stack: a readable prefix of the name (letters, digits,
+    ``-``, ``_``, ``.`` only; no ``..``) plus a hash of the whole name. A stack name comes from a
+    tag anyone in the account can set: 256 characters, ``../``, NUL or ``/`` must neither make
+    a name too long nor a path outside the state directory, and two names never share a file."""
+    import hashlib
+    import re
+
+    readable = re.sub(r"[^A-Za-z0-9_.-]", "_", stack)[:prefix_chars].replace("..", "__")
+    digest = hashlib.sha256(stack.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{readable.lstrip('.') or 'stack'}-{digest}"
+
+
 def state_dir() -> Path:
     """``$DSINFRA_STATE_DIR``, else ``$XDG_STATE_HOME/dsinfra``, else ``~/.local/state/dsinfra``."""
     if os.environ.get(STATE_DIR_ENV):

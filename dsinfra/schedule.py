@@ -23,9 +23,44 @@ def parse_every(every: str) -> tuple[int, str]:
     return value, unit
 
 
+def interval_s(every: str) -> int:
+    value, unit = parse_every(every)
+    return value * (60 if unit == "m" else 3600)
+
+
+def _plain(arg: str, what: str) -> str:
+    if any(ord(c) < 32 or c == "\x7f" for c in arg):
+        raise UserError(f"invalid value for {what}: {arg!r}; allowed: no control characters "
+                        "(newlines, tabs) in a scheduled command or its environment")
+    return arg
+
+
+def systemd_exec(command: list[str]) -> str:
+    """``ExecStart=`` text: shell-style quoting, then systemd's own specials doubled (``%``
+    starts a specifier, ``$`` a variable; systemd.service(5), "Command lines")."""
+    return shlex.join(_plain(a, "the command") for a in command).replace("%", "%%") \
+        .replace("$", "$$")
+
+
+def env_file_text(env: dict[str, str]) -> str:
+    """``KEY='value'`` lines, read the same by systemd's ``EnvironmentFile=`` and by sh's
+    ``.`` (cron): single quotes, so neither expands anything; a value holding a quote or a
+    backslash is refused rather than mis-read."""
+    lines = []
+    for key, value in sorted(env.items()):
+        _plain(value, key)
+        if "'" in value or "\\" in value:
+            raise UserError(f"invalid value for {key}: it contains a quote or a backslash; "
+                            "allowed: values without ' or \\ (they reach a unit's env file)")
+        lines.append(f"{key}='{value}'")
+    return "# written by `dsinfra schedule install`; secrets live here, not in the unit\n" \
+        + "\n".join(lines) + "\n"
+
+
 def systemd_units(every: str, command: list[str], env_file: str) -> dict[str, str]:
     value, unit = parse_every(every)
     calendar = f"*:0/{value}" if unit == "m" else f"0/{value}:00"
+    deadline_s = max(60, interval_s(every) // 2)
     service = f"""[Unit]
 Description=dsinfra cost check (budgets: meter spend, warn, stop or destroy)
 After=network-online.target
@@ -33,9 +68,13 @@ Wants=network-online.target
 
 [Service]
 Type=oneshot
-# Webhook URL, SNS topic, state dir and regions; secrets stay out of this unit file.
-EnvironmentFile=-{env_file}
-ExecStart={shlex.join(command)}
+# Webhook URL, SNS topic, state dir, profile and regions; secrets stay out of this unit file.
+EnvironmentFile={_plain(env_file, "the env file").replace("%", "%%")}
+# A hung check is killed well inside its interval (the check's own deadline is shorter).
+TimeoutStartSec={deadline_s}
+StandardOutput=journal
+StandardError=journal
+ExecStart={systemd_exec(command)}
 """
     timer = f"""[Unit]
 Description=Run the dsinfra cost check every {every}
@@ -51,11 +90,23 @@ WantedBy=timers.target
     return {f"{UNIT_NAME}.service": service, f"{UNIT_NAME}.timer": timer}
 
 
-def cron_line(every: str, command: list[str], env_file: str) -> str:
+def cron_escape(text: str) -> str:
+    """crontab(5): an unescaped ``%`` ends the command (the rest becomes its stdin)."""
+    return _plain(text, "the cron command").replace("%", "\\%")
+
+
+def cron_command(command: list[str], env_file: str, log_file: str) -> str:
+    """The shell command (before cron escaping) that loads the env file, runs the check and
+    appends its output to ``log_file``."""
+    env, log = shlex.quote(env_file), shlex.quote(log_file)
+    return (f"set -a; [ -f {env} ] && . {env}; set +a; {shlex.join(command)} "
+            f">> {log} 2>&1")
+
+
+def cron_line(every: str, command: list[str], env_file: str, log_file: str) -> str:
     value, unit = parse_every(every)
     when = f"*/{value} * * * *" if unit == "m" else f"0 */{value} * * *"
-    load_env = f"[ -f {shlex.quote(env_file)} ] && set -a && . {shlex.quote(env_file)}; "
-    return f"{when} {load_env}{shlex.join(command)} >/dev/null 2>&1 {CRON_MARKER}"
+    return f"{when} {cron_escape(cron_command(command, env_file, log_file))} {CRON_MARKER}"
 
 
 def without_entry(crontab: str) -> str:

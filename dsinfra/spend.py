@@ -49,8 +49,11 @@ class Resource:
 @dataclass(frozen=True)
 class HourlyPrice:
     usd: float
-    price: Price | None  # None when dsinfra has no price for the item (counted as 0, said so)
+    price: Price | None  # None when dsinfra has no price for the item
     note: str = ""
+    # Set when the price is not the item's own (an upper bound or nothing): the stack's spend
+    # is then not metered completely, and the check reports it ``failed`` naming this.
+    unmetered: str = ""
 
 
 def resource_hourly_price(resource: Resource, prices: dict[str, RegionPrices] | None = None,
@@ -71,8 +74,37 @@ def resource_hourly_price(resource: Resource, prices: dict[str, RegionPrices] | 
         price = other_price(region, item, prices)
         return HourlyPrice(price.usd, price)
     except KeyError:
-        return HourlyPrice(0.0, None, f"no catalog price for {resource.kind} "
-                                      f"{resource.attrs.get('instance_type', '')} in {region}")
+        if resource.kind == "instance":
+            return _upper_bound(resource, prices)
+        why = f"no price for {resource.kind} {resource.id} in {region}"
+        return HourlyPrice(0.0, None, why, unmetered=why)
+
+
+def family_upper_bound(instance_type: str,
+                       prices: dict[str, RegionPrices] | None = None) -> tuple[str, Price]:
+    """The catalog's most expensive type of ``instance_type``'s family (``g6`` -> the ``g6*``
+    types, else every ``g*`` type), else of the whole catalog: a price nothing of that family
+    exceeds in the catalog, for a type the catalog and the Pricing API could not price."""
+    from dsinfra.catalog import BUNDLED_PRICES
+
+    table = (prices or BUNDLED_PRICES).get("us-east-1") or BUNDLED_PRICES["us-east-1"]
+    family = instance_type.split(".", 1)[0]
+    for same in (lambda t: t.split(".", 1)[0] == family,
+                 lambda t: t[:1] == family[:1], lambda t: True):
+        candidates = [(p.usd, t) for t, p in table.on_demand_hourly.items() if same(t)]
+        if candidates:
+            usd, itype = max(candidates)
+            return itype, table.on_demand_hourly[itype]
+    raise KeyError(instance_type)
+
+
+def _upper_bound(resource: Resource, prices) -> HourlyPrice:
+    itype = resource.attrs.get("instance_type", "?")
+    bound_type, bound = family_upper_bound(itype, prices)
+    why = (f"instance {resource.id} type {itype} in {resource.region} has no price (price "
+           f"cache, Pricing API); metered at the upper bound ${bound.usd:,.4f}/h of "
+           f"{bound_type}, the catalog's most expensive of its family")
+    return HourlyPrice(bound.usd, bound, why, unmetered=why)
 
 
 def _instance_price(resource: Resource, prices, spot_prices) -> HourlyPrice:

@@ -4,58 +4,35 @@ EventBridge Scheduler invokes a Lambda every few minutes; the Lambda runs the sa
 as ``dsinfra cost check`` (ops/guard_lambda.py) with its ledger, audit log and locks in one
 DynamoDB table. Its role lists exactly the IAM actions the check's inventory and actions
 declare (dsinfra.cloud.*.PERMISSIONS; ops/guard.py passes them in with the Lambda's code), and
-the mutating EC2/ELB ones only on resources that carry the ``dsinfra:stack`` tag.
+the destructive ones only on resources that carry the ``dsinfra:stack`` tag.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pulumi
 import pulumi_aws as aws
 
-from dsinfra import tags as T
-
-# Mutations that support aws:ResourceTag conditions: allowed only on tagged resources.
-TAG_SCOPED = ("ec2:StopInstances", "ec2:TerminateInstances", "ec2:ReleaseAddress",
-              "ec2:DisassociateAddress", "ec2:DeleteNatGateway", "ec2:DeleteVolume",
-              "elasticloadbalancing:DeleteLoadBalancer")
-LOG_PERMISSIONS = ("logs:CreateLogStream", "logs:PutLogEvents")
-
 
 def guard_policy(table_arn: str, log_group_arn: str, sns_topic_arn: str | None,
                  args: "BudgetGuardArgs") -> dict:
-    """The Lambda role's policy: exactly the declared permissions, nothing wildcarded."""
-    needed = set(args.check_permissions) - {"sns:Publish"}
-    scoped = sorted(needed & set(TAG_SCOPED))
-    reads = sorted(a for a in needed - set(scoped) if ":Describe" in a)
-    other = sorted(needed - set(scoped) - set(reads))
-    statements = [
-        {"Sid": "InventoryByTag", "Effect": "Allow", "Action": reads, "Resource": "*"},
-        {"Sid": "ActOnlyOnTaggedResources", "Effect": "Allow", "Action": scoped, "Resource": "*",
-         "Condition": {"Null": {f"aws:ResourceTag/{T.STACK}": "false"}}},
-        {"Sid": "LedgerAndLocks", "Effect": "Allow", "Action": sorted(args.table_permissions),
-         "Resource": table_arn},
-        {"Sid": "Logs", "Effect": "Allow", "Action": sorted(LOG_PERMISSIONS),
-         "Resource": f"{log_group_arn}:*"},
-    ]
-    if other:  # untaggable leftovers of a stack: spot requests, target groups
-        statements.append({"Sid": "SweepUntaggable", "Effect": "Allow", "Action": other,
-                           "Resource": "*"})
-    if sns_topic_arn and "notify" in args.allowed_actions:
-        statements.append({"Sid": "Notify", "Effect": "Allow", "Action": ["sns:Publish"],
-                           "Resource": sns_topic_arn})
-    return {"Version": "2012-10-17", "Statement": [s for s in statements if s["Action"]]}
+    """The Lambda role's policy, as ``args.policy`` builds it from the action registry
+    (cloud/actions.py, passed in by ops/guard.py): exactly the declared permissions, every
+    destructive one only on ``dsinfra:stack``-tagged resources, nothing wildcarded."""
+    return args.policy(table_arn=table_arn, log_group_arn=log_group_arn,
+                       sns_topic_arn=sns_topic_arn)
 
 
 @dataclass
 class BudgetGuardArgs:
     regions: list[str]  # where the guard looks for stacks
     # What the Lambda runs and may do; ops/guard.py's guard_args fills these from cloud/.
-    check_permissions: tuple[str, ...]  # IAM actions of the check for allowed_actions
-    table_permissions: tuple[str, ...]  # IAM actions on the ledger/audit/locks table
+    # (table_arn=, log_group_arn=, sns_topic_arn=) -> the role's policy document
+    policy: Callable[..., dict]
     code: dict[str, Path]  # path inside the Lambda zip -> source file
     handler: str
     every_minutes: int = 15  # the overspend past a budget stays within one interval's burn
@@ -98,6 +75,7 @@ class BudgetGuard(pulumi.ComponentResource):
         self.role = self._create_role(tags)
         self.function = self._create_function(tags)
         self.schedule = self._create_schedule()
+        self.dead_man, self.errors_alarm = self._create_alarms(tags)
         self.register_outputs({"table_name": self.table.name,
                                "function_name": self.function.name,
                                "role_arn": self.role.arn,
@@ -116,7 +94,8 @@ class BudgetGuard(pulumi.ComponentResource):
     def _create_function(self, tags: dict[str, str]) -> aws.lambda_.Function:
         args = self._args
         env = {"DSINFRA_GUARD_TABLE": self.table.name, "DSINFRA_REGIONS": ",".join(args.regions),
-               "DSINFRA_GUARD_ENFORCE": "true" if args.enforce else "false"}
+               "DSINFRA_GUARD_ENFORCE": "true" if args.enforce else "false",
+               "DSINFRA_CHECK_INTERVAL_S": str(args.every_minutes * 60)}
         if args.webhook_url is not None:
             env["DSINFRA_WEBHOOK_URL"] = args.webhook_url
         if args.sns_topic_arn:
@@ -129,6 +108,29 @@ class BudgetGuard(pulumi.ComponentResource):
             memory_size=args.memory_mb, reserved_concurrent_executions=1,
             environment=aws.lambda_.FunctionEnvironmentArgs(variables=env), tags=tags,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.policy, self.log_group]))
+
+    def _create_alarms(self, tags: dict[str, str]):
+        """The dead-man switch: the guard's own runs are watched by CloudWatch, which needs
+        nothing of the guard to fire. No invocation for two intervals (missing data counts
+        as breaching) or any failed run alarms to the SNS topic."""
+        period_s = max(60, self._args.every_minutes * 60)
+        actions = [self._args.sns_topic_arn] if self._args.sns_topic_arn else []
+        common = dict(namespace="AWS/Lambda", statistic="Sum", period=period_s,
+                      dimensions={"FunctionName": self.function.name}, alarm_actions=actions,
+                      ok_actions=actions, tags=tags,
+                      opts=pulumi.ResourceOptions(parent=self))
+        dead_man = aws.cloudwatch.MetricAlarm(
+            f"{self._name}-checks-stopped", metric_name="Invocations", evaluation_periods=2,
+            comparison_operator="LessThanThreshold", threshold=1,
+            treat_missing_data="breaching",
+            alarm_description="dsinfra budget guard: no check ran for two intervals; budgets "
+                              "are not being enforced", **common)
+        errors = aws.cloudwatch.MetricAlarm(
+            f"{self._name}-checks-failing", metric_name="Errors", evaluation_periods=1,
+            comparison_operator="GreaterThanThreshold", threshold=0,
+            treat_missing_data="notBreaching",
+            alarm_description="dsinfra budget guard: a check failed", **common)
+        return dead_man, errors
 
     def _create_schedule(self) -> aws.scheduler.Schedule:
         invoker = aws.iam.Role(f"{self._name}-scheduler",

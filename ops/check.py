@@ -10,7 +10,6 @@ starting over, so no action runs twice and every intent ends with exactly one re
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
@@ -19,11 +18,11 @@ from typing import Any
 
 from dsinfra import budget as B
 from dsinfra import spend as S
-from dsinfra.cloud import actions
+from dsinfra.cloud import actions, intents
 from dsinfra.cloud.inventory import Inventory, fetch_inventory
+from dsinfra.cloud.regions import Discovery
 from dsinfra.cloud.locks import LockHeld
-from dsinfra.cloud.teardown import sweep_stacks
-from dsinfra.errors import CloudError, DsinfraError
+from dsinfra.errors import CloudError
 
 
 @dataclass
@@ -59,7 +58,7 @@ class StackReport:
 
 @dataclass
 class CheckContext:
-    regions: tuple[str, ...]
+    regions: tuple[str, ...]  # empty: every enabled region (cloud/regions.py)
     ledger: Any  # SqliteLedger | DynamoLedger
     audit: Any  # AuditLog | DynamoAudit: .append(kind, **fields)
     locks: Any  # FileLocks | DynamoLocks: .hold(stack)
@@ -71,54 +70,110 @@ class CheckContext:
     spot_prices: Any = None
     sleep: Callable[[float], None] = time.sleep
     inventory: Inventory | None = None  # what the last run_check saw (status reuses it)
+    pricing: Any = None  # a Pricing API client; None: made when a type needs pricing
 
 
 def run_check(ctx: CheckContext, stacks: list[str] | None = None) -> dict[str, Any]:
     """Check ``stacks`` (every stack found by tag when None); returns the ``--json`` object.
-    Raises CloudError only when the check itself cannot complete (no inventory)."""
+    Raises CloudError only when the check itself cannot start (the region list is unreadable);
+    a region that cannot be read fails the stacks it may hold, and ``ok`` is then false."""
     fetched_at = time.time()
-    inventory = ctx.inventory = _inventory(ctx, stacks)
-    _fill_spot_prices(ctx, inventory)
+    inventory, discovery = _inventory(ctx, stacks)
+    ctx.inventory = inventory
+    _fill_prices(ctx, inventory)
     by_stack = inventory.by_stack()
-    _close_finished_intents(ctx, by_stack, stacks)
-    reports = []
-    for stack in sorted(by_stack):
-        try:
-            reports.append(_evaluate(ctx, stack, by_stack[stack]))
-        except B.BudgetTagError as exc:
-            reports.append(StackReport(stack, action_result="failed", reason=str(exc),
-                                       resources=len(by_stack[stack])))
-        except Exception as exc:  # noqa: BLE001 - one stack's failure must not stop the rest
-            reports.append(StackReport(stack, action_result="failed",
-                                       reason=f"metering failed: {type(exc).__name__}: {exc}",
-                                       resources=len(by_stack[stack])))
+    # a read-only view (status, report) records nothing, so it must not consume what is owed
+    owed = intents.reconcile(ctx.ledger, ctx.audit) if getattr(ctx.audit, "durable", True) \
+        else 0
+    unread = _unreadable(discovery, inventory)
+    if not unread:  # "nothing with the tag remains" is only true when every region answered
+        _close_finished_intents(ctx, by_stack, stacks)
+    reports = [_evaluate_safely(ctx, stack, by_stack.get(stack, []),
+                                _unread_for(stack, discovery, inventory))
+               for stack in sorted(set(by_stack) | _stacks_in(unread, discovery))]
     _enforce(ctx, reports, inventory, fetched_at)
     for report in reports:
         ctx.audit.append("decision", stack=report.stack, status=report.status,
                          action=report.action, result=report.action_result,
                          reason=report.reason, spend_usd=round(report.spend_usd, 4),
                          budget_usd=report.budget_usd, period=report.period,
-                         enforce=ctx.enforce, intent_id=report.intent_id)
+                         enforce=ctx.enforce, intent_id=report.intent_id,
+                         checked_at=ctx.now.astimezone(timezone.utc).isoformat())
+    failed = [r.stack for r in reports if "failed" in (r.status, r.action_result)]
     return {"checked_at": ctx.now.astimezone(timezone.utc).isoformat(),
-            "regions": list(ctx.regions), "enforce": ctx.enforce,
-            "stacks": [r.as_dict() for r in reports]}
+            "regions": list(discovery.asked), "regions_with_stacks": list(discovery.regions),
+            "region_errors": dict(sorted(unread.items())), "enforce": ctx.enforce,
+            "ok": not failed and not unread, "failed_stacks": failed,
+            "audit_records_reconciled": owed, "stacks": [r.as_dict() for r in reports]}
 
 
-def _inventory(ctx: CheckContext, stacks: list[str] | None) -> Inventory:
+def _evaluate_safely(ctx: CheckContext, stack: str, resources: list[S.Resource],
+                     unread: dict[str, str]) -> StackReport:
+    """One stack's report; whatever goes wrong is this stack's ``failed``, never the run's."""
+    if not resources:
+        return _failed(StackReport(stack), ctx, "spend cannot be metered: its region(s) "
+                       + ", ".join(f"{r} ({why})" for r, why in sorted(unread.items()))
+                       + " could not be read")
+    try:
+        return _evaluate(ctx, stack, resources, unread)
+    except Exception as exc:  # noqa: BLE001 - one stack's failure must not stop the rest
+        return _failed(StackReport(stack, resources=len(resources)), ctx,
+                       f"metering failed: {type(exc).__name__}: {exc}")
+
+
+def _failed(report: StackReport, ctx: CheckContext, why: str) -> StackReport:
+    """Spend or budget cannot be vouched for: say so, notify, never stop or destroy."""
+    report.status, report.action = "failed", "notify"
+    report.action_result = "pending" if ctx.enforce else "dry-run"
+    report.reason = why
+    return report
+
+
+def _unreadable(discovery: Discovery, inventory: Inventory) -> dict[str, str]:
+    return {**discovery.errors, **inventory.errors}
+
+
+def _unread_for(stack: str, discovery: Discovery, inventory: Inventory) -> dict[str, str]:
+    """The unread regions that may hold ``stack``: any region whose tagging API failed (what
+    it holds is unknown), and a region whose inventory failed where the stack was tagged."""
+    return {**discovery.errors, **{r: why for r, why in inventory.errors.items()
+                                   if stack in discovery.stacks_by_region.get(r, ())}}
+
+
+def _stacks_in(unread: dict[str, str], discovery: Discovery) -> set[str]:
+    """Stacks known to be in a region whose inventory failed (they may have no other report)."""
+    return {s for region in unread for s in discovery.stacks_by_region.get(region, ())}
+
+
+def _inventory(ctx: CheckContext, stacks: list[str] | None) -> tuple[Inventory, Discovery]:
     from botocore.exceptions import BotoCoreError, ClientError
 
-    # The local ledger remembers volume sizes so steady-state checks list only new volumes.
-    known = ctx.ledger.known_volumes() if hasattr(ctx.ledger, "known_volumes") else None
+    from dsinfra.cloud.regions import discover
+
     try:
-        found = fetch_inventory(ctx.regions, stacks, known_volumes=known)
-        if known is not None:
-            ctx.ledger.remember_volumes([r for r in found.resources if r.kind == "volume"])
-        return found
+        discovery = discover(ctx.regions or None, stacks)
     except (BotoCoreError, ClientError) as exc:
-        raise CloudError(f"could not list the stacks' resources in "
-                         f"{', '.join(ctx.regions)}: {exc}",
+        raise CloudError(f"could not list the account's regions: {exc}",
                          hint="Check AWS credentials and region; the check changed nothing.") \
             from None
+    # The local ledger remembers volume sizes so steady-state checks list only new volumes.
+    known = ctx.ledger.known_volumes() if hasattr(ctx.ledger, "known_volumes") else None
+    found = Inventory(discovery.regions)
+    for region in discovery.regions:
+        try:
+            here = fetch_inventory((region,), stacks, known_volumes=known)
+        except (BotoCoreError, ClientError) as exc:
+            found.errors[region] = f"inventory: {exc}"[:300]
+            continue
+        found.resources += here.resources
+    if known is not None:
+        ctx.ledger.remember_volumes([r for r in found.resources if r.kind == "volume"])
+    return found, discovery
+
+
+def _fill_prices(ctx: CheckContext, inventory: Inventory) -> None:
+    _fill_spot_prices(ctx, inventory)
+    _fill_on_demand_prices(ctx, inventory)
 
 
 def _fill_spot_prices(ctx: CheckContext, inventory: Inventory) -> None:
@@ -147,44 +202,72 @@ def _fill_spot_prices(ctx: CheckContext, inventory: Inventory) -> None:
     ctx.spot_prices = cached
 
 
-def _evaluate(ctx: CheckContext, stack: str, resources: list[S.Resource]) -> StackReport:
-    rule = B.budget_from_tags(stack, [r.tags for r in resources])
-    hourly, as_of, notes = _meter(ctx, stack, resources)
+def _fill_on_demand_prices(ctx: CheckContext, inventory: Inventory) -> None:
+    """A type neither the bundled catalog nor the refreshed cache prices is asked of the
+    Pricing API (once per region and type per run); what it cannot price is metered at the
+    family's upper bound and fails its stack (dsinfra.spend.family_upper_bound)."""
+    from dsinfra.cloud.catalog_cache import price_missing_types
+
+    ctx.prices = price_missing_types(ctx.prices, {
+        (r.region, r.attrs["instance_type"]) for r in inventory.resources
+        if r.kind == "instance"}, ctx.now, ctx.pricing)
+
+
+def _evaluate(ctx: CheckContext, stack: str, resources: list[S.Resource],
+              unread: dict[str, str]) -> StackReport:
+    """Meter first (spend accrues even while the budget tags are broken), then decide."""
+    hourly, as_of, notes, unmetered = _meter(ctx, stack, resources)
+    report = StackReport(stack, hourly_usd=hourly, regions=sorted({r.region for r in resources}),
+                         resources=len(resources), prices_as_of=min(as_of) if as_of else None,
+                         notes=notes)
+    try:
+        rule = B.budget_from_tags(stack, [r.tags for r in resources], [r.id for r in resources])
+    except B.BudgetTagError as exc:
+        return _failed(report, ctx, f"budget tags unusable: {exc}; no budget action is taken "
+                                    "on this stack until the tag is fixed")
     intervals = ctx.ledger.intervals(stack)
     first = min((i.start for i in intervals), default=None)
     start, end = S.period_bounds(rule.period, ctx.now, first, rule.expires_at)
-    spent = S.spend_within(intervals, start, min(end, ctx.now))
+    report.spend_usd = spent = S.spend_within(intervals, start, min(end, ctx.now))
+    report.tier, report.budget_usd, report.period = rule.tier, rule.amount_usd, rule.period
+    report.protect, report.on_exceed = rule.protect, rule.on_exceed
+    report.expires_at = rule.expires_at.isoformat() if rule.expires_at else None
+    report.forecast_usd = S.forecast_usd(spent, hourly, ctx.now, end)
+    report.hours_left = S.hours_until_budget(spent, hourly, rule.amount_usd)
     decision = B.decide(rule, spent, ctx.now)
-    return StackReport(
-        stack=stack, tier=rule.tier, budget_usd=rule.amount_usd, period=rule.period,
-        spend_usd=spent, hourly_usd=hourly, forecast_usd=S.forecast_usd(spent, hourly, ctx.now, end),
-        status=decision.status, action=decision.action,
-        action_result="none" if decision.action == "none" else
-        ("pending" if ctx.enforce else "dry-run"),
-        reason=decision.reason, regions=sorted({r.region for r in resources}),
-        resources=len(resources), protect=rule.protect, on_exceed=rule.on_exceed,
-        expires_at=rule.expires_at.isoformat() if rule.expires_at else None,
-        hours_left=S.hours_until_budget(spent, hourly, rule.amount_usd),
-        prices_as_of=min(as_of) if as_of else None, notes=notes)
+    gaps = unmetered + [f"region {region} could not be read ({why})"
+                        for region, why in sorted(unread.items())]
+    if gaps:
+        return _failed(report, ctx, "spend cannot be metered completely: " + "; ".join(gaps)
+                       + f"; the budget alone would say {decision.status} ({decision.reason}),"
+                       " but nothing is stopped or destroyed on incomplete data")
+    report.status, report.action, report.reason = decision.status, decision.action, \
+        decision.reason
+    report.action_result = "none" if decision.action == "none" else \
+        ("pending" if ctx.enforce else "dry-run")
+    return report
 
 
 def _meter(ctx: CheckContext, stack: str, resources: list[S.Resource]):
-    """Record each resource's unmetered billing in the ledger; return the burn per hour now."""
+    """Record each resource's unmetered billing in the ledger; return the burn per hour now,
+    the price dates, notes, and what could not be priced exactly."""
     until = ctx.ledger.metered_until(stack)
-    metered, hourly, as_of, notes = [], 0.0, set(), []
+    metered, hourly, as_of, notes, unmetered = [], 0.0, set(), [], []
     for r in resources:
         price = S.resource_hourly_price(r, ctx.prices, ctx.spot_prices)
         if price.price is not None:
             as_of.add(price.price.as_of.isoformat())
         if price.note and price.note not in notes:
             notes.append(price.note)
+        if price.unmetered and r.billing:
+            unmetered.append(price.unmetered)
         if r.billing:
             hourly += price.usd
         interval = S.new_interval(r, price.usd, until.get(r.id), ctx.now)
         if interval is not None:
             metered.append((r, interval))
     ctx.ledger.record(stack, metered)
-    return hourly, sorted(as_of), notes
+    return hourly, sorted(as_of), notes, unmetered
 
 
 def _close_finished_intents(ctx: CheckContext, by_stack, stacks: list[str] | None) -> None:
@@ -198,10 +281,10 @@ def _close_finished_intents(ctx: CheckContext, by_stack, stacks: list[str] | Non
             continue
         try:
             with ctx.locks.hold(stack):
-                _finish(ctx, intent["id"], stack, intent["action"], "done",
-                        "reconciled: an interrupted run had finished; nothing with the tag "
-                        "remains")
-        except LockHeld:
+                intents.finish(ctx.ledger, ctx.audit, intent["id"], stack, intent["action"],
+                               "done", "reconciled: an interrupted run had finished; nothing "
+                               "with the tag remains")
+        except Exception:  # noqa: BLE001 - held, or unlockable: the next run tries again
             continue
 
 
@@ -219,126 +302,42 @@ def _enforce(ctx: CheckContext, reports: list[StackReport], inventory: Inventory
                 report.action_result, report.reason = "skipped", \
                     f"{report.reason}; another check holds the lock for this stack"
                 continue
+            except Exception as exc:  # noqa: BLE001 - one stack's lock must not stop the rest
+                report.action_result, report.reason = "failed", \
+                    f"{report.reason}; could not take this stack's lock: {exc}"
+                continue
             if (ctx.ledger.last_finished(report.stack) or 0) >= fetched_at:
                 report.action_result = "skipped"
                 report.reason += "; a concurrent check already acted on this stack"
                 continue
             mine.append(report)
-        _stop(ctx, [r for r in mine if r.action == "stop"], inventory)
-        _destroy(ctx, [r for r in mine if r.action == "destroy"], inventory)
-    for report in reports:
-        # Notify for warnings and notify-only stacks, and after a stop/destroy that ran
-        # (a skipped one was announced by the run that did it).
-        acted = report.action in ("stop", "destroy") and report.action_result != "skipped"
-        if report.action == "notify" or acted:
-            _notify(ctx, report)
+        for name in ("stop", "destroy"):
+            actions.REGISTRY[name]().run(ctx, [r for r in mine if r.action == name], inventory)
+    # Notify for warnings, failed and notify-only stacks, and after a stop/destroy that ran
+    # (a skipped one was announced by the run that did it).
+    actions.REGISTRY["notify"]().run(ctx, [
+        r for r in reports if r.action == "notify" or
+        (r.action in ("stop", "destroy") and r.action_result != "skipped")], inventory)
 
 
-def _begin(ctx: CheckContext, report: StackReport) -> str:
-    """Durably announce the action (ledger + audit) before it runs; reuse an open intent of
-    an interrupted run so the action is resumed, not repeated."""
-    open_intent = ctx.ledger.open_intent(report.stack)
-    if open_intent is not None and open_intent["action"] == report.action:
-        report.intent_id = open_intent["id"]
-        ctx.audit.append("resume", stack=report.stack, action=report.action,
-                         intent_id=report.intent_id)
-        return report.intent_id
-    report.intent_id = uuid.uuid4().hex
-    ctx.ledger.begin(report.intent_id, report.stack, report.action)
-    ctx.audit.append("intent", stack=report.stack, action=report.action,
-                     intent_id=report.intent_id, spend_usd=round(report.spend_usd, 4),
-                     budget_usd=report.budget_usd, rule=report.reason)
-    return report.intent_id
+def stale_warning(last: dict | None, now: datetime) -> str | None:
+    """A warning when the last good scheduled check is older than two intervals (or there
+    never was a good one since the schedule started); None when fine or nothing scheduled."""
+    if not last or not last.get("interval_s"):
+        return None
+    limit_s = 2 * last["interval_s"]
+    good = datetime.fromisoformat(last["last_good"]) if last.get("last_good") else None
+    if good is not None and (now - good).total_seconds() <= limit_s:
+        return None
+    when = f"at {last['last_good'][:19]}Z" if good else "never"
+    return (f"the last good scheduled cost check was {when}, more than two intervals "
+            f"({limit_s / 60:.0f} min) ago: budgets are not being enforced (see "
+            "`dsinfra schedule show` and the check's log)")
 
 
-def _finish(ctx: CheckContext, intent_id: str, stack: str, action: str, result: str,
-            reason: str) -> None:
-    ctx.ledger.finish(intent_id, result, reason, stack=stack)
-    ctx.audit.append("result", stack=stack, action=action, intent_id=intent_id, result=result,
-                     reason=reason)
+def record_heartbeat(ctx: CheckContext, result: dict) -> None:
+    import os
 
-
-def _stop(ctx: CheckContext, reports: list[StackReport], inventory: Inventory) -> None:
-    for report in reports:
-        targets = actions.running_instances(inventory.of(report.stack))
-        if not targets:
-            report.action_result = "skipped"
-            report.reason += "; no running instances (already stopped)"
-            pending = ctx.ledger.open_intent(report.stack)
-            if pending is not None:
-                _finish(ctx, pending["id"], report.stack, pending["action"], "done",
-                        "reconciled: the instances were already stopped")
-            continue
-        intent = _begin(ctx, report)
-        try:
-            stopped = actions.stop_instances(targets)
-            report.action_result = "done"
-            report.reason += f"; stopped {len(stopped)} instance(s), volumes kept " \
-                             f"(`dsinfra resume {report.stack}` starts them)"
-        except Exception as exc:  # noqa: BLE001 - one stack's failure must not stop the rest
-            report.action_result, report.reason = "failed", f"{report.reason}; stop: {exc}"
-        _finish(ctx, intent, report.stack, "stop", report.action_result, report.reason)
-
-
-def _destroy(ctx: CheckContext, reports: list[StackReport], inventory: Inventory) -> None:
-    if not reports:
-        return
-    intents = {r.stack: _begin(ctx, r) for r in reports}
-    pulumi_state = {}
-    for report in reports:
-        engine = ctx.engine_for(report.stack)
-        if engine is not None:
-            try:
-                engine.destroy(report.stack)
-                pulumi_state[report.stack] = "pulumi destroy done"
-            except DsinfraError as exc:
-                pulumi_state[report.stack] = f"pulumi destroy failed ({exc.message}), swept"
-            except Exception as exc:  # noqa: BLE001 - the sweep below still runs
-                pulumi_state[report.stack] = f"pulumi destroy failed ({type(exc).__name__}), swept"
-    subset = Inventory(inventory.regions, [r for r in inventory.resources if r.stack in intents])
-    try:
-        results = sweep_stacks(list(intents), ctx.regions, inventory=subset, sleep=ctx.sleep)
-    except Exception as exc:  # noqa: BLE001 - report per stack, keep the check alive
-        results = {}
-        error = f"sweep failed: {exc}"
-    for report in reports:
-        outcome = results.get(report.stack)
-        if outcome is None:
-            report.action_result, detail = "failed", error
-        else:
-            report.action_result = "done" if outcome.clean else "failed"
-            detail = outcome.summary
-        prefix = pulumi_state.get(report.stack)
-        report.reason += f"; {prefix + '; ' if prefix else ''}{detail}"
-        _finish(ctx, intents[report.stack], report.stack, "destroy", report.action_result,
-                report.reason)
-
-
-def _notify(ctx: CheckContext, report: StackReport) -> None:
-    """One notice per threshold crossing: the key holds the status, the period and the budget,
-    so a new month, a raised budget or a new crossing notifies again, a re-run does not."""
-    key = f"{report.status}:{S.period_key(report.period or 'month', ctx.now)}:{report.budget_usd}"
-    if not ctx.notifier.configured:
-        if report.action == "notify":
-            report.action_result = "skipped"
-            report.reason += "; no webhook or SNS topic configured (DSINFRA_WEBHOOK_URL, " \
-                             "DSINFRA_SNS_TOPIC_ARN)"
-        return
-    if not ctx.ledger.claim_notice(report.stack, key, ctx.now):
-        if report.action == "notify":
-            report.action_result = "skipped"
-            report.reason += "; already notified for this crossing"
-        return
-    subject = f"dsinfra: stack {report.stack} {report.status}"
-    text = (f"{report.reason}\nspend ${report.spend_usd:,.2f} of ${report.budget_usd:,.2f} "
-            f"({report.period}); burn ${report.hourly_usd:,.2f}/h; forecast "
-            f"${report.forecast_usd:,.2f}; action {report.action}: {report.action_result}")
-    failures = ctx.notifier.send(subject, text)
-    if failures:
-        ctx.ledger.release_notice(report.stack, key)  # try again next run
-    if report.action == "notify":
-        report.action_result = "failed" if failures else "done"
-        if failures:
-            report.reason += f"; notification failed: {', '.join(failures)}"
-    ctx.audit.append("notify", stack=report.stack, key=key,
-                     result="failed" if failures else "done", failures=failures)
+    interval = os.environ.get("DSINFRA_CHECK_INTERVAL_S")
+    ctx.ledger.beat(datetime.now(timezone.utc), bool(result.get("ok")),
+                    float(interval) if interval else None)

@@ -8,8 +8,9 @@ from typing import ContextManager
 
 from dsinfra.budget import BudgetTagError, budget_from_tags
 from dsinfra.cloud.inventory import fetch_inventory
-from dsinfra.cloud.ledger import state_dir
-from dsinfra.ops.local import audit_log, engine_for, resolve_regions
+from dsinfra.cloud import intents
+from dsinfra.cloud.ledger import SqliteLedger, state_dir
+from dsinfra.ops.local import audit_log, engine_for, explicit_regions, require_known_stack
 from dsinfra.cloud.locks import FileLocks, LockHeld
 from dsinfra.cloud.teardown import TeardownResult, teardown_stack
 from dsinfra.errors import UserError
@@ -29,40 +30,71 @@ def _stack_file_facts(stack: str) -> tuple[str | None, bool]:
     return None, False
 
 
+def _where(stack: str, regions: Sequence[str] | None) -> tuple[tuple[str, ...], list]:
+    """(regions asked, the stack's billable resources): every enabled region unless
+    ``regions`` narrows it, each asked through the tagging API first."""
+    from dsinfra.cloud.regions import discover
+
+    discovery = discover(explicit_regions(regions) or None, [stack])
+    if discovery.errors:
+        from dsinfra.errors import CloudError
+
+        raise CloudError("could not look for the stack in region(s) " + ", ".join(
+            f"{r} ({why})" for r, why in sorted(discovery.errors.items())) + "; nothing was "
+            "destroyed", hint="Fix access to those regions, or narrow with --region.")
+    found = fetch_inventory(discovery.regions, [stack]).resources if discovery.regions else []
+    return discovery.asked, found
+
+
 def destroy_stack(stack: str, regions: Sequence[str] | None, *, yes: bool, force: bool,
                   confirm: Callable[[], str], engine=None,
+                  preview: Callable[[tuple[str, ...], list], None] = lambda asked, found: None,
                   working: Callable[[str], ContextManager] = lambda message: nullcontext()
                   ) -> TeardownResult:
-    """Guards first (protect, typed confirmation), then the audited teardown under the
-    stack's lock; ``working`` shows progress around the long part."""
-    file_region, file_protect = _stack_file_facts(stack)
-    chosen = resolve_regions(regions or ([file_region] if file_region else None))
-    found = fetch_inventory(chosen, [stack]).resources
+    """Guards first (known name, protect, typed confirmation after ``preview`` showed what
+    goes), then the audited teardown under the stack's lock in every region that has it."""
+    require_known_stack(stack, regions)
+    _, file_protect = _stack_file_facts(stack)
+    asked, found = _where(stack, regions)
     try:
         protected = file_protect or (bool(found) and
                                      budget_from_tags(stack, [r.tags for r in found]).protect)
     except BudgetTagError:
-        protected = file_protect
+        protected = True  # unreadable tags: assume the strictest reading
     if protected and not force:
-        raise UserError(f"stack {stack!r} is protected (dsinfra:protect=true); nothing was "
-                        "destroyed", hint=f"Pass --force to destroy it: dsinfra down {stack} "
-                                          "--force")
+        raise UserError(f"stack {stack!r} is protected (dsinfra:protect=true, or its tags "
+                        "cannot be read); nothing was destroyed",
+                        hint=f"Pass --force to destroy it: dsinfra down {stack} --force")
+    preview(asked, found)
     if not yes and confirm().strip() != stack:
         raise UserError(f"confirmation did not match the stack name {stack!r}; nothing was "
                         "destroyed", hint="Type the stack name exactly, or pass --yes.")
-    engine = engine if engine is not None else engine_for(stack)
-    log = audit_log()
+    chosen = tuple(sorted({r.region for r in found})) or asked
+    return _teardown(stack, chosen, asked, found, force,
+                     engine if engine is not None else engine_for(stack), working)
+
+
+def _teardown(stack, chosen, asked, found, force, engine, working) -> TeardownResult:
+    ledger, log = SqliteLedger(state_dir() / "ledger.sqlite3"), audit_log()
     try:
         with FileLocks(state_dir() / "locks").hold(stack):
-            log.append("intent", stack=stack, action="down", forced=force,
-                       resources=len(found))
-            with working(f"destroying {stack}: pulumi destroy, then the tag sweep in "
-                         f"{', '.join(chosen)}"):
-                result = teardown_stack(stack, chosen, engine=engine)
-            log.append("result", stack=stack, action="down",
-                       result="done" if result.clean else "failed", reason=result.summary,
-                       pulumi=result.pulumi)
+            intent = intents.begin(ledger, log, stack, "down", forced=force,
+                                   resources=len(found), regions_checked=list(asked))
+            try:
+                with working(f"destroying {stack}: pulumi destroy, then the tag sweep in "
+                             f"{', '.join(chosen)}"):
+                    result = teardown_stack(stack, chosen, engine=engine)
+            except Exception as exc:
+                intents.finish(ledger, log, intent, stack, "down", "failed",
+                               type(exc).__name__)
+                raise
+            intents.finish(ledger, log, intent, stack, "down",
+                           "done" if result.clean else "failed", result.summary,
+                           pulumi=result.pulumi)
     except LockHeld:
         raise UserError(f"a cost check is acting on stack {stack!r} right now; nothing was "
                         "destroyed", hint="Try again in a minute.") from None
+    finally:
+        ledger.close()
+    result.regions_checked = list(asked)
     return result

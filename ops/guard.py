@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 LAMBDA_SOURCES = {
     "dsinfra": ["__init__.py", "budget.py", "catalog.py", "errors.py", "spend.py", "tags.py"],
     "cloud": ["__init__.py", "actions.py", "audit.py", "aws.py", "catalog_cache.py",
-              "guard_store.py", "inventory.py", "locks.py", "notify.py", "teardown.py"],
+              "guard_store.py", "intents.py", "inventory.py", "locks.py", "notices.py",
+              "notify.py", "regions.py", "teardown.py"],
     "ops": ["__init__.py", "check.py", "guard_lambda.py"],
 }
 HANDLER = "dsinfra.ops.guard_lambda.handler"
@@ -40,11 +41,11 @@ def guard_args(regions: Sequence[str], *,
                allowed_actions: tuple[str, ...] = ("notify", "stop", "destroy"), **options):
     """``BudgetGuardArgs`` with the Lambda code and exactly the permissions its check needs;
     ``options`` are the component's other fields (every_minutes, enforce, webhook_url, ...)."""
-    from dsinfra.cloud.actions import check_permissions
-    from dsinfra.cloud.guard_store import PERMISSIONS as TABLE_PERMISSIONS
+    from functools import partial
+
+    from dsinfra.cloud.actions import policy_document
     from dsinfra.infra.guard import BudgetGuardArgs
 
     return BudgetGuardArgs(regions=list(regions), allowed_actions=allowed_actions,
-                           check_permissions=tuple(check_permissions(allowed_actions)),
-                           table_permissions=tuple(TABLE_PERMISSIONS),
+                           policy=partial(policy_document, allowed_actions),
                            code=lambda_files(), handler=HANDLER, **options)

@@ -43,4 +43,13 @@ def handler(event: dict | None, context: Any = None) -> dict:
     if event and event.get("now"):
         now = datetime.fromisoformat(str(event["now"]).replace("Z", "+00:00"))
         now = now if now.tzinfo else now.replace(tzinfo=timezone.utc)
-    return run_check(guard_context(now))
+    from dsinfra.cloud.aws import set_deadline
+    from dsinfra.ops.check import record_heartbeat
+
+    if context is not None and hasattr(context, "get_remaining_time_in_millis"):
+        # stop starting AWS calls 30 s before Lambda kills the run mid-write
+        set_deadline(max(1.0, context.get_remaining_time_in_millis() / 1000 - 30))
+    ctx = guard_context(now)
+    result = run_check(ctx)
+    record_heartbeat(ctx, result)
+    return result

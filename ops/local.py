@@ -32,6 +32,14 @@ def resolve_regions(regions: Sequence[str] | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(chosen)) or SUPPORTED_REGIONS
 
 
+def explicit_regions(regions: Sequence[str] | None) -> tuple[str, ...]:
+    """``--region`` values, else ``$DSINFRA_REGIONS``, validated; empty when neither is set,
+    which means: every region enabled for the account."""
+    if not regions and not os.environ.get("DSINFRA_REGIONS", "").strip():
+        return ()
+    return resolve_regions(regions)
+
+
 def audit_log() -> AuditLog:
     return AuditLog(state_dir() / "audit.jsonl")
 
@@ -59,7 +67,8 @@ def local_context(regions: Sequence[str] | None, *, enforce: bool, now: datetime
 
     root = state_dir()
     prices, spot = load_cached_prices(root)
-    ctx = CheckContext(regions=resolve_regions(regions), ledger=SqliteLedger(root / "ledger.sqlite3"),
+    ctx = CheckContext(regions=explicit_regions(regions),
+                       ledger=SqliteLedger(root / "ledger.sqlite3"),
                        audit=audit or audit_log(), locks=FileLocks(root / "locks"),
                        notifier=Notifier.from_env(), enforce=enforce, prices=prices,
                        spot_prices=spot, engine_for=engine_for if use_pulumi else
@@ -72,9 +81,41 @@ def local_context(regions: Sequence[str] | None, *, enforce: bool, now: datetime
 class NullAudit:
     """For read-only views (report, status): they decide nothing, so they record nothing."""
 
+    durable = False
+
     def append(self, kind: str, **fields) -> dict:
         return {}
 
 
 def state_path() -> Path:
     return state_dir()
+
+
+def known_stacks(regions: Sequence[str] | None = None) -> set[str]:
+    """Every stack name dsinfra can vouch for: tagged on something in the account, metered in
+    the ledger, or with a stack file in this project."""
+    from dsinfra.cloud.regions import discover
+    from dsinfra.stackfiles import find_project_dir, list_stacks
+
+    names = set(discover(explicit_regions(regions) or None).stacks)
+    names |= set(SqliteLedger(state_dir() / "ledger.sqlite3").stacks())
+    try:
+        names |= set(list_stacks(find_project_dir()))
+    except UserError:
+        pass
+    return names
+
+
+def require_known_stack(stack: str, regions: Sequence[str] | None = None) -> None:
+    """A typo must not "succeed": exit 2 naming the known stacks."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from dsinfra.errors import CloudError
+
+    try:
+        names = known_stacks(regions)
+    except (BotoCoreError, ClientError) as exc:
+        raise CloudError(f"could not list the account's stacks: {exc}") from None
+    if stack not in names:
+        raise UserError(f"invalid value for STACK: {stack!r}; allowed: a known stack: "
+                        f"{', '.join(sorted(names)) or '(none found)'}")

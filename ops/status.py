@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 
 from dsinfra import spend as S
-from dsinfra.ops.check import run_check
+from dsinfra.ops.check import run_check, stale_warning
 from dsinfra.ops.local import NullAudit, local_context
 
 HEALTH_TIMEOUT_S = 3.0
@@ -23,10 +23,13 @@ def build_report(regions: Sequence[str] | None, now: datetime | None = None) -> 
         first = min((i.start for i in intervals), default=None)
         start, _ = S.period_bounds(s["period"] or "month", ctx.now, first)
         s["burn_series_usd"] = [round(v, 4) for v in S.burn_series(intervals, start, ctx.now)]
+    warning = stale_warning(ctx.ledger.last_beat(), ctx.now)
     return {"generated_at": checked["checked_at"], "regions": checked["regions"],
+            "warnings": [warning] if warning else [],
+            "region_errors": checked["region_errors"],
             "stacks": [{k: s[k] for k in ("stack", "tier", "budget_usd", "period", "spend_usd",
                                           "hourly_usd", "forecast_usd", "hours_left", "status",
-                                          "prices_as_of", "burn_series_usd")}
+                                          "prices_as_of", "burn_series_usd", "reason")}
                        for s in checked["stacks"]]}
 
 
@@ -78,7 +81,8 @@ def build_status(regions: Sequence[str] | None, now: datetime | None = None,
     """Every stack found by tag: tier, state, nodes, uptime, spend vs budget, endpoint health
     (``health=None`` skips the HTTP checks)."""
     ctx = local_context(regions, enforce=False, now=now, audit=NullAudit(), use_pulumi=False)
-    checked = {s["stack"]: s for s in run_check(ctx)["stacks"]}
+    result = run_check(ctx)
+    checked = {s["stack"]: s for s in result["stacks"]}
     by_stack = ctx.inventory.by_stack()
     rows = []
     for stack, s in sorted(checked.items()):
@@ -95,5 +99,8 @@ def build_status(regions: Sequence[str] | None, now: datetime | None = None,
             "status": s["status"], "hourly_usd": s["hourly_usd"], "endpoint": endpoint,
             "health": (health(endpoint) if endpoint and health else "skipped"),
         })
+    warning = stale_warning(ctx.ledger.last_beat(), ctx.now)
     return {"checked_at": ctx.now.astimezone(timezone.utc).isoformat(),
-            "regions": list(ctx.regions), "stacks": rows}
+            "warnings": [warning] if warning else [],
+            "regions": result["regions"], "region_errors": result["region_errors"],
+            "stacks": rows}

@@ -78,5 +78,5 @@ def aws(moto_server_url, monkeypatch):
     reset_session()
     yield moto_server_url
     urllib.request.urlopen(urllib.request.Request(f"{moto_server_url}/moto-api/reset",
-                                                  method="POST"), timeout=10)
+                                                  method="POST"), timeout=120)
     reset_session()

@@ -26,10 +26,10 @@ def billable(stack: str) -> list[tuple[str, str]]:
     return [(r.kind, r.state) for r in fetch_inventory(REGIONS, [stack]).resources]
 
 
-def instance_states(ids: list[str]) -> dict[str, str]:
+def instance_states(ids: list[str], region: str = "us-east-1") -> dict[str, str]:
     from dsinfra.cloud.aws import client
 
-    pages = client("ec2", "us-east-1").describe_instances(InstanceIds=ids)["Reservations"]
+    pages = client("ec2", region).describe_instances(InstanceIds=ids)["Reservations"]
     return {i["InstanceId"]: i["State"]["Name"] for r in pages for i in r["Instances"]}
 
 

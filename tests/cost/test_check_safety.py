@@ -108,8 +108,10 @@ def test_a_failing_stack_does_not_stop_the_others(aws, state_dir):
                                            Tags=[{"Key": T.BUDGET_USD, "Value": "lots"}])
     fine = make_stack("fine", budget_usd=1, period="total", on_exceed="stop")
     result = check(hours_later(5), enforce=True)
-    assert result["broken"]["action_result"] == "failed"
+    assert result["broken"]["status"] == "failed"
     assert "dsinfra:budget-usd" in result["broken"]["reason"]
+    assert broken["instances"][0] in result["broken"]["reason"]
+    assert set(instance_states(broken["instances"]).values()) == {"running"}
     assert result["fine"]["action_result"] == "done"
     assert set(instance_states(fine["instances"]).values()) == {"stopped"}
 

@@ -16,22 +16,32 @@ runner = CliRunner()
 
 
 @pytest.fixture
-def schedule_dirs(tmp_path, monkeypatch):
+def schedule_dirs(tmp_path, monkeypatch, aws, state_dir):
     units, crontab = tmp_path / "units", tmp_path / "crontab"
     crontab.write_text("0 3 * * * /usr/bin/backup # someone else's job\n")
     monkeypatch.setenv("DSINFRA_SYSTEMD_DIR", str(units))
     monkeypatch.setenv("DSINFRA_CRONTAB_FILE", str(crontab))
+    monkeypatch.setenv("DSINFRA_ENV_FILE", str(tmp_path / "env"))
+    monkeypatch.setenv("DSINFRA_REGIONS", "us-east-1")
     return units, crontab
 
 
-def test_schedule_install_writes_a_systemd_timer_and_show_reads_it_back(schedule_dirs):
+def test_schedule_install_writes_a_systemd_timer_and_show_reads_it_back(schedule_dirs,
+                                                                       tmp_path, state_dir):
     units, _ = schedule_dirs
     out = runner.invoke(app, ["schedule", "install", "--every", "15m", "--enforce"])
     assert out.exit_code == 0, out.output
+    assert "first run: ok" in out.output
     timer = (units / "dsinfra-cost-check.timer").read_text()
     service = (units / "dsinfra-cost-check.service").read_text()
     assert "OnCalendar=*:0/15" in timer and "Persistent=true" in timer
-    assert "cost check --all --json --enforce" in service and "EnvironmentFile=-" in service
+    assert "cost check --all --json --enforce" in service
+    assert f"EnvironmentFile={tmp_path / 'env'}" in service
+    assert "TimeoutStartSec=450" in service
+    env = (tmp_path / "env").read_text()
+    assert f"DSINFRA_STATE_DIR='{state_dir}'" in env and "DSINFRA_REGIONS='us-east-1'" in env
+    assert "DSINFRA_CHECK_INTERVAL_S='900'" in env and "AWS_ENDPOINT_URL=" in env
+    assert oct((tmp_path / "env").stat().st_mode & 0o777) == "0o600"
     shown = json.loads(runner.invoke(app, ["schedule", "show", "--json"]).stdout)
     assert shown["systemd"][str(units / "dsinfra-cost-check.timer")] == timer
     runner.invoke(app, ["schedule", "remove"])
@@ -41,15 +51,51 @@ def test_schedule_install_writes_a_systemd_timer_and_show_reads_it_back(schedule
 def test_schedule_cron_adds_one_entry_and_keeps_other_jobs(schedule_dirs):
     _, crontab = schedule_dirs
     for _ in range(2):  # installing twice replaces, never duplicates
-        assert runner.invoke(app, ["schedule", "install", "--cron", "--every", "2h"]).exit_code == 0
+        out = runner.invoke(app, ["schedule", "install", "--cron", "--every", "2h"])
+        assert out.exit_code == 0, out.output
     lines = crontab.read_text().splitlines()
     ours = [l for l in lines if "dsinfra-cost-check" in l]
     assert len(ours) == 1 and ours[0].startswith("0 */2 * * * ")
+    assert "cost-check.log 2>&1" in ours[0] and "/dev/null" not in ours[0]
     assert "--enforce" not in ours[0]  # dry run unless asked
     assert "someone else's job" in lines[0]
     assert json.loads(runner.invoke(app, ["schedule", "show", "--json"]).stdout)["cron"] == ours[0]
     runner.invoke(app, ["schedule", "remove"])
     assert crontab.read_text().splitlines() == [lines[0]]
+
+
+def test_schedule_install_fails_loudly_when_the_first_run_fails(schedule_dirs, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    out = runner.invoke(app, ["schedule", "install", "--cron"])
+    assert out.exit_code == 3
+    assert "first run failed" in out.output and "cost-check.log" in out.output
+
+
+def test_a_percent_in_the_state_dir_is_escaped_for_cron_and_still_runs(schedule_dirs,
+                                                                      monkeypatch, tmp_path):
+    _, crontab = schedule_dirs
+    odd = tmp_path / "50%_off"
+    monkeypatch.setenv("DSINFRA_STATE_DIR", str(odd))
+    out = runner.invoke(app, ["schedule", "install", "--cron"])
+    assert out.exit_code == 0, out.output
+    line = [l for l in crontab.read_text().splitlines() if "dsinfra-cost-check" in l][0]
+    assert "50\\%_off/cost-check.log" in line and "50%_off" not in line.replace("\\%", "")
+    assert json.loads((odd / "cost-check.log").read_text())["ok"] is True  # the first run
+
+
+def test_systemd_specifiers_and_variables_are_escaped():
+    from dsinfra.schedule import systemd_exec
+
+    assert systemd_exec(["/opt/50%/python", "$HOME"]) == "/opt/50%%/python '$$HOME'"
+
+
+def test_a_bad_webhook_url_is_refused_before_anything_is_installed(schedule_dirs, monkeypatch):
+    units, _ = schedule_dirs
+    monkeypatch.setenv("DSINFRA_WEBHOOK_URL", "hooks.example.com/SECRET")
+    out = runner.invoke(app, ["schedule", "install"])
+    assert out.exit_code == 2 and "SECRET" not in out.output
+    assert not units.exists()
 
 
 def _price_item(instance_type: str, usd: str) -> str:
