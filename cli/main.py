@@ -7,6 +7,7 @@ import typer
 from typer.core import TyperGroup
 
 from dsinfra import __version__
+from dsinfra.cli import interrupts
 from dsinfra.errors import EXIT_INTERRUPTED, DsinfraError
 
 # Help rendering through rich costs ~0.25 s of imports; plain help keeps `--help` fast.
@@ -28,8 +29,15 @@ class DsinfraGroup(TyperGroup):
                 typer.echo(exc.hint, err=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            typer.echo("interrupted", err=True)
+            interrupts.report()
             raise typer.Exit(EXIT_INTERRUPTED) from None
+        except Exception:
+            # Ctrl-C inside an import or an SDK can surface as another exception (a module
+            # left half-initialised): after an interrupt, it is still the interrupt.
+            if interrupts.received:
+                interrupts.report()
+                raise typer.Exit(EXIT_INTERRUPTED) from None
+            raise
 
 
 app = typer.Typer(
@@ -60,54 +68,15 @@ def _register() -> None:
 
 
 def run() -> None:
-    _exit_promptly_on_interrupt()
-    try:
+    from dsinfra.cli import interrupts
+
+    interrupts.install()
+
+    def main() -> None:
         _register()
         app()
-    except KeyboardInterrupt:  # before or after click's own handling
-        _interrupted_exit()
 
-
-# A Ctrl-C raises KeyboardInterrupt in the main thread; the commands' handlers above turn it
-# into "interrupted" and 130. Threads the SDKs leave behind (gRPC, the Pulumi mock monitor,
-# boto3 transfers) can still hold the interpreter at exit, so a watchdog ends the process if
-# it is not gone within INTERRUPT_GRACE_S. Files dsinfra writes are replaced atomically or
-# appended line by line, so ending here leaves nothing half-written.
-INTERRUPT_GRACE_S = 0.8
-
-
-def _exit_promptly_on_interrupt() -> None:
-    import signal
-
-    def on_sigint(signum, frame):  # noqa: ANN001 - signal handler signature
-        import threading
-
-        watchdog = threading.Timer(INTERRUPT_GRACE_S, _interrupted_exit)
-        watchdog.daemon = True
-        watchdog.start()
-        signal.signal(signal.SIGINT, lambda *_: _interrupted_exit())  # a second Ctrl-C: now
-        raise KeyboardInterrupt
-
-    try:
-        signal.signal(signal.SIGINT, on_sigint)
-    except ValueError:  # not the main thread (an embedding caller): keep its handler
-        pass
-
-
-def _interrupted_exit() -> None:
-    import os
-    import sys
-
-    try:
-        sys.stdout.flush()
-    except Exception:  # noqa: BLE001 - a closed pipe must not turn into a traceback
-        pass
-    try:
-        sys.stderr.write("interrupted\n")
-        sys.stderr.flush()
-    except Exception:  # noqa: BLE001
-        pass
-    os._exit(EXIT_INTERRUPTED)
+    interrupts.run_guarded(main)
 
 
 _register()
