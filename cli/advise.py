@@ -104,8 +104,8 @@ def _catalog_monthly(instance_type: str, nodes: int, region: str, usage_hours: f
         raise UserError(f"--region {region!r}; allowed: {', '.join(SUPPORTED_REGIONS)}")
     if not 0 < usage_hours <= 744:
         raise UserError(f"--usage-hours {usage_hours}; allowed: more than 0, at most 744")
-    if nodes < 1:
-        raise UserError(f"--nodes {nodes}; allowed: 1 or more")
+    if not 1 <= nodes <= 1000:
+        raise UserError(f"--nodes {nodes}; allowed: 1 to 1000")
     price = on_demand_price(region, instance_type)
     source = (f"{nodes}x {instance_type} at ${price.usd}/h x {usage_hours:g} h "
               f"({region}, as of {price.as_of})")

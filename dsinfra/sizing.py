@@ -38,6 +38,7 @@ GPU_MEMORY_UTILIZATION = 0.90
 OVERHEAD_FIXED_GIB_PER_GPU = 1.5
 OVERHEAD_WEIGHT_FRACTION = 0.05
 DEFAULT_MAX_NODES = 8
+MAX_CONCURRENCY = 1_000_000  # far beyond any engine's batch; keeps byte counts finite
 TP_SIZES = (8, 4, 2, 1)  # engines shard over powers of two; the largest that divides wins
 KvCacheDtype = Literal["bf16", "fp8"]
 
@@ -132,8 +133,9 @@ def _check_workload(shape: ModelShape, context: int, concurrency: int, kv_dtype:
     if context < 1 or context > shape.max_context:
         raise UserError(f"--context {context} is outside what {shape.name} supports; allowed: "
                         f"1 to {shape.max_context} tokens (its max_position_embeddings)")
-    if concurrency < 1:
-        raise UserError(f"--concurrency {concurrency}; allowed: 1 or more sequences")
+    if not 1 <= concurrency <= MAX_CONCURRENCY:
+        raise UserError(f"--concurrency {concurrency}; allowed: 1 to {MAX_CONCURRENCY:,} "
+                        "sequences")
     if kv_dtype not in KV_CACHE_BYTES:
         raise UserError(f"--kv-cache-dtype {kv_dtype!r}; allowed: {', '.join(KV_CACHE_BYTES)}")
 
