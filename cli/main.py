@@ -65,6 +65,9 @@ def main(
 def _register() -> None:
     # Each module defines its commands on `app` or a sub-Typer; importing them must stay cheap.
     from dsinfra.cli import commands  # noqa: F401
+    from dsinfra.cli.usage import install_one_line_usage_errors
+
+    install_one_line_usage_errors()
 
 
 def run() -> None:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from dsinfra.catalog import (GPU_INSTANCE_TYPES, HOURS_PER_MONTH, INSTANCE_SPECS, PRICES_AS_OF,
                              InstanceSpec, RegionPrices, on_demand_price)
-from dsinfra.errors import ConfigError, UserError
+from dsinfra.errors import ConfigError, UserError, shown_value
 from dsinfra.models import ModelShape, kv_bytes_per_token, resolve_model
 
 if TYPE_CHECKING:
@@ -131,11 +131,11 @@ def size_model(model: str, precision: str = "bf16", context: int = 8192, concurr
 
 def _check_workload(shape: ModelShape, context: int, concurrency: int, kv_dtype: str) -> None:
     if context < 1 or context > shape.max_context:
-        raise UserError(f"--context {context} is outside what {shape.name} supports; allowed: "
+        raise UserError(f"--context {shown_value(context)} is outside what {shape.name} supports; allowed: "
                         f"1 to {shape.max_context} tokens (its max_position_embeddings)")
     if not 1 <= concurrency <= MAX_CONCURRENCY:
-        raise UserError(f"--concurrency {concurrency}; allowed: 1 to {MAX_CONCURRENCY:,} "
-                        "sequences")
+        raise UserError(f"--concurrency {shown_value(concurrency)}; allowed: 1 to "
+                        f"{MAX_CONCURRENCY:,} sequences")
     if kv_dtype not in KV_CACHE_BYTES:
         raise UserError(f"--kv-cache-dtype {kv_dtype!r}; allowed: {', '.join(KV_CACHE_BYTES)}")
 

@@ -71,7 +71,7 @@ def load_stack(stack: str, project_dir: Path | None = None):
 
     project = project_dir or find_project_dir()
     path = stack_file(stack, project)
-    validate_stack_name(stack, source=str(path.relative_to(project)))
+    validate_stack_name(stack)  # before the name is used in a path or a message
     if not path.is_file():
         known = list_stacks(project)
         raise UserError(f"unknown stack {stack!r}: {path} does not exist; "

@@ -95,3 +95,16 @@ def test_ctrl_c_exits_130_even_when_the_command_would_not_end(tmp_path, kind):
     elapsed_s, stderr, code = _interrupt_after([sys.executable, str(script), "stuck"], 2.5)
     assert code == 130, stderr
     assert elapsed_s < 1.0 and "Traceback" not in stderr
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["plan", "dev", "--no-such-flag"], "No such option: --no-such-flag"),
+    (["size", "DeepSeek-V3", "--context", "lots"], "Invalid value for '--context'"),
+    (["explode"], "No such command 'explode'"),
+])
+def test_usage_errors_are_one_line_naming_the_help(argv, needle):
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and lines[0].startswith("error: ")
+    assert lines[0].endswith("--help`")
