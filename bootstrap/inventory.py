@@ -61,9 +61,15 @@ class _Endpoint(BaseModel):
     host_key: str | None = None
     instance_id: str | None = Field(None, pattern=r"^i-[0-9a-f]{8,17}$")
 
-    _address = field_validator("address")(classmethod(lambda cls, v: _address(v)))
-    _host_key = field_validator("host_key")(
-        classmethod(lambda cls, v: v if v is None else _host_key(v)))
+    @field_validator("address")
+    @classmethod
+    def _host_address(cls, value: str) -> str:
+        return _address(value)
+
+    @field_validator("host_key")
+    @classmethod
+    def _pinned_key(cls, value: str | None) -> str | None:
+        return value if value is None else _host_key(value)
 
 
 class GatewayEntry(_Endpoint):
