@@ -125,8 +125,10 @@ class EngineConfig(_Model):
 class StackConfig(_Model):
     """All ``dsinfra:*`` keys of one stack. Field aliases are the keys as written in YAML."""
 
+    # Safe as a file name (secrets/<stack>.api-key) and a tag value; the stricter Pulumi stack
+    # grammar (validate_stack_name) applies to stack files, not to inventory names.
     stack: str = Field(description="The stack name (from the file name)",
-                       pattern=_STACK_NAME.pattern)
+                       pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
     tier: Tier
     region: str = "us-east-1"
     instance_type: str | None = Field(None, alias="instanceType")

@@ -68,3 +68,16 @@ def test_a_valid_inventory_with_key_pins_and_gateway_loads(tmp_path):
     assert [h.name for h in hosts] == ["gpu-0", "gpu-1.internal.example.com"]
     assert hosts[0].key_path == tmp_path / "id" and hosts[0].port == 2222
     assert hosts[0].gateway.user == "ops" and hosts[0].gateway.host_key == FINGERPRINT
+
+
+@pytest.mark.parametrize(("stack", "ok"), [("hosts_prod", True), ("lab.gpu-1", True),
+                                           ("../../secrets/x", False), ("a b", False)])
+def test_an_inventory_name_must_be_safe_as_a_file_name(stack, ok):
+    from dsinfra.config import parse_stack_config
+
+    values = {"tier": "dev", "budget": {"amountUsd": 0}}
+    if ok:
+        assert parse_stack_config(stack, values).stack == stack
+    else:
+        with pytest.raises(ConfigError, match="dsinfra:stack"):
+            parse_stack_config(stack, values)
