@@ -12,6 +12,8 @@ from dsinfra.bootstrap.engines import engine_for
 from dsinfra.bootstrap.hosts import HostSpec
 from dsinfra.bootstrap.secrets import Secrets
 from dsinfra.config import StackConfig
+from dsinfra.errors import ConfigError, UserError
+from dsinfra.identifiers import hf_repo_id_problem, host_text_problem
 
 UNIT_NAME = "dsinfra-engine.service"
 CONTAINER = "dsinfra-engine"
@@ -44,7 +46,10 @@ class EnginePlan:
 
 
 def engine_plan(config: StackConfig, hosts: list[HostSpec]) -> EnginePlan:
+    """The engine's layout; the values that reach the unit file, the env file and the run
+    script are checked again here, right before rendering (the schema checked them first)."""
     head = next(h for h in hosts if h.role == "head")
+    _check_host_values(config)
     return EnginePlan(
         name=config.engine.name, image=config.resolved_engine_image, port=config.engine_port,
         health_path=config.engine.health_path, model=config.resolved_model,
@@ -55,8 +60,28 @@ def engine_plan(config: StackConfig, hosts: list[HostSpec]) -> EnginePlan:
         extra_args=tuple(config.engine.extra_args))
 
 
+def _check_host_values(config: StackConfig) -> None:
+    if problem := hf_repo_id_problem(config.resolved_model):
+        raise ConfigError("dsinfra:model", config.resolved_model, problem)
+    for key, value in (("engine.image", config.resolved_engine_image),
+                       ("engine.healthPath", config.engine.health_path),
+                       *((f"engine.command[{i}]", a) for i, a in
+                         enumerate(config.engine.command or ())),
+                       *((f"engine.extraArgs[{i}]", a) for i, a in
+                         enumerate(config.engine.extra_args))):
+        if problem := host_text_problem(value):
+            raise ConfigError(f"dsinfra:{key}", value, problem)
+
+
 def engine_env(plan: EnginePlan, secrets: Secrets) -> str:
     """The 0600 env file: the API key under the names each engine reads, and the HF token."""
+    # A newline in a secret would add variables to the file; say which one, never its value.
+    for name, secret in (("the API key", secrets.api_key), ("HF_TOKEN", secrets.hf_token)):
+        if secret and host_text_problem(secret, max_chars=4096):
+            raise UserError(f"{name} is not one line of printable characters; allowed: a "
+                            "single-line token")
+    if problem := hf_repo_id_problem(plan.model):
+        raise ConfigError("dsinfra:model", plan.model, problem)
     lines = [f"DSINFRA_API_KEY={secrets.api_key}", f"API_KEY={secrets.api_key}",
              f"HF_HOME={HF_CACHE_IN_CONTAINER}", f"DSINFRA_MODEL={plan.model}"]
     lines += engine_for(plan.name).env_lines(secrets.api_key)

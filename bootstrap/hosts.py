@@ -7,11 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from dsinfra.catalog import INSTANCE_SPECS, InstanceSpec
-from dsinfra.errors import ConfigError, UserError
+from dsinfra.errors import UserError
 from dsinfra.outputs import StackOutputs
-
-HOST_KEYS = ("name", "address", "port", "user", "key", "role", "instance_type", "gateway",
-             "host_key", "instance_id", "efa_interfaces")
 
 
 @dataclass(frozen=True)
@@ -101,84 +98,32 @@ def _ranked(hosts: list[HostSpec]) -> list[HostSpec]:
 
 
 def load_inventory(path: Path) -> tuple[dict[str, Any], list[HostSpec]]:
-    """Read an inventory file: ``hosts:`` (required) and ``config:`` (dsinfra stack keys)."""
-    import yaml
+    """Read an inventory file: ``hosts:`` (required) and ``config:`` (dsinfra stack keys),
+    checked by ``dsinfra.bootstrap.inventory`` before anything connects."""
+    from dsinfra.bootstrap.inventory import parse_inventory
+    from dsinfra.yamlfile import load_yaml_file
 
-    try:
-        document = yaml.safe_load(Path(path).read_text()) or {}
-    except FileNotFoundError:
-        raise UserError(f"inventory file not found: {path}") from None
-    except yaml.YAMLError as exc:
-        raise UserError(f"inventory file {path} is not valid YAML: {exc}") from None
-    if not isinstance(document, dict) or not isinstance(document.get("hosts"), list) \
-            or not document["hosts"]:
-        raise ConfigError("hosts", document.get("hosts") if isinstance(document, dict) else None,
-                          "a non-empty list of hosts (address, role, instance_type, ...)",
-                          source=str(path))
+    document = load_yaml_file(Path(path), what="inventory file")
     base = Path(path).resolve().parent
-    hosts = [_inventory_host(i, raw, base, str(path)) for i, raw in enumerate(document["hosts"])]
-    return dict(document.get("config") or {}), _ranked(hosts)
+    inventory = parse_inventory(document, source=str(path), base=base)
+    hosts = [_host_spec(entry, base) for entry in inventory.hosts]
+    return dict(inventory.config), _ranked(hosts)
 
 
-def _inventory_host(index: int, raw: Any, base: Path, source: str) -> HostSpec:
-    where = f"hosts[{index}]"
-    if not isinstance(raw, dict):
-        raise ConfigError(where, raw, "a mapping with address, role, instance_type", source=source)
-    unknown = sorted(set(raw) - set(HOST_KEYS))
-    if unknown:
-        raise ConfigError(f"{where}.{unknown[0]}", raw[unknown[0]],
-                          f"known keys are {', '.join(HOST_KEYS)}", source=source)
-    for key in ("address", "role", "instance_type"):
-        if not raw.get(key):
-            raise ConfigError(f"{where}.{key}", raw.get(key), "a value is required", source=source)
-    if raw["role"] not in ("head", "worker"):
-        raise ConfigError(f"{where}.role", raw["role"], "head or worker", source=source)
-    spec = INSTANCE_SPECS.get(raw["instance_type"])
-    if spec is None or not spec.has_gpus:
-        raise ConfigError(f"{where}.instance_type", raw["instance_type"],
-                          "a GPU instance type from the catalog: " + ", ".join(
-                              n for n, s in INSTANCE_SPECS.items() if s.has_gpus), source=source)
-    port = _port(raw.get("port", 22), f"{where}.port", source)
-    efa = raw.get("efa_interfaces", 0)
-    if not isinstance(efa, int) or isinstance(efa, bool) or not 0 <= efa <= spec.efa_interfaces:
-        raise ConfigError(f"{where}.efa_interfaces", efa, "the number of EFA interfaces the "
-                          f"host was launched with, 0 to {spec.efa_interfaces} for "
-                          f"{spec.name}", source=source)
-    gateway = raw.get("gateway")
+def _host_spec(entry, base: Path) -> HostSpec:  # noqa: ANN001 - an inventory.HostEntry
+    gateway = entry.gateway
     return HostSpec(
-        name=str(raw.get("name") or raw["address"]), address=str(raw["address"]), port=port,
-        role=raw["role"], instance_type=raw["instance_type"], user=str(raw.get("user", "ubuntu")),
-        key_path=_key(raw.get("key"), base), host_key=raw.get("host_key"),
-        instance_id=raw.get("instance_id"), efa_interfaces=efa,
-        gateway=_gateway(gateway, base, f"{where}.gateway", source) if gateway else None)
+        name=entry.name or entry.address, address=entry.address, port=entry.port,
+        role=entry.role, instance_type=entry.instance_type, user=entry.user,
+        key_path=_key(entry.key, base), host_key=entry.host_key, instance_id=entry.instance_id,
+        efa_interfaces=entry.efa_interfaces,
+        gateway=None if gateway is None else Gateway(
+            address=gateway.address, port=gateway.port, user=gateway.user,
+            key_path=_key(gateway.key, base), host_key=gateway.host_key,
+            instance_id=gateway.instance_id))
 
 
-def _gateway(raw: Any, base: Path, where: str, source: str) -> Gateway:
-    if isinstance(raw, str):
-        user, _, rest = raw.rpartition("@")
-        address, _, port = rest.partition(":")
-        return Gateway(address=address, port=_port(port or 22, where, source),
-                       user=user or "ubuntu")
-    if not isinstance(raw, dict) or not raw.get("address"):
-        raise ConfigError(where, raw, "user@address[:port] or a mapping with address, port, "
-                          "user, key, host_key", source=source)
-    return Gateway(address=str(raw["address"]), port=_port(raw.get("port", 22), where, source),
-                   user=str(raw.get("user", "ubuntu")), key_path=_key(raw.get("key"), base),
-                   host_key=raw.get("host_key"), instance_id=raw.get("instance_id"))
+def _key(value: str | None, base: Path) -> Path | None:
+    from dsinfra.bootstrap.inventory import resolve_key_path
 
-
-def _port(value: Any, where: str, source: str) -> int:
-    try:
-        port = int(value)
-    except (TypeError, ValueError):
-        port = -1
-    if not 1 <= port <= 65535:
-        raise ConfigError(where, value, "a TCP port from 1 to 65535", source=source)
-    return port
-
-
-def _key(value: Any, base: Path) -> Path | None:
-    if not value:
-        return None
-    path = Path(str(value)).expanduser()
-    return path if path.is_absolute() else base / path
+    return resolve_key_path(value, base) if value else None

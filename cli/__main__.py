@@ -1,3 +1,3 @@
-from dsinfra.cli.main import run
+from dsinfra.cli.entry import run
 
 run()

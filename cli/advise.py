@@ -10,8 +10,6 @@ from dsinfra.cli.options import TYPER_OPTIONS
 
 app = typer.Typer(**TYPER_OPTIONS)  # added to the root by cli/main.py
 
-OPS_LEVELS = ("none", "some", "strong")
-
 
 @app.command("advise")
 def advise_command(
@@ -48,10 +46,13 @@ def advise_command(
 ) -> None:
     """The article's decision model: monthly costs, cumulative curves, break-even, advice."""
     from dsinfra.advisor import AdviceInputs, advise
-    from dsinfra.errors import UserError
+    from dsinfra.cli.flags import AdviseFlags, check_flags
 
-    if ops_experience not in OPS_LEVELS:
-        raise UserError(f"--ops-experience {ops_experience!r}; allowed: {', '.join(OPS_LEVELS)}")
+    check_flags(AdviseFlags, hardware_price=hardware_price, local_monthly=local_monthly,
+                cloud_monthly=cloud_monthly, instance_type=instance_type, nodes=nodes,
+                region=region, usage_hours=usage_hours, horizon_months=horizon_months,
+                ops_experience=ops_experience, precision=precision, context=context,
+                local_gpu_gib=local_gpu_gib, local_gpus=local_gpus, currency=currency)
     vram_note = None
     if model is not None or local_gpu_gib is not None:
         fits, vram_note = _local_fit(model, precision, context, local_gpu_gib, local_gpus)
@@ -79,15 +80,10 @@ def advise_command(
 def _local_fit(model: Optional[str], precision: str, context: int,
                gpu_gib: Optional[float], gpus: int) -> tuple[bool, str]:
     from dsinfra.errors import UserError
-    from dsinfra.sizing import PRECISION_BYTES, fits_local_gpus
+    from dsinfra.sizing import fits_local_gpus
 
     if model is None or gpu_gib is None:
         raise UserError("--model and --local-gpu-gib go together; allowed: both or neither")
-    if gpu_gib <= 0 or gpus < 1:
-        raise UserError(f"--local-gpu-gib {gpu_gib} / --local-gpus {gpus}; allowed: memory "
-                        "above 0 and at least one GPU")
-    if precision not in PRECISION_BYTES:
-        raise UserError(f"--precision {precision!r}; allowed: {', '.join(PRECISION_BYTES)}")
     fits, needed = fits_local_gpus(model, precision, context, gpu_gib, gpus)
     verdict = "hold" if fits else "cannot hold"
     return fits, (f"{gpus}x {gpu_gib:g} GiB {verdict} {model} at {precision} with context "
@@ -96,18 +92,8 @@ def _local_fit(model: Optional[str], precision: str, context: int,
 
 def _catalog_monthly(instance_type: str, nodes: int, region: str, usage_hours: float
                      ) -> tuple[float, str]:
-    from dsinfra.catalog import GPU_INSTANCE_TYPES, SUPPORTED_REGIONS, on_demand_price
-    from dsinfra.errors import UserError
+    from dsinfra.catalog import on_demand_price
 
-    if instance_type not in GPU_INSTANCE_TYPES:
-        raise UserError(f"--instance-type {instance_type!r}; allowed: "
-                        f"{', '.join(GPU_INSTANCE_TYPES)}")
-    if region not in SUPPORTED_REGIONS:
-        raise UserError(f"--region {region!r}; allowed: {', '.join(SUPPORTED_REGIONS)}")
-    if not 0 < usage_hours <= 744:
-        raise UserError(f"--usage-hours {usage_hours}; allowed: more than 0, at most 744")
-    if nodes < 1:
-        raise UserError(f"--nodes {nodes}; allowed: 1 or more")
     price = on_demand_price(region, instance_type)
     source = (f"{nodes}x {instance_type} at ${price.usd}/h x {usage_hours:g} h "
               f"({region}, as of {price.as_of})")

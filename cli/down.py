@@ -22,15 +22,18 @@ def down_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """pulumi destroy (where the backend answers), then sweep and verify by the stack tag."""
+    from dsinfra.cli.confirm import require_terminal, typed_confirmation
     from dsinfra.cli.output import console
     from dsinfra.ops.down import destroy_stack
 
+    if not yes:
+        require_terminal(f"dsinfra down {stack}")
     spinner = (lambda message: console(stderr=True).status(message)) if not as_json else None
     result = destroy_stack(stack, region, yes=yes, force=force, preview=_preview(as_json),
                            **({"working": spinner} if spinner else {}),
-                           confirm=lambda: typer.prompt(
+                           confirm=lambda: typed_confirmation(
                                f"Type the stack name ({stack}) to destroy it and its data",
-                               default="", show_default=False))
+                               command=f"dsinfra down {stack}"))
     if as_json:
         from dsinfra.cli.output import print_json
 

@@ -54,10 +54,11 @@ def deploy_command(
 def destroy_command(stack: str = typer.Option("guard", "--stack"),
                     yes: bool = typer.Option(False, "--yes", help="Do not ask.")) -> None:
     """Remove the guard (its ledger table and audit records go with it)."""
+    from dsinfra.cli.confirm import typed_confirmation
     from dsinfra.errors import UserError
 
-    if not yes and typer.prompt(f"Type the guard stack name ({stack}) to remove it",
-                                default="", show_default=False).strip() != stack:
+    if not yes and typed_confirmation(f"Type the guard stack name ({stack}) to remove it",
+                                      command="dsinfra guard destroy").strip() != stack:
         raise UserError(f"confirmation did not match {stack!r}; nothing was removed")
     make_engine().destroy(stack)
 

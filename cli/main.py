@@ -10,8 +10,8 @@ import typer
 from typer.core import TyperGroup
 
 from dsinfra import __version__
-from dsinfra.cli import (advise, bootstrap, catalog_cmd, cost, doctor, down, guard, host, plan,
-                         schedule, size, stacks, status, up)
+from dsinfra.cli import (advise, bootstrap, catalog_cmd, cost, doctor, down, guard, host,
+                         interrupts, plan, schedule, size, stacks, status, up)
 from dsinfra.cli.options import TYPER_OPTIONS
 from dsinfra.errors import EXIT_INTERRUPTED, DsinfraError
 
@@ -35,8 +35,15 @@ class DsinfraGroup(TyperGroup):
                 typer.echo(exc.hint, err=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            typer.echo("interrupted", err=True)
+            interrupts.report()
             raise typer.Exit(EXIT_INTERRUPTED) from None
+        except Exception:
+            # Ctrl-C inside an import or an SDK can surface as another exception (a module
+            # left half-initialised): after an interrupt, it is still the interrupt.
+            if interrupts.received:
+                interrupts.report()
+                raise typer.Exit(EXIT_INTERRUPTED) from None
+            raise
 
 
 app = typer.Typer(
@@ -62,8 +69,11 @@ def main(
 
 
 def compose(root: typer.Typer) -> typer.Typer:
+    from dsinfra.cli.usage import install_one_line_usage_errors
+
     for module in COMMAND_MODULES:
         root.add_typer(module.app)  # unnamed: its commands and groups join the root
+    install_one_line_usage_errors()
     return root
 
 
@@ -71,4 +81,7 @@ compose(app)
 
 
 def run() -> None:
-    app()
+    # The console script (cli/entry.py) installs this before typer loads; installing it again
+    # here keeps `python -m`-style and embedded callers at exit 130 too.
+    interrupts.install()
+    interrupts.run_guarded(app)

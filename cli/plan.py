@@ -41,10 +41,11 @@ def plan_command(
     from dsinfra.ops.plan import build_plan
 
     if as_json:
-        plan = build_plan(stack, live=live)
         from dsinfra.cli.output import print_json
+        from dsinfra.infra.inbound import inbound_rules
 
-        print_json(plan.to_json())
+        plan = build_plan(stack, live=live)
+        print_json({**plan.to_json(), "inbound_rules": inbound_rules(plan.resources)})
         return
     from dsinfra.cli.output import console
 
@@ -70,11 +71,28 @@ def render_plan(plan) -> None:
     for res in plan.resources:
         resources.add_row(res["type"], res["name"], key_inputs(res))
     out.print(resources)
+    out.print(_inbound_table(plan))
     out.print(_cost_table(plan))
     out.print(Panel(_budget_text(plan), title="budget",
                     border_style="green" if plan.fits_budget else "bold red"))
     for note in plan.notes:
         out.print(note, style="dim")
+
+
+def _inbound_table(plan):
+    from rich.table import Table
+
+    from dsinfra.infra.inbound import inbound_rules
+
+    rules = inbound_rules(plan.resources)
+    table = Table(title=f"inbound rules ({len(rules)}): who can reach what",
+                  title_justify="left")
+    for column in ("security group", "protocol", "ports", "source", "why"):
+        table.add_column(column, overflow="fold")
+    for rule in rules:
+        table.add_row(rule["group"], rule["protocol"], rule["ports"], rule["source"],
+                      rule["description"])
+    return table
 
 
 def _cost_table(plan):

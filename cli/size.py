@@ -25,20 +25,13 @@ def size_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Memory a model needs (weights, KV cache, overhead) and the cheapest instance that fits."""
-    from dsinfra.catalog import SUPPORTED_REGIONS
+    from dsinfra.cli.flags import SizeFlags, check_flags
     from dsinfra.errors import UserError
     from dsinfra.models import resolve_model
-    from dsinfra.sizing import KV_CACHE_BYTES, PRECISION_BYTES, size_model
+    from dsinfra.sizing import size_model
 
-    if region not in SUPPORTED_REGIONS:
-        raise UserError(f"--region {region!r}; allowed: {', '.join(SUPPORTED_REGIONS)}")
-    if not 1 <= max_nodes <= 64:
-        raise UserError(f"--max-nodes {max_nodes}; allowed: 1 to 64")
-    if precision not in PRECISION_BYTES:
-        raise UserError(f"--precision {precision!r}; allowed: {', '.join(PRECISION_BYTES)}")
-    if kv_cache_dtype not in KV_CACHE_BYTES:
-        raise UserError(f"--kv-cache-dtype {kv_cache_dtype!r}; allowed: "
-                        f"{', '.join(KV_CACHE_BYTES)}")
+    check_flags(SizeFlags, precision=precision, context=context, concurrency=concurrency,
+                kv_cache_dtype=kv_cache_dtype, region=region, max_nodes=max_nodes)
     try:
         resolve_model(model)
     except UserError as exc:

@@ -83,12 +83,16 @@ def advise(inputs: AdviceInputs) -> Advice:
                   recommendation=_decide(inputs, reasons), reasons=reasons)
 
 
+MAX_AMOUNT = 1e12
+
+
 def _validate(inputs: AdviceInputs) -> None:
     for name, value in (("--hardware-price", inputs.hardware_price),
                         ("--local-monthly", inputs.local_monthly),
                         ("--cloud-monthly", inputs.cloud_monthly)):
-        if value < 0 or not math.isfinite(value):
-            raise UserError(f"{name} {value}; allowed: a finite amount of 0 or more")
+        # The bound keeps 240 months of sums finite (1e308 x 240 is inf, not JSON).
+        if value < 0 or not math.isfinite(value) or value > MAX_AMOUNT:
+            raise UserError(f"{name} {value}; allowed: a finite amount from 0 to {MAX_AMOUNT:g}")
     if not 1 <= inputs.horizon_months <= 240:
         raise UserError(f"--horizon-months {inputs.horizon_months}; allowed: 1 to 240")
 

@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from dsinfra.budget import NOTIFY, ON_EXCEED, PERIODS
 from dsinfra.catalog import GPU_INSTANCE_TYPES, INSTANCE_SPECS, SUPPORTED_REGIONS
 from dsinfra.errors import ConfigError
+from dsinfra.identifiers import (aws_tag_key_problem, aws_tag_value_problem, exposure_problem,
+                                 hf_repo_id_problem, host_text_problem)
 from dsinfra.tiers import TIER_NAMES, TIERS, TierSpec
 
 # Literal[tuple] spells out the tuple's members: the names live in tiers.py and budget.py.
@@ -31,15 +33,29 @@ ENGINE_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 _PINNED_IMAGE = re.compile(r"^[\w.\-/:]+(:[\w][\w.\-]{0,127}|@sha256:[0-9a-f]{64})$")
 _STACK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,19}$")
-_TAG_KEY = re.compile(r"^[\w .:/=+\-@]{1,128}$")
+SSH_PORT = 22
+MAX_BUDGET_USD = 1_000_000_000
+MAX_TTL_HOURS = 24 * 365 * 10
+# Keys whose value is a number: YAML's `true` must not become 1.
+_NUMERIC_KEYS = ("nodeCount", "maxModelLen", "apiPort", "ttlHours", "rootVolumeGiB")
+_NUMERIC_BUDGET_KEYS = ("amountUsd", "warnAt")
+_NUMERIC_ENGINE_KEYS = ("port", "gpuMemoryUtilization")
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True,
+                              allow_inf_nan=False)
+
+
+def _refuse_booleans(values: Any, keys: tuple[str, ...], prefix: str = "") -> Any:
+    for key in keys:
+        if isinstance(values, dict) and isinstance(values.get(key), bool):
+            raise _KeyedValueError(prefix + key, values[key], "a number, not true/false")
+    return values
 
 
 class BudgetConfig(_Model):
-    amount_usd: float = Field(alias="amountUsd", ge=0,
+    amount_usd: float = Field(alias="amountUsd", ge=0, le=MAX_BUDGET_USD,
                               description="Spend limit in USD for the period")
     period: BudgetPeriod = Field("month", description="month: calendar month to date (UTC); "
                                  "total: since the stack's first resource")
@@ -47,6 +63,11 @@ class BudgetConfig(_Model):
                                 description="What the cost check does at or over budget")
     warn_at: float = Field(0.8, alias="warnAt", gt=0, le=1,
                            description="Fraction of the budget that triggers a warning")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _numbers_not_booleans(cls, values: Any) -> Any:
+        return _refuse_booleans(values, _NUMERIC_BUDGET_KEYS, "budget.")
 
 
 class EngineConfig(_Model):
@@ -63,6 +84,28 @@ class EngineConfig(_Model):
                                           description="Share of each GPU's memory the engine "
                                           "may take (always passed explicitly)")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _numbers_not_booleans(cls, values: Any) -> Any:
+        return _refuse_booleans(values, _NUMERIC_ENGINE_KEYS, "engine.")
+
+    @field_validator("image", "health_path")
+    @classmethod
+    def _one_line(cls, value: str | None) -> str | None:
+        if value is not None and (problem := host_text_problem(value, max_chars=256)):
+            raise ValueError(problem)
+        return value
+
+    @field_validator("command", "extra_args")
+    @classmethod
+    def _one_line_each(cls, value: list[str] | None) -> list[str] | None:
+        for arg in value or ():
+            if problem := host_text_problem(arg):
+                raise ValueError(f"arguments that are each {problem.removeprefix('a ')}")
+        if value is not None and len(value) > 256:
+            raise ValueError("at most 256 arguments")
+        return value
+
     @model_validator(mode="after")
     def _custom_needs_image_and_port(self) -> "EngineConfig":
         if self.name == "custom" and (not self.image or not self.port):
@@ -74,7 +117,10 @@ class EngineConfig(_Model):
 class StackConfig(_Model):
     """All ``dsinfra:*`` keys of one stack. Field aliases are the keys as written in YAML."""
 
-    stack: str = Field(description="The stack name (from the file name)")
+    # Safe as a file name (secrets/<stack>.api-key) and a tag value; the stricter Pulumi stack
+    # grammar (validate_stack_name) applies to stack files, not to inventory names.
+    stack: str = Field(description="The stack name (from the file name)",
+                       pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
     tier: Tier
     region: str = "us-east-1"
     instance_type: str | None = Field(None, alias="instanceType")
@@ -86,7 +132,7 @@ class StackConfig(_Model):
     engine_image: str | None = Field(None, alias="engineImage")
     api_port: int | None = Field(None, alias="apiPort", ge=1, le=65535)
     budget: BudgetConfig
-    ttl_hours: float | None = Field(None, alias="ttlHours", gt=0)
+    ttl_hours: float | None = Field(None, alias="ttlHours", gt=0, le=MAX_TTL_HOURS)
     protect: bool = False
     ssh_allowed_cidrs: list[str] = Field(default_factory=list, alias="sshAllowedCidrs")
     api_allowed_cidrs: list[str] = Field(default_factory=list, alias="apiAllowedCidrs")
@@ -101,6 +147,11 @@ class StackConfig(_Model):
     tags: dict[str, str] = Field(default_factory=dict)
     expires_at: datetime | None = Field(None, alias="expiresAt",
                                         description="Pinned by `dsinfra up` from ttlHours")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _numbers_not_booleans(cls, values: Any) -> Any:
+        return _refuse_booleans(values, _NUMERIC_KEYS)
 
     @field_validator("engine", mode="before")
     @classmethod
@@ -133,6 +184,7 @@ class StackConfig(_Model):
                 raise _KeyedValueError("sshAllowedCidrs", cidr,
                                        "CIDR blocks narrower than the whole internet (SSH is "
                                        "never opened to 0.0.0.0/0 or ::/0; use a bastion or SSM)")
+        _bounded_exposure("sshAllowedCidrs", value)
         return value
 
     @field_validator("api_allowed_cidrs")
@@ -140,6 +192,36 @@ class StackConfig(_Model):
     def _valid_cidrs(cls, value: list[str]) -> list[str]:
         for cidr in value:
             _parse_cidr("apiAllowedCidrs", cidr)
+        _bounded_exposure("apiAllowedCidrs", value)
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _hf_repo_id(cls, value: str | None) -> str | None:
+        if value is not None and (problem := hf_repo_id_problem(value)):
+            raise ValueError(problem)
+        return value
+
+    @field_validator("owner")
+    @classmethod
+    def _owner_tag_value(cls, value: str) -> str:
+        if problem := aws_tag_value_problem(value, min_chars=1):
+            raise ValueError(f"{problem} (it becomes the dsinfra:owner tag)")
+        return value
+
+    @field_validator("availability_zone")
+    @classmethod
+    def _zone_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d[a-z]", value):
+            raise ValueError("an availability zone name such as us-east-1a")
+        return value
+
+    @field_validator("expires_at")
+    @classmethod
+    def _plausible_expiry(cls, value: datetime | None) -> datetime | None:
+        if value is not None and not 2000 <= value.year <= 2100:
+            raise ValueError("a UTC time between the years 2000 and 2100, e.g. "
+                             "2026-12-01T18:00:00Z")
         return value
 
     @field_validator("engine_image")
@@ -164,10 +246,12 @@ class StackConfig(_Model):
     def _user_tags(cls, value: dict[str, str]) -> dict[str, str]:
         for key, tag_value in value.items():
             if key.lower().startswith(("dsinfra:", "aws:")):
-                raise ValueError("tag keys outside the reserved dsinfra: and aws: prefixes")
-            if not _TAG_KEY.match(key) or len(str(tag_value)) > 256:
-                raise ValueError("AWS tag keys of 1-128 characters (letters, digits, spaces, "
-                                 "_ . : / = + - @) with values up to 256 characters")
+                raise _KeyedValueError("tags", key, "tag keys outside the reserved dsinfra: "
+                                       "and aws: prefixes")
+            if problem := aws_tag_key_problem(key):
+                raise _KeyedValueError("tags", key, problem)
+            if problem := aws_tag_value_problem(tag_value):
+                raise _KeyedValueError(f"tags.{key}", tag_value, problem)
         if len(value) > 40:
             raise ValueError("at most 40 user tags (AWS allows 50 per resource, dsinfra uses 10)")
         return value
@@ -183,6 +267,10 @@ class StackConfig(_Model):
             raise _KeyedValueError("availabilityZone", self.availability_zone,
                                    f"an availability zone of region {self.region}, e.g. "
                                    f"{self.region}a")
+        for port_key, port in (("apiPort", self.api_port), ("engine.port", self.engine.port)):
+            if port == SSH_PORT:
+                raise _KeyedValueError(port_key, port, f"a port other than {SSH_PORT} (SSH): "
+                                       "the API's CIDRs must never open SSH")
         if self.capacity_reservation_id and self.spot:
             raise _KeyedValueError("capacityReservationId", self.capacity_reservation_id,
                                    "no capacity reservation together with spot")
@@ -233,6 +321,11 @@ class _KeyedValueError(ValueError):
     def __init__(self, key: str, value: Any, allowed: str) -> None:
         super().__init__(allowed)
         self.key, self.value, self.allowed = key, value, allowed
+
+
+def _bounded_exposure(key: str, cidrs: list[str]) -> None:
+    if problem := exposure_problem(cidrs):
+        raise _KeyedValueError(key, cidrs, problem)
 
 
 def _parse_cidr(key: str, cidr: str) -> None:

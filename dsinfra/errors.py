@@ -38,10 +38,22 @@ class ConfigError(UserError):
 
     def __init__(self, key: str, value: object, allowed: str, *, source: str | None = None) -> None:
         where = f" in {source}" if source else ""
-        super().__init__(f"invalid value for {key}{where}: {value!r}; allowed: {allowed}")
+        super().__init__(f"invalid value for {key}{where}: {shown_value(value)}; "
+                         f"allowed: {allowed}")
         self.key = key
         self.value = value
         self.allowed = allowed
+
+
+def shown_value(value: object, max_chars: int = 120) -> str:
+    """``repr`` cut to one readable line: a 100 kB value must not become a 100 kB message."""
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - a value whose repr fails is still reported
+        text = f"<{type(value).__name__}>"
+    if len(text) > max_chars:
+        text = f"{text[:max_chars - 20]}... ({len(text):,} characters)"
+    return text
 
 
 class CloudError(DsinfraError):

@@ -45,6 +45,9 @@ class ModelShape:
     experts_per_token: int = 0
     moe_intermediate_size: int = 0
     first_k_dense: int = 0
+    # Qwen2-MoE: one always-on shared expert of this width, scaled by a 1-output gate.
+    shared_expert_intermediate_size: int = 0
+    qk_norm: bool = False  # Qwen3: an RMSNorm over each head's q and k
     weights_published_in: str = "bf16"
 
     @property
@@ -80,7 +83,8 @@ def count_params(shape: ModelShape) -> int:
 def _gqa_attention_params(s: ModelShape) -> int:
     q_out, kv_out = s.attention_heads * s.head_dim, s.kv_heads * s.head_dim
     weights = s.hidden_size * (q_out + 2 * kv_out) + q_out * s.hidden_size
-    return weights + ((q_out + 2 * kv_out) if s.qkv_bias else 0)
+    norms = 2 * s.head_dim if s.qk_norm else 0
+    return weights + ((q_out + 2 * kv_out) if s.qkv_bias else 0) + norms
 
 
 def _mla_attention_params(s: ModelShape) -> int:
@@ -101,7 +105,10 @@ def _mlp_params(s: ModelShape, layer: int) -> int:
         return 3 * s.hidden_size * s.intermediate_size
     experts = (s.routed_experts + s.shared_experts) * 3 * s.hidden_size * s.moe_intermediate_size
     router = s.routed_experts * s.hidden_size
-    return experts + router
+    shared = 0
+    if s.shared_expert_intermediate_size:
+        shared = 3 * s.hidden_size * s.shared_expert_intermediate_size + s.hidden_size  # + gate
+    return experts + router + shared
 
 
 def kv_bytes_per_token(shape: ModelShape, bytes_per_element: float) -> float:
@@ -155,10 +162,19 @@ def builtin_names() -> list[str]:
 def resolve_model(model: str) -> ModelShape:
     """A built-in name (short or ``deepseek-ai/...``, any case) or a path to a ``config.json``
     (or the folder holding one). ``UserError`` naming what is allowed otherwise."""
+    from dsinfra.identifiers import host_text_problem
+
+    if problem := host_text_problem(model, max_chars=1024):
+        raise UserError(f"model {model[:80]!r}: {problem}; allowed: a built-in name, a Hugging "
+                        "Face repo id or the path of a config.json")
     path = Path(model).expanduser()
-    if path.is_dir():
-        path = path / "config.json"
-    if path.is_file():
+    try:
+        if path.is_dir():
+            path = path / "config.json"
+        is_file = path.is_file()
+    except OSError as exc:  # e.g. a component longer than the file system allows
+        raise UserError(f"model path {model[:80]!r}: {exc.strerror}") from None
+    if is_file:
         return shape_from_config_file(path)
     short = model.strip().rsplit("/", 1)[-1].lower()
     for name, shape in BUILTIN_MODELS.items():
@@ -169,11 +185,19 @@ def resolve_model(model: str) -> ModelShape:
                     "config.json")
 
 
+MAX_CONFIG_JSON_BYTES = 1024 * 1024  # published config.json files are a few kB
+
+
 def shape_from_config_file(path: Path) -> ModelShape:
     try:
-        values = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"model config {path}: not readable JSON ({exc})") from None
+        raw = path.read_bytes()[:MAX_CONFIG_JSON_BYTES + 1]
+        if len(raw) > MAX_CONFIG_JSON_BYTES:
+            raise UserError(f"model config {path}: larger than {MAX_CONFIG_JSON_BYTES:,} bytes; "
+                            "allowed: a Hugging Face config.json")
+        values = json.loads(raw.decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else exc
+        raise UserError(f"model config {path}: not readable JSON ({reason})") from None
     if not isinstance(values, dict):
         raise UserError(f"model config {path}: expected a JSON object (a Hugging Face "
                         "config.json)")
@@ -181,46 +205,8 @@ def shape_from_config_file(path: Path) -> ModelShape:
 
 
 def shape_from_config(values: dict[str, Any], *, name: str) -> ModelShape:
-    """A shape from Hugging Face ``config.json`` values (Llama/Qwen2/Mistral-style dense models,
-    DeepSeek-V2/V3 MLA + MoE)."""
-    try:
-        if "kv_lora_rank" in values:
-            return _mla_shape(values, name)
-        return _dense_shape(values, name)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise UserError(f"model config for {name!r} lacks a usable {exc} (needed: "
-                        "num_hidden_layers, hidden_size, intermediate_size, "
-                        "num_attention_heads, vocab_size)") from None
+    """A shape from Hugging Face ``config.json`` values, checked by ``dsinfra.model_config``
+    (dense Llama/Mistral/Qwen2/Qwen3, DeepSeek-V2/V3 MLA + MoE, Mixtral, Qwen-MoE)."""
+    from dsinfra import model_config
 
-
-def _dense_shape(v: dict[str, Any], name: str) -> ModelShape:
-    heads = int(v["num_attention_heads"])
-    hidden = int(v["hidden_size"])
-    return ModelShape(
-        name, "gqa", layers=int(v["num_hidden_layers"]), hidden_size=hidden,
-        intermediate_size=int(v["intermediate_size"]), attention_heads=heads,
-        kv_heads=int(v.get("num_key_value_heads") or heads),
-        head_dim=int(v.get("head_dim") or hidden // heads), vocab_size=int(v["vocab_size"]),
-        tied_embeddings=bool(v.get("tie_word_embeddings", False)),
-        qkv_bias=bool(v.get("attention_bias", v.get("model_type") == "qwen2")),
-        max_context=int(v.get("max_position_embeddings") or 0) or 4096)
-
-
-def _mla_shape(v: dict[str, Any], name: str) -> ModelShape:
-    heads = int(v["num_attention_heads"])
-    quant = (v.get("quantization_config") or {}).get("quant_method")
-    return ModelShape(
-        name, "mla", layers=int(v["num_hidden_layers"]), hidden_size=int(v["hidden_size"]),
-        intermediate_size=int(v["intermediate_size"]), attention_heads=heads,
-        kv_heads=int(v.get("num_key_value_heads") or heads),
-        head_dim=int(v["qk_nope_head_dim"]) + int(v["qk_rope_head_dim"]),
-        vocab_size=int(v["vocab_size"]), tied_embeddings=bool(v.get("tie_word_embeddings")),
-        max_context=int(v.get("max_position_embeddings") or 0) or 4096,
-        kv_lora_rank=int(v["kv_lora_rank"]), q_lora_rank=v.get("q_lora_rank") or None,
-        qk_nope_head_dim=int(v["qk_nope_head_dim"]), qk_rope_head_dim=int(v["qk_rope_head_dim"]),
-        v_head_dim=int(v["v_head_dim"]), routed_experts=int(v.get("n_routed_experts") or 0),
-        shared_experts=int(v.get("n_shared_experts") or 0),
-        experts_per_token=int(v.get("num_experts_per_tok") or 0),
-        moe_intermediate_size=int(v.get("moe_intermediate_size") or 0),
-        first_k_dense=int(v.get("first_k_dense_replace") or 0),
-        weights_published_in="fp8" if quant == "fp8" else "bf16")
+    return model_config.shape_from_config(values, name=name)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from dsinfra.catalog import (GPU_INSTANCE_TYPES, HOURS_PER_MONTH, INSTANCE_SPECS, PRICES_AS_OF,
                              InstanceSpec, RegionPrices, on_demand_price)
-from dsinfra.errors import ConfigError, UserError
+from dsinfra.errors import ConfigError, UserError, shown_value
 from dsinfra.models import ModelShape, kv_bytes_per_token, resolve_model
 
 if TYPE_CHECKING:
@@ -38,6 +38,7 @@ GPU_MEMORY_UTILIZATION = 0.90
 OVERHEAD_FIXED_GIB_PER_GPU = 1.5
 OVERHEAD_WEIGHT_FRACTION = 0.05
 DEFAULT_MAX_NODES = 8
+MAX_CONCURRENCY = 1_000_000  # far beyond any engine's batch; keeps byte counts finite
 TP_SIZES = (8, 4, 2, 1)  # engines shard over powers of two; the largest that divides wins
 KvCacheDtype = Literal["bf16", "fp8"]
 
@@ -130,10 +131,11 @@ def size_model(model: str, precision: str = "bf16", context: int = 8192, concurr
 
 def _check_workload(shape: ModelShape, context: int, concurrency: int, kv_dtype: str) -> None:
     if context < 1 or context > shape.max_context:
-        raise UserError(f"--context {context} is outside what {shape.name} supports; allowed: "
+        raise UserError(f"--context {shown_value(context)} is outside what {shape.name} supports; allowed: "
                         f"1 to {shape.max_context} tokens (its max_position_embeddings)")
-    if concurrency < 1:
-        raise UserError(f"--concurrency {concurrency}; allowed: 1 or more sequences")
+    if not 1 <= concurrency <= MAX_CONCURRENCY:
+        raise UserError(f"--concurrency {shown_value(concurrency)}; allowed: 1 to "
+                        f"{MAX_CONCURRENCY:,} sequences")
     if kv_dtype not in KV_CACHE_BYTES:
         raise UserError(f"--kv-cache-dtype {kv_dtype!r}; allowed: {', '.join(KV_CACHE_BYTES)}")
 

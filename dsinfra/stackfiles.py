@@ -53,13 +53,9 @@ def list_stacks(project_dir: Path | None = None) -> list[str]:
 
 def read_stack_values(path: Path) -> dict[str, Any]:
     """The ``dsinfra:*`` values of a Pulumi stack file, namespace stripped."""
-    import yaml  # deferred: keeps `dsinfra --help` light
+    from dsinfra.yamlfile import load_yaml_file
 
-    try:
-        document = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML ({exc.__class__.__name__}: "
-                        f"{getattr(exc, 'problem', exc)})") from None
+    document = load_yaml_file(path, what="stack file") or {}
     config = document.get("config") if isinstance(document, dict) else None
     if config is None:
         config = {}
@@ -75,7 +71,7 @@ def load_stack(stack: str, project_dir: Path | None = None):
 
     project = project_dir or find_project_dir()
     path = stack_file(stack, project)
-    validate_stack_name(stack, source=str(path.relative_to(project)))
+    validate_stack_name(stack)  # before the name is used in a path or a message
     if not path.is_file():
         known = list_stacks(project)
         raise UserError(f"unknown stack {stack!r}: {path} does not exist; "

@@ -55,6 +55,8 @@ def _inventory(tmp_path, hosts, config=None) -> Path:
 
 
 def test_inventory_orders_head_first_and_resolves_relative_keys(tmp_path):
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys/id").write_text("not read by load_inventory, only checked to exist\n")
     path = _inventory(tmp_path, [
         {"address": "10.0.0.6", "role": "worker", "instance_type": "p5.48xlarge",
          "key": "keys/id", "gateway": "ops@bastion.example.com:2222"},

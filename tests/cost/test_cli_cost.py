@@ -81,8 +81,9 @@ def test_audit_json_lists_check_decisions(aws, state_dir):
     assert kinds == ["intent", "result", "decision"] and body["skipped_torn_lines"] == 0
 
 
-def test_down_asks_for_the_stack_name_and_refuses_a_mismatch(aws, state_dir):
+def test_down_asks_for_the_stack_name_and_refuses_a_mismatch(aws, state_dir, monkeypatch):
     made = make_stack("victim", eip=True, extra_volume_gib=50)
+    monkeypatch.setattr("dsinfra.cli.confirm.stdin_is_terminal", lambda: True)  # typed below
     refused = invoke("down", "victim", input="vict\n")
     assert refused.exit_code == 2 and "nothing was destroyed" in refused.output
     assert set(instance_states(made["instances"]).values()) == {"running"}

@@ -76,14 +76,14 @@ from .test_guard import pulumi_resources  # noqa: E402,F401 - the Pulumi mocks f
 def test_guard_has_a_dead_man_alarm_that_fires_when_checks_stop(pulumi_resources):  # noqa: F811
     import pulumi
 
-    from dsinfra.infra.guard import BudgetGuardArgs
+    from dsinfra.ops.guard import guard_args
 
     from .test_guard import _by_type, _guard_outputs
 
     @pulumi.runtime.test
     def program():
-        return _guard_outputs(BudgetGuardArgs(regions=["us-east-1"], every_minutes=10,
-                                              sns_topic_arn="arn:aws:sns:us-east-1:1:t"))
+        return _guard_outputs(guard_args(["us-east-1"], every_minutes=10,
+                                         sns_topic_arn="arn:aws:sns:us-east-1:1:t"))
 
     program()
     alarms = {a["metricName"]: a for a in _by_type(pulumi_resources,

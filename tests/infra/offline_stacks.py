@@ -19,7 +19,8 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
                          "apiAllowedCidrs": [OFFICE], "sshPublicKey": SSH_KEY, "spot": True}),
     "prod-public-api": ("prod", {"apiAllowedCidrs": [OFFICE], "sshAllowedCidrs": [OFFICE],
                                  "nodeCount": 3, "availabilityZone": "us-east-1c"}),
-    "prod-world-api": ("prod", {"apiAllowedCidrs": ["0.0.0.0/0", "::/0"]}),
+    # The widest API exposure allowed: one /8's share of each address family (issue 13).
+    "prod-wide-api": ("prod", {"apiAllowedCidrs": ["100.0.0.0/8", "2600::/8"]}),
     "dist-reserved": ("distributed", {"capacityReservationId": "cr-0123456789abcdef0",
                                       "instanceType": "p5en.48xlarge", "nodeCount": 3,
                                       "amiId": "ami-0fedcba9876543210",

@@ -35,22 +35,18 @@ def _is_taggable(token: str) -> bool:
 
 
 @pytest.mark.parametrize("stack", ALL)
-def test_no_port_is_open_to_the_world_unless_configured(runs, stack):
-    config = config_of(stack)
+def test_no_port_is_open_to_the_world(runs, stack):
     for sg in runs[stack].of_type(SG):
         for rule in sg.inputs.get("ingress", []):
-            for cidr in filter(_world, _sources(rule)):
-                # Only a world-wide apiAllowedCidrs opens anything, and only the API port.
-                assert cidr in config.api_allowed_cidrs, (sg.name, rule)
-                assert rule["fromPort"] == rule["toPort"] == config.resolved_api_port
+            assert not list(filter(_world, _sources(rule))), (sg.name, rule)
 
 
-def test_a_world_wide_api_opens_the_load_balancer_never_the_nodes(runs):
-    run = runs["prod-world-api"]
+def test_a_wide_api_opens_the_load_balancer_never_the_nodes(runs):
+    run = runs["prod-wide-api"]
     by_name = {sg.name: sg for sg in run.of_type(SG)}
-    lb_rule, = by_name["prod-world-api-lb"].inputs["ingress"]
-    assert lb_rule["cidrBlocks"] == ["0.0.0.0/0"] and lb_rule["ipv6CidrBlocks"] == ["::/0"]
-    for rule in by_name["prod-world-api-node"].inputs["ingress"]:
+    lb_rule, = by_name["prod-wide-api-lb"].inputs["ingress"]
+    assert lb_rule["cidrBlocks"] == ["100.0.0.0/8"] and lb_rule["ipv6CidrBlocks"] == ["2600::/8"]
+    for rule in by_name["prod-wide-api-node"].inputs["ingress"]:
         assert not _sources(rule)
 
 
