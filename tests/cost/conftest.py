@@ -61,3 +61,14 @@ def state_dir(tmp_path, monkeypatch):
 
 def hours_later(hours: float) -> datetime:
     return datetime.now(timezone.utc) + timedelta(hours=hours)
+
+
+@pytest.fixture
+def webhook(monkeypatch):
+    """A loopback receiver that the check's notices go to (DSINFRA_WEBHOOK_URL)."""
+    from .helpers import WebhookReceiver
+
+    receiver = WebhookReceiver()
+    monkeypatch.setenv("DSINFRA_WEBHOOK_URL", receiver.url)
+    yield receiver
+    receiver.close()

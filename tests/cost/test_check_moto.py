@@ -10,15 +10,8 @@ from dsinfra.cloud.actions import resume_stack
 from dsinfra.ops.local import audit_log
 
 from .conftest import hours_later, make_stack
-from .helpers import REGIONS, WebhookReceiver, billable, check, instance_states
+from .helpers import REGIONS, billable, check, instance_states
 
-
-@pytest.fixture
-def webhook(monkeypatch):
-    receiver = WebhookReceiver()
-    monkeypatch.setenv("DSINFRA_WEBHOOK_URL", receiver.url)
-    yield receiver
-    receiver.close()
 
 
 def test_stack_within_budget_is_left_alone(aws, state_dir):

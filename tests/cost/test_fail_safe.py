@@ -12,7 +12,7 @@ from dsinfra.ops.check import run_check
 from dsinfra.ops.local import local_context
 
 from .conftest import hours_later, make_stack
-from .helpers import REGIONS, WebhookReceiver, check, instance_states
+from .helpers import REGIONS, check, instance_states
 
 # Values float() accepts or that are no number at all; each read as "within budget" before.
 BAD_BUDGETS = ["nan", "NaN", "inf", "-inf", "Infinity", "1e309", "-1e309", "abc", "", "-5", " 5",
@@ -24,13 +24,6 @@ def _retag(ids: list[str], key: str, value: str) -> None:
 
     client("ec2", "us-east-1").create_tags(Resources=ids, Tags=[{"Key": key, "Value": value}])
 
-
-@pytest.fixture
-def webhook(monkeypatch):
-    receiver = WebhookReceiver()
-    monkeypatch.setenv("DSINFRA_WEBHOOK_URL", receiver.url)
-    yield receiver
-    receiver.close()
 
 
 @pytest.mark.parametrize("value", BAD_BUDGETS)
