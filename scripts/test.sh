@@ -27,4 +27,6 @@ fi
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[test]'
-exec .venv/bin/python -m pytest "$@"
+# Two workers by default (CI's machine has 2 cores; the test hosts take a subnet per worker);
+# a later -n on the command line wins.
+exec .venv/bin/python -m pytest -n "${DSINFRA_TEST_WORKERS:-2}" "$@"
