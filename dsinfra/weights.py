@@ -56,8 +56,13 @@ def published_size_gb(model: str) -> float | None:
     return round(shape.params * PUBLISHED_BYTES.get(shape.weights_published_in, 2) / GB, 1)
 
 
+# Bootstrap does not copy from the mirror yet (the engine still downloads from Hugging Face
+# when it starts): until it does, a mirror saves nothing, and plan must not say it does.
+BOOTSTRAP_READS_MIRROR = False
+
+
 def weights_download(config: "StackConfig") -> WeightsDownload:
-    mirror = config.model_cache
+    mirror = config.model_cache if BOOTSTRAP_READS_MIRROR else None
     through_nat = config.tier_spec.private and not mirror
     size = published_size_gb(config.resolved_model)
     try:
@@ -67,6 +72,9 @@ def weights_download(config: "StackConfig") -> WeightsDownload:
         per_gb, note = None, f"no NAT per-GB price for {config.region}: charge not estimated"
     if through_nat and size is None:
         note = "the checkpoint's size is unknown offline: NAT charge not estimated"
+    if config.model_cache and not mirror:
+        note = (f"{config.model_cache} is not read by bootstrap yet: each node still "
+                "downloads from Hugging Face (fill the mirror now with `dsinfra cache push`)")
     return WeightsDownload(model=config.resolved_model, source=mirror or "huggingface",
                            size_gb=size, nodes=config.resolved_node_count,
                            through_nat=through_nat, nat_usd_per_gb=per_gb, note=note)

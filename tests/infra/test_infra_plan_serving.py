@@ -82,12 +82,26 @@ def test_private_tier_prices_the_weights_through_the_nat_gateway(plans):
     assert plans["dev"]["weights"]["through_nat"] is False  # public subnet: no NAT
 
 
-def test_a_model_cache_mirror_removes_the_nat_charge(monkeypatch, tmp_path):
+def test_a_mirror_bootstrap_does_not_read_yet_still_prices_the_nat_charge(
+        monkeypatch, tmp_path):
+    # Money fails safe: the mirror saves nothing until bootstrap copies from it.
     values = {**stack_values("distributed"), "modelCache": "s3://acme-weights/hf"}
     monkeypatch.setenv("DSINFRA_PROJECT_DIR", str(_project_with(tmp_path, "mirror", values)))
     plan = json.loads(runner.invoke(app, ["plan", "mirror", "--json"]).stdout)
-    assert plan["weights"]["source"] == "s3://acme-weights/hf"
-    assert plan["weights"]["nat_usd_per_deploy"] == 0.0
+    assert plan["weights"]["source"] == "huggingface"
+    assert plan["weights"]["nat_usd_per_deploy"] > 60
+    assert "not read by bootstrap yet" in plan["weights"]["note"]
+
+
+def test_once_bootstrap_reads_the_mirror_it_removes_the_nat_charge(monkeypatch):
+    from dsinfra import weights
+    from offline_stacks import config_of
+
+    monkeypatch.setattr(weights, "BOOTSTRAP_READS_MIRROR", True)
+    config = config_of("distributed").model_copy(update={"model_cache": "s3://acme-w/hf"})
+    found = weights.weights_download(config)
+    assert (found.source, found.through_nat, found.nat_usd_per_deploy) == \
+        ("s3://acme-w/hf", False, 0.0)
 
 
 def test_r1_fp8_on_two_p5_is_told_one_p5en_holds_it_for_less(plans):
