@@ -5,6 +5,7 @@ What differs per engine lives in bootstrap/engines/ (one module each, one regist
 
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass
 
@@ -14,6 +15,7 @@ from dsinfra.bootstrap.secrets import Secrets
 from dsinfra.config import StackConfig
 from dsinfra.errors import ConfigError, UserError
 from dsinfra.identifiers import hf_repo_id_problem, host_text_problem
+from dsinfra.recipes import Recipe, per_node_env, recipe_for
 
 UNIT_NAME = "dsinfra-engine.service"
 CONTAINER = "dsinfra-engine"
@@ -39,6 +41,13 @@ class EnginePlan:
     head_address: str
     command: tuple[str, ...] | None = None
     extra_args: tuple[str, ...] = ()
+    recipe: Recipe = Recipe("", "generic", "")
+
+    @property
+    def recipe_flags(self) -> list[str]:
+        """The recipe's flags, then the stack's extraArgs (a later flag wins in both engines'
+        argument parsers)."""
+        return [*self.recipe.flags, *self.extra_args]
 
     @property
     def openai_compatible(self) -> bool:
@@ -57,7 +66,8 @@ def engine_plan(config: StackConfig, hosts: list[HostSpec]) -> EnginePlan:
         gpu_memory_utilization=config.engine.gpu_memory_utilization,
         gpus_per_node=head.spec.gpu_count, nodes=len(hosts), head_address=head.peer_address,
         command=tuple(config.engine.command) if config.engine.command else None,
-        extra_args=tuple(config.engine.extra_args))
+        extra_args=tuple(config.engine.extra_args),
+        recipe=recipe_for(config.engine.name, config.resolved_model))
 
 
 def _check_host_values(config: StackConfig) -> None:
@@ -85,16 +95,52 @@ def engine_env(plan: EnginePlan, secrets: Secrets) -> str:
     lines = [f"DSINFRA_API_KEY={secrets.api_key}", f"API_KEY={secrets.api_key}",
              f"HF_HOME={HF_CACHE_IN_CONTAINER}", f"DSINFRA_MODEL={plan.model}"]
     lines += engine_for(plan.name).env_lines(secrets.api_key)
+    lines += [f"{name}={value}" for name, value in plan.recipe.env]
     if secrets.hf_token:
         lines += [f"HF_TOKEN={secrets.hf_token}", f"HUGGING_FACE_HUB_TOKEN={secrets.hf_token}"]
     return "\n".join(lines) + "\n"
 
 
-def efa_env(efa_interfaces: int) -> str:
-    """NCCL over EFA, per the awsome-distributed-training EFA cheat sheet."""
-    lines = ["FI_EFA_USE_DEVICE_RDMA=1", "FI_EFA_FORK_SAFE=1", "NCCL_SOCKET_IFNAME=^docker,lo,veth",
-             "NCCL_PROTO=simple", "NCCL_DEBUG=WARN", f"DSINFRA_EFA_INTERFACES={efa_interfaces}"]
+# The host's EFA user space, mounted read-only into the engine container: libfabric and its
+# efa provider under /opt/amazon/efa, the aws-ofi-nccl plugin under /opt/amazon/ofi-nccl
+# (neither the vLLM nor the SGLang image ships them: vllm-project/vllm#55635). The host's
+# copies match its EFA driver, which an image's copy may not.
+EFA_HOST_DIRS = ("/opt/amazon/efa", "/opt/amazon/ofi-nccl")
+EFA_LD_LIBRARY_PATH = ":".join([
+    "/opt/amazon/ofi-nccl/lib64", "/opt/amazon/ofi-nccl/lib/x86_64-linux-gnu",
+    "/opt/amazon/efa/lib64",
+    # What the CUDA base images of both engines set; -e replaces the image's value.
+    "/usr/local/nvidia/lib", "/usr/local/nvidia/lib64"])
+FORK_SAFE_KERNEL = (5, 15)  # from 5.15 on the kernel makes fork safe for registered memory
+
+
+def efa_env(efa_interfaces: int, kernel: str | None = None) -> str:
+    """NCCL over EFA per the EFA cheat sheet in aws-samples/awsome-distributed-training
+    (1.architectures/efa-cheatsheet.md): ``FI_PROVIDER=efa``; no ``NCCL_PROTO=simple`` (only
+    aws-ofi-nccl <= 1.5 needed it, and it turns off NCCL's low-latency protocols), no
+    ``FI_EFA_USE_DEVICE_RDMA=1`` (automatic from libfabric 1.18; the EFA installer dsinfra pins
+    and current DLAMIs ship 2.x), ``FI_EFA_FORK_SAFE=1`` only below kernel 5.15.
+    ``NCCL_DEBUG=INFO`` for the init and network subsystems only: the health step reads the
+    ``Using network`` lines to prove the plugin is used (bootstrap/nccl_log.py)."""
+    lines = ["FI_PROVIDER=efa", "NCCL_SOCKET_IFNAME=^docker,lo,veth", "NCCL_DEBUG=INFO",
+             "NCCL_DEBUG_SUBSYS=INIT,NET", f"DSINFRA_EFA_INTERFACES={efa_interfaces}"]
+    if kernel_release(kernel) < FORK_SAFE_KERNEL:
+        lines.insert(1, "FI_EFA_FORK_SAFE=1")
     return "\n".join(lines) + "\n"
+
+
+def kernel_release(kernel: str | None) -> tuple[int, int]:
+    """``uname -r``'s major and minor (``6.8.0-1031-aws`` -> (6, 8)); unknown reads as new."""
+    match = re.match(r"(\d+)\.(\d+)", kernel or "")
+    return (int(match.group(1)), int(match.group(2))) if match else (99, 0)
+
+
+def efa_docker_options() -> list[str]:
+    options = ["--env-file", EFA_ENV, "--device", "/dev/infiniband", "--cap-add", "IPC_LOCK",
+               "-e", f"LD_LIBRARY_PATH={EFA_LD_LIBRARY_PATH}"]
+    for path in EFA_HOST_DIRS:
+        options += ["-v", f"{path}:{path}:ro"]
+    return options
 
 
 def container_args(plan: EnginePlan, host: HostSpec) -> list[str]:
@@ -107,8 +153,10 @@ def run_script(plan: EnginePlan, host: HostSpec, *, cache_dir: str, efa: bool) -
     options = ["--rm", "--name", CONTAINER, "--gpus", "all", "--network", "host", "--ipc", "host",
                "--shm-size", "16g", "--ulimit", "memlock=-1", "--env-file", ENGINE_ENV,
                "-v", f"{cache_dir}:{HF_CACHE_IN_CONTAINER}"]
+    for name in per_node_env(plan.name, plan.nodes):  # VLLM_HOST_IP: this node's address
+        options += ["-e", f"{name}={host.peer_address}"]
     if efa:
-        options += ["--env-file", EFA_ENV, "--device", "/dev/infiniband", "--cap-add", "IPC_LOCK"]
+        options += efa_docker_options()
     run = " ".join(shlex.quote(a) for a in ["docker", "run", *options,
                                             *container_args(plan, host)])
     return f"#!/bin/sh\n# Written by dsinfra bootstrap; rewritten on every run.\nexec {run}\n"
@@ -117,8 +165,10 @@ def run_script(plan: EnginePlan, host: HostSpec, *, cache_dir: str, efa: bool) -
 def systemd_unit(plan: EnginePlan) -> str:
     """Restart on failure, start on boot (host network: Ray and NCCL talk to peers)."""
     return "\n".join([
+        *(f"# recipe source: {source}" for source in plan.recipe.sources),
         "[Unit]",
-        f"Description=dsinfra inference engine ({plan.name}, {plan.model})",
+        f"Description=dsinfra inference engine ({plan.name}, {plan.model}, recipe "
+        f"{plan.recipe.family})",
         "After=docker.service network-online.target",
         "Requires=docker.service",
         "",

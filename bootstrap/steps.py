@@ -18,6 +18,11 @@ def _is_head(plan) -> bool:
     return plan.host.role == "head"
 
 
+def _is_head_across_efa(plan) -> bool:
+    # Only across nodes does NCCL pick a network; inside one node it uses NVLink.
+    return _is_head(plan) and plan.engine.nodes > 1 and _has_efa(plan)
+
+
 STEPS: tuple[Step, ...] = (
     Step("cloud-init", system.cloud_init_done, system.wait_cloud_init,
          describe="wait for cloud-init to finish"),
@@ -40,6 +45,8 @@ STEPS: tuple[Step, ...] = (
          describe="the inference container as a systemd unit"),
     Step("health", engine.endpoint_healthy, engine.wait_for_endpoint, applies_to=_is_head,
          phase="health", describe="/health, /v1/models and one chat completion"),
+    Step("nccl-network", engine.nccl_over_efa, applies_to=_is_head_across_efa, phase="health",
+         describe="NCCL runs over EFA through aws-ofi-nccl, not TCP sockets"),
 )
 
 

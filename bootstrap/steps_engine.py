@@ -10,6 +10,7 @@ import time
 from importlib import resources
 
 from dsinfra.bootstrap import engine as eng
+from dsinfra.bootstrap.nccl_log import LOG_PATTERN, nccl_problem, read_nccl_network
 from dsinfra.bootstrap.plan import HostPlan, StepError
 from dsinfra.bootstrap.steps_system import cache_dir
 
@@ -134,3 +135,23 @@ def wait_for_endpoint(c, p: HostPlan) -> None:
         f"chat={answer.get('chat')}, error={answer.get('error')})",
         command=f"journalctl -u {eng.UNIT_NAME}",
         output_tail=p.secrets.redact((journal.stdout + journal.stderr).strip()[-2000:]))
+
+
+NCCL_LOG = (f"docker logs {eng.CONTAINER} 2>&1 | grep -E {shlex.quote(LOG_PATTERN)} "
+            "| tail -n 400")
+
+
+def nccl_over_efa(c, p: HostPlan) -> bool:
+    """After the endpoint answered: the engine's NCCL start-up lines (``NCCL_DEBUG=INFO`` from
+    efa.env) name the OFI plugin's Libfabric network over the efa provider; a fallback to TCP
+    sockets fails the bootstrap with the fix. The head's log holds its own ranks' lines and,
+    for vLLM, the Ray workers' (Ray forwards their output to the driver)."""
+    out = c.sh(NCCL_LOG, root=True, warn=True)
+    found = read_nccl_network(out.stdout)
+    p.facts["nccl_networks"], p.facts["nccl_providers"] = found.networks, found.providers
+    if problem := nccl_problem(found):
+        raise StepError(problem, command=f"docker logs {eng.CONTAINER}",
+                        output_tail=p.secrets.redact(out.stdout.strip()[-1500:]))
+    p.on_progress(f"NCCL network: {', '.join(found.networks)} over "
+                  f"{', '.join(found.providers)}")
+    return True

@@ -238,7 +238,8 @@ def efa_ready(c, p: HostPlan) -> bool:
     want = p.host.efa_interfaces
     if p.dlami and not _dlami_ofi_nccl(c, p):
         return False
-    return len(devices) == want and sysfs == devices and got["env"].stdout == efa_env(want)
+    return (len(devices) == want and sysfs == devices
+            and got["env"].stdout == efa_env(want, p.facts.get("kernel")))
 
 
 def install_efa(c, p: HostPlan) -> None:
@@ -266,7 +267,7 @@ def install_efa(c, p: HostPlan) -> None:
                         f"libnccl-net*.so under {AWS_OFI_NCCL_DIR}): without it NCCL falls back "
                         "to TCP sockets over EFA; dsinfra does not install or replace the "
                         "image's plugin: replace the instance", command=AWS_OFI_NCCL)
-    c.put_file(efa_env(want), EFA_ENV, mode="0644")
+    c.put_file(efa_env(want, p.facts.get("kernel")), EFA_ENV, mode="0644")
 
 
 # The aws-ofi-nccl plugin (NCCL over libfabric) that the DLAMI ships with its EFA software

@@ -75,6 +75,9 @@ def render_plan(plan) -> None:
     out.print(_cost_table(plan))
     out.print(Panel(_budget_text(plan), title="budget",
                     border_style="green" if plan.fits_budget else "bold red"))
+    out.print(_weights_text(plan.weights))
+    if advice := plan.cheaper_fit:
+        out.print(Panel(_cheaper_text(advice), title="cheaper fit", border_style="yellow"))
     for note in plan.notes:
         out.print(note, style="dim")
 
@@ -126,6 +129,28 @@ def _budget_text(plan) -> str:
         lines.append("`dsinfra up` will refuse this stack: lower nodeCount or instanceType, "
                      "set ttlHours with onExceed stop or destroy, or raise budget.amountUsd.")
     return "\n".join(lines)
+
+
+def _weights_text(weights) -> str:
+    size = f"{weights.size_gb:,.0f} GB" if weights.size_gb is not None else "size unknown"
+    text = f"weights: {weights.model} ({size}) from {weights.source}, {weights.nodes} node(s)"
+    if not weights.through_nat:
+        return text + ", no NAT data charge"
+    charge = weights.nat_usd_per_deploy
+    if charge is None:
+        return text + f" through the NAT gateway: {weights.note}"
+    return (text + f" through the NAT gateway: ${charge:,.2f} per deploy "
+            f"(${weights.nat_usd_per_gb:g}/GB); set dsinfra:modelCache to an S3 mirror to "
+            "avoid it")
+
+
+def _cheaper_text(advice) -> str:
+    now, cheaper = advice.current, advice.cheaper
+    return (f"{cheaper.nodes}x {cheaper.instance_type} also holds this model and context: "
+            f"${cheaper.hourly_usd:,.2f}/h (${cheaper.monthly_usd:,.0f}/month) against "
+            f"{now.nodes}x {now.instance_type} at ${now.hourly_usd:,.2f}/h "
+            f"(${now.monthly_usd:,.0f}/month), saving ${advice.saving_hourly_usd:,.2f}/h. "
+            "The stack is unchanged: set dsinfra:instanceType and nodeCount to use it.")
 
 
 def key_inputs(resource: dict[str, Any]) -> str:

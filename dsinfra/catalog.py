@@ -102,7 +102,8 @@ _ON_DEMAND_USD_PER_HOUR_US_EAST_1: dict[str, float] = {
 # Billable items other than instances, USD (us-east-1 public price list).
 _OTHER_PRICES_US_EAST_1: dict[str, float] = {
     "ebs_gp3_gb_month": 0.08,  # 3,000 IOPS and 125 MB/s included
-    "nat_gateway_hour": 0.045,  # plus $0.045 per GB processed, not estimated
+    "nat_gateway_hour": 0.045,  # plus $0.045 per GB processed (nat_gateway_gb)
+    "nat_gateway_gb": 0.045,  # data processed; plan prices the weights' download with it
     "public_ipv4_hour": 0.005,  # every public IPv4, Elastic or auto-assigned, since 2024-02-01
     "load_balancer_hour": 0.0225,  # Network Load Balancer hour, plus NLCUs, not estimated
 }
@@ -125,6 +126,10 @@ class RegionPrices:
     other: dict[str, Price]
 
 
+def _other_unit(key: str) -> str:
+    return "GB-month" if key.endswith("gb_month") else "GB" if key.endswith("_gb") else "hour"
+
+
 def _region_prices(region: str, source: str) -> RegionPrices:
     return RegionPrices(
         region=region,
@@ -133,7 +138,7 @@ def _region_prices(region: str, source: str) -> RegionPrices:
             for k, v in _ON_DEMAND_USD_PER_HOUR_US_EAST_1.items()
         },
         other={
-            k: Price(v, "GB-month" if k.endswith("gb_month") else "hour", PRICES_AS_OF, source)
+            k: Price(v, _other_unit(k), PRICES_AS_OF, source)
             for k, v in _OTHER_PRICES_US_EAST_1.items()
         },
     )

@@ -18,7 +18,7 @@ from dsinfra.budget import NOTIFY, ON_EXCEED, PERIODS
 from dsinfra.catalog import GPU_INSTANCE_TYPES, INSTANCE_SPECS, SUPPORTED_REGIONS
 from dsinfra.errors import ConfigError
 from dsinfra.identifiers import (aws_tag_key_problem, aws_tag_value_problem, exposure_problem,
-                                 hf_repo_id_problem, host_text_problem)
+                                 hf_repo_id_problem, host_text_problem, s3_uri_problem)
 from dsinfra.tiers import TIER_NAMES, TIERS, TierSpec
 
 # Literal[tuple] spells out the tuple's members: the names live in tiers.py and budget.py.
@@ -37,7 +37,8 @@ SSH_PORT = 22
 MAX_BUDGET_USD = 1_000_000_000
 MAX_TTL_HOURS = 24 * 365 * 10
 # Keys whose value is a number: YAML's `true` must not become 1.
-_NUMERIC_KEYS = ("nodeCount", "maxModelLen", "apiPort", "ttlHours", "rootVolumeGiB")
+_NUMERIC_KEYS = ("nodeCount", "maxModelLen", "apiPort", "ttlHours", "rootVolumeGiB",
+                 "apiIdleTimeoutS")
 _NUMERIC_BUDGET_KEYS = ("amountUsd", "warnAt")
 _NUMERIC_ENGINE_KEYS = ("port", "gpuMemoryUtilization")
 
@@ -131,6 +132,11 @@ class StackConfig(_Model):
     engine: EngineConfig = Field(default_factory=EngineConfig)
     engine_image: str | None = Field(None, alias="engineImage")
     api_port: int | None = Field(None, alias="apiPort", ge=1, le=65535)
+    # The NLB listener's TCP idle timeout (AWS allows 60-6000 s, default 350 s): a
+    # non-streaming reasoning request is silent for minutes before its first byte.
+    api_idle_timeout_s: int = Field(3600, alias="apiIdleTimeoutS", ge=60, le=6000)
+    # An S3 mirror of the weights in the stack's region (`dsinfra cache push` fills it).
+    model_cache: str | None = Field(None, alias="modelCache")
     budget: BudgetConfig
     ttl_hours: float | None = Field(None, alias="ttlHours", gt=0, le=MAX_TTL_HOURS)
     protect: bool = False
@@ -199,6 +205,13 @@ class StackConfig(_Model):
     @classmethod
     def _hf_repo_id(cls, value: str | None) -> str | None:
         if value is not None and (problem := hf_repo_id_problem(value)):
+            raise ValueError(problem)
+        return value
+
+    @field_validator("model_cache")
+    @classmethod
+    def _s3_uri(cls, value: str | None) -> str | None:
+        if value is not None and (problem := s3_uri_problem(value)):
             raise ValueError(problem)
         return value
 

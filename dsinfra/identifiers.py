@@ -92,3 +92,28 @@ def exposure_problem(cidrs: Iterable[str]) -> str | None:
                     f"address space (these cover {share:.3%}; the whole internet split into "
                     "pieces is still the whole internet)")
     return None
+
+
+# S3 bucket names (docs.aws.amazon.com, "General purpose bucket naming rules"): 3-63 of
+# lowercase letters, digits, dots and hyphens, starting and ending with a letter or digit, no
+# "..", not an IP address. The prefix: printable key characters, no "..", no leading "/".
+_S3_BUCKET = r"[a-z0-9](?:[a-z0-9.\-]{1,61})[a-z0-9]"
+_S3_URI = re.compile(rf"^s3://({_S3_BUCKET})(?:/([A-Za-z0-9!_.*'()/\-]{{0,900}}))?$")
+S3_URI_ALLOWED = ("s3://bucket/prefix (bucket: 3-63 lowercase letters, digits, . and -; "
+                  "prefix: letters, digits and ! _ . * ' ( ) / -)")
+
+
+def s3_uri_problem(uri: object) -> str | None:
+    """None when ``uri`` is an ``s3://bucket[/prefix]`` that can reach a unit file safely."""
+    if not isinstance(uri, str):
+        return S3_URI_ALLOWED
+    match = _S3_URI.match(uri)
+    if not match or ".." in uri or re.fullmatch(r"\d+\.\d+\.\d+\.\d+", match.group(1)):
+        return S3_URI_ALLOWED
+    return None
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    """(bucket, prefix without trailing slash) of a valid ``s3://`` URI."""
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    return bucket, prefix.strip("/")

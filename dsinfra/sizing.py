@@ -306,3 +306,46 @@ def check_stack_fits(config: "StackConfig", prices: dict[str, RegionPrices] | No
         "dsinfra:instanceType", f"{nodes}x {spec.name}",
         f"{shape.name} at {config.precision} with maxModelLen {config.max_model_len} does not "
         f"fit ({chosen.reason}); choose {alternative}")
+
+
+@dataclass(frozen=True)
+class CheaperFit:
+    """The stack's own size and a cheaper one that also holds its model and context."""
+
+    current: Candidate
+    cheaper: Candidate
+
+    @property
+    def saving_hourly_usd(self) -> float:
+        return round(self.current.hourly_usd - self.cheaper.hourly_usd, 4)
+
+    def to_dict(self) -> dict[str, Any]:
+        def shown(c: Candidate) -> dict[str, Any]:
+            return {"instance_type": c.instance_type, "nodes": c.nodes,
+                    "hourly_usd": c.hourly_usd, "monthly_usd": c.monthly_usd,
+                    "tensor_parallel": c.tensor_parallel,
+                    "pipeline_parallel": c.pipeline_parallel}
+        return {"current": shown(self.current), "cheaper": shown(self.cheaper),
+                "saving_hourly_usd": self.saving_hourly_usd,
+                "saving_monthly_usd": round(self.saving_hourly_usd * HOURS_PER_MONTH, 2)}
+
+
+def cheaper_fit(config: "StackConfig", prices: dict[str, RegionPrices] | None = None
+                ) -> CheaperFit | None:
+    """A configuration the sizer finds cheaper per hour for the stack's model, precision and
+    maxModelLen (native precision preferred, as ``recommend``); None when the stack is already
+    the cheapest, or its model cannot be sized offline. Advice only: the stack is unchanged."""
+    try:
+        shape = resolve_model(config.resolved_model)
+    except UserError:
+        return None
+    current = evaluate(shape, INSTANCE_SPECS[config.resolved_instance_type], config.precision,
+                       config.resolved_node_count, context=config.max_model_len,
+                       region=config.region, prices=prices)
+    sizing = size_model(config.resolved_model, config.precision, config.max_model_len, 1,
+                        region=config.region, prices=prices)
+    # Across nodes only where the tier attaches EFA: elsewhere NCCL would run over TCP.
+    best = recommend([c for c in sizing.candidates if c.nodes == 1 or config.tier_spec.efa])
+    if best is None or not current.fits or best.hourly_usd >= current.hourly_usd:
+        return None
+    return CheaperFit(current=current, cheaper=best)

@@ -52,6 +52,7 @@ class ApiLoadBalancer(pulumi.ComponentResource):
                 matcher="200", interval=15, healthy_threshold=2, unhealthy_threshold=3),
             tags=merge_tags(name, config), opts=child)
         lb.Listener(name, load_balancer_arn=self.load_balancer.arn, port=port, protocol="TCP",
+                    tcp_idle_timeout_seconds=config.api_idle_timeout_s,
                     default_actions=[lb.ListenerDefaultActionArgs(
                         type="forward", target_group_arn=target_group.arn)],
                     tags=merge_tags(name, config), opts=child)

@@ -24,8 +24,9 @@ LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
 NAT_GATEWAY = "aws:ec2/natGateway:NatGateway"
 EIP = "aws:ec2/eip:Eip"
 LOAD_BALANCER = "aws:lb/loadBalancer:LoadBalancer"
-NOT_ESTIMATED = ("Not estimated: data processed by the NAT gateway ($/GB) and load balancer "
-                 "capacity units, data transfer out, S3 requests.")
+NOT_ESTIMATED = ("Not estimated: data processed by the NAT gateway ($/GB) other than the "
+                 "weights' download (shown under weights), load balancer capacity units, data "
+                 "transfer out, S3 requests.")
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,7 @@ class Plan:
     items: list[LineItem]
     outputs: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=lambda: [NOT_ESTIMATED])
+    containers: list[dict[str, Any]] = field(default_factory=list)  # per node role
 
     @property
     def hourly_usd(self) -> float:
@@ -164,6 +166,20 @@ class Plan:
     def fits_budget(self) -> bool:
         return self.budget_fit.fits
 
+    @property
+    def weights(self):
+        """Where each node's weights come from, their size and the NAT data charge."""
+        from dsinfra.weights import weights_download
+
+        return weights_download(self.config)
+
+    @property
+    def cheaper_fit(self):
+        """A cheaper size that holds the same model and context (advice; stack unchanged)."""
+        from dsinfra.sizing import cheaper_fit
+
+        return cheaper_fit(self.config)
+
     def to_json(self) -> dict[str, Any]:
         budget, fit = self.config.budget, self.budget_fit
         return {
@@ -183,6 +199,9 @@ class Plan:
                        "compared_hours": fit.window_hours, "running_hours": fit.running_hours,
                        "compared_usd": round(fit.compared_usd, 2), "fits": fit.fits},
             "outputs": self.outputs,
+            "containers": self.containers,
+            "weights": self.weights.to_dict(),
+            "cheaper_fit": fit_advice.to_dict() if (fit_advice := self.cheaper_fit) else None,
         }
 
 
@@ -207,7 +226,8 @@ def build_plan(stack: str, *, live: bool = False, project_dir: Path | None = Non
         resources = [{**r.as_dict(), "parent": r.parent} for r in run.resources]
         outputs = run.outputs
     return Plan(config=config, offline=not live, resources=resources,
-                items=price_resources(resources, config.region), outputs=outputs)
+                items=price_resources(resources, config.region), outputs=outputs,
+                containers=engine_containers(config, outputs))
 
 
 def plan_for_config(config: StackConfig) -> Plan:
@@ -217,7 +237,21 @@ def plan_for_config(config: StackConfig) -> Plan:
     run = _run_offline(config.stack, values)
     resources = [{**r.as_dict(), "parent": r.parent} for r in run.resources]
     return Plan(config=config, offline=True, resources=resources,
-                items=price_resources(resources, config.region), outputs=run.outputs)
+                items=price_resources(resources, config.region), outputs=run.outputs,
+                containers=engine_containers(config, run.outputs))
+
+
+def engine_containers(config: StackConfig, outputs: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each node role's engine container as bootstrap will render it; empty without the
+    nodes' outputs (``--live``: a preview has no outputs)."""
+    from dsinfra.bootstrap.containers import containers
+    from dsinfra.bootstrap.hosts import hosts_from_outputs
+    from dsinfra.outputs import StackOutputs
+
+    if not outputs.get("nodes"):
+        return []
+    return containers(config, hosts_from_outputs(StackOutputs.from_dict(outputs),
+                                                 key_path=None))
 
 
 def _run_offline(stack: str, values: dict[str, Any]):

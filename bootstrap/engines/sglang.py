@@ -22,7 +22,7 @@ def _sglang_script(plan, host) -> str:
             "--served-model-name", plan.model, "--host", "0.0.0.0", "--port", str(plan.port),
             "--tp", str(plan.gpus_per_node * plan.nodes),
             "--mem-fraction-static", f"{plan.gpu_memory_utilization:g}",
-            "--context-length", str(plan.max_model_len), *plan.extra_args]
+            "--context-length", str(plan.max_model_len), *plan.recipe_flags]
     if plan.nodes > 1:
         args += ["--nnodes", str(plan.nodes), "--node-rank", str(host.node_rank),
                  "--dist-init-addr", f"{plan.head_address}:{SGLANG_DIST_PORT}"]

@@ -30,7 +30,7 @@ def _vllm_serve_args(plan) -> list[str]:
             "--max-model-len", str(plan.max_model_len)]
     if plan.nodes > 1:
         args += ["--distributed-executor-backend", "ray"]
-    return args + list(plan.extra_args)
+    return args + plan.recipe_flags
 
 
 def _vllm_ray_script(plan, host) -> str:

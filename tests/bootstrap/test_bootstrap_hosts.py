@@ -42,7 +42,7 @@ def test_fresh_plain_ubuntu_host_gets_everything_applied_and_serves(lab, tmp_pat
         "efa": "skipped", "gpu-probe": "verified", "docker": "applied",
         "container-gpus": "verified", "model-cache": "applied", "engine-image": "applied",
         "engine": "applied",
-        "health": "applied"}
+        "health": "applied", "nccl-network": "skipped"}
     state = host.state()
     assert state["boot"] == 2, "the driver install rebooted the host once"
     assert state["packages"]["cuda-drivers-570"] and "cuda-toolkit-12-8" in state["held"]
@@ -234,7 +234,7 @@ def test_p4d_gets_fabric_manager_efa_and_a_raid0_cache(lab, tmp_path, options):
     uuid = state["filesystems"]["/dev/md0"]["uuid"]
     assert f"UUID={uuid} /opt/dsinfra/cache ext4" in (host.root / "fs/fstab").read_text()
     assert (host.root / "fs/opt/dsinfra/etc/efa.env").read_text().startswith(
-        "FI_EFA_USE_DEVICE_RDMA=1")
+        "FI_PROVIDER=efa\n")
     run_script = (host.root / "fs/opt/dsinfra/etc/engine-run.sh").read_text()
     assert "--tensor-parallel-size 8" in run_script and "--max-model-len 16384" in run_script
     assert "--device /dev/infiniband" in run_script

@@ -36,6 +36,7 @@ from lifecycle.fakes import StubbedFactory  # noqa: E402
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
 OFFICE = "203.0.113.0/24"
+NCCL_OFI_LOG = PROJECT_DIR / "tests" / "fixtures" / "nccl" / "ofi-efa-libfabric.log"
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,8 @@ def test_up_reaches_a_healthy_endpoint_on_hosts_built_from_the_offline_plan(
     hosts = [lab.fresh(f"{tier}{i}" if bastion else "single", node.instance_type,
                        dlami=node.dlami, efa_interfaces=node.efa_interfaces, behind=bastion)
              for i, node in enumerate(planned)]
+    for host in hosts:  # the engine's NCCL lines, recorded on 2x p5en (tests/fixtures/nccl)
+        host.set_profile(nccl_log=str(NCCL_OFI_LOG))
     engine = TwinEngine(run.outputs, hosts, bastion, config.engine_port)
 
     def bootstrap(config, outputs, *, ssh_key_path, trust_on_first_use, progress):
@@ -145,6 +148,8 @@ def test_up_reaches_a_healthy_endpoint_on_hosts_built_from_the_offline_plan(
     efa_step = {h.host: {s.step: s.status for s in h.steps}["efa"] for h in report.hosts}
     want = "skipped" if planned[0].efa_interfaces == 0 else "applied"
     assert set(efa_step.values()) == {want}
+    nccl = {s.step: s.status for s in report.hosts[0].steps}["nccl-network"]
+    assert nccl == ("verified" if tier == "distributed" else "skipped")
     expected = {"dev": ("g5.2xlarge", 0, 1), "prod": ("p4d.24xlarge", 0, 1),
                 "distributed": ("p5.48xlarge", 32, 2)}[tier]
     assert (planned[0].instance_type, planned[0].efa_interfaces, len(planned)) == expected

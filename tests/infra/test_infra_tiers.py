@@ -85,6 +85,13 @@ def test_prod_spans_two_zones_with_private_nodes_nat_bastion_nlb_and_s3_endpoint
     assert run.outputs["bastion"]
 
 
+def test_listener_idle_timeout_defaults_to_an_hour_for_long_reasoning_answers(runs):
+    # AWS's own default is 350 s: a non-streaming R1 answer that thinks longer is cut.
+    for stack in ("prod", "distributed"):
+        (listener,) = runs[stack].of_type("aws:lb/listener:Listener")
+        assert listener.inputs["tcpIdleTimeoutSeconds"] == 3600
+
+
 def test_prod_load_balancer_is_internal_without_api_cidrs(runs):
     (nlb,) = runs["prod"].of_type(LB)
     assert nlb.inputs["loadBalancerType"] == "network" and nlb.inputs["internal"] is True
@@ -101,6 +108,7 @@ def test_prod_load_balancer_checks_engine_health_and_reaches_every_node(runs):
                                                                  "traffic-port")
     (listener,) = run.of_type("aws:lb/listener:Listener")
     assert listener.inputs["port"] == 8000
+    assert listener.inputs["tcpIdleTimeoutSeconds"] == 6000  # the stack's apiIdleTimeoutS
     assert _count(run, "aws:lb/targetGroupAttachment:TargetGroupAttachment") == 3
     (nlb,) = run.of_type(LB)
     assert nlb.inputs["internal"] is False and nlb.inputs["securityGroups"]

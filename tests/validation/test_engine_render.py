@@ -25,7 +25,17 @@ def test_a_model_id_with_a_newline_never_reaches_the_unit_file():
 def test_a_clean_config_renders_one_description_line():
     unit = systemd_unit(engine_plan(CONFIG, HOSTS))
     assert [line for line in unit.splitlines() if line.startswith("Description=")] == [
-        "Description=dsinfra inference engine (vllm, deepseek-ai/DeepSeek-R1-Distill-Qwen-7B)"]
+        "Description=dsinfra inference engine (vllm, deepseek-ai/DeepSeek-R1-Distill-Qwen-7B, "
+        "recipe deepseek-r1-distill)"]
+
+
+@pytest.mark.parametrize("model_cache", ["s3://b/x\nExecStart=/bin/id", "s3://Bucket/p",
+                                         "s3://bucket/../etc", "https://bucket/p", "s3://1.2.3.4/p"])
+def test_a_model_cache_uri_outside_the_s3_grammar_is_refused(model_cache):
+    with pytest.raises(ConfigError) as caught:
+        parse_stack_config("s", {"tier": "dev", "budget": {"amountUsd": 100},
+                                 "modelCache": model_cache})
+    assert caught.value.key == "dsinfra:modelCache" and "s3://bucket/prefix" in str(caught.value)
 
 
 def test_extra_args_with_a_newline_are_refused_before_rendering():

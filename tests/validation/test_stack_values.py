@@ -50,6 +50,9 @@ runner = CliRunner()
     ({"expiresAt": "9999-12-31T23:59:59Z"}, "dsinfra:expiresAt"),
     ({"nodeCount": True}, "dsinfra:nodeCount"),
     ({"maxModelLen": 1e300}, "dsinfra:maxModelLen"),
+    ({"apiIdleTimeoutS": 59}, "dsinfra:apiIdleTimeoutS"),   # below the NLB's 60-6000 s
+    ({"apiIdleTimeoutS": 6001}, "dsinfra:apiIdleTimeoutS"),
+    ({"apiIdleTimeoutS": True}, "dsinfra:apiIdleTimeoutS"),
 ])
 def test_dangerous_values_from_the_issue_are_refused(override, key):
     with pytest.raises(ConfigError) as caught:

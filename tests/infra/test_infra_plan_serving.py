@@ -1,0 +1,137 @@
+"""Issue 15 in `dsinfra plan`: each node role's engine container (`containers`), the weights'
+download and its NAT charge (`weights`), and cheaper-fit advice (`cheaper_fit`)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from dsinfra.cli.main import app
+from offline_stacks import PROJECT_DIR, SHIPPED, stack_values
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def plans() -> dict[str, dict]:
+    out = {}
+    for stack in SHIPPED:
+        result = runner.invoke(app, ["plan", stack, "--json"],
+                               env={"DSINFRA_PROJECT_DIR": str(PROJECT_DIR)})
+        assert result.exit_code == 0, result.output
+        out[stack] = json.loads(result.stdout)
+    return out
+
+
+def _project_with(tmp_path, name: str, values: dict):
+    shutil.copy(PROJECT_DIR / "Pulumi.yaml", tmp_path / "Pulumi.yaml")
+    (tmp_path / "stacks").mkdir()
+    (tmp_path / "stacks" / f"Pulumi.{name}.yaml").write_text(yaml.safe_dump(
+        {"config": {f"dsinfra:{k}": v for k, v in values.items()}}))
+    return tmp_path
+
+
+@pytest.mark.parametrize("stack", SHIPPED)
+def test_every_role_has_image_command_env_names_mounts_and_ports(plans, stack):
+    for entry in plans[stack]["containers"]:
+        assert {"image", "command", "env", "mounts", "ports"} <= set(entry)
+        assert entry["image"].startswith("vllm/vllm-openai:")
+        assert all("=" not in name for name in entry["env"])  # names only
+        assert {"target": "/root/.cache/huggingface", "source": "MODEL_CACHE_DIR",
+                "read_only": False} in entry["mounts"]
+
+
+def test_no_secret_value_reaches_the_plan(plans, monkeypatch):
+    text = json.dumps(plans["distributed"]["containers"])
+    assert "DSINFRA_API_KEY" in text and "VLLM_API_KEY" in text
+    assert "=x" not in text and '"x"' not in text  # the placeholder values are dropped
+
+
+def test_distributed_has_a_head_and_a_worker_over_efa_with_the_r1_recipe(plans):
+    head, worker = plans["distributed"]["containers"]
+    assert (head["role"], worker["role"]) == ("head", "worker")
+    assert head["recipe"]["flags"] == ["--trust-remote-code", "--enable-expert-parallel",
+                                       "--reasoning-parser", "deepseek_r1"]
+    assert "--enable-expert-parallel" in head["command"][-1]  # the Ray head's bash -c script
+    for entry in (head, worker):
+        assert {"VLLM_HOST_IP", "LD_LIBRARY_PATH", "FI_PROVIDER", "NCCL_DEBUG"} <= \
+            set(entry["env"])
+        assert {"source": "/opt/amazon/ofi-nccl", "target": "/opt/amazon/ofi-nccl",
+                "read_only": True} in entry["mounts"]
+        assert entry["devices"] == ["/dev/infiniband"]
+    assert [p["port"] for p in head["ports"]] == [8000, 6379]
+
+
+def test_dev_is_one_head_without_efa(plans):
+    (head,) = plans["dev"]["containers"]
+    assert head["command"][-2:] == ["--reasoning-parser", "deepseek_r1"]
+    assert not any(m["source"].startswith("/opt/amazon") for m in head["mounts"])
+
+
+def test_private_tier_prices_the_weights_through_the_nat_gateway(plans):
+    weights = plans["distributed"]["weights"]
+    assert weights["through_nat"] and weights["nodes"] == 2
+    assert weights["nat_usd_per_gb"] == 0.045
+    assert 600 < weights["size_gb"] < 720  # R1 is published in FP8: ~one byte a parameter
+    assert weights["nat_usd_per_deploy"] == pytest.approx(
+        weights["size_gb"] * 2 * 0.045, abs=0.01)
+    assert plans["dev"]["weights"]["through_nat"] is False  # public subnet: no NAT
+
+
+def test_a_mirror_bootstrap_does_not_read_yet_still_prices_the_nat_charge(
+        monkeypatch, tmp_path):
+    # Money fails safe: the mirror saves nothing until bootstrap copies from it.
+    values = {**stack_values("distributed"), "modelCache": "s3://acme-weights/hf"}
+    monkeypatch.setenv("DSINFRA_PROJECT_DIR", str(_project_with(tmp_path, "mirror", values)))
+    plan = json.loads(runner.invoke(app, ["plan", "mirror", "--json"]).stdout)
+    assert plan["weights"]["source"] == "huggingface"
+    assert plan["weights"]["nat_usd_per_deploy"] > 60
+    assert "not read by bootstrap yet" in plan["weights"]["note"]
+
+
+def test_once_bootstrap_reads_the_mirror_it_removes_the_nat_charge(monkeypatch):
+    from dsinfra import weights
+    from offline_stacks import config_of
+
+    monkeypatch.setattr(weights, "BOOTSTRAP_READS_MIRROR", True)
+    config = config_of("distributed").model_copy(update={"model_cache": "s3://acme-w/hf"})
+    found = weights.weights_download(config)
+    assert (found.source, found.through_nat, found.nat_usd_per_deploy) == \
+        ("s3://acme-w/hf", False, 0.0)
+
+
+def test_r1_fp8_on_two_p5_is_told_one_p5en_holds_it_for_less(plans):
+    advice = plans["distributed"]["cheaper_fit"]
+    assert advice["current"] == {**advice["current"], "instance_type": "p5.48xlarge",
+                                 "nodes": 2, "hourly_usd": 110.08}
+    assert advice["cheaper"]["instance_type"] == "p5en.48xlarge"
+    assert advice["cheaper"]["nodes"] == 1 and advice["cheaper"]["hourly_usd"] == 63.296
+    assert advice["saving_hourly_usd"] == pytest.approx(110.08 - 63.296, abs=1e-3)
+
+
+def test_cheaper_fit_is_shown_in_the_table_and_the_stack_is_unchanged(monkeypatch):
+    monkeypatch.setenv("DSINFRA_PROJECT_DIR", str(PROJECT_DIR))
+    before = (PROJECT_DIR / "stacks" / "Pulumi.distributed.yaml").read_text()
+    result = runner.invoke(app, ["plan", "distributed"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "1x p5en.48xlarge also holds" in result.stdout and "$63.30/h" in result.stdout
+    assert "2x p5.48xlarge at $110.08/h" in result.stdout
+    assert "through the NAT gateway" in result.stdout
+    assert (PROJECT_DIR / "stacks" / "Pulumi.distributed.yaml").read_text() == before
+
+
+def test_a_stack_already_at_its_cheapest_gets_no_advice(monkeypatch, tmp_path):
+    values = {**stack_values("distributed"), "instanceType": "p5en.48xlarge", "nodeCount": 1}
+    monkeypatch.setenv("DSINFRA_PROJECT_DIR", str(_project_with(tmp_path, "cheap", values)))
+    result = runner.invoke(app, ["plan", "cheap", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["cheaper_fit"] is None
+
+
+def test_a_tier_without_efa_is_never_advised_to_split_across_nodes(plans):
+    advice = plans["prod"]["cheaper_fit"]  # prod attaches no EFA: one node per replica
+    assert advice is None or advice["cheaper"]["nodes"] == 1
