@@ -294,6 +294,7 @@ def check_stack_fits(config: "StackConfig", prices: dict[str, RegionPrices] | No
     chosen = evaluate(shape, spec, config.precision, nodes, context=config.max_model_len,
                       region=config.region, prices=prices)
     if chosen.fits:
+        check_fallback_fits(config, shape, prices)
         return
     sizing = size_model(config.resolved_model, config.precision, config.max_model_len, 1,
                         region=config.region, prices=prices)
@@ -309,3 +310,22 @@ def check_stack_fits(config: "StackConfig", prices: dict[str, RegionPrices] | No
         "dsinfra:instanceType", f"{nodes}x {spec.name}",
         f"{shape.name} at {config.precision} with maxModelLen {config.max_model_len} does not "
         f"fit ({chosen.reason}); choose {alternative}")
+
+
+def check_fallback_fits(config: "StackConfig", shape: ModelShape,
+                        prices: dict[str, RegionPrices] | None = None) -> None:
+    """Every ``dsinfra:fallback`` alternative must hold the model at maxModelLen too, and run
+    past one node only on a type with EFA: ``up`` may land on any of them unattended."""
+    for index, alt in enumerate(config.fallback):
+        spec = INSTANCE_SPECS[alt.instance_type]
+        key, value = f"dsinfra:fallback.{index}", f"{alt.node_count}x {spec.name}"
+        if alt.node_count > 1 and spec.efa_interfaces == 0:
+            raise ConfigError(key, value, f"nodeCount 1 for {spec.name} (no EFA, so it serves "
+                              "from one node), or an instance type with EFA")
+        fit = evaluate(shape, spec, config.precision, alt.node_count,
+                       context=config.max_model_len, region=config.region, prices=prices)
+        if not fit.fits:
+            raise ConfigError(key, value, f"an alternative that holds {shape.name} at "
+                              f"{config.precision} with maxModelLen {config.max_model_len}; "
+                              f"this one does not ({fit.reason}); `dsinfra size` lists those "
+                              "that do")
