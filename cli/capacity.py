@@ -1,0 +1,60 @@
+"""``dsinfra capacity offers``: EC2 Capacity Block offerings and their upfront prices."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from dsinfra.cli.options import TYPER_OPTIONS
+
+app = typer.Typer(**TYPER_OPTIONS)  # added to the root by cli/main.py
+
+capacity_app = typer.Typer(help="EC2 Capacity Blocks for ML: offerings and prices.",
+                           **TYPER_OPTIONS)
+app.add_typer(capacity_app, name="capacity")
+
+
+@capacity_app.command("offers")
+def offers_command(
+    instance_type: str = typer.Option(..., "--instance-type", help="e.g. p5.48xlarge"),
+    count: int = typer.Option(..., "--count", help="Instances, 1 to 64."),
+    duration: int = typer.Option(..., "--duration", help="Hours: whole days up to 14 days, "
+                                 "whole weeks up to 182 days."),
+    region: Optional[list[str]] = typer.Option(None, "--region", help="Region(s); default "
+                                               "$DSINFRA_REGIONS or the catalog's."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """The Capacity Block offerings for COUNT x INSTANCE_TYPE over DURATION hours."""
+    from dsinfra.ops.capacity import capacity_offers
+    from dsinfra.ops.local import resolve_regions
+
+    rows = capacity_offers(instance_type, count, duration, resolve_regions(region))
+    if as_json:
+        from dsinfra.cli.output import print_json
+
+        print_json({"instance_type": instance_type, "count": count, "duration_hours": duration,
+                    "offerings": rows})
+        return
+    _print(rows)
+
+
+def _print(rows: list[dict]) -> None:
+    from rich.table import Table
+
+    from dsinfra.cli.output import console
+
+    out = console()
+    if not rows:
+        out.print("No Capacity Block offering matches; try another duration, count or region.")
+        return
+    table = Table("offering", "zone", "start (UTC)", "end (UTC)", "upfront $", "$/inst-h")
+    for column in table.columns:
+        column.no_wrap = column.header != "offering"
+    for r in rows:
+        table.add_row(r["offering_id"], r["availability_zone"],
+                      r["start"].strftime("%m-%d %H:%M"), r["end"].strftime("%m-%d %H:%M"),
+                      f"{r['upfront_usd']:,.2f}", f"{r['usd_per_instance_hour']:,.2f}")
+    out.print(table)
+    out.print(f"{rows[0]['count']}x {rows[0]['instance_type']}; prices in "
+              f"{rows[0]['currency']}, paid up front at purchase.")
