@@ -39,6 +39,47 @@ def offers_command(
     _print(rows)
 
 
+@capacity_app.command("buy")
+def buy_command(
+    offering: str = typer.Argument(..., help="An offering id (cb-...) from `capacity offers`."),
+    instance_type: str = typer.Option(..., "--instance-type", help="As asked in `offers`."),
+    count: int = typer.Option(..., "--count", help="As asked in `offers`."),
+    duration: int = typer.Option(..., "--duration", help="As asked in `offers`."),
+    region: str = typer.Option(..., "--region", help="The offering's region."),
+    price: Optional[str] = typer.Option(None, "--price", help="The upfront fee in USD, typed "
+                                        "without a terminal (it must match)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Buy a Capacity Block: only after you type its upfront price; audited."""
+    from dsinfra.cli.output import console
+    from dsinfra.ops.capacity import buy, find_offering
+
+    found = find_offering(offering, instance_type, count, duration, region)
+    out = console(stderr=as_json)
+    out.print(f"{found['count']}x {found['instance_type']} in {found['availability_zone']}, "
+              f"{found['start']:%Y-%m-%d %H:%M} to {found['end']:%Y-%m-%d %H:%M} UTC: "
+              f"${found['upfront_usd']:,.2f} paid up front, not refundable.")
+    if price is None:
+        from dsinfra.cli.confirm import typed_confirmation
+
+        price = typed_confirmation("Type the upfront price in USD to buy it",
+                                   command="dsinfra capacity buy")
+    bought = buy(found, price, audit=_audit_sink())
+    if as_json:
+        from dsinfra.cli.output import print_json
+
+        print_json(bought)
+        return
+    out.print(f"bought: capacity reservation {bought['capacity_reservation_id']} "
+              f"({bought['state']}); set dsinfra:capacityReservationId to use it")
+
+
+def _audit_sink():
+    from dsinfra.ops.local import audit_log
+
+    return audit_log().append
+
+
 def _print(rows: list[dict]) -> None:
     from rich.table import Table
 

@@ -76,3 +76,63 @@ def _row(offering: dict[str, Any], region: str) -> dict[str, Any]:
             "duration_hours": hours, "upfront_usd": upfront,
             "currency": offering.get("CurrencyCode", "USD"),
             "usd_per_instance_hour": round(upfront / (count * hours), 4) if hours else None}
+
+
+OFFERING_ID = r"^cb-[0-9a-z]{8,32}$"
+PLATFORM = "Linux/UNIX"  # the DLAMI is Ubuntu
+
+
+def find_offering(offering_id: str, instance_type: str, count: int, duration_h: int,
+                  region: str, factory: ClientFactory | None = None) -> dict[str, Any]:
+    """The offering as AWS lists it now (its price is what the user must type)."""
+    import re
+
+    if not re.match(OFFERING_ID, offering_id):
+        raise UserError(f"invalid value for OFFERING: {offering_id!r}; allowed: a Capacity "
+                        "Block offering id (cb-...) from `dsinfra capacity offers`")
+    for row in capacity_offers(instance_type, count, duration_h, [region], factory):
+        if row["offering_id"] == offering_id:
+            return row
+    raise UserError(f"offering {offering_id} is not offered now for {count}x {instance_type}, "
+                    f"{duration_h} h in {region}; nothing was bought",
+                    hint="Run `dsinfra capacity offers` again: offerings change.")
+
+
+def typed_price_matches(typed: str, upfront_usd: float) -> bool:
+    """'1900.80', '1,900.80' or '$1,900.80' for an upfront fee of 1900.80 (to the cent)."""
+    from decimal import Decimal, InvalidOperation
+
+    cleaned = typed.strip().lstrip("$").replace(",", "")
+    try:
+        return Decimal(cleaned).quantize(Decimal("0.01")) == Decimal(
+            str(upfront_usd)).quantize(Decimal("0.01"))
+    except InvalidOperation:
+        return False
+
+
+def buy(offering: dict[str, Any], typed_price: str, *, factory: ClientFactory | None = None,
+        audit: Callable[..., Any] = lambda kind, **fields: None) -> dict[str, Any]:
+    """Purchase ``offering`` only when ``typed_price`` is its upfront fee; audited before and
+    after the call, so a crash in between still leaves the intent on record."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    if not typed_price_matches(typed_price, offering["upfront_usd"]):
+        raise UserError(f"the price typed ({typed_price!r}) is not the offering's upfront fee "
+                        f"${offering['upfront_usd']:,.2f}; nothing was bought")
+    fields = {"offering_id": offering["offering_id"], "region": offering["region"],
+              "instance_type": offering["instance_type"], "count": offering["count"],
+              "upfront_usd": offering["upfront_usd"]}
+    audit("capacity.buy.intent", **fields)
+    try:
+        answer = (factory or _client)("ec2", offering["region"]).purchase_capacity_block(
+            CapacityBlockOfferingId=offering["offering_id"], InstancePlatform=PLATFORM)
+    except (BotoCoreError, ClientError) as exc:
+        audit("capacity.buy.result", result="failed", error=str(exc), **fields)
+        raise CloudError(f"PurchaseCapacityBlock failed: {exc}",
+                         hint="Nothing was bought if AWS refused; check "
+                              "`aws ec2 describe-capacity-reservations`.") from None
+    reservation = answer.get("CapacityReservation") or {}
+    bought = {"capacity_reservation_id": reservation.get("CapacityReservationId"),
+              "state": reservation.get("State"), **fields}
+    audit("capacity.buy.result", result="bought", **bought)
+    return bought

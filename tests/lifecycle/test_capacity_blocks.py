@@ -101,3 +101,77 @@ def test_cli_table_and_json(monkeypatch):
     bad = CliRunner().invoke(app, ["capacity", "offers", "--instance-type", "p5.48xlarge",
                                    "--count", "2", "--duration", "25"])
     assert bad.exit_code == 2 and "--duration" in bad.output
+
+
+def _buy_factory(offer: list[dict], purchase: dict | None):
+    """Offerings, then PurchaseCapacityBlock (not in moto: Stubber; the CapacityReservation
+    members are those of botocore's ec2 service model)."""
+    ec2 = boto3.client("ec2", region_name="us-east-1", aws_access_key_id="x",
+                       aws_secret_access_key="x", endpoint_url="http://127.0.0.1:9")
+    stub = Stubber(ec2)
+    stub.add_response("describe_capacity_block_offerings", {"CapacityBlockOfferings": offer},
+                      {"InstanceType": "p5.48xlarge", "InstanceCount": 2,
+                       "CapacityDurationHours": 24})
+    if purchase is not None:
+        stub.add_response("purchase_capacity_block", purchase,
+                          {"CapacityBlockOfferingId": "cb-0aaaaaaaaaaaaaaa1",
+                           "InstancePlatform": "Linux/UNIX"})
+    stub.activate()
+    return (lambda service, region=None: ec2), stub
+
+
+PURCHASE = {"CapacityReservation": {
+    "CapacityReservationId": "cr-0123456789abcdef0", "InstanceType": "p5.48xlarge",
+    "AvailabilityZone": "us-east-1a", "TotalInstanceCount": 2, "State": "payment-pending",
+    "ReservationType": "capacity-block", "StartDate": START.replace(day=5),
+    "EndDate": START.replace(day=6)}}
+BUY = ["capacity", "buy", "cb-0aaaaaaaaaaaaaaa1", "--instance-type", "p5.48xlarge", "--count",
+       "2", "--duration", "24", "--region", "us-east-1"]
+
+
+@pytest.fixture
+def audit_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("DSINFRA_STATE_DIR", str(tmp_path))
+    return tmp_path
+
+
+def _records(audit_dir):
+    from dsinfra.cloud.audit import AuditLog
+
+    return [r for r in AuditLog(audit_dir / "audit.jsonl").records()[0]]
+
+
+def test_buy_needs_the_typed_price_and_is_audited(monkeypatch, audit_dir):
+    offer = [_offering("cb-0aaaaaaaaaaaaaaa1", "us-east-1a", 5, "1900.80")]
+    factory, stub = _buy_factory(offer, PURCHASE)
+    monkeypatch.setattr(capacity, "_client", factory)
+    result = CliRunner().invoke(app, [*BUY, "--price", "$1,900.80", "--json"])
+    assert result.exit_code == 0, result.output
+    stub.assert_no_pending_responses()
+    assert json.loads(result.stdout)["capacity_reservation_id"] == "cr-0123456789abcdef0"
+    kinds = [(r["kind"], r.get("result")) for r in _records(audit_dir)]
+    assert kinds == [("capacity.buy.intent", None), ("capacity.buy.result", "bought")]
+
+
+def test_a_wrong_price_buys_nothing(monkeypatch, audit_dir):
+    offer = [_offering("cb-0aaaaaaaaaaaaaaa1", "us-east-1a", 5, "1900.80")]
+    factory, stub = _buy_factory(offer, None)  # a purchase call would find no response
+    monkeypatch.setattr(capacity, "_client", factory)
+    result = CliRunner().invoke(app, [*BUY, "--price", "1900"])
+    assert result.exit_code == 2 and "nothing was bought" in result.output
+    assert _records(audit_dir) == []
+
+
+def test_buy_without_a_terminal_or_price_refuses(monkeypatch, audit_dir):
+    offer = [_offering("cb-0aaaaaaaaaaaaaaa1", "us-east-1a", 5, "1900.80")]
+    factory, _ = _buy_factory(offer, None)
+    monkeypatch.setattr(capacity, "_client", factory)
+    result = CliRunner().invoke(app, BUY)
+    assert result.exit_code == 2 and "not a terminal" in result.output
+
+
+def test_buy_of_an_offering_no_longer_listed_buys_nothing(monkeypatch, audit_dir):
+    factory, _ = _buy_factory([], None)
+    monkeypatch.setattr(capacity, "_client", factory)
+    result = CliRunner().invoke(app, [*BUY, "--price", "1900.80"])
+    assert result.exit_code == 2 and "is not offered now" in result.output
