@@ -154,7 +154,8 @@ def _print_attempts(attempts, as_json: bool = False, stack: str = "") -> None:
     table.columns[0].no_wrap = True
     for attempt in attempts:
         said = "; ".join(x for x in (attempt.message, attempt.cleanup) if x)
-        table.add_row(f"{attempt.nodes}x {attempt.instance_type}",
+        table.add_row(f"{attempt.nodes}x {attempt.instance_type}"
+                      + (" spot" if attempt.spot else ""),
                       attempt.availability_zone or attempt.region, attempt.outcome, said)
     console(stderr=True).print(table)
 
@@ -173,6 +174,7 @@ def _print_result(config, result, as_json: bool) -> None:
                     "attempts": result.attempts, "nodes": result.outputs.nodes,
                     "instance_type": result.instance_type, "node_count": result.node_count,
                     "region": result.region, "parallelism": result.parallelism,
+                    "notes": result.notes,
                     "api_key_command": key_command, "curl": curl})
         return
     from dsinfra.cli.output import console
@@ -183,6 +185,8 @@ def _print_result(config, result, as_json: bool) -> None:
     out.print(f"[bold green]{config.stack} is up[/bold green]: {len(result.outputs.nodes)}x "
               f"{result.instance_type or config.resolved_instance_type} in {result.region}, "
               f"{result.parallelism}, about ${result.monthly_usd:,.0f}/month")
+    for note in result.notes:
+        out.print(f"note: {note}", soft_wrap=True)
     out.print(f"endpoint: {result.outputs.endpoint}")
     out.print(f"health:   {result.health_note}", soft_wrap=True)
     if result.expires_at:

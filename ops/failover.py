@@ -46,6 +46,7 @@ class Attempt:
     nodes: int = 0
     region: str = ""
     cleanup: str = ""  # the tag sweep's summary after a failed attempt
+    spot: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -56,6 +57,7 @@ class Option:
     instance_type: str
     nodes: int
     region: str
+    spot: bool = False
 
 
 class CapacityExhausted(CloudError):
@@ -73,13 +75,18 @@ class CapacityExhausted(CloudError):
 
 
 def failover_options(config: "StackConfig") -> list[Option]:
-    """The stack's own type, then its alternatives in its region, then in other regions."""
+    """The stack's own type, then its alternatives in its region, then in other regions. On a
+    spot stack each option is tried as spot first, then on demand (spot had no capacity)."""
     home = [Option(config.resolved_instance_type, config.resolved_node_count, config.region)]
     home += [Option(a.instance_type, a.node_count, config.region) for a in config.fallback
              if not a.regions or config.region in a.regions]
     away = [Option(a.instance_type, a.node_count, region) for a in config.fallback
             for region in a.regions if region != config.region]
-    return list(dict.fromkeys(home + away))
+    options = list(dict.fromkeys(home + away))
+    if config.spot:
+        options = [o for plain in options
+                   for o in (Option(plain.instance_type, plain.nodes, plain.region, True), plain)]
+    return options
 
 
 def refusal(text: str) -> str | None:
@@ -101,13 +108,14 @@ def zone_order(config: "StackConfig", offered: list[str]) -> list[str]:
 
 def option_config(config: "StackConfig", option: Option) -> "StackConfig":
     """``config`` moved to ``option``: the engine's TP x PP follows from type and nodes."""
-    if (option.instance_type, option.nodes, option.region) == (
-            config.resolved_instance_type, config.resolved_node_count, config.region):
+    if (option.instance_type, option.nodes, option.region, option.spot) == (
+            config.resolved_instance_type, config.resolved_node_count, config.region,
+            config.spot):
         return config
     zone = config.availability_zone if option.region == config.region else None
     return config.model_copy(update={"instance_type": option.instance_type,
                                      "node_count": option.nodes, "region": option.region,
-                                     "availability_zone": zone})
+                                     "availability_zone": zone, "spot": option.spot})
 
 
 @dataclass
@@ -131,6 +139,10 @@ class Failover:
             if chosen is not config and (why := self.within_budget(chosen)):
                 attempts.append(self._skipped(option, "over budget", why))
                 continue
+            if config.spot and not option.spot:
+                self.phase("deploy", f"no spot capacity for {option.nodes}x "
+                           f"{option.instance_type} in {option.region}: falling back to "
+                           "on-demand")
             zones = zone_order(chosen, home_zones if chosen is config else
                                self.zones_for(option.instance_type, option.region))
             if not zones:
@@ -144,7 +156,8 @@ class Failover:
         raise CapacityExhausted(config.resolved_instance_type, attempts)
 
     def _skipped(self, option: Option, outcome: str, why: str) -> Attempt:
-        attempt = Attempt("", outcome, why, option.instance_type, option.nodes, option.region)
+        attempt = Attempt("", outcome, why, option.instance_type, option.nodes, option.region,
+                          spot=option.spot)
         self.audit("up.attempt", **attempt.as_dict())
         self.phase("deploy", f"{option.nodes}x {option.instance_type} in {option.region}: "
                    f"{outcome} ({why})")
@@ -157,7 +170,8 @@ class Failover:
                 ("dsinfra:region", current.region, chosen.region),
                 ("dsinfra:instanceType", current.resolved_instance_type,
                  chosen.resolved_instance_type),
-                ("dsinfra:nodeCount", current.resolved_node_count, chosen.resolved_node_count)):
+                ("dsinfra:nodeCount", current.resolved_node_count, chosen.resolved_node_count),
+                ("dsinfra:spot", str(current.spot).lower(), str(chosen.spot).lower())):
             if old != new:
                 self.engine.set_config(stack, key, str(new))
         return chosen
@@ -182,7 +196,7 @@ class Failover:
                     return None  # the quota is per region and family: other zones share it
                 continue
             attempt = Attempt(zone, "created", "", option.instance_type, option.nodes,
-                              option.region)
+                              option.region, spot=option.spot)
             attempts.append(attempt)
             self.audit("up.attempt", **attempt.as_dict())
             return raw
@@ -194,7 +208,7 @@ class Failover:
                    "tearing the attempt down")
         swept = self.cleanup(config.stack, option.region)
         attempt = Attempt(zone, kind, _last_line(said), option.instance_type, option.nodes,
-                          option.region, swept.summary)
+                          option.region, swept.summary, option.spot)
         self.audit("up.attempt", **attempt.as_dict())
         if not swept.clean:  # money fails safe: never start another attempt on top of this
             raise CloudError(f"after {kind} in {zone} the cleanup left resources: "

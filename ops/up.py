@@ -98,6 +98,7 @@ def bring_up(config: "StackConfig", engine: "Engine", *, options: UpOptions | No
     zones = list(offered.data.get("zones") or []) if offered else []
     failover = Failover(engine, zones_for or _offered_zones, cleanup or _cleanup(engine),
                         lambda alt: _over_budget(alt, options.force), on_event, phase, audit)
+    asked_spot = config.spot
     raw, attempts, chosen = failover.deploy(config, zones)
     if chosen is not config:  # an alternative: its own estimate, not the primary's
         from dsinfra.ops.doctor import estimate_stack_cost
@@ -115,7 +116,10 @@ def bring_up(config: "StackConfig", engine: "Engine", *, options: UpOptions | No
         progress=lambda message: phase("bootstrap", str(message)))
     _require_bootstrapped(config, boot, audit)
     healthy, note = check_health(config, outputs, probe or http_healthy, options, phase)
+    notes = ([f"spot had no capacity: running on demand "
+              f"(${monthly:,.0f}/month estimated)"] if asked_spot and not config.spot else [])
     return UpResult(config.stack, outputs, attempts, expires_at, healthy, note, monthly, boot,
+                    notes,
                     instance_type=config.resolved_instance_type,
                     node_count=config.resolved_node_count, region=config.region,
                     parallelism=parallelism(config))
