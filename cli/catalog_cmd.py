@@ -44,3 +44,51 @@ def refresh_command(
     for name, found in cache["regions"].items():
         note(f"{name}: {len(found['on_demand'])} on-demand and {len(found['spot'])} spot prices")
     note(f"cached in {state_dir() / CACHE_NAME}, dated {cache['fetched_at'][:19]}Z")
+
+
+@catalog_app.command("list")
+def list_command(
+    region: Optional[list[str]] = typer.Option(None, "--region", help="Region(s) to price; "
+                                               "default $DSINFRA_REGIONS or the catalog's."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Every catalog GPU type: specs and the dated on-demand price per region, with its source."""
+    from dsinfra.catalog import catalog_rows
+    from dsinfra.cloud.catalog_cache import load_cached_prices
+    from dsinfra.cloud.ledger import state_dir
+    from dsinfra.ops.local import resolve_regions
+
+    prices, _spot = load_cached_prices(state_dir())
+    rows = catalog_rows(resolve_regions(region), prices)
+    if as_json:
+        from dsinfra.cli.output import print_json
+
+        print_json({"instance_types": rows})
+        return
+    _print_rows(rows)
+
+
+def _print_rows(rows: list[dict]) -> None:
+    """One row per type and region; each price cites a footnote with its date and source, so
+    the table fits 80 columns without cutting a number."""
+    from rich.table import Table
+
+    from dsinfra.cli.output import console
+
+    table = Table("instance type", "GPUs", "vCPU", "RAM GiB", "region", "$/hour")
+    for index in (0, 4, 5):
+        table.columns[index].no_wrap = True
+    sources: dict[tuple[str, str], int] = {}
+    for row in rows:
+        gpus = f"{row['gpu_count']}x {row['gpu_model']} {row['gpu_memory_gib']} GiB"
+        for price in row["prices"]:
+            usd = "no price"
+            if price["usd_per_hour"] is not None:
+                ref = sources.setdefault((price["as_of"], price["source"]), len(sources) + 1)
+                usd = f"{price['usd_per_hour']:,.4f} [{ref}]"
+            table.add_row(row["instance_type"], gpus, str(row["vcpus"]),
+                          str(row["memory_gib"]), price["region"], usd)
+    out = console()
+    out.print(table)
+    for (as_of, source), ref in sources.items():
+        out.print(f"[{ref}] as of {as_of}: {source}", markup=False)

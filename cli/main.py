@@ -10,15 +10,15 @@ import typer
 from typer.core import TyperGroup
 
 from dsinfra import __version__
-from dsinfra.cli import (advise, bootstrap, cache_cmd, catalog_cmd, cost, doctor, down, guard, host,
-                         interrupts, plan, schedule, size, stacks, status, up)
+from dsinfra.cli import (advise, bootstrap, cache_cmd, capacity, catalog_cmd, cost, doctor, down,
+                         guard, host, interrupts, offers, plan, schedule, size, stacks, status, up)
 from dsinfra.cli.options import TYPER_OPTIONS
 from dsinfra.errors import EXIT_INTERRUPTED, DsinfraError
 
 # Command modules import only typer and the standard library at the top, so composing them all
 # keeps `dsinfra --help` free of the cloud SDKs.
-COMMAND_MODULES = (plan, stacks, size, advise, doctor, up, bootstrap, host, cost, down, status,
-                   catalog_cmd, guard, schedule, cache_cmd)
+COMMAND_MODULES = (plan, stacks, size, offers, advise, doctor, up, bootstrap, host, cost, down,
+                   status, catalog_cmd, capacity, guard, schedule, cache_cmd)
 
 
 class DsinfraGroup(TyperGroup):

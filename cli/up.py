@@ -50,7 +50,7 @@ def up_command(
                               on_phase=progress.on_phase, audit=_audit_sink())
         except CapacityExhausted as exc:
             progress.stop()
-            _print_attempts(exc.attempts)
+            _print_attempts(exc.attempts, as_json, stack)
             raise
         except UserError as exc:
             progress.stop()
@@ -139,14 +139,24 @@ class EngineProgress:
                               f"resources done - {description}")
 
 
-def _print_attempts(attempts) -> None:
+def _print_attempts(attempts, as_json: bool = False, stack: str = "") -> None:
+    """Every zone, alternative and region tried, with what AWS said and what the sweep found."""
+    if as_json:
+        from dsinfra.cli.output import print_json
+
+        print_json({"stack": stack, "attempts": attempts})
+        return
     from rich.table import Table
 
     from dsinfra.cli.output import console
 
-    table = Table("availability zone", "outcome", "AWS said", title="zones tried")
+    table = Table("option", "where", "outcome", "AWS said / cleanup", title="attempts")
+    table.columns[0].no_wrap = True
     for attempt in attempts:
-        table.add_row(attempt.availability_zone, attempt.outcome, attempt.message)
+        said = "; ".join(x for x in (attempt.message, attempt.cleanup) if x)
+        table.add_row(f"{attempt.nodes}x {attempt.instance_type}"
+                      + (" spot" if attempt.spot else ""),
+                      attempt.availability_zone or attempt.region, attempt.outcome, said)
     console(stderr=True).print(table)
 
 
@@ -162,13 +172,21 @@ def _print_result(config, result, as_json: bool) -> None:
                     "healthy": result.healthy, "health_note": result.health_note,
                     "expires_at": result.expires_at, "monthly_usd": result.monthly_usd,
                     "attempts": result.attempts, "nodes": result.outputs.nodes,
+                    "instance_type": result.instance_type, "node_count": result.node_count,
+                    "region": result.region, "parallelism": result.parallelism,
+                    "notes": result.notes,
                     "api_key_command": key_command, "curl": curl})
         return
     from dsinfra.cli.output import console
 
     out = console()
+    if len(result.attempts) > 1:
+        _print_attempts(result.attempts)
     out.print(f"[bold green]{config.stack} is up[/bold green]: {len(result.outputs.nodes)}x "
-              f"{config.resolved_instance_type}, about ${result.monthly_usd:,.0f}/month")
+              f"{result.instance_type or config.resolved_instance_type} in {result.region}, "
+              f"{result.parallelism}, about ${result.monthly_usd:,.0f}/month")
+    for note in result.notes:
+        out.print(f"note: {note}", soft_wrap=True)
     out.print(f"endpoint: {result.outputs.endpoint}")
     out.print(f"health:   {result.health_note}", soft_wrap=True)
     if result.expires_at:

@@ -18,10 +18,18 @@ PRICE_SOURCE = (
     "karpenter-provider-aws zz_generated.pricing_aws.go, generated 2026-07-20 from the AWS "
     "Pricing API (us-east-1)"
 )
-# [KP] is us-east-1 only. AWS prices US West (Oregon) the same as US East (N. Virginia) for
-# these families; that equality is an assumption of the snapshot, recorded per price, until
-# `dsinfra catalog refresh` reads the real us-west-2 answer.
+# [KP] is us-east-1 only. For us-west-2 the snapshot uses SkyPilot's published AWS catalog
+# (skypilot-org/skypilot-catalog catalogs/v7/aws/vms.csv at commit 27f67dd, built from the same
+# Pricing API), which lists the families in US_WEST_2_CONFIRMED at the us-east-1 price; every
+# other family is an assumption of the snapshot, recorded per price, until `dsinfra catalog
+# refresh` reads the real us-west-2 answer.
 US_WEST_2_SOURCE = "assumed equal to us-east-1 ([KP] lists us-east-1 only); refresh to confirm"
+US_WEST_2_CONFIRMED_SOURCE = (
+    "skypilot-org/skypilot-catalog catalogs/v7/aws/vms.csv @27f67dd (AWS Pricing API): "
+    "us-west-2 equal to us-east-1")
+US_WEST_2_CONFIRMED = ("g6",)
+# p5e.48xlarge has no on-demand price in [KP] (AWS sells it through Capacity Blocks): it is in
+# the catalog for its specs, and the sizer and `offers` skip it until a price is known.
 
 QuotaFamily = Literal["P", "G", "Standard"]
 EfaInterfaceType = Literal["interface", "efa", "efa-only"]
@@ -72,12 +80,34 @@ INSTANCE_SPECS: dict[str, InstanceSpec] = {
         _spec("g5.4xlarge", "A10G", 1, 24, 23028, 16, 64, 0, 1, 1, 600, False, False, "G"),
         _spec("g5.12xlarge", "A10G", 4, 24, 23028, 48, 192, 1, 1, 1, 3800, False, False, "G"),
         _spec("g5.48xlarge", "A10G", 8, 24, 23028, 192, 768, 1, 1, 2, 3800, False, False, "G"),
+        # L4: 22,888 MiB per GPU is DescribeInstanceTypes' MemoryInfo (the SkyPilot catalog's
+        # GpuInfo column); no nvidia-smi recording of ours yet, so the check's tolerance applies.
+        # EFA on g6/g6e/gr6 is not claimed (the reference marks g6e's as disputed): they count
+        # as single-node types, and nothing attaches EFA to them, until a recording confirms it.
+        _spec("g6.xlarge", "L4", 1, 24, 22888, 4, 16, 0, 1, 1, 250, False, True, "G"),
+        _spec("g6.2xlarge", "L4", 1, 24, 22888, 8, 32, 0, 1, 1, 450, False, True, "G"),
+        _spec("g6.4xlarge", "L4", 1, 24, 22888, 16, 64, 0, 1, 1, 600, False, True, "G"),
+        _spec("g6.12xlarge", "L4", 4, 24, 22888, 48, 192, 0, 1, 4, 940, False, True, "G"),
+        _spec("g6.24xlarge", "L4", 4, 24, 22888, 96, 384, 0, 1, 4, 940, False, True, "G"),
+        _spec("g6.48xlarge", "L4", 8, 24, 22888, 192, 768, 0, 1, 8, 940, False, True, "G"),
+        _spec("gr6.4xlarge", "L4", 1, 24, 22888, 16, 128, 0, 1, 1, 600, False, True, "G"),
+        _spec("gr6.8xlarge", "L4", 1, 24, 22888, 32, 256, 0, 1, 1, 900, False, True, "G"),
         _spec("g6e.xlarge", "L40S", 1, 48, 46068, 4, 32, 0, 1, 1, 250, False, True, "G"),
+        _spec("g6e.2xlarge", "L40S", 1, 48, 46068, 8, 64, 0, 1, 1, 450, False, True, "G"),
+        _spec("g6e.12xlarge", "L40S", 4, 48, 46068, 48, 384, 0, 1, 2, 1900, False, True, "G"),
+        _spec("g6e.24xlarge", "L40S", 4, 48, 46068, 96, 768, 0, 1, 2, 1900, False, True, "G"),
+        _spec("g6e.48xlarge", "L40S", 8, 48, 46068, 192, 1536, 0, 1, 4, 1900, False, True, "G"),
         _spec("p4d.24xlarge", "A100", 8, 40, 40960, 96, 1152, 4, 4, 8, 1000, True, False, "P"),
         _spec("p4de.24xlarge", "A100", 8, 80, 81920, 96, 1152, 4, 4, 8, 1000, True, False, "P"),
         _spec("p5.48xlarge", "H100", 8, 80, 81559, 192, 2048, 32, 32, 8, 3800, True, True, "P"),
+        _spec("p5e.48xlarge", "H200", 8, 141, 143771, 192, 2048, 32, 32, 8, 3840, True, True,
+              "P"),
         _spec("p5en.48xlarge", "H200", 8, 141, 143771, 192, 2048, 16, 16, 8, 3840, True, True,
               "P"),
+        # B200: AWS markets 179 GB per GPU (1,432 GB per node); 183,296 MiB = 179 GiB is the
+        # conservative figure (a p6-b200 host reports "B200 183GB", pplx-garden's B200 notes).
+        _spec("p6-b200.48xlarge", "B200", 8, 179, 183296, 192, 2048, 8, 8, 8, 3840, True,
+              True, "P"),
         # Not a GPU type: the bastion of the private tiers.
         _spec("t3.micro", None, 0, 0, 0, 2, 1, 0, 1, 0, 0, False, False, "Standard"),
     )
@@ -91,11 +121,24 @@ _ON_DEMAND_USD_PER_HOUR_US_EAST_1: dict[str, float] = {
     "g5.4xlarge": 1.624,
     "g5.12xlarge": 5.672,
     "g5.48xlarge": 16.288,
+    "g6.xlarge": 0.8048,
+    "g6.2xlarge": 0.9776,
+    "g6.4xlarge": 1.3232,
+    "g6.12xlarge": 4.6016,
+    "g6.24xlarge": 6.6752,
+    "g6.48xlarge": 13.3504,
+    "gr6.4xlarge": 1.5392,
+    "gr6.8xlarge": 2.4464,
     "g6e.xlarge": 1.861,
+    "g6e.2xlarge": 2.24208,
+    "g6e.12xlarge": 10.49264,
+    "g6e.24xlarge": 15.06559,
+    "g6e.48xlarge": 30.13118,
     "p4d.24xlarge": 21.957642,
     "p4de.24xlarge": 27.44705,
     "p5.48xlarge": 55.04,
     "p5en.48xlarge": 63.296,
+    "p6-b200.48xlarge": 113.9328,
     "t3.micro": 0.0104,
 }
 
@@ -130,11 +173,15 @@ def _other_unit(key: str) -> str:
     return "GB-month" if key.endswith("gb_month") else "GB" if key.endswith("_gb") else "hour"
 
 
-def _region_prices(region: str, source: str) -> RegionPrices:
+def _region_prices(region: str, source: str, confirmed: tuple[str, ...] = (),
+                   confirmed_source: str = "") -> RegionPrices:
+    def source_of(itype: str) -> str:
+        return confirmed_source if itype.split(".", 1)[0] in confirmed else source
+
     return RegionPrices(
         region=region,
         on_demand_hourly={
-            k: Price(v, "hour", PRICES_AS_OF, source)
+            k: Price(v, "hour", PRICES_AS_OF, source_of(k))
             for k, v in _ON_DEMAND_USD_PER_HOUR_US_EAST_1.items()
         },
         other={
@@ -146,11 +193,19 @@ def _region_prices(region: str, source: str) -> RegionPrices:
 
 BUNDLED_PRICES: dict[str, RegionPrices] = {
     "us-east-1": _region_prices("us-east-1", PRICE_SOURCE),
-    "us-west-2": _region_prices("us-west-2", US_WEST_2_SOURCE),
+    "us-west-2": _region_prices("us-west-2", US_WEST_2_SOURCE, US_WEST_2_CONFIRMED,
+                                US_WEST_2_CONFIRMED_SOURCE),
 }
 
 SUPPORTED_REGIONS: tuple[str, ...] = tuple(BUNDLED_PRICES)
 GPU_INSTANCE_TYPES: tuple[str, ...] = tuple(n for n, s in INSTANCE_SPECS.items() if s.has_gpus)
+
+
+def is_priced(region: str, instance_type: str,
+              prices: dict[str, RegionPrices] | None = None) -> bool:
+    """Does the price table (None: the bundled snapshot) carry an on-demand price?"""
+    table = (prices or BUNDLED_PRICES).get(region)
+    return table is not None and instance_type in table.on_demand_hourly
 
 
 def instance_spec(name: str) -> InstanceSpec:
@@ -190,3 +245,25 @@ def efa_layout(spec: InstanceSpec) -> list[EfaInterface]:
         layout += [EfaInterface(card, 0, "efa-only") for card in range(1, spec.network_cards)]
         return layout
     return [EfaInterface(card, 0, "efa") for card in range(spec.efa_interfaces)]
+
+
+def catalog_rows(regions, prices: dict[str, RegionPrices] | None = None) -> list[dict]:
+    """Every GPU type with its specs and, per region, its dated on-demand price and source
+    (``usd_per_hour`` None where neither the cache nor the snapshot prices it)."""
+    table = prices or BUNDLED_PRICES
+    rows = []
+    for name in GPU_INSTANCE_TYPES:
+        spec = INSTANCE_SPECS[name]
+        found = []
+        for region in regions:
+            price = getattr(table.get(region), "on_demand_hourly", {}).get(name)
+            found.append({"region": region, "usd_per_hour": price.usd if price else None,
+                          "as_of": price.as_of.isoformat() if price else None,
+                          "source": price.source if price else None})
+        rows.append({"instance_type": name, "gpu_model": spec.gpu_model,
+                     "gpu_count": spec.gpu_count, "gpu_memory_gib": spec.gpu_memory_gib,
+                     "vcpus": spec.vcpus, "memory_gib": spec.memory_gib,
+                     "efa_interfaces": spec.efa_interfaces, "nvme_disks": spec.nvme_disks,
+                     "nvme_disk_gb": spec.nvme_disk_gb, "fp8_native": spec.fp8_native,
+                     "quota_family": spec.quota_family, "prices": found})
+    return rows

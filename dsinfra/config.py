@@ -115,6 +115,36 @@ class EngineConfig(_Model):
         return self
 
 
+class FallbackAlternative(_Model):
+    """One entry of ``dsinfra:fallback``: an instance type and node count that ``up`` may use
+    when the stack's own type has no capacity; ``regions`` (default: the stack's region) are
+    where it may run, tried after every option of the stack's own region."""
+
+    instance_type: str = Field(alias="instanceType")
+    node_count: int = Field(1, alias="nodeCount", ge=1, le=64)
+    regions: list[str] = Field(default_factory=list, max_length=len(SUPPORTED_REGIONS))
+
+    @field_validator("instance_type")
+    @classmethod
+    def _gpu_instance(cls, value: str) -> str:
+        if value not in INSTANCE_SPECS or not INSTANCE_SPECS[value].has_gpus:
+            raise ValueError(f"a GPU instance type from the catalog: "
+                             f"{', '.join(GPU_INSTANCE_TYPES)}")
+        return value
+
+    @field_validator("regions")
+    @classmethod
+    def _known_regions(cls, value: list[str]) -> list[str]:
+        for region in value:
+            if region not in SUPPORTED_REGIONS:
+                raise ValueError(f"regions from {', '.join(SUPPORTED_REGIONS)} (the regions "
+                                 "the price catalog covers)")
+        return value
+
+
+MAX_FALLBACKS = 8
+
+
 class StackConfig(_Model):
     """All ``dsinfra:*`` keys of one stack. Field aliases are the keys as written in YAML."""
 
@@ -149,6 +179,7 @@ class StackConfig(_Model):
     spot: bool = False
     capacity_reservation_id: str | None = Field(None, alias="capacityReservationId",
                                                 pattern=r"^cr-[0-9a-f]{8,17}$")
+    fallback: list[FallbackAlternative] = Field(default_factory=list, max_length=MAX_FALLBACKS)
     owner: str = "unknown"
     tags: dict[str, str] = Field(default_factory=dict)
     expires_at: datetime | None = Field(None, alias="expiresAt",
@@ -157,6 +188,9 @@ class StackConfig(_Model):
     @model_validator(mode="before")
     @classmethod
     def _numbers_not_booleans(cls, values: Any) -> Any:
+        fallback = values.get("fallback") if isinstance(values, dict) else None
+        for index, alternative in enumerate(fallback if isinstance(fallback, list) else []):
+            _refuse_booleans(alternative, ("nodeCount",), f"fallback.{index}.")
         return _refuse_booleans(values, _NUMERIC_KEYS)
 
     @field_validator("engine", mode="before")
@@ -284,6 +318,10 @@ class StackConfig(_Model):
             if port == SSH_PORT:
                 raise _KeyedValueError(port_key, port, f"a port other than {SSH_PORT} (SSH): "
                                        "the API's CIDRs must never open SSH")
+        if self.fallback and self.capacity_reservation_id:
+            raise _KeyedValueError("fallback", [a.instance_type for a in self.fallback],
+                                   "no fallback together with capacityReservationId (the "
+                                   "reservation fixes the type and the zone)")
         if self.capacity_reservation_id and self.spot:
             raise _KeyedValueError("capacityReservationId", self.capacity_reservation_id,
                                    "no capacity reservation together with spot")

@@ -23,7 +23,7 @@ from datetime import date
 from typing import TYPE_CHECKING, Any, Literal
 
 from dsinfra.catalog import (GPU_INSTANCE_TYPES, HOURS_PER_MONTH, INSTANCE_SPECS, PRICES_AS_OF,
-                             InstanceSpec, RegionPrices, on_demand_price)
+                             InstanceSpec, RegionPrices, is_priced, on_demand_price)
 from dsinfra.errors import ConfigError, UserError, shown_value
 from dsinfra.models import ModelShape, kv_bytes_per_token, resolve_model
 
@@ -113,7 +113,7 @@ def size_model(model: str, precision: str = "bf16", context: int = 8192, concurr
     kv_token = kv_bytes_per_token(shape, KV_CACHE_BYTES[kv_cache_dtype])
     candidates = [_best_fit(shape, INSTANCE_SPECS[t], per_elem, precision, kv_token,
                             context * concurrency, region, max_nodes, prices)
-                  for t in instance_types]
+                  for t in instance_types if is_priced(region, t, prices)]
     best = recommend(candidates)
     return SizingResult(
         model=shape.name, attention=shape.attention, precision=precision,
@@ -184,7 +184,10 @@ def evaluate(shape: ModelShape, spec: InstanceSpec, precision: str, nodes: int, 
 
 def _evaluate(shape, spec, per_elem, precision, kv_token, tokens, nodes, region, prices
               ) -> Candidate:
-    hourly = on_demand_price(region, spec.name, prices).usd * nodes
+    # An unpriced type (p5e: Capacity Blocks only) can still be checked for fit at the door;
+    # it counts $0/h here and never reaches a listing (size_model skips unpriced types).
+    hourly = (on_demand_price(region, spec.name, prices).usd * nodes
+              if is_priced(region, spec.name, prices) else 0.0)
     usable = usable_bytes_per_gpu(spec)
     native = spec.fp8_native or precision != "fp8"
     base = dict(instance_type=spec.name, gpu_model=spec.gpu_model or "", nodes=nodes,
@@ -291,6 +294,7 @@ def check_stack_fits(config: "StackConfig", prices: dict[str, RegionPrices] | No
     chosen = evaluate(shape, spec, config.precision, nodes, context=config.max_model_len,
                       region=config.region, prices=prices)
     if chosen.fits:
+        check_fallback_fits(config, shape, prices)
         return
     sizing = size_model(config.resolved_model, config.precision, config.max_model_len, 1,
                         region=config.region, prices=prices)
@@ -349,3 +353,22 @@ def cheaper_fit(config: "StackConfig", prices: dict[str, RegionPrices] | None = 
     if best is None or not current.fits or best.hourly_usd >= current.hourly_usd:
         return None
     return CheaperFit(current=current, cheaper=best)
+
+
+def check_fallback_fits(config: "StackConfig", shape: ModelShape,
+                        prices: dict[str, RegionPrices] | None = None) -> None:
+    """Every ``dsinfra:fallback`` alternative must hold the model at maxModelLen too, and run
+    past one node only on a type with EFA: ``up`` may land on any of them unattended."""
+    for index, alt in enumerate(config.fallback):
+        spec = INSTANCE_SPECS[alt.instance_type]
+        key, value = f"dsinfra:fallback.{index}", f"{alt.node_count}x {spec.name}"
+        if alt.node_count > 1 and spec.efa_interfaces == 0:
+            raise ConfigError(key, value, f"nodeCount 1 for {spec.name} (no EFA, so it serves "
+                              "from one node), or an instance type with EFA")
+        fit = evaluate(shape, spec, config.precision, alt.node_count,
+                       context=config.max_model_len, region=config.region, prices=prices)
+        if not fit.fits:
+            raise ConfigError(key, value, f"an alternative that holds {shape.name} at "
+                              f"{config.precision} with maxModelLen {config.max_model_len}; "
+                              f"this one does not ({fit.reason}); `dsinfra size` lists those "
+                              "that do")

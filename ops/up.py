@@ -1,6 +1,6 @@
 """``dsinfra up`` as phases with records between them: validate -> fit -> preflight (doctor) ->
-budget -> pin expiry -> ``pulumi up`` (retrying other zones on InsufficientInstanceCapacity)
--> bootstrap -> health. Every side effect comes in through an argument (the Automation API
+budget -> pin expiry -> ``pulumi up`` (failing over across zones, ``dsinfra:fallback``
+alternatives and regions: ops/failover.py) -> bootstrap -> health. Every side effect comes in through an argument (the Automation API
 ``Engine``, the doctor, bootstrap, the health probe) so the orchestration is tested whole
 without a Pulumi CLI, AWS capacity or GPUs.
 """
@@ -17,6 +17,8 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from dsinfra.errors import CloudError, UserError
+from dsinfra.ops.failover import (  # noqa: F401 (re-exported for callers and tests)
+    CAPACITY_ERRORS, Attempt, CapacityExhausted, Failover, _CapacityWatcher, zone_order)
 from dsinfra.outputs import StackOutputs
 
 if TYPE_CHECKING:
@@ -24,35 +26,12 @@ if TYPE_CHECKING:
     from dsinfra.config import StackConfig
     from dsinfra.infra.automation import Engine, EventCallback
 
-# RunInstances' on-demand error code, and the spot request status for the same condition.
-CAPACITY_ERRORS = ("InsufficientInstanceCapacity", "InsufficientCapacity",
-                   "insufficient capacity", "capacity-not-available")
 PhaseCallback = Callable[[str, str], None]  # (phase, message)
 AuditSink = Callable[..., Any]  # (kind, **fields): the budgets area's AuditLog.append
 
 
 def _no_audit(kind: str, **fields: Any) -> None:
     return None
-
-
-@dataclass(frozen=True)
-class Attempt:
-    availability_zone: str
-    outcome: str  # "created", "insufficient capacity"
-    message: str = ""
-
-
-class CapacityExhausted(CloudError):
-    """Every zone that offers the instance type answered InsufficientInstanceCapacity."""
-
-    def __init__(self, instance_type: str, attempts: list[Attempt]) -> None:
-        zones = ", ".join(a.availability_zone for a in attempts)
-        super().__init__(f"no {instance_type} capacity in {zones}",
-                         hint="Try later, another region, a capacity reservation "
-                              "(dsinfra:capacityReservationId) or another instance type. "
-                              "Resources created so far are still in the stack: "
-                              "`dsinfra down STACK` removes them.")
-        self.attempts = attempts
 
 
 class PreflightFailed(UserError):
@@ -75,6 +54,10 @@ class UpResult:
     monthly_usd: float = 0.0
     bootstrap_result: Any = None
     notes: list[str] = field(default_factory=list)
+    instance_type: str = ""  # where failover landed (ops/failover.py)
+    node_count: int = 0
+    region: str = ""
+    parallelism: str = ""  # "TP 8 x PP 2": the engine's split on the chosen option
 
 
 @dataclass
@@ -91,7 +74,9 @@ def bring_up(config: "StackConfig", engine: "Engine", *, options: UpOptions | No
              bootstrap: Callable[..., Any] | None = None,
              probe: Callable[[str, float], bool] | None = None,
              on_event: "EventCallback | None" = None, on_phase: PhaseCallback | None = None,
-             audit: AuditSink | None = None, now: datetime | None = None) -> UpResult:
+             audit: AuditSink | None = None, now: datetime | None = None,
+             zones_for: Callable[[str, str], list[str]] | None = None,
+             cleanup: Callable[[str, str], Any] | None = None) -> UpResult:
     """Take ``config`` from nothing (or a partial stack) to a healthy endpoint."""
     from dsinfra.sizing import check_stack_fits
 
@@ -111,10 +96,19 @@ def bring_up(config: "StackConfig", engine: "Engine", *, options: UpOptions | No
     expires_at = pin_expiry(config, engine, now)
     offered = report.get("instance type offered")
     zones = list(offered.data.get("zones") or []) if offered else []
-    raw, attempts = deploy_with_zone_retry(config, engine, zones, on_event, phase, audit)
+    failover = Failover(engine, zones_for or _offered_zones, cleanup or _cleanup(engine),
+                        lambda alt: _over_budget(alt, options.force), on_event, phase, audit)
+    asked_spot = config.spot
+    raw, attempts, chosen = failover.deploy(config, zones)
+    if chosen is not config:  # an alternative: its own estimate, not the primary's
+        from dsinfra.ops.doctor import estimate_stack_cost
+
+        monthly, config = estimate_stack_cost(chosen).monthly_usd, chosen
     outputs = StackOutputs.from_dict(raw)
     audit("up.deployed", stack=config.stack, nodes=[n.id for n in outputs.nodes],
-          availability_zone=attempts[-1].availability_zone)
+          availability_zone=attempts[-1].availability_zone,
+          instance_type=config.resolved_instance_type, node_count=config.resolved_node_count,
+          region=config.region)
     phase("bootstrap", f"bootstrapping {len(outputs.nodes)} node(s)")
     boot = (bootstrap or _bootstrap_stack)(
         config, outputs, ssh_key_path=options.ssh_key_path,
@@ -122,13 +116,52 @@ def bring_up(config: "StackConfig", engine: "Engine", *, options: UpOptions | No
         progress=lambda message: phase("bootstrap", str(message)))
     _require_bootstrapped(config, boot, audit)
     healthy, note = check_health(config, outputs, probe or http_healthy, options, phase)
-    return UpResult(config.stack, outputs, attempts, expires_at, healthy, note, monthly, boot)
+    notes = ([f"spot had no capacity: running on demand "
+              f"(${monthly:,.0f}/month estimated)"] if asked_spot and not config.spot else [])
+    return UpResult(config.stack, outputs, attempts, expires_at, healthy, note, monthly, boot,
+                    notes,
+                    instance_type=config.resolved_instance_type,
+                    node_count=config.resolved_node_count, region=config.region,
+                    parallelism=parallelism(config))
+
+
+def parallelism(config: "StackConfig") -> str:
+    """TP x PP as bootstrap starts the engine: TP = GPUs per node, PP = nodes
+    (bootstrap/engine.py's plan from the hosts the stack outputs)."""
+    from dsinfra.catalog import INSTANCE_SPECS
+
+    gpus = INSTANCE_SPECS[config.resolved_instance_type].gpu_count
+    return f"TP {gpus} x PP {config.resolved_node_count}"
 
 
 def _run_doctor(config: "StackConfig") -> "DoctorReport":
     from dsinfra.ops.doctor import run_doctor
 
     return run_doctor(config)
+
+
+def _offered_zones(instance_type: str, region: str) -> list[str]:
+    from dsinfra.cloud.aws import client
+    from dsinfra.ops.doctor import offered_zones
+
+    return offered_zones(client, region, instance_type)
+
+
+def _cleanup(engine: "Engine") -> Callable[[str, str], Any]:
+    """A failed attempt's teardown: ``pulumi destroy``, then the tag sweep in its region."""
+    def run(stack: str, region: str):
+        from dsinfra.cloud.teardown import teardown_stack
+
+        return teardown_stack(stack, [region], engine=engine)
+    return run
+
+
+def _over_budget(config: "StackConfig", force: bool) -> str | None:
+    """Why an alternative's estimate breaks the budget (None: it fits, or --force)."""
+    from dsinfra.ops.doctor import check_budget, estimate_stack_cost
+
+    budget = check_budget(config, estimate_stack_cost(config))
+    return None if force or budget.status != "fail" else budget.detail
 
 
 def _only_budget_failed(report: "DoctorReport") -> bool:
@@ -167,64 +200,6 @@ def pin_expiry(config: "StackConfig", engine: "Engine", now: datetime | None = N
     engine.set_config(config.stack, "dsinfra:expiresAt",
                       expires_at.isoformat().replace("+00:00", "Z"))
     return expires_at
-
-
-def zone_order(config: "StackConfig", offered: list[str]) -> list[str]:
-    """The configured zone first, then the others that offer the type. A capacity reservation
-    lives in one zone, so it is never moved."""
-    if config.capacity_reservation_id:
-        return [config.availability_zone] if config.availability_zone else offered[:1]
-    first = config.availability_zone
-    return ([first] if first else []) + [z for z in offered if z != first]
-
-
-def deploy_with_zone_retry(config: "StackConfig", engine: "Engine", offered: list[str],
-                           on_event: "EventCallback | None", phase: PhaseCallback,
-                           audit: AuditSink = _no_audit) -> tuple[dict[str, Any], list[Attempt]]:
-    attempts: list[Attempt] = []
-    zones = zone_order(config, offered)
-    if not zones:
-        raise CloudError(f"no availability zone of {config.region} offers "
-                         f"{config.resolved_instance_type}")
-    for zone in zones:
-        if zone != config.availability_zone or attempts:
-            engine.set_config(config.stack, "dsinfra:availabilityZone", zone)
-        phase("deploy", f"pulumi up in {zone}")
-        watcher = _CapacityWatcher(on_event)
-        try:
-            raw = engine.up(config.stack, on_event=watcher)
-        except CloudError as exc:
-            said = watcher.capacity_message or (exc.message if _is_capacity(exc.message)
-                                                else None)
-            if said is None:
-                raise
-            attempts.append(Attempt(zone, "insufficient capacity", _last_line(said)))
-            audit("up.capacity", stack=config.stack, availability_zone=zone)
-            phase("deploy", f"{zone}: insufficient {config.resolved_instance_type} capacity")
-            continue
-        attempts.append(Attempt(zone, "created"))
-        return raw, attempts
-    raise CapacityExhausted(config.resolved_instance_type, attempts)
-
-
-def _is_capacity(text: str) -> bool:
-    return any(marker in text for marker in CAPACITY_ERRORS)
-
-
-class _CapacityWatcher:
-    """Forwards engine events and remembers a capacity diagnostic: the engine's final error
-    text is cut to its tail and may no longer contain AWS's message."""
-
-    def __init__(self, forward: "EventCallback | None") -> None:
-        self.forward = forward
-        self.capacity_message: str | None = None
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        message = str(event.get("message") or "")
-        if event.get("kind") == "diagnostic_event" and _is_capacity(message):
-            self.capacity_message = message
-        if self.forward:
-            self.forward(event)
 
 
 def _require_bootstrapped(config: "StackConfig", boot, audit) -> None:
@@ -297,8 +272,3 @@ def curl_example(config: "StackConfig", outputs: StackOutputs) -> str:
             f"-H \"Authorization: Bearer $DSINFRA_API_KEY\" -H 'Content-Type: application/json' "
             f"-d '{{\"model\": \"{config.resolved_model}\", \"messages\": [{{\"role\": \"user\", "
             f"\"content\": \"Hello\"}}]}}'")
-
-
-def _last_line(message: str) -> str:
-    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
-    return lines[-1][:300] if lines else ""

@@ -20,7 +20,7 @@ def test_size_json_has_the_documented_fields():
     for key in ("model", "precision", "params", "weights_bytes", "kv_bytes_per_token",
                 "candidates", "recommended"):
         assert key in payload
-    assert payload["recommended"] == "g5.xlarge"
+    assert payload["recommended"] == "g6.xlarge"
     row = payload["candidates"][0]
     assert set(row) >= {"instance_type", "fits", "nodes", "gpus", "tensor_parallel",
                         "pipeline_parallel", "hourly_usd"}

@@ -93,8 +93,38 @@ def test_up_capacity_exhausted_prints_the_zones_tried_and_exits_3(edges):
                              "us-east-1f"}
     result = CliRunner().invoke(app, ["up", "t", "--yes"], env={"COLUMNS": "200"})
     assert result.exit_code == 3
-    assert "zones tried" in result.output and "us-east-1f" in result.output
+    assert "attempts" in result.output and "us-east-1f" in result.output
     assert "Traceback" not in result.output
+
+
+def test_up_fails_over_to_a_fallback_in_another_region_and_says_so(edges, project):
+    engine, _ = edges
+    (project / "stacks/Pulumi.t.yaml").write_text(STACK_YAML.format(budget=300) + (
+        "  dsinfra:fallback:\n    - instanceType: g6e.xlarge\n      regions: [us-west-2]\n"))
+    engine.no_capacity_in = {"us-east-1a", "us-east-1b", "us-east-1c", "us-east-1d",
+                             "us-east-1f"}
+    result = CliRunner().invoke(app, ["up", "t", "--yes", "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert (payload["instance_type"], payload["region"]) == ("g6e.xlarge", "us-west-2")
+    assert payload["parallelism"] == "TP 1 x PP 1"
+    assert [a["outcome"] for a in payload["attempts"]] == ["insufficient capacity"] * 5 + [
+        "created"]
+    assert payload["attempts"][-1]["availability_zone"] == "us-west-2a"
+    assert all("nothing billable" in a["cleanup"] for a in payload["attempts"][:5])
+    table = CliRunner().invoke(app, ["up", "t", "--yes"], env={"COLUMNS": "80"})
+    assert table.exit_code == 0, table.output
+    assert "1x g6e.xlarge" in table.output and "us-west-2" in table.output
+
+
+def test_up_capacity_exhausted_json_lists_every_attempt(edges):
+    engine, _ = edges
+    engine.no_capacity_in = {"us-east-1a", "us-east-1b", "us-east-1c", "us-east-1d",
+                             "us-east-1f"}
+    result = CliRunner().invoke(app, ["up", "t", "--yes", "--json"])
+    assert result.exit_code == 3
+    payload = json.loads(result.stdout)
+    assert len(payload["attempts"]) == 5 and payload["stack"] == "t"
 
 
 def test_up_over_budget_exits_2_and_force_deploys(edges, project):

@@ -71,8 +71,8 @@ def test_cheapest_fit_is_recommended_for_the_7b_distill():
     result = size_model("DeepSeek-R1-Distill-Qwen-7B", "bf16", 8192, 1)
     fitting = [c for c in result.candidates if c.fits]
     assert result.recommended == min(fitting, key=lambda c: c.hourly_usd).instance_type
-    assert result.recommended == "g5.xlarge"
-    assert result.candidate("g5.xlarge").required_gib_per_gpu < result.candidate("g5.xlarge").usable_gib_per_gpu
+    assert result.recommended == "g6.xlarge"  # L4 at $0.8048/h, cheaper than g5.xlarge at $1.006/h
+    assert result.candidate("g6.xlarge").required_gib_per_gpu < result.candidate("g6.xlarge").usable_gib_per_gpu
 
 
 def test_r1_in_fp8_needs_one_h200_node_or_two_h100_nodes():
@@ -141,7 +141,7 @@ def test_stack_whose_model_does_not_fit_is_refused_naming_the_cheapest_fit():
         check_stack_fits(config)
     assert caught.value.key == "dsinfra:instanceType"
     assert "1x g5.2xlarge" in str(caught.value)
-    assert "the cheapest is 1x g5.12xlarge" in str(caught.value)
+    assert "the cheapest is 1x g6.12xlarge" in str(caught.value)
 
 
 def test_distributed_r1_fits_two_p5_nodes_but_not_one():

@@ -76,7 +76,7 @@ def test_capacity_exhausted_everywhere_stops_with_every_zone_tried(aws):
         _up(_config(), engine)
     assert [a.availability_zone for a in caught.value.attempts] == list(zones)
     assert caught.value.exit_code == 3
-    assert "dsinfra down" in caught.value.hint
+    assert "nothing billable is left" in caught.value.hint  # each attempt was swept
 
 
 def test_configured_zone_is_tried_first_and_a_reservation_is_never_moved():
@@ -102,7 +102,7 @@ def test_expiry_already_pinned_is_never_extended():
 
 def test_model_that_does_not_fit_is_refused_before_any_engine_call():
     engine = FakeEngine()
-    with pytest.raises(ConfigError, match="g5.12xlarge"):
+    with pytest.raises(ConfigError, match="g6.12xlarge"):
         _up(_config(model="deepseek-ai/DeepSeek-R1-Distill-Qwen-32B"), engine,
             doctor=lambda c: pytest.fail("doctor must not run"))
     assert engine.calls == []
@@ -205,7 +205,9 @@ def test_every_step_is_audited(aws):
     records = []
     _up(_config(), FakeEngine(no_capacity_in=("us-east-1a",)),
         audit=lambda kind, **fields: records.append((kind, fields)))
-    assert [k for k, _ in records] == ["up.start", "up.capacity", "up.deployed"]
+    assert [k for k, _ in records] == ["up.start", "up.attempt", "up.attempt", "up.deployed"]
+    assert [r[1]["outcome"] for r in records[1:3]] == ["insufficient capacity", "created"]
+    assert "nothing billable" in records[1][1]["cleanup"]  # the failed attempt was swept
     assert records[-1][1]["availability_zone"] == "us-east-1b"
 
 
