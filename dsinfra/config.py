@@ -137,6 +137,9 @@ class StackConfig(_Model):
     ssh_allowed_cidrs: list[str] = Field(default_factory=list, alias="sshAllowedCidrs")
     api_allowed_cidrs: list[str] = Field(default_factory=list, alias="apiAllowedCidrs")
     ssh_public_key: str | None = Field(None, alias="sshPublicKey")
+    # Private tiers only: a bastion in a public subnet, reached from sshAllowedCidrs. Off by
+    # default: every node is reached through the stack's EC2 Instance Connect Endpoint.
+    bastion: bool = False
     root_volume_gib: int = Field(200, alias="rootVolumeGiB", ge=30, le=16384)
     ami_id: str | None = Field(None, alias="amiId", pattern=r"^ami-[0-9a-f]{8,17}$")
     availability_zone: str | None = Field(None, alias="availabilityZone")

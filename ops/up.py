@@ -250,8 +250,10 @@ def _bootstrap_stack(config, outputs, **kwargs):
                          "spending, or install a dsinfra with dsinfra.bootstrap.runner.") \
             from None
     from dsinfra.cloud.aws import console_output
+    from dsinfra.ops.access import tunnel_url_for
 
-    return bootstrap_stack(config, outputs, read_console=console_output, **kwargs)
+    return bootstrap_stack(config, outputs, read_console=console_output,
+                           tunnel_url=tunnel_url_for(outputs, config.region), **kwargs)
 
 
 def check_health(config: "StackConfig", outputs: StackOutputs,
