@@ -324,7 +324,9 @@ def _via(gateway: Gateway | TunnelGateway) -> str:
 def _no_delay(conn: Connection | None) -> None:
     """Short commands are request/response: Nagle plus delayed ACKs would add ~40 ms each."""
     sock = getattr(getattr(conn, "transport", None), "sock", None)
-    if isinstance(sock, socket.socket):
+    # Not the endpoint tunnel's local socket pair (AF_UNIX); websocket-client sets TCP_NODELAY
+    # on the websocket's own connection.
+    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 

@@ -19,13 +19,13 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from dsinfra.errors import UserError
+from dsinfra.errors import CloudError
 
 CHUNK_BYTES = 65_000  # aws-cli's frame size
 NORMAL_CLOSE = 1000
 
 
-class TunnelError(UserError):
+class TunnelError(CloudError):
     """The endpoint refused the tunnel or closed it with a reason."""
 
 
