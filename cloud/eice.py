@@ -54,10 +54,12 @@ def _credentials():
     return found.get_frozen_credentials()
 
 
-def tunnel_url_factory(region: str, endpoint_id: str, dns_name: str):
+def tunnel_url_factory(region: str, endpoint_id: str, dns_name: str, *, credentials=None,
+                       scheme: str = "wss"):
     """(private ip, port) -> a freshly signed URL: what bootstrap's hosts call per connect."""
     def url(private_ip: str, port: int = 22) -> str:
         return presigned_tunnel_url(region=region, endpoint_id=endpoint_id, dns_name=dns_name,
-                                    private_ip=private_ip, port=port)
+                                    private_ip=private_ip, port=port, credentials=credentials,
+                                    scheme=scheme)
 
     return url
