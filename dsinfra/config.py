@@ -186,7 +186,9 @@ class StackConfig(_Model):
             if ipaddress.ip_network(cidr, strict=False).prefixlen == 0:
                 raise _KeyedValueError("sshAllowedCidrs", cidr,
                                        "CIDR blocks narrower than the whole internet (SSH is "
-                                       "never opened to 0.0.0.0/0 or ::/0; use a bastion or SSM)")
+                                       "never opened to 0.0.0.0/0 or ::/0; dsinfra reaches "
+                                       "nodes through the stack's EC2 Instance Connect "
+                                       "Endpoint)")
         _bounded_exposure("sshAllowedCidrs", value)
         return value
 

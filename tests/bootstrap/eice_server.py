@@ -76,7 +76,7 @@ class FakeEndpoint:
             try:
                 while data := target.recv(65000):
                     connection.send(data)
-            except OSError:
+            except Exception:  # noqa: BLE001 - the client closed the websocket first
                 pass
             finally:
                 connection.close()

@@ -118,26 +118,46 @@ def test_up_reaches_a_healthy_endpoint_on_hosts_built_from_the_offline_plan(
 
     bastion = lab.fresh("bastion", "g5.xlarge") if run.outputs["bastion"] else None
     # Hosts behind the bastion are made once with their private link: names of their own.
-    hosts = [lab.fresh(f"{tier}{i}" if bastion else "single", node.instance_type,
+    hosts = [lab.fresh(f"{tier}{i}" if bastion or len(planned) > 1 else "single",
+                       node.instance_type,
                        dlami=node.dlami, efa_interfaces=node.efa_interfaces, behind=bastion)
              for i, node in enumerate(planned)]
-    engine = TwinEngine(run.outputs, hosts, bastion, config.engine_port)
+    # The stack's EC2 Instance Connect Endpoint: a local one (eice_server.py) in front of the
+    # test hosts, signature checked against moto's test credentials.
+    from eice_server import FakeEndpoint
 
-    def bootstrap(config, outputs, *, ssh_key_path, trust_on_first_use, progress):
+    from dsinfra.cloud.eice import tunnel_url_factory
+
+    endpoint_id = run.outputs["connect_endpoint"]["id"]
+    local = FakeEndpoint(endpoint_id, secret_key="testing", region=config.region).start()
+    planned_outputs = {**run.outputs, "connect_endpoint": {"id": endpoint_id,
+                                                           "dns_name": local.dns_name}}
+    engine = TwinEngine(planned_outputs, hosts, bastion, config.engine_port)
+
+    def bootstrap(config, outputs, *, ssh_key_path, trust_on_first_use, progress, tunnel_url):
         from dsinfra.bootstrap.runner import bootstrap_stack
 
         return bootstrap_stack(config, outputs, ssh_key_path=ssh_key_path,
                                trust_on_first_use=trust_on_first_use, progress=None,
-                               options=replace(options, health_timeout_s=30))
+                               options=replace(options, health_timeout_s=30),
+                               tunnel_url=tunnel_url)
 
     from dsinfra.ops.doctor import run_doctor
 
-    result = bring_up(config, engine, now=NOW, bootstrap=bootstrap, probe=_probe_from(bastion),
-                      doctor=lambda c: run_doctor(c, client_factory=StubbedFactory(),
-                                                  pulumi_version=lambda: "v3.200.0"),
-                      options=UpOptions(ssh_key_path=str(lab.client_key),
-                                        trust_on_first_use=True, health_timeout_s=30,
-                                        health_interval_s=0.5))
+    try:
+        result = bring_up(
+            config, engine, now=NOW, bootstrap=bootstrap, probe=_probe_from(bastion),
+            tunnel_url=lambda o: tunnel_url_factory(o.region, o.connect_endpoint_id,
+                                                    o.connect_endpoint_dns, scheme="ws"),
+            doctor=lambda c: run_doctor(c, client_factory=StubbedFactory(),
+                                        pulumi_version=lambda: "v3.200.0"),
+            options=UpOptions(ssh_key_path=str(lab.client_key), trust_on_first_use=True,
+                              health_timeout_s=30, health_interval_s=0.5))
+    finally:
+        local.stop()
+    # Every node was reached through the endpoint, on its private address.
+    assert {r.query["privateIpAddress"] for r in local.requests} == {h.listen for h in hosts}
+    assert all(r.signature_ok and r.query["remotePort"] == "22" for r in local.requests)
 
     assert result.healthy is True, result.health_note
     report = result.bootstrap_result
