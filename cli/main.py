@@ -11,14 +11,14 @@ from typer.core import TyperGroup
 
 from dsinfra import __version__
 from dsinfra.cli import (advise, bootstrap, catalog_cmd, cost, day2, doctor, down, guard, host,
-                         interrupts, plan, schedule, size, stacks, status, up)
+                         interrupts, plan, power, schedule, size, stacks, status, up)
 from dsinfra.cli.options import TYPER_OPTIONS
 from dsinfra.errors import EXIT_INTERRUPTED, DsinfraError
 
 # Command modules import only typer and the standard library at the top, so composing them all
 # keeps `dsinfra --help` free of the cloud SDKs.
-COMMAND_MODULES = (plan, stacks, size, advise, doctor, up, bootstrap, day2, host, cost, down,
-                   status, catalog_cmd, guard, schedule)
+COMMAND_MODULES = (plan, stacks, size, advise, doctor, up, bootstrap, day2, power, host, cost,
+                   down, status, catalog_cmd, guard, schedule)
 
 
 class DsinfraGroup(TyperGroup):
