@@ -92,3 +92,43 @@ def logs_command(
         follow_journal(access, node or "head", command, typer.echo)
         return
     report_results(run_on_nodes(access, command, node=node, root=True), as_json)
+
+
+@app.command("port-forward")
+def port_forward_command(
+    stack: str = typer.Argument(..., help="The stack to reach."),
+    ports: str = typer.Argument(..., metavar="[LOCAL:]REMOTE", help="e.g. 8000 (the API) or "
+                                "18000:8000; LOCAL listens on 127.0.0.1 only."),
+    node: str = typer.Option("head", "--node", "-n", help="The node (instance id, index or "
+                             "head)."),
+    ssh_key: Optional[Path] = typer.Option(None, "--ssh-key", help=_KEY_HELP),
+) -> None:
+    """Reach a node's port (the API when it is not public) from this machine, through the
+    stack's EC2 Instance Connect Endpoint, until Ctrl-C."""
+    from dsinfra.cli.output import note
+    from dsinfra.ops.remote import PortForward, parse_forward
+
+    local_port, remote_port = parse_forward(ports)
+    forward = PortForward(_access(stack, ssh_key), node, local_port, remote_port)
+    note(f"forwarding 127.0.0.1:{forward.local_port} -> {forward.host.name} port "
+         f"{remote_port} through the stack's EC2 Instance Connect Endpoint; Ctrl-C stops")
+    try:
+        forward.serve_forever()
+    finally:
+        forward.close()
+
+
+@app.command("ssh")
+def ssh_command(
+    stack: str = typer.Argument(..., help="The stack to log in to."),
+    node: str = typer.Argument("head", help="The node: its instance id, its index or head."),
+    ssh_key: Optional[Path] = typer.Option(None, "--ssh-key", help=_KEY_HELP),
+) -> None:
+    """An interactive shell on a node, through the stack's EC2 Instance Connect Endpoint
+    (host keys pinned; no port open)."""
+    import sys
+
+    from dsinfra.ops.remote import interactive_shell
+
+    status = interactive_shell(_access(stack, ssh_key), node, sys.stdin, sys.stdout.buffer)
+    raise typer.Exit(status)

@@ -173,3 +173,132 @@ def follow_journal(access: Access, node: str, command: str,
             emit(line.rstrip("\n"))
     finally:
         close_quietly(conn)
+
+
+_FORWARD = re.compile(r"^(?:([1-9][0-9]{0,4}):)?([1-9][0-9]{0,4})$")
+
+
+def parse_forward(spec: str) -> tuple[int, int]:
+    """``[LOCAL:]REMOTE`` -> (local port, remote port); the local port defaults to REMOTE."""
+    match = _FORWARD.match(spec.strip())
+    ports = (int(match.group(1) or match.group(2)), int(match.group(2))) if match else (0, 0)
+    if not match or not all(1 <= p <= 65535 for p in ports):
+        raise UserError(f"invalid value for [LOCAL:]REMOTE: {spec!r}; allowed: ports 1-65535, "
+                        "e.g. 8000 or 18000:8000")
+    return ports
+
+
+class PortForward:
+    """127.0.0.1:LOCAL -> the node's REMOTE port, one endpoint tunnel per connection."""
+
+    def __init__(self, access: Access, node: str, local_port: int, remote_port: int) -> None:
+        import socket
+
+        if access.tunnel_url is None:
+            raise UserError("the stack's outputs name no EC2 Instance Connect Endpoint",
+                            hint="Run `dsinfra up STACK` once to add it; nothing is replaced.")
+        (self.host,) = select_hosts(access, node)[:1]
+        self.access, self.remote_port = access, remote_port
+        self.listener = socket.create_server(("127.0.0.1", local_port))
+        self.local_port = self.listener.getsockname()[1]
+
+    def serve_forever(self) -> None:
+        import threading
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            threading.Thread(target=self._carry, args=(client,), daemon=True).start()
+
+    def close(self) -> None:
+        self.listener.close()
+
+    def _carry(self, client) -> None:
+        import threading
+
+        from dsinfra.bootstrap.tunnel import TunnelError, open_tunnel
+
+        try:
+            remote = open_tunnel(self.access.tunnel_url(self.host.private_address or
+                                                        self.host.address, self.remote_port))
+        except TunnelError:
+            client.close()
+            return
+        threading.Thread(target=_copy, args=(remote, client), daemon=True).start()
+        _copy(client, remote)
+
+
+def _copy(source, sink) -> None:
+    import socket
+
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for end in (sink, source):
+            try:
+                end.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def interactive_shell(access: Access, node: str, stdin, stdout) -> int:
+    """A login shell on ``node`` through the endpoint: a terminal in raw mode when ``stdin``
+    is one, else the shell reads its commands from ``stdin``. Returns the shell's exit status.
+    ``stdin``/``stdout``: binary file objects with a ``fileno``."""
+    import os
+    import select
+
+    from dsinfra.bootstrap.remote import HostLog, SshSettings, close_quietly, open_connection
+    from dsinfra.bootstrap.secrets import Secrets
+
+    (host,) = select_hosts(access, node)[:1]
+    secrets = Secrets(api_key="")
+    conn = open_connection(host, access.known_hosts, HostLog(None, secrets), secrets,
+                           SshSettings(connect_timeout_s=access.connect_timeout_s))
+    channel = conn.transport.open_session()
+    tty = os.isatty(stdin.fileno())
+    restore = _raw_terminal(stdin, channel) if tty else None
+    try:
+        channel.invoke_shell()
+        source_open = True
+        while not channel.exit_status_ready() or channel.recv_ready():
+            ready, _, _ = select.select([channel] + ([stdin] if source_open else []), [], [], 0.5)
+            if channel in ready:
+                data = channel.recv(32768)
+                if not data:
+                    break
+                stdout.write(data)
+                stdout.flush()
+            if stdin in ready:
+                data = os.read(stdin.fileno(), 4096)
+                if data:
+                    channel.sendall(data)
+                else:
+                    source_open = False
+                    channel.shutdown_write()
+        return channel.recv_exit_status()
+    finally:
+        if restore:
+            restore()
+        close_quietly(conn)
+
+
+def _raw_terminal(stdin, channel):
+    """Ask for a pty of the terminal's size and put the local terminal in raw mode; returns
+    what restores it."""
+    import os
+    import shutil
+    import termios
+    import tty
+
+    size = shutil.get_terminal_size()
+    channel.get_pty(term=os.environ.get("TERM", "xterm"), width=size.columns,
+                    height=size.lines)
+    saved = termios.tcgetattr(stdin.fileno())
+    tty.setraw(stdin.fileno())
+    return lambda: termios.tcsetattr(stdin.fileno(), termios.TCSADRAIN, saved)

@@ -102,3 +102,53 @@ def test_logs_since_takes_one_duration_grammar():
     assert journal_command(since="2h", follow=True).endswith("--since -2h -f")
     with pytest.raises(UserError, match="invalid value for --since: '30 minutes'"):
         journal_command(since="30 minutes", follow=False)
+
+
+def test_port_forward_carries_a_local_port_to_the_node_through_the_endpoint(two_nodes,
+                                                                           endpoint):
+    import socket
+    import threading
+
+    from dsinfra.ops.remote import PortForward
+
+    access, head, _ = two_nodes
+    forward = PortForward(access, "head", 0, 22)  # sshd's port: its banner is the proof
+    threading.Thread(target=forward.serve_forever, daemon=True).start()
+    try:
+        with socket.create_connection(("127.0.0.1", forward.local_port), timeout=5) as sock:
+            assert sock.recv(64).startswith(b"SSH-2.0-OpenSSH")
+    finally:
+        forward.close()
+    (request,) = endpoint.requests
+    assert request.signature_ok and request.query["privateIpAddress"] == head.listen
+    assert request.query["remotePort"] == "22"
+
+
+@pytest.mark.parametrize("spec, ports", [("8000", (8000, 8000)), ("18000:8000", (18000, 8000))])
+def test_port_forward_spec(spec, ports):
+    from dsinfra.ops.remote import parse_forward
+
+    assert parse_forward(spec) == ports
+
+
+@pytest.mark.parametrize("spec", ["0", "70000", "a:8000", "8000:", ":8000", "1:2:3"])
+def test_port_forward_spec_refused_in_one_line(spec):
+    from dsinfra.errors import UserError
+    from dsinfra.ops.remote import parse_forward
+
+    with pytest.raises(UserError, match=r"invalid value for \[LOCAL:\]REMOTE"):
+        parse_forward(spec)
+
+
+def test_ssh_gives_a_shell_on_the_node_through_the_endpoint(two_nodes, endpoint, tmp_path):
+    from dsinfra.ops.remote import interactive_shell
+
+    access, _, worker = two_nodes
+    script = tmp_path / "typed"
+    script.write_bytes(b"cat /opt/exec-marker\nexit 7\n")
+    out_path = tmp_path / "screen"
+    with script.open("rb") as stdin, out_path.open("wb") as stdout:
+        status = interactive_shell(access, "1", stdin, stdout)
+    assert status == 7
+    assert "worker" in out_path.read_text()
+    assert [r.query["privateIpAddress"] for r in endpoint.requests] == [worker.listen]
