@@ -45,10 +45,11 @@ EICE = "aws:ec2transitgateway/instanceConnectEndpoint:InstanceConnectEndpoint"
 
 
 def _from_endpoint_only(run) -> list:
-    """The node group's rules; asserts the one SSH rule not from a CIDR is the endpoint's."""
+    """The node group's rules besides the endpoint's, which admit exactly SSH and the API."""
     rules = _group(run, "-node").inputs.get("ingress", [])
     eice = [r for r in rules if r.get("securityGroups") == [_group(run, "-eice").id]]
-    assert [(r["fromPort"], r["toPort"], r["protocol"]) for r in eice] == [(22, 22, "tcp")]
+    assert sorted((r["fromPort"], r["toPort"], r["protocol"]) for r in eice) == \
+        [(22, 22, "tcp"), (8000, 8000, "tcp")]
     return [r for r in rules if r not in eice]
 
 
@@ -69,8 +70,8 @@ def test_every_stack_gets_one_connect_endpoint_with_a_closed_group(runs, stack):
     # In the nodes' own subnets: private ones where the tier has them.
     assert endpoint.inputs["subnetId"] in (private or [s.id for s in run.of_type(SUBNET)])
     assert group.inputs.get("ingress", []) == []
-    assert [(e["fromPort"], e["cidrBlocks"]) for e in group.inputs["egress"]] == \
-        [(22, ["10.42.0.0/16"])]
+    assert sorted((e["fromPort"], e["cidrBlocks"]) for e in group.inputs["egress"]) == \
+        [(22, ["10.42.0.0/16"]), (8000, ["10.42.0.0/16"])]
     assert endpoint.inputs["tags"]["dsinfra:stack"] == stack
     outputs = StackOutputs.from_dict(run.outputs)
     assert outputs.connect_endpoint_id == endpoint.id
