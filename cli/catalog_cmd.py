@@ -17,7 +17,8 @@ app.add_typer(catalog_app, name="catalog")
 
 @catalog_app.command("refresh")
 def refresh_command(
-    region: Optional[list[str]] = typer.Option(None, "--region", help="Region(s) to price; "
+    region: Optional[list[str]] = typer.Option(None, "--region", metavar="<region>",
+                                               help="Region(s) to price; "
                                                "default $DSINFRA_REGIONS or the catalog's."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:

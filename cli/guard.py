@@ -25,7 +25,8 @@ def make_engine():
 
 @guard_app.command("deploy")
 def deploy_command(
-    region: Optional[list[str]] = typer.Option(None, "--region", help="Region(s) the guard "
+    region: Optional[list[str]] = typer.Option(None, "--region", metavar="<region>",
+                                               help="Region(s) the guard "
                                                "checks; the first hosts it."),
     every: str = typer.Option("15m", "--every", help="Time between checks: 1m to 24h, e.g. "
                               "15m or 1h."),

@@ -18,7 +18,8 @@ REGION_HELP = ("Region(s) to look in; default $DSINFRA_REGIONS, else every regio
 @app.command("stop")
 def stop_command(
     stack: str = typer.Argument(..., help="The stack whose instances to stop."),
-    region: Optional[list[str]] = typer.Option(None, "--region", help=REGION_HELP),
+    region: Optional[list[str]] = typer.Option(None, "--region", metavar="<region>",
+                                               help=REGION_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Stop the stack's running instances; volumes, data and addresses inside the VPC stay.
@@ -42,7 +43,8 @@ def stop_command(
 @app.command("start")
 def start_command(
     stack: str = typer.Argument(..., help="The stack whose stopped instances to start."),
-    region: Optional[list[str]] = typer.Option(None, "--region", help=REGION_HELP),
+    region: Optional[list[str]] = typer.Option(None, "--region", metavar="<region>",
+                                               help=REGION_HELP),
     force: bool = typer.Option(False, "--force", help="Start it even though it is over its "
                                "budget or its spend cannot be metered."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
