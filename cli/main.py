@@ -25,6 +25,7 @@ class DsinfraGroup(TyperGroup):
     """Turns expected failures into one line on stderr and their exit status (no traceback)."""
 
     def invoke(self, ctx):  # noqa: ANN001 - click's signature
+        wants_json = _wants_json(ctx)  # before click hands the arguments to the subcommand
         try:
             return super().invoke(ctx)
         except DsinfraError as exc:
@@ -33,6 +34,8 @@ class DsinfraGroup(TyperGroup):
             error(exc.message)
             if exc.hint:
                 typer.echo(exc.hint, err=True)
+            if wants_json:
+                _print_json_error(exc)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             interrupts.report()
@@ -44,6 +47,25 @@ class DsinfraGroup(TyperGroup):
                 interrupts.report()
                 raise typer.Exit(EXIT_INTERRUPTED) from None
             raise
+
+
+def _wants_json(ctx) -> bool:  # noqa: ANN001 - click's Context
+    """``--json`` among the command's own arguments (not after ``--``, which `exec` passes on)."""
+    args = [*(getattr(ctx, "_protected_args", None) or getattr(ctx, "protected_args", [])),
+            *ctx.args]
+    return "--json" in (args[:args.index("--")] if "--" in args else args)
+
+
+def _print_json_error(exc: DsinfraError) -> None:
+    """With --json, the error is JSON on stdout too: scripts parse one stream."""
+    import json
+
+    from dsinfra.cloud.notify import redact
+
+    body = {"error": redact(exc.message), "exit_status": exc.exit_code}
+    if exc.hint:
+        body["hint"] = exc.hint
+    typer.echo(json.dumps(body))
 
 
 app = typer.Typer(
