@@ -163,3 +163,20 @@ def test_start_refuses_a_stack_over_budget_without_force(aws, state_dir):
     forced = invoke("start", "spendy", "--force", "--now", hours_later(5.1).isoformat())
     assert forced.exit_code == 0, forced.output
     assert set(instance_states(made["instances"]).values()) == {"running"}
+
+
+def test_status_never_probes_an_api_closed_to_this_machine(aws, state_dir, monkeypatch):
+    """The shipped dev stack has no apiAllowedCidrs: its API answers only inside its VPC, so
+    status says so instead of sending a GET to the node's (moto-assigned) public address."""
+    from pathlib import Path
+
+    from dsinfra.ops.status import UNREACHABLE, build_status
+
+    monkeypatch.setenv("DSINFRA_PROJECT_DIR", str(Path(__file__).resolve().parents[2]))
+    make_stack("dev")
+    probed = []
+    status = build_status(["us-east-1"], now=hours_later(1),
+                          health=lambda url: probed.append(url) or "healthy")
+    (row,) = [r for r in status["stacks"] if r["stack"] == "dev"]
+    assert row["health"] == UNREACHABLE == "unreachable from here"
+    assert row["endpoint"] is None and probed == []
