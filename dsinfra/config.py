@@ -268,6 +268,12 @@ class StackConfig(_Model):
             raise _KeyedValueError("spot", self.spot,
                                    f"true only on the {allowed} tier (the others run "
                                    "on-demand or on a capacity reservation)")
+        if self.bastion and not self.tier_spec.bastion:
+            allowed = ", ".join(t.name for t in TIERS.values() if t.bastion)
+            raise _KeyedValueError("bastion", self.bastion,
+                                   f"true only on the {allowed} tiers (dev nodes have their "
+                                   "own address; every tier is reached through its EC2 "
+                                   "Instance Connect Endpoint)")
         if self.availability_zone and not self.availability_zone.startswith(self.region):
             raise _KeyedValueError("availabilityZone", self.availability_zone,
                                    f"an availability zone of region {self.region}, e.g. "
