@@ -33,7 +33,10 @@ def refresh_command(
     try:
         cache = refresh(resolve_regions(region), state_dir())
     except (BotoCoreError, ClientError) as exc:
-        raise CloudError(f"price refresh failed: {exc}", hint="The bundled snapshot stays in "
+        from dsinfra.cloud.aws import one_line_error
+
+        raise CloudError(f"price refresh failed: {one_line_error(exc)}",
+                         hint="The bundled snapshot stays in "
                          "use; check credentials (pricing:GetProducts) and retry.") from None
     if as_json:
         from dsinfra.cli.output import print_json
