@@ -26,6 +26,9 @@ class DsinfraGroup(TyperGroup):
 
     def invoke(self, ctx):  # noqa: ANN001 - click's signature
         wants_json = _wants_json(ctx)  # before click hands the arguments to the subcommand
+        from dsinfra.cli import output
+
+        output.json_printed = False
         try:
             return super().invoke(ctx)
         except DsinfraError as exc:
@@ -34,7 +37,9 @@ class DsinfraGroup(TyperGroup):
             error(exc.message)
             if exc.hint:
                 typer.echo(exc.hint, err=True)
-            if wants_json:
+            from dsinfra.cli import output
+
+            if wants_json and not output.json_printed:
                 _print_json_error(exc)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
