@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from dsinfra.bootstrap.tunnel import TunnelGateway
 from dsinfra.catalog import INSTANCE_SPECS, InstanceSpec
 from dsinfra.errors import UserError
 from dsinfra.outputs import StackOutputs
@@ -36,7 +39,7 @@ class HostSpec:
     port: int = 22
     user: str = "ubuntu"
     key_path: Path | None = None
-    gateway: Gateway | None = None
+    gateway: Gateway | TunnelGateway | None = None
     host_key: str | None = None  # public key line(s) or SHA256: fingerprint(s)
     instance_id: str | None = None
     private_address: str | None = None  # what peers (Ray, NCCL) use; defaults to address
@@ -57,8 +60,15 @@ class HostSpec:
         return self.private_address or self.address
 
 
-def hosts_from_outputs(outputs: StackOutputs, *, key_path: Path | None) -> list[HostSpec]:
-    """Hosts of a dsinfra stack: public address when the node has one, else through the bastion."""
+# (private ip, port) -> a presigned open-tunnel URL (cloud/eice.py's, bound to the endpoint).
+TunnelUrl = Callable[[str, int], str]
+
+
+def hosts_from_outputs(outputs: StackOutputs, *, key_path: Path | None,
+                       tunnel_url: TunnelUrl | None = None) -> list[HostSpec]:
+    """Hosts of a dsinfra stack: through its EC2 Instance Connect Endpoint when it has one and
+    the caller can sign tunnels (``tunnel_url``); else the public address when the node has
+    one, else through the bastion (outputs of stacks made before the endpoint)."""
     if not outputs.nodes:
         raise UserError("the stack has no nodes in its outputs",
                         hint="Run `dsinfra up STACK` first (or check `pulumi stack output`).")
@@ -74,7 +84,17 @@ def hosts_from_outputs(outputs: StackOutputs, *, key_path: Path | None) -> list[
                         "dsinfra)", hint="Run `dsinfra up STACK` (or `pulumi up`) once to "
                         "refresh the outputs; nothing is replaced.")
     hosts = []
+    tunnel = tunnel_url if outputs.connect_endpoint_id else None
     for node in _head_first(outputs.nodes):
+        if tunnel is not None:
+            hosts.append(HostSpec(
+                name=node.id, address=node.private_ip, role=node.role,
+                instance_type=node.instance_type, user=outputs.ssh_user, key_path=key_path,
+                gateway=TunnelGateway(outputs.connect_endpoint_id,
+                                      partial(tunnel, node.private_ip, 22)),
+                instance_id=node.id, private_address=node.private_ip,
+                efa_interfaces=node.efa_interfaces))
+            continue
         public = node.public_ip
         hosts.append(HostSpec(
             name=node.id, address=public or node.private_ip, role=node.role,

@@ -23,6 +23,7 @@ from paramiko.ssh_exception import NoValidConnectionsError
 
 from dsinfra.bootstrap.hostkeys import KnownHosts
 from dsinfra.bootstrap.hosts import Gateway, HostSpec
+from dsinfra.bootstrap.tunnel import TunnelGateway
 from dsinfra.bootstrap.secrets import Secrets
 
 # paramiko reports a connection reset (every reboot makes one) on stderr through logging's
@@ -75,6 +76,12 @@ class HostConnection(Connection):
 
     log: HostLog
     secrets: Secrets
+
+    def open_gateway(self):
+        """The endpoint's tunnel as paramiko's ``sock``; fabric's own kinds otherwise."""
+        if isinstance(self.gateway, TunnelGateway):
+            return self.gateway.open_socket()
+        return super().open_gateway()
 
     def sh(self, command: str, *, root: bool = False, warn: bool = False,
            timeout: float | None = None) -> "Output":
@@ -286,14 +293,17 @@ def _gateway_connection(gateway: Gateway, known: KnownHosts, settings: SshSettin
 
 def open_connection(host: HostSpec, known: KnownHosts, log: HostLog, secrets: Secrets,
                     settings: SshSettings) -> HostConnection:
-    """Connect (through the gateway when the host has one); raises on refusal or drop."""
-    gateway = _gateway_connection(host.gateway, known, settings) if host.gateway else None
+    """Connect (through the gateway or the endpoint's tunnel when the host has one); raises
+    on refusal or drop."""
+    gateway = host.gateway
+    if isinstance(gateway, Gateway):
+        gateway = _gateway_connection(gateway, known, settings)
     conn = HostConnection(host.address, user=host.user, port=host.port, config=_config(),
                           gateway=gateway, connect_kwargs=_connect_kwargs(host.key_path),
                           connect_timeout=settings.connect_timeout_s)
     conn.client.set_missing_host_key_policy(known.policy(host.id))
     conn.log, conn.secrets = log, secrets
-    via = f" via {host.gateway.id}" if host.gateway else ""
+    via = f" via {_via(host.gateway)}" if host.gateway else ""
     log.write(f"connecting to {host.user}@{host.id}{via}")
     try:
         conn.open()
@@ -305,10 +315,18 @@ def open_connection(host: HostSpec, known: KnownHosts, log: HostLog, secrets: Se
     return conn
 
 
+def _via(gateway: Gateway | TunnelGateway) -> str:
+    if isinstance(gateway, TunnelGateway):
+        return f"EC2 Instance Connect Endpoint {gateway.endpoint_id}"
+    return gateway.id
+
+
 def _no_delay(conn: Connection | None) -> None:
     """Short commands are request/response: Nagle plus delayed ACKs would add ~40 ms each."""
     sock = getattr(getattr(conn, "transport", None), "sock", None)
-    if isinstance(sock, socket.socket):
+    # Not the endpoint tunnel's local socket pair (AF_UNIX); websocket-client sets TCP_NODELAY
+    # on the websocket's own connection.
+    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 

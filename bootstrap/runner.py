@@ -20,7 +20,8 @@ from pathlib import Path
 from dsinfra.bootstrap.engine import engine_plan
 from dsinfra.bootstrap.hostkeys import KnownHosts, fetch_console_pins, pins_from_text
 from dsinfra.bootstrap.hostrun import HostRun
-from dsinfra.bootstrap.hosts import HostSpec, hosts_from_outputs, load_inventory
+from dsinfra.bootstrap.hosts import (Gateway, HostSpec, TunnelUrl, hosts_from_outputs,
+                                     load_inventory)
 from dsinfra.bootstrap.plan import BootstrapReport, HostPlan, Step
 from dsinfra.bootstrap.progress import Progress, as_progress
 from dsinfra.bootstrap.remote import HostLog, SshSettings
@@ -51,18 +52,22 @@ class BootstrapOptions:
 def bootstrap_stack(config: StackConfig, outputs: StackOutputs, *,
                     ssh_key_path: Path | None = None, trust_on_first_use: bool = False,
                     progress: Progress = None, options: BootstrapOptions | None = None,
-                    read_console: Callable[[str, str], str] | None = None) -> BootstrapReport:
+                    read_console: Callable[[str, str], str] | None = None,
+                    tunnel_url: TunnelUrl | None = None) -> BootstrapReport:
     """Bootstrap the hosts a dsinfra stack created (``dsinfra up`` calls this).
 
     ``read_console``: (instance id, region) -> EC2 console output, for host-key pins
     (cloud/aws.py's ``console_output``; the caller passes it, bootstrap imports no boto3 edge).
     Without it, or with ``options.console_pins`` off, hosts are pinned from known_hosts only.
+    ``tunnel_url``: (private ip, port) -> a presigned open-tunnel URL for the stack's EC2
+    Instance Connect Endpoint (``cloud/eice.py``); with it every node is reached through the
+    endpoint.
 
     ``progress``: a ``BootstrapProgress`` (the CLI's live table), a callable that gets one
     line per host and step change (``dsinfra up`` folds them into its own display), or None.
     """
     options = options or BootstrapOptions()
-    hosts = hosts_from_outputs(outputs, key_path=ssh_key_path)
+    hosts = hosts_from_outputs(outputs, key_path=ssh_key_path, tunnel_url=tunnel_url)
     known = _known_hosts(options, trust_on_first_use)
     if options.console_pins and read_console:
         _pin_from_console(hosts, known, outputs.region or config.region, read_console)
@@ -105,7 +110,8 @@ def _pin_from_console(hosts: list[HostSpec], known: KnownHosts, region: str,
                       read_console: Callable[[str, str], str]) -> None:
     targets = {h.id: h.instance_id for h in hosts if h.instance_id and not h.host_key}
     gateways = {h.gateway.id: h.gateway.instance_id for h in hosts
-                if h.gateway and h.gateway.instance_id and not h.gateway.host_key}
+                if isinstance(h.gateway, Gateway) and h.gateway.instance_id
+                and not h.gateway.host_key}
     for host_id, instance_id in {**targets, **gateways}.items():
         if not known.pins.get(host_id):
             pins = fetch_console_pins(instance_id, region, read_console)
@@ -211,7 +217,7 @@ def _pin_from_inventory(hosts: list[HostSpec], known: KnownHosts) -> None:
     for host in hosts:
         if host.host_key:
             known.pins[host.id] = pins_from_text(host.host_key)
-        if host.gateway and host.gateway.host_key:
+        if isinstance(host.gateway, Gateway) and host.gateway.host_key:
             known.pins[host.gateway.id] = pins_from_text(host.gateway.host_key)
 
 

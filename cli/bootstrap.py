@@ -32,6 +32,7 @@ def bootstrap_command(
     from dsinfra.cli.bootstrap_display import LiveDisplay
     from dsinfra.cli.output import print_json
     from dsinfra.cloud.aws import console_output
+    from dsinfra.ops.access import tunnel_url_for
     from dsinfra.errors import CloudError, UserError
 
     if (stack is None) == (inventory is None):
@@ -50,7 +51,8 @@ def bootstrap_command(
         config, outputs = _stack(stack)
         report = bootstrap_stack(config, outputs, ssh_key_path=ssh_key and ssh_key.expanduser(),
                                  trust_on_first_use=trust_on_first_use, progress=progress,
-                                 options=options, read_console=console_output)
+                                 options=options, read_console=console_output,
+                                 tunnel_url=tunnel_url_for(outputs, config.region))
     if as_json:
         print_json(report.to_dict())
     if not report.ok:

@@ -17,7 +17,8 @@ app.add_typer(catalog_app, name="catalog")
 
 @catalog_app.command("refresh")
 def refresh_command(
-    region: Optional[list[str]] = typer.Option(None, "--region", help="Region(s) to price; "
+    region: Optional[list[str]] = typer.Option(None, "--region", metavar="<region>",
+                                               help="Region(s) to price; "
                                                "default $DSINFRA_REGIONS or the catalog's."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
@@ -32,7 +33,10 @@ def refresh_command(
     try:
         cache = refresh(resolve_regions(region), state_dir())
     except (BotoCoreError, ClientError) as exc:
-        raise CloudError(f"price refresh failed: {exc}", hint="The bundled snapshot stays in "
+        from dsinfra.cloud.aws import one_line_error
+
+        raise CloudError(f"price refresh failed: {one_line_error(exc)}",
+                         hint="The bundled snapshot stays in "
                          "use; check credentials (pricing:GetProducts) and retry.") from None
     if as_json:
         from dsinfra.cli.output import print_json

@@ -25,7 +25,8 @@ def check_command(
     enforce: bool = typer.Option(False, "--enforce", help="Act (notify/stop/destroy). "
                                  "Without it the check is a dry run that changes nothing."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    region: Optional[list[str]] = typer.Option(None, "--region", help=REGION_HELP),
+    region: Optional[list[str]] = typer.Option(None, "--region", metavar="<region>",
+                                               help=REGION_HELP),
     now: Optional[str] = typer.Option(None, "--now", hidden=True,
                                       help="Rehearse the check at this UTC time (ISO 8601)."),
 ) -> None:
@@ -157,7 +158,8 @@ def sparkline(values: list[float]) -> str:
 @cost_app.command("report")
 def report_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    region: Optional[list[str]] = typer.Option(None, "--region", help=REGION_HELP),
+    region: Optional[list[str]] = typer.Option(None, "--region", metavar="<region>",
+                                               help=REGION_HELP),
     now: Optional[str] = typer.Option(None, "--now", hidden=True,
                                       help="Report as of this UTC time (ISO 8601)."),
     billing: bool = typer.Option(False, "--reconcile-billing",
@@ -232,7 +234,8 @@ def audit_command(
 
 @cost_app.command("repair")
 def repair_command(
-    region: Optional[list[str]] = typer.Option(None, "--region", help=REGION_HELP),
+    region: Optional[list[str]] = typer.Option(None, "--region", metavar="<region>",
+                                               help=REGION_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Rebuild a corrupt spend ledger from the audit log and the live inventory (the corrupt
@@ -265,7 +268,8 @@ def repair_command(
 @app.command("resume")
 def resume_command(
     stack: str = typer.Argument(..., help="The stack whose stopped instances to start."),
-    region: Optional[list[str]] = typer.Option(None, "--region", help=REGION_HELP),
+    region: Optional[list[str]] = typer.Option(None, "--region", metavar="<region>",
+                                               help=REGION_HELP),
     force: bool = typer.Option(False, "--force", help="Start it even though it is over its "
                                "budget or its spend cannot be metered."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),

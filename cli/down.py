@@ -16,7 +16,8 @@ def down_command(
     stack: str = typer.Argument(..., help="The stack to destroy."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask to type the stack name."),
     force: bool = typer.Option(False, "--force", help="Destroy even a protected stack."),
-    region: Optional[list[str]] = typer.Option(None, "--region", help="Region(s) to sweep; "
+    region: Optional[list[str]] = typer.Option(None, "--region", metavar="<region>",
+                                               help="Region(s) to sweep; "
                                                "default $DSINFRA_REGIONS, else every region "
                                                "enabled for the account."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),

@@ -25,9 +25,11 @@ def make_engine():
 
 @guard_app.command("deploy")
 def deploy_command(
-    region: Optional[list[str]] = typer.Option(None, "--region", help="Region(s) the guard "
+    region: Optional[list[str]] = typer.Option(None, "--region", metavar="<region>",
+                                               help="Region(s) the guard "
                                                "checks; the first hosts it."),
-    every: int = typer.Option(15, "--every", help="Minutes between checks (1-1440)."),
+    every: str = typer.Option("15m", "--every", help="Time between checks: 1m to 24h, e.g. "
+                              "15m or 1h."),
     enforce: bool = typer.Option(False, "--enforce", help="Let the guard act; without it, it "
                                  "meters, decides and audits only."),
     stack: str = typer.Option("guard", "--stack", help="The guard's Pulumi stack name."),
@@ -36,7 +38,9 @@ def deploy_command(
     """Deploy or update the guard (its webhook comes from $DSINFRA_WEBHOOK_URL, as a secret)."""
     from dsinfra.ops.local import resolve_regions
     from dsinfra.ops.guard_deploy import deploy_guard
+    from dsinfra.schedule import every_minutes
 
+    every = every_minutes(every)
     regions = resolve_regions(region)
     outputs = deploy_guard(make_engine(), stack, regions, every, enforce)
     if as_json:
@@ -52,7 +56,7 @@ def deploy_command(
 
 @guard_app.command("destroy")
 def destroy_command(stack: str = typer.Option("guard", "--stack"),
-                    yes: bool = typer.Option(False, "--yes", help="Do not ask.")) -> None:
+                    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask.")) -> None:
     """Remove the guard (its ledger table and audit records go with it)."""
     from dsinfra.cli.confirm import typed_confirmation
     from dsinfra.errors import UserError

@@ -10,21 +10,26 @@ import typer
 from typer.core import TyperGroup
 
 from dsinfra import __version__
-from dsinfra.cli import (advise, bootstrap, cache_cmd, capacity, catalog_cmd, cost, doctor, down,
-                         guard, host, interrupts, offers, plan, schedule, size, stacks, status, up)
+from dsinfra.cli import (advise, bootstrap, cache_cmd, capacity, catalog_cmd, cost, day2, doctor,
+                         down, guard, host, interrupts, offers, plan, power, schedule, size, stacks,
+                         status, up)
 from dsinfra.cli.options import TYPER_OPTIONS
 from dsinfra.errors import EXIT_INTERRUPTED, DsinfraError
 
 # Command modules import only typer and the standard library at the top, so composing them all
 # keeps `dsinfra --help` free of the cloud SDKs.
-COMMAND_MODULES = (plan, stacks, size, offers, advise, doctor, up, bootstrap, host, cost, down,
-                   status, catalog_cmd, capacity, guard, schedule, cache_cmd)
+COMMAND_MODULES = (plan, stacks, size, offers, advise, doctor, up, bootstrap, day2, power, host,
+                   cost, down, status, catalog_cmd, capacity, guard, schedule, cache_cmd)
 
 
 class DsinfraGroup(TyperGroup):
     """Turns expected failures into one line on stderr and their exit status (no traceback)."""
 
     def invoke(self, ctx):  # noqa: ANN001 - click's signature
+        wants_json = _wants_json(ctx)  # before click hands the arguments to the subcommand
+        from dsinfra.cli import output
+
+        output.json_printed = False
         try:
             return super().invoke(ctx)
         except DsinfraError as exc:
@@ -33,6 +38,10 @@ class DsinfraGroup(TyperGroup):
             error(exc.message)
             if exc.hint:
                 typer.echo(exc.hint, err=True)
+            from dsinfra.cli import output
+
+            if wants_json and not output.json_printed:
+                _print_json_error(exc)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             interrupts.report()
@@ -44,6 +53,25 @@ class DsinfraGroup(TyperGroup):
                 interrupts.report()
                 raise typer.Exit(EXIT_INTERRUPTED) from None
             raise
+
+
+def _wants_json(ctx) -> bool:  # noqa: ANN001 - click's Context
+    """``--json`` among the command's own arguments (not after ``--``, which `exec` passes on)."""
+    args = [*(getattr(ctx, "_protected_args", None) or getattr(ctx, "protected_args", [])),
+            *ctx.args]
+    return "--json" in (args[:args.index("--")] if "--" in args else args)
+
+
+def _print_json_error(exc: DsinfraError) -> None:
+    """With --json, the error is JSON on stdout too: scripts parse one stream."""
+    import json
+
+    from dsinfra.cloud.notify import redact
+
+    body = {"error": redact(exc.message), "exit_status": exc.exit_code}
+    if exc.hint:
+        body["hint"] = exc.hint
+    typer.echo(json.dumps(body))
 
 
 app = typer.Typer(

@@ -36,8 +36,15 @@ def strict(value: Any) -> Any:
 
 def print_json(payload: Any) -> None:
     """Strict JSON (RFC 8259): never NaN or Infinity."""
+    global json_printed
     encoded = json.loads(json.dumps(payload, default=_default))
     sys.stdout.write(json.dumps(strict(encoded), indent=2, allow_nan=False) + "\n")
+    json_printed = True
+
+
+# True once a command printed its JSON: an error after it (exit 3 with the report printed)
+# must not add a second document to stdout.
+json_printed = False
 
 
 def console(stderr: bool = False):

@@ -30,6 +30,8 @@ def size_command(
     from dsinfra.models import resolve_model
     from dsinfra.sizing import size_model
 
+    # Precisions are spelled both ways in model cards and engine flags (FP8, fp8).
+    precision, kv_cache_dtype = precision.lower(), kv_cache_dtype.lower()
     check_flags(SizeFlags, precision=precision, context=context, concurrency=concurrency,
                 kv_cache_dtype=kv_cache_dtype, region=region, max_nodes=max_nodes)
     try:

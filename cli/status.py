@@ -14,7 +14,8 @@ app = typer.Typer(**TYPER_OPTIONS)  # added to the root by cli/main.py
 @app.command("status")
 def status_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    region: Optional[list[str]] = typer.Option(None, "--region", help="AWS region (repeatable);"
+    region: Optional[list[str]] = typer.Option(None, "--region", metavar="<region>",
+                                               help="AWS region (repeatable);"
                                                " default $DSINFRA_REGIONS or the catalog's."),
     no_health: bool = typer.Option(False, "--no-health", help="Skip the endpoint HTTP checks."),
     now: Optional[str] = typer.Option(None, "--now", hidden=True,

@@ -90,3 +90,30 @@ def console_output(instance_id: str, region: str) -> str:
     except (BotoCoreError, ClientError) as exc:
         raise CloudError(f"could not read the console output of {instance_id}: {exc}") from None
     return answer.get("Output") or ""
+
+
+def one_line_error(exc: Exception, *, limit: int = 240) -> str:
+    """A botocore error as one line: operation, HTTP status, AWS's code and message, attempts.
+
+    An endpoint that is not AWS (a proxy, an emulator failing) answers with an HTML page that
+    botocore puts into the message; that page is named, not printed."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return " ".join(str(exc).split())[:limit]
+    error = response.get("Error") or {}
+    meta = response.get("ResponseMetadata") or {}
+    status, attempts = meta.get("HTTPStatusCode"), meta.get("RetryAttempts")
+    message = " ".join(str(error.get("Message") or "").split())
+    if message.lstrip().lower().startswith(("<!doctype", "<html", "<?xml")) or "<html" in message:
+        message = "the endpoint answered with an HTML page, not an AWS error"
+    code = str(error.get("Code") or "")
+    operation = getattr(exc, "operation_name", "") or "the call"
+    parts = [f"{operation} failed"]
+    if status:
+        parts.append(f"HTTP {status}")
+    if code and code != str(status):
+        parts.append(code)
+    line = ", ".join(parts) + (f": {message}" if message else "")
+    if attempts:
+        line += f" ({int(attempts) + 1} attempts)"
+    return line[:limit]

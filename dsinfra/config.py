@@ -173,6 +173,9 @@ class StackConfig(_Model):
     ssh_allowed_cidrs: list[str] = Field(default_factory=list, alias="sshAllowedCidrs")
     api_allowed_cidrs: list[str] = Field(default_factory=list, alias="apiAllowedCidrs")
     ssh_public_key: str | None = Field(None, alias="sshPublicKey")
+    # Private tiers only: a bastion in a public subnet, reached from sshAllowedCidrs. Off by
+    # default: every node is reached through the stack's EC2 Instance Connect Endpoint.
+    bastion: bool = False
     root_volume_gib: int = Field(200, alias="rootVolumeGiB", ge=30, le=16384)
     ami_id: str | None = Field(None, alias="amiId", pattern=r"^ami-[0-9a-f]{8,17}$")
     availability_zone: str | None = Field(None, alias="availabilityZone")
@@ -223,7 +226,9 @@ class StackConfig(_Model):
             if ipaddress.ip_network(cidr, strict=False).prefixlen == 0:
                 raise _KeyedValueError("sshAllowedCidrs", cidr,
                                        "CIDR blocks narrower than the whole internet (SSH is "
-                                       "never opened to 0.0.0.0/0 or ::/0; use a bastion or SSM)")
+                                       "never opened to 0.0.0.0/0 or ::/0; dsinfra reaches "
+                                       "nodes through the stack's EC2 Instance Connect "
+                                       "Endpoint)")
         _bounded_exposure("sshAllowedCidrs", value)
         return value
 
@@ -310,6 +315,12 @@ class StackConfig(_Model):
             raise _KeyedValueError("spot", self.spot,
                                    f"true only on the {allowed} tier (the others run "
                                    "on-demand or on a capacity reservation)")
+        if self.bastion and not self.tier_spec.bastion:
+            allowed = ", ".join(t.name for t in TIERS.values() if t.bastion)
+            raise _KeyedValueError("bastion", self.bastion,
+                                   f"true only on the {allowed} tiers (dev nodes have their "
+                                   "own address; every tier is reached through its EC2 "
+                                   "Instance Connect Endpoint)")
         if self.availability_zone and not self.availability_zone.startswith(self.region):
             raise _KeyedValueError("availabilityZone", self.availability_zone,
                                    f"an availability zone of region {self.region}, e.g. "

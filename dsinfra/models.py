@@ -180,9 +180,18 @@ def resolve_model(model: str) -> ModelShape:
     for name, shape in BUILTIN_MODELS.items():
         if name.lower() == short:
             return shape
+    if _looks_like_a_path(model):
+        raise UserError(f"model file {model!r}: no such file; allowed: the path of a Hugging "
+                        "Face config.json (or the folder holding one), or a built-in name")
     raise UserError(f"unknown model {model!r}; allowed: one of {', '.join(BUILTIN_MODELS)} "
                     "(with or without the deepseek-ai/ prefix) or the path of a Hugging Face "
                     "config.json")
+
+
+def _looks_like_a_path(model: str) -> bool:
+    """``./x``, ``~/x``, ``/x`` or a name ending in ``.json``: a file meant, not a repo id."""
+    text = model.strip()
+    return text.startswith(("./", "../", "/", "~")) or text.lower().endswith(".json")
 
 
 MAX_CONFIG_JSON_BYTES = 1024 * 1024  # published config.json files are a few kB

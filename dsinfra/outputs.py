@@ -32,6 +32,10 @@ class StackOutputs:
     ssh_user: str
     region: str
     bastion_id: str | None = None  # its instance id: bootstrap pins its host key from it
+    # The stack's EC2 Instance Connect Endpoint: SSH to every node tunnels through it. None in
+    # outputs written before dsinfra created one (those reach nodes as they did then).
+    connect_endpoint_id: str | None = None
+    connect_endpoint_dns: str | None = None
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "StackOutputs":
@@ -42,7 +46,9 @@ class StackOutputs:
                  for n in raw.get("nodes", [])]
         return cls(nodes=nodes, bastion=raw.get("bastion"), endpoint=raw.get("endpoint", ""),
                    ssh_user=raw.get("ssh_user", "ubuntu"), region=raw.get("region", ""),
-                   bastion_id=raw.get("bastion_id"))
+                   bastion_id=raw.get("bastion_id"),
+                   connect_endpoint_id=(raw.get("connect_endpoint") or {}).get("id"),
+                   connect_endpoint_dns=(raw.get("connect_endpoint") or {}).get("dns_name"))
 
     @property
     def head(self) -> NodeOutput:

@@ -23,6 +23,21 @@ def parse_every(every: str) -> tuple[int, str]:
     return value, unit
 
 
+_MINUTES = re.compile(r"^([0-9]{1,6})(m|h|d)?$")
+_UNIT_MINUTES = {"m": 1, "h": 60, "d": 1440}
+
+
+def every_minutes(every: str, *, key: str = "--every", most: int = 1440) -> int:
+    """``15m``, ``2h``, ``1d`` (a bare number: minutes, as before) -> minutes, 1 to ``most``:
+    the one duration grammar the guard and ``schedule install`` share."""
+    match = _MINUTES.match(str(every).strip())
+    minutes = int(match.group(1)) * _UNIT_MINUTES[match.group(2) or "m"] if match else 0
+    if not 1 <= minutes <= most:
+        raise UserError(f"invalid value for {key}: {every!r}; allowed: a duration from 1m to "
+                        f"{most // 60}h, e.g. 15m or 1h")
+    return minutes
+
+
 def interval_s(every: str) -> int:
     value, unit = parse_every(every)
     return value * (60 if unit == "m" else 3600)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 class TierSpec:
     name: str
     zones: int  # availability zones the VPC spans
-    private: bool  # nodes in private subnets behind a bastion and a load balancer
+    private: bool  # nodes in private subnets behind a load balancer
     efa: bool  # EFA interfaces and the EFA security group (multi-node NCCL)
     lb_targets_all_nodes: bool  # the API load balancer serves from every node, not the head
     spot_allowed: bool  # dsinfra:spot may be true
@@ -25,7 +25,8 @@ class TierSpec:
 
     @property
     def bastion(self) -> bool:
-        """SSH reaches private nodes only through a bastion in a public subnet."""
+        """The tier may have a bastion in a public subnet (``dsinfra:bastion: true``); SSH
+        reaches every node through the stack's EC2 Instance Connect Endpoint either way."""
         return self.private
 
     @property

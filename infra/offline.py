@@ -26,6 +26,7 @@ _ID_PREFIX = {
     "aws:ec2/routeTable:RouteTable": "rtb", "aws:ec2/launchTemplate:LaunchTemplate": "lt",
     "aws:ec2/vpcEndpoint:VpcEndpoint": "vpce", "aws:ec2/placementGroup:PlacementGroup": "pg",
     "aws:ec2/keyPair:KeyPair": "key",
+    "aws:ec2transitgateway/instanceConnectEndpoint:InstanceConnectEndpoint": "eice",
 }
 
 
@@ -165,6 +166,10 @@ class _RecordingMocks:
         elif token == "aws:lb/loadBalancer:LoadBalancer":
             scheme = "internal-" if inputs.get("internal") else ""
             out["dnsName"] = f"{scheme}{name}-{n:010d}.elb.{self.region}.amazonaws.com"
+        elif token == "aws:ec2transitgateway/instanceConnectEndpoint:InstanceConnectEndpoint":
+            # The shape of the DnsName in the CreateInstanceConnectEndpoint API reference.
+            out["dnsName"] = (f"eice-{n:017x}.{n:08x}.ec2-instance-connect-endpoint."
+                              f"{self.region}.amazonaws.com")
         elif token == "aws:ec2/eip:Eip":
             out["publicIp"] = f"198.51.100.{n % 250 + 1}"
         elif token == "aws:ec2/keyPair:KeyPair":

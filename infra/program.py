@@ -14,6 +14,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 import pulumi
 import pulumi_aws as aws
 import pulumi_aws.ec2 as ec2
+import pulumi_aws.ec2transitgateway as ec2transitgateway
 
 from dsinfra.config import CONFIG_KEYS, StackConfig, parse_stack_config, validate_stack_name
 from dsinfra.errors import DsinfraError
@@ -22,7 +23,7 @@ from dsinfra.infra.network import Network, NetworkArgs
 from dsinfra.infra.nodes import Bastion, BastionArgs, GpuNodePool, GpuNodePoolArgs
 from dsinfra.infra.security import (NodeIdentity, NodeIdentityArgs, SecurityGroups,
                                     SecurityGroupsArgs)
-from dsinfra.tags import contract_tags
+from dsinfra.tags import contract_tags, merge_tags
 
 NAMESPACE = "dsinfra"
 SSH_USER = "ubuntu"  # the Ubuntu DLAMI's and Canonical's login user
@@ -30,6 +31,8 @@ SSH_USER = "ubuntu"  # the Ubuntu DLAMI's and Canonical's login user
 COMPONENT_ORDER = ("dsinfra:network:Network", "dsinfra:security:SecurityGroups",
                    "dsinfra:security:NodeIdentity", "dsinfra:nodes:GpuNodePool",
                    "dsinfra:nodes:Bastion", "dsinfra:loadbalancer:ApiLoadBalancer")
+# EC2 Instance Connect Endpoint: every stack gets one in its VPC; AWS charges nothing for it.
+CONNECT_ENDPOINT = "aws:ec2transitgateway/instanceConnectEndpoint:InstanceConnectEndpoint"
 
 
 def main() -> None:
@@ -99,8 +102,8 @@ def build_stack(config: StackConfig) -> dict[str, Any]:
     name = config.stack
     network = Network(name, NetworkArgs(config, _zones(config, provider), private), opts)
     groups = SecurityGroups(name, SecurityGroupsArgs(
-        config, network.vpc.id, network.vpc_cidr, bastion=tier.bastion,
-        load_balancer=tier.load_balancer, efa=tier.efa), opts)
+        config, network.vpc.id, network.vpc_cidr, bastion=tier.bastion and config.bastion,
+        load_balancer=tier.load_balancer, efa=tier.efa, private_nodes=private), opts)
     identity = NodeIdentity(f"{name}-node", NodeIdentityArgs(config), opts)
     key_name = identity.key_name
     pool = GpuNodePool(f"{name}-gpu", GpuNodePoolArgs(
@@ -108,19 +111,37 @@ def build_stack(config: StackConfig) -> dict[str, Any]:
         identity.instance_profile.arn, key_name, public_ip=not private, efa=tier.efa), opts)
     nodes = [_node_output(i, role, config, private, pool.efa_interfaces) for i, role in
              zip(pool.instances, pool.roles)]
+    connect = _connect_endpoint(name, config, network, groups, opts)
     port = config.resolved_api_port
     if not private:
         head = pool.instances[0]
         endpoint = pulumi.Output.concat("http://", head.public_ip, ":", str(port))
-        return _outputs(config, nodes, None, None, endpoint)
-    bastion = Bastion(f"{name}-bastion", BastionArgs(
-        config, network.public_subnet_ids[0], groups.bastion.id,
-        identity.instance_profile.name, key_name), opts)
+        return _outputs(config, nodes, None, None, endpoint, connect)
+    bastion_ip = bastion_id = None
+    if groups.bastion is not None:
+        bastion = Bastion(f"{name}-bastion", BastionArgs(
+            config, network.public_subnet_ids[0], groups.bastion.id,
+            identity.instance_profile.name, key_name), opts)
+        bastion_ip, bastion_id = bastion.instance.public_ip, bastion.instance.id
     targets = pool.instances if tier.lb_targets_all_nodes else pool.instances[:1]
     api = ApiLoadBalancer(f"{name}-api", ApiLoadBalancerArgs(
         config, network.vpc.id, network.public_subnet_ids, network.private_subnet_ids,
         groups.load_balancer.id, targets), opts)
-    return _outputs(config, nodes, bastion.instance.public_ip, bastion.instance.id, api.endpoint)
+    return _outputs(config, nodes, bastion_ip, bastion_id, api.endpoint, connect)
+
+
+def _connect_endpoint(name: str, config: StackConfig, network: Network,
+                      groups: SecurityGroups, opts: pulumi.ResourceOptions
+                      ) -> pulumi.Output[dict[str, str]]:
+    """The stack's EC2 Instance Connect Endpoint, in the nodes' first subnet: one endpoint
+    reaches every instance of its VPC. The client's address is not preserved, so the nodes'
+    group can admit SSH from the endpoint's group alone."""
+    endpoint = ec2transitgateway.InstanceConnectEndpoint(
+        f"{name}-eice", subnet_id=network.node_subnet_ids[0],
+        security_group_ids=[groups.connect_endpoint.id], preserve_client_ip=False,
+        tags=merge_tags(f"{name}-eice", config), opts=opts)
+    return pulumi.Output.all(endpoint.id, endpoint.dns_name).apply(
+        lambda v: {"id": v[0], "dns_name": v[1]})
 
 
 def _zones(config: StackConfig, provider: aws.Provider) -> list[pulumi.Output[str]]:
@@ -152,9 +173,10 @@ def _node_output(instance: ec2.Instance, role: str, config: StackConfig, private
                    "instance_type": instance_type, "efa_interfaces": efa_interfaces})
 
 
-def _outputs(config: StackConfig, nodes, bastion_ip, bastion_id, endpoint) -> dict[str, Any]:
+def _outputs(config: StackConfig, nodes, bastion_ip, bastion_id, endpoint,
+             connect_endpoint) -> dict[str, Any]:
     # bastion_id lets bootstrap pin the bastion's host key from its console output.
     bastion = (pulumi.Output.from_input(bastion_ip).apply(lambda ip: ip or None)
                if bastion_ip is not None else None)
     return {"nodes": nodes, "bastion": bastion, "bastion_id": bastion_id, "endpoint": endpoint,
-            "ssh_user": SSH_USER, "region": config.region}
+            "ssh_user": SSH_USER, "region": config.region, "connect_endpoint": connect_endpoint}

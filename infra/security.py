@@ -1,8 +1,9 @@
 """``SecurityGroups`` and ``NodeIdentity``: who may reach the nodes, and what the nodes may do.
 
-Nothing is open to the world unless a stack lists the CIDRs: with no ``sshAllowedCidrs`` the
-hosts are reached through SSM Session Manager only, with no ``apiAllowedCidrs`` the API is
-internal to the VPC.
+Nothing is open to the world unless a stack lists the CIDRs. SSH reaches every node from the
+stack's EC2 Instance Connect Endpoint (its own group, no inbound rule: the endpoint opens
+tunnels authorised by IAM), from the bastion where a private stack asks for one, and from
+``sshAllowedCidrs`` on dev. With no ``apiAllowedCidrs`` the API is internal to the VPC.
 """
 
 from __future__ import annotations
@@ -38,15 +39,17 @@ class SecurityGroupsArgs:
     config: StackConfig
     vpc_id: pulumi.Input[str]
     vpc_cidr: str
-    bastion: bool  # prod and distributed: SSH reaches nodes only through the bastion
+    bastion: bool  # prod and distributed with dsinfra:bastion: SSH also from the bastion
     load_balancer: bool  # prod and distributed: the API reaches nodes only through the NLB
     efa: bool  # distributed: the self-referencing EFA group
+    private_nodes: bool = False  # prod and distributed: sshAllowedCidrs open the bastion only
 
 
 class SecurityGroups(pulumi.ComponentResource):
     """The node group, and the bastion, load balancer and EFA groups where the tier has them."""
 
     node: ec2.SecurityGroup
+    connect_endpoint: ec2.SecurityGroup
     bastion: ec2.SecurityGroup | None
     load_balancer: ec2.SecurityGroup | None
     efa: ec2.SecurityGroup | None
@@ -60,12 +63,19 @@ class SecurityGroups(pulumi.ComponentResource):
         self.bastion = self._bastion_group(f"{name}-bastion") if args.bastion else None
         self.load_balancer = self._lb_group(f"{name}-lb") if args.load_balancer else None
         self.efa = self._efa_group(f"{name}-efa") if args.efa else None
-        ingress: list[ec2.SecurityGroupIngressArgs] = []
+        self.connect_endpoint = self._endpoint_group(f"{name}-eice", api_port)
+        # SSH, and the API port for `dsinfra port-forward` and up's health check when the API
+        # is closed to the user's machine.
+        ingress = [ec2.SecurityGroupIngressArgs(
+            protocol="tcp", from_port=port, to_port=port,
+            security_groups=[self.connect_endpoint.id],
+            description=f"{what} from the EC2 Instance Connect Endpoint")
+            for port, what in ((SSH_PORT, "SSH"), (api_port, "API"))]
         if self.bastion is not None:
             ingress.append(ec2.SecurityGroupIngressArgs(
                 protocol="tcp", from_port=SSH_PORT, to_port=SSH_PORT,
                 security_groups=[self.bastion.id], description="SSH from the bastion"))
-        elif config.ssh_allowed_cidrs:
+        elif config.ssh_allowed_cidrs and not args.private_nodes:
             ingress.append(cidr_rule(SSH_PORT, config.ssh_allowed_cidrs, "SSH (sshAllowedCidrs)"))
         if self.load_balancer is not None:
             ingress.append(ec2.SecurityGroupIngressArgs(
@@ -104,6 +114,15 @@ class SecurityGroups(pulumi.ComponentResource):
                                         description="Ubuntu security updates"),
         ]
         return self._group(name, "dsinfra bastion", ingress, egress)
+
+    def _endpoint_group(self, name: str, api_port: int) -> ec2.SecurityGroup:
+        # The endpoint only opens tunnels out to the nodes' SSH and API ports; nothing comes in
+        # to it over the network (clients reach it through the EC2 Instance Connect service).
+        egress = [ec2.SecurityGroupEgressArgs(protocol="tcp", from_port=port, to_port=port,
+                                              cidr_blocks=[self._args.vpc_cidr],
+                                              description=f"{what} tunnels to the nodes")
+                  for port, what in ((SSH_PORT, "SSH"), (api_port, "API"))]
+        return self._group(name, "dsinfra EC2 Instance Connect Endpoint", [], egress)
 
     def _lb_group(self, name: str) -> ec2.SecurityGroup:
         config, port = self._args.config, self._args.config.resolved_api_port

@@ -247,20 +247,19 @@ def resolve_dlami(factory: ClientFactory, region: str) -> tuple[str | None, str]
 
 
 def check_access(config: "StackConfig") -> Check:
-    """Bootstrap reaches the hosts over SSH: without a key or an allowed CIDR it cannot, and
-    `up` would stop after the instances are already billing."""
-    missing = []
+    """Bootstrap reaches the hosts over SSH through the stack's EC2 Instance Connect Endpoint
+    (no port open to anyone); the login still needs the key pair from sshPublicKey, and
+    without it `up` would stop after the instances are already billing."""
     if not config.ssh_public_key:
-        missing.append("dsinfra:sshPublicKey is unset (no key pair on the instances)")
-    if not config.ssh_allowed_cidrs:
-        missing.append(f"dsinfra:sshAllowedCidrs is empty (SSH to "
-                       f"{config.tier_spec.ssh_entry} is closed)")
-    if not missing:
-        return Check("SSH access", "pass", f"key set; SSH open to "
-                     f"{', '.join(config.ssh_allowed_cidrs)}")
-    return Check("SSH access", "warn", "; ".join(missing),
-                 fix="set dsinfra:sshPublicKey to your public key and dsinfra:sshAllowedCidrs "
-                     "to your address (e.g. 203.0.113.7/32), unless you bootstrap through SSM")
+        return Check("SSH access", "warn",
+                     "dsinfra:sshPublicKey is unset (no key pair on the instances)",
+                     fix="set dsinfra:sshPublicKey to your public key (e.g. the contents of "
+                         "~/.ssh/id_ed25519.pub)")
+    opened = (f"; also open to {', '.join(config.ssh_allowed_cidrs)} on "
+              f"{config.tier_spec.ssh_entry}" if config.ssh_allowed_cidrs and
+              (config.bastion or not config.tier_spec.private) else "")
+    return Check("SSH access", "pass", "key set; SSH through the stack's EC2 Instance Connect "
+                 f"Endpoint (IAM: ec2-instance-connect:OpenTunnel){opened}")
 
 
 def estimate_stack_cost(config: "StackConfig") -> CostEstimate:

@@ -31,7 +31,7 @@ def resume_checked(stack: str, regions: Sequence[str] | None, *, force: bool,
     if report is not None and report["status"] in ("exceeded", "failed") and not force:
         raise UserError(f"stack {stack!r} is {report['status']}: {report['reason']}; nothing "
                         "was started", hint=f"Raise its budget, or pass --force to start it "
-                                            f"anyway: dsinfra resume {stack} --force")
+                                            f"anyway: dsinfra start {stack} --force")
     ledger, log = SqliteLedger(state_dir() / "ledger.sqlite3"), audit_log()
     try:
         with FileLocks(state_dir() / "locks").hold(stack):
@@ -52,3 +52,36 @@ def resume_checked(stack: str, regions: Sequence[str] | None, *, force: bool,
         ledger.close()
     return {"stack": stack, "started": started, "regions": list(where),
             "result": "done" if started else "skipped", "forced": force}
+
+
+def stop_checked(stack: str, regions: Sequence[str] | None, *, reason: str = "asked by the user"
+                 ) -> dict:
+    """``dsinfra stop``: stop the stack's running instances (volumes and data kept), under the
+    stack's lock, with one audited intent and result; ``dsinfra start`` wakes it."""
+    from dsinfra.cloud.actions import running_instances, stop_instances
+    from dsinfra.cloud.inventory import fetch_inventory
+    from dsinfra.ops.local import resolve_regions
+
+    require_known_stack(stack, regions)
+    where = list(resolve_regions(regions))
+    ledger, log = SqliteLedger(state_dir() / "ledger.sqlite3"), audit_log()
+    try:
+        with FileLocks(state_dir() / "locks").hold(stack):
+            found = fetch_inventory(where, [stack], kinds=("instance",)).resources
+            targets = running_instances(found)
+            intent = intents.begin(ledger, log, stack, "stop", manual=True, reason=reason)
+            try:
+                stopped = stop_instances(targets)
+            except Exception as exc:
+                intents.finish(ledger, log, intent, stack, "stop", "failed",
+                               f"{type(exc).__name__}")
+                raise
+            intents.finish(ledger, log, intent, stack, "stop", "done" if stopped else "skipped",
+                           f"stopped {len(stopped)} instance(s), volumes kept ({reason})")
+    except LockHeld:
+        raise UserError(f"a cost check is acting on stack {stack!r} right now; nothing was "
+                        "stopped", hint="Try again in a minute.") from None
+    finally:
+        ledger.close()
+    return {"stack": stack, "stopped": stopped, "regions": where,
+            "result": "done" if stopped else "skipped"}

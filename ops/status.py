@@ -44,9 +44,14 @@ def http_health(url: str, timeout_s: float = HEALTH_TIMEOUT_S) -> str:
         return "unreachable"
 
 
+UNREACHABLE = "unreachable from here"
+
+
 def stack_endpoint(stack: str, resources: list[S.Resource]) -> str | None:
     """The health URL: the stack's load balancer or head node, on the port and path of the
-    stack's config when its file is in this project; None when it cannot be known."""
+    stack's config when its file is in this project; None when it cannot be known, and
+    ``UNREACHABLE`` when the stack's API answers only inside its VPC (no apiAllowedCidrs):
+    nothing is sent to an address this machine cannot reach."""
     try:
         from dsinfra.stackfiles import find_project_dir, load_stack, stack_file
 
@@ -56,6 +61,8 @@ def stack_endpoint(stack: str, resources: list[S.Resource]) -> str | None:
         config = load_stack(stack, project)
     except Exception:  # noqa: BLE001 - no project here, or an invalid file: no endpoint
         return None
+    if not config.api_allowed_cidrs:
+        return UNREACHABLE
     lbs = [r for r in resources if r.kind == "load_balancer" and r.attrs.get("dns_name")]
     heads = [r for r in resources if r.kind == "instance" and r.attrs.get("public_ip")
              and r.state == "running"]
@@ -90,6 +97,8 @@ def build_status(regions: Sequence[str] | None, now: datetime | None = None,
         instances = [r for r in resources if r.kind == "instance"]
         running = [r.created_at for r in instances if r.state == "running" and r.created_at]
         endpoint = stack_endpoint(stack, resources)
+        closed = endpoint == UNREACHABLE
+        endpoint = None if closed else endpoint
         rows.append({
             "stack": stack, "tier": s["tier"], "state": _state(instances),
             "nodes": len(instances), "running_nodes": len(running),
@@ -97,7 +106,8 @@ def build_status(regions: Sequence[str] | None, now: datetime | None = None,
             if running else None,
             "spend_usd": s["spend_usd"], "budget_usd": s["budget_usd"], "period": s["period"],
             "status": s["status"], "hourly_usd": s["hourly_usd"], "endpoint": endpoint,
-            "health": (health(endpoint) if endpoint and health else "skipped"),
+            "health": (UNREACHABLE if closed else
+                       health(endpoint) if endpoint and health else "skipped"),
         })
     warning = stale_warning(ctx.ledger.last_beat(), ctx.now)
     return {"checked_at": ctx.now.astimezone(timezone.utc).isoformat(),

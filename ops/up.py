@@ -76,8 +76,14 @@ def bring_up(config: "StackConfig", engine: "Engine", *, options: UpOptions | No
              on_event: "EventCallback | None" = None, on_phase: PhaseCallback | None = None,
              audit: AuditSink | None = None, now: datetime | None = None,
              zones_for: Callable[[str, str], list[str]] | None = None,
-             cleanup: Callable[[str, str], Any] | None = None) -> UpResult:
-    """Take ``config`` from nothing (or a partial stack) to a healthy endpoint."""
+             cleanup: Callable[[str, str], Any] | None = None,
+             tunnel_url: Callable[[StackOutputs], Any] | None = None) -> UpResult:
+    """Take ``config`` from nothing (or a partial stack) to a healthy endpoint.
+
+    ``tunnel_url``: outputs -> (private ip, port) -> presigned URL of the stack's EC2 Instance
+    Connect Endpoint, or None (default: ``ops/access.py``'s, signed with the caller's AWS
+    credentials). Bootstrap reaches the nodes through it, and the health check reaches an API
+    that is closed to this machine."""
     from dsinfra.sizing import check_stack_fits
 
     options = options or UpOptions()
@@ -110,12 +116,15 @@ def bring_up(config: "StackConfig", engine: "Engine", *, options: UpOptions | No
           instance_type=config.resolved_instance_type, node_count=config.resolved_node_count,
           region=config.region)
     phase("bootstrap", f"bootstrapping {len(outputs.nodes)} node(s)")
+    tunnel = (tunnel_url or _default_tunnel_url(config))(outputs)
     boot = (bootstrap or _bootstrap_stack)(
         config, outputs, ssh_key_path=options.ssh_key_path,
         trust_on_first_use=options.trust_on_first_use,
-        progress=lambda message: phase("bootstrap", str(message)))
+        progress=lambda message: phase("bootstrap", str(message)),
+        **({"tunnel_url": tunnel} if tunnel else {}))
     _require_bootstrapped(config, boot, audit)
-    healthy, note = check_health(config, outputs, probe or http_healthy, options, phase)
+    healthy, note = check_health(config, outputs, probe or http_healthy, options, phase,
+                                 tunnel_url=tunnel)
     notes = ([f"spot had no capacity: running on demand "
               f"(${monthly:,.0f}/month estimated)"] if asked_spot and not config.spot else [])
     return UpResult(config.stack, outputs, attempts, expires_at, healthy, note, monthly, boot,
@@ -229,13 +238,30 @@ def _bootstrap_stack(config, outputs, **kwargs):
     return bootstrap_stack(config, outputs, read_console=console_output, **kwargs)
 
 
+def _default_tunnel_url(config: "StackConfig"):
+    from dsinfra.ops.access import tunnel_url_for
+
+    return lambda outputs: tunnel_url_for(outputs, config.region)
+
+
 def check_health(config: "StackConfig", outputs: StackOutputs,
                  probe: Callable[[str, float], bool], options: UpOptions,
-                 phase: PhaseCallback) -> tuple[bool | None, str]:
+                 phase: PhaseCallback, *, tunnel_url=None) -> tuple[bool | None, str]:
+    """GET the health path from here when the API is open to this machine, else through the
+    stack's EC2 Instance Connect Endpoint to the head node's engine port."""
     if not config.api_allowed_cidrs:
-        return None, ("not probed from here: dsinfra:apiAllowedCidrs is empty, so the API "
-                      "answers only inside the VPC (bootstrap checked it on the host)")
-    url = outputs.endpoint.rstrip("/") + config.engine.health_path
+        if tunnel_url is None:
+            return None, ("not probed from here: dsinfra:apiAllowedCidrs is empty, so the API "
+                          "answers only inside the VPC (bootstrap checked it on the host)")
+        from dsinfra.ops.access import tunnel_healthy
+
+        head, port = outputs.head.private_ip, config.engine_port
+        url = f"http://{head}:{port}{config.engine.health_path} (through " \
+              f"{outputs.connect_endpoint_id})"
+        probe = lambda _url, timeout_s: tunnel_healthy(  # noqa: E731
+            tunnel_url, head, port, config.engine.health_path, timeout_s)
+    else:
+        url = outputs.endpoint.rstrip("/") + config.engine.health_path
     deadline = time.monotonic() + options.health_timeout_s
     while True:
         phase("health", f"GET {url}")

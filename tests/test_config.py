@@ -40,6 +40,7 @@ def test_tier_defaults_fill_instance_type_and_count():
         ({"budget": {"amountUsd": 5, "onExceed": "explode"}}, "dsinfra:budget.onExceed",
          "explode"),
         ({"tier": "prod", "spot": True}, "dsinfra:spot", True),
+        ({"tier": "dev", "bastion": True}, "dsinfra:bastion", True),
         ({"region": "eu-north-9"}, "dsinfra:region", "eu-north-9"),
         ({"precision": "fp4"}, "dsinfra:precision", "fp4"),
         ({"engineImage": "vllm/vllm-openai:latest"}, "dsinfra:engineImage",

@@ -119,28 +119,48 @@ def test_up_reaches_a_healthy_endpoint_on_hosts_built_from_the_offline_plan(
 
     bastion = lab.fresh("bastion", "g5.xlarge") if run.outputs["bastion"] else None
     # Hosts behind the bastion are made once with their private link: names of their own.
-    hosts = [lab.fresh(f"{tier}{i}" if bastion else "single", node.instance_type,
+    hosts = [lab.fresh(f"{tier}{i}" if bastion or len(planned) > 1 else "single",
+                       node.instance_type,
                        dlami=node.dlami, efa_interfaces=node.efa_interfaces, behind=bastion)
              for i, node in enumerate(planned)]
     for host in hosts:  # the engine's NCCL lines, recorded on 2x p5en (tests/fixtures/nccl)
         host.set_profile(nccl_log=str(NCCL_OFI_LOG))
-    engine = TwinEngine(run.outputs, hosts, bastion, config.engine_port)
+    # The stack's EC2 Instance Connect Endpoint: a local one (eice_server.py) in front of the
+    # test hosts, signature checked against moto's test credentials.
+    from eice_server import FakeEndpoint
 
-    def bootstrap(config, outputs, *, ssh_key_path, trust_on_first_use, progress):
+    from dsinfra.cloud.eice import tunnel_url_factory
+
+    endpoint_id = run.outputs["connect_endpoint"]["id"]
+    local = FakeEndpoint(endpoint_id, secret_key="testing", region=config.region).start()
+    planned_outputs = {**run.outputs, "connect_endpoint": {"id": endpoint_id,
+                                                           "dns_name": local.dns_name}}
+    engine = TwinEngine(planned_outputs, hosts, bastion, config.engine_port)
+
+    def bootstrap(config, outputs, *, ssh_key_path, trust_on_first_use, progress, tunnel_url):
         from dsinfra.bootstrap.runner import bootstrap_stack
 
         return bootstrap_stack(config, outputs, ssh_key_path=ssh_key_path,
                                trust_on_first_use=trust_on_first_use, progress=None,
-                               options=replace(options, health_timeout_s=30))
+                               options=replace(options, health_timeout_s=30),
+                               tunnel_url=tunnel_url)
 
     from dsinfra.ops.doctor import run_doctor
 
-    result = bring_up(config, engine, now=NOW, bootstrap=bootstrap, probe=_probe_from(bastion),
-                      doctor=lambda c: run_doctor(c, client_factory=StubbedFactory(),
-                                                  pulumi_version=lambda: "v3.200.0"),
-                      options=UpOptions(ssh_key_path=str(lab.client_key),
-                                        trust_on_first_use=True, health_timeout_s=30,
-                                        health_interval_s=0.5))
+    try:
+        result = bring_up(
+            config, engine, now=NOW, bootstrap=bootstrap, probe=_probe_from(bastion),
+            tunnel_url=lambda o: tunnel_url_factory(o.region, o.connect_endpoint_id,
+                                                    o.connect_endpoint_dns, scheme="ws"),
+            doctor=lambda c: run_doctor(c, client_factory=StubbedFactory(),
+                                        pulumi_version=lambda: "v3.200.0"),
+            options=UpOptions(ssh_key_path=str(lab.client_key), trust_on_first_use=True,
+                              health_timeout_s=30, health_interval_s=0.5))
+    finally:
+        local.stop()
+    # Every node was reached through the endpoint, on its private address.
+    assert {r.query["privateIpAddress"] for r in local.requests} == {h.listen for h in hosts}
+    assert all(r.signature_ok and r.query["remotePort"] == "22" for r in local.requests)
 
     assert result.healthy is True, result.health_note
     report = result.bootstrap_result
@@ -153,3 +173,61 @@ def test_up_reaches_a_healthy_endpoint_on_hosts_built_from_the_offline_plan(
     expected = {"dev": ("g5.2xlarge", 0, 1), "prod": ("p4d.24xlarge", 0, 1),
                 "distributed": ("p5.48xlarge", 32, 2)}[tier]
     assert (planned[0].instance_type, planned[0].efa_interfaces, len(planned)) == expected
+
+
+def test_up_dev_from_the_shipped_file_reaches_a_healthy_endpoint_with_no_port_open(
+        lab, aws, tmp_path, options):
+    """The shipped dev stack as it is (sshAllowedCidrs and apiAllowedCidrs empty): bootstrap
+    and the health check both go through the stack's EC2 Instance Connect Endpoint (a local
+    one, eice_server.py, signature checked against moto's test credentials)."""
+    from eice_server import FakeEndpoint
+
+    from dsinfra.cloud.eice import tunnel_url_factory
+
+    values = read_stack_values(stack_file("dev", PROJECT_DIR))
+    assert not values.get("sshAllowedCidrs") and not values.get("apiAllowedCidrs")
+    config = parse_stack_config("dev", values)
+    run = run_offline("dev", values)
+    (node,) = planned_nodes(run, config.region)
+    host = lab.fresh("single", node.instance_type, dlami=node.dlami)
+    endpoint_id = run.outputs["connect_endpoint"]["id"]
+    local = FakeEndpoint(endpoint_id, secret_key="testing", region=config.region).start()
+    planned = {**run.outputs, "connect_endpoint": {"id": endpoint_id,
+                                                   "dns_name": local.dns_name}}
+    # The public address is one no test may reach: everything must go through the endpoint.
+    planned["nodes"] = [{**planned["nodes"][0], "public_ip": "192.0.2.10"}]
+    engine = TwinEngine(planned, [host], None, config.engine_port)
+    engine.outputs = lambda stack: {**planned, "nodes": [{**planned["nodes"][0],
+                                                          "private_ip": host.listen}],
+                                    "ssh_user": USER}
+
+    def bootstrap(config, outputs, *, ssh_key_path, trust_on_first_use, progress, tunnel_url):
+        from dsinfra.bootstrap.runner import bootstrap_stack
+
+        return bootstrap_stack(config, outputs, ssh_key_path=ssh_key_path,
+                               trust_on_first_use=trust_on_first_use, progress=None,
+                               options=replace(options, health_timeout_s=30),
+                               tunnel_url=tunnel_url)
+
+    from dsinfra.ops.doctor import run_doctor
+
+    try:
+        result = bring_up(
+            config, engine, now=NOW, bootstrap=bootstrap,
+            probe=lambda url, timeout_s: pytest.fail(f"probed {url} directly"),
+            tunnel_url=lambda o: tunnel_url_factory(o.region, o.connect_endpoint_id,
+                                                    o.connect_endpoint_dns, scheme="ws"),
+            doctor=lambda c: run_doctor(c, client_factory=StubbedFactory(),
+                                        pulumi_version=lambda: "v3.200.0"),
+            options=UpOptions(ssh_key_path=str(lab.client_key), trust_on_first_use=True,
+                              health_timeout_s=30, health_interval_s=0.5))
+    finally:
+        local.stop()
+
+    assert result.bootstrap_result.ok
+    assert result.healthy is True, result.health_note
+    assert endpoint_id in result.health_note
+    ports = {r.query["remotePort"] for r in local.requests}
+    assert ports == {"22", str(config.engine_port)}
+    assert all(r.signature_ok and r.query["privateIpAddress"] == host.listen
+               for r in local.requests)

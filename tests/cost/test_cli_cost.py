@@ -130,3 +130,53 @@ def test_cost_check_table_says_dry_run_and_the_price_date(aws, state_dir):
     assert "dry run (add --enforce to act)" in out.stdout
     assert "tabled: spend $" in out.stdout and "onExceed destroy" in out.stdout
     assert "prices as of 2026-07-20" in out.stdout
+
+
+def test_stop_keeps_volumes_is_audited_and_start_wakes_the_stack(aws, state_dir):
+    made = make_stack("napper")
+    out = invoke("stop", "napper", "--json")
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout)["stopped"] == made["instances"]
+    assert set(instance_states(made["instances"]).values()) == {"stopped"}
+    audit = invoke("cost", "audit", "--json")
+    records = [r for r in json.loads(audit.stdout)["records"] if r.get("stack") == "napper"]
+    assert [(r["kind"], r.get("action"), r.get("result")) for r in records] == \
+        [("intent", "stop", None), ("result", "stop", "done")]
+    again = invoke("stop", "napper")
+    assert again.exit_code == 0 and "no running instances" in again.stderr
+    woke = invoke("start", "napper", "--json")
+    assert woke.exit_code == 0, woke.output
+    assert json.loads(woke.stdout)["started"] == made["instances"]
+    assert set(instance_states(made["instances"]).values()) == {"running"}
+
+
+def test_start_refuses_a_stack_over_budget_without_force(aws, state_dir):
+    from .helpers import check
+
+    made = make_stack("spendy", budget_usd=1, period="total", on_exceed="stop")
+    check(hours_later(5), enforce=True)  # the budget rule stops it
+    assert set(instance_states(made["instances"]).values()) == {"stopped"}
+    refused = invoke("start", "spendy", "--now", hours_later(5.1).isoformat())
+    assert refused.exit_code == 2 and "nothing was started" in refused.output
+    assert "--force" in refused.output
+    assert set(instance_states(made["instances"]).values()) == {"stopped"}
+    forced = invoke("start", "spendy", "--force", "--now", hours_later(5.1).isoformat())
+    assert forced.exit_code == 0, forced.output
+    assert set(instance_states(made["instances"]).values()) == {"running"}
+
+
+def test_status_never_probes_an_api_closed_to_this_machine(aws, state_dir, monkeypatch):
+    """The shipped dev stack has no apiAllowedCidrs: its API answers only inside its VPC, so
+    status says so instead of sending a GET to the node's (moto-assigned) public address."""
+    from pathlib import Path
+
+    from dsinfra.ops.status import UNREACHABLE, build_status
+
+    monkeypatch.setenv("DSINFRA_PROJECT_DIR", str(Path(__file__).resolve().parents[2]))
+    make_stack("dev")
+    probed = []
+    status = build_status(["us-east-1"], now=hours_later(1),
+                          health=lambda url: probed.append(url) or "healthy")
+    (row,) = [r for r in status["stacks"] if r["stack"] == "dev"]
+    assert row["health"] == UNREACHABLE == "unreachable from here"
+    assert row["endpoint"] is None and probed == []

@@ -256,5 +256,15 @@ def test_guard_deploy_sets_config_and_runs_up_through_the_engine(monkeypatch):
     assert engine.config[("guard", "aws:region")] == "us-west-2"
     bad = CliRunner().invoke(app, ["guard", "deploy", "--every", "0"])
     assert bad.exit_code == 2 and "--every" in bad.output and engine.ups == ["guard"]
+    # One duration grammar with `schedule install --every 15m`.
+    for spelled, minutes in (("15m", "15"), ("2h", "120"), ("15", "15")):
+        again = CliRunner().invoke(app, ["guard", "deploy", "--every", spelled])
+        assert again.exit_code == 0, again.output
+        assert engine.config[("guard", "dsinfra-guard:everyMinutes")] == minutes
+    for wrong in ("25h", "15 minutes", "-5m"):
+        refused_every = CliRunner().invoke(app, ["guard", "deploy", "--every", wrong])
+        assert refused_every.exit_code == 2 and "e.g. 15m or 1h" in refused_every.output
     refused = CliRunner().invoke(app, ["guard", "destroy"], input="nope\n")
     assert refused.exit_code == 2 and engine.destroyed == []
+    confirmed = CliRunner().invoke(app, ["guard", "destroy", "-y"])
+    assert confirmed.exit_code == 0 and engine.destroyed == ["guard"]

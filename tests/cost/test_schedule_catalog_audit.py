@@ -191,3 +191,19 @@ def test_cost_explorer_reconciliation_groups_billed_cost_by_stack_tag():
         stacks = [{"stack": "dev"}, {"stack": "prod"}]
         reconcile(stacks, now, ce)
     assert stacks == [{"stack": "dev", "billed_usd": 42.0}, {"stack": "prod", "billed_usd": 0.0}]
+
+
+def test_catalog_refresh_failure_is_one_line_without_the_html_page(aws, state_dir):
+    """moto's server has no Pricing API: it answers GetProducts with its HTTP 500 HTML page
+    (the real page, as this test sees it), which botocore put into the error message."""
+    from typer.testing import CliRunner
+
+    from dsinfra.cli.main import app
+
+    result = CliRunner().invoke(app, ["catalog", "refresh", "--region", "us-east-1"])
+    assert result.exit_code == 3
+    first, *rest = result.stderr.splitlines()
+    assert first.startswith("error: price refresh failed: GetProducts failed, HTTP 500")
+    assert "HTML page" in first and "<" not in first
+    assert rest == ["The bundled snapshot stays in use; check credentials (pricing:GetProducts) "
+                    "and retry."]

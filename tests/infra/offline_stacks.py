@@ -20,6 +20,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "prod-public-api": ("prod", {"apiAllowedCidrs": [OFFICE], "sshAllowedCidrs": [OFFICE],
                                  "nodeCount": 3, "availabilityZone": "us-east-1c",
                                  "apiIdleTimeoutS": 6000}),
+    "prod-bastion": ("prod", {"bastion": True, "sshAllowedCidrs": [OFFICE]}),
     # The widest API exposure allowed: one /8's share of each address family (issue 13).
     "prod-wide-api": ("prod", {"apiAllowedCidrs": ["100.0.0.0/8", "2600::/8"]}),
     "dist-reserved": ("distributed", {"capacityReservationId": "cr-0123456789abcdef0",

@@ -6,6 +6,8 @@ dev (or prod) stack file under a temporary DSINFRA_PROJECT_DIR, and runs `dsinfr
 
 from __future__ import annotations
 
+import json
+
 import ipaddress
 import shutil
 import string
@@ -113,7 +115,10 @@ def test_any_bad_value_exits_2_naming_the_key_without_a_traceback(project, key):
         result = _plan_with(project, "dev", key, value)
         assert result.exit_code == 2, (value, result.output, result.exception)
         assert f"dsinfra:{key}" in result.output, (value, result.output)
-        assert "Traceback" not in result.output and result.stdout == ""
+        assert "Traceback" not in result.output
+        # With --json the error is also one JSON object on stdout (issue 16).
+        body = json.loads(result.stdout)
+        assert body["exit_status"] == 2 and f"dsinfra:{key}" in body["error"]
 
     check()
 

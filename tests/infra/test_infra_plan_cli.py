@@ -61,12 +61,22 @@ def test_dev_prices_the_node_its_root_volume_and_its_public_address(plans):
     assert len(items) == 3
 
 
-def test_prod_prices_nat_load_balancer_bastion_and_its_addresses(plans):
+def test_prod_prices_nat_and_load_balancer_and_no_bastion_by_default(plans):
     types = [i["type"] for i in plans["prod"]["cost"]["items"]]
     assert types.count("aws:ec2/natGateway:NatGateway") == 1
     assert types.count("aws:ec2/eip:Eip") == 1  # the NAT gateway's address
     assert types.count("aws:lb/loadBalancer:LoadBalancer") == 1  # internal: no public IPv4
-    names = {i["name"] for i in plans["prod"]["cost"]["items"]}
+    for shipped in SHIPPED:  # nodes are reached through the free Instance Connect Endpoint
+        names = {i["name"] for i in plans[shipped]["cost"]["items"]}
+        assert not {n for n in names if "bastion" in n}, shipped
+
+
+def test_a_bastion_asked_for_is_priced_with_its_address():
+    from dsinfra.config import parse_stack_config
+    from dsinfra.ops.plan import plan_for_config
+
+    values = stack_values("prod", {"bastion": True, "sshAllowedCidrs": ["203.0.113.0/24"]})
+    names = {i.name for i in plan_for_config(parse_stack_config("prod", values)).estimate.items}
     assert {"prod-bastion", "prod-bastion root volume", "prod-bastion public IPv4"} <= names
 
 

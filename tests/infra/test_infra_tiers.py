@@ -41,12 +41,46 @@ def test_dev_is_one_public_subnet_behind_an_internet_gateway(runs):
     assert run.outputs["nodes"][0]["public_ip"] and run.outputs["bastion"] is None
 
 
-def test_dev_node_group_is_closed_until_cidrs_are_configured(runs):
-    assert _group(runs["dev"], "-node").inputs.get("ingress", []) == []
+EICE = "aws:ec2transitgateway/instanceConnectEndpoint:InstanceConnectEndpoint"
+
+
+def _from_endpoint_only(run) -> list:
+    """The node group's rules besides the endpoint's, which admit exactly SSH and the API."""
+    rules = _group(run, "-node").inputs.get("ingress", [])
+    eice = [r for r in rules if r.get("securityGroups") == [_group(run, "-eice").id]]
+    assert sorted((r["fromPort"], r["toPort"], r["protocol"]) for r in eice) == \
+        [(22, 22, "tcp"), (8000, 8000, "tcp")]
+    return [r for r in rules if r not in eice]
+
+
+def test_dev_node_group_admits_ssh_only_from_the_connect_endpoint(runs):
+    assert _from_endpoint_only(runs["dev"]) == []
+
+
+@pytest.mark.parametrize("stack", [*SHIPPED, *VARIANTS])
+def test_every_stack_gets_one_connect_endpoint_with_a_closed_group(runs, stack):
+    run = runs[stack]
+    (endpoint,) = run.of_type(EICE)
+    group = _group(run, "-eice")
+    assert endpoint.inputs["securityGroupIds"] == [group.id]
+    # The client's address is not preserved: the node group's rule on the endpoint's group
+    # is what admits the tunnel.
+    assert endpoint.inputs["preserveClientIp"] is False
+    private = [s.id for s in run.of_type(SUBNET) if "private" in s.name]
+    # In the nodes' own subnets: private ones where the tier has them.
+    assert endpoint.inputs["subnetId"] in (private or [s.id for s in run.of_type(SUBNET)])
+    assert group.inputs.get("ingress", []) == []
+    assert sorted((e["fromPort"], e["cidrBlocks"]) for e in group.inputs["egress"]) == \
+        [(22, ["10.42.0.0/16"]), (8000, ["10.42.0.0/16"])]
+    assert endpoint.inputs["tags"]["dsinfra:stack"] == stack
+    outputs = StackOutputs.from_dict(run.outputs)
+    assert outputs.connect_endpoint_id == endpoint.id
+    assert outputs.connect_endpoint_dns.endswith(".ec2-instance-connect-endpoint."
+                                                 "us-east-1.amazonaws.com")
 
 
 def test_dev_opens_ssh_and_api_only_to_the_configured_cidrs(runs):
-    rules = {r["fromPort"]: r for r in _group(runs["dev-open"], "-node").inputs["ingress"]}
+    rules = {r["fromPort"]: r for r in _from_endpoint_only(runs["dev-open"])}
     assert set(rules) == {22, 8000}
     assert rules[22]["cidrBlocks"] == [OFFICE]
     assert rules[22]["ipv6CidrBlocks"] == ["2001:db8::/32"]
@@ -70,7 +104,7 @@ def test_key_pair_comes_from_ssh_public_key(runs):
     assert _count(runs["dev"], "aws:ec2/keyPair:KeyPair") == 0
 
 
-def test_prod_spans_two_zones_with_private_nodes_nat_bastion_nlb_and_s3_endpoint(runs):
+def test_prod_spans_two_zones_with_private_nodes_nat_nlb_and_s3_endpoint(runs):
     run = runs["prod"]
     subnets = run.of_type(SUBNET)
     assert len({s.inputs["availabilityZone"] for s in subnets}) == 2
@@ -79,10 +113,10 @@ def test_prod_spans_two_zones_with_private_nodes_nat_bastion_nlb_and_s3_endpoint
     (endpoint,) = run.of_type("aws:ec2/vpcEndpoint:VpcEndpoint")
     assert endpoint.inputs["vpcEndpointType"] == "Gateway"
     assert endpoint.inputs["serviceName"] == "com.amazonaws.us-east-1.s3"
-    (bastion,) = [i for i in run.of_type(INSTANCE) if i.name.endswith("bastion")]
-    assert bastion.inputs["instanceType"] == BASTION_INSTANCE_TYPE
     assert [n.inputs["instanceType"] for n in _nodes(run)] == ["p4d.24xlarge"]
-    assert run.outputs["bastion"]
+    (bastion,) = [i for i in runs["prod-bastion"].of_type(INSTANCE)
+                  if i.name.endswith("bastion")]
+    assert bastion.inputs["instanceType"] == BASTION_INSTANCE_TYPE
 
 
 def test_listener_idle_timeout_defaults_to_an_hour_for_long_reasoning_answers(runs):
@@ -124,12 +158,20 @@ def test_prod_nodes_spread_over_both_private_subnets_from_the_configured_zone(ru
     assert len({n.inputs["subnetId"] for n in _nodes(run)}) == 2
 
 
-def test_ssh_reaches_private_nodes_only_through_the_bastion(runs):
+def test_private_stacks_have_no_bastion_unless_asked(runs):
     for stack in ("prod", "prod-public-api", "distributed"):
         run = runs[stack]
-        ssh = [r for r in _group(run, "-node").inputs["ingress"] if r["fromPort"] == 22]
-        assert [r.get("cidrBlocks") for r in ssh] == [None]
-        assert ssh[0]["securityGroups"] == [_group(run, "-bastion").id]
+        assert [r for r in _from_endpoint_only(run) if r["fromPort"] == 22] == []
+        assert not [g for g in run.of_type(SG) if g.name.endswith("-bastion")]
+        assert not [i for i in run.of_type(INSTANCE) if i.name.endswith("bastion")]
+        assert run.outputs["bastion"] is None and run.outputs["bastion_id"] is None
+
+
+def test_a_bastion_asked_for_reaches_private_nodes_besides_the_endpoint(runs):
+    run = runs["prod-bastion"]
+    ssh = [r for r in _from_endpoint_only(run) if r["fromPort"] == 22]
+    assert [r.get("cidrBlocks") for r in ssh] == [None]
+    assert ssh[0]["securityGroups"] == [_group(run, "-bastion").id]
 
 
 def test_distributed_is_one_zone_with_a_cluster_placement_group(runs):
@@ -191,7 +233,7 @@ def test_capacity_reservation_is_targeted_when_set(runs):
 def test_outputs_follow_the_stack_outputs_contract(runs, stack):
     outputs = StackOutputs.from_dict(runs[stack].outputs)
     assert set(runs[stack].outputs) == {"nodes", "bastion", "bastion_id", "endpoint", "ssh_user",
-                                        "region"}
+                                        "region", "connect_endpoint"}
     private = runs[stack].outputs["bastion"] is not None
     # The bastion's instance id is what bootstrap pins its host key from (console output).
     assert (outputs.bastion_id is not None) == private
@@ -213,4 +255,4 @@ def test_stacks_run_one_after_another_in_one_process_stay_independent(runs):
     again = run_stack("dev")
     assert [(r.type, r.name) for r in again.resources] == \
         [(r.type, r.name) for r in runs["dev"].resources]
-    assert run_stack("prod").outputs["bastion"]
+    assert run_stack("prod-bastion").outputs["bastion"]

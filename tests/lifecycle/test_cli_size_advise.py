@@ -34,11 +34,23 @@ def test_size_prints_a_table_and_the_recommendation():
     assert "Recommended: 1x p5en.48xlarge" in result.stdout
 
 
+def test_precision_is_accepted_in_either_case():
+    upper = runner.invoke(app, ["size", "DeepSeek-R1", "-p", "FP8", "--kv-cache-dtype", "FP8",
+                                "--json"])
+    assert upper.exit_code == 0, upper.output
+    lower = runner.invoke(app, ["size", "DeepSeek-R1", "-p", "fp8", "--kv-cache-dtype", "fp8",
+                                "--json"])
+    assert json.loads(upper.stdout) == json.loads(lower.stdout)
+    assert json.loads(upper.stdout)["precision"] == "fp8"
+
+
 @pytest.mark.parametrize(("args", "needle"), [
     (["size", "gpt-5"], "argument MODEL: unknown model 'gpt-5'"),
     (["size", "DeepSeek-V3", "--precision", "fp4"], "--precision 'fp4'; allowed: bf16"),
     (["size", "DeepSeek-V3", "--kv-cache-dtype", "int2"], "--kv-cache-dtype"),
-    (["size", "/nonexistent/config.json"], "argument MODEL"),
+    (["size", "/nonexistent/config.json"], "argument MODEL: model file '/nonexistent/config"
+     ".json': no such file"),
+    (["size", "./missing/config.json"], "model file './missing/config.json': no such file"),
     (["size", "DeepSeek-V3", "--region", "mars-1"], "--region 'mars-1'"),
     (["size", "DeepSeek-V3", "--max-nodes", "0"], "--max-nodes 0; allowed: 1 to 64"),
     (["size", "DeepSeek-V3", "--context", "0"], "--context 0"),

@@ -169,15 +169,20 @@ def test_doctor_cli_unknown_stack_exits_2():
     assert result.exit_code == 2 and "unknown stack 'nope'" in result.output
 
 
-def test_closed_ssh_is_a_warning_naming_both_keys():
+def test_access_needs_only_a_key_as_ssh_goes_through_the_connect_endpoint():
     from dsinfra.ops.doctor import check_access
 
     closed = check_access(_config())
-    assert closed.status == "warn"
-    assert "dsinfra:sshPublicKey" in closed.detail and "dsinfra:sshAllowedCidrs" in closed.detail
-    opened = check_access(_config(sshPublicKey="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI x@y",
-                                  sshAllowedCidrs=["203.0.113.7/32"]))
-    assert opened.status == "pass"
+    assert closed.status == "warn" and "dsinfra:sshPublicKey" in closed.detail
+    keyed = check_access(_config(sshPublicKey="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI x@y"))
+    assert keyed.status == "pass" and "Instance Connect Endpoint" in keyed.detail
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI x@y"
+    # A private tier opens sshAllowedCidrs on its bastion only, and has none unless asked.
+    unused = check_access(_config(sshPublicKey=key, sshAllowedCidrs=["203.0.113.7/32"]))
+    assert "203.0.113.7/32" not in unused.detail
+    opened = check_access(_config(sshPublicKey=key, sshAllowedCidrs=["203.0.113.7/32"],
+                                  bastion=True))
+    assert opened.status == "pass" and "203.0.113.7/32 on the bastion" in opened.detail
 
 
 def test_dlami_fallback_picks_the_newest_matching_image():

@@ -37,3 +37,19 @@ def test_flags_within_bounds_are_accepted():
     result = runner.invoke(app, [*ADVISE, "--cloud-monthly", "900", "--currency", "EUR",
                                  "--json"])
     assert result.exit_code == 0, result.output
+
+
+def test_with_json_an_error_is_json_on_stdout_too():
+    import json
+
+    from typer.testing import CliRunner
+
+    from dsinfra.cli.main import app
+
+    result = CliRunner().invoke(app, ["plan", "no-such-stack", "--json"])
+    assert result.exit_code == 2
+    body = json.loads(result.stdout)
+    assert body["exit_status"] == 2 and "unknown stack 'no-such-stack'" in body["error"]
+    plain = CliRunner().invoke(app, ["plan", "no-such-stack"])
+    assert plain.exit_code == 2 and plain.stdout == ""
+    assert "error: unknown stack 'no-such-stack'" in plain.stderr

@@ -1,0 +1,304 @@
+"""Day two on a running stack: run a command on its nodes (`dsinfra exec`) and read the engine's
+journal (`dsinfra logs`), over SSH through the stack's EC2 Instance Connect Endpoint.
+
+Host keys stay pinned: the keys bootstrap recorded (``<state>/known_hosts``) and, with
+``read_console``, the ones cloud-init printed to the console; an unknown key is refused.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from dsinfra.errors import UserError
+from dsinfra.outputs import StackOutputs
+
+ENGINE_UNIT = "dsinfra-engine.service"
+# journalctl's --since takes "YYYY-MM-DD HH:MM:SS", "today", "-1h"...: we pass our one duration
+# grammar (30s, 15m, 2h, 1d) as journalctl's relative form.
+_SINCE_UNITS = {"s": "s", "m": "min", "h": "h", "d": "d"}
+
+
+@dataclass(frozen=True)
+class NodeResult:
+    node: str  # instance id
+    role: str
+    address: str
+    exit_status: int | None  # None: the command did not finish (no connection, timeout)
+    stdout: str
+    stderr: str
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Access:
+    """How to reach a stack's nodes: built by the CLI (or a test) from the outputs."""
+
+    outputs: StackOutputs
+    key_path: Path | None
+    tunnel_url: Callable[[str, int], str] | None
+    known_hosts: object  # bootstrap.hostkeys.KnownHosts
+    connect_timeout_s: float = 15.0
+
+
+def select_hosts(access: Access, node: str | None) -> list:
+    """The stack's hosts, or the one ``node`` names (instance id, ``head`` or an index)."""
+    from dsinfra.bootstrap.hosts import hosts_from_outputs
+
+    hosts = hosts_from_outputs(access.outputs, key_path=access.key_path,
+                               tunnel_url=access.tunnel_url)
+    if node is None:
+        return hosts
+    chosen = [h for i, h in enumerate(hosts)
+              if node in (h.name, h.instance_id, str(i)) or (node == "head" and h.role == "head")]
+    if not chosen:
+        names = ", ".join(["head"] + [f"{i} ({h.name})" for i, h in enumerate(hosts)])
+        raise UserError(f"--node {node!r}: no such node; the stack has {names}")
+    return chosen
+
+
+def run_on_nodes(access: Access, command: str, *, node: str | None = None, root: bool = False,
+                 timeout_s: float | None = None) -> list[NodeResult]:
+    """Run ``command`` on every node (or one) in parallel; one result per node, head first."""
+    if not command.strip():
+        raise UserError("nothing to run: give the command after --, e.g. "
+                        "`dsinfra exec dev -- nvidia-smi`")
+    hosts = select_hosts(access, node)
+    with ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
+        return list(pool.map(lambda h: _run_one(access, h, command, root, timeout_s), hosts))
+
+
+def _run_one(access: Access, host, command: str, root: bool,
+             timeout_s: float | None) -> NodeResult:
+    from dsinfra.bootstrap.remote import HostLog, SshSettings, close_quietly, open_connection
+    from dsinfra.bootstrap.secrets import Secrets
+
+    secrets = Secrets(api_key="")
+    conn = None
+    try:
+        conn = open_connection(host, access.known_hosts, HostLog(None, secrets), secrets,
+                               SshSettings(connect_timeout_s=access.connect_timeout_s))
+        out = conn.sh(command, root=root, warn=True, timeout=timeout_s)
+        return NodeResult(host.name, host.role, host.address, out.exited, out.stdout,
+                          out.stderr)
+    except Exception as exc:  # noqa: BLE001 - reported per node, the others still run
+        from dsinfra.bootstrap.remote import CommandFailed
+
+        if isinstance(exc, CommandFailed):  # timed out
+            return NodeResult(host.name, host.role, host.address, None, "", "",
+                              f"timed out after {timeout_s:g} s")
+        return NodeResult(host.name, host.role, host.address, None, "", "",
+                          f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+    finally:
+        close_quietly(conn)
+
+
+def journal_command(*, since: str | None, follow: bool, lines: int = 200) -> str:
+    """The journalctl line for the engine's unit; ``since`` in dsinfra's duration grammar."""
+    argv = ["journalctl", "-u", ENGINE_UNIT, "--no-pager", "-o", "short-iso"]
+    if since:
+        argv += ["--since", journal_since(since)]
+    else:
+        argv += ["-n", str(lines)]
+    if follow:
+        argv.append("-f")
+    return shlex.join(argv)
+
+
+_DURATION = re.compile(r"^([1-9][0-9]{0,5})(s|m|h|d)$")
+
+
+def journal_since(value: str) -> str:
+    """``30m`` -> journalctl's ``-30min``: the journal of the last 30 minutes."""
+    match = _DURATION.match(value.strip())
+    if not match:
+        raise UserError(f"invalid value for --since: {value!r}; allowed: a number and a unit "
+                        "s, m, h or d, e.g. 30m or 2h")
+    return f"-{match.group(1)}{_SINCE_UNITS[match.group(2)]}"
+
+
+def access_for_stack(stack: str, *, key_path: Path | None,
+                     read_console: Callable[[str, str], str] | None = None) -> Access:
+    """The deployed stack's outputs, its endpoint's tunnel and the pinned host keys."""
+    from dsinfra.bootstrap.hostkeys import KnownHosts, fetch_console_pins
+    from dsinfra.infra.automation import PulumiEngine
+    from dsinfra.ops.access import tunnel_url_for
+    from dsinfra.paths import state_dir
+    from dsinfra.stackfiles import find_project_dir, load_stack
+
+    project = find_project_dir()
+    config = load_stack(stack, project)
+    outputs = StackOutputs.from_dict(PulumiEngine(project).outputs(stack))
+    if not outputs.nodes:
+        raise UserError(f"stack {stack} has no nodes (not deployed, or stopped by `down`)",
+                        hint=f"Run `dsinfra up {stack}` first.")
+    known = KnownHosts(record_path=state_dir() / "known_hosts", trust_on_first_use=False)
+    known.load_recorded()
+    access = Access(outputs, key_path, tunnel_url_for(outputs, config.region), known)
+    if read_console is not None:
+        for host in select_hosts(access, None):
+            if not known.pins.get(host.id) and host.instance_id:
+                pins = fetch_console_pins(host.instance_id, outputs.region or config.region,
+                                          read_console)
+                if pins:
+                    known.pins[host.id] = pins
+    return access
+
+
+def follow_journal(access: Access, node: str, command: str,
+                   emit: Callable[[str], None]) -> None:
+    """Stream ``journalctl -f`` from one node until interrupted."""
+    from dsinfra.bootstrap.remote import HostLog, SshSettings, close_quietly, open_connection
+    from dsinfra.bootstrap.secrets import Secrets
+
+    (host,) = select_hosts(access, node)[:1]
+    secrets = Secrets(api_key="")
+    conn = open_connection(host, access.known_hosts, HostLog(None, secrets), secrets,
+                           SshSettings(connect_timeout_s=access.connect_timeout_s))
+    try:
+        channel = conn.transport.open_session()
+        channel.exec_command(f"sudo -n {command}")
+        for line in channel.makefile("r"):
+            emit(line.rstrip("\n"))
+    finally:
+        close_quietly(conn)
+
+
+_FORWARD = re.compile(r"^(?:([1-9][0-9]{0,4}):)?([1-9][0-9]{0,4})$")
+
+
+def parse_forward(spec: str) -> tuple[int, int]:
+    """``[LOCAL:]REMOTE`` -> (local port, remote port); the local port defaults to REMOTE."""
+    match = _FORWARD.match(spec.strip())
+    ports = (int(match.group(1) or match.group(2)), int(match.group(2))) if match else (0, 0)
+    if not match or not all(1 <= p <= 65535 for p in ports):
+        raise UserError(f"invalid value for [LOCAL:]REMOTE: {spec!r}; allowed: ports 1-65535, "
+                        "e.g. 8000 or 18000:8000")
+    return ports
+
+
+class PortForward:
+    """127.0.0.1:LOCAL -> the node's REMOTE port, one endpoint tunnel per connection."""
+
+    def __init__(self, access: Access, node: str, local_port: int, remote_port: int) -> None:
+        import socket
+
+        if access.tunnel_url is None:
+            raise UserError("the stack's outputs name no EC2 Instance Connect Endpoint",
+                            hint="Run `dsinfra up STACK` once to add it; nothing is replaced.")
+        (self.host,) = select_hosts(access, node)[:1]
+        self.access, self.remote_port = access, remote_port
+        self.listener = socket.create_server(("127.0.0.1", local_port))
+        self.local_port = self.listener.getsockname()[1]
+
+    def serve_forever(self) -> None:
+        import threading
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            threading.Thread(target=self._carry, args=(client,), daemon=True).start()
+
+    def close(self) -> None:
+        self.listener.close()
+
+    def _carry(self, client) -> None:
+        import threading
+
+        from dsinfra.bootstrap.tunnel import TunnelError, open_tunnel
+
+        try:
+            remote = open_tunnel(self.access.tunnel_url(self.host.private_address or
+                                                        self.host.address, self.remote_port))
+        except TunnelError:
+            client.close()
+            return
+        threading.Thread(target=_copy, args=(remote, client), daemon=True).start()
+        _copy(client, remote)
+
+
+def _copy(source, sink) -> None:
+    import socket
+
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for end in (sink, source):
+            try:
+                end.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def interactive_shell(access: Access, node: str, stdin, stdout) -> int:
+    """A login shell on ``node`` through the endpoint: a terminal in raw mode when ``stdin``
+    is one, else the shell reads its commands from ``stdin``. Returns the shell's exit status.
+    ``stdin``/``stdout``: binary file objects with a ``fileno``."""
+    import os
+    import select
+
+    from dsinfra.bootstrap.remote import HostLog, SshSettings, close_quietly, open_connection
+    from dsinfra.bootstrap.secrets import Secrets
+
+    (host,) = select_hosts(access, node)[:1]
+    secrets = Secrets(api_key="")
+    conn = open_connection(host, access.known_hosts, HostLog(None, secrets), secrets,
+                           SshSettings(connect_timeout_s=access.connect_timeout_s))
+    channel = conn.transport.open_session()
+    tty = os.isatty(stdin.fileno())
+    restore = _raw_terminal(stdin, channel) if tty else None
+    try:
+        channel.invoke_shell()
+        source_open = True
+        while not channel.exit_status_ready() or channel.recv_ready():
+            ready, _, _ = select.select([channel] + ([stdin] if source_open else []), [], [], 0.5)
+            if channel in ready:
+                data = channel.recv(32768)
+                if not data:
+                    break
+                stdout.write(data)
+                stdout.flush()
+            if stdin in ready:
+                data = os.read(stdin.fileno(), 4096)
+                if data:
+                    channel.sendall(data)
+                else:
+                    source_open = False
+                    channel.shutdown_write()
+        return channel.recv_exit_status()
+    finally:
+        if restore:
+            restore()
+        close_quietly(conn)
+
+
+def _raw_terminal(stdin, channel):
+    """Ask for a pty of the terminal's size and put the local terminal in raw mode; returns
+    what restores it."""
+    import os
+    import shutil
+    import termios
+    import tty
+
+    size = shutil.get_terminal_size()
+    channel.get_pty(term=os.environ.get("TERM", "xterm"), width=size.columns,
+                    height=size.lines)
+    saved = termios.tcgetattr(stdin.fileno())
+    tty.setraw(stdin.fileno())
+    return lambda: termios.tcsetattr(stdin.fileno(), termios.TCSADRAIN, saved)
