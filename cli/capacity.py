@@ -21,7 +21,8 @@ def offers_command(
     count: int = typer.Option(..., "--count", help="Instances, 1 to 64."),
     duration: int = typer.Option(..., "--duration", help="Hours: whole days up to 14 days, "
                                  "whole weeks up to 182 days."),
-    region: Optional[list[str]] = typer.Option(None, "--region", help="Region(s); default "
+    region: Optional[list[str]] = typer.Option(
+        None, "--region", metavar="<region>", help="Region(s); default "
                                                "$DSINFRA_REGIONS or the catalog's."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:

@@ -52,7 +52,8 @@ def refresh_command(
 
 @catalog_app.command("list")
 def list_command(
-    region: Optional[list[str]] = typer.Option(None, "--region", help="Region(s) to price; "
+    region: Optional[list[str]] = typer.Option(
+        None, "--region", metavar="<region>", help="Region(s) to price; "
                                                "default $DSINFRA_REGIONS or the catalog's."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:

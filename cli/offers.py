@@ -17,7 +17,8 @@ def offers_command(
     precision: str = typer.Option("bf16", "--precision", "-p",
                                   help="Weight precision: bf16, fp16, fp8, int8, int4."),
     context: int = typer.Option(8192, "--context", help="Tokens per sequence (max-model-len)."),
-    region: Optional[list[str]] = typer.Option(None, "--region", help="Region(s); default "
+    region: Optional[list[str]] = typer.Option(
+        None, "--region", metavar="<region>", help="Region(s); default "
                                                "$DSINFRA_REGIONS or the catalog's."),
     offline: bool = typer.Option(False, "--offline", help="Catalog only, even with "
                                  "credentials."),
