@@ -263,30 +263,3 @@ def repair_command(
     note(f"rebuilt {outcome['ledger']}: {outcome['actions']} action(s), {outcome['notices']} "
          f"notice(s), spend of {len(outcome['spend_usd'])} stack(s) from the audit log; "
          f"corrupt file kept at {outcome['corrupt_file_kept']}")
-
-
-@app.command("resume")
-def resume_command(
-    stack: str = typer.Argument(..., help="The stack whose stopped instances to start."),
-    region: Optional[list[str]] = typer.Option(None, "--region", metavar="<region>",
-                                               help=REGION_HELP),
-    force: bool = typer.Option(False, "--force", help="Start it even though it is over its "
-                               "budget or its spend cannot be metered."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    now: Optional[str] = typer.Option(None, "--now", hidden=True,
-                                      help="Judge the budget as of this UTC time (ISO 8601)."),
-) -> None:
-    """Start the instances a budget `stop` stopped (volumes and data were kept)."""
-    from dsinfra.ops.resume import resume_checked
-
-    outcome = resume_checked(stack, region, force=force, now=parse_now(now))
-    if as_json:
-        from dsinfra.cli.output import print_json
-
-        print_json(outcome)
-        return
-    from dsinfra.cli.output import note
-
-    started, where = outcome["started"], ", ".join(outcome["regions"])
-    note(f"{stack}: started {len(started)} instance(s): {', '.join(started)}" if started else
-         f"{stack}: no stopped instances found in {where}")

@@ -66,3 +66,8 @@ def start_command(
     started = outcome["started"]
     note(f"{stack}: started {len(started)} instance(s): {', '.join(started)}" if started else
          f"{stack}: no stopped instances found in {', '.join(outcome['regions'])}")
+
+
+# `resume` predates `stop`/`start`: the same command under its first name, kept for scripts.
+app.command("resume", help="Same as `dsinfra start`: start the instances a `stop` (yours or a "
+            "budget's) stopped; volumes and data were kept.")(start_command)
