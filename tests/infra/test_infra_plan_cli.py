@@ -132,7 +132,7 @@ def test_live_plan_without_the_pulumi_cli_exits_2_with_a_clear_message(monkeypat
     result = runner.invoke(app, ["plan", "dev", "--live", "--json"])
     assert result.exit_code == 2, result.output
     assert "the Pulumi CLI is not on PATH" in result.output
-    assert result.stdout == ""
+    assert json.loads(result.stdout)["exit_status"] == 2  # the error, as JSON (no plan)
 
 
 class PreviewFromOfflineRun:
@@ -173,4 +173,5 @@ def test_plan_refuses_a_model_that_does_not_fit_and_names_the_smallest_fit(monke
     assert result.exit_code == 2, result.output
     assert "dsinfra:instanceType" in result.output
     assert "g5.2xlarge" in result.output and "Traceback" not in result.output
-    assert result.stdout.strip() == ""  # nothing planned, nothing printed as if it had been
+    # nothing planned: stdout holds only the error, as JSON
+    assert set(json.loads(result.stdout)) <= {"error", "exit_status", "hint"}

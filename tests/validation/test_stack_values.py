@@ -3,6 +3,8 @@ line naming the key, the value and what is allowed, before anything is rendered.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from typer.testing import CliRunner
 
@@ -86,5 +88,5 @@ def test_split_world_ssh_cidrs_exit_2_through_plan(tmp_path, monkeypatch):
     write_stack(project, "side", VALID_STACK + "  dsinfra:sshAllowedCidrs: [0.0.0.0/1, "
                 "128.0.0.0/1]\n")
     result = runner.invoke(app, ["plan", "side", "--json"])
-    assert result.exit_code == 2 and result.stdout == ""
+    assert result.exit_code == 2 and json.loads(result.stdout)["exit_status"] == 2
     assert "dsinfra:sshAllowedCidrs" in result.output and "100.000%" in result.output
