@@ -49,7 +49,8 @@ class BudgetAction:
     budget: ClassVar[bool] = True  # False: run by a person (resume), never by the guard
 
     def run(self, ctx: Any, reports: list, found: inventory.Inventory) -> None:
-        raise NotImplementedError
+        # Only budget actions run inside a check; a person's action (resume) has its own path.
+        raise TypeError(f"the {self.name!r} action is not run by the cost check")
 
 
 @register

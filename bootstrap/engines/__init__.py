@@ -11,6 +11,7 @@ name and defaults in dsinfra/config.py."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
@@ -18,12 +19,13 @@ if TYPE_CHECKING:
     from dsinfra.bootstrap.hosts import HostSpec
 
 
-class Engine:
+class Engine(ABC):
     name: ClassVar[str]
     openai_compatible: ClassVar[bool] = True
 
+    @abstractmethod
     def container_args(self, plan: "EnginePlan", host: "HostSpec") -> list[str]:
-        raise NotImplementedError
+        """The engine's arguments after the image: model, parallelism, port, recipe flags."""
 
     def env_lines(self, api_key: str) -> list[str]:
         """Environment lines beyond the shared ones (``DSINFRA_API_KEY``, ``API_KEY``, ...)."""
