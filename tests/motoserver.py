@@ -18,9 +18,9 @@ def _free_port(address: str) -> int:
         return sock.getsockname()[1]
 
 
-def moto_server(address: str = "127.0.0.1"):
+def start(address: str = "127.0.0.1") -> tuple[subprocess.Popen, str]:
     """A real moto HTTP server on a free port of ``address`` (loopback, or the sshd test
-    hosts' link-local service address); yields its URL, ends it after."""
+    hosts' link-local service address): (its process, its URL), once it answers."""
     port = _free_port(address)
     # The moto installed beside the interpreter running the tests, not whichever is on PATH.
     exe = os.path.join(os.path.dirname(sys.executable), "moto_server")
@@ -33,13 +33,15 @@ def moto_server(address: str = "127.0.0.1"):
     while True:
         try:
             urllib.request.urlopen(f"{url}/moto-api/", timeout=1)
-            break
+            return proc, url
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                raise RuntimeError("moto_server did not start")
+                raise RuntimeError("moto_server did not start") from None
             time.sleep(0.1)
-    yield url
+
+
+def stop(proc: subprocess.Popen) -> None:
     proc.terminate()
     try:
         proc.wait(timeout=10)
@@ -48,3 +50,12 @@ def moto_server(address: str = "127.0.0.1"):
         # throwaway, so ending it hard is safe and keeps teardown from failing a green run.
         proc.kill()
         proc.wait(timeout=10)
+
+
+def moto_server(address: str = "127.0.0.1"):
+    """``start``, yield the URL, ``stop``: the body of a pytest fixture."""
+    proc, url = start(address)
+    try:
+        yield url
+    finally:
+        stop(proc)
