@@ -115,6 +115,16 @@ def typed_price_matches(typed: str, upfront_usd: float) -> bool:
         return False
 
 
+def purchase_tags(upfront_usd: float) -> list[dict[str, Any]]:
+    """The fee on the reservation itself: AWS returns no price for a bought block, and
+    ``up`` counts this one in the budget (``resolve_block``)."""
+    from dsinfra.cloud.capacity_blocks import UPFRONT_TAG
+    from dsinfra.tags import format_budget
+
+    return [{"ResourceType": "capacity-reservation",
+             "Tags": [{"Key": UPFRONT_TAG, "Value": format_budget(upfront_usd)}]}]
+
+
 def buy(offering: dict[str, Any], typed_price: str, *, factory: ClientFactory | None = None,
         audit: Callable[..., Any] = lambda kind, **fields: None) -> dict[str, Any]:
     """Purchase ``offering`` only when ``typed_price`` is its upfront fee; audited before and
@@ -130,7 +140,8 @@ def buy(offering: dict[str, Any], typed_price: str, *, factory: ClientFactory | 
     audit("capacity.buy.intent", **fields)
     try:
         answer = (factory or _client)("ec2", offering["region"]).purchase_capacity_block(
-            CapacityBlockOfferingId=offering["offering_id"], InstancePlatform=PLATFORM)
+            CapacityBlockOfferingId=offering["offering_id"], InstancePlatform=PLATFORM,
+            TagSpecifications=purchase_tags(offering["upfront_usd"]))
     except (BotoCoreError, ClientError) as exc:
         audit("capacity.buy.result", result="failed", error=str(exc), **fields)
         raise CloudError(f"PurchaseCapacityBlock failed: {exc}",
