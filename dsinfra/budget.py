@@ -258,6 +258,6 @@ def budget_fit(*, hourly_usd: float, hourly_stopped_usd: float, amount_usd: floa
     if ttl is not None:
         basis += f" (TTL {ttl:g} h, then {action})"
     if upfront_usd:
-        basis += f" plus ${upfront_usd:,.2f} paid up front"
+        basis += f", including ${upfront_usd:,.2f} paid up front"
     return BudgetFit(compared <= amount_usd, round(compared, 6), window, running,
                      ttl is not None, basis)

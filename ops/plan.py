@@ -181,8 +181,12 @@ class Plan:
 
     @property
     def cheaper_fit(self):
-        """A cheaper size that holds the same model and context (advice; stack unchanged)."""
+        """A cheaper size that holds the same model and context (advice; stack unchanged).
+        None on a Capacity Block: its instances are paid for, on-demand prices do not apply."""
         from dsinfra.sizing import cheaper_fit
+
+        if self.config.capacity_block is not None:
+            return None
 
         return cheaper_fit(self.config)
 

@@ -267,7 +267,7 @@ def test_doctor_shows_the_blocks_window_and_upfront_price(aws):
     assert block.data["upfront_usd"] == 3801.6
     budget = report.get("budget")
     assert budget.data["upfront_usd"] == 3801.6
-    assert "plus $3,801.60 paid up front" in budget.detail
+    assert "including $3,801.60 paid up front" in budget.detail
 
 
 def test_doctor_stops_with_one_line_when_the_nodes_outnumber_the_block(aws):
