@@ -39,7 +39,8 @@ money = st.integers(0, 10**8).map(lambda cents: cents / 100)  # whole cents, as 
 
 
 @settings(max_examples=300, deadline=None)
-@given(hourly=st.integers(0, 50_000).map(lambda cents: cents / 100), upfront=money, amount=money, period=st.sampled_from(PERIODS),
+@given(hourly=st.integers(0, 50_000).map(lambda cents: cents / 100), upfront=money,
+       amount=money, period=st.sampled_from(PERIODS),
        ttl=st.none() | st.floats(0.5, 2000), on_exceed=st.sampled_from(ON_EXCEED),
        protect=st.booleans())
 def test_budget_fit_counts_the_upfront_fee_once_and_in_full(hourly, upfront, amount, period,
