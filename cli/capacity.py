@@ -64,7 +64,8 @@ def buy_command(
         from dsinfra.cli.confirm import typed_confirmation
 
         price = typed_confirmation("Type the upfront price in USD to buy it",
-                                   command="dsinfra capacity buy")
+                                   command="dsinfra capacity buy", flag="--price USD",
+                                   nothing_done="nothing was bought")
     bought = buy(found, price, audit=_audit_sink())
     if as_json:
         from dsinfra.cli.output import print_json
@@ -72,7 +73,8 @@ def buy_command(
         print_json(bought)
         return
     out.print(f"bought: capacity reservation {bought['capacity_reservation_id']} "
-              f"({bought['state']}); set dsinfra:capacityReservationId to use it")
+              f"({bought['state']}), tagged with its upfront fee; set "
+              "dsinfra:capacityReservationId to launch into it")
 
 
 def _audit_sink():

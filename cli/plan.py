@@ -125,10 +125,29 @@ def _budget_text(plan) -> str:
     if config.ttl_hours is not None and not fit.ttl_enforced:
         lines.append(f"The {config.ttl_hours:g} h TTL does not bound spend: when it runs out "
                      "the guard only notifies (onExceed notify, or a protected stack).")
+    lines += _block_lines(config)
     if not fit.fits:
         lines.append("`dsinfra up` will refuse this stack: lower nodeCount or instanceType, "
                      "set ttlHours with onExceed stop or destroy, or raise budget.amountUsd.")
     return "\n".join(lines)
+
+
+def _block_lines(config) -> list[str]:
+    from dsinfra.blocks import UNKNOWN_OFFLINE
+
+    block, reservation = config.capacity_block, config.capacity_reservation_id
+    if reservation is None:
+        return []
+    if block is None:
+        return [f"Reservation {reservation}: {UNKNOWN_OFFLINE} (`dsinfra doctor` reads it)."]
+    upfront = (f"${block.upfront_usd:,.2f} paid up front, counted in the budget"
+               if block.upfront_usd is not None else
+               "[bold red]upfront price unknown[/bold red] (set "
+               "dsinfra:capacityBlock.upfrontUsd; `dsinfra up` refuses until then)")
+    return [f"Capacity Block {reservation}: {block.instance_count}x {block.instance_type} in "
+            f"{block.availability_zone}, {block.window()}; {upfront}; torn down at "
+            f"{block.teardown_at:%Y-%m-%d %H:%M} UTC (AWS terminates from 30 minutes before "
+            "the end)."]
 
 
 def _weights_text(weights) -> str:

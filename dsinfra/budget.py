@@ -14,7 +14,7 @@ import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from dsinfra import tags as T
 from dsinfra.catalog import HOURS_PER_MONTH
@@ -46,6 +46,9 @@ class StackBudget:
     warn_at: float
     protect: bool
     expires_at: datetime | None
+    upfront_usd: float = 0.0  # a Capacity Block's fee, paid at purchase
+    block_ends_at: datetime | None = None  # AWS terminates the block's instances before it
+
 
 
 def _parse_one(tags: dict[str, str]) -> dict:
@@ -69,9 +72,12 @@ def _parse_one(tags: dict[str, str]) -> dict:
     protect = tags.get(T.PROTECT, "false").lower()
     if protect not in ("true", "false"):
         raise BudgetTagError(T.PROTECT, tags[T.PROTECT], "true, false")
+    upfront = _finite(T.UPFRONT_USD, tags.get(T.UPFRONT_USD, "0"),
+                      "a finite number of USD >= 0")
     return dict(amount_usd=amount, period=period, on_exceed=on_exceed, warn_at=warn_at,
                 protect=protect == "true", expires_at=_parse_expiry(tags.get(T.EXPIRES_AT)),
-                tier=tags.get(T.TIER, "unknown"))
+                tier=tags.get(T.TIER, "unknown"), upfront_usd=upfront,
+                block_ends_at=_parse_expiry(tags.get(T.BLOCK_ENDS_AT), T.BLOCK_ENDS_AT))
 
 
 _DECIMAL = re.compile(r"^[0-9]{1,15}(\.[0-9]{1,15})?$")
@@ -89,14 +95,13 @@ def _finite(key: str, text: str, allowed: str) -> float:
     return value
 
 
-def _parse_expiry(value: str | None) -> datetime | None:
+def _parse_expiry(value: str | None, key: str = T.EXPIRES_AT) -> datetime | None:
     if not value:
         return None
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise BudgetTagError(T.EXPIRES_AT, value, "a UTC time like 2026-11-30T18:00:00Z") \
-            from None
+        raise BudgetTagError(key, value, "a UTC time like 2026-11-30T18:00:00Z") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
@@ -127,6 +132,7 @@ def budget_from_tags(stack: str, tag_sets: Iterable[dict[str, str]],
     if not parsed:
         raise BudgetTagError(T.BUDGET_USD, None, "a value on at least one resource of the stack")
     expiries = [p["expires_at"] for p in parsed if p["expires_at"] is not None]
+    block_ends = [p["block_ends_at"] for p in parsed if p["block_ends_at"] is not None]
     periods = {p["period"] for p in parsed}
     return StackBudget(
         stack=stack,
@@ -137,7 +143,21 @@ def budget_from_tags(stack: str, tag_sets: Iterable[dict[str, str]],
         warn_at=min(p["warn_at"] for p in parsed),
         protect=any(p["protect"] for p in parsed),
         expires_at=min(expiries) if expiries else None,
+        upfront_usd=max(p["upfront_usd"] for p in parsed),
+        block_ends_at=min(block_ends) if block_ends else None,
     )
+
+
+# Instances in a Capacity Block are terminated by AWS 30 minutes before the block ends; the
+# guard tears the stack down 60 minutes before (dsinfra/blocks.py cites AWS).
+BLOCK_TEARDOWN_MARGIN = timedelta(minutes=60)
+
+
+def committed_usd(spend_usd: float, upfront_usd: float) -> float:
+    """What counts against a budget: metered spend plus what was paid up front (a Capacity
+    Block's fee, counted in full whatever the period: it is spent, and refunded never). The
+    one rule ``budget_fit`` (plan, doctor, up) and ``decide`` (the guard) share."""
+    return spend_usd + upfront_usd
 
 
 def exceeded_action(on_exceed: str, protect: bool) -> str:
@@ -156,11 +176,18 @@ class Decision:
 def decide(budget: StackBudget, spend_usd: float, now: datetime) -> Decision:
     """What the check should do about one stack. Spend at or over the budget, or an expired
     TTL, is ``exceeded`` and gets the stack's ``onExceed``; a protected stack is only ever
-    notified; spend at ``warnAt`` of the budget is a warning (a notification)."""
+    notified; spend at ``warnAt`` of the budget is a warning (a notification). Spend counts
+    a Capacity Block's upfront fee (``committed_usd``); a stack on a Capacity Block is
+    destroyed before the block ends, whatever its ``onExceed`` (AWS terminates its instances
+    then anyway), unless protected."""
+    if (ending := _block_ending(budget, now)) is not None:
+        return ending
+    spend_usd = committed_usd(spend_usd, budget.upfront_usd)
+    upfront = f" (with ${budget.upfront_usd:,.2f} up front)" if budget.upfront_usd else ""
     over = spend_usd >= budget.amount_usd
     expired = budget.expires_at is not None and budget.expires_at <= now
     if over or expired:
-        why = (f"spend ${spend_usd:,.2f} >= budget ${budget.amount_usd:,.2f}" if over
+        why = (f"spend ${spend_usd:,.2f}{upfront} >= budget ${budget.amount_usd:,.2f}" if over
                else f"TTL expired at {budget.expires_at:%Y-%m-%dT%H:%M:%SZ}")
         action = exceeded_action(budget.on_exceed, budget.protect)
         if action != budget.on_exceed:
@@ -169,9 +196,20 @@ def decide(budget: StackBudget, spend_usd: float, now: datetime) -> Decision:
         return Decision("exceeded", action, f"{why}; onExceed {budget.on_exceed}")
     if spend_usd >= budget.warn_at * budget.amount_usd:
         return Decision("warn", NOTIFY,
-                        f"spend ${spend_usd:,.2f} >= {budget.warn_at:.0%} of budget "
+                        f"spend ${spend_usd:,.2f}{upfront} >= {budget.warn_at:.0%} of budget "
                         f"${budget.amount_usd:,.2f}")
     return Decision("ok", "none", "within budget")
+
+
+def _block_ending(budget: StackBudget, now: datetime) -> Decision | None:
+    if budget.block_ends_at is None or now < budget.block_ends_at - BLOCK_TEARDOWN_MARGIN:
+        return None
+    why = (f"Capacity Block ends at {budget.block_ends_at:%Y-%m-%dT%H:%M:%SZ}; AWS terminates "
+           "its instances from 30 minutes before")
+    action = exceeded_action(DESTROY, budget.protect)
+    if action != DESTROY:
+        return Decision("exceeded", action, f"{why}; protected stack: notify only")
+    return Decision("exceeded", action, f"{why}; tearing the stack down first")
 
 
 @dataclass(frozen=True)
@@ -187,8 +225,8 @@ class BudgetFit:
 
 
 def budget_fit(*, hourly_usd: float, hourly_stopped_usd: float, amount_usd: float,
-               period: str, ttl_hours: float | None, on_exceed: str, protect: bool
-               ) -> BudgetFit:
+               period: str, ttl_hours: float | None, on_exceed: str, protect: bool,
+               upfront_usd: float = 0.0, block_hours: float | None = None) -> BudgetFit:
     """The one budget-fit rule, used by ``plan``, ``doctor`` and ``up``.
 
     A TTL bounds spend only when the guard acts on it by stopping or destroying the stack
@@ -197,10 +235,16 @@ def budget_fit(*, hourly_usd: float, hourly_stopped_usd: float, amount_usd: floa
     then, otherwise 730 h or the TTL if longer (nothing else ends the spend). Within the window
     the stack runs at full price until an enforced TTL, then costs nothing after ``destroy``
     or what a stopped stack still bills (``hourly_stopped_usd``: volumes, NAT gateway, load
-    balancer, addresses) after ``stop``."""
+    balancer, addresses) after ``stop``.
+
+    On a Capacity Block (``block_hours``: hours until the guard tears it down) the guard
+    destroys the stack then unless it is protected, and the block's ``upfront_usd`` counts in
+    full (``committed_usd``, as the guard's ``decide`` counts it)."""
     action = exceeded_action(on_exceed, protect)
     enforced = ttl_hours is not None and action in (STOP, DESTROY)
     ttl = float(ttl_hours) if enforced and ttl_hours is not None else None
+    if block_hours is not None and not protect and (ttl is None or block_hours < ttl):
+        ttl, action = float(block_hours), DESTROY
     if period == "month":
         window = float(HOURS_PER_MONTH)
     elif ttl is not None and action == DESTROY:
@@ -209,9 +253,11 @@ def budget_fit(*, hourly_usd: float, hourly_stopped_usd: float, amount_usd: floa
         window = max(float(HOURS_PER_MONTH), ttl or 0.0)
     running = min(ttl, window) if ttl is not None else window
     after_usd = hourly_stopped_usd if ttl is not None and action == STOP else 0.0
-    compared = hourly_usd * running + after_usd * (window - running)
+    compared = committed_usd(hourly_usd * running + after_usd * (window - running), upfront_usd)
     basis = f"over {window:g} h" if period == "total" else "per month"
     if ttl is not None:
         basis += f" (TTL {ttl:g} h, then {action})"
+    if upfront_usd:
+        basis += f", including ${upfront_usd:,.2f} paid up front"
     return BudgetFit(compared <= amount_usd, round(compared, 6), window, running,
                      ttl is not None, basis)

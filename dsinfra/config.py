@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from dsinfra.blocks import CapacityBlock, block_fit_problem
 from dsinfra.budget import NOTIFY, ON_EXCEED, PERIODS
 from dsinfra.catalog import GPU_INSTANCE_TYPES, INSTANCE_SPECS, SUPPORTED_REGIONS
 from dsinfra.errors import ConfigError
@@ -182,6 +183,8 @@ class StackConfig(_Model):
     spot: bool = False
     capacity_reservation_id: str | None = Field(None, alias="capacityReservationId",
                                                 pattern=r"^cr-[0-9a-f]{8,17}$")
+    # What capacityReservationId is when it names a Capacity Block (dsinfra/blocks.py).
+    capacity_block: CapacityBlock | None = Field(None, alias="capacityBlock")
     fallback: list[FallbackAlternative] = Field(default_factory=list, max_length=MAX_FALLBACKS)
     owner: str = "unknown"
     tags: dict[str, str] = Field(default_factory=dict)
@@ -200,6 +203,20 @@ class StackConfig(_Model):
     @classmethod
     def _engine_shorthand(cls, value: Any) -> Any:
         return {"name": value} if isinstance(value, str) else value
+
+    @field_validator("capacity_block", mode="before")
+    @classmethod
+    def _block_from_json(cls, value: Any) -> Any:
+        # `dsinfra up` stores it with `pulumi config set` (Automation API): one JSON string.
+        if isinstance(value, str):
+            import json
+
+            try:
+                return json.loads(value)
+            except ValueError:
+                raise ValueError("a mapping (availabilityZone, instanceType, instanceCount, "
+                                 "start, end, upfrontUsd)") from None
+        return value
 
     @field_validator("region")
     @classmethod
@@ -336,6 +353,12 @@ class StackConfig(_Model):
         if self.capacity_reservation_id and self.spot:
             raise _KeyedValueError("capacityReservationId", self.capacity_reservation_id,
                                    "no capacity reservation together with spot")
+        if self.capacity_block and not self.capacity_reservation_id:
+            raise _KeyedValueError("capacityBlock", self.capacity_block.availability_zone,
+                                   "a value only together with capacityReservationId (the "
+                                   "Capacity Block it describes)")
+        if problem := block_fit_problem(self):
+            raise _KeyedValueError(*problem)
         return self
 
     @property
@@ -368,12 +391,13 @@ class StackConfig(_Model):
         return self.api_port or self.engine_port
 
     def expiry(self, now: datetime | None = None) -> datetime | None:
-        """When the stack's TTL runs out: the pinned ``expiresAt``, else now + ``ttlHours``."""
+        """When the stack's TTL runs out: the pinned ``expiresAt``, else now + ``ttlHours``,
+        else, on a Capacity Block, 60 minutes before the block ends."""
         if self.expires_at is not None:
             return self.expires_at if self.expires_at.tzinfo else \
                 self.expires_at.replace(tzinfo=timezone.utc)
         if self.ttl_hours is None:
-            return None
+            return self.capacity_block.teardown_at if self.capacity_block else None
         return (now or datetime.now(timezone.utc)) + timedelta(hours=self.ttl_hours)
 
 

@@ -54,9 +54,12 @@ class CostEstimate:
 
 def stack_budget_fit(config: "StackConfig", estimate: CostEstimate) -> BudgetFit:
     """``budget_fit`` for a stack config: what ``plan``, ``doctor`` and ``up`` all call."""
-    budget = config.budget
+    budget, block = config.budget, config.capacity_block
     return budget_fit(hourly_usd=estimate.hourly_usd,
                       hourly_stopped_usd=estimate.hourly_stopped_usd,
                       amount_usd=budget.amount_usd, period=budget.period,
                       ttl_hours=config.ttl_hours, on_exceed=budget.on_exceed,
-                      protect=config.protect)
+                      protect=config.protect,
+                      upfront_usd=(block.upfront_usd or 0.0) if block else 0.0,
+                      block_hours=((block.teardown_at - block.start).total_seconds() / 3600
+                                   if block else None))

@@ -111,6 +111,11 @@ def _instance_price(resource: Resource, prices, spot_prices) -> HourlyPrice:
     itype = resource.attrs["instance_type"]
     ipv4 = other_price(resource.region, "public_ipv4_hour", prices).usd \
         if resource.attrs.get("public_ip") else 0.0
+    if resource.attrs.get("lifecycle") == "capacity-block":
+        # Paid up front at purchase (the budget counts the fee from the stack's
+        # dsinfra:upfront-usd tag); DescribeInstances says InstanceLifecycle capacity-block.
+        return HourlyPrice(ipv4, on_demand_price(resource.region, itype, prices),
+                           "Capacity Block instances: compute paid up front")
     if resource.attrs.get("lifecycle") == "spot":
         spot = spot_prices.get((resource.region, itype))
         if spot is not None:

@@ -18,6 +18,10 @@ PROTECT = "dsinfra:protect"
 OWNER = "dsinfra:owner"
 EXPIRES_AT = "dsinfra:expires-at"
 WARN_AT = "dsinfra:warn-at"
+# A Capacity Block's upfront fee and end: the guard counts the one and tears down before the
+# other without reading the reservation.
+UPFRONT_USD = "dsinfra:upfront-usd"
+BLOCK_ENDS_AT = "dsinfra:block-ends-at"
 
 REQUIRED_TAG_KEYS: tuple[str, ...] = (STACK, TIER, BUDGET_USD, BUDGET_PERIOD, ON_EXCEED,
                                       PROTECT, OWNER)
@@ -46,6 +50,11 @@ def contract_tags(config: StackConfig, now: datetime | None = None) -> dict[str,
     expiry = config.expiry(now)
     if expiry is not None:
         tags[EXPIRES_AT] = format_expiry(expiry)
+    block = config.capacity_block
+    if block is not None:
+        tags[BLOCK_ENDS_AT] = format_expiry(block.end)
+        if block.upfront_usd is not None:
+            tags[UPFRONT_USD] = format_budget(block.upfront_usd)
     return tags
 
 

@@ -58,7 +58,11 @@ class GpuNodePool(pulumi.ComponentResource):
         super().__init__("dsinfra:nodes:GpuNodePool", name, None, opts)
         self._name, self._args, self._config = name, args, args.config
         ami = args.config.ami_id or ami_from_ssm(DLAMI_SSM_PARAMETER, self)
-        placement = self._placement_group() if args.efa else None
+        # A Capacity Block places its instances close together itself and is not a
+        # reservation in a placement group: AWS says no cluster placement group is needed
+        # (capacity-blocks-using.html), and a launch must match the reservation it targets.
+        in_block = args.config.capacity_block is not None
+        placement = self._placement_group() if args.efa and not in_block else None
         self.efa_interfaces = sum(1 for iface in self._efa_layout()
                                   if iface.interface_type in ("efa", "efa-only"))
         template = self._launch_template(ami, placement)
@@ -97,7 +101,7 @@ class GpuNodePool(pulumi.ComponentResource):
             network_interfaces=self._efa_interfaces() if args.efa else None,
             placement=(ec2.LaunchTemplatePlacementArgs(group_name=placement.name)
                        if placement is not None else None),
-            instance_market_options=self._spot_options(),
+            instance_market_options=self._market_options(),
             capacity_reservation_specification=self._capacity_reservation(),
             tag_specifications=[ec2.LaunchTemplateTagSpecificationArgs(
                 resource_type=kind, tags=merge_tags(self._name, config)) for kind in tagged],
@@ -127,7 +131,12 @@ class GpuNodePool(pulumi.ComponentResource):
             description=f"{iface.interface_type} card {iface.network_card_index}")
             for iface in self._efa_layout()]
 
-    def _spot_options(self) -> ec2.LaunchTemplateInstanceMarketOptionsArgs | None:
+    def _market_options(self) -> ec2.LaunchTemplateInstanceMarketOptionsArgs | None:
+        if self._config.capacity_block is not None:
+            # A Capacity Block launch needs this market type next to the reservation target;
+            # dstack does the same (dstackai/dstack, src/dstack/_internal/core/backends/aws/
+            # resources.py, create_instances_struct: is_capacity_block).
+            return ec2.LaunchTemplateInstanceMarketOptionsArgs(market_type="capacity-block")
         if not self._config.spot:
             return None
         return ec2.LaunchTemplateInstanceMarketOptionsArgs(

@@ -106,8 +106,11 @@ def build_stack(config: StackConfig) -> dict[str, Any]:
         load_balancer=tier.load_balancer, efa=tier.efa, private_nodes=private), opts)
     identity = NodeIdentity(f"{name}-node", NodeIdentityArgs(config), opts)
     key_name = identity.key_name
+    # A Capacity Block's instances launch only from a subnet in its zone, the first one.
+    node_subnets = network.node_subnet_ids[:1] if config.capacity_block else \
+        network.node_subnet_ids
     pool = GpuNodePool(f"{name}-gpu", GpuNodePoolArgs(
-        config, network.node_subnet_ids, groups.node_group_ids,
+        config, node_subnets, groups.node_group_ids,
         identity.instance_profile.arn, key_name, public_ip=not private, efa=tier.efa), opts)
     nodes = [_node_output(i, role, config, private, pool.efa_interfaces) for i, role in
              zip(pool.instances, pool.roles)]
@@ -153,7 +156,8 @@ def _zones(config: StackConfig, provider: aws.Provider) -> list[pulumi.Output[st
         opts=pulumi.InvokeOutputOptions(provider=provider))
 
     def choose(names: list[str]) -> list[str]:
-        preferred = config.availability_zone
+        block = config.capacity_block
+        preferred = config.availability_zone or (block.availability_zone if block else None)
         ordered = ([preferred] if preferred else []) + [n for n in names if n != preferred]
         if len(ordered) < count:
             raise pulumi.RunError(f"region {config.region} offers {len(names)} availability "

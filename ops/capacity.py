@@ -8,10 +8,15 @@ what may be asked follow AWS's API reference: 1 to 64 instances, a duration in 1
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dsinfra.catalog import GPU_INSTANCE_TYPES
-from dsinfra.errors import CloudError, UserError
+from dsinfra.errors import CloudError, ConfigError, UserError
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from dsinfra.config import StackConfig
 
 ClientFactory = Callable[..., Any]
 MAX_BLOCK_INSTANCES = 64
@@ -110,6 +115,16 @@ def typed_price_matches(typed: str, upfront_usd: float) -> bool:
         return False
 
 
+def purchase_tags(upfront_usd: float) -> list[dict[str, Any]]:
+    """The fee on the reservation itself: AWS returns no price for a bought block, and
+    ``up`` counts this one in the budget (``resolve_block``)."""
+    from dsinfra.cloud.capacity_blocks import UPFRONT_TAG
+    from dsinfra.tags import format_budget
+
+    return [{"ResourceType": "capacity-reservation",
+             "Tags": [{"Key": UPFRONT_TAG, "Value": format_budget(upfront_usd)}]}]
+
+
 def buy(offering: dict[str, Any], typed_price: str, *, factory: ClientFactory | None = None,
         audit: Callable[..., Any] = lambda kind, **fields: None) -> dict[str, Any]:
     """Purchase ``offering`` only when ``typed_price`` is its upfront fee; audited before and
@@ -125,7 +140,8 @@ def buy(offering: dict[str, Any], typed_price: str, *, factory: ClientFactory | 
     audit("capacity.buy.intent", **fields)
     try:
         answer = (factory or _client)("ec2", offering["region"]).purchase_capacity_block(
-            CapacityBlockOfferingId=offering["offering_id"], InstancePlatform=PLATFORM)
+            CapacityBlockOfferingId=offering["offering_id"], InstancePlatform=PLATFORM,
+            TagSpecifications=purchase_tags(offering["upfront_usd"]))
     except (BotoCoreError, ClientError) as exc:
         audit("capacity.buy.result", result="failed", error=str(exc), **fields)
         raise CloudError(f"PurchaseCapacityBlock failed: {exc}",
@@ -136,3 +152,86 @@ def buy(offering: dict[str, Any], typed_price: str, *, factory: ClientFactory | 
               "state": reservation.get("State"), **fields}
     audit("capacity.buy.result", result="bought", **bought)
     return bought
+
+
+# --- launching into a bought block: the pre-flight read of capacityReservationId -----------
+
+PURCHASE_RESULT = "capacity.buy.result"
+
+
+def resolve_block(config: "StackConfig", *, factory: ClientFactory | None = None,
+                  purchases: Sequence[dict[str, Any]] = ()) -> tuple["StackConfig", str]:
+    """``config`` with ``capacityBlock`` (and its zone) filled from AWS when
+    ``capacityReservationId`` names a Capacity Block, and the reservation's state; the config
+    is unchanged for any other reservation.
+    A stack that cannot launch into the block (type, count, zone) stops here, exit 2.
+
+    The upfront fee, which AWS does not return for a bought block, comes from the
+    reservation's ``dsinfra:upfront-usd`` tag (``capacity buy`` sets it), else the audit
+    log's purchase record, else the stack file's ``capacityBlock.upfrontUsd``; else it stays
+    unknown and the budget check fails until it is stated."""
+    from dsinfra.blocks import CAPACITY_BLOCK, CapacityBlock
+    from dsinfra.cloud.capacity_blocks import UPFRONT_TAG, describe_reservation
+    from dsinfra.config import parse_stack_config
+
+    reservation_id = config.capacity_reservation_id
+    if reservation_id is None:
+        return config, ""
+    found = describe_reservation(factory or _client, config.region, reservation_id)
+    if found["type"] != CAPACITY_BLOCK:
+        if config.capacity_block is not None:
+            raise ConfigError("dsinfra:capacityBlock", config.capacity_block.window(),
+                              f"no value: {reservation_id} is an On-Demand Capacity "
+                              "Reservation, not a Capacity Block")
+        return config, found["state"]
+    block = CapacityBlock(availability_zone=found["availability_zone"],
+                          instance_type=found["instance_type"],
+                          instance_count=found["instance_count"], start=found["start"],
+                          end=found["end"], upfront_usd=_upfront_usd(
+                              reservation_id, found["tags"].get(UPFRONT_TAG), purchases,
+                              config.capacity_block))
+    values = config.model_dump(mode="json", by_alias=True, exclude_none=True,
+                               exclude={"stack"})
+    values["capacityBlock"] = block.model_dump(mode="json", by_alias=True, exclude_none=True)
+    values["availabilityZone"] = block.availability_zone if not config.availability_zone \
+        else config.availability_zone
+    return parse_stack_config(config.stack, values, source=f"the stack with Capacity Block "
+                              f"{reservation_id} ({found['state']})"), found["state"]
+
+
+def _upfront_usd(reservation_id: str, tagged: str | None,
+                 purchases: Sequence[dict[str, Any]], stated) -> float | None:
+    if tagged is not None:
+        try:
+            return float(tagged)
+        except ValueError:
+            pass  # a hand-edited tag: fall through to the purchase record
+    for record in reversed(list(purchases)):
+        if record.get("kind") == PURCHASE_RESULT and record.get("result") == "bought" and \
+                record.get("capacity_reservation_id") == reservation_id:
+            return float(record["upfront_usd"])
+    return stated.upfront_usd if stated is not None else None
+
+
+def block_config_value(config: "StackConfig") -> str:
+    """``dsinfra:capacityBlock`` as the Pulumi config value the program decodes (JSON)."""
+    import json
+
+    assert config.capacity_block is not None
+    return json.dumps(config.capacity_block.model_dump(mode="json", by_alias=True,
+                                                       exclude_none=True))
+
+
+def require_launchable(config: "StackConfig", state: str, now: "datetime") -> None:
+    """The door of ``up`` on a Capacity Block: a TTL past the block is refused (exit 2), and
+    so is a launch outside the block's active window; nothing is created."""
+    from dsinfra.blocks import launch_window_problem, ttl_problem
+
+    if config.capacity_block is None:
+        return
+    if problem := ttl_problem(config, now):
+        raise ConfigError(f"dsinfra:{problem[0]}", problem[1], problem[2])
+    if why := launch_window_problem(config.capacity_block, state, now):
+        raise UserError(f"cannot launch into {config.capacity_reservation_id}: {why}; nothing "
+                        "was created", hint="Run `dsinfra up` again inside the block's window "
+                        f"({config.capacity_block.window()}).")

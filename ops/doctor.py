@@ -69,8 +69,11 @@ def _default_client(service: str, region: str | None = None) -> Any:
 
 def run_doctor(config: "StackConfig | None", *, client_factory: ClientFactory | None = None,
                pulumi_version: Callable[[], str | None] | None = None,
-               estimate: CostEstimate | None = None) -> DoctorReport:
-    """All checks for ``config`` (or only the tool and credential checks without a stack)."""
+               estimate: CostEstimate | None = None,
+               purchases: Callable[[], list[dict[str, Any]]] | None = None) -> DoctorReport:
+    """All checks for ``config`` (or only the tool and credential checks without a stack).
+    A ``capacityReservationId`` that names a Capacity Block is read first: a stack that
+    cannot launch into it stops here with one line (``ConfigError``, exit 2)."""
     from dsinfra.infra.automation import pulumi_cli_version
 
     factory = client_factory or _default_client
@@ -84,8 +87,9 @@ def run_doctor(config: "StackConfig | None", *, client_factory: ClientFactory | 
         checks += [Check(n, "warn", skipped) for n in ("instance type offered", "vCPU quota",
                                                          "AMI")]
     else:
+        config, block_check = check_capacity_block(config, factory, purchases)
         checks += [check_instance_offered(config, factory), check_vcpu_quota(config, factory),
-                   check_ami(config, factory)]
+                   check_ami(config, factory)] + ([block_check] if block_check else [])
     checks.append(check_access(config))
     checks.append(check_budget(config, estimate or estimate_stack_cost(config)))
     return DoctorReport(config.stack, checks)
@@ -269,12 +273,62 @@ def estimate_stack_cost(config: "StackConfig") -> CostEstimate:
     return plan_for_config(config).estimate
 
 
+def check_capacity_block(config: "StackConfig", factory: ClientFactory,
+                         purchases: Callable[[], list[dict[str, Any]]] | None = None
+                         ) -> tuple["StackConfig", Check | None]:
+    """The reservation read from AWS: the block's zone, window, size and upfront fee."""
+    from datetime import datetime, timezone
+
+    from dsinfra.blocks import launch_window_problem, ttl_problem
+    from dsinfra.errors import ConfigError
+    from dsinfra.ops.capacity import resolve_block
+
+    if config.capacity_reservation_id is None:
+        return config, None
+    config, state = resolve_block(config, factory=factory,
+                                  purchases=(purchases or _audit_records)())
+    block = config.capacity_block
+    if block is None:
+        return config, Check("capacity block", "pass", f"{config.capacity_reservation_id} is "
+                             f"an On-Demand Capacity Reservation ({state})")
+    now = datetime.now(timezone.utc)
+    # A TTL counts from `up`, which can only run inside the block: from its start at the
+    # earliest.
+    if problem := ttl_problem(config, max(now, block.start)):
+        raise ConfigError(f"dsinfra:{problem[0]}", problem[1], problem[2])
+    upfront = (f"${block.upfront_usd:,.2f} up front" if block.upfront_usd is not None
+               else "upfront price unknown")
+    detail = (f"{config.capacity_reservation_id}: {block.instance_count}x "
+              f"{block.instance_type} in {block.availability_zone}, {block.window()}, "
+              f"{upfront}, {state}")
+    data = {"capacity_reservation_id": config.capacity_reservation_id, "state": state,
+            **block.to_dict()}
+    if why := launch_window_problem(block, state, now):
+        status = "warn" if state == "scheduled" else "fail"
+        return config, Check("capacity block", status, f"{detail}: {why}", data=data,
+                             fix="run `dsinfra up` inside the block's window, or buy another "
+                                 "block (`dsinfra capacity offers`)")
+    return config, Check("capacity block", "pass", detail, data=data)
+
+
+def _audit_records() -> list[dict[str, Any]]:
+    from dsinfra.ops.local import audit_log
+
+    return audit_log().records()[0]
+
+
 def check_budget(config: "StackConfig", estimate: CostEstimate) -> Check:
-    budget = config.budget
+    budget, block = config.budget, config.capacity_block
+    if block is not None and block.upfront_usd is None:
+        return Check("budget", "fail", f"the upfront price of Capacity Block "
+                     f"{config.capacity_reservation_id} is unknown (AWS returns none for a "
+                     "bought block; dsinfra records it when `dsinfra capacity buy` buys one)",
+                     fix="set dsinfra:capacityBlock.upfrontUsd to the fee you paid")
     fit = stack_budget_fit(config, estimate)
     data = {"monthly_usd": round(estimate.monthly_usd, 2), "budget_usd": budget.amount_usd,
             "period": budget.period, "compared_usd": round(fit.compared_usd, 2),
-            "compared_hours": fit.window_hours}
+            "compared_hours": fit.window_hours,
+            "upfront_usd": block.upfront_usd if block else None}
     detail = (f"${estimate.monthly_usd:,.2f}/month estimated (${estimate.hourly_usd:,.2f}/h): "
               f"${fit.compared_usd:,.2f} {fit.basis} vs budget ${budget.amount_usd:,.2f}")
     if fit.fits:

@@ -104,9 +104,15 @@ def _instance_items(res: dict[str, Any], template: dict[str, Any] | None,
         price = on_demand_price(region, instance_type)
     except KeyError:
         raise UserError(f"no price for instance type {instance_type!r} in {region}") from None
-    spot = ((template or {}).get("instanceMarketOptions") or {}).get("marketType") == "spot"
-    items = [_item(name, INSTANCE, price, note="spot: on-demand price shown as the ceiling"
-                   if spot else "on-demand", billed_while_stopped=False)]
+    market = ((template or {}).get("instanceMarketOptions") or {}).get("marketType")
+    if market == "capacity-block":
+        # Paid up front for the whole block: the fee is counted once by the budget rule.
+        items = [LineItem(name, INSTANCE, 1, "hour", 0.0, 0.0, price.as_of, price.source,
+                          "Capacity Block: compute paid up front", False)]
+    else:
+        items = [_item(name, INSTANCE, price, note="spot: on-demand price shown as the "
+                       "ceiling" if market == "spot" else "on-demand",
+                       billed_while_stopped=False)]
     root_gib = _root_volume_gib(inputs, template)
     if root_gib:
         items.append(_item(f"{name} root volume", INSTANCE,
@@ -175,8 +181,12 @@ class Plan:
 
     @property
     def cheaper_fit(self):
-        """A cheaper size that holds the same model and context (advice; stack unchanged)."""
+        """A cheaper size that holds the same model and context (advice; stack unchanged).
+        None on a Capacity Block: its instances are paid for, on-demand prices do not apply."""
         from dsinfra.sizing import cheaper_fit
+
+        if self.config.capacity_block is not None:
+            return None
 
         return cheaper_fit(self.config)
 
@@ -202,7 +212,27 @@ class Plan:
             "containers": self.containers,
             "weights": self.weights.to_dict(),
             "cheaper_fit": fit_advice.to_dict() if (fit_advice := self.cheaper_fit) else None,
+            "capacity_block": capacity_block_view(self.config),
         }
+
+
+def capacity_block_view(config: StackConfig) -> dict[str, Any] | None:
+    """The block's window and upfront fee for plan and doctor, or what is not known offline."""
+    from dsinfra.blocks import UNKNOWN_OFFLINE
+
+    if config.capacity_reservation_id is None:
+        return None
+    if config.capacity_block is None:
+        return {"capacity_reservation_id": config.capacity_reservation_id,
+                "note": f"{UNKNOWN_OFFLINE}: launched as an On-Demand Capacity Reservation "
+                        "unless `dsinfra up` finds a Capacity Block (or set "
+                        "dsinfra:capacityBlock)"}
+    view = {"capacity_reservation_id": config.capacity_reservation_id,
+            **config.capacity_block.to_dict()}
+    if config.capacity_block.upfront_usd is None:
+        view["note"] = ("upfront price unknown: AWS returns none for a bought block; set "
+                        "dsinfra:capacityBlock.upfrontUsd to what was paid")
+    return view
 
 
 def build_plan(stack: str, *, live: bool = False, project_dir: Path | None = None,
@@ -216,6 +246,7 @@ def build_plan(stack: str, *, live: bool = False, project_dir: Path | None = Non
     project = project_dir or find_project_dir()
     config = load_stack(stack, project)
     check_stack_fits(config)
+    _refuse_ttl_past_block(config)
     if live:
         from dsinfra.infra.automation import PulumiEngine
 
@@ -252,6 +283,16 @@ def engine_containers(config: StackConfig, outputs: dict[str, Any]) -> list[dict
         return []
     return containers(config, hosts_from_outputs(StackOutputs.from_dict(outputs),
                                                  key_path=None))
+
+
+def _refuse_ttl_past_block(config: StackConfig) -> None:
+    from datetime import datetime, timezone
+
+    from dsinfra.blocks import ttl_problem
+    from dsinfra.errors import ConfigError
+
+    if problem := ttl_problem(config, datetime.now(timezone.utc)):
+        raise ConfigError(f"dsinfra:{problem[0]}", problem[1], problem[2])
 
 
 def _run_offline(stack: str, values: dict[str, Any]):

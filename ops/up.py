@@ -77,19 +77,25 @@ def bring_up(config: "StackConfig", engine: "Engine", *, options: UpOptions | No
              audit: AuditSink | None = None, now: datetime | None = None,
              zones_for: Callable[[str, str], list[str]] | None = None,
              cleanup: Callable[[str, str], Any] | None = None,
-             tunnel_url: Callable[[StackOutputs], Any] | None = None) -> UpResult:
+             tunnel_url: Callable[[StackOutputs], Any] | None = None,
+             read_block: Callable[["StackConfig"], tuple["StackConfig", str]] | None = None
+             ) -> UpResult:
     """Take ``config`` from nothing (or a partial stack) to a healthy endpoint.
 
     ``tunnel_url``: outputs -> (private ip, port) -> presigned URL of the stack's EC2 Instance
     Connect Endpoint, or None (default: ``ops/access.py``'s, signed with the caller's AWS
     credentials). Bootstrap reaches the nodes through it, and the health check reaches an API
-    that is closed to this machine."""
+    that is closed to this machine.
+
+    ``read_block``: config -> (config with its Capacity Block, reservation state); default
+    ``ops/capacity.py``'s ``resolve_block`` against AWS (only with capacityReservationId)."""
     from dsinfra.sizing import check_stack_fits
 
     options = options or UpOptions()
     phase = on_phase or (lambda _p, _m: None)
     audit = audit or _no_audit
     refuse_expired(config, now or datetime.now(timezone.utc))
+    config = _read_capacity_block(config, read_block, now or datetime.now(timezone.utc), phase)
     phase("fit", "checking the model fits the instances")
     check_stack_fits(config)
     report = (doctor or _run_doctor)(config)
@@ -100,6 +106,7 @@ def bring_up(config: "StackConfig", engine: "Engine", *, options: UpOptions | No
     audit("up.start", stack=config.stack, instance_type=config.resolved_instance_type,
           nodes=config.resolved_node_count, monthly_usd=monthly, forced=options.force)
     expires_at = pin_expiry(config, engine, now)
+    _write_capacity_block(config, engine, audit)
     offered = report.get("instance type offered")
     zones = list(offered.data.get("zones") or []) if offered else []
     failover = Failover(engine, zones_for or _offered_zones, cleanup or _cleanup(engine),
@@ -132,6 +139,43 @@ def bring_up(config: "StackConfig", engine: "Engine", *, options: UpOptions | No
                     instance_type=config.resolved_instance_type,
                     node_count=config.resolved_node_count, region=config.region,
                     parallelism=parallelism(config))
+
+
+def _read_capacity_block(config: "StackConfig", read_block, now: datetime,
+                         phase: PhaseCallback) -> "StackConfig":
+    """The door for a Capacity Block: its zone, size and window from AWS; a stack that does
+    not fit it, a TTL past its end or a launch outside its window stops here (exit 2)."""
+    if config.capacity_reservation_id is None:
+        return config
+    from dsinfra.ops.capacity import require_launchable
+
+    config, state = (read_block or _resolve_block)(config)
+    require_launchable(config, state, now)
+    if config.capacity_block is not None:
+        phase("capacity block", f"{config.capacity_reservation_id}: "
+              f"{config.capacity_block.window()} in {config.capacity_block.availability_zone}")
+    return config
+
+
+def _resolve_block(config: "StackConfig") -> tuple["StackConfig", str]:
+    from dsinfra.ops.capacity import resolve_block
+    from dsinfra.ops.doctor import _audit_records
+
+    return resolve_block(config, purchases=_audit_records())
+
+
+def _write_capacity_block(config: "StackConfig", engine: "Engine", audit: AuditSink) -> None:
+    """The block's plain values into the stack's config, where the Pulumi program reads them
+    (its market type, zone and subnet follow): ``pulumi up`` by hand then builds the same."""
+    block = config.capacity_block
+    if block is None:
+        return
+    from dsinfra.ops.capacity import block_config_value
+
+    engine.set_config(config.stack, "dsinfra:capacityBlock", block_config_value(config))
+    engine.set_config(config.stack, "dsinfra:availabilityZone", block.availability_zone)
+    audit("up.capacity_block", stack=config.stack,
+          capacity_reservation_id=config.capacity_reservation_id, **block.to_dict())
 
 
 def parallelism(config: "StackConfig") -> str:

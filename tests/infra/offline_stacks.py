@@ -13,6 +13,11 @@ SHIPPED = ("dev", "prod", "distributed")
 OFFICE = "203.0.113.0/24"
 SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGdsinfraTestKeyOnlyForMockedRunsXXXXXXXXXX test"
 
+# A Capacity Block as DescribeCapacityReservations reports one (zone, type, count, window; the
+# fee from dsinfra's purchase tag). Blocks end at 11:30 UTC (AWS's capacity-blocks-purchase).
+BLOCK = {"availabilityZone": "us-east-1c", "instanceType": "p5.48xlarge", "instanceCount": 2,
+         "start": "2030-01-07T11:30:00Z", "end": "2030-01-09T11:30:00Z", "upfrontUsd": 3801.6}
+
 # Stacks beyond the shipped three, each exercising one optional branch of the program.
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "dev-open": ("dev", {"sshAllowedCidrs": [OFFICE, "2001:db8::/32"],
@@ -27,11 +32,23 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
                                       "instanceType": "p5en.48xlarge", "nodeCount": 3,
                                       "amiId": "ami-0fedcba9876543210",
                                       "tags": {"team": "inference"}}),
+    # Launching into a Capacity Block (issue 17): its values as `dsinfra up` writes them.
+    "dist-block": ("distributed", {"capacityReservationId": "cr-0b10c0000000000a1",
+                                   "capacityBlock": BLOCK, "budget": {
+                                       "amountUsd": 20000, "period": "total",
+                                       "onExceed": "destroy"}, "ttlHours": None}),
+    # prod spans two zones; the block's zone must hold every node (not round-robin).
+    "prod-block": ("prod", {"capacityReservationId": "cr-0b10c0000000000a2",
+                            "instanceType": "p5.48xlarge", "nodeCount": 2,
+                            "capacityBlock": {**BLOCK, "availabilityZone": "us-east-1d"},
+                            "budget": {"amountUsd": 20000, "period": "total",
+                                       "onExceed": "destroy"}}),
 }
 
 
 def stack_values(base: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {**read_stack_values(stack_file(base, PROJECT_DIR)), **(overrides or {})}
+    values = {**read_stack_values(stack_file(base, PROJECT_DIR)), **(overrides or {})}
+    return {k: v for k, v in values.items() if v is not None}  # None: key removed
 
 
 def run_stack(name: str) -> OfflineRun:

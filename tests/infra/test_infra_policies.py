@@ -90,7 +90,9 @@ def test_root_volumes_are_encrypted_gp3(runs, stack):
 
 @pytest.mark.parametrize("stack", ALL)
 def test_every_taggable_resource_carries_the_whole_tag_contract(runs, stack):
-    tagged, expires = 0, config_of(stack).ttl_hours is not None
+    config = config_of(stack)
+    # A Capacity Block stack expires before its block ends even without ttlHours.
+    tagged, expires = 0, config.ttl_hours is not None or config.capacity_block is not None
     for res in runs[stack].resources:
         if not res.type.startswith("aws:") or not _is_taggable(res.type):
             continue

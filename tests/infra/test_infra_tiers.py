@@ -256,3 +256,64 @@ def test_stacks_run_one_after_another_in_one_process_stay_independent(runs):
     assert [(r.type, r.name) for r in again.resources] == \
         [(r.type, r.name) for r in runs["dev"].resources]
     assert run_stack("prod-bastion").outputs["bastion"]
+
+
+# --- Capacity Blocks (issue 17 item 1) -------------------------------------------------------
+
+def _template(run):
+    (template,) = run.of_type(TEMPLATE)
+    return template.inputs
+
+
+@pytest.mark.parametrize("stack", ["dist-block", "prod-block"])
+def test_capacity_block_launches_with_its_market_type_and_reservation_target(runs, stack):
+    inputs = _template(runs[stack])
+    assert inputs["instanceMarketOptions"] == {"marketType": "capacity-block"}
+    reservation = VARIANTS[stack][1]["capacityReservationId"]
+    assert inputs["capacityReservationSpecification"] == {
+        "capacityReservationTarget": {"capacityReservationId": reservation}}
+
+
+def test_plain_reservation_keeps_the_default_market(runs):
+    # An On-Demand Capacity Reservation is targeted without a market type.
+    assert "instanceMarketOptions" not in _template(runs["dist-reserved"])
+
+
+def _subnet_zones(run) -> dict[str, str]:
+    return {s.id: s.inputs["availabilityZone"] for s in run.of_type(SUBNET)}
+
+
+def test_capacity_block_nodes_sit_in_the_blocks_zone_on_a_one_zone_network(runs):
+    run = runs["dist-block"]
+    zones = set(_subnet_zones(run).values())
+    assert zones == {"us-east-1c"}  # distributed is one zone: the block's, not the first
+    subnet_ids = {iface["subnetId"] for iface in _template(run)["networkInterfaces"]}
+    assert {_subnet_zones(run)[s] for s in subnet_ids} == {"us-east-1c"}
+
+
+def test_capacity_block_puts_every_node_in_the_blocks_zone_on_two_zone_prod(runs):
+    run = runs["prod-block"]
+    by_id = _subnet_zones(run)
+    assert "us-east-1d" in by_id.values()
+    nodes = _nodes(run)
+    assert len(nodes) == 2
+    assert {by_id[n.inputs["subnetId"]] for n in nodes} == {"us-east-1d"}
+    # Without a block, prod's nodes go round-robin over both zones.
+    spread = runs["prod-public-api"]
+    assert len({_subnet_zones(spread)[n.inputs["subnetId"]] for n in _nodes(spread)}) == 2
+
+
+def test_capacity_block_gets_no_placement_group(runs):
+    # AWS: "there is no need to use a cluster placement group with a Capacity Block"
+    # (capacity-blocks-using.html); the block is not a reservation in a placement group.
+    assert _count(runs["dist-block"], "aws:ec2/placementGroup:PlacementGroup") == 0
+    assert "placement" not in _template(runs["dist-block"])
+    assert _count(runs["dist-reserved"], "aws:ec2/placementGroup:PlacementGroup") == 1
+
+
+def test_capacity_block_stack_is_tagged_with_its_end_fee_and_teardown_time(runs):
+    tags = _nodes(runs["dist-block"])[0].inputs["tags"]
+    assert tags["dsinfra:block-ends-at"] == "2030-01-09T11:30:00Z"
+    assert tags["dsinfra:upfront-usd"] == "3801.60"
+    # No ttlHours: the TTL defaults to 60 minutes before the block's end.
+    assert tags["dsinfra:expires-at"] == "2030-01-09T10:30:00Z"

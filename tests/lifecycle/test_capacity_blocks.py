@@ -115,7 +115,9 @@ def _buy_factory(offer: list[dict], purchase: dict | None):
     if purchase is not None:
         stub.add_response("purchase_capacity_block", purchase,
                           {"CapacityBlockOfferingId": "cb-0aaaaaaaaaaaaaaa1",
-                           "InstancePlatform": "Linux/UNIX"})
+                           "InstancePlatform": "Linux/UNIX", "TagSpecifications": [
+                               {"ResourceType": "capacity-reservation", "Tags": [
+                                   {"Key": "dsinfra:upfront-usd", "Value": "1900.80"}]}]})
     stub.activate()
     return (lambda service, region=None: ec2), stub
 
@@ -168,6 +170,9 @@ def test_buy_without_a_terminal_or_price_refuses(monkeypatch, audit_dir):
     monkeypatch.setattr(capacity, "_client", factory)
     result = CliRunner().invoke(app, BUY)
     assert result.exit_code == 2 and "not a terminal" in result.output
+    # The flag that confirms a purchase is the price, not --yes (which buy does not have).
+    assert "Pass --price USD" in result.output and "--yes" not in result.output
+    assert "nothing was bought" in result.output
 
 
 def test_buy_of_an_offering_no_longer_listed_buys_nothing(monkeypatch, audit_dir):
