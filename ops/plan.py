@@ -137,6 +137,7 @@ class Plan:
     outputs: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=lambda: [NOT_ESTIMATED])
     containers: list[dict[str, Any]] = field(default_factory=list)  # per node role
+    spot: Any = None  # a SpotQuote (ops/spot_price.py) for a spot stack, else None
 
     @property
     def hourly_usd(self) -> float:
@@ -202,11 +203,12 @@ class Plan:
             "containers": self.containers,
             "weights": self.weights.to_dict(),
             "cheaper_fit": fit_advice.to_dict() if (fit_advice := self.cheaper_fit) else None,
+            "spot": self.spot.as_dict() if self.spot else None,
         }
 
 
 def build_plan(stack: str, *, live: bool = False, project_dir: Path | None = None,
-               engine=None) -> Plan:
+               engine=None, ec2_for=None) -> Plan:
     """Validate the stack, list its resources (offline or through ``pulumi preview``), price
     them and compare with the budget. Raises ``UserError`` for bad input (exit 2)."""
     from dsinfra.stackfiles import find_project_dir, load_stack, read_stack_values, stack_file
@@ -227,7 +229,20 @@ def build_plan(stack: str, *, live: bool = False, project_dir: Path | None = Non
         outputs = run.outputs
     return Plan(config=config, offline=not live, resources=resources,
                 items=price_resources(resources, config.region), outputs=outputs,
-                containers=engine_containers(config, outputs))
+                containers=engine_containers(config, outputs),
+                spot=_spot_quote(config, live, ec2_for))
+
+
+def _spot_quote(config: StackConfig, live: bool, ec2_for):
+    """Beside the on-demand ceiling the items show: the spot price now (live), or cached."""
+    if not config.spot:
+        return None
+    from dsinfra.cloud.catalog_cache import load_cached_prices
+    from dsinfra.ops.spot_price import spot_quote
+    from dsinfra.paths import state_dir
+
+    _prices, cached = load_cached_prices(state_dir())
+    return spot_quote(config, live=live, cached=cached, ec2_for=ec2_for)
 
 
 def plan_for_config(config: StackConfig) -> Plan:
