@@ -43,6 +43,7 @@ class LineItem:
     source: str
     note: str = ""
     billed_while_stopped: bool = True  # see CostItem
+    assumed: bool = False  # the price is copied from another region (dsinfra.catalog says why)
 
     @property
     def monthly_usd(self) -> float:
@@ -53,7 +54,7 @@ class LineItem:
                 "monthly_usd": self.monthly_usd, "quantity": self.quantity,
                 "unit": self.unit, "unit_usd": self.unit_usd,
                 "price_as_of": self.as_of.isoformat(), "price_source": self.source,
-                "note": self.note}
+                "price_assumed": self.assumed, "note": self.note}
 
 
 def _item(name: str, token: str, price, quantity: float = 1, note: str = "",
@@ -61,7 +62,7 @@ def _item(name: str, token: str, price, quantity: float = 1, note: str = "",
     per_hour = price.usd if price.unit == "hour" else price.usd / HOURS_PER_MONTH
     return LineItem(name, token, quantity, price.unit, price.usd,
                     round(per_hour * quantity, 6), price.as_of, price.source, note,
-                    billed_while_stopped)
+                    billed_while_stopped, getattr(price, "assumed", False))
 
 
 def price_resources(resources: list[dict[str, Any]], region: str) -> list[LineItem]:
@@ -138,6 +139,14 @@ class Plan:
     notes: list[str] = field(default_factory=lambda: [NOT_ESTIMATED])
     containers: list[dict[str, Any]] = field(default_factory=list)  # per node role
     spot: Any = None  # a SpotQuote (ops/spot_price.py) for a spot stack, else None
+
+    def __post_init__(self) -> None:
+        assumed = sorted({i.name for i in self.items if i.assumed})
+        if assumed:
+            self.notes = [*self.notes, (
+                f"ASSUMED prices in {self.config.region}: {', '.join(assumed)} are priced as "
+                "in us-east-1 (no source for this region in the bundled snapshot); `dsinfra "
+                f"catalog refresh --region {self.config.region}` reads the real prices.")]
 
     @property
     def hourly_usd(self) -> float:
