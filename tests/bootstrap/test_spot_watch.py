@@ -174,3 +174,58 @@ def test_rebalance_recommendation_is_logged_but_the_engine_keeps_serving(
     assert _engine_running(host)
     assert len([l for l in _watch_log(host) if "rebalance recommendation" in l]) == 1, \
         (_watch_log(host), fake.requests()[-3:])
+
+
+def test_notice_lets_an_in_flight_request_finish_before_the_engine_stops(
+        lab, imds, tmp_path, options):
+    import threading
+    import urllib.request
+
+    from conftest import API_KEY
+
+    host, fake = imds
+    _bootstrap_spot(lab, host, fake, tmp_path, options)
+    host.set_profile(chat_delay_s=3.0)
+    answer: dict = {}
+
+    def chat() -> None:
+        body = json.dumps({"model": QWEN, "messages": [{"role": "user", "content": "hi"}]})
+        request = urllib.request.Request(
+            f"http://{host.listen}:8000/v1/chat/completions", data=body.encode(),
+            headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            answer["status"], answer["at"] = response.status, time.monotonic()
+
+    in_flight = threading.Thread(target=chat)
+    in_flight.start()
+    time.sleep(0.5)  # the request is open on the engine
+    fake.post(_notice())
+    time.sleep(POLL_S + 1.5)  # the watcher has seen the notice and refused new connections
+    assert [c for c in host.commands() if c["cmd"] == "iptables"]
+    assert _engine_running(host), "stopped while a request was still being answered"
+    in_flight.join(timeout=30)
+    assert answer.get("status") == 200
+    while _engine_running(host) and time.monotonic() - answer["at"] < 10:
+        time.sleep(0.05)
+    assert not _engine_running(host)
+    record = host.root / "fs/opt/dsinfra/state/spot-interruption.json"
+    while not record.exists() and time.monotonic() - answer["at"] < 10:
+        time.sleep(0.05)
+    assert json.loads(record.read_text())["requests_cut"] == 0
+
+
+@pytest.mark.parametrize("in_s, grace_s", [(30, 10), (300, 90), (-5, 0)])
+def test_the_drain_waits_at_most_until_shortly_before_the_notice_time(monkeypatch, in_s,
+                                                                        grace_s):
+    import argparse
+
+    from dsinfra.bootstrap import spot_watch
+
+    ran = []
+    monkeypatch.setattr(spot_watch, "run", lambda argv, timeout_s=120: ran.append(argv) or 0)
+    monkeypatch.setattr(spot_watch, "open_connections", lambda port: 0)
+    args = argparse.Namespace(port=8000, unit="dsinfra-engine.service", drain_s=90)
+    result = spot_watch.drain(args, _notice(in_s))
+    assert result["grace_s"] == pytest.approx(grace_s, abs=1.5)
+    assert ran[0][:2] == ["iptables", "-I"] and ran[-1] == ["systemctl", "stop",
+                                                           "dsinfra-engine.service"]
