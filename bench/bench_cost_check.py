@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,8 @@ sys.path.insert(0, str(ROOT))
 
 from tests.cost.conftest import stack_tags  # noqa: E402
 from tests.cost.proxy import FaultProxy  # noqa: E402
+from tests.motoserver import start as start_moto  # noqa: E402
+from tests.motoserver import stop as stop_moto  # noqa: E402
 
 # c7n's usual form filters tags client-side; "server-side" asks EC2 to filter, as dsinfra does.
 POLICIES = {
@@ -54,27 +55,6 @@ POLICIES = {
       - terminate
 """,
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_moto() -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    exe = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
-    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            urllib.request.urlopen(f"{url}/moto-api/", timeout=1)
-            return proc, url
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError("moto_server did not start")
 
 
 def seed(url: str, stacks: int, nodes: int) -> None:
@@ -226,7 +206,7 @@ def main() -> None:
         print(json.dumps(results, indent=2))
     finally:
         proxy.close()
-        moto.terminate()
+        stop_moto(moto)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -23,29 +22,14 @@ import time
 import urllib.request
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.motoserver import start as start_moto  # noqa: E402
+from tests.motoserver import stop as stop_moto  # noqa: E402
+
 MODEL = "deepseek-ai/DeepSeek-R1-Distill-Llama-70B"
 BUCKET = "bench-weights"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _moto() -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    exe = os.path.join(os.path.dirname(sys.executable), "moto_server")
-    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            urllib.request.urlopen(f"{url}/moto-api/", timeout=1)
-            return proc, url
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit("moto_server did not start")
 
 
 def _snapshot(root: Path, shards: int, shard_mb: int) -> Path:
@@ -83,7 +67,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--aws", default=".venv-bench-awscli/bin/aws")
     args = parser.parse_args()
-    proc, url = _moto()
+    proc, url = start_moto()
     os.environ.update(AWS_ENDPOINT_URL=url, AWS_ACCESS_KEY_ID="bench",
                       AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
     try:
@@ -113,7 +97,7 @@ def main() -> None:
                                    "median_mb_per_s": round(mb / statistics.median(t), 1)}
                             for name, t in times.items()}}, indent=1))
     finally:
-        proc.terminate()
+        stop_moto(proc)
         proc.wait(timeout=10)
 
 

@@ -34,6 +34,9 @@ class HostPlan:
     engine: EnginePlan
     secrets: Secrets
     tier: str = "dev"
+    region: str = "us-east-1"  # the stack's: node-side AWS calls (the node kit) go there
+    node_kit: bool = False  # a node-side tool needs /opt/dsinfra/kit (bootstrap/nodekit.py)
+    node_aws: dict[str, str] = field(default_factory=dict)  # extra node AWS config settings
     health_timeout_s: float = TIERS["dev"].health_timeout_s
     health_poll_s: float = 2.0
     health_report_s: float = 15.0  # how often a wait for the engine reports back

@@ -22,6 +22,7 @@ from dsinfra.bootstrap.hostkeys import KnownHosts, fetch_console_pins, pins_from
 from dsinfra.bootstrap.hostrun import HostRun
 from dsinfra.bootstrap.hosts import (Gateway, HostSpec, TunnelUrl, hosts_from_outputs,
                                      load_inventory)
+from dsinfra.bootstrap.nodekit import node_kit_needed
 from dsinfra.bootstrap.plan import BootstrapReport, HostPlan, Step
 from dsinfra.bootstrap.progress import Progress, as_progress
 from dsinfra.bootstrap.remote import HostLog, SshSettings
@@ -48,6 +49,9 @@ class BootstrapOptions:
     full_check: bool = False  # run every step's check even on hosts whose marker matches
     api_key: str | None = None  # a key given by the caller, over env and file
     steps: tuple[Step, ...] = STEPS
+    # Extra lines for each node's AWS config (``nodekit.NODE_AWS_KEYS``): an S3-compatible
+    # endpoint, or keys for hosts without an instance profile. Empty on EC2.
+    node_aws: dict[str, str] = field(default_factory=dict)
 
 
 def bootstrap_stack(config: StackConfig, outputs: StackOutputs, *,
@@ -133,6 +137,8 @@ def run_bootstrap(config: StackConfig, hosts: list[HostSpec], *, known: KnownHos
     timeout = options.health_timeout_s or config.tier_spec.health_timeout_s
     display = as_progress(progress)
     runs = [HostRun(HostPlan(host=h, engine=plan, secrets=secrets, tier=config.tier,
+                             region=config.region, node_kit=node_kit_needed(config),
+                             node_aws=options.node_aws,
                              health_timeout_s=timeout, health_poll_s=options.health_poll_s,
                              health_report_s=options.health_report_s, spot=config.spot,
                              spot_poll_s=options.spot_poll_s),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dsinfra.bootstrap import nodekit
 from dsinfra.bootstrap import steps_engine as engine
 from dsinfra.bootstrap import steps_gpu as gpu
 from dsinfra.bootstrap import steps_spot as spot
@@ -42,6 +43,8 @@ STEPS: tuple[Step, ...] = (
          describe="Docker CE and the NVIDIA container runtime"),
     Step("container-gpus", system.container_sees_all_gpus,
          describe="a container sees every GPU"),
+    Step("node-kit", nodekit.kit_ready, nodekit.install_kit, applies_to=lambda p: p.node_kit,
+         describe="boto3 and dsinfra's node-side tools in /opt/dsinfra/kit"),
     Step("model-cache", system.cache_ready, system.prepare_cache,
          describe="Hugging Face cache on local NVMe (RAID 0), the DLAMI's NVMe, or EBS"),
     Step("engine-image", engine.image_present, engine.pull_image,

@@ -117,3 +117,15 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
     """(bucket, prefix without trailing slash) of a valid ``s3://`` URI."""
     bucket, _, prefix = uri.removeprefix("s3://").partition("/")
     return bucket, prefix.strip("/")
+
+
+# AWS region names: us-east-1, ap-southeast-4, us-gov-west-1, eu-isoe-west-1 ...
+_AWS_REGION = re.compile(r"^[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}$")
+AWS_REGION_ALLOWED = "an AWS region name such as us-east-1 (letters, '-', a number)"
+
+
+def aws_region_problem(region: object) -> str | None:
+    """None when ``region`` has the grammar of an AWS region name."""
+    if isinstance(region, str) and _AWS_REGION.match(region):
+        return None
+    return AWS_REGION_ALLOWED

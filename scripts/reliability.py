@@ -10,16 +10,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from tests.motoserver import start as start_moto  # noqa: E402
+from tests.motoserver import stop as stop_moto  # noqa: E402
 
 
 class _Patch:
@@ -38,24 +38,6 @@ class _Patch:
             setattr(obj, name, value)
 
 
-def _moto() -> tuple[subprocess.Popen, str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    exe = os.path.join(os.path.dirname(sys.executable), "moto_server")
-    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            urllib.request.urlopen(f"{url}/moto-api/", timeout=1)
-            return proc, url
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("moto_server did not start")
-
-
 def _fresh(url: str) -> None:
     from dsinfra.cloud.aws import reset_session
 
@@ -69,7 +51,7 @@ def measure() -> dict:
     from tests.cost.reliability_scenarios import (ADVERSARIAL_TAG_SETS, KILL_OPS, run_kill,
                                                   run_tag_set)
 
-    proc, url = _moto()
+    proc, url = start_moto()
     os.environ.update({"AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "testing",
                        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"})
     for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "DSINFRA_WEBHOOK_URL",
@@ -92,7 +74,7 @@ def measure() -> dict:
                 finally:
                     patch.undo()
     finally:
-        proc.terminate()
+        stop_moto(proc)
         proc.wait(timeout=30)
     return {
         "adversarial_tag_sets_tried": len(ADVERSARIAL_TAG_SETS),

@@ -17,51 +17,15 @@ def project_dir() -> Path:
 
 # --- AWS: moto in server mode, reached through boto3's standard AWS_ENDPOINT_URL -------------
 
-import os  # noqa: E402
-import shutil  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
 import urllib.request  # noqa: E402
 
-
-def _free_loopback_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from motoserver import moto_server  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def moto_server_url():
     """A real moto HTTP server on a free loopback port for the whole session."""
-    port = _free_loopback_port()
-    # The moto installed beside the interpreter running the tests, not whichever is on PATH.
-    exe = os.path.join(os.path.dirname(sys.executable), "moto_server")
-    if not os.path.exists(exe):
-        exe = shutil.which("moto_server") or exe
-    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/moto-api/", timeout=1)
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError("moto_server did not start")
-            time.sleep(0.1)
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        # A loaded machine can keep werkzeug's threads past SIGTERM; the server's state is
-        # throwaway, so ending it hard is safe and keeps teardown from failing a green run.
-        proc.kill()
-        proc.wait(timeout=10)
+    yield from moto_server("127.0.0.1")
 
 
 @pytest.fixture

@@ -77,3 +77,34 @@ def write_inventory(path: Path, entries: list[dict], config: dict | None = None)
                 "hosts": entries}
     path.write_text(yaml.safe_dump(document, sort_keys=False))
     return path
+
+
+@pytest.fixture(scope="session")
+def hosts_moto_url(lab):
+    """moto on the lab's link-local service address, which every test host routes to: the
+    test hosts' AWS (S3, EC2), as the controller's is moto on loopback."""
+    from motoserver import moto_server
+
+    yield from moto_server(lab.service_ip)
+
+
+@pytest.fixture
+def hosts_aws(hosts_moto_url, monkeypatch):
+    """The controller and the test hosts on the same moto server: the controller through
+    AWS_ENDPOINT_URL, the hosts through ``BootstrapOptions.node_aws`` (``NODE_AWS``)."""
+    import urllib.request
+
+    from dsinfra.cloud.aws import reset_session
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", hosts_moto_url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    reset_session()
+    yield {"endpoint_url": hosts_moto_url, "aws_access_key_id": "testing",
+           "aws_secret_access_key": "testing"}
+    urllib.request.urlopen(urllib.request.Request(f"{hosts_moto_url}/moto-api/reset",
+                                                  method="POST"), timeout=120)
+    reset_session()

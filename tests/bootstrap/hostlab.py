@@ -312,6 +312,12 @@ class HostLab:
         for path in (base, self.fake_dir, *self.fake_dir.rglob("*")):
             path.chmod(0o755)
         self.fake_names = self._fake_names()
+        # One link-local address here that every test host routes to through its own veth:
+        # servers the hosts call (moto, standing in for S3 and EC2) listen on it.
+        # On lo, not a dummy link: no kernel module needed, and a packet from a veth to any
+        # local address is delivered here.
+        self.service_ip = f"169.254.{self.octet}.254"
+        sh("ip", "addr", "add", f"{self.service_ip}/32", "dev", "lo")
         # Without re-exec per connection where this sshd still offers it (-r, OpenSSH < 9.8):
         # the re-exec's dynamic linking was a third of the test hosts' sshd CPU, which eight
         # test hosts on one machine pay from the same cores (real hosts each have their own).
@@ -368,6 +374,8 @@ class HostLab:
         sh(*ns, "ip", "addr", "add", f"{host.address}/30", "dev", inside)
         sh(*ns, "ip", "link", "set", inside, "up")
         sh(*ns, "ip", "link", "set", "lo", "up")
+        sh(*ns, "ip", "route", "add", f"{self.service_ip}/32", "via",
+           f"169.254.{self.octet}.{4 * host.index + 1}")
         if host.behind is not None:
             self._private_link(host)
 
@@ -421,5 +429,6 @@ class HostLab:
             sh("ip", "netns", "del", host.netns, check=False)
         for route in self.routes:
             sh("ip", "route", "del", "unreachable", route, check=False)
+        sh("ip", "addr", "del", f"{self.service_ip}/32", "dev", "lo", check=False)
         self.sudoers.unlink(missing_ok=True)
         sh("umount", "--lazy", str(self.base), check=False)

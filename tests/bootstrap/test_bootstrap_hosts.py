@@ -40,7 +40,8 @@ def test_fresh_plain_ubuntu_host_gets_everything_applied_and_serves(lab, tmp_pat
     assert statuses(report) == {
         "cloud-init": "applied", "host-facts": "verified", "nvidia-driver": "applied",
         "efa": "skipped", "gpu-probe": "verified", "docker": "applied",
-        "container-gpus": "verified", "model-cache": "applied", "engine-image": "applied",
+        "container-gpus": "verified", "node-kit": "skipped", "model-cache": "applied",
+        "engine-image": "applied",
         "engine": "applied",
         "health": "applied", "nccl-network": "skipped", "spot-watch": "skipped"}
     state = host.state()

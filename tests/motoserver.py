@@ -1,0 +1,61 @@
+"""moto in server mode, for the tests (tests/conftest.py) and the sshd test hosts
+(tests/bootstrap/conftest.py): the one place that starts and ends a moto server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+
+def _free_port(address: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((address, 0))
+        return sock.getsockname()[1]
+
+
+def start(address: str = "127.0.0.1") -> tuple[subprocess.Popen, str]:
+    """A real moto HTTP server on a free port of ``address`` (loopback, or the sshd test
+    hosts' link-local service address): (its process, its URL), once it answers."""
+    port = _free_port(address)
+    # The moto installed beside the interpreter running the tests, not whichever is on PATH.
+    exe = os.path.join(os.path.dirname(sys.executable), "moto_server")
+    if not os.path.exists(exe):
+        exe = shutil.which("moto_server") or exe
+    proc = subprocess.Popen([exe, "-H", address, "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://{address}:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/moto-api/", timeout=1)
+            return proc, url
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("moto_server did not start") from None
+            time.sleep(0.1)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        # A loaded machine can keep werkzeug's threads past SIGTERM; the server's state is
+        # throwaway, so ending it hard is safe and keeps teardown from failing a green run.
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def moto_server(address: str = "127.0.0.1"):
+    """``start``, yield the URL, ``stop``: the body of a pytest fixture."""
+    proc, url = start(address)
+    try:
+        yield url
+    finally:
+        stop(proc)
