@@ -44,6 +44,7 @@ class BootstrapOptions:
     health_timeout_s: float | None = None  # default: the tier's (TierSpec.health_timeout_s)
     health_poll_s: float = 2.0  # the host asks /health this often while the engine loads
     health_report_s: float = 15.0  # and reports back (progress, unit state) this often
+    spot_poll_s: float = 5.0  # the spot watcher's IMDS poll interval (spot stacks)
     console_pins: bool = True  # read host keys from EC2 GetConsoleOutput (stack hosts)
     full_check: bool = False  # run every step's check even on hosts whose marker matches
     api_key: str | None = None  # a key given by the caller, over env and file
@@ -139,7 +140,8 @@ def run_bootstrap(config: StackConfig, hosts: list[HostSpec], *, known: KnownHos
                              region=config.region, node_kit=node_kit_needed(config),
                              node_aws=options.node_aws,
                              health_timeout_s=timeout, health_poll_s=options.health_poll_s,
-                             health_report_s=options.health_report_s),
+                             health_report_s=options.health_report_s, spot=config.spot,
+                             spot_poll_s=options.spot_poll_s),
                     known, HostLog(run_dir / f"{_safe(h.name)}.log", secrets), options.ssh,
                     display.update)
             for h in hosts]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dsinfra.bootstrap import nodekit
 from dsinfra.bootstrap import steps_engine as engine
 from dsinfra.bootstrap import steps_gpu as gpu
+from dsinfra.bootstrap import steps_spot as spot
 from dsinfra.bootstrap import steps_system as system
 from dsinfra.bootstrap.plan import Step
 
@@ -17,6 +18,10 @@ def _has_efa(plan) -> bool:
 
 def _is_head(plan) -> bool:
     return plan.host.role == "head"
+
+
+def _is_spot(plan) -> bool:
+    return plan.spot
 
 
 def _is_head_across_efa(plan) -> bool:
@@ -50,6 +55,8 @@ STEPS: tuple[Step, ...] = (
          phase="health", describe="/health, /v1/models and one chat completion"),
     Step("nccl-network", engine.nccl_over_efa, applies_to=_is_head_across_efa, phase="health",
          describe="NCCL runs over EFA through aws-ofi-nccl, not TCP sockets"),
+    Step("spot-watch", spot.watcher_ready, spot.start_watcher, applies_to=_is_spot,
+         phase="engine", describe="spot interruption watcher: drains the engine on a notice"),
 )
 
 

@@ -33,9 +33,10 @@ def offers_command(
 
     check_flags(SizeFlags, precision=precision, context=context, concurrency=1,
                 kv_cache_dtype="bf16", region="us-east-1", max_nodes=8)
-    prices, _spot = load_cached_prices(state_dir())
+    prices, spot = load_cached_prices(state_dir())
     result = find_offers(model, precision, context, resolve_regions(region), prices=prices,
-                         factory=None if offline else _factory_if_credentials())
+                         factory=None if offline else _factory_if_credentials(),
+                         spot_prices=spot)
     if as_json:
         from dsinfra.cli.output import print_json
 

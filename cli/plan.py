@@ -73,6 +73,8 @@ def render_plan(plan) -> None:
     out.print(resources)
     out.print(_inbound_table(plan))
     out.print(_cost_table(plan))
+    if plan.spot:
+        out.print(_spot_text(plan.spot))
     out.print(Panel(_budget_text(plan), title="budget",
                     border_style="green" if plan.fits_budget else "bold red"))
     out.print(_weights_text(plan.weights))
@@ -114,6 +116,16 @@ def _cost_table(plan):
                       f"{quantity}${item.unit_usd:g}/{item.unit}", f"{item.hourly_usd:,.4f}",
                       f"{item.monthly_usd:,.2f}", item.as_of.isoformat())
     return table
+
+
+def _spot_text(quote) -> str:
+    """A spot stack's price now beside the on-demand one the cost table counts (a ceiling)."""
+    on_demand = f"on-demand ${quote.on_demand_hourly_usd:,.4f}/hour per node"
+    if quote.spot_hourly_usd is None:
+        return f"spot: {quote.note}; {on_demand} is counted above."
+    return (f"spot: ${quote.spot_hourly_usd:,.4f}/hour per node now ({quote.saving_pct:g}% "
+            f"below {on_demand}; {quote.source}, {quote.as_of}). The cost above counts "
+            "on-demand: a spot price can rise to it.")
 
 
 def _budget_text(plan) -> str:

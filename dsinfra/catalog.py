@@ -18,16 +18,28 @@ PRICE_SOURCE = (
     "karpenter-provider-aws zz_generated.pricing_aws.go, generated 2026-07-20 from the AWS "
     "Pricing API (us-east-1)"
 )
-# [KP] is us-east-1 only. For us-west-2 the snapshot uses SkyPilot's published AWS catalog
-# (skypilot-org/skypilot-catalog catalogs/v7/aws/vms.csv at commit 27f67dd, built from the same
-# Pricing API), which lists the families in US_WEST_2_CONFIRMED at the us-east-1 price; every
-# other family is an assumption of the snapshot, recorded per price, until `dsinfra catalog
-# refresh` reads the real us-west-2 answer.
-US_WEST_2_SOURCE = "assumed equal to us-east-1 ([KP] lists us-east-1 only); refresh to confirm"
+# [KP] is us-east-1 only. For us-west-2 the snapshot reads SkyPilot's published AWS catalog
+# (skypilot-org/skypilot-catalog catalogs/v7/aws/vms.csv at commit 27f67dd, built from the AWS
+# Pricing API; its commit is undated but older than AWS's 2025-06 P-family price cut: it lists
+# p5.48xlarge at $98.32). Per type, in that file:
+# - g5, g6, g6e, gr6 (every size in this catalog): the us-west-2 price equals the us-east-1
+#   price, and that us-east-1 price is the one [KP] still lists on 2026-07-20, so the number is
+#   sourced, not assumed (read 2026-11-30, rows "<type>,...,us-west-2,usw2-az*").
+# - p4d, p4de, p5: us-west-2 equal to us-east-1 there too, but at the pre-cut prices; the
+#   post-cut us-west-2 price is not in any source found, so it stays an assumption.
+# - p5en, p6-b200, t3.micro, and the other items (EBS, NAT, IPv4, NLB): not checked, assumed.
+# An assumed price is flagged (Price.assumed): `dsinfra catalog` and `plan` say so, and
+# `dsinfra catalog refresh` replaces it with the Pricing API's answer.
+US_WEST_2_SOURCE = ("assumed equal to us-east-1 ([KP] lists us-east-1 only; no us-west-2 source "
+                    "found); `dsinfra catalog refresh --region us-west-2` reads the real one")
+US_WEST_2_PRE_CUT_SOURCE = (
+    "assumed equal to us-east-1: skypilot-org/skypilot-catalog catalogs/v7/aws/vms.csv @27f67dd "
+    "lists them equal before the 2025-06 price cut, no source after it; refresh to confirm")
 US_WEST_2_CONFIRMED_SOURCE = (
-    "skypilot-org/skypilot-catalog catalogs/v7/aws/vms.csv @27f67dd (AWS Pricing API): "
-    "us-west-2 equal to us-east-1")
-US_WEST_2_CONFIRMED = ("g6",)
+    "skypilot-org/skypilot-catalog catalogs/v7/aws/vms.csv @27f67dd (AWS Pricing API, pre-2025-06 "
+    "snapshot): us-west-2 equal to us-east-1, whose price [KP] lists unchanged on 2026-07-20")
+US_WEST_2_CONFIRMED = ("g5", "g6", "g6e", "gr6")
+US_WEST_2_PRE_CUT = ("p4d", "p4de", "p5")
 # p5e.48xlarge has no on-demand price in [KP] (AWS sells it through Capacity Blocks): it is in
 # the catalog for its specs, and the sizer and `offers` skip it until a price is known.
 
@@ -160,6 +172,7 @@ class Price:
     unit: str  # "hour" or "GB-month"
     as_of: date
     source: str
+    assumed: bool = False  # copied from another region, not read for this one (say so)
 
 
 @dataclass(frozen=True)
@@ -173,28 +186,32 @@ def _other_unit(key: str) -> str:
     return "GB-month" if key.endswith("gb_month") else "GB" if key.endswith("_gb") else "hour"
 
 
-def _region_prices(region: str, source: str, confirmed: tuple[str, ...] = (),
-                   confirmed_source: str = "") -> RegionPrices:
-    def source_of(itype: str) -> str:
-        return confirmed_source if itype.split(".", 1)[0] in confirmed else source
+def _region_prices(region: str, source: str, sources_by_family: dict[str, str] | None = None,
+                   sourced: tuple[str, ...] = ()) -> RegionPrices:
+    """``source`` for every price, except the families in ``sources_by_family``; a price
+    is assumed unless its family is in ``sourced`` or the region is the one [KP] reads."""
+    by_family = sources_by_family or {}
+
+    def price(itype: str, usd: float, unit: str) -> Price:
+        family = itype.split(".", 1)[0]
+        return Price(usd, unit, PRICES_AS_OF, by_family.get(family, source),
+                     assumed=region != "us-east-1" and family not in sourced)
 
     return RegionPrices(
         region=region,
-        on_demand_hourly={
-            k: Price(v, "hour", PRICES_AS_OF, source_of(k))
-            for k, v in _ON_DEMAND_USD_PER_HOUR_US_EAST_1.items()
-        },
-        other={
-            k: Price(v, _other_unit(k), PRICES_AS_OF, source)
-            for k, v in _OTHER_PRICES_US_EAST_1.items()
-        },
+        on_demand_hourly={k: price(k, v, "hour")
+                          for k, v in _ON_DEMAND_USD_PER_HOUR_US_EAST_1.items()},
+        other={k: price(k, v, _other_unit(k)) for k, v in _OTHER_PRICES_US_EAST_1.items()},
     )
 
 
 BUNDLED_PRICES: dict[str, RegionPrices] = {
     "us-east-1": _region_prices("us-east-1", PRICE_SOURCE),
-    "us-west-2": _region_prices("us-west-2", US_WEST_2_SOURCE, US_WEST_2_CONFIRMED,
-                                US_WEST_2_CONFIRMED_SOURCE),
+    "us-west-2": _region_prices(
+        "us-west-2", US_WEST_2_SOURCE,
+        {**{f: US_WEST_2_CONFIRMED_SOURCE for f in US_WEST_2_CONFIRMED},
+         **{f: US_WEST_2_PRE_CUT_SOURCE for f in US_WEST_2_PRE_CUT}},
+        sourced=US_WEST_2_CONFIRMED),
 }
 
 SUPPORTED_REGIONS: tuple[str, ...] = tuple(BUNDLED_PRICES)
@@ -259,7 +276,8 @@ def catalog_rows(regions, prices: dict[str, RegionPrices] | None = None) -> list
             price = getattr(table.get(region), "on_demand_hourly", {}).get(name)
             found.append({"region": region, "usd_per_hour": price.usd if price else None,
                           "as_of": price.as_of.isoformat() if price else None,
-                          "source": price.source if price else None})
+                          "source": price.source if price else None,
+                          "assumed": price.assumed if price else None})
         rows.append({"instance_type": name, "gpu_model": spec.gpu_model,
                      "gpu_count": spec.gpu_count, "gpu_memory_gib": spec.gpu_memory_gib,
                      "vcpus": spec.vcpus, "memory_gib": spec.memory_gib,

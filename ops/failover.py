@@ -19,16 +19,28 @@ if TYPE_CHECKING:
     from dsinfra.infra.automation import Engine, EventCallback
 
 # RunInstances' on-demand error code, and the spot request status for the same condition.
+# For spot also: "InsufficientInstanceCapacity - There is no Spot capacity available that
+# matches your request." (cortexlabs/cortex#1258), UnfulfillableCapacity (AWS's EC2 error codes,
+# quoted in aws/aws-parallelcluster-node#673), and the spot request status
+# "capacity-oversubscribed: Your Spot request was not fulfilled as there is no more unused
+# capacity available in this pool." (AlexsLemonade/refinebio#528).
 CAPACITY_ERRORS = ("InsufficientInstanceCapacity", "InsufficientCapacity",
-                   "insufficient capacity", "capacity-not-available")
+                   "insufficient capacity", "capacity-not-available", "UnfulfillableCapacity",
+                   "capacity-oversubscribed")
+# The spot price is above the request's maximum (on-demand, when none is set): "SpotMaxPriceTooLow
+# - Your Spot request price of 0.24156000000000002 is lower than the minimum required Spot request
+# fulfillment price of 0.6034." (redhat-developer/mapt#576, through Pulumi); the spot request
+# status "price-too-low" (hashicorp/packer#7808). Another zone may be cheaper, on demand is not.
+SPOT_PRICE_ERRORS = ("SpotMaxPriceTooLow", "price-too-low")
 # "api error Unsupported: Your requested instance type (t3.micro) is not supported in your
 # requested Availability Zone (us-east-1e)" (ned1313/Getting-Started-Terraform#44).
 UNSUPPORTED_ERRORS = ("is not supported in your requested Availability Zone",)
 # "creating EC2 Instance: VcpuLimitExceeded: You have requested more vCPU capacity than your
 # current vCPU limit of 32 allows ..." (bentoml/bentoctl#202); the older per-type limit code.
 QUOTA_ERRORS = ("VcpuLimitExceeded", "InstanceLimitExceeded")
-REFUSALS = (("insufficient capacity", CAPACITY_ERRORS), ("unsupported zone", UNSUPPORTED_ERRORS),
-            ("quota refused", QUOTA_ERRORS))
+REFUSALS = (("insufficient capacity", CAPACITY_ERRORS),
+            ("spot price too high", SPOT_PRICE_ERRORS),
+            ("unsupported zone", UNSUPPORTED_ERRORS), ("quota refused", QUOTA_ERRORS))
 
 PhaseCallback = Callable[[str, str], None]
 AuditSink = Callable[..., Any]
@@ -39,8 +51,8 @@ Cleanup = Callable[[str, str], Any]  # (stack, region) -> a TeardownResult (clea
 @dataclass(frozen=True)
 class Attempt:
     availability_zone: str
-    outcome: str  # "created", "insufficient capacity", "unsupported zone", "quota refused",
-    #               "not offered", "over budget"
+    outcome: str  # "created", "insufficient capacity", "spot price too high",
+    #               "unsupported zone", "quota refused", "not offered", "over budget"
     message: str = ""
     instance_type: str = ""
     nodes: int = 0
@@ -140,9 +152,7 @@ class Failover:
                 attempts.append(self._skipped(option, "over budget", why))
                 continue
             if config.spot and not option.spot:
-                self.phase("deploy", f"no spot capacity for {option.nodes}x "
-                           f"{option.instance_type} in {option.region}: falling back to "
-                           "on-demand")
+                self._spot_fallback(option, attempts)
             zones = zone_order(chosen, home_zones if chosen is config else
                                self.zones_for(option.instance_type, option.region))
             if not zones:
@@ -154,6 +164,16 @@ class Failover:
             if raw is not None:
                 return raw, attempts, chosen
         raise CapacityExhausted(config.resolved_instance_type, attempts)
+
+    def _spot_fallback(self, option: Option, attempts: list[Attempt]) -> None:
+        """Said on screen and in the audit log: the stack now costs the on-demand price."""
+        refused = [a for a in attempts if a.spot and a.instance_type == option.instance_type
+                   and a.region == option.region]
+        self.phase("deploy", f"no spot capacity for {option.nodes}x {option.instance_type} in "
+                   f"{option.region}: falling back to on-demand")
+        self.audit("up.spot_fallback", instance_type=option.instance_type, nodes=option.nodes,
+                   region=option.region,
+                   spot_refusals=[f"{a.availability_zone}: {a.outcome}" for a in refused])
 
     def _skipped(self, option: Option, outcome: str, why: str) -> Attempt:
         attempt = Attempt("", outcome, why, option.instance_type, option.nodes, option.region,

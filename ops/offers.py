@@ -36,11 +36,14 @@ class Offer:
     quota_headroom_vcpus: float | None = None  # limit minus vCPUs running in that family
     quota_ok: bool | None = None
     spot_placement_score: int | None = None  # 1-10, AWS's likelihood a spot request succeeds
+    spot_hourly_usd: float | None = None  # all nodes, at the cached spot price; None: unknown
+    spot_as_of: str | None = None  # when `dsinfra catalog refresh` read the spot price
 
 
 def find_offers(model: str, precision: str, context: int, regions: Sequence[str], *,
                 prices: dict[str, RegionPrices] | None = None,
-                factory: ClientFactory | None = None) -> dict[str, Any]:
+                factory: ClientFactory | None = None,
+                spot_prices: dict | None = None) -> dict[str, Any]:
     """The offers, cheapest first; ``factory`` None means offline (and says so)."""
     table = prices or {}
     from dsinfra.catalog import BUNDLED_PRICES
@@ -56,6 +59,10 @@ def find_offers(model: str, precision: str, context: int, regions: Sequence[str]
         sizing = size_model(model, precision, context, 1, region=region, prices=known)
         offers += [_offer(c, region, known) for c in sizing.candidates if c.fits]
     offers.sort(key=lambda o: (o.hourly_usd, o.instance_type, o.region))
+    for offer in offers:  # the spot prices `dsinfra catalog refresh` cached, with their date
+        if spot := (spot_prices or {}).get((offer.region, offer.instance_type)):
+            offer.spot_hourly_usd = round(spot.usd * offer.nodes, 4)
+            offer.spot_as_of = spot.as_of.isoformat()
     notes = [OFFLINE_NOTE] if factory is None else annotate(offers, regions, factory)
     return {"model": model, "precision": precision, "context": context,
             "regions": list(regions), "offline": factory is None, "notes": notes,

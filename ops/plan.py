@@ -43,6 +43,7 @@ class LineItem:
     source: str
     note: str = ""
     billed_while_stopped: bool = True  # see CostItem
+    assumed: bool = False  # the price is copied from another region (dsinfra.catalog says why)
 
     @property
     def monthly_usd(self) -> float:
@@ -53,7 +54,7 @@ class LineItem:
                 "monthly_usd": self.monthly_usd, "quantity": self.quantity,
                 "unit": self.unit, "unit_usd": self.unit_usd,
                 "price_as_of": self.as_of.isoformat(), "price_source": self.source,
-                "note": self.note}
+                "price_assumed": self.assumed, "note": self.note}
 
 
 def _item(name: str, token: str, price, quantity: float = 1, note: str = "",
@@ -61,7 +62,7 @@ def _item(name: str, token: str, price, quantity: float = 1, note: str = "",
     per_hour = price.usd if price.unit == "hour" else price.usd / HOURS_PER_MONTH
     return LineItem(name, token, quantity, price.unit, price.usd,
                     round(per_hour * quantity, 6), price.as_of, price.source, note,
-                    billed_while_stopped)
+                    billed_while_stopped, getattr(price, "assumed", False))
 
 
 def price_resources(resources: list[dict[str, Any]], region: str) -> list[LineItem]:
@@ -143,6 +144,15 @@ class Plan:
     outputs: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=lambda: [NOT_ESTIMATED])
     containers: list[dict[str, Any]] = field(default_factory=list)  # per node role
+    spot: Any = None  # a SpotQuote (ops/spot_price.py) for a spot stack, else None
+
+    def __post_init__(self) -> None:
+        assumed = sorted({i.name for i in self.items if i.assumed})
+        if assumed:
+            self.notes = [*self.notes, (
+                f"ASSUMED prices in {self.config.region}: {', '.join(assumed)} are priced as "
+                "in us-east-1 (no source for this region in the bundled snapshot); `dsinfra "
+                f"catalog refresh --region {self.config.region}` reads the real prices.")]
 
     @property
     def hourly_usd(self) -> float:
@@ -213,6 +223,7 @@ class Plan:
             "weights": self.weights.to_dict(),
             "cheaper_fit": fit_advice.to_dict() if (fit_advice := self.cheaper_fit) else None,
             "capacity_block": capacity_block_view(self.config),
+            "spot": self.spot.as_dict() if self.spot else None,
         }
 
 
@@ -236,7 +247,7 @@ def capacity_block_view(config: StackConfig) -> dict[str, Any] | None:
 
 
 def build_plan(stack: str, *, live: bool = False, project_dir: Path | None = None,
-               engine=None) -> Plan:
+               engine=None, ec2_for=None) -> Plan:
     """Validate the stack, list its resources (offline or through ``pulumi preview``), price
     them and compare with the budget. Raises ``UserError`` for bad input (exit 2)."""
     from dsinfra.stackfiles import find_project_dir, load_stack, read_stack_values, stack_file
@@ -258,7 +269,20 @@ def build_plan(stack: str, *, live: bool = False, project_dir: Path | None = Non
         outputs = run.outputs
     return Plan(config=config, offline=not live, resources=resources,
                 items=price_resources(resources, config.region), outputs=outputs,
-                containers=engine_containers(config, outputs))
+                containers=engine_containers(config, outputs),
+                spot=_spot_quote(config, live, ec2_for))
+
+
+def _spot_quote(config: StackConfig, live: bool, ec2_for):
+    """Beside the on-demand ceiling the items show: the spot price now (live), or cached."""
+    if not config.spot:
+        return None
+    from dsinfra.cloud.catalog_cache import load_cached_prices
+    from dsinfra.ops.spot_price import spot_quote
+    from dsinfra.paths import state_dir
+
+    _prices, cached = load_cached_prices(state_dir())
+    return spot_quote(config, live=live, cached=cached, ec2_for=ec2_for)
 
 
 def plan_for_config(config: StackConfig) -> Plan:

@@ -105,3 +105,52 @@ def test_catalog_list_prints_json_and_a_table_with_sources(tmp_path, monkeypatch
     assert table.exit_code == 0, table.output
     assert "p6-b200.48xlarge" in table.output and "no price" in table.output
     assert "skypilot-catalog" in table.output
+
+
+# Read from skypilot-org/skypilot-catalog catalogs/v7/aws/vms.csv @27f67dd, us-west-2 rows: equal
+# to the us-east-1 price of the same file, which karpenter's 2026-07-20 file still lists.
+US_WEST_2_SOURCED = {"g5.xlarge": 1.006, "g5.2xlarge": 1.212, "g5.4xlarge": 1.624,
+                     "g5.12xlarge": 5.672, "g5.48xlarge": 16.288, "g6e.xlarge": 1.861,
+                     "g6e.2xlarge": 2.24208, "g6e.12xlarge": 10.49264,
+                     "g6e.24xlarge": 15.06559, "g6e.48xlarge": 30.13118,
+                     "gr6.4xlarge": 1.5392, "gr6.8xlarge": 2.4464}
+
+
+def test_us_west_2_g_family_prices_are_sourced_and_the_rest_flagged_assumed():
+    from dsinfra.catalog import GPU_INSTANCE_TYPES, is_priced, on_demand_price
+
+    for itype, usd in US_WEST_2_SOURCED.items():
+        price = on_demand_price("us-west-2", itype)
+        assert (price.usd, price.assumed) == (usd, False), itype
+        assert "vms.csv @27f67dd" in price.source
+    assumed = {t for t in GPU_INSTANCE_TYPES if is_priced("us-west-2", t)
+               and on_demand_price("us-west-2", t).assumed}
+    assert assumed == {"p4d.24xlarge", "p4de.24xlarge", "p5.48xlarge", "p5en.48xlarge",
+                       "p6-b200.48xlarge"}
+    assert "2025-06 price cut" in on_demand_price("us-west-2", "p5.48xlarge").source
+    assert not any(on_demand_price("us-east-1", t).assumed for t in assumed)
+
+
+def test_catalog_json_and_plan_flag_assumed_prices(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from dsinfra.cli.main import app
+    from dsinfra.config import parse_stack_config
+    from dsinfra.ops.plan import plan_for_config
+
+    monkeypatch.setenv("DSINFRA_STATE_DIR", str(tmp_path))
+    out = CliRunner().invoke(app, ["catalog", "list", "--region", "us-west-2", "--json"])
+    rows = {r["instance_type"]: r["prices"][0] for r in
+            json.loads(out.stdout)["instance_types"]}
+    assert rows["p5.48xlarge"]["assumed"] is True and rows["g5.2xlarge"]["assumed"] is False
+    west = plan_for_config(parse_stack_config("w", {
+        "tier": "dev", "region": "us-west-2", "instanceType": "g5.2xlarge",
+        "budget": {"amountUsd": 2000}}))
+    items = {i["name"]: i for i in west.to_json()["cost"]["items"]}
+    assert items["w-gpu-0"]["price_assumed"] is False
+    assert items["w-gpu-0 root volume"]["price_assumed"] is True  # EBS: not read for us-west-2
+    assert any(n.startswith("ASSUMED prices in us-west-2: w-gpu-0 public IPv4, w-gpu-0 root "
+                            "volume") for n in west.notes)
+    east = plan_for_config(parse_stack_config("e", {
+        "tier": "dev", "instanceType": "g5.2xlarge", "budget": {"amountUsd": 2000}}))
+    assert not any("ASSUMED" in n for n in east.notes)

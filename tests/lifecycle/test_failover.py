@@ -232,26 +232,54 @@ def test_on_moto_every_failed_attempt_is_swept_and_nothing_billable_is_left(aws)
     assert left == []
 
 
-def test_spot_without_capacity_falls_back_to_on_demand_and_says_so(aws):
-    # "capacity-not-available" is AWS's documented spot request status code for this (already
-    # in CAPACITY_ERRORS); the sentence around it is ours: no recorded provider text was found
-    spot_refusal = ("creating EC2 Instance: waiting for spot request: unexpected state "
-                    "'capacity-not-available'")
+# What AWS says when a spot launch finds no capacity or a price above the request's maximum,
+# each as recorded in a public thread (the refusal's source is on its marker in ops/failover.py).
+SPOT_REFUSALS = {
+    # The spot request status code (AWS's documented code; the sentence around it is ours: no
+    # recorded provider text was found).
+    "capacity-not-available": "creating EC2 Instance: waiting for spot request: unexpected "
+                              "state 'capacity-not-available'",
+    # cortexlabs/cortex#1258 (an Auto Scaling group's activity message)
+    "no spot capacity": "Could not launch Spot Instances. InsufficientInstanceCapacity - There "
+                        "is no Spot capacity available that matches your request. Launching "
+                        "EC2 instance failed.",
+    # redhat-developer/mapt#576 (the Pulumi AWS provider, provider=aws@7.3.1)
+    "spot price too low": "sdk-v2/provider2.go:572: sdk.helper_schema: waiting for Auto "
+                          "Scaling Group (main-akd-asg-c26a142) capacity satisfied: scaling "
+                          "activity (974662f2-2b8a-f94b-2e75-44ca5ea3396c): Failed: Could not "
+                          "launch Spot Instances. SpotMaxPriceTooLow - Your Spot request price "
+                          "of 0.24156000000000002 is lower than the minimum required Spot "
+                          "request fulfillment price of 0.6034. Launching EC2 instance failed.",
+}
 
+
+@pytest.mark.parametrize("said", SPOT_REFUSALS.values(), ids=SPOT_REFUSALS.keys())
+def test_spot_without_capacity_falls_back_to_on_demand_and_says_so(aws, said):
     class SpotEngine(RefusingEngine):
         def up(self, stack, on_event=None):
-            if self.config.get("dsinfra:spot", "true") == "true":
-                self.fail_with = spot_refusal
-                return FakeEngine.up(self, stack, on_event)
-            self.fail_with = None
+            self.fail_with = said if self.config.get("dsinfra:spot", "true") == "true" else None
             return FakeEngine.up(self, stack, on_event)
 
-    engine, phases = SpotEngine({}), []
+    engine, phases, audited = SpotEngine({}), [], []
     result = bring_up(_config(spot=True), engine, doctor=_doctor(), bootstrap=FakeBootstrap(),
                       now=NOW, zones_for=lambda i, r: ZONES[r],
-                      on_phase=lambda p, m: phases.append(m))
+                      on_phase=lambda p, m: phases.append(m),
+                      audit=lambda kind, **fields: audited.append((kind, fields)))
     assert [(a.spot, a.outcome) for a in result.attempts][-1] == (False, "created")
     assert all(a.spot for a in result.attempts[:-1])
     assert ("set_config", "dev", "dsinfra:spot", "false") in engine.calls
     assert any("falling back to on-demand" in m for m in phases)
     assert result.notes and "spot had no capacity" in result.notes[0]
+    refused = result.attempts[:-1]
+    fallback = [fields for kind, fields in audited if kind == "up.spot_fallback"]
+    assert fallback == [{"instance_type": "g5.2xlarge", "nodes": 1, "region": "us-east-1",
+                         "spot_refusals": [f"{a.availability_zone}: {a.outcome}"
+                                           for a in refused]}]
+    assert len(refused) >= 2 and {a.outcome for a in refused} == {refusal(said)}
+    # Each refused spot attempt was torn down before the on-demand launch.
+    assert len([c for c in engine.calls if c[0] == "destroy"]) == len(refused)
+
+
+def test_a_spot_price_refusal_is_its_own_kind():
+    assert refusal(SPOT_REFUSALS["spot price too low"]) == "spot price too high"
+    assert refusal(SPOT_REFUSALS["no spot capacity"]) == "insufficient capacity"

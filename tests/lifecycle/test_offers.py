@@ -120,3 +120,27 @@ def test_with_credentials_quota_headroom_and_spot_scores_are_added():
     assert by_type["p4d.24xlarge"]["quota_ok"] is True  # 3 x 96 = 288 <= 384
     assert by_type["g5.48xlarge"]["quota_ok"] is None  # Service Quotas did not answer
     assert any("quota headroom unknown" in n for n in payload["notes"])
+
+
+def test_offers_carry_the_cached_spot_price_for_all_nodes_with_its_date(aws):
+    from datetime import date, datetime, timezone
+
+    from dsinfra.catalog import Price
+    from dsinfra.cloud.aws import client
+    from dsinfra.cloud.catalog_cache import fetch_spot
+
+    # As `dsinfra catalog refresh` caches them: moto's spot price history, highest zone.
+    now = datetime(2026, 11, 30, tzinfo=timezone.utc)
+    found = fetch_spot(client("ec2", "us-east-1"), ["g6.xlarge", "g5.xlarge"], now)
+    assert found, "moto answers DescribeSpotPriceHistory"
+    cached = {("us-east-1", t): Price(usd, "hour", date(2026, 11, 30), "spot history")
+              for t, usd in found.items()}
+    result = find_offers("DeepSeek-R1-Distill-Qwen-7B", "bf16", 8192, ["us-east-1"],
+                         spot_prices=cached)
+    by_type = {(o["instance_type"], o["nodes"]): o for o in result["offers"]}
+    for itype, usd in found.items():
+        offer = next(o for (t, _n), o in by_type.items() if t == itype)
+        assert offer["spot_hourly_usd"] == pytest.approx(usd * offer["nodes"], abs=1e-4)
+        assert offer["spot_as_of"] == "2026-11-30"
+    uncached = [o for o in result["offers"] if o["instance_type"] not in found]
+    assert uncached and all(o["spot_hourly_usd"] is None for o in uncached)

@@ -294,12 +294,20 @@ def journalctl(argv):
             sys.stdout.write("".join(handle.readlines()[-30:]))
 
 
+def iptables(argv):
+    """The spot watcher's rule refusing new connections to the engine: the host's kernel is
+    the test machine's, so the rule is recorded (commands.log), not applied. iptables prints
+    nothing when it inserts a rule."""
+    need_root("iptables")
+    return 0
+
+
 COMMANDS = {
     "apt-get": apt_get, "dpkg": dpkg, "dpkg-query": dpkg_query, "apt-mark": apt_mark,
     "curl": curl, "efa_installer": efa_installer, "fi_info": fi_info, "cloud-init": cloud_init,
     "nvidia-ctk": nvidia_ctk, "lsblk": lsblk, "mdadm": mdadm, "mkfs.ext4": mkfs_ext4,
     "blkid": blkid, "mount": mount, "mountpoint": mountpoint, "journalctl": journalctl,
-    "ls": ls,
+    "ls": ls, "iptables": iptables,
     # Imported on use: http.server alone costs more than the rest of a fake command.
     "docker": "fake_docker:docker", "nvidia-smi": "fake_gpu:nvidia_smi",
     "systemctl": "fake_power:systemctl", "reboot": "fake_power:reboot",

@@ -157,6 +157,7 @@ def _handler(model, key, openai, ready_at):
         def do_POST(self):
             length = int(self.headers.get("Content-Length", 0))
             body = json.loads(self.rfile.read(length) or b"{}")
+            time.sleep(profile().get("chat_delay_s", 0))  # a long generation, in flight
             if not openai or self.path != "/v1/chat/completions":
                 return self._send(404, {"error": "not found"})
             if not self._authorised():

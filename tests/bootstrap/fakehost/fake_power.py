@@ -10,6 +10,14 @@ from fakehost import BIN_DIR, STATE_DIR, State, fail, need_root, peek
 
 ENGINE_UNIT = "dsinfra-engine"
 ENGINE_UNIT_FILE = "/etc/systemd/system/dsinfra-engine.service"
+UNIT_DIR = "/etc/systemd/system"
+
+
+def _unit_file(name):
+    """dsinfra's own units have a unit file; their ExecStart really runs (the engine, the spot
+    watcher). The system's units (docker, fabric manager) are state only."""
+    path = os.path.join(UNIT_DIR, name + ".service")
+    return path if name.startswith("dsinfra-") and os.path.exists(path) else None
 
 
 def _netns_pids():
@@ -146,14 +154,14 @@ def _unit_name(raw):
 
 
 def _exists(state, name):
-    if name == ENGINE_UNIT:
-        return os.path.exists(ENGINE_UNIT_FILE)
+    if name.startswith("dsinfra-"):
+        return _unit_file(name) is not None
     return name in state["units"]
 
 
 def _active(state, name):
     unit = state["units"].get(name, {})
-    if name == ENGINE_UNIT:
+    if name.startswith("dsinfra-"):
         return _alive(unit.get("pid"))
     return bool(unit.get("active"))
 
@@ -165,15 +173,16 @@ def _start(state, name):
              "with error code.", 1)
     if name == "docker":
         state["docker_runtime_active"] = bool(state.get("docker_runtime_configured"))
-    if name == ENGINE_UNIT:
+    if _unit_file(name):
         import shlex
         import subprocess
 
         _stop(state, name)
-        with open(ENGINE_UNIT_FILE) as handle:
+        with open(_unit_file(name)) as handle:
             execstart = next(l.split("=", 1)[1].strip() for l in handle
                              if l.startswith("ExecStart="))
-        log = open(os.path.join(STATE_DIR, "engine.log"), "a")
+        log_name = "engine.log" if name == ENGINE_UNIT else name + ".log"
+        log = open(os.path.join(STATE_DIR, log_name), "a")
         env = dict(os.environ, PATH=BIN_DIR + ":/usr/sbin:/usr/bin:/sbin:/bin")
         unit["pid"] = subprocess.Popen(shlex.split(execstart), start_new_session=True, env=env,
                                        stdin=subprocess.DEVNULL, stdout=log,

@@ -1,0 +1,231 @@
+"""Issue 17 item 3: on a spot stack the node watches IMDS for interruption notices and drains
+the engine. The watcher (bootstrap/spot_watch.py) runs as the ``dsinfra-spot-watch`` unit on a
+real sshd test host; a fake IMDSv2 (fake_imds.py, answers from AWS's documented examples, see
+its SOURCE) listens on the real 169.254.169.254:80 inside that host's network namespace."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from conftest import host_entry, write_inventory
+
+from dsinfra.bootstrap.runner import bootstrap_inventory
+
+FAKE_IMDS = Path(__file__).resolve().parent / "fake_imds.py"
+POLL_S = 0.5
+QWEN = "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"
+SPOT_CONFIG = {"engine": "vllm", "model": QWEN, "spot": True}
+
+
+class FakeImds:
+    def __init__(self, host, folder: Path) -> None:
+        self.state_file = folder / "imds.json"
+        self.log_file = Path(f"{self.state_file}.log")
+        self.post(None)
+        ns = ("ip", "netns", "exec", host.netns)
+        have = subprocess.run([*ns, "ip", "-4", "-o", "addr", "show", "dev", "lo"],
+                              capture_output=True, text=True, check=True).stdout
+        if "169.254.169.254/32" not in have:
+            subprocess.run([*ns, "ip", "addr", "add", "169.254.169.254/32", "dev", "lo"],
+                           check=True)
+        self.ns = ns
+        self.start()
+
+    def start(self) -> None:
+        self.process = subprocess.Popen([*self.ns, sys.executable, "-S", str(FAKE_IMDS),
+                                         str(self.state_file)], stdout=subprocess.PIPE,
+                                        text=True, start_new_session=True)
+        assert self.process.stdout.readline().strip() == "ready"
+
+    def ensure_running(self) -> None:
+        """A real IMDS outlives a reboot; this one is a process of the test host, which the
+        bootstrap's driver install reboots (every process of the host ends)."""
+        if self.process.poll() is not None:
+            self.start()
+
+    def post(self, action: dict | None, rebalance: dict | None = None) -> None:
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"instance-action": action, "rebalance": rebalance}))
+        tmp.replace(self.state_file)
+
+    def requests(self) -> list[str]:
+        return self.log_file.read_text().splitlines() if self.log_file.exists() else []
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=5)
+
+
+@pytest.fixture
+def imds(lab, tmp_path):
+    host = lab.fresh("single", "g5.2xlarge")
+    fake = FakeImds(host, tmp_path)
+    yield host, fake
+    fake.close()
+
+
+def _notice(in_s: float = 120) -> dict:
+    # AWS's example document; the time two minutes ahead, as a real notice's is.
+    when = datetime.now(timezone.utc) + timedelta(seconds=in_s)
+    return {"action": "terminate", "time": when.strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
+def _engine_running(host) -> bool:
+    pid = host.state()["units"].get("dsinfra-engine", {}).get("pid")
+    if not pid:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _watch_log(host) -> list[str]:
+    path = host.state_dir / "dsinfra-spot-watch.log"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def _bootstrap_spot(lab, host, fake, tmp_path, options):
+    inventory = write_inventory(tmp_path / "hosts.yaml", [host_entry(lab, host)], SPOT_CONFIG)
+    report = bootstrap_inventory(inventory, progress=False,
+                                 options=replace(options, spot_poll_s=POLL_S))
+    assert report.ok, [(s.step, s.detail) for h in report.hosts for s in h.steps
+                       if s.status == "failed"]
+    fake.ensure_running()
+    return report
+
+
+def test_imds_fake_refuses_a_get_without_a_token_as_imdsv2_does(imds):
+    host, fake = imds
+    probe = ("import urllib.request, urllib.error\n"
+             "try:\n"
+             "    urllib.request.urlopen('http://169.254.169.254/latest/meta-data/spot/"
+             "instance-action', timeout=3)\n"
+             "except urllib.error.HTTPError as e:\n"
+             "    print(e.code)\n")
+    out = subprocess.run([*fake.ns, sys.executable, "-S", "-c", probe], capture_output=True,
+                         text=True, timeout=10)
+    assert out.stdout.strip() == "401"
+
+
+def test_spot_stack_gets_the_watcher_and_no_notice_leaves_the_engine_alone(
+        lab, imds, tmp_path, options):
+    host, fake = imds
+    report = _bootstrap_spot(lab, host, fake, tmp_path, options)
+    assert {s.step: s.status for s in report.hosts[0].steps}["spot-watch"] == "applied"
+    time.sleep(POLL_S * 6)
+    assert _engine_running(host)
+    asked = fake.requests()
+    assert asked and asked[0].startswith("PUT /latest/api/token token=no 200"), asked
+    action_gets = [r for r in asked if "/spot/instance-action" in r]
+    assert len(action_gets) >= 4, asked  # polled every POLL_S
+    assert all("token=yes 404" in r for r in action_gets), asked  # IMDSv2: token on each GET
+    assert not [c for c in host.commands() if c["cmd"] == "iptables"]
+    assert not [c for c in host.commands()
+                if c["cmd"] == "systemctl" and "stop" in c["argv"]]
+
+
+def test_notice_drains_the_engine_within_the_poll_interval(lab, imds, tmp_path, options):
+    host, fake = imds
+    _bootstrap_spot(lab, host, fake, tmp_path, options)
+    assert _engine_running(host)
+    posted = time.monotonic()
+    fake.post(_notice())
+    while _engine_running(host) and time.monotonic() - posted < 10:
+        time.sleep(0.05)
+    drained_s = time.monotonic() - posted
+    assert not _engine_running(host)
+    assert drained_s < POLL_S + 2.0, drained_s
+    commands = host.commands()
+    refuse = [c["argv"] for c in commands if c["cmd"] == "iptables"]
+    assert refuse == [["-I", "INPUT", "-p", "tcp", "--dport", "8000", "-m", "conntrack",
+                       "--ctstate", "NEW", "-j", "REJECT", "--reject-with", "tcp-reset"]]
+    stops = [c for c in commands if c["cmd"] == "systemctl" and c["argv"][:1] == ["stop"]]
+    assert [c["argv"] for c in stops] == [["stop", "dsinfra-engine.service"]]
+    assert stops[0]["uid"] == 0
+    record = host.root / "fs/opt/dsinfra/state/spot-interruption.json"
+    while not record.exists() and time.monotonic() - posted < 10:  # written after the stop
+        time.sleep(0.05)
+    lines = [l for l in _watch_log(host) if "spot interruption notice:" in l]
+    assert len(lines) == 1 and "terminate at" in lines[0] and "engine stopped=True" in lines[0]
+    written = json.loads(record.read_text())
+    assert written["notice"]["action"] == "terminate" and written["engine_stopped"] is True
+
+
+def test_rebalance_recommendation_is_logged_but_the_engine_keeps_serving(
+        lab, imds, tmp_path, options):
+    host, fake = imds
+    _bootstrap_spot(lab, host, fake, tmp_path, options)
+    fake.post(None, {"noticeTime": "2020-10-27T08:22:00Z"})  # AWS's example document
+    deadline = time.monotonic() + 5
+    while not any("rebalance" in l for l in _watch_log(host)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(POLL_S * 3)
+    assert _engine_running(host)
+    assert len([l for l in _watch_log(host) if "rebalance recommendation" in l]) == 1, \
+        (_watch_log(host), fake.requests()[-3:])
+
+
+def test_notice_lets_an_in_flight_request_finish_before_the_engine_stops(
+        lab, imds, tmp_path, options):
+    import threading
+    import urllib.request
+
+    from conftest import API_KEY
+
+    host, fake = imds
+    _bootstrap_spot(lab, host, fake, tmp_path, options)
+    host.set_profile(chat_delay_s=3.0)
+    answer: dict = {}
+
+    def chat() -> None:
+        body = json.dumps({"model": QWEN, "messages": [{"role": "user", "content": "hi"}]})
+        request = urllib.request.Request(
+            f"http://{host.listen}:8000/v1/chat/completions", data=body.encode(),
+            headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            answer["status"], answer["at"] = response.status, time.monotonic()
+
+    in_flight = threading.Thread(target=chat)
+    in_flight.start()
+    time.sleep(0.5)  # the request is open on the engine
+    fake.post(_notice())
+    time.sleep(POLL_S + 1.5)  # the watcher has seen the notice and refused new connections
+    assert [c for c in host.commands() if c["cmd"] == "iptables"]
+    assert _engine_running(host), "stopped while a request was still being answered"
+    in_flight.join(timeout=30)
+    assert answer.get("status") == 200
+    while _engine_running(host) and time.monotonic() - answer["at"] < 10:
+        time.sleep(0.05)
+    assert not _engine_running(host)
+    record = host.root / "fs/opt/dsinfra/state/spot-interruption.json"
+    while not record.exists() and time.monotonic() - answer["at"] < 10:
+        time.sleep(0.05)
+    assert json.loads(record.read_text())["requests_cut"] == 0
+
+
+@pytest.mark.parametrize("in_s, grace_s", [(30, 10), (300, 90), (-5, 0)])
+def test_the_drain_waits_at_most_until_shortly_before_the_notice_time(monkeypatch, in_s,
+                                                                        grace_s):
+    import argparse
+
+    from dsinfra.bootstrap import spot_watch
+
+    ran = []
+    monkeypatch.setattr(spot_watch, "run", lambda argv, timeout_s=120: ran.append(argv) or 0)
+    monkeypatch.setattr(spot_watch, "open_connections", lambda port: 0)
+    args = argparse.Namespace(port=8000, unit="dsinfra-engine.service", drain_s=90)
+    result = spot_watch.drain(args, _notice(in_s))
+    assert result["grace_s"] == pytest.approx(grace_s, abs=1.5)
+    assert ran[0][:2] == ["iptables", "-I"] and ran[-1] == ["systemctl", "stop",
+                                                           "dsinfra-engine.service"]
