@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dsinfra.bootstrap import nodekit
+from dsinfra.bootstrap import idle_watch, nodekit
 from dsinfra.bootstrap import steps_engine as engine
 from dsinfra.bootstrap import steps_gpu as gpu
 from dsinfra.bootstrap import steps_system as system
@@ -50,6 +50,8 @@ STEPS: tuple[Step, ...] = (
          phase="health", describe="/health, /v1/models and one chat completion"),
     Step("nccl-network", engine.nccl_over_efa, applies_to=_is_head_across_efa, phase="health",
          describe="NCCL runs over EFA through aws-ofi-nccl, not TCP sockets"),
+    Step("idle-watch", idle_watch.watch_ready, idle_watch.install_watch, applies_to=_is_head,
+         phase="health", describe="idle autostop: a systemd timer reads the engine's metrics"),
 )
 
 

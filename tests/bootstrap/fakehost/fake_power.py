@@ -145,10 +145,16 @@ def _unit_name(raw):
     return raw[:-len(".service")] if raw.endswith(".service") else raw
 
 
+def _unit_file(name):
+    """A unit bootstrap writes itself (the engine, the idle watch's service and timer) exists
+    when its file does, as systemd finds it after daemon-reload."""
+    return "/etc/systemd/system/" + (name if "." in name else name + ".service")
+
+
 def _exists(state, name):
     if name == ENGINE_UNIT:
         return os.path.exists(ENGINE_UNIT_FILE)
-    return name in state["units"]
+    return name in state["units"] or os.path.exists(_unit_file(name))
 
 
 def _active(state, name):
@@ -235,6 +241,12 @@ def systemctl(argv):
                 _start(state, name)
             elif verb == "stop":
                 _stop(state, name)
+            elif verb == "disable":
+                # A timer or service only: what it starts is the test's to run (the timer's
+                # effect is a test running the service's ExecStart).
+                state["units"].setdefault(name, {})["enabled"] = False
+                if "--now" in argv:
+                    _stop(state, name)
             else:
                 fail("systemctl: unsupported verb %s" % verb, 1)
     return 0
