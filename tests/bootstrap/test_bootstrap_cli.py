@@ -20,8 +20,9 @@ def test_inventory_bootstrap_prints_the_json_report(lab, tmp_path, secrets_env, 
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["ok"] is True and report["endpoint"] == f"http://{host.listen}:8000/v1"
-    assert [s["step"] for s in report["hosts"][0]["steps"]][-3:] == ["engine", "health",
-                                                                    "nccl-network"]
+    assert [s["step"] for s in report["hosts"][0]["steps"]][-4:] == ["engine", "health",
+                                                                    "nccl-network",
+                                                                    "idle-watch"]
     assert set(report["hosts"][0]["steps"][0]) == {"step", "status", "duration_s", "detail",
                                                    "command", "output_tail"}
 
