@@ -44,9 +44,9 @@ def test_fresh_plain_ubuntu_host_gets_everything_applied_and_serves(lab, tmp_pat
         "engine-image": "applied",
         "engine": "applied",
         "health": "applied", "nccl-network": "skipped",
-        # An inventory's hosts are not dsinfra's instances: no kit, no idle autostop (the
-        # step verifies no timer of an earlier run is left).
-        "node-kit": "skipped", "idle-watch": "already done"}
+        # An inventory's hosts are not dsinfra's instances: no idle autostop (the step
+        # verifies that no timer of an earlier run is left).
+        "idle-watch": "already done"}
     state = host.state()
     assert state["boot"] == 2, "the driver install rebooted the host once"
     assert state["packages"]["cuda-drivers-570"] and "cuda-toolkit-12-8" in state["held"]
