@@ -213,6 +213,22 @@ def test_an_idle_stack_is_stopped_after_its_minutes_and_only_its_own_instances(i
         {("/metrics", f"Bearer {API_KEY}")}
 
 
+def test_a_protected_stack_is_notified_never_stopped(idle_host, aws):
+    """As the budget guard treats it (dsinfra.budget.exceeded_action): notify only."""
+    _, conn, spec, endpoint = idle_host
+    _install(conn, spec, aws)
+    aws["ec2"].create_tags(Resources=aws["mine"][:1],
+                           Tags=[{"Key": "dsinfra:protect", "Value": "true"}])
+    endpoint.serve("vllm_idle.prom")
+    assert _tick(conn, T0).exited == 0
+    tick = _tick(conn, T0 + 15 * 60)
+    assert tick.exited == 0, tick.stdout + tick.stderr
+    assert _states(aws["ec2"], aws["mine"]) == {"running"}
+    (record,) = _audit(aws)
+    assert record["kind"] == "idle-notify" and record["result"] == "protected stack: not stopped"
+    assert _notices(aws) == [f"dsinfra: stack {STACK} is idle (protected, not stopped)"]
+
+
 def test_a_busy_stack_is_never_stopped(idle_host, aws):
     _, conn, spec, endpoint = idle_host
     _install(conn, spec, aws)
