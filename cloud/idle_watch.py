@@ -239,7 +239,8 @@ def run(config_path: str, now_s: float | None = None) -> int:
         state, code = on_unreadable(config, state, verdict), EXIT_AWS_OR_ENGINE
     elif verdict.action == "stop":
         code = stop_stack(config, verdict)
-        state = replace(state, last_activity_s=now_s)  # the next idle period starts afresh
+        if code == 0:  # the next idle period starts afresh; a failed stop is retried next run
+            state = replace(state, last_activity_s=now_s)
     else:
         log(f"{verdict.action}: {verdict.reason}")
     save_state(state_path, state)
