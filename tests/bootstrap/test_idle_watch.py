@@ -48,7 +48,9 @@ class Metrics(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
     def log_message(self, *args):
         pass
-http.server.HTTPServer(("127.0.0.1", port), Metrics).serve_forever()
+server = http.server.HTTPServer(("127.0.0.1", port), Metrics)
+open(sys.argv[4], "w").close()  # listening: the test may go on
+server.serve_forever()
 '''
 
 
@@ -68,15 +70,16 @@ class MetricsEndpoint:
     def serve_text(self, text: str) -> None:
         self.body.write_text(text)
         if self.process is None:
+            ready = self.dir / "listening"
+            ready.unlink(missing_ok=True)
             self.process = subprocess.Popen(
                 ["ip", "netns", "exec", self.host.netns, sys.executable, "-S",
-                 str(self.dir / "server.py"), str(PORT), str(self.body), str(self.seen)])
-            deadline = time.monotonic() + 10
-            while not self.seen.exists() and time.monotonic() < deadline:
-                subprocess.run(["ip", "netns", "exec", self.host.netns, "python3", "-c",
-                                f"import urllib.request as u; u.urlopen('http://127.0.0.1:"
-                                f"{PORT}/ready', timeout=1)"], capture_output=True)
+                 str(self.dir / "server.py"), str(PORT), str(self.body), str(self.seen),
+                 str(ready)])
+            deadline = time.monotonic() + 30
+            while not ready.exists() and time.monotonic() < deadline:
                 time.sleep(0.05)
+            assert ready.exists(), "the fake metrics endpoint did not start"
 
     def stop(self) -> None:
         if self.process is not None:
@@ -209,8 +212,7 @@ def test_an_idle_stack_is_stopped_after_its_minutes_and_only_its_own_instances(i
     assert sorted(record["instances"]) == aws["mine"] and "10.1 min" in record["reason"]
     assert _notices(aws) == [f"dsinfra: stack {STACK} stopped after 10 idle min"]
     # The watcher asked as a client of the engine would, with the stack's API key.
-    assert {r for r in endpoint.requests() if r[0] != "/ready"} == \
-        {("/metrics", f"Bearer {API_KEY}")}
+    assert set(endpoint.requests()) == {("/metrics", f"Bearer {API_KEY}")}
 
 
 def test_a_protected_stack_is_notified_never_stopped(idle_host, aws):
