@@ -31,6 +31,7 @@ def fingerprint(p: HostPlan, step_names: list[str], cache_dir: str) -> str:
         "dsinfra": __version__, "steps": step_names, "host": p.host.name, "role": p.host.role,
         "instance_type": p.host.instance_type, "engine": asdict(p.engine),
         "secrets": secret_digest.hexdigest(), "cache_dir": cache_dir,
+        "idle_watch": asdict(p.idle_watch) if p.idle_watch is not None else None,
         "pins": [system.CUDA_TOOLKIT_PACKAGE, system.DRIVER_PACKAGE, system.NVIDIA_CTK_VERSION,
                  system.EFA_INSTALLER_VERSION, system.CUDA_CHECK_IMAGE],
     }

@@ -37,7 +37,7 @@ THIRD_PARTY = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six",
 # (who am I, in errors), DynamoDB (the guard's audit table), SNS (notices).
 NODE_SERVICES = ("s3", "ec2", "sts", "dynamodb", "sns")
 # The dsinfra modules a node runs; what they import from dsinfra is added (``_closure``).
-ENTRY_MODULES = ("dsinfra.cloud.model_cache",)
+ENTRY_MODULES = ("dsinfra.cloud.model_cache", "dsinfra.cloud.idle_watch")
 RUNNER = "run.py"
 # The node's python runs the kit's runner: -s keeps the user's site-packages out.
 RUNNER_SOURCE = '''\
@@ -105,7 +105,11 @@ def _module_file(module: str) -> Path:
 def _imports_of(path: Path) -> set[str]:
     """Every ``dsinfra...`` module ``path`` imports, at module level or inside functions."""
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    tree = ast.parse(path.read_text(), str(path))
+    for block in ast.walk(tree):  # ``if TYPE_CHECKING:`` imports never run on the node
+        if isinstance(block, ast.If) and getattr(block.test, "id", "") == "TYPE_CHECKING":
+            block.body = []
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.startswith("dsinfra")}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 \
@@ -166,8 +170,8 @@ def build_kit(entries: tuple[str, ...] = ENTRY_MODULES) -> tuple[bytes, str]:
 
 def node_kit_needed(config) -> bool:
     """Whether a stack's nodes run a tool from the kit: the weights copy from a
-    ``dsinfra:modelCache`` S3 mirror."""
-    return bool(config.model_cache)
+    ``dsinfra:modelCache`` S3 mirror, the idle watcher (``dsinfra:idleMinutes``) on the head."""
+    return bool(config.model_cache) or config.resolved_idle_minutes is not None
 
 
 def kit_command(module: str, *args: str) -> str:

@@ -37,6 +37,7 @@ class HostPlan:
     region: str = "us-east-1"  # the stack's: node-side AWS calls (the node kit) go there
     node_kit: bool = False  # a node-side tool needs /opt/dsinfra/kit (bootstrap/nodekit.py)
     node_aws: dict[str, str] = field(default_factory=dict)  # extra node AWS config settings
+    idle_watch: Any = None  # bootstrap/idle_watch.IdleWatch on the head; None: autostop off
     health_timeout_s: float = TIERS["dev"].health_timeout_s
     health_poll_s: float = 2.0
     health_report_s: float = 15.0  # how often a wait for the engine reports back

@@ -22,6 +22,7 @@ from dsinfra.bootstrap.hostkeys import KnownHosts, fetch_console_pins, pins_from
 from dsinfra.bootstrap.hostrun import HostRun
 from dsinfra.bootstrap.hosts import (Gateway, HostSpec, TunnelUrl, hosts_from_outputs,
                                      load_inventory)
+from dsinfra.bootstrap.idle_watch import idle_watch_for
 from dsinfra.bootstrap.nodekit import node_kit_needed
 from dsinfra.bootstrap.plan import BootstrapReport, HostPlan, Step
 from dsinfra.bootstrap.progress import Progress, as_progress
@@ -52,6 +53,12 @@ class BootstrapOptions:
     # Extra lines for each node's AWS config (``nodekit.NODE_AWS_KEYS``): an S3-compatible
     # endpoint, or keys for hosts without an instance profile. Empty on EC2.
     node_aws: dict[str, str] = field(default_factory=dict)
+    # Where the head's idle watcher writes its audit records besides the journal: the budget
+    # guard's DynamoDB table (`dsinfra guard deploy --json` prints table_name) and its region.
+    audit_table: str | None = field(
+        default_factory=lambda: os.environ.get("DSINFRA_GUARD_TABLE") or None)
+    audit_region: str | None = field(
+        default_factory=lambda: os.environ.get("DSINFRA_GUARD_REGION") or None)
 
 
 def bootstrap_stack(config: StackConfig, outputs: StackOutputs, *,
@@ -88,6 +95,7 @@ def bootstrap_inventory(path: Path, *, trust_on_first_use: bool = False, progres
     name = str(values.pop("stack", None) or Path(path).stem)
     values.setdefault("tier", "dev")
     values.setdefault("budget", {"amountUsd": 0})  # inventories are not budgeted here
+    values.setdefault("idleMinutes", 0)  # not dsinfra's instances: nothing of theirs to stop
     values.setdefault("instanceType", hosts[0].instance_type)
     values.setdefault("nodeCount", len(hosts))
     config = parse_stack_config(name, values, source=str(path))
@@ -136,9 +144,12 @@ def run_bootstrap(config: StackConfig, hosts: list[HostSpec], *, known: KnownHos
     plan = engine_plan(config, hosts)
     timeout = options.health_timeout_s or config.tier_spec.health_timeout_s
     display = as_progress(progress)
+    watch = idle_watch_for(config, audit_table=options.audit_table,
+                           audit_region=options.audit_region)
     runs = [HostRun(HostPlan(host=h, engine=plan, secrets=secrets, tier=config.tier,
                              region=config.region, node_kit=node_kit_needed(config),
                              node_aws=options.node_aws,
+                             idle_watch=watch if h.role == "head" else None,
                              health_timeout_s=timeout, health_poll_s=options.health_poll_s,
                              health_report_s=options.health_report_s, spot=config.spot,
                              spot_poll_s=options.spot_poll_s),

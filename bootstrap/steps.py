@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dsinfra.bootstrap import nodekit
+from dsinfra.bootstrap import idle_watch, nodekit
 from dsinfra.bootstrap import steps_engine as engine
 from dsinfra.bootstrap import steps_gpu as gpu
 from dsinfra.bootstrap import steps_spot as spot
@@ -57,6 +57,8 @@ STEPS: tuple[Step, ...] = (
          describe="NCCL runs over EFA through aws-ofi-nccl, not TCP sockets"),
     Step("spot-watch", spot.watcher_ready, spot.start_watcher, applies_to=_is_spot,
          phase="engine", describe="spot interruption watcher: drains the engine on a notice"),
+    Step("idle-watch", idle_watch.watch_ready, idle_watch.install_watch, applies_to=_is_head,
+         phase="health", describe="idle autostop: a systemd timer reads the engine's metrics"),
 )
 
 

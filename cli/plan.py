@@ -138,6 +138,7 @@ def _budget_text(plan) -> str:
         lines.append(f"The {config.ttl_hours:g} h TTL does not bound spend: when it runs out "
                      "the guard only notifies (onExceed notify, or a protected stack).")
     lines += _block_lines(config)
+    lines.append(_idle_text(plan.idle_autostop))
     if not fit.fits:
         lines.append("`dsinfra up` will refuse this stack: lower nodeCount or instanceType, "
                      "set ttlHours with onExceed stop or destroy, or raise budget.amountUsd.")
@@ -160,6 +161,13 @@ def _block_lines(config) -> list[str]:
             f"{block.availability_zone}, {block.window()}; {upfront}; torn down at "
             f"{block.teardown_at:%Y-%m-%d %H:%M} UTC (AWS terminates from 30 minutes before "
             "the end)."]
+def _idle_text(idle: dict) -> str:
+    if idle["minutes"] is None:
+        return f"Idle autostop: off ({idle['source']}; dsinfra:idleMinutes turns it on)."
+    then = "stop the stack, volumes kept" if idle["on_idle"] == "stop" else \
+        "notify only (protected stack)"
+    return (f"Idle autostop: after {idle['minutes']} min without a request, {then} "
+            f"({idle['source']}; dsinfra:idleMinutes 0 turns it off).")
 
 
 def _weights_text(weights) -> str:

@@ -18,6 +18,7 @@ from dsinfra.blocks import CapacityBlock, block_fit_problem
 from dsinfra.budget import NOTIFY, ON_EXCEED, PERIODS
 from dsinfra.catalog import GPU_INSTANCE_TYPES, INSTANCE_SPECS, SUPPORTED_REGIONS
 from dsinfra.errors import ConfigError
+from dsinfra.idle import parse_idle_minutes
 from dsinfra.identifiers import (aws_tag_key_problem, aws_tag_value_problem, exposure_problem,
                                  hf_repo_id_problem, host_text_problem, s3_uri_problem)
 from dsinfra.tiers import TIER_NAMES, TIERS, TierSpec
@@ -32,6 +33,9 @@ ENGINE_DEFAULTS: dict[str, dict[str, Any]] = {
     "sglang": {"image": "lmsysorg/sglang:v0.4.6.post1-cu124", "port": 30000,
                "healthPath": "/health"},
 }
+# Engines whose /metrics the idle watcher reads (their metric names: bootstrap/engines/).
+IDLE_ENGINES = ("vllm", "sglang")
+_SNS_TOPIC = re.compile(r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?$")
 _PINNED_IMAGE = re.compile(r"^[\w.\-/:]+(:[\w][\w.\-]{0,127}|@sha256:[0-9a-f]{64})$")
 _STACK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,19}$")
 SSH_PORT = 22
@@ -186,6 +190,11 @@ class StackConfig(_Model):
     # What capacityReservationId is when it names a Capacity Block (dsinfra/blocks.py).
     capacity_block: CapacityBlock | None = Field(None, alias="capacityBlock")
     fallback: list[FallbackAlternative] = Field(default_factory=list, max_length=MAX_FALLBACKS)
+    # Idle autostop (dsinfra/idle.py): minutes without a request before the head node's
+    # watcher stops the stack; None: the tier's default; 0: off.
+    idle_minutes: int | None = Field(None, alias="idleMinutes")
+    # An SNS topic the head node may publish to (idle autostop's notices); none: the journal.
+    notify_topic_arn: str | None = Field(None, alias="notifyTopicArn")
     owner: str = "unknown"
     tags: dict[str, str] = Field(default_factory=dict)
     expires_at: datetime | None = Field(None, alias="expiresAt",
@@ -198,6 +207,18 @@ class StackConfig(_Model):
         for index, alternative in enumerate(fallback if isinstance(fallback, list) else []):
             _refuse_booleans(alternative, ("nodeCount",), f"fallback.{index}.")
         return _refuse_booleans(values, _NUMERIC_KEYS)
+
+    @field_validator("idle_minutes", mode="before")
+    @classmethod
+    def _idle_minutes(cls, value: Any) -> int | None:
+        return None if value is None else (parse_idle_minutes(value) or 0)
+
+    @field_validator("notify_topic_arn")
+    @classmethod
+    def _topic_arn(cls, value: str | None) -> str | None:
+        if value is not None and not _SNS_TOPIC.match(value):
+            raise ValueError("an SNS topic ARN such as arn:aws:sns:us-east-1:123456789012:alerts")
+        return value
 
     @field_validator("engine", mode="before")
     @classmethod
@@ -350,6 +371,10 @@ class StackConfig(_Model):
             raise _KeyedValueError("fallback", [a.instance_type for a in self.fallback],
                                    "no fallback together with capacityReservationId (the "
                                    "reservation fixes the type and the zone)")
+        if self.idle_minutes and self.engine.name not in IDLE_ENGINES:
+            raise _KeyedValueError("idleMinutes", self.idle_minutes,
+                                   f"off (0) for engine {self.engine.name}: idle autostop "
+                                   f"reads the metrics of {' and '.join(IDLE_ENGINES)}")
         if self.capacity_reservation_id and self.spot:
             raise _KeyedValueError("capacityReservationId", self.capacity_reservation_id,
                                    "no capacity reservation together with spot")
@@ -381,6 +406,14 @@ class StackConfig(_Model):
     @property
     def resolved_engine_image(self) -> str:
         return self.engine_image or self.engine.image or ENGINE_DEFAULTS[self.engine.name]["image"]
+
+    @property
+    def resolved_idle_minutes(self) -> int | None:
+        """Minutes without a request before the stack stops itself; None: off. The tier's
+        default applies to the engines whose metrics the watcher reads."""
+        if self.idle_minutes is None:
+            return self.tier_spec.idle_minutes if self.engine.name in IDLE_ENGINES else None
+        return self.idle_minutes or None
 
     @property
     def engine_port(self) -> int:

@@ -22,6 +22,9 @@ class TierSpec:
     default_instance_type: str
     default_node_count: int
     default_model: str
+    # dsinfra:idleMinutes when the stack file does not say: stop after this many minutes
+    # without a request (None: off). An idle dev GPU is the commonest leak of money.
+    idle_minutes: int | None = None
 
     @property
     def bastion(self) -> bool:
@@ -46,7 +49,7 @@ TIERS: dict[str, TierSpec] = {
     "dev": TierSpec("dev", zones=1, private=False, efa=False, lb_targets_all_nodes=False,
                     spot_allowed=True, health_timeout_s=20 * 60,
                     default_instance_type="g5.2xlarge", default_node_count=1,
-                    default_model="deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"),
+                    default_model="deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", idle_minutes=60),
     "prod": TierSpec("prod", zones=2, private=True, efa=False, lb_targets_all_nodes=True,
                      spot_allowed=False, health_timeout_s=45 * 60,
                      default_instance_type="p4d.24xlarge", default_node_count=1,

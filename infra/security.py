@@ -17,12 +17,16 @@ import pulumi_aws.ec2 as ec2
 import pulumi_aws.iam as iam
 
 from dsinfra.config import StackConfig
+from dsinfra.tags import STACK as STACK_TAG
 from dsinfra.tags import merge_tags
 
 SSH_PORT = 22
 HTTP_PORT = 80
 HTTPS_PORT = 443
 SSM_CORE_POLICY_ARN = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
+# The budget guard's state table: BudgetGuard("dsinfra") names it dsinfra-state, and Pulumi
+# appends a random suffix (infra/guard.py).
+GUARD_TABLE_PREFIX = "dsinfra-state-"
 
 
 def cidr_rule(port: int, cidrs: list[str], description: str) -> ec2.SecurityGroupIngressArgs:
@@ -154,9 +158,33 @@ class NodeIdentityArgs:
     config: StackConfig
 
 
+def idle_stop_policy(stack: str, region: str, topic_arn: str | None = None) -> dict:
+    """What the head node's idle watcher may do (cloud/idle_watch.py): find its stack's
+    instances (DescribeInstances has no resource-level permissions, so ``*``), stop only
+    instances tagged ``dsinfra:stack=<stack>`` (``aws:ResourceTag`` on StopInstances, as the IAM
+    User Guide's "EC2: Start or stop instances based on matching principal and resource tags"
+    example), write audit items only (partition keys ``audit#...``) to the budget guard's
+    table, and publish to the stack's own topic when it names one."""
+    statements = [
+        {"Sid": "FindOwnStack", "Effect": "Allow", "Action": ["ec2:DescribeInstances"],
+         "Resource": "*"},
+        {"Sid": "StopOnlyOwnStack", "Effect": "Allow", "Action": ["ec2:StopInstances"],
+         "Resource": f"arn:aws:ec2:{region}:*:instance/*",
+         "Condition": {"StringEquals": {f"aws:ResourceTag/{STACK_TAG}": stack}}},
+        {"Sid": "AuditToGuardTable", "Effect": "Allow", "Action": ["dynamodb:PutItem"],
+         "Resource": f"arn:aws:dynamodb:*:*:table/{GUARD_TABLE_PREFIX}*",
+         "Condition": {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["audit#*"]}}},
+    ]
+    if topic_arn:
+        statements.append({"Sid": "NotifyOwnTopic", "Effect": "Allow",
+                           "Action": ["sns:Publish"], "Resource": topic_arn})
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
 class NodeIdentity(pulumi.ComponentResource):
-    """An instance role and profile with AmazonSSMManagedInstanceCore and nothing else, and the
-    EC2 key pair from ``sshPublicKey`` when the stack sets one."""
+    """An instance role and profile with AmazonSSMManagedInstanceCore, the idle watcher's
+    stop-only-my-stack policy where idle autostop is on, and the EC2 key pair from
+    ``sshPublicKey`` when the stack sets one."""
 
     role: iam.Role
     instance_profile: iam.InstanceProfile
@@ -170,10 +198,15 @@ class NodeIdentity(pulumi.ComponentResource):
             "Effect": "Allow", "Action": "sts:AssumeRole",
             "Principal": {"Service": "ec2.amazonaws.com"}}]}
         self.role = iam.Role(name, assume_role_policy=json.dumps(assume),
-                             description="dsinfra nodes: SSM Session Manager only",
+                             description="dsinfra nodes: SSM Session Manager, idle autostop",
                              tags=merge_tags(name, args.config), opts=child)
         iam.RolePolicyAttachment(f"{name}-ssm", role=self.role.name,
                                  policy_arn=SSM_CORE_POLICY_ARN, opts=child)
+        minutes = args.config.resolved_idle_minutes
+        self.idle_policy = None if minutes is None else iam.RolePolicy(
+            f"{name}-idle-stop", role=self.role.id, opts=child,
+            policy=json.dumps(idle_stop_policy(args.config.stack, args.config.region,
+                                               args.config.notify_topic_arn)))
         self.instance_profile = iam.InstanceProfile(name, role=self.role.name,
                                                     tags=merge_tags(name, args.config),
                                                     opts=child)

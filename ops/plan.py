@@ -200,6 +200,18 @@ class Plan:
 
         return cheaper_fit(self.config)
 
+    @property
+    def idle_autostop(self) -> dict[str, Any]:
+        """Idle autostop as configured: minutes (None: off), what happens then (a protected
+        stack is only notified, as the budget guard treats it) and where the value came from."""
+        from dsinfra.budget import STOP, exceeded_action
+
+        minutes = self.config.resolved_idle_minutes
+        return {"minutes": minutes,
+                "on_idle": exceeded_action(STOP, self.config.protect) if minutes else None,
+                "source": "tier default" if self.config.idle_minutes is None else "stack file",
+                "notify_topic_arn": self.config.notify_topic_arn}
+
     def to_json(self) -> dict[str, Any]:
         budget, fit = self.config.budget, self.budget_fit
         return {
@@ -218,6 +230,7 @@ class Plan:
                        "ttl_enforced": fit.ttl_enforced,
                        "compared_hours": fit.window_hours, "running_hours": fit.running_hours,
                        "compared_usd": round(fit.compared_usd, 2), "fits": fit.fits},
+            "idle_autostop": self.idle_autostop,
             "outputs": self.outputs,
             "containers": self.containers,
             "weights": self.weights.to_dict(),

@@ -3,8 +3,10 @@
 An engine says what its container runs (``container_args``: the image and its arguments after
 ``docker run [options]``), which extra environment lines it reads the API key from, and
 whether it speaks the OpenAI API (the health check then also asks ``/v1/models`` and a chat
-completion). Its defaults (image, port, health path) are core data, ``ENGINE_DEFAULTS`` in
-dsinfra/config.py. The shared unit, run script and env file stay in bootstrap/engine.py.
+completion), and which of its Prometheus metrics say it is serving (``metrics``: what the idle
+watcher reads; None where dsinfra knows none). Its defaults (image, port, health path) are core
+data, ``ENGINE_DEFAULTS`` in dsinfra/config.py. The shared unit, run script and env file stay
+in bootstrap/engine.py.
 
 To add an engine: one module here with one ``Engine`` subclass, one line in ``ENGINES``, its
 name and defaults in dsinfra/config.py."""
@@ -14,6 +16,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, ClassVar
 
+from dsinfra.idle import MetricNames
+
 if TYPE_CHECKING:
     from dsinfra.bootstrap.engine import EnginePlan
     from dsinfra.bootstrap.hosts import HostSpec
@@ -22,6 +26,7 @@ if TYPE_CHECKING:
 class Engine(ABC):
     name: ClassVar[str]
     openai_compatible: ClassVar[bool] = True
+    metrics: ClassVar[MetricNames | None] = None  # served on the API port's /metrics
 
     @abstractmethod
     def container_args(self, plan: "EnginePlan", host: "HostSpec") -> list[str]:

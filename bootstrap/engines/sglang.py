@@ -6,12 +6,19 @@ from __future__ import annotations
 import shlex
 
 from dsinfra.bootstrap.engines import Engine
+from dsinfra.idle import MetricNames
 
 SGLANG_DIST_PORT = 5000
 
 
 class SGLang(Engine):
     name = "sglang"
+    # SGLang's docs/references/production_metrics.md (served with --enable-metrics). Its
+    # token counters move with every request; the request counter is newer than some images.
+    metrics = MetricNames(running=("sglang:num_running_reqs",),
+                          waiting=("sglang:num_queue_reqs",),
+                          counters=("sglang:prompt_tokens_total",
+                                    "sglang:generation_tokens_total"))
 
     def container_args(self, plan, host) -> list[str]:
         return ["--entrypoint", "/bin/sh", plan.image, "-c", _sglang_script(plan, host)]
@@ -22,7 +29,9 @@ def _sglang_script(plan, host) -> str:
             "--served-model-name", plan.model, "--host", "0.0.0.0", "--port", str(plan.port),
             "--tp", str(plan.gpus_per_node * plan.nodes),
             "--mem-fraction-static", f"{plan.gpu_memory_utilization:g}",
-            "--context-length", str(plan.max_model_len), *plan.recipe_flags]
+            "--context-length", str(plan.max_model_len),
+            # /metrics on the API port: the idle watcher reads it (off by default in SGLang).
+            "--enable-metrics", *plan.recipe_flags]
     if plan.nodes > 1:
         args += ["--nnodes", str(plan.nodes), "--node-rank", str(host.node_rank),
                  "--dist-init-addr", f"{plan.head_address}:{SGLANG_DIST_PORT}"]

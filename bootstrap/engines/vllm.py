@@ -6,12 +6,18 @@ from __future__ import annotations
 import shlex
 
 from dsinfra.bootstrap.engines import Engine
+from dsinfra.idle import MetricNames
 
 RAY_PORT = 6379
 
 
 class VLLM(Engine):
     name = "vllm"
+    # docs.vllm.ai "Production Metrics"; tests/fixtures/metrics/ has real /metrics output.
+    # request_success_total counts finished requests by finished_reason (vLLM PR #12579).
+    metrics = MetricNames(running=("vllm:num_requests_running",),
+                          waiting=("vllm:num_requests_waiting",),
+                          counters=("vllm:request_success_total",))
 
     def container_args(self, plan, host) -> list[str]:
         if plan.nodes == 1:

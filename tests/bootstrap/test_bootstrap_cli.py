@@ -23,6 +23,7 @@ def test_inventory_bootstrap_prints_the_json_report(lab, tmp_path, secrets_env, 
     steps = [s["step"] for s in report["hosts"][0]["steps"]]  # watchers are appended after
     assert steps[steps.index("engine"):steps.index("nccl-network") + 1] == [
         "engine", "health", "nccl-network"]
+    assert steps[-2:] == ["spot-watch", "idle-watch"]
     assert set(report["hosts"][0]["steps"][0]) == {"step", "status", "duration_s", "detail",
                                                    "command", "output_tail"}
 

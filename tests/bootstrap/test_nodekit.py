@@ -34,10 +34,16 @@ def test_the_kit_holds_boto3_the_node_services_and_the_dsinfra_modules_it_runs()
     assert "botocore/data/endpoints.json" in names
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
     ours = {n for n in names if n.startswith("dsinfra/")}
-    # The entry module and what it imports from dsinfra, nothing that needs pydantic or rich.
+    # The entry modules and what they import from dsinfra (not what they name for type
+    # checkers only: tags.py's StackConfig), nothing that needs pydantic or rich.
     assert ours == {"dsinfra/__init__.py", "dsinfra/errors.py", "dsinfra/identifiers.py",
                     "dsinfra/cloud/__init__.py", "dsinfra/cloud/aws.py",
-                    "dsinfra/cloud/model_cache.py"}
+                    "dsinfra/cloud/model_cache.py",
+                    # the idle watcher: its decision, the guard's rules, audit table, notices
+                    "dsinfra/cloud/idle_watch.py", "dsinfra/idle.py", "dsinfra/budget.py",
+                    "dsinfra/tags.py", "dsinfra/catalog.py", "dsinfra/spend.py",
+                    "dsinfra/cloud/guard_store.py", "dsinfra/cloud/audit.py",
+                    "dsinfra/cloud/notify.py"}
 
 
 def test_the_kit_is_the_same_bytes_each_build_so_its_digest_names_it():

@@ -41,6 +41,16 @@ def _bad_cidr(text: str) -> bool:
     return False
 
 
+def _bad_idle_minutes(text: str) -> bool:
+    from dsinfra.idle import parse_idle_minutes
+
+    try:
+        parse_idle_minutes(text)
+    except ValueError:
+        return True
+    return False
+
+
 BAD_VALUES: dict[str, st.SearchStrategy] = {
     "tier": st.one_of(TEXT.filter(lambda t: t not in ("dev", "prod", "distributed")),
                       st.integers()),
@@ -65,6 +75,11 @@ BAD_VALUES: dict[str, st.SearchStrategy] = {
     "protect": TEXT.filter(lambda t: t.lower() not in _BOOL_WORDS),
     "spot": st.one_of(TEXT.filter(lambda t: t.lower() not in _BOOL_WORDS), WRONG_SHAPE),
     "availabilityZone": st.sampled_from(["us-west-2a", "eu-west-1b", "ap-south-1c"]),
+    "idleMinutes": st.one_of(st.integers(min_value=1, max_value=9),
+                             st.integers(min_value=10081), st.integers(max_value=-1),
+                             st.just(True), st.just(12.5),
+                             TEXT.filter(_bad_idle_minutes)),
+    "notifyTopicArn": TEXT.filter(lambda t: not t.startswith("arn:")),
     "expiresAt": TEXT.filter(lambda t: not t[:1].isdigit()),
     "tags": st.one_of(
         TEXT.map(lambda t: {f"dsinfra:{t}": "x"}),
@@ -121,6 +136,16 @@ def test_any_bad_value_exits_2_naming_the_key_without_a_traceback(project, key):
         assert body["exit_status"] == 2 and f"dsinfra:{key}" in body["error"]
 
     check()
+
+
+def test_idle_minutes_on_a_custom_engine_exits_2_naming_the_key(project):
+    values = {**stack_values("dev"), "engine": {"name": "custom", "image": "x/y:1", "port": 8080},
+              "idleMinutes": 30}
+    document = {"config": {f"dsinfra:{k}": v for k, v in values.items()}}
+    (project / "stacks" / "Pulumi.bad.yaml").write_text(yaml.safe_dump(document))
+    result = runner.invoke(app_(), ["plan", "bad"], env={"DSINFRA_PROJECT_DIR": str(project)})
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "dsinfra:idleMinutes" in result.output and "engine custom" in result.output
 
 
 def test_spot_outside_dev_exits_2_naming_spot(project):

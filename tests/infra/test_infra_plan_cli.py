@@ -119,6 +119,29 @@ def test_plan_within_budget_says_it_fits(monkeypatch, tmp_path):
     assert "OVER BUDGET" not in result.stdout
 
 
+def test_plan_shows_idle_autostop_from_the_tier_and_the_stack_file(plans, monkeypatch,
+                                                                   tmp_path):
+    assert plans["dev"]["idle_autostop"] == {"minutes": 60, "on_idle": "stop",
+                                             "source": "tier default", "notify_topic_arn": None}
+    assert plans["prod"]["idle_autostop"]["minutes"] is None
+    values = {**stack_values("dev"), "idleMinutes": 90, "protect": True}
+    monkeypatch.setenv("DSINFRA_PROJECT_DIR", str(_project_with(tmp_path, "guarded", values)))
+    result = runner.invoke(app, ["plan", "guarded"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "Idle autostop: after 90 min without a request, notify only (protected stack)" \
+        in " ".join(result.stdout.split())
+    result = runner.invoke(app, ["plan", "guarded", "--json"])
+    assert json.loads(result.stdout)["idle_autostop"]["on_idle"] == "notify"
+
+
+def test_plan_text_of_dev_says_the_default_and_how_to_turn_it_off(monkeypatch):
+    monkeypatch.setenv("DSINFRA_PROJECT_DIR", str(PROJECT_DIR))
+    result = runner.invoke(app, ["plan", "dev"], env={"COLUMNS": "200"})
+    text = " ".join(result.stdout.split())
+    assert "Idle autostop: after 60 min without a request, stop the stack, volumes kept " \
+           "(tier default; dsinfra:idleMinutes 0 turns it off)." in text
+
+
 def test_plan_of_an_unknown_stack_exits_2_naming_it(monkeypatch):
     monkeypatch.setenv("DSINFRA_PROJECT_DIR", str(PROJECT_DIR))
     result = runner.invoke(app, ["plan", "staging", "--json"])

@@ -121,13 +121,16 @@ def test_user_tags_reach_resources_but_never_override_the_contract(runs):
 
 
 @pytest.mark.parametrize("stack", ALL)
-def test_iam_grants_only_ssm_core(runs, stack):
+def test_iam_grants_only_ssm_core_and_the_idle_stop(runs, stack):
+    """SSM core, and where idle autostop is on (dev by default) the watcher's policy, which
+    tests/infra/test_infra_idle_policy.py holds to its own stack."""
     run = runs[stack]
     attachments = run.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
     assert [a.inputs["policyArn"] for a in attachments] == [SSM_CORE_POLICY_ARN]
     inline = [r for r in run.resources if r.type in (
         "aws:iam/rolePolicy:RolePolicy", "aws:iam/policy:Policy", "aws:iam/user:User")]
-    assert inline == []
+    idle = config_of(stack).resolved_idle_minutes is not None
+    assert [r.name for r in inline] == ([f"{stack}-node-idle-stop"] if idle else [])
     (role,) = run.of_type("aws:iam/role:Role")
     assert "ec2.amazonaws.com" in role.inputs["assumeRolePolicy"]
 

@@ -14,10 +14,17 @@ UNIT_DIR = "/etc/systemd/system"
 
 
 def _unit_file(name):
-    """dsinfra's own units have a unit file; their ExecStart really runs (the engine, the spot
-    watcher). The system's units (docker, fabric manager) are state only."""
-    path = os.path.join(UNIT_DIR, name + ".service")
+    """dsinfra's own units exist when bootstrap wrote their file, as systemd finds them after
+    daemon-reload: a service's ExecStart really runs (the engine, the spot watcher); a timer
+    (the idle watch) is state only, its effect is a test running its service's ExecStart. The
+    system's units (docker, fabric manager) are state only."""
+    path = os.path.join(UNIT_DIR, name if "." in name else name + ".service")
     return path if name.startswith("dsinfra-") and os.path.exists(path) else None
+
+
+def _runs(name):
+    """A dsinfra service whose ExecStart the fake really runs (not a timer)."""
+    return "." not in name and _unit_file(name) is not None
 
 
 def _netns_pids():
@@ -161,7 +168,7 @@ def _exists(state, name):
 
 def _active(state, name):
     unit = state["units"].get(name, {})
-    if name.startswith("dsinfra-"):
+    if name.startswith("dsinfra-") and "." not in name:
         return _alive(unit.get("pid"))
     return bool(unit.get("active"))
 
@@ -173,7 +180,7 @@ def _start(state, name):
              "with error code.", 1)
     if name == "docker":
         state["docker_runtime_active"] = bool(state.get("docker_runtime_configured"))
-    if _unit_file(name):
+    if _runs(name):
         import shlex
         import subprocess
 
@@ -244,6 +251,10 @@ def systemctl(argv):
                 _start(state, name)
             elif verb == "stop":
                 _stop(state, name)
+            elif verb == "disable":
+                state["units"].setdefault(name, {})["enabled"] = False
+                if "--now" in argv:
+                    _stop(state, name)
             else:
                 fail("systemctl: unsupported verb %s" % verb, 1)
     return 0

@@ -1,0 +1,264 @@
+"""The idle watcher's run, on the head node: ``python3 -s /opt/dsinfra/kit/run.py
+dsinfra.cloud.idle_watch --config /opt/dsinfra/etc/idle-watch.json`` (a systemd timer runs it
+every minute; bootstrap/idle_watch.py installs both).
+
+Each run reads the engine's Prometheus metrics on 127.0.0.1, lets ``dsinfra.idle.decide`` say
+busy, idle, stop or unreadable, and on stop: writes the audit record (to the journal, and to
+the guard's DynamoDB table when the config names it), notifies (the SNS topic when the config
+names one), then stops exactly the running instances tagged ``dsinfra:stack=<stack>``, volumes
+kept. A protected stack (``dsinfra:protect=true`` on any instance) is never stopped, only
+notified, as the budget guard treats it (``dsinfra.budget.exceeded_action``).
+
+Metrics that cannot be read or parsed never stop anything: the run says so in the journal,
+exits 3 (the unit shows failed), and notifies once until they read again.
+
+Standard library and the node kit's boto3 only (no pydantic): it runs on the node's python3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from dsinfra import idle
+from dsinfra import tags as T
+from dsinfra.budget import NOTIFY, STOP, exceeded_action
+
+CONFIG_PATH = "/opt/dsinfra/etc/idle-watch.json"
+BOOT_ID = "/proc/sys/kernel/random/boot_id"
+FETCH_TIMEOUT_S = 5
+EXIT_AWS_OR_ENGINE = 3  # dsinfra.errors.EXIT_CLOUD_ERROR: the unit shows failed
+
+
+def log(message: str, **fields: Any) -> None:
+    """One line to the journal (the service's stdout): the message, then the facts as JSON."""
+    line = f"dsinfra idle watch: {message}"
+    if fields:
+        line += " " + json.dumps(fields, sort_keys=True, default=str)
+    print(line, flush=True)
+
+
+def load_config(path: str) -> dict[str, Any]:
+    """The watcher's config, written by bootstrap from validated values; checked again here
+    because this process acts on AWS with what it says."""
+    config = json.loads(Path(path).read_text())
+    minutes = idle.parse_idle_minutes(config["idle_minutes"])
+    if minutes is None:
+        raise ValueError("idle_minutes is off; the timer should not be installed")
+    config["idle_minutes"] = minutes
+    config["names"] = idle.MetricNames(**{k: tuple(v) for k, v in config["metrics"].items()})
+    for name in config["names"].all():
+        if not idle.METRIC_NAME.match(name):
+            raise ValueError(f"metric name {name!r} is not a Prometheus metric name")
+    if not str(config["metrics_url"]).startswith("http://127.0.0.1:"):
+        raise ValueError("metrics_url must be the engine on this node (http://127.0.0.1:PORT)")
+    return config
+
+
+def boot_id() -> str:
+    try:
+        return Path(BOOT_ID).read_text().strip()
+    except OSError:
+        return "unknown"
+
+
+def load_state(path: Path) -> idle.IdleState | None:
+    try:
+        return idle.IdleState.from_dict(json.loads(path.read_text()))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log(f"state file {path} unreadable ({type(exc).__name__}); the clock starts now")
+        return None
+
+
+def save_state(path: Path, state: idle.IdleState) -> None:
+    """Root-only, replaced atomically: a run killed mid-write leaves the last good state."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(state.to_dict(), handle)
+    os.replace(tmp, path)
+
+
+def api_key(env_file: str | None) -> str | None:
+    """The engine's API key from its 0600 env file: SGLang's --api-key guards /metrics in some
+    releases, so the watcher asks as a client would."""
+    if not env_file:
+        return None
+    try:
+        lines = Path(env_file).read_text().splitlines()
+    except OSError:
+        return None
+    return next((line.split("=", 1)[1] for line in lines
+                 if line.startswith("DSINFRA_API_KEY=")), None)
+
+
+def read_metrics(config: dict[str, Any]) -> tuple[idle.Reading | None, str]:
+    request = urllib.request.Request(config["metrics_url"])
+    key = api_key(config.get("api_key_env_file"))
+    if key:
+        request.add_header("Authorization", f"Bearer {key}")
+    try:
+        with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT_S) as answer:
+            text = answer.read(8 * 1024 * 1024).decode("utf-8", errors="strict")
+    except urllib.error.HTTPError as exc:
+        return None, f"{config['metrics_url']} answered HTTP {exc.code}"
+    except (urllib.error.URLError, OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "reason", None) or type(exc).__name__
+        return None, f"{config['metrics_url']} unreachable ({reason})"
+    try:
+        return idle.reading_from(text, config["names"]), ""
+    except idle.MetricsError as exc:
+        return None, str(exc)
+
+
+def stack_instances(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The running and pending instances tagged with this stack, and their tags."""
+    from dsinfra.cloud.aws import client
+
+    pages = client("ec2", config["region"]).get_paginator("describe_instances").paginate(
+        Filters=[{"Name": f"tag:{T.STACK}", "Values": [config["stack"]]},
+                 {"Name": "instance-state-name", "Values": ["running", "pending"]}])
+    found = []
+    for page in pages:
+        for reservation in page["Reservations"]:
+            for instance in reservation["Instances"]:
+                tags = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
+                if tags.get(T.STACK) == config["stack"]:  # the filter, checked once more
+                    found.append({"id": instance["InstanceId"], "tags": tags})
+    return found
+
+
+def audit(config: dict[str, Any], kind: str, **fields: Any) -> str:
+    """The record in the journal always, and in the guard's table when there is one; returns
+    where it went (a table that refuses the write is said, and the journal still has it)."""
+    log(f"audit {kind}", kind=kind, **fields)
+    table = config.get("audit_table")
+    if not table:
+        return "journal"
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from dsinfra.cloud.aws import one_line_error
+    from dsinfra.cloud.guard_store import DynamoAudit
+
+    try:
+        DynamoAudit(table, config.get("audit_region") or config["region"]).append(kind, **fields)
+    except (BotoCoreError, ClientError) as exc:
+        log(f"audit table {table} refused the record: {one_line_error(exc)}")
+        return "journal"
+    return f"journal and table {table}"
+
+
+def notify(config: dict[str, Any], subject: str, text: str) -> bool:
+    """SNS when the config names a topic, else the journal only; True when it went out."""
+    topic = config.get("sns_topic_arn")
+    if not topic:
+        log(f"notice (no SNS topic configured, journal only): {subject}: {text}")
+        return True
+    from dsinfra.cloud.notify import Notifier
+
+    failures = Notifier(sns_topic_arn=topic).send(subject, text)
+    if failures:
+        log(f"notice failed ({', '.join(failures)}): {subject}: {text}")
+        return False
+    log(f"notified {topic}: {subject}")
+    return True
+
+
+def stop_stack(config: dict[str, Any], verdict: idle.Verdict) -> int:
+    """Audit, notify, stop: the record and the notice go first, since the stop ends this very
+    machine. A protected stack is notified only."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from dsinfra.cloud.aws import client, one_line_error
+
+    stack = config["stack"]
+    try:
+        instances = stack_instances(config)
+    except (BotoCoreError, ClientError) as exc:
+        log(f"cannot list the stack's instances, nothing stopped: {one_line_error(exc)}")
+        return EXIT_AWS_OR_ENGINE
+    ids = [i["id"] for i in instances]
+    protected = any(i["tags"].get(T.PROTECT, "false").lower() == "true" for i in instances)
+    if exceeded_action(STOP, protected) == NOTIFY:
+        audit(config, "idle-notify", stack=stack, instances=ids, reason=verdict.reason,
+              result="protected stack: not stopped")
+        notify(config, f"dsinfra: stack {stack} is idle (protected, not stopped)",
+               f"{verdict.reason}; dsinfra:protect=true, so idle autostop only notifies.")
+        return 0
+    if not ids:
+        log("idle, and no running instance carries the stack's tag; nothing to stop")
+        return 0
+    where = audit(config, "idle-stop", stack=stack, instances=ids, reason=verdict.reason,
+                  idle_minutes=config["idle_minutes"])
+    notify(config, f"dsinfra: stack {stack} stopped after {config['idle_minutes']} idle min",
+           f"{verdict.reason}; stopping {', '.join(ids)} (volumes kept). "
+           f"`dsinfra start {stack}` starts it again. Audit: {where}.")
+    try:
+        client("ec2", config["region"]).stop_instances(InstanceIds=ids)
+    except (BotoCoreError, ClientError) as exc:
+        audit(config, "idle-stop-failed", stack=stack, instances=ids,
+              error=one_line_error(exc))
+        return EXIT_AWS_OR_ENGINE
+    log(f"stopped {len(ids)} instance(s) of stack {stack}", instances=ids)
+    return 0
+
+
+def on_unreadable(config: dict[str, Any], state: idle.IdleState,
+                  verdict: idle.Verdict) -> idle.IdleState:
+    """Loud every run (stderr, exit 3); one notice until the metrics read again."""
+    print(f"dsinfra idle watch: WARNING {verdict.reason}", file=sys.stderr, flush=True)
+    if not state.unreadable_notified:
+        sent = notify(config, f"dsinfra: stack {config['stack']}: idle watch cannot read "
+                      "the engine", f"{verdict.reason}. The GPU keeps billing while the "
+                      "engine is down or unreadable; idle autostop stops nothing on bad data.")
+        state = replace(state, unreadable_notified=sent)
+    return state
+
+
+def run(config_path: str, now_s: float | None = None) -> int:
+    config = load_config(config_path)
+    state_path = Path(config["state_path"])
+    now_s = time.time() if now_s is None else now_s
+    reading, problem = read_metrics(config)
+    state, verdict = idle.decide(load_state(state_path), reading, now_s=now_s,
+                                 boot_id=boot_id(), idle_minutes=config["idle_minutes"],
+                                 problem=problem)
+    code = 0
+    if verdict.action == "unreadable":
+        state, code = on_unreadable(config, state, verdict), EXIT_AWS_OR_ENGINE
+    elif verdict.action == "stop":
+        code = stop_stack(config, verdict)
+        if code == 0:  # the next idle period starts afresh; a failed stop is retried next run
+            state = replace(state, last_activity_s=now_s)
+    else:
+        log(f"{verdict.action}: {verdict.reason}")
+    save_state(state_path, state)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dsinfra.cloud.idle_watch")
+    parser.add_argument("--config", default=CONFIG_PATH)
+    parser.add_argument("--now", type=float, default=None,
+                        help="epoch seconds to use as the time (tests drive the clock)")
+    args = parser.parse_args(argv)
+    try:
+        return run(args.config, args.now)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        print(f"dsinfra idle watch: cannot run: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

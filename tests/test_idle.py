@@ -1,0 +1,110 @@
+"""Idle autostop's pure core (dsinfra/idle.py): the idleMinutes grammar, the Prometheus text
+parser on the engines' real /metrics output (tests/fixtures/metrics/SOURCE.md), and the
+decision, driven by an explicit clock."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dsinfra import idle
+from dsinfra.bootstrap.engines import ENGINES
+from dsinfra.config import IDLE_ENGINES
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "metrics"
+VLLM = ENGINES["vllm"].metrics
+T0 = 1_800_000_000.0
+
+
+def _text(name: str) -> str:
+    return (FIXTURES / name).read_text()
+
+
+@pytest.mark.parametrize("value, minutes", [(0, None), ("off", None), (" OFF ", None),
+                                            (False, None), ("0", None), (10, 10),
+                                            ("45", 45), (10080, 10080), (60.0, 60)])
+def test_idle_minutes_grammar(value, minutes):
+    assert idle.parse_idle_minutes(value) == minutes
+
+
+@pytest.mark.parametrize("value", [9, 10081, -5, 12.5, True, "soon", "nan", "inf", None,
+                                   [30], {"minutes": 30}])
+def test_idle_minutes_refuses_what_it_cannot_mean(value):
+    with pytest.raises(ValueError, match="from 10 to 10080, or 0, off or false"):
+        idle.parse_idle_minutes(value)
+
+
+def test_the_real_metrics_read_as_the_engines_state():
+    assert idle.reading_from(_text("vllm_idle.prom"), VLLM) == idle.Reading(0, 0, 201)
+    assert idle.reading_from(_text("vllm_counter_moved.prom"), VLLM).counter == 3918
+    sglang = idle.reading_from(_text("sglang_busy.prom"), ENGINES["sglang"].metrics)
+    assert (sglang.running, sglang.waiting) == (162, 2826)
+    assert sglang.counter == 8.128902e+06 + 7.557572e+06
+
+
+@pytest.mark.parametrize("mangle, why", [
+    (lambda t: t.replace("vllm:num_requests_waiting{", "vllm:num_requests_waitin{"),
+     "has no vllm:num_requests_waiting"),
+    (lambda t: t.replace("} 0.0\n", "} zero\n", 1), "has no number"),
+    (lambda t: t.replace("} 0.0\n", "} NaN\n", 1), "not a count"),
+    (lambda t: t + "<html><body>502 Bad Gateway</body></html>\n", "not a Prometheus sample"),
+    (lambda t: t.replace('model_name="Qwen', 'model_name=Qwen', 1), "not a Prometheus sample"),
+    (lambda t: "", "has no vllm:num_requests_running"),
+])
+def test_text_that_cannot_be_trusted_is_an_error_never_zero(mangle, why):
+    with pytest.raises(idle.MetricsError, match=why):
+        idle.reading_from(mangle(_text("vllm_idle.prom")), VLLM)
+
+
+def _run(readings, minutes=10, boot="b1"):
+    """Feed (minute, reading) pairs through ``decide``; returns the verdicts."""
+    state, verdicts = None, []
+    for minute, reading in readings:
+        state, verdict = idle.decide(state, reading, now_s=T0 + minute * 60, boot_id=boot,
+                                     idle_minutes=minutes, problem="unreachable")
+        verdicts.append(verdict.action)
+    return verdicts
+
+
+IDLE = idle.Reading(0, 0, 201)
+
+
+def test_idle_for_the_minutes_stops_and_not_a_minute_before():
+    assert _run([(0, IDLE), (9, IDLE), (10, IDLE)]) == ["idle", "idle", "stop"]
+
+
+def test_running_waiting_or_a_moved_counter_is_busy_and_restarts_the_clock():
+    assert _run([(0, IDLE), (9, idle.Reading(1, 0, 201)), (18, IDLE), (19, IDLE)]) == \
+        ["idle", "busy", "idle", "stop"]
+    assert _run([(0, IDLE), (5, idle.Reading(0, 3, 201)), (14, IDLE)])[-1] == "idle"
+    assert _run([(0, IDLE), (9, idle.Reading(0, 0, 202)), (18, idle.Reading(0, 0, 202))]) \
+        == ["idle", "busy", "idle"]
+
+
+def test_a_counter_reset_by_an_engine_restart_is_activity_too():
+    assert _run([(0, IDLE), (5, idle.Reading(0, 0, 0))])[-1] == "busy"
+
+
+def test_unreadable_metrics_never_stop_and_restart_the_clock():
+    assert _run([(0, IDLE), (30, None), (31, IDLE), (39, IDLE), (40, IDLE)]) == \
+        ["idle", "unreadable", "idle", "idle", "stop"]
+
+
+def test_a_new_boot_starts_the_clock_afresh():
+    state, _ = idle.decide(None, IDLE, now_s=T0, boot_id="before", idle_minutes=10)
+    _, verdict = idle.decide(state, IDLE, now_s=T0 + 3600, boot_id="after", idle_minutes=10)
+    assert verdict.action == "idle" and verdict.idle_s == 0
+
+
+def test_the_state_survives_its_file_and_refuses_a_mangled_one():
+    state, _ = idle.decide(None, None, now_s=T0, boot_id="b", idle_minutes=10, problem="x")
+    assert idle.IdleState.from_dict(state.to_dict()) == state
+    with pytest.raises((KeyError, ValueError, TypeError)):
+        idle.IdleState.from_dict({"boot_id": "b", "last_activity_s": "soon"})
+
+
+def test_the_registry_and_the_schema_agree_on_which_engines_have_metrics():
+    assert tuple(n for n, e in ENGINES.items() if e.metrics is not None) == IDLE_ENGINES
+    for engine in IDLE_ENGINES:
+        assert all(idle.METRIC_NAME.match(n) for n in ENGINES[engine].metrics.all())
