@@ -17,6 +17,7 @@ import pulumi_aws.ec2 as ec2
 import pulumi_aws.iam as iam
 
 from dsinfra.config import StackConfig
+from dsinfra.identifiers import split_s3_uri
 from dsinfra.tags import merge_tags
 
 SSH_PORT = 22
@@ -154,9 +155,25 @@ class NodeIdentityArgs:
     config: StackConfig
 
 
+def mirror_read_policy(uri: str) -> dict:
+    """Read access to exactly the weights mirror ``s3://bucket/prefix``: its objects, and
+    listing the bucket only under the prefix (a missing object then answers 404, not 403)."""
+    bucket, prefix = split_s3_uri(uri)
+    objects = f"arn:aws:s3:::{bucket}/{prefix}/*" if prefix else f"arn:aws:s3:::{bucket}/*"
+    listing = {"Sid": "ListWeightsMirror", "Effect": "Allow", "Action": "s3:ListBucket",
+               "Resource": f"arn:aws:s3:::{bucket}"}
+    if prefix:
+        listing["Condition"] = {"StringLike": {"s3:prefix": [prefix, f"{prefix}/*"]}}
+    return {"Version": "2012-10-17", "Statement": [
+        {"Sid": "ReadWeightsMirror", "Effect": "Allow", "Action": "s3:GetObject",
+         "Resource": objects}, listing]}
+
+
 class NodeIdentity(pulumi.ComponentResource):
-    """An instance role and profile with AmazonSSMManagedInstanceCore and nothing else, and the
-    EC2 key pair from ``sshPublicKey`` when the stack sets one."""
+    """An instance role and profile with AmazonSSMManagedInstanceCore, plus read access to the
+    weights mirror where the stack sets ``dsinfra:modelCache`` (the ``model-weights``
+    bootstrap step copies it on the node), and the EC2 key pair from ``sshPublicKey`` when the
+    stack sets one."""
 
     role: iam.Role
     instance_profile: iam.InstanceProfile
@@ -174,6 +191,10 @@ class NodeIdentity(pulumi.ComponentResource):
                              tags=merge_tags(name, args.config), opts=child)
         iam.RolePolicyAttachment(f"{name}-ssm", role=self.role.name,
                                  policy_arn=SSM_CORE_POLICY_ARN, opts=child)
+        if args.config.model_cache:
+            iam.RolePolicy(f"{name}-weights-mirror", role=self.role.id,
+                           policy=json.dumps(mirror_read_policy(args.config.model_cache)),
+                           opts=child)
         self.instance_profile = iam.InstanceProfile(name, role=self.role.name,
                                                     tags=merge_tags(name, args.config),
                                                     opts=child)

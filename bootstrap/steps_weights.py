@@ -1,0 +1,115 @@
+"""The ``model-weights`` step: with ``dsinfra:modelCache`` each node copies the weights from
+the stack's S3 mirror to its local model cache (NVMe RAID 0, the DLAMI's NVMe, or EBS) before
+the engine starts, and the engine serves that copy (``EnginePlan.model_path``).
+
+The copy runs on the node itself, from the node kit (``dsinfra.cloud.model_cache`` as
+``__main__``, boto3's transfer manager: many files and parts at once), detached from the SSH
+session: a dropped connection or a Ctrl-C on the controller leaves it running, and the next
+check or apply finds it and follows it again instead of starting a second one. The controller
+reads its JSON progress lines from a log on the node and passes them on as progress.
+
+"Already done" costs no hashing: the node compares the mirror's manifest (one small GetObject)
+with the verification stamp the copy wrote, and each file's size and mtime with the stamp's
+(``model_cache.verify``). A file is hashed once, when it arrives; a re-run after a cut keeps
+every file verified before it."""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+from dsinfra.bootstrap.engine import local_model_dir
+from dsinfra.bootstrap.nodekit import kit_command
+from dsinfra.bootstrap.plan import HostPlan, StepError
+from dsinfra.bootstrap.steps_system import cache_dir
+
+NODE_MODULE = "dsinfra.cloud.model_cache"
+COPY_LOG = "/opt/dsinfra/log/model-weights.log"
+COPY_PID = "/run/dsinfra-model-weights.pid"  # /run: a reboot ends the copy and forgets it
+COPY_RC = "/run/dsinfra-model-weights.rc"
+POLL_S = 0.5  # how often the node looks for the copy's end while the controller waits
+
+
+def _node_args(p: HostPlan, action: str) -> str:
+    return kit_command(NODE_MODULE, action, "--from", p.engine.model_cache, "--model",
+                       p.engine.model, "--to", local_model_dir(cache_dir(p), p.engine.model),
+                       "--interval", f"{min(p.health_report_s, 5.0):g}")
+
+
+def _last_event(text: str) -> dict | None:
+    for line in reversed(text.strip().splitlines()):
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict) and "event" in event:
+            return event
+    return None
+
+
+def weights_ready(c, p: HostPlan) -> bool:
+    """The node's copy matches the mirror's current manifest, every file verified (no
+    hashing: see the module's note). A mirror the node cannot read fails here, in one line."""
+    command = _node_args(p, "verify")
+    out = c.sh(command, root=True, warn=True, timeout=5 * 60)
+    event = _last_event(out.stdout)
+    if event is None or event["event"] == "error":
+        detail = event["error"] if event else "the node's copy tool printed no answer"
+        raise StepError(f"weights mirror {p.engine.model_cache}: {detail}", command=command,
+                        output_tail=(out.stdout + out.stderr).strip()[-1500:])
+    p.facts["weights"] = event
+    return bool(event.get("complete"))
+
+
+def copy_weights(c, p: HostPlan) -> None:
+    """Start the node's copy (or follow the one already running), then follow it to its end,
+    passing its progress on."""
+    command = _node_args(p, "fetch")
+    detached = shlex.quote(f"{command} > {COPY_LOG} 2>&1; echo $? > {COPY_RC}")
+    started = c.out(
+        f"mkdir -p {COPY_LOG.rsplit('/', 1)[0]}; "
+        f"if [ -f {COPY_PID} ] && kill -0 \"$(cat {COPY_PID})\" 2>/dev/null; then echo following; "
+        f"else rm -f {COPY_RC}; setsid sh -c {detached} </dev/null >/dev/null 2>&1 & "
+        f"echo $! > {COPY_PID}; echo started; fi", root=True)
+    weights = p.facts.get("weights") or {}
+    p.on_progress(f"{started} the copy of {weights.get('bytes_total', 0) / 1e9:,.1f} GB from "
+                  f"{p.engine.model_cache} ({weights.get('files', '?')} files, "
+                  f"{weights.get('unverified', '?')} to fetch)")
+    while True:
+        done, event = _poll(c, p)
+        if event and event["event"] == "progress":
+            p.on_progress(progress_text(event))
+        if done:
+            break
+        if reason := p.stop_waiting():
+            raise StepError(f"stopped following the weights copy ({reason}); it goes on on the "
+                            "node, and the next run follows it or keeps what it verified")
+    if not event or event["event"] != "done":
+        detail = event["error"] if event and event["event"] == "error" else \
+            f"the copy ended without a result (see {COPY_LOG} on the host)"
+        raise StepError(f"weights from {p.engine.model_cache}: {detail}", command=command,
+                        output_tail=c.sh(f"tail -n 5 {COPY_LOG}", root=True,
+                                         warn=True).stdout.strip())
+    p.on_progress(f"weights copied: {event['bytes_transferred'] / 1e9:,.1f} GB in "
+                  f"{event['seconds']:.0f} s ({event['mb_per_s']:,.0f} MB/s), "
+                  f"{event['skipped']} of {event['files']} files kept")
+
+
+def _poll(c, p: HostPlan) -> tuple[bool, dict | None]:
+    """Wait up to ``health_report_s`` on the node for the copy to end; (ended, last event)."""
+    rounds = max(int(p.health_report_s / POLL_S), 1)
+    got = c.gather({
+        "wait": f"i=0; while [ $i -lt {rounds} ] && [ ! -f {COPY_RC} ] && kill -0 "
+                f"\"$(cat {COPY_PID})\"; do sleep {POLL_S}; i=$((i+1)); done",
+        "rc": f"cat {COPY_RC}", "alive": f"kill -0 \"$(cat {COPY_PID})\"",
+        "last": f"tail -n 3 {COPY_LOG}"}, root=True)
+    ended = got["rc"].exited == 0 or got["alive"].exited != 0
+    return ended, _last_event(got["last"].stdout)
+
+
+def progress_text(event: dict) -> str:
+    """``12.3 of 690.0 GB (2%), 812 MB/s, 3 files verified``: what the live table shows."""
+    done, total = event.get("bytes_done", 0), event.get("bytes_total", 0)
+    percent = 100 * done / total if total else 100
+    return (f"copying weights: {done / 1e9:,.1f} of {total / 1e9:,.1f} GB ({percent:.0f}%), "
+            f"{event.get('mb_per_s', 0):,.0f} MB/s, {event.get('files_done', 0)} files verified")
