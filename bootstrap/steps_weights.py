@@ -36,15 +36,22 @@ def _node_args(p: HostPlan, action: str) -> str:
                        "--interval", f"{min(p.health_report_s, 5.0):g}")
 
 
-def _last_event(text: str) -> dict | None:
-    for line in reversed(text.strip().splitlines()):
+def _events(text: str) -> list[dict]:
+    """The JSON event lines of the node tool's output (anything else is skipped)."""
+    events = []
+    for line in text.strip().splitlines():
         try:
             event = json.loads(line)
         except ValueError:
             continue
         if isinstance(event, dict) and "event" in event:
-            return event
-    return None
+            events.append(event)
+    return events
+
+
+def _last_event(text: str) -> dict | None:
+    events = _events(text)
+    return events[-1] if events else None
 
 
 def weights_ready(c, p: HostPlan) -> bool:
@@ -75,15 +82,19 @@ def copy_weights(c, p: HostPlan) -> None:
     p.on_progress(f"{started} the copy of {weights.get('bytes_total', 0) / 1e9:,.1f} GB from "
                   f"{p.engine.model_cache} ({weights.get('files', '?')} files, "
                   f"{weights.get('unverified', '?')} to fetch)")
+    shown = None
     while True:
-        done, event = _poll(c, p)
-        if event and event["event"] == "progress":
-            p.on_progress(progress_text(event))
+        done, events = _poll(c, p)
+        progress = [e for e in events if e["event"] == "progress"]
+        if progress and progress[-1] != shown:
+            shown = progress[-1]
+            p.on_progress(progress_text(shown))
         if done:
             break
         if reason := p.stop_waiting():
             raise StepError(f"stopped following the weights copy ({reason}); it goes on on the "
                             "node, and the next run follows it or keeps what it verified")
+    event = events[-1] if events else None
     if not event or event["event"] != "done":
         detail = event["error"] if event and event["event"] == "error" else \
             f"the copy ended without a result (see {COPY_LOG} on the host)"
@@ -95,16 +106,17 @@ def copy_weights(c, p: HostPlan) -> None:
                   f"{event['skipped']} of {event['files']} files kept")
 
 
-def _poll(c, p: HostPlan) -> tuple[bool, dict | None]:
-    """Wait up to ``health_report_s`` on the node for the copy to end; (ended, last event)."""
+def _poll(c, p: HostPlan) -> tuple[bool, list[dict]]:
+    """Wait up to ``health_report_s`` on the node for the copy to end; (ended, the events of
+    the log's last lines)."""
     rounds = max(int(p.health_report_s / POLL_S), 1)
     got = c.gather({
         "wait": f"i=0; while [ $i -lt {rounds} ] && [ ! -f {COPY_RC} ] && kill -0 "
                 f"\"$(cat {COPY_PID})\"; do sleep {POLL_S}; i=$((i+1)); done",
         "rc": f"cat {COPY_RC}", "alive": f"kill -0 \"$(cat {COPY_PID})\"",
-        "last": f"tail -n 3 {COPY_LOG}"}, root=True)
+        "last": f"tail -n 5 {COPY_LOG}"}, root=True)
     ended = got["rc"].exited == 0 or got["alive"].exited != 0
-    return ended, _last_event(got["last"].stdout)
+    return ended, _events(got["last"].stdout)
 
 
 def progress_text(event: dict) -> str:

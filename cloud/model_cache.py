@@ -339,6 +339,12 @@ class _Reporter:
         with self._lock:
             self.files_done += 1
 
+    def last_line(self, total: int) -> None:
+        """A copy too short for the interval still reports once, at 100%."""
+        with self._lock:
+            self.done = self.total = total
+            self._line()
+
     def _line(self) -> None:
         self.last = self.clock()
         elapsed_s = max(self.last - self.started, 1e-9)
@@ -367,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         reporter = _Reporter(args.interval)
         result = fetch(args.uri, args.model, Path(args.dest), concurrency=args.concurrency,
                        progress=reporter.bytes, on_file=reporter.file)
+        reporter.last_line(result.bytes_transferred)
         _emit("done", **result.to_dict())
         return 0
     except DsinfraError as exc:
