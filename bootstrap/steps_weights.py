@@ -79,7 +79,7 @@ def copy_weights(c, p: HostPlan) -> None:
         f"else rm -f {COPY_RC}; setsid sh -c {detached} </dev/null >/dev/null 2>&1 & "
         f"echo $! > {COPY_PID}; echo started; fi", root=True)
     weights = p.facts.get("weights") or {}
-    p.on_progress(f"{started} the copy of {weights.get('bytes_total', 0) / 1e9:,.1f} GB from "
+    p.on_progress(f"{started} the copy of {_size(weights.get('bytes_total', 0))} from "
                   f"{p.engine.model_cache} ({weights.get('files', '?')} files, "
                   f"{weights.get('unverified', '?')} to fetch)")
     shown = None
@@ -101,7 +101,7 @@ def copy_weights(c, p: HostPlan) -> None:
         raise StepError(f"weights from {p.engine.model_cache}: {detail}", command=command,
                         output_tail=c.sh(f"tail -n 5 {COPY_LOG}", root=True,
                                          warn=True).stdout.strip())
-    p.on_progress(f"weights copied: {event['bytes_transferred'] / 1e9:,.1f} GB in "
+    p.on_progress(f"weights copied: {_size(event['bytes_transferred'])} in "
                   f"{event['seconds']:.0f} s ({event['mb_per_s']:,.0f} MB/s), "
                   f"{event['skipped']} of {event['files']} files kept")
 
@@ -120,8 +120,12 @@ def _poll(c, p: HostPlan) -> tuple[bool, list[dict]]:
 
 
 def progress_text(event: dict) -> str:
-    """``12.3 of 690.0 GB (2%), 812 MB/s, 3 files verified``: what the live table shows."""
+    """``12.3 GB of 690.0 GB (2%), 812 MB/s, 3 files verified``: what the live table shows."""
     done, total = event.get("bytes_done", 0), event.get("bytes_total", 0)
     percent = 100 * done / total if total else 100
-    return (f"copying weights: {done / 1e9:,.1f} of {total / 1e9:,.1f} GB ({percent:.0f}%), "
+    return (f"copying weights: {_size(done)} of {_size(total)} ({percent:.0f}%), "
             f"{event.get('mb_per_s', 0):,.0f} MB/s, {event.get('files_done', 0)} files verified")
+
+
+def _size(count: int) -> str:
+    return f"{count / 1e9:,.1f} GB" if count >= 1e9 else f"{count / 1e6:,.1f} MB"
