@@ -92,6 +92,13 @@ def test_a_mirror_removes_the_nat_charge_because_bootstrap_copies_from_it(
     assert plan["weights"]["source"] == "s3://acme-weights/hf"
     assert (plan["weights"]["through_nat"], plan["weights"]["nat_usd_per_deploy"]) == (False, 0.0)
     assert plan["weights"]["size_gb"] > 600 and plan["weights"]["note"] == ""
+    # Every role serves the node's read-only copy under the repo id the API keeps.
+    for entry in plan["containers"]:
+        assert {"source": "MODEL_CACHE_DIR/dsinfra-models/deepseek-ai/DeepSeek-R1",
+                "target": "/models/deepseek-ai/DeepSeek-R1", "read_only": True} in entry["mounts"]
+    head_command = plan["containers"][0]["command"][-1]
+    assert ("--model /models/deepseek-ai/DeepSeek-R1 --served-model-name deepseek-ai/DeepSeek-R1"
+            in head_command)
 
 
 def test_without_bootstrap_reading_the_mirror_plan_would_still_charge_nat(monkeypatch):
