@@ -72,29 +72,12 @@ def copy_weights(c, p: HostPlan) -> None:
     """Start the node's copy (or follow the one already running), then follow it to its end,
     passing its progress on."""
     command = _node_args(p, "fetch")
-    detached = shlex.quote(f"{command} > {COPY_LOG} 2>&1; echo $? > {COPY_RC}")
-    started = c.out(
-        f"mkdir -p {COPY_LOG.rsplit('/', 1)[0]}; "
-        f"if [ -f {COPY_PID} ] && kill -0 \"$(cat {COPY_PID})\" 2>/dev/null; then echo following; "
-        f"else rm -f {COPY_RC}; setsid sh -c {detached} </dev/null >/dev/null 2>&1 & "
-        f"echo $! > {COPY_PID}; echo started; fi", root=True)
+    started = _start_copy(c, command)
     weights = p.facts.get("weights") or {}
     p.on_progress(f"{started} the copy of {_size(weights.get('bytes_total', 0))} from "
                   f"{p.engine.model_cache} ({weights.get('files', '?')} files, "
                   f"{weights.get('unverified', '?')} to fetch)")
-    shown = None
-    while True:
-        done, events = _poll(c, p)
-        progress = [e for e in events if e["event"] == "progress"]
-        if progress and progress[-1] != shown:
-            shown = progress[-1]
-            p.on_progress(progress_text(shown))
-        if done:
-            break
-        if reason := p.stop_waiting():
-            raise StepError(f"stopped following the weights copy ({reason}); it goes on on the "
-                            "node, and the next run follows it or keeps what it verified")
-    event = events[-1] if events else None
+    event = _follow(c, p)
     if not event or event["event"] != "done":
         detail = event["error"] if event and event["event"] == "error" else \
             f"the copy ended without a result (see {COPY_LOG} on the host)"
@@ -104,6 +87,33 @@ def copy_weights(c, p: HostPlan) -> None:
     p.on_progress(f"weights copied: {_size(event['bytes_transferred'])} in "
                   f"{event['seconds']:.0f} s ({event['mb_per_s']:,.0f} MB/s), "
                   f"{event['skipped']} of {event['files']} files kept")
+
+
+def _start_copy(c, command: str) -> str:
+    """``started``, or ``following`` when a copy is still running (a cut run's)."""
+    detached = shlex.quote(f"{command} > {COPY_LOG} 2>&1; echo $? > {COPY_RC}")
+    return c.out(
+        f"mkdir -p {COPY_LOG.rsplit('/', 1)[0]}; "
+        f"if [ -f {COPY_PID} ] && kill -0 \"$(cat {COPY_PID})\" 2>/dev/null; then echo following; "
+        f"else rm -f {COPY_RC}; : > {COPY_LOG}; "
+        f"setsid sh -c {detached} </dev/null >/dev/null 2>&1 & "
+        f"echo $! > {COPY_PID}; echo started; fi", root=True)
+
+
+def _follow(c, p: HostPlan) -> dict | None:
+    """Poll the copy until it ends, passing on each new progress line; its last event."""
+    shown = None
+    while True:
+        done, events = _poll(c, p)
+        progress = [e for e in events if e["event"] == "progress"]
+        if progress and progress[-1] != shown:
+            shown = progress[-1]
+            p.on_progress(progress_text(shown))
+        if done:
+            return events[-1] if events else None
+        if reason := p.stop_waiting():
+            raise StepError(f"stopped following the weights copy ({reason}); it goes on on the "
+                            "node, and the next run follows it or keeps what it verified")
 
 
 def _poll(c, p: HostPlan) -> tuple[bool, list[dict]]:
