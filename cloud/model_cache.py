@@ -143,15 +143,18 @@ def fetch(uri: str, model: str, dest_dir: Path, *, region: str | None = None,
     todo = [e for e in entries if not stamp.trusted(e) and not stamp.rehashed(e)]
     counter = _Counter(sum(e["size"] for e in todo), progress)
     verifier = _Verifier(stamp, uri, on_file)
-    with _manager(s3, concurrency) as manager:
-        futures = []
-        for entry in todo:
-            part = dest / (entry["path"] + ".part")
-            part.parent.mkdir(parents=True, exist_ok=True)
-            futures.append(manager.download(bucket, f"{prefix}/{entry['path']}", str(part),
-                                            subscribers=[counter.subscriber(),
-                                                         verifier.subscriber(entry)]))
-        _wait(futures, "download from", uri)
+    try:
+        with _manager(s3, concurrency) as manager:
+            futures = []
+            for entry in todo:
+                part = dest / (entry["path"] + ".part")
+                part.parent.mkdir(parents=True, exist_ok=True)
+                futures.append(manager.download(bucket, f"{prefix}/{entry['path']}", str(part),
+                                                subscribers=[counter.subscriber(),
+                                                             verifier.subscriber(entry)]))
+            _wait(futures, "download from", uri)
+    finally:  # a failed download still leaves every file verified so far stamped
+        verifier.pool.shutdown(wait=True)
     verifier.finish()
     stamp.complete(hashlib.sha256(body).hexdigest())
     return CacheResult(len(entries), sum(e["size"] for e in entries), counter.total,
@@ -268,7 +271,6 @@ class _Verifier:
             self.on_file(entry["path"])
 
     def finish(self) -> None:
-        self.pool.shutdown(wait=True)
         for check in self.checks:
             check.result()  # the first mismatch, if any
 
