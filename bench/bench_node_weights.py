@@ -8,7 +8,8 @@ gateway endpoint (issue 15, item 3; target: at least as fast). Needs root.
     sudo .venv/bin/python bench/bench_node_weights.py --shards 4 --shard-mb 128 --runs 3
 
 Runs alternate (ours, aws, ours, aws, ...); each into a fresh folder on the host (no resume
-shortcut). Prints one JSON object."""
+shortcut), under /var/tmp: the machine's disk, not the lab's 1 GB tmpfs. Prints one JSON
+object."""
 
 from __future__ import annotations
 
@@ -61,8 +62,13 @@ def _connect(lab: HostLab, host):
 
 
 def _timed(conn, command: str) -> float:
+    from dsinfra.bootstrap.remote import CommandFailed
+
     started = time.perf_counter()
-    conn.sh(command, root=True, timeout=3600)
+    try:
+        conn.sh(command, root=True, timeout=3600)
+    except CommandFailed as exc:
+        raise SystemExit(f"{exc}\n{exc.output_tail}") from None
     return time.perf_counter() - started
 
 
@@ -101,8 +107,10 @@ def _run(lab: HostLab, base: Path, url: str, args) -> dict:
     if not nodekit.kit_ready(conn, plan):
         nodekit.install_kit(conn, plan)
     client("s3", "us-east-1").create_bucket(Bucket=BUCKET)
-    pushed = push(_snapshot(base, args.shards, args.shard_mb), f"s3://{BUCKET}/mirror", MODEL,
-                  region="us-east-1")
+    # Outside the lab's 1 GB tmpfs (the hosts' files): the snapshot and both copies.
+    with tempfile.TemporaryDirectory(prefix="dsinfra-bench-snapshot-") as tmp:
+        pushed = push(_snapshot(Path(tmp), args.shards, args.shard_mb),
+                      f"s3://{BUCKET}/mirror", MODEL, region="us-east-1")
     ours = nodekit.kit_command("dsinfra.cloud.model_cache", "fetch", "--from",
                                f"s3://{BUCKET}/mirror", "--model", MODEL, "--to", "{dest}")
     aws = (f"AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_DEFAULT_REGION=us-east-1 "
@@ -112,7 +120,7 @@ def _run(lab: HostLab, base: Path, url: str, args) -> dict:
                                      "aws s3 cp --recursive": []}
     for run in range(args.runs):
         for name, command in zip(times, (ours, aws)):
-            dest = f"/opt/bench-{run}-{name.split()[0]}"
+            dest = f"/var/tmp/dsinfra-bench-{os.getpid()}-{run}-{name.split()[0]}"
             conn.sh(f"rm -rf {dest}", root=True)
             times[name].append(_timed(conn, command.replace("{dest}", dest)))
             conn.sh(f"rm -rf {dest}", root=True)
