@@ -192,3 +192,59 @@ def test_a_mirror_without_a_manifest_fails_the_check_in_one_line(hosts_aws, run)
     assert step.status == "failed" and "\n" not in step.detail
     assert f"weights mirror {MIRROR}: no complete mirror" in step.detail
     assert "dsinfra cache push" in step.detail
+
+
+def test_an_interrupted_follow_leaves_the_copy_running_and_the_next_run_follows_it(
+        lab, tmp_path, hosts_aws):
+    """Ctrl-C (or an SSH drop) while a node copies: the copy goes on, detached, and the next
+    apply follows it rather than starting a second one."""
+    from dsinfra.bootstrap import nodekit, steps_system, steps_weights
+    from dsinfra.bootstrap.engine import engine_plan
+    from dsinfra.bootstrap.hostkeys import KnownHosts, pins_from_text
+    from dsinfra.bootstrap.hosts import load_inventory
+    from dsinfra.bootstrap.plan import HostPlan, StepError
+    from dsinfra.bootstrap.remote import HostLog, SshSettings, close_quietly, open_connection
+    from dsinfra.bootstrap.secrets import Secrets
+    from dsinfra.cloud.aws import client
+    from dsinfra.cloud.model_cache import push
+    from dsinfra.config import parse_stack_config
+
+    src = tmp_path / "big"
+    src.mkdir()
+    for i in range(2):  # large enough that the copy outlives one short poll
+        (src / f"model-0000{i + 1}-of-00002.safetensors").write_bytes(os.urandom(40 << 20))
+    (src / "config.json").write_text('{"model_type": "qwen2"}')
+    client("s3", "us-east-1").create_bucket(Bucket=BUCKET)
+    push(src, MIRROR, MODEL, region="us-east-1")
+    host = lab.fresh("single", "g5.2xlarge")
+    _, (spec,) = load_inventory(write_inventory(tmp_path / "hosts.yaml", [host_entry(lab, host)]))
+    known = KnownHosts(record_path=tmp_path / "known_hosts", trust_on_first_use=False)
+    known.pins[spec.id] = pins_from_text(host.host_key_line())
+    config = parse_stack_config("w", {"tier": "dev", "instanceType": "g5.2xlarge",
+                                      "budget": {"amountUsd": 0}, "model": MODEL,
+                                      "modelCache": MIRROR})
+    lines: list[str] = []
+    plan = HostPlan(host=spec, engine=engine_plan(config, [spec]),
+                    secrets=Secrets(api_key="dsk-unused"), node_kit=True, node_aws=hosts_aws,
+                    health_report_s=0.2, on_progress=lines.append,
+                    stop_waiting=lambda: "interrupted")
+    conn = open_connection(spec, known, HostLog(None, plan.secrets), plan.secrets,
+                           SshSettings(connect_timeout_s=5))
+    try:
+        nodekit.kit_ready(conn, plan) or nodekit.install_kit(conn, plan)
+        steps_system.cache_ready(conn, plan) or steps_system.prepare_cache(conn, plan)
+        assert steps_weights.weights_ready(conn, plan) is False
+
+        with pytest.raises(StepError, match="interrupted.*goes on on the node"):
+            steps_weights.copy_weights(conn, plan)
+        assert conn.ok(f"kill -0 $(cat {steps_weights.COPY_PID})", root=True)  # still copying
+
+        plan.stop_waiting = lambda: None
+        steps_weights.copy_weights(conn, plan)
+
+        starts = [line.split(" the copy")[0] for line in lines if " the copy of " in line]
+        assert starts == ["started", "following"], lines
+        assert steps_weights.weights_ready(conn, plan) is True
+        _same_weights(src, host)
+    finally:
+        close_quietly(conn)
