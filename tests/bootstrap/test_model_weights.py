@@ -248,3 +248,24 @@ def test_an_interrupted_follow_leaves_the_copy_running_and_the_next_run_follows_
         _same_weights(src, host)
     finally:
         close_quietly(conn)
+
+
+@pytest.mark.parametrize("engine, load_flag", [("vllm", "--model"), ("sglang", "--model-path")])
+def test_each_engine_loads_the_local_copy_and_serves_the_repo_id(engine, load_flag):
+    from dsinfra.bootstrap import engine as eng
+    from dsinfra.bootstrap.hosts import HostSpec
+    from dsinfra.config import parse_stack_config
+
+    host = HostSpec(name="n", address="10.0.0.5", role="head", instance_type="g5.2xlarge")
+    values = {"tier": "dev", "instanceType": "g5.2xlarge", "budget": {"amountUsd": 0},
+              "engine": engine, "model": MODEL}
+    mirrored = eng.engine_plan(parse_stack_config("w", {**values, "modelCache": MIRROR}), [host])
+    plain = eng.engine_plan(parse_stack_config("w", values), [host])
+
+    script = eng.run_script(mirrored, host, cache_dir="/c", efa=False)
+    assert f"-v /c/dsinfra-models/{MODEL}:/models/{MODEL}:ro" in script
+    assert f"{load_flag} /models/{MODEL} --served-model-name {MODEL}" in script
+    # Without a mirror: the repo id, downloaded by the engine as before, and no extra mount.
+    script = eng.run_script(plain, host, cache_dir="/c", efa=False)
+    assert "/models/" not in script
+    assert f"{load_flag} {MODEL} --served-model-name {MODEL}" in script
