@@ -25,10 +25,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "tests" / "bootstrap"), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT / "tests" / "bootstrap"), str(ROOT)]
 
 from hostlab import USER, HostLab  # noqa: E402
-from motoserver import moto_server  # noqa: E402
+from tests.motoserver import start as start_moto  # noqa: E402
+from tests.motoserver import stop as stop_moto  # noqa: E402
 
 MODEL = "deepseek-ai/DeepSeek-R1-Distill-Llama-70B"
 BUCKET = "bench-weights"
@@ -81,14 +82,13 @@ def main() -> None:
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="dsinfra-bench-weights-"))
     lab = HostLab(base)
-    moto = moto_server(lab.service_ip)
-    url = next(moto)
+    proc, url = start_moto(lab.service_ip)
     os.environ.update(AWS_ENDPOINT_URL=url, AWS_ACCESS_KEY_ID="bench",
                       AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
     try:
         print(json.dumps(_run(lab, base, url, args), indent=1))
     finally:
-        next(moto, None)
+        stop_moto(proc)
         lab.close()
         shutil.rmtree(base, ignore_errors=True)
 
