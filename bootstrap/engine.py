@@ -14,7 +14,7 @@ from dsinfra.bootstrap.hosts import HostSpec
 from dsinfra.bootstrap.secrets import Secrets
 from dsinfra.config import StackConfig
 from dsinfra.errors import ConfigError, UserError
-from dsinfra.identifiers import hf_repo_id_problem, host_text_problem
+from dsinfra.identifiers import hf_repo_id_problem, host_text_problem, s3_uri_problem
 from dsinfra.recipes import Recipe, per_node_env, recipe_for
 
 UNIT_NAME = "dsinfra-engine.service"
@@ -25,6 +25,11 @@ EFA_ENV = f"{ETC}/efa.env"
 RUN_SCRIPT = f"{ETC}/engine-run.sh"
 UNIT_PATH = f"/etc/systemd/system/{UNIT_NAME}"
 HF_CACHE_IN_CONTAINER = "/root/.cache/huggingface"
+# With ``dsinfra:modelCache`` each node serves its verified copy of the mirror (the
+# ``model-weights`` step): <cache dir>/dsinfra-models/<org>/<name> on the host, mounted
+# read-only at /models/<org>/<name>, and the engine told the repo id as the served name.
+MODELS_ON_HOST = "dsinfra-models"  # under the host's model cache folder
+MODELS_IN_CONTAINER = "/models"
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,18 @@ class EnginePlan:
     command: tuple[str, ...] | None = None
     extra_args: tuple[str, ...] = ()
     recipe: Recipe = Recipe("", "generic", "")
+    model_cache: str | None = None  # dsinfra:modelCache, the s3:// mirror
+
+    @property
+    def model_path(self) -> str:
+        """What the engine loads: the node's local copy of the mirror where the stack has one,
+        else the Hugging Face repo id (the engine downloads it). Either way the API serves it
+        as ``model`` through ``--served-model-name``: vLLM's engine arguments ("The model
+        name(s) used in the API ... If not specified, the model name will be the same as the
+        --model argument", docs.vllm.ai/en/latest/configuration/engine_args.html) and SGLang's
+        server arguments ("Override the model name returned by the v1/models endpoint",
+        docs.sglang.ai/advanced_features/server_arguments.html)."""
+        return f"{MODELS_IN_CONTAINER}/{self.model}" if self.model_cache else self.model
 
     @property
     def recipe_flags(self) -> list[str]:
@@ -67,12 +84,15 @@ def engine_plan(config: StackConfig, hosts: list[HostSpec]) -> EnginePlan:
         gpus_per_node=head.spec.gpu_count, nodes=len(hosts), head_address=head.peer_address,
         command=tuple(config.engine.command) if config.engine.command else None,
         extra_args=tuple(config.engine.extra_args),
-        recipe=recipe_for(config.engine.name, config.resolved_model))
+        recipe=recipe_for(config.engine.name, config.resolved_model),
+        model_cache=config.model_cache)
 
 
 def _check_host_values(config: StackConfig) -> None:
     if problem := hf_repo_id_problem(config.resolved_model):
         raise ConfigError("dsinfra:model", config.resolved_model, problem)
+    if config.model_cache and (problem := s3_uri_problem(config.model_cache)):
+        raise ConfigError("dsinfra:modelCache", config.model_cache, problem)
     for key, value in (("engine.image", config.resolved_engine_image),
                        ("engine.healthPath", config.engine.health_path),
                        *((f"engine.command[{i}]", a) for i, a in
@@ -153,6 +173,8 @@ def run_script(plan: EnginePlan, host: HostSpec, *, cache_dir: str, efa: bool) -
     options = ["--rm", "--name", CONTAINER, "--gpus", "all", "--network", "host", "--ipc", "host",
                "--shm-size", "16g", "--ulimit", "memlock=-1", "--env-file", ENGINE_ENV,
                "-v", f"{cache_dir}:{HF_CACHE_IN_CONTAINER}"]
+    if plan.model_cache:
+        options += ["-v", f"{local_model_dir(cache_dir, plan.model)}:{plan.model_path}:ro"]
     for name in per_node_env(plan.name, plan.nodes):  # VLLM_HOST_IP: this node's address
         options += ["-e", f"{name}={host.peer_address}"]
     if efa:
@@ -160,6 +182,11 @@ def run_script(plan: EnginePlan, host: HostSpec, *, cache_dir: str, efa: bool) -
     run = " ".join(shlex.quote(a) for a in ["docker", "run", *options,
                                             *container_args(plan, host)])
     return f"#!/bin/sh\n# Written by dsinfra bootstrap; rewritten on every run.\nexec {run}\n"
+
+
+def local_model_dir(cache_dir: str, model: str) -> str:
+    """Where the ``model-weights`` step puts the mirror's copy of ``model`` on a host."""
+    return f"{cache_dir}/{MODELS_ON_HOST}/{model}"
 
 
 def systemd_unit(plan: EnginePlan) -> str:

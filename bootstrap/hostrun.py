@@ -31,6 +31,9 @@ class HostRun:
                                  instance_type=plan.host.instance_type,
                                  log_path=str(log.path) if log.path else None)
         plan.on_progress = lambda message: self._progress(message)
+        # A step that follows long work on the host (the weights copy) stops on Ctrl-C; the
+        # runner gives the head's engine-phase wait its own reason later.
+        plan.stop_waiting = lambda: "interrupted" if self.interrupted.is_set() else None
         self._current = ""
         self.fast = False
         self.interrupted = threading.Event()  # shared by every host of the run (Ctrl-C)

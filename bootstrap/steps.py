@@ -7,6 +7,7 @@ from dsinfra.bootstrap import steps_engine as engine
 from dsinfra.bootstrap import steps_gpu as gpu
 from dsinfra.bootstrap import steps_spot as spot
 from dsinfra.bootstrap import steps_system as system
+from dsinfra.bootstrap import steps_weights as weights
 from dsinfra.bootstrap.plan import Step
 
 
@@ -47,6 +48,9 @@ STEPS: tuple[Step, ...] = (
          describe="boto3 and dsinfra's node-side tools in /opt/dsinfra/kit"),
     Step("model-cache", system.cache_ready, system.prepare_cache,
          describe="Hugging Face cache on local NVMe (RAID 0), the DLAMI's NVMe, or EBS"),
+    Step("model-weights", weights.weights_ready, weights.copy_weights,
+         applies_to=lambda p: bool(p.engine.model_cache),
+         describe="the weights from the stack's S3 mirror (dsinfra:modelCache), verified"),
     Step("engine-image", engine.image_present, engine.pull_image,
          describe="the engine's container image, pulled on every host in parallel"),
     Step("engine", engine.engine_ready, engine.start_engine, phase="engine",

@@ -56,9 +56,11 @@ def published_size_gb(model: str) -> float | None:
     return round(shape.params * PUBLISHED_BYTES.get(shape.weights_published_in, 2) / GB, 1)
 
 
-# Bootstrap does not copy from the mirror yet (the engine still downloads from Hugging Face
-# when it starts): until it does, a mirror saves nothing, and plan must not say it does.
-BOOTSTRAP_READS_MIRROR = False
+# Bootstrap's ``model-weights`` step copies the mirror to each node and the engine serves that
+# copy (bootstrap/steps_weights.py), so with a mirror nothing comes through the NAT gateway.
+# A bucket outside the stack's region still does: ``dsinfra doctor`` reads the bucket's region
+# and warns with the figure (the gateway endpoint serves its own region only).
+BOOTSTRAP_READS_MIRROR = True
 
 
 def weights_download(config: "StackConfig") -> WeightsDownload:

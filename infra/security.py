@@ -17,6 +17,7 @@ import pulumi_aws.ec2 as ec2
 import pulumi_aws.iam as iam
 
 from dsinfra.config import StackConfig
+from dsinfra.identifiers import split_s3_uri
 from dsinfra.tags import STACK as STACK_TAG
 from dsinfra.tags import merge_tags
 
@@ -181,10 +182,25 @@ def idle_stop_policy(stack: str, region: str, topic_arn: str | None = None) -> d
     return {"Version": "2012-10-17", "Statement": statements}
 
 
+def mirror_read_policy(uri: str) -> dict:
+    """Read access to exactly the weights mirror ``s3://bucket/prefix``: its objects, and
+    listing the bucket only under the prefix (a missing object then answers 404, not 403)."""
+    bucket, prefix = split_s3_uri(uri)
+    objects = f"arn:aws:s3:::{bucket}/{prefix}/*" if prefix else f"arn:aws:s3:::{bucket}/*"
+    listing = {"Sid": "ListWeightsMirror", "Effect": "Allow", "Action": "s3:ListBucket",
+               "Resource": f"arn:aws:s3:::{bucket}"}
+    if prefix:
+        listing["Condition"] = {"StringLike": {"s3:prefix": [prefix, f"{prefix}/*"]}}
+    return {"Version": "2012-10-17", "Statement": [
+        {"Sid": "ReadWeightsMirror", "Effect": "Allow", "Action": "s3:GetObject",
+         "Resource": objects}, listing]}
+
+
 class NodeIdentity(pulumi.ComponentResource):
     """An instance role and profile with AmazonSSMManagedInstanceCore, the idle watcher's
-    stop-only-my-stack policy where idle autostop is on, and the EC2 key pair from
-    ``sshPublicKey`` when the stack sets one."""
+    stop-only-my-stack policy where idle autostop is on, read access to the weights mirror
+    where the stack sets ``dsinfra:modelCache`` (the ``model-weights`` bootstrap step copies it
+    on the node), and the EC2 key pair from ``sshPublicKey`` when the stack sets one."""
 
     role: iam.Role
     instance_profile: iam.InstanceProfile
@@ -207,6 +223,10 @@ class NodeIdentity(pulumi.ComponentResource):
             f"{name}-idle-stop", role=self.role.id, opts=child,
             policy=json.dumps(idle_stop_policy(args.config.stack, args.config.region,
                                                args.config.notify_topic_arn)))
+        if args.config.model_cache:
+            iam.RolePolicy(f"{name}-weights-mirror", role=self.role.id,
+                           policy=json.dumps(mirror_read_policy(args.config.model_cache)),
+                           opts=child)
         self.instance_profile = iam.InstanceProfile(name, role=self.role.name,
                                                     tags=merge_tags(name, args.config),
                                                     opts=child)

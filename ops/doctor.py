@@ -90,6 +90,8 @@ def run_doctor(config: "StackConfig | None", *, client_factory: ClientFactory | 
         config, block_check = check_capacity_block(config, factory, purchases)
         checks += [check_instance_offered(config, factory), check_vcpu_quota(config, factory),
                    check_ami(config, factory)] + ([block_check] if block_check else [])
+        if config.model_cache:
+            checks.append(check_weights_mirror(config, factory))
     checks.append(check_access(config))
     checks.append(check_budget(config, estimate or estimate_stack_cost(config)))
     return DoctorReport(config.stack, checks)
@@ -248,6 +250,57 @@ def resolve_dlami(factory: ClientFactory, region: str) -> tuple[str | None, str]
         return None, ""
     newest = max(images, key=lambda i: i.get("CreationDate", ""))
     return newest["ImageId"], f"describe_images (newest of {len(images)}: {newest.get('Name')})"
+
+
+def check_weights_mirror(config: "StackConfig", factory: ClientFactory) -> Check:
+    """``dsinfra:modelCache``: the mirror holds the model (its manifest: ``cache push`` writes
+    it last), and the bucket is in the stack's region. The VPC's S3 gateway endpoint serves its
+    own region only: from a bucket elsewhere each node's copy goes out through the NAT gateway
+    (private tiers), billed per GB, which ``plan`` does not count for a mirror."""
+    from dsinfra.cloud.model_cache import MANIFEST, mirror_prefix
+
+    name, uri = "weights mirror", config.model_cache
+    bucket, prefix = mirror_prefix(uri, config.resolved_model)
+    s3 = factory("s3", config.region)
+    try:
+        # None is us-east-1's answer, "EU" the oldest buckets' name for eu-west-1.
+        found = s3.get_bucket_location(Bucket=bucket).get("LocationConstraint")
+        s3.head_object(Bucket=bucket, Key=f"{prefix}/{MANIFEST}")
+    except Exception as exc:  # noqa: BLE001 - botocore raises several kinds
+        return Check(name, "fail", f"{uri} holds no readable {config.resolved_model} "
+                     f"({_aws_message(exc)})",
+                     fix=f"dsinfra cache push {config.resolved_model} --to {uri} --region "
+                         f"{config.region}")
+    region = {None: "us-east-1", "": "us-east-1", "EU": "eu-west-1"}.get(found, found)
+    data = {"bucket": bucket, "bucket_region": region}
+    if region == config.region:
+        return Check(name, "pass", f"{uri} holds {config.resolved_model}, in {region} with the "
+                     "stack (nodes copy it through the S3 gateway endpoint)", data=data)
+    return _mirror_elsewhere(config, region, data)
+
+
+def _mirror_elsewhere(config: "StackConfig", region: str, data: dict[str, Any]) -> Check:
+    from dsinfra.weights import weights_download
+
+    # The same bytes as a download from the internet: through the NAT on a private tier.
+    charge = weights_download(config.model_copy(update={"model_cache": None}))
+    usd = charge.nat_usd_per_deploy
+    data.update(nat_usd_per_deploy=usd, size_gb=charge.size_gb, nodes=charge.nodes)
+    if not charge.through_nat:
+        cost = "no NAT gateway on this tier, but S3 bills the transfer between regions"
+    elif usd is None:
+        cost = f"through the NAT gateway, charge unknown ({charge.note})"
+    else:
+        cost = (f"through the NAT gateway: ${usd:,.2f} per deploy ({charge.size_gb:,.0f} GB x "
+                f"{charge.nodes} node(s) x ${charge.nat_usd_per_gb:g}/GB), plus S3's "
+                "inter-region transfer, which `plan` does not show")
+    return Check("weights mirror", "warn",
+                 f"{config.model_cache} is in {region}, not in the stack's region "
+                 f"{config.region}: the S3 gateway endpoint serves its own region only, so "
+                 f"every node's copy goes {cost}", data=data,
+                 fix=f"push the weights to a bucket in {config.region}: dsinfra cache push "
+                     f"{config.resolved_model} --to s3://<bucket in {config.region}>/<prefix> "
+                     "and set dsinfra:modelCache to it")
 
 
 def check_access(config: "StackConfig") -> Check:

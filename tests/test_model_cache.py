@@ -35,8 +35,10 @@ def bucket(aws, monkeypatch):
 
 
 def _same_tree(a, b):
+    """The same files (the copy's verification stamp aside)."""
     files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
-    assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file()
+                           and p.name != ".dsinfra-verified.json")
     assert all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
 
 
@@ -122,3 +124,98 @@ def test_cli_push_to_a_bad_uri_exits_2_in_one_line(tmp_path):
                                       str(tmp_path)])
     assert result.exit_code == 2
     assert "s3://bucket/prefix" in result.output and "Traceback" not in result.output
+
+
+def _count_hashes(monkeypatch, module) -> list[str]:
+    hashed: list[str] = []
+    real = module.sha256_file
+    monkeypatch.setattr(module, "sha256_file", lambda path: hashed.append(path.name) or real(path))
+    return hashed
+
+
+def test_a_verified_copy_is_checked_again_without_hashing_a_byte(bucket, snapshot, tmp_path,
+                                                                 monkeypatch):
+    bucket.push(snapshot, URI, MODEL, region="us-east-1")
+    dest = tmp_path / "cache"
+    bucket.fetch(URI, MODEL, dest, region="us-east-1")
+    hashed = _count_hashes(monkeypatch, bucket)
+
+    state = bucket.verify(URI, MODEL, dest, region="us-east-1")
+    again = bucket.fetch(URI, MODEL, dest, region="us-east-1")
+
+    assert state["complete"] is True and state["files"] == 3
+    assert (again.skipped, again.bytes_transferred) == (3, 0)
+    assert hashed == []  # sizes and mtimes against the stamp, not SHA-256 over the weights
+
+
+def test_a_file_changed_after_it_was_verified_is_hashed_and_replaced(bucket, snapshot, tmp_path,
+                                                                     monkeypatch):
+    bucket.push(snapshot, URI, MODEL, region="us-east-1")
+    dest = tmp_path / "cache"
+    bucket.fetch(URI, MODEL, dest, region="us-east-1")
+    shard = dest / "model-00001-of-00001.safetensors"
+    data = bytearray(shard.read_bytes())
+    data[100] ^= 0xFF  # same size, new mtime: the stamp no longer vouches for it
+    shard.write_bytes(bytes(data))
+    hashed = _count_hashes(monkeypatch, bucket)
+
+    assert bucket.verify(URI, MODEL, dest, region="us-east-1")["unverified"] == 1
+    again = bucket.fetch(URI, MODEL, dest, region="us-east-1")
+
+    assert again.skipped == 2 and again.bytes_transferred == shard.stat().st_size
+    assert hashed.count("model-00001-of-00001.safetensors") == 1  # the old copy, once
+    _same_tree(snapshot, dest)
+
+
+def test_a_mirror_pushed_again_makes_the_copy_incomplete(bucket, snapshot, tmp_path):
+    bucket.push(snapshot, URI, MODEL, region="us-east-1")
+    dest = tmp_path / "cache"
+    bucket.fetch(URI, MODEL, dest, region="us-east-1")
+    (snapshot / "generation_config.json").write_text('{"temperature": 0.6}')
+    bucket.push(snapshot, URI, MODEL, region="us-east-1")
+
+    state = bucket.verify(URI, MODEL, dest, region="us-east-1")
+
+    assert (state["complete"], state["manifest_current"], state["first_unverified"]) == \
+        (False, False, ["generation_config.json"])
+
+
+def test_a_mismatch_keeps_the_other_files_verified_for_the_next_run(bucket, snapshot, tmp_path):
+    from dsinfra.cloud.aws import client
+
+    bucket.push(snapshot, URI, MODEL, region="us-east-1")
+    client("s3", "us-east-1").put_object(Bucket="dsinfra-weights",
+                                         Key=f"mirror/{MODEL}/config.json", Body=b"{}")
+    with pytest.raises(CloudError):
+        bucket.fetch(URI, MODEL, tmp_path / "cache", region="us-east-1")
+    state = bucket.verify(URI, MODEL, tmp_path / "cache", region="us-east-1")
+    assert state["complete"] is False and state["first_unverified"] == ["config.json"]
+    assert state["unverified"] == 1  # the shard and the tokenizer were kept and stamped
+
+
+def test_the_node_entry_point_prints_progress_then_one_result_line(bucket, snapshot, tmp_path,
+                                                                   capsys):
+    import json
+
+    bucket.push(snapshot, URI, MODEL, region="us-east-1")
+    code = bucket.main(["fetch", "--from", URI, "--model", MODEL, "--to",
+                        str(tmp_path / "cache"), "--interval", "0"])
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+    assert code == 0
+    progress = [e for e in events if e["event"] == "progress"]
+    assert progress and progress[-1]["bytes_done"] == progress[-1]["bytes_total"]
+    assert events[-1]["event"] == "done" and events[-1]["files"] == 3
+    assert bucket.main(["verify", "--from", URI, "--model", MODEL, "--to",
+                        str(tmp_path / "cache")]) == 0
+    assert json.loads(capsys.readouterr().out)["complete"] is True
+
+
+def test_the_node_entry_point_reports_an_error_in_one_line_and_exit_3(bucket, tmp_path, capsys):
+    import json
+
+    code = bucket.main(["fetch", "--from", URI, "--model", MODEL, "--to", str(tmp_path)])
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 3 and len(lines) == 1
+    assert json.loads(lines[0])["event"] == "error"
+    assert "no complete mirror" in json.loads(lines[0])["error"]

@@ -25,7 +25,7 @@ class SGLang(Engine):
 
 
 def _sglang_script(plan, host) -> str:
-    args = ["python3", "-m", "sglang.launch_server", "--model-path", plan.model,
+    args = ["python3", "-m", "sglang.launch_server", "--model-path", plan.model_path,
             "--served-model-name", plan.model, "--host", "0.0.0.0", "--port", str(plan.port),
             "--tp", str(plan.gpus_per_node * plan.nodes),
             "--mem-fraction-static", f"{plan.gpu_memory_utilization:g}",

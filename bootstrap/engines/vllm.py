@@ -29,7 +29,7 @@ class VLLM(Engine):
 
 
 def _vllm_serve_args(plan) -> list[str]:
-    args = ["--model", plan.model, "--served-model-name", plan.model, "--host", "0.0.0.0",
+    args = ["--model", plan.model_path, "--served-model-name", plan.model, "--host", "0.0.0.0",
             "--port", str(plan.port), "--tensor-parallel-size", str(plan.gpus_per_node),
             "--pipeline-parallel-size", str(plan.nodes),
             "--gpu-memory-utilization", f"{plan.gpu_memory_utilization:g}",

@@ -41,7 +41,7 @@ def test_fresh_plain_ubuntu_host_gets_everything_applied_and_serves(lab, tmp_pat
         "cloud-init": "applied", "host-facts": "verified", "nvidia-driver": "applied",
         "efa": "skipped", "gpu-probe": "verified", "docker": "applied",
         "container-gpus": "verified", "node-kit": "skipped", "model-cache": "applied",
-        "engine-image": "applied",
+        "model-weights": "skipped", "engine-image": "applied",
         "engine": "applied",
         "health": "applied", "nccl-network": "skipped", "spot-watch": "skipped",
         # An inventory's hosts are not dsinfra's instances: no idle autostop (the step

@@ -82,26 +82,35 @@ def test_private_tier_prices_the_weights_through_the_nat_gateway(plans):
     assert plans["dev"]["weights"]["through_nat"] is False  # public subnet: no NAT
 
 
-def test_a_mirror_bootstrap_does_not_read_yet_still_prices_the_nat_charge(
+def test_a_mirror_removes_the_nat_charge_because_bootstrap_copies_from_it(
         monkeypatch, tmp_path):
-    # Money fails safe: the mirror saves nothing until bootstrap copies from it.
+    # Bootstrap's model-weights step reads the mirror (tests/bootstrap/test_model_weights.py):
+    # the weights come through the S3 gateway endpoint, not the NAT gateway.
     values = {**stack_values("distributed"), "modelCache": "s3://acme-weights/hf"}
     monkeypatch.setenv("DSINFRA_PROJECT_DIR", str(_project_with(tmp_path, "mirror", values)))
     plan = json.loads(runner.invoke(app, ["plan", "mirror", "--json"]).stdout)
-    assert plan["weights"]["source"] == "huggingface"
-    assert plan["weights"]["nat_usd_per_deploy"] > 60
-    assert "not read by bootstrap yet" in plan["weights"]["note"]
+    assert plan["weights"]["source"] == "s3://acme-weights/hf"
+    assert (plan["weights"]["through_nat"], plan["weights"]["nat_usd_per_deploy"]) == (False, 0.0)
+    assert plan["weights"]["size_gb"] > 600 and plan["weights"]["note"] == ""
+    # Every role serves the node's read-only copy under the repo id the API keeps.
+    for entry in plan["containers"]:
+        assert {"source": "MODEL_CACHE_DIR/dsinfra-models/deepseek-ai/DeepSeek-R1",
+                "target": "/models/deepseek-ai/DeepSeek-R1", "read_only": True} in entry["mounts"]
+    head_command = plan["containers"][0]["command"][-1]
+    assert ("--model /models/deepseek-ai/DeepSeek-R1 --served-model-name deepseek-ai/DeepSeek-R1"
+            in head_command)
 
 
-def test_once_bootstrap_reads_the_mirror_it_removes_the_nat_charge(monkeypatch):
+def test_without_bootstrap_reading_the_mirror_plan_would_still_charge_nat(monkeypatch):
+    # Money fails safe: the flag is the one place that says the mirror is read.
     from dsinfra import weights
     from offline_stacks import config_of
 
-    monkeypatch.setattr(weights, "BOOTSTRAP_READS_MIRROR", True)
+    monkeypatch.setattr(weights, "BOOTSTRAP_READS_MIRROR", False)
     config = config_of("distributed").model_copy(update={"model_cache": "s3://acme-w/hf"})
     found = weights.weights_download(config)
-    assert (found.source, found.through_nat, found.nat_usd_per_deploy) == \
-        ("s3://acme-w/hf", False, 0.0)
+    assert (found.source, found.through_nat) == ("huggingface", True)
+    assert found.nat_usd_per_deploy > 60 and "not read by bootstrap yet" in found.note
 
 
 def test_r1_fp8_on_two_p5_is_told_one_p5en_holds_it_for_less(plans):

@@ -208,3 +208,51 @@ def test_dlami_fallback_picks_the_newest_matching_image():
                                     "us-east-1")
     assert ami == "ami-0bbbbbbbbbbbbbbb2"
     assert "newest of 2" in source
+
+
+def _mirror(bucket: str, region: str, *, manifest: bool = True) -> str:
+    """A bucket on moto in ``region``, holding R1's manifest as `cache push` leaves it."""
+    s3 = client("s3", region)
+    if region == "us-east-1":
+        s3.create_bucket(Bucket=bucket)
+    else:
+        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
+    if manifest:
+        s3.put_object(Bucket=bucket, Key="hf/deepseek-ai/DeepSeek-R1/dsinfra-manifest.json",
+                      Body=b'{"model": "deepseek-ai/DeepSeek-R1", "files": []}')
+    return f"s3://{bucket}/hf"
+
+
+def test_a_mirror_in_the_stacks_region_passes(aws):
+    config = _config(model="deepseek-ai/DeepSeek-R1", modelCache=_mirror("w-east", "us-east-1"))
+    report = run_doctor(config, client_factory=StubbedFactory(), pulumi_version=lambda: V)
+    mirror = report.get("weights mirror")
+    assert mirror.status == "pass", mirror
+    assert mirror.data == {"bucket": "w-east", "bucket_region": "us-east-1"}
+
+
+def test_a_mirror_in_another_region_warns_with_the_nat_charge_per_deploy(aws):
+    config = _config(model="deepseek-ai/DeepSeek-R1",
+                     modelCache=_mirror("w-west", "eu-west-1"))
+    report = run_doctor(config, client_factory=StubbedFactory(), pulumi_version=lambda: V)
+    mirror = report.get("weights mirror")
+    assert mirror.status == "warn" and mirror.data["bucket_region"] == "eu-west-1"
+    # 671 GB (FP8) x 2 nodes x $0.045/GB through the NAT gateway of the distributed tier.
+    assert mirror.data["nat_usd_per_deploy"] == pytest.approx(671.0 * 2 * 0.045, abs=0.5)
+    assert "is in eu-west-1, not in the stack's region us-east-1" in mirror.detail
+    assert f"${mirror.data['nat_usd_per_deploy']:,.2f} per deploy" in mirror.detail
+    assert "dsinfra cache push deepseek-ai/DeepSeek-R1" in mirror.fix
+
+
+def test_a_mirror_without_the_models_manifest_fails_with_the_push_command(aws):
+    uri = _mirror("w-empty", "us-east-1", manifest=False)
+    config = _config(model="deepseek-ai/DeepSeek-R1", modelCache=uri)
+    report = run_doctor(config, client_factory=StubbedFactory(), pulumi_version=lambda: V)
+    mirror = report.get("weights mirror")
+    assert mirror.status == "fail" and not report.ok
+    assert mirror.fix == f"dsinfra cache push deepseek-ai/DeepSeek-R1 --to {uri} --region us-east-1"
+
+
+def test_no_mirror_no_mirror_check(aws):
+    report = run_doctor(_config(), client_factory=StubbedFactory(), pulumi_version=lambda: V)
+    assert report.get("weights mirror") is None

@@ -87,7 +87,29 @@ def _run(argv, state):
     for path in options.get("--env-file", []):
         with open(path) as handle:
             env.update(l.rstrip("\n").split("=", 1) for l in handle if "=" in l)
+    _model_files_present(" ".join(command), options.get("-v", []))
     return _serve(image, " ".join(command), env)
+
+
+def _model_files_present(command, volumes):
+    """An engine given a local model folder (the node's copy of the weights mirror) reads it
+    through the container's mounts: here, the folder must be mounted and hold config.json.
+    (The message is this fake's own; no engine's output is imitated.)"""
+    import os
+    import re
+
+    found = re.search(r"--(?:model-path|model)['\s=]+'?(/[^\s']+)", command)
+    if not found:
+        return
+    path = found.group(1)
+    for volume in volumes:
+        source, target = volume.split(":")[:2]
+        if path == target or path.startswith(target.rstrip("/") + "/"):
+            on_host = source + path[len(target):]
+            if os.path.isfile(os.path.join(on_host, "config.json")):
+                return
+            fail("fake engine: no model at %s (%s on the host)" % (path, on_host), 1)
+    fail("fake engine: %s is not mounted into the container" % path, 1)
 
 
 RAY_WORKER = "ray start --block"  # a Ray worker container's command: it joins and waits
@@ -110,8 +132,10 @@ def _serve(image, command, env):
     from http.server import ThreadingHTTPServer
 
     port = int(re.findall(r"--port['\s=]+(\d+)", command)[-1])  # Ray's own --port comes first
-    model = re.search(r"--(?:served-model-name|model-path|model_path|model)['\s=]+([^\s']+)",
-                      command).group(1)
+    # The API name: --served-model-name where given (vLLM and SGLang both serve that name),
+    # else the model argument itself.
+    model = (re.search(r"--served-model-name['\s=]+([^\s']+)", command) or
+             re.search(r"--(?:model-path|model_path|model)['\s=]+([^\s']+)", command)).group(1)
     openai = "vllm" in image or "sglang" in image
     key = env.get("DSINFRA_API_KEY") if openai else None
     load_s = profile().get("engine_load_s", 0.3)

@@ -1,0 +1,271 @@
+"""The ``model-weights`` step on the sshd test hosts (issue 15, item 3): with
+``dsinfra:modelCache`` every node copies the mirror (filled by ``dsinfra cache push`` on the
+controller) from the hosts' moto server with its own python3 and the node kit, verified by
+SHA-256, before the engine starts; the engine then serves that copy under the repo id.
+
+The weights are our own bytes (no system's output is involved). The mirror is moto S3 on the
+lab's service address, which the hosts reach as a node reaches S3 through the gateway endpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import replace
+
+import pytest
+from conftest import host_entry, write_inventory
+
+from dsinfra.bootstrap.runner import bootstrap_inventory
+
+MODEL = "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"
+BUCKET = "dsinfra-weights"
+MIRROR = f"s3://{BUCKET}/hf"
+SHARD = "model-00001-of-00002.safetensors"
+LOCAL = f"opt/dsinfra/cache/huggingface/dsinfra-models/{MODEL}"  # g5: the NVMe cache
+
+
+def statuses(report, index: int = 0) -> dict[str, str]:
+    return {s.step: s.status for s in report.hosts[index].steps}
+
+
+def failures(report) -> list:
+    return [(h.host, s.step, s.detail, s.output_tail) for h in report.hosts for s in h.steps
+            if s.status == "failed"]
+
+
+@pytest.fixture
+def snapshot(tmp_path):
+    src = tmp_path / "snapshot"
+    (src / "original").mkdir(parents=True)
+    (src / SHARD).write_bytes(os.urandom(9 * 1024 * 1024 + 3))
+    (src / "model-00002-of-00002.safetensors").write_bytes(os.urandom(3 * 1024 * 1024))
+    (src / "config.json").write_text('{"model_type": "qwen2"}')
+    (src / "original" / "tokenizer.json").write_bytes(os.urandom(200_000))
+    return src
+
+
+@pytest.fixture
+def mirror(hosts_aws, snapshot):
+    """The mirror filled the way a user fills it: ``dsinfra cache push``."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from dsinfra.cli.main import app
+    from dsinfra.cloud.aws import client
+
+    client("s3", "us-east-1").create_bucket(Bucket=BUCKET)
+    pushed = CliRunner().invoke(app, ["cache", "push", MODEL, "--to", MIRROR, "--from",
+                                      str(snapshot), "--region", "us-east-1", "--json"])
+    assert pushed.exit_code == 0, pushed.output
+    assert json.loads(pushed.stdout)["files"] == 4
+    return snapshot
+
+
+@pytest.fixture
+def run(lab, tmp_path, options, hosts_aws):
+    """A two-node vLLM inventory with modelCache set, and a bootstrap that records progress."""
+    head, worker = lab.fresh("single", "g5.2xlarge"), lab.fresh("second", "g5.2xlarge")
+    inventory = write_inventory(tmp_path / "hosts.yaml", [
+        host_entry(lab, head), host_entry(lab, worker, role="worker")],
+        config={"engine": "vllm", "model": MODEL, "modelCache": MIRROR})
+    lines: list[str] = []
+
+    def bootstrap(**changes):
+        lines.clear()
+        return bootstrap_inventory(inventory, progress=lines.append,
+                                   options=replace(options, node_aws=hosts_aws, **changes))
+    bootstrap.hosts, bootstrap.lines = (head, worker), lines
+    return bootstrap
+
+
+def _sha256(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _same_weights(snapshot, host) -> None:
+    local = host.root / "fs" / LOCAL
+    want = sorted(p.relative_to(snapshot) for p in snapshot.rglob("*") if p.is_file())
+    got = sorted(p.relative_to(local) for p in local.rglob("*") if p.is_file()
+                 and p.name != ".dsinfra-verified.json")
+    assert got == want, host.name
+    assert all(_sha256(local / f) == _sha256(snapshot / f) for f in want), host.name
+
+
+def test_every_node_copies_the_mirror_verified_and_the_engine_serves_it(mirror, run):
+    report = run()
+
+    assert report.ok, failures(report)
+    for index, host in enumerate(run.hosts):
+        assert statuses(report, index)["node-kit"] == "applied"
+        assert statuses(report, index)["model-weights"] == "applied"
+        _same_weights(mirror, host)
+        # The engine loads the local copy, read-only, under the repo id the API serves (the
+        # health step asked /v1/models for MODEL and got a chat completion from it).
+        script = (host.root / "fs/opt/dsinfra/etc/engine-run.sh").read_text()
+        assert f"/{LOCAL}:/models/{MODEL}:ro" in script
+    head_script = (run.hosts[0].root / "fs/opt/dsinfra/etc/engine-run.sh").read_text()
+    assert f"--model /models/{MODEL} --served-model-name {MODEL}" in head_script
+    assert statuses(report)["health"] == "applied"
+
+
+def test_progress_lines_reach_the_callback_with_percent_and_speed(mirror, run):
+    report = run(health_report_s=0.2)
+
+    assert report.ok, failures(report)
+    copying = [line for line in run.lines if ": model-weights: copying weights:" in line]
+    assert copying, run.lines
+    assert any("(100%)" in line and "MB/s" in line and "files verified" in line
+               for line in copying)
+    assert any(": model-weights: weights copied: " in line for line in run.lines)
+
+
+def test_a_second_run_is_already_done_from_the_stamp(mirror, run):
+    assert run().ok
+    again = run(full_check=True)  # every step's check, not the marker's fast path
+
+    assert again.ok, failures(again)
+    assert [statuses(again, i)["model-weights"] for i in (0, 1)] == ["already done"] * 2
+    assert not any("copying weights" in line for line in run.lines)
+
+
+def test_a_file_removed_after_a_copy_is_fetched_alone_on_the_next_run(mirror, run):
+    assert run().ok
+    (run.hosts[1].root / "fs" / LOCAL / "config.json").unlink()
+
+    again = run(full_check=True)
+
+    assert again.ok, failures(again)
+    assert statuses(again, 0)["model-weights"] == "already done"
+    assert statuses(again, 1)["model-weights"] == "applied"
+    assert any("second: model-weights: weights copied:" in line and "3 of 4 files kept" in line
+               for line in run.lines), run.lines
+    _same_weights(mirror, run.hosts[1])
+
+
+def test_pre_placed_corrupt_and_partial_files_are_replaced(mirror, run):
+    head = run.hosts[0]
+    local = head.root / "fs" / LOCAL
+    (local / "original").mkdir(parents=True)
+    shard = (mirror / SHARD).read_bytes()
+    (local / SHARD).write_bytes(shard[: len(shard) // 2])  # cut mid-way
+    corrupt = bytearray((mirror / "original" / "tokenizer.json").read_bytes())
+    corrupt[0] ^= 0xFF  # same size, wrong bytes
+    (local / "original" / "tokenizer.json").write_bytes(bytes(corrupt))
+    (local / "config.json").write_bytes((mirror / "config.json").read_bytes())  # already right
+
+    report = run()
+
+    assert report.ok, failures(report)
+    _same_weights(mirror, head)
+    assert any("single: model-weights: weights copied:" in line and "1 of 4 files kept" in line
+               for line in run.lines), run.lines
+
+
+def test_an_object_that_does_not_match_its_manifest_fails_the_step_naming_the_file(
+        mirror, run):
+    from dsinfra.cloud.aws import client
+
+    client("s3", "us-east-1").put_object(Bucket=BUCKET, Key=f"hf/{MODEL}/config.json",
+                                         Body=b'{"model_type": "other"}')
+    report = run()
+
+    assert not report.ok
+    for index, host in enumerate(run.hosts):
+        step = next(s for s in report.hosts[index].steps if s.step == "model-weights")
+        assert step.status == "failed"
+        assert "\n" not in step.detail
+        assert "config.json" in step.detail and "does not match its manifest" in step.detail
+        assert "dsinfra cache push" in step.detail  # the fix
+        assert not (host.root / "fs" / LOCAL / "config.json").exists()
+        assert statuses(report, index)["engine"] == "not reached"
+
+
+def test_a_mirror_without_a_manifest_fails_the_check_in_one_line(hosts_aws, run):
+    from dsinfra.cloud.aws import client
+
+    client("s3", "us-east-1").create_bucket(Bucket=BUCKET)
+    report = run()
+
+    step = next(s for s in report.hosts[0].steps if s.step == "model-weights")
+    assert step.status == "failed" and "\n" not in step.detail
+    assert f"weights mirror {MIRROR}: no complete mirror" in step.detail
+    assert "dsinfra cache push" in step.detail
+
+
+def test_an_interrupted_follow_leaves_the_copy_running_and_the_next_run_follows_it(
+        lab, tmp_path, hosts_aws):
+    """Ctrl-C (or an SSH drop) while a node copies: the copy goes on, detached, and the next
+    apply follows it rather than starting a second one."""
+    from dsinfra.bootstrap import nodekit, steps_system, steps_weights
+    from dsinfra.bootstrap.engine import engine_plan
+    from dsinfra.bootstrap.hostkeys import KnownHosts, pins_from_text
+    from dsinfra.bootstrap.hosts import load_inventory
+    from dsinfra.bootstrap.plan import HostPlan, StepError
+    from dsinfra.bootstrap.remote import HostLog, SshSettings, close_quietly, open_connection
+    from dsinfra.bootstrap.secrets import Secrets
+    from dsinfra.cloud.aws import client
+    from dsinfra.cloud.model_cache import push
+    from dsinfra.config import parse_stack_config
+
+    src = tmp_path / "big"
+    src.mkdir()
+    for i in range(2):  # large enough that the copy outlives one short poll
+        (src / f"model-0000{i + 1}-of-00002.safetensors").write_bytes(os.urandom(40 << 20))
+    (src / "config.json").write_text('{"model_type": "qwen2"}')
+    client("s3", "us-east-1").create_bucket(Bucket=BUCKET)
+    push(src, MIRROR, MODEL, region="us-east-1")
+    host = lab.fresh("single", "g5.2xlarge")
+    _, (spec,) = load_inventory(write_inventory(tmp_path / "hosts.yaml", [host_entry(lab, host)]))
+    known = KnownHosts(record_path=tmp_path / "known_hosts", trust_on_first_use=False)
+    known.pins[spec.id] = pins_from_text(host.host_key_line())
+    config = parse_stack_config("w", {"tier": "dev", "instanceType": "g5.2xlarge",
+                                      "budget": {"amountUsd": 0}, "model": MODEL,
+                                      "modelCache": MIRROR})
+    lines: list[str] = []
+    plan = HostPlan(host=spec, engine=engine_plan(config, [spec]),
+                    secrets=Secrets(api_key="dsk-unused"), node_kit=True, node_aws=hosts_aws,
+                    health_report_s=0.2, on_progress=lines.append,
+                    stop_waiting=lambda: "interrupted")
+    conn = open_connection(spec, known, HostLog(None, plan.secrets), plan.secrets,
+                           SshSettings(connect_timeout_s=5))
+    try:
+        nodekit.kit_ready(conn, plan) or nodekit.install_kit(conn, plan)
+        steps_system.cache_ready(conn, plan) or steps_system.prepare_cache(conn, plan)
+        assert steps_weights.weights_ready(conn, plan) is False
+
+        with pytest.raises(StepError, match="interrupted.*goes on on the node"):
+            steps_weights.copy_weights(conn, plan)
+        assert conn.ok(f"kill -0 $(cat {steps_weights.COPY_PID})", root=True)  # still copying
+
+        plan.stop_waiting = lambda: None
+        steps_weights.copy_weights(conn, plan)
+
+        starts = [line.split(" the copy")[0] for line in lines if " the copy of " in line]
+        assert starts == ["started", "following"], lines
+        assert steps_weights.weights_ready(conn, plan) is True
+        _same_weights(src, host)
+    finally:
+        close_quietly(conn)
+
+
+@pytest.mark.parametrize("engine, load_flag", [("vllm", "--model"), ("sglang", "--model-path")])
+def test_each_engine_loads_the_local_copy_and_serves_the_repo_id(engine, load_flag):
+    from dsinfra.bootstrap import engine as eng
+    from dsinfra.bootstrap.hosts import HostSpec
+    from dsinfra.config import parse_stack_config
+
+    host = HostSpec(name="n", address="10.0.0.5", role="head", instance_type="g5.2xlarge")
+    values = {"tier": "dev", "instanceType": "g5.2xlarge", "budget": {"amountUsd": 0},
+              "engine": engine, "model": MODEL}
+    mirrored = eng.engine_plan(parse_stack_config("w", {**values, "modelCache": MIRROR}), [host])
+    plain = eng.engine_plan(parse_stack_config("w", values), [host])
+
+    script = eng.run_script(mirrored, host, cache_dir="/c", efa=False)
+    assert f"-v /c/dsinfra-models/{MODEL}:/models/{MODEL}:ro" in script
+    assert f"{load_flag} /models/{MODEL} --served-model-name {MODEL}" in script
+    # Without a mirror: the repo id, downloaded by the engine as before, and no extra mount.
+    script = eng.run_script(plain, host, cache_dir="/c", efa=False)
+    assert "/models/" not in script
+    assert f"{load_flag} {MODEL} --served-model-name {MODEL}" in script

@@ -1,0 +1,48 @@
+"""With ``dsinfra:modelCache`` the node role may read exactly that mirror (issue 15, item 3):
+GetObject under the prefix, ListBucket on the bucket only for that prefix. Under Pulumi mocks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dsinfra.infra.offline import run_offline
+from dsinfra.infra.security import SSM_CORE_POLICY_ARN
+from offline_stacks import stack_values
+
+ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
+
+
+@pytest.fixture(scope="module")
+def mirrored():
+    return run_offline("dist-mirror", stack_values("distributed",
+                                                   {"modelCache": "s3://acme-weights/hf/v1"}))
+
+
+def test_the_node_role_reads_only_the_mirror_under_its_prefix(mirrored):
+    (policy,) = mirrored.of_type(ROLE_POLICY)
+    document = json.loads(policy.inputs["policy"])
+    statements = {s["Sid"]: s for s in document["Statement"]}
+    assert set(statements) == {"ReadWeightsMirror", "ListWeightsMirror"}
+    read, listing = statements["ReadWeightsMirror"], statements["ListWeightsMirror"]
+    assert (read["Effect"], read["Action"], read["Resource"]) == \
+        ("Allow", "s3:GetObject", "arn:aws:s3:::acme-weights/hf/v1/*")
+    assert "Condition" not in read
+    assert (listing["Action"], listing["Resource"]) == ("s3:ListBucket", "arn:aws:s3:::acme-weights")
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["hf/v1", "hf/v1/*"]}}
+    # Nothing else: no wildcard action, no other bucket, no write.
+    assert all("*" not in s["Action"] and "Put" not in s["Action"] for s in statements.values())
+
+
+def test_the_mirror_policy_is_on_the_node_role_beside_ssm_core_only(mirrored):
+    (policy,) = mirrored.of_type(ROLE_POLICY)
+    (role,) = mirrored.of_type("aws:iam/role:Role")
+    assert policy.inputs["role"] == role.id and "NodeIdentity" in policy.parent
+    attachments = mirrored.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+    assert [a.inputs["policyArn"] for a in attachments] == [SSM_CORE_POLICY_ARN]
+
+
+def test_a_stack_without_a_mirror_gets_no_s3_access(runs):
+    for run in runs.values():
+        assert run.of_type(ROLE_POLICY) == []
