@@ -44,5 +44,9 @@ def test_the_mirror_policy_is_on_the_node_role_beside_ssm_core_only(mirrored):
 
 
 def test_a_stack_without_a_mirror_gets_no_s3_access(runs):
+    # Dev's node role has the idle watcher's policy (issue 16), which names no S3 action.
     for run in runs.values():
-        assert run.of_type(ROLE_POLICY) == []
+        actions = [a for p in run.of_type(ROLE_POLICY)
+                   for s in json.loads(p.inputs["policy"])["Statement"]
+                   for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])]
+        assert not [a for a in actions if a.startswith("s3:")], actions
