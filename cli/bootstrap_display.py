@@ -52,15 +52,16 @@ class LiveDisplay:
             row.update(step=step, note=note)
 
     def _table(self):
-        from rich.table import Table
+        from dsinfra.cli.output import Col, make_table, stacked_rows
 
-        table = Table("host", "step", "status", "step time", title=f"dsinfra bootstrap "
-                      f"({time.monotonic() - self._started:.0f}s)", title_justify="left")
+        columns = [Col("host"), Col("step"), Col("status", wraps=True), Col("step time")]
+        title = f"dsinfra bootstrap ({time.monotonic() - self._started:.0f}s)"
         with self._lock:
-            for host, row in self._state.items():
-                table.add_row(host, row["step"], row["note"],
-                              f"{time.monotonic() - row['since']:.0f}s")
-        return table
+            rows = [[host, row["step"], row["note"], f"{time.monotonic() - row['since']:.0f}s"]
+                    for host, row in self._state.items()]
+        width = self._live.console.width if self._live is not None else 80
+        return (make_table(columns, rows, width=width, title=title, title_justify="left")
+                or stacked_rows(columns, rows, width=width, title=title))
 
     def stop(self) -> None:
         if self._live is not None:

@@ -76,13 +76,9 @@ def list_command(
 def _print_rows(rows: list[dict]) -> None:
     """One row per type and region; each price cites a footnote with its date and source, so
     the table fits 80 columns without cutting a number."""
-    from rich.table import Table
+    from dsinfra.cli.output import Col, console, print_table
 
-    from dsinfra.cli.output import console
-
-    table = Table("instance type", "GPUs", "vCPU", "RAM GiB", "region", "$/hour")
-    for index in (0, 4, 5):
-        table.columns[index].no_wrap = True
+    table_rows = []
     sources: dict[tuple[str, str], int] = {}
     for row in rows:
         gpus = f"{row['gpu_count']}x {row['gpu_model']} {row['gpu_memory_gib']} GiB"
@@ -91,9 +87,10 @@ def _print_rows(rows: list[dict]) -> None:
             if price["usd_per_hour"] is not None:
                 ref = sources.setdefault((price["as_of"], price["source"]), len(sources) + 1)
                 usd = f"{price['usd_per_hour']:,.4f} [{ref}]"
-            table.add_row(row["instance_type"], gpus, str(row["vcpus"]),
-                          str(row["memory_gib"]), price["region"], usd)
+            table_rows.append([row["instance_type"], gpus, str(row["vcpus"]),
+                               str(row["memory_gib"]), price["region"], usd])
     out = console()
-    out.print(table)
+    print_table([Col("instance type"), Col("GPUs", wraps=True), Col("vCPU"), Col("RAM GiB"),
+                 Col("region"), Col("$/hour")], table_rows, out=out)
     for (as_of, source), ref in sources.items():
         out.print(f"[{ref}] as of {as_of}: {source}", markup=False)
