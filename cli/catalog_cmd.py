@@ -31,7 +31,7 @@ def refresh_command(
     from dsinfra.errors import CloudError
 
     try:
-        cache = refresh(resolve_regions(region), state_dir())
+        cache = _refresh_with_progress(refresh, resolve_regions(region), state_dir(), as_json)
     except (BotoCoreError, ClientError) as exc:
         from dsinfra.cloud.aws import one_line_error
 
@@ -48,6 +48,32 @@ def refresh_command(
     for name, found in cache["regions"].items():
         note(f"{name}: {len(found['on_demand'])} on-demand and {len(found['spot'])} spot prices")
     note(f"cached in {state_dir() / CACHE_NAME}, dated {cache['fetched_at'][:19]}Z")
+
+
+def _refresh_with_progress(refresh, regions: list[str], state, as_json: bool) -> dict:
+    """The refresh, saying on stderr when AWS fails and botocore retries (seconds of backoff):
+    a spinner on a terminal, one line per failing call in a log, nothing under --json."""
+    import sys
+
+    from dsinfra.cli.output import console, note
+
+    if as_json:
+        return refresh(regions, state)
+    out = console(stderr=True)
+    if not sys.stderr.isatty():
+        noted: set[str] = set()
+
+        def log_retry(operation: str, attempt: int, max_attempts: int) -> None:
+            if operation not in noted:
+                noted.add(operation)
+                note(f"{operation} failed; retrying (up to {max_attempts} attempts)")
+
+        return refresh(regions, state, on_retry=log_retry)
+    with out.status(f"reading prices for {', '.join(regions)} from the AWS Pricing API") as spin:
+        def show_retry(operation: str, attempt: int, max_attempts: int) -> None:
+            spin.update(f"{operation} failed; retry {attempt - 1} of {max_attempts - 1}")
+
+        return refresh(regions, state, on_retry=show_retry)
 
 
 @catalog_app.command("list")
