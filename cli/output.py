@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
@@ -71,12 +72,14 @@ def note(message: str) -> None:
 MIN_TEXT_WIDTH = 12  # narrower free-text columns read as a vertical strip of syllables
 
 
+@dataclass(frozen=True)
 class Col:
     """One column: a value column unless ``wraps`` (free text that may wrap)."""
 
-    def __init__(self, header: str, *, wraps: bool = False, justify: str = "left",
-                 footer: str = "") -> None:
-        self.header, self.wraps, self.justify, self.footer = header, wraps, justify, footer
+    header: str
+    wraps: bool = False
+    justify: str = "left"
+    footer: str = ""
 
 
 def _cell_width(cell: Any) -> int:

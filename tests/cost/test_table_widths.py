@@ -95,6 +95,12 @@ def _catalog_values(body: dict) -> Iterator[str]:
                 yield f"{price['usd_per_hour']:,.4f}"
 
 
+def _advise_values(body: dict) -> Iterator[str]:
+    for month in (0, 1, 3, 6, 12, 24):
+        yield from (f"{body['cloud_cumulative'][month]:,.0f}",
+                    f"{body['local_cumulative'][month]:,.0f}")
+
+
 def _cost_stacks(now: str) -> None:
     """Long names and four-digit amounts: what `excee…` and `$1,00…` cut on main."""
     make_stack("deepseek-r1-distill-dev", budget_usd=20000, period="month", on_exceed="stop")
@@ -116,6 +122,8 @@ CASES: dict[str, tuple[list[str], str, Callable[[dict], Iterator[str]]]] = {
     "plan": (["plan", "prod"], "offline", _plan_values),
     "offers": (["offers", "DeepSeek-R1", "-p", "fp8"], "offline", _offers_values),
     "catalog list": (["catalog", "list"], "offline", _catalog_values),
+    "advise": (["advise", "--cloud-monthly", "8000", "--hardware-price", "250000",
+                "--local-monthly", "2000"], "offline", _advise_values),
 }
 
 
