@@ -5,8 +5,9 @@ API seam), and the README's walkthrough block must equal its output.
 
 Normalised on both sides, because they differ per run and nothing else does: instance and
 volume ids (moto draws them at random), the test host's link-local address (a subnet per
-test worker), the security group and endpoint ids Pulumi's mocks number per program run, the
-pinned expiry time, and the spinner's frame."""
+test worker), the security group and endpoint ids and the public address (from the
+documentation range 198.51.100.0/24) that Pulumi's mocks number per program run, the pinned
+expiry time, and the spinner's frame."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ VARYING = [
     (r"\bsg-[0-9a-f]{17}\b", "sg-<id>"),
     (r"\beice-[0-9a-f]{17}\b", "eice-<id>"),
     (r"169\.254\.\d+\.\d+", "169.254.x.x"),
+    (r"198\.51\.100\.\d+", "198.51.100.x"),
     (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", "<time>"),
     (r"^[⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏] ", "<spinner> "),
 ]
