@@ -101,24 +101,23 @@ def _catalog_monthly(instance_type: str, nodes: int, region: str, usage_hours: f
 
 
 def _print_advice(advice, currency: str, cloud_source: str) -> None:
-    from rich.table import Table
-
-    from dsinfra.cli.output import console
+    from dsinfra.cli.output import Col, console, print_table
 
     out = console()
     i = advice.inputs
     out.print(f"cloud: 0 up front, {i.cloud_monthly:,.2f} {currency}/month ({cloud_source})")
     out.print(f"self-host: {i.hardware_price:,.2f} {currency} up front, "
               f"{i.local_monthly:,.2f} {currency}/month")
-    table = Table("month", f"cloud total ({currency})", f"self-host total ({currency})",
-                  "cheaper")
     horizon = i.horizon_months
     shown = sorted({0, 1, 3, 6, 12, 24, 36, horizon, advice.break_even_month or 0})
+    rows = []
     for month in (m for m in shown if m <= horizon):
         cloud, local = advice.cloud_cumulative[month], advice.local_cumulative[month]
-        table.add_row(str(month), f"{cloud:,.0f}", f"{local:,.0f}",
-                      "self-host" if local <= cloud else "cloud")
-    out.print(table)
+        rows.append([str(month), f"{cloud:,.0f}", f"{local:,.0f}",
+                     "self-host" if local <= cloud else "cloud"])
+    print_table([Col("month", justify="right"), Col(f"cloud total ({currency})", justify="right"),
+                 Col(f"self-host total ({currency})", justify="right"), Col("cheaper")],
+                rows, out=out)
     if advice.break_even_month is None:
         out.print("break-even: never (renting stays cheaper)")
     else:

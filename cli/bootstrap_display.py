@@ -17,7 +17,8 @@ _CODE = {"applied": "+", "already done": "=", "verified": "ok", "failed": "FAIL"
 _SHORT = {"cloud-init": "init", "host-facts": "facts", "nvidia-driver": "driver",
           "gpu-probe": "probe", "container-gpus": "gpus", "model-cache": "cache",
           "engine-image": "image"}
-LEGEND = "+N applied in N s (Nm: minutes)  = already done  ok verified  - not needed  . not reached"
+LEGEND = ("+N applied in N s (Nm: minutes)", "= already done", "ok verified", "- not needed",
+          ". not reached")
 
 
 class LiveDisplay:
@@ -52,15 +53,16 @@ class LiveDisplay:
             row.update(step=step, note=note)
 
     def _table(self):
-        from rich.table import Table
+        from dsinfra.cli.output import Col, make_table, stacked_rows
 
-        table = Table("host", "step", "status", "step time", title=f"dsinfra bootstrap "
-                      f"({time.monotonic() - self._started:.0f}s)", title_justify="left")
+        columns = [Col("host"), Col("step"), Col("status", wraps=True), Col("step time")]
+        title = f"dsinfra bootstrap ({time.monotonic() - self._started:.0f}s)"
         with self._lock:
-            for host, row in self._state.items():
-                table.add_row(host, row["step"], row["note"],
-                              f"{time.monotonic() - row['since']:.0f}s")
-        return table
+            rows = [[host, row["step"], row["note"], f"{time.monotonic() - row['since']:.0f}s"]
+                    for host, row in self._state.items()]
+        width = self._live.console.width if self._live is not None else 80
+        return (make_table(columns, rows, width=width, title=title, title_justify="left")
+                or stacked_rows(columns, rows, width=width, title=title))
 
     def stop(self) -> None:
         if self._live is not None:
@@ -87,17 +89,19 @@ def print_summary(report: BootstrapReport) -> None:
 
     from dsinfra.cli.output import console
 
+    from dsinfra.cli.output import Col, stacked_rows
+
     out = console(stderr=True)
     steps = [s.step for s in report.hosts[0].steps] if report.hosts else []
-    table = Table(title=f"bootstrap "
-                  f"{report.stack}: {'ok' if report.ok else 'FAILED'} in "
-                  f"{report.duration_s:.1f}s", title_justify="left", caption=LEGEND,
-                  box=box.SIMPLE_HEAD, pad_edge=False, caption_justify="left",
+    title = (f"bootstrap {report.stack}: {'ok' if report.ok else 'FAILED'} in "
+             f"{report.duration_s:.1f}s")
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
                   collapse_padding=True, padding=0)
-    table.add_column("host", overflow="fold", min_width=10)  # long instance ids fold, steps keep columns
+    table.add_column("host", no_wrap=True)
     for step in steps:
         header = _SHORT.get(step, step)
         table.add_column(header, min_width=len(header), no_wrap=True)
+    rows = []
     for host in report.hosts:
         cells = []
         for result in host.steps:
@@ -105,8 +109,19 @@ def print_summary(report: BootstrapReport) -> None:
             if result.status == "applied":
                 code += _short_duration(result.duration_s)
             cells.append(Text(code, style=_STYLE.get(result.status, "")))
+        rows.append([host.host, *cells])
         table.add_row(host.host, *cells)
-    out.print(table)
+    if out.measure(table, options=out.options.update_width(10_000)).maximum <= out.width:
+        out.print(table)
+    else:  # more steps or longer host names than the terminal is wide: a block per host
+        out.print(stacked_rows([Col("host"), *(Col(_SHORT.get(s, s)) for s in steps)], rows,
+                               width=out.width, title=title))
+    lines = [""]
+    for entry in LEGEND:  # an entry never splits across lines
+        if lines[-1] and len(lines[-1]) + 2 + len(entry) > out.width:
+            lines.append("")
+        lines[-1] += ("  " if lines[-1] else "") + entry
+    out.print("\n".join(lines), markup=False)
     for host in report.hosts:
         failed = host.failed_step
         if failed is None:

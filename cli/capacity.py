@@ -84,21 +84,16 @@ def _audit_sink():
 
 
 def _print(rows: list[dict]) -> None:
-    from rich.table import Table
-
-    from dsinfra.cli.output import console
+    from dsinfra.cli.output import Col, console, print_table
 
     out = console()
     if not rows:
         out.print("No Capacity Block offering matches; try another duration, count or region.")
         return
-    table = Table("offering", "zone", "start (UTC)", "end (UTC)", "upfront $", "$/inst-h")
-    for column in table.columns:
-        column.no_wrap = column.header != "offering"
-    for r in rows:
-        table.add_row(r["offering_id"], r["availability_zone"],
-                      r["start"].strftime("%m-%d %H:%M"), r["end"].strftime("%m-%d %H:%M"),
-                      f"{r['upfront_usd']:,.2f}", f"{r['usd_per_instance_hour']:,.2f}")
-    out.print(table)
+    print_table([Col(h) for h in ("offering", "zone", "start (UTC)", "end (UTC)", "upfront $",
+                                  "$/inst-h")],
+                [[r["offering_id"], r["availability_zone"], r["start"].strftime("%m-%d %H:%M"),
+                  r["end"].strftime("%m-%d %H:%M"), f"{r['upfront_usd']:,.2f}",
+                  f"{r['usd_per_instance_hour']:,.2f}"] for r in rows], out=out)
     out.print(f"{rows[0]['count']}x {rows[0]['instance_type']}; prices in "
               f"{rows[0]['currency']}, paid up front at purchase.")

@@ -31,7 +31,7 @@ def refresh_command(
     from dsinfra.errors import CloudError
 
     try:
-        cache = refresh(resolve_regions(region), state_dir())
+        cache = _refresh_with_progress(refresh, resolve_regions(region), state_dir(), as_json)
     except (BotoCoreError, ClientError) as exc:
         from dsinfra.cloud.aws import one_line_error
 
@@ -48,6 +48,32 @@ def refresh_command(
     for name, found in cache["regions"].items():
         note(f"{name}: {len(found['on_demand'])} on-demand and {len(found['spot'])} spot prices")
     note(f"cached in {state_dir() / CACHE_NAME}, dated {cache['fetched_at'][:19]}Z")
+
+
+def _refresh_with_progress(refresh, regions: list[str], state, as_json: bool) -> dict:
+    """The refresh, saying on stderr when AWS fails and botocore retries (seconds of backoff):
+    a spinner on a terminal, one line per failing call in a log, nothing under --json."""
+    import sys
+
+    from dsinfra.cli.output import console, note
+
+    if as_json:
+        return refresh(regions, state)
+    out = console(stderr=True)
+    if not sys.stderr.isatty():
+        noted: set[str] = set()
+
+        def log_retry(operation: str, attempt: int, max_attempts: int) -> None:
+            if operation not in noted:
+                noted.add(operation)
+                note(f"{operation} failed; retrying (up to {max_attempts} attempts)")
+
+        return refresh(regions, state, on_retry=log_retry)
+    with out.status(f"reading prices for {', '.join(regions)} from the AWS Pricing API") as spin:
+        def show_retry(operation: str, attempt: int, max_attempts: int) -> None:
+            spin.update(f"{operation} failed; retry {attempt - 1} of {max_attempts - 1}")
+
+        return refresh(regions, state, on_retry=show_retry)
 
 
 @catalog_app.command("list")
@@ -76,13 +102,9 @@ def list_command(
 def _print_rows(rows: list[dict]) -> None:
     """One row per type and region; each price cites a footnote with its date and source, so
     the table fits 80 columns without cutting a number."""
-    from rich.table import Table
+    from dsinfra.cli.output import Col, console, print_table
 
-    from dsinfra.cli.output import console
-
-    table = Table("instance type", "GPUs", "vCPU", "RAM GiB", "region", "$/hour")
-    for index in (0, 4, 5):
-        table.columns[index].no_wrap = True
+    table_rows = []
     sources: dict[tuple[str, str], int] = {}
     for row in rows:
         gpus = f"{row['gpu_count']}x {row['gpu_model']} {row['gpu_memory_gib']} GiB"
@@ -91,9 +113,10 @@ def _print_rows(rows: list[dict]) -> None:
             if price["usd_per_hour"] is not None:
                 ref = sources.setdefault((price["as_of"], price["source"]), len(sources) + 1)
                 usd = f"{price['usd_per_hour']:,.4f} [{ref}]"
-            table.add_row(row["instance_type"], gpus, str(row["vcpus"]),
-                          str(row["memory_gib"]), price["region"], usd)
+            table_rows.append([row["instance_type"], gpus, str(row["vcpus"]),
+                               str(row["memory_gib"]), price["region"], usd])
     out = console()
-    out.print(table)
+    print_table([Col("instance type"), Col("GPUs", wraps=True), Col("vCPU"), Col("RAM GiB"),
+                 Col("region"), Col("$/hour")], table_rows, out=out)
     for (as_of, source), ref in sources.items():
         out.print(f"[{ref}] as of {as_of}: {source}", markup=False)

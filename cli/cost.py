@@ -103,22 +103,23 @@ def exit_if_failed(result: dict) -> None:
 
 
 def _print_check(result: dict) -> None:
-    from rich.table import Table
-
-    from dsinfra.cli.output import console
+    from dsinfra.cli.output import Col, console, print_table
 
     mode = "enforcing" if result["enforce"] else "dry run (add --enforce to act)"
-    table = Table("stack", "tier", "spend", "budget", "burn/h", "forecast", "status", "action",
-                  "result", title=f"cost check {result['checked_at'][:19]}Z, {mode}")
+    out = console()
+    rows = []
     for s in result["stacks"]:
         budget = f"${s['budget_usd']:,.2f}/{s['period']}" if s["budget_usd"] is not None else "-"
-        table.add_row(s["stack"], s["tier"], f"${s['spend_usd']:,.2f}", budget,
-                      f"${s['hourly_usd']:,.2f}", f"${s['forecast_usd']:,.2f}", s["status"],
-                      s["action"], s["action_result"])
-    out = console()
-    out.print(table if result["stacks"] else "no dsinfra stacks found in "
-              + ", ".join(result["regions"])
-              + (" (but some regions could not be read)" if result["region_errors"] else ""))
+        rows.append([s["stack"], s["tier"], f"${s['spend_usd']:,.2f}", budget,
+                     f"${s['hourly_usd']:,.2f}", f"${s['forecast_usd']:,.2f}", s["status"],
+                     s["action"], s["action_result"]])
+    if rows:
+        print_table([Col(h) for h in ("stack", "tier", "spend", "budget", "burn/h", "forecast",
+                                      "status", "action", "result")], rows, out=out,
+                    title=f"cost check {result['checked_at'][:19]}Z, {mode}")
+    else:
+        out.print("no dsinfra stacks found in " + ", ".join(result["regions"])
+                  + (" (but some regions could not be read)" if result["region_errors"] else ""))
     for s in result["stacks"]:
         if s["action"] != "none" or "failed" in (s["status"], s["action_result"]):
             out.print(f"{s['stack']}: {s['reason']}")
@@ -181,20 +182,22 @@ def report_command(
 
         print_json(report)
         return
-    from rich.table import Table
+    from dsinfra.cli.output import Col, console, print_table
 
-    from dsinfra.cli.output import console
-
-    table = Table("stack", "spend", "budget", "burn/h", "forecast", "time left", "burn (period)",
-                  title=f"cost report {report['generated_at'][:19]}Z")
+    rows = []
     for s in report["stacks"]:
         left = "-" if s["hours_left"] is None else f"{s['hours_left']:,.1f} h"
         billed = f" (billed ${s['billed_usd']:,.2f})" if "billed_usd" in s else ""
-        table.add_row(s["stack"], f"${s['spend_usd']:,.2f}{billed}",
-                      f"${s['budget_usd']:,.2f}/{s['period']}" if s["budget_usd"] is not None
-                      else "-", f"${s['hourly_usd']:,.2f}", f"${s['forecast_usd']:,.2f}", left,
-                      sparkline(s["burn_series_usd"]))
-    console().print(table if report["stacks"] else "no dsinfra stacks found")
+        rows.append([s["stack"], f"${s['spend_usd']:,.2f}{billed}",
+                     f"${s['budget_usd']:,.2f}/{s['period']}" if s["budget_usd"] is not None
+                     else "-", f"${s['hourly_usd']:,.2f}", f"${s['forecast_usd']:,.2f}", left,
+                     sparkline(s["burn_series_usd"])])
+    if rows:
+        print_table([Col(h) for h in ("stack", "spend", "budget", "burn/h", "forecast",
+                                      "time left", "burn (period)")], rows,
+                    title=f"cost report {report['generated_at'][:19]}Z")
+    else:
+        console().print("no dsinfra stacks found")
     for warning in report["warnings"]:
         console(stderr=True).print(f"warning: {warning}")
 
@@ -218,16 +221,17 @@ def audit_command(
 
         print_json({"path": str(log.path), "records": records, "skipped_torn_lines": torn})
         return
-    from rich.table import Table
+    from dsinfra.cli.output import Col, console, print_table
 
-    from dsinfra.cli.output import console
-
-    table = Table("at", "who", "kind", "stack", "action", "result", "reason")
-    for r in records:
-        table.add_row(r["at"][:19], r.get("who", ""), r["kind"], r.get("stack", ""),
-                      r.get("action", ""), r.get("result", ""), r.get("reason", "") or "")
     out = console()
-    out.print(table if records else f"no audit records in {log.path}")
+    columns = [Col("at"), Col("who"), Col("kind"), Col("stack"), Col("action"), Col("result"),
+               Col("reason", wraps=True)]
+    if records:
+        print_table(columns, [[r["at"], r.get("who", ""), r["kind"], r.get("stack", ""),
+                               r.get("action", ""), r.get("result", ""),
+                               r.get("reason", "") or ""] for r in records], out=out)
+    else:
+        out.print(f"no audit records in {log.path}")
     if torn:
         out.print(f"{torn} torn line(s) skipped (a crash mid-write; no valid record lost)")
 

@@ -36,19 +36,15 @@ def doctor_command(
 
 
 def print_report(report, stderr: bool = False) -> None:
-    from rich.table import Table
-
-    from dsinfra.cli.output import console
+    from dsinfra.cli.output import Col, console, print_table
 
     marks = {"pass": "[green]pass[/green]", "warn": "[yellow]warn[/yellow]",
              "fail": "[red]FAIL[/red]"}
-    table = Table("check", "result", "found", "fix", title=f"dsinfra doctor "
-                  f"{report.stack or ''}".strip())
-    table.columns[0].no_wrap = True
-    for check in report.checks:
-        table.add_row(check.name, marks[check.status], check.detail, check.fix)
     out = console(stderr=stderr)
-    out.print(table)
+    print_table([Col("check"), Col("result"), Col("found", wraps=True), Col("fix", wraps=True)],
+                [[check.name, marks[check.status], check.detail, check.fix]
+                 for check in report.checks],
+                title=f"dsinfra doctor {report.stack or ''}".strip(), out=out)
     if report.ok:
         out.print("ready" if report.stack else "tools and credentials ready")
     else:

@@ -57,23 +57,20 @@ def _factory_if_credentials():
 
 
 def _print(result: dict) -> None:
-    from rich.table import Table
+    from dsinfra.cli.output import Col, console, print_table
 
-    from dsinfra.cli.output import console
-
-    table = Table("offer", "region", "TPxPP", "$/hour", "vCPU quota", "spot")
-    for column in table.columns:
-        column.no_wrap = column.header != "vCPU quota"
+    rows = []
     for o in result["offers"]:
         quota = "-" if o["quota_ok"] is None else (
             f"{'ok' if o['quota_ok'] else 'short'} {o['quota_headroom_vcpus']:,.0f}")
-        table.add_row(f"{o['nodes']}x {o['instance_type']}", o["region"],
-                      f"{o['tensor_parallel']}x{o['pipeline_parallel']}",
-                      f"{o['hourly_usd']:,.2f}" + ("" if o["precision_native"] else " *"),
-                      quota, "-" if o["spot_placement_score"] is None
-                      else str(o["spot_placement_score"]))
+        rows.append([f"{o['nodes']}x {o['instance_type']}", o["region"],
+                     f"{o['tensor_parallel']}x{o['pipeline_parallel']}",
+                     f"{o['hourly_usd']:,.2f}" + ("" if o["precision_native"] else " *"),
+                     quota, "-" if o["spot_placement_score"] is None
+                     else str(o["spot_placement_score"])])
     out = console()
-    out.print(table)
+    print_table([Col(h) for h in ("offer", "region", "TPxPP", "$/hour", "vCPU quota", "spot")],
+                rows, out=out)
     dates = sorted({o["price_as_of"] for o in result["offers"]})
     out.print(f"On-demand Linux prices as of {', '.join(dates) or '-'} "
               "(`dsinfra catalog list` shows each source).")

@@ -57,22 +57,19 @@ def plan_command(
 
 def render_plan(plan) -> None:
     from rich.panel import Panel
-    from rich.table import Table
 
-    from dsinfra.cli.output import console
+    from dsinfra.cli.output import Col, console, print_table
 
     out = console()
     config = plan.config
     mode = "offline: the Pulumi program under mocks" if plan.offline else "pulumi preview"
-    resources = Table(title=f"stack {config.stack}: tier {config.tier}, {config.region} "
-                            f"({len(plan.resources)} resources, {mode})", title_justify="left")
-    for column in ("type", "name", "key inputs"):
-        resources.add_column(column, overflow="fold")
-    for res in plan.resources:
-        resources.add_row(res["type"], res["name"], key_inputs(res))
-    out.print(resources)
-    out.print(_inbound_table(plan))
-    out.print(_cost_table(plan))
+    print_table([Col("type"), Col("name"), Col("key inputs", wraps=True)],
+                [[res["type"], res["name"], key_inputs(res)] for res in plan.resources],
+                title=f"stack {config.stack}: tier {config.tier}, {config.region} "
+                      f"({len(plan.resources)} resources, {mode})", title_justify="left",
+                out=out)
+    _print_inbound(plan, out)
+    _print_cost(plan, out)
     if plan.spot:
         out.print(_spot_text(plan.spot))
     out.print(Panel(_budget_text(plan), title="budget",
@@ -84,38 +81,37 @@ def render_plan(plan) -> None:
         out.print(note, style="dim")
 
 
-def _inbound_table(plan):
-    from rich.table import Table
-
+def _print_inbound(plan, out) -> None:  # noqa: ANN001 - a rich Console
+    from dsinfra.cli.output import Col, print_table
     from dsinfra.infra.inbound import inbound_rules
 
     rules = inbound_rules(plan.resources)
-    table = Table(title=f"inbound rules ({len(rules)}): who can reach what",
-                  title_justify="left")
-    for column in ("security group", "protocol", "ports", "source", "why"):
-        table.add_column(column, overflow="fold")
-    for rule in rules:
-        table.add_row(rule["group"], rule["protocol"], rule["ports"], rule["source"],
-                      rule["description"])
-    return table
+    title = f"inbound rules ({len(rules)}): who can reach what"
+    if not rules:
+        out.print(title)
+        return
+    print_table([Col("security group"), Col("protocol"), Col("ports"), Col("source"),
+                 Col("why", wraps=True)],
+                [[rule["group"], rule["protocol"], rule["ports"], rule["source"],
+                  rule["description"]] for rule in rules],
+                title=title, title_justify="left", out=out)
 
 
-def _cost_table(plan):
-    from rich.table import Table
+def _print_cost(plan, out) -> None:  # noqa: ANN001 - a rich Console
+    from dsinfra.cli.output import Col, print_table
 
-    table = Table(title=f"cost (prices as of {plan.prices_as_of}, 730 h month)",
-                  title_justify="left", show_footer=True)
-    table.add_column("item", footer="total")
-    table.add_column("quantity x unit price")
-    table.add_column("$/hour", justify="right", footer=f"{plan.hourly_usd:,.4f}")
-    table.add_column("$/month", justify="right", footer=f"{plan.monthly_usd:,.2f}")
-    table.add_column("price date")
+    rows = []
     for item in plan.items:
         quantity = f"{item.quantity:g} x " if item.quantity != 1 else ""
-        table.add_row(f"{item.name} ({item.note})" if item.note else item.name,
-                      f"{quantity}${item.unit_usd:g}/{item.unit}", f"{item.hourly_usd:,.4f}",
-                      f"{item.monthly_usd:,.2f}", item.as_of.isoformat())
-    return table
+        rows.append([f"{item.name} ({item.note})" if item.note else item.name,
+                     f"{quantity}${item.unit_usd:g}/{item.unit}", f"{item.hourly_usd:,.4f}",
+                     f"{item.monthly_usd:,.2f}", item.as_of.isoformat()])
+    print_table([Col("item", wraps=True, footer="total"), Col("quantity x unit price"),
+                 Col("$/hour", justify="right", footer=f"{plan.hourly_usd:,.4f}"),
+                 Col("$/month", justify="right", footer=f"{plan.monthly_usd:,.2f}"),
+                 Col("price date")], rows,
+                title=f"cost (prices as of {plan.prices_as_of}, 730 h month)",
+                title_justify="left", out=out)
 
 
 def _spot_text(quote) -> str:

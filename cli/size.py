@@ -58,9 +58,7 @@ def _short_note(candidate) -> str:
 
 
 def _print_result(result) -> None:
-    from rich.table import Table
-
-    from dsinfra.cli.output import console
+    from dsinfra.cli.output import Col, console, print_table
 
     gib = 1024 ** 3
     out = console()
@@ -73,18 +71,19 @@ def _print_result(result) -> None:
               f"{result.kv_bytes_per_token / 1024:,.1f} KiB/token x {result.context:,} tokens x "
               f"{result.concurrency} = {result.kv_cache_bytes / gib:,.2f} GiB; everything "
               f"within {result.gpu_memory_utilization:.0%} of each GPU")
-    table = Table("instance type", "GPU", "fits", "nodes", "TPxPP", "GiB/GPU need/usable",
-                  "$/hour", "$/month", "note")
-    table.columns[0].no_wrap = True
+    columns = [Col("instance type"), Col("GPU"), Col("fits"), Col("nodes"), Col("TPxPP"),
+               Col("GiB/GPU need/usable"), Col("$/hour", justify="right"),
+               Col("$/month", justify="right"), Col("note", wraps=True)]
+    rows = []
     for c in result.candidates:
         mark = "[green]yes[/green]" if c.fits else "[red]no[/red]"
         if c.instance_type == result.recommended:
             mark = "[bold green]best[/bold green]"
-        table.add_row(c.instance_type, c.gpu_model, mark, str(c.nodes),
-                      f"{c.tensor_parallel}x{c.pipeline_parallel}",
-                      f"{c.required_gib_per_gpu:,.1f} / {c.usable_gib_per_gpu:,.1f}",
-                      f"{c.hourly_usd:,.2f}", f"{c.monthly_usd:,.0f}", _short_note(c))
-    out.print(table)
+        rows.append([c.instance_type, c.gpu_model, mark, str(c.nodes),
+                     f"{c.tensor_parallel}x{c.pipeline_parallel}",
+                     f"{c.required_gib_per_gpu:,.1f} / {c.usable_gib_per_gpu:,.1f}",
+                     f"{c.hourly_usd:,.2f}", f"{c.monthly_usd:,.0f}", _short_note(c)])
+    print_table(columns, rows, out=out)
     out.print(f"Prices: on-demand Linux, {result.region}, as of {result.prices_as_of}.")
     for note in result.notes:
         out.print(f"note: {note}")

@@ -56,12 +56,12 @@ def _row(c) -> dict:  # noqa: ANN001 - a StackConfig
 
 
 def _print_table(out, rows: list[dict]) -> None:  # noqa: ANN001 - a rich Console
-    from rich.table import Table
+    from dsinfra.cli.output import Col, print_table
 
-    table = Table("stack", "tier", "region", "nodes", "model", "budget", "on exceed")
-    for r in rows:
-        table.add_row(r["stack"], r["tier"], r["region"],
-                      f"{r['node_count']}x {r['instance_type']}", r["model"],
-                      f"${r['budget_usd']:,.2f}/{r['budget_period']}",
-                      r["on_exceed"] + (" (protected: notify only)" if r["protect"] else ""))
-    out.print(table)
+    columns = [Col("stack"), Col("tier"), Col("region"), Col("nodes"), Col("model"),
+               Col("budget"), Col("on exceed", wraps=True)]
+    print_table(columns, [[r["stack"], r["tier"], r["region"],
+                           f"{r['node_count']}x {r['instance_type']}", r["model"],
+                           f"${r['budget_usd']:,.2f}/{r['budget_period']}",
+                           r["on_exceed"] + (" (protected: notify only)" if r["protect"] else "")]
+                          for r in rows], out=out)

@@ -31,20 +31,20 @@ def status_command(
 
         print_json(status)
         return
-    from rich.table import Table
+    from dsinfra.cli.output import Col, console, print_table
 
-    from dsinfra.cli.output import console
-
-    table = Table("stack", "tier", "state", "nodes", "uptime", "spend / budget", "status",
-                  "endpoint", "health")
+    rows = []
     for s in status["stacks"]:
         budget = f"${s['budget_usd']:,.2f}/{s['period']}" if s["budget_usd"] is not None else "-"
-        table.add_row(s["stack"], s["tier"], s["state"], f"{s['running_nodes']}/{s['nodes']}",
-                      "-" if s["uptime_h"] is None else f"{s['uptime_h']:.1f} h",
-                      f"${s['spend_usd']:,.2f} / {budget}", s["status"], s["endpoint"] or "-",
-                      s["health"])
-    console().print(table if status["stacks"] else
-                    f"no dsinfra stacks in {', '.join(status['regions'])}")
+        rows.append([s["stack"], s["tier"], s["state"], f"{s['running_nodes']}/{s['nodes']}",
+                     "-" if s["uptime_h"] is None else f"{s['uptime_h']:.1f} h",
+                     f"${s['spend_usd']:,.2f} / {budget}", s["status"], s["endpoint"] or "-",
+                     s["health"]])
+    if rows:
+        print_table([Col(h) for h in ("stack", "tier", "state", "nodes", "uptime",
+                                      "spend / budget", "status", "endpoint", "health")], rows)
+    else:
+        console().print(f"no dsinfra stacks in {', '.join(status['regions'])}")
     for warning in status["warnings"] + [f"region {r} could not be read: {why}" for r, why
                                          in status["region_errors"].items()]:
         console(stderr=True).print(f"warning: {warning}")

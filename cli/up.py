@@ -146,18 +146,15 @@ def _print_attempts(attempts, as_json: bool = False, stack: str = "") -> None:
 
         print_json({"stack": stack, "attempts": attempts})
         return
-    from rich.table import Table
+    from dsinfra.cli.output import Col, console, print_table
 
-    from dsinfra.cli.output import console
-
-    table = Table("option", "where", "outcome", "AWS said / cleanup", title="attempts")
-    table.columns[0].no_wrap = True
-    for attempt in attempts:
-        said = "; ".join(x for x in (attempt.message, attempt.cleanup) if x)
-        table.add_row(f"{attempt.nodes}x {attempt.instance_type}"
-                      + (" spot" if attempt.spot else ""),
-                      attempt.availability_zone or attempt.region, attempt.outcome, said)
-    console(stderr=True).print(table)
+    rows = [[f"{attempt.nodes}x {attempt.instance_type}" + (" spot" if attempt.spot else ""),
+             attempt.availability_zone or attempt.region, attempt.outcome,
+             "; ".join(x for x in (attempt.message, attempt.cleanup) if x)]
+            for attempt in attempts]
+    print_table([Col("option"), Col("where"), Col("outcome"),
+                 Col("AWS said / cleanup", wraps=True)], rows, title="attempts",
+                out=console(stderr=True))
 
 
 def _print_result(config, result, as_json: bool) -> None:

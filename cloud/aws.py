@@ -74,6 +74,22 @@ def client(service: str, region: str | None = None) -> Any:
     return made
 
 
+def on_retry(made: Any, callback) -> Any:
+    """Call ``callback(operation, attempt, max_attempts)`` before each retry ``made`` sends,
+    so a command can say it is retrying instead of waiting in silence. botocore's retry
+    handler numbers the attempts in the request's context (the same numbers it sends in the
+    ``amz-sdk-request`` header)."""
+    def _before_send(request: Any, event_name: str = "", **_: Any) -> None:
+        retries = (getattr(request, "context", None) or {}).get("retries") or {}
+        attempt = int(retries.get("attempt", 1))
+        if attempt > 1:
+            callback(event_name.rsplit(".", 1)[-1] or "the call", attempt,
+                     int(retries.get("max", MAX_ATTEMPTS)))
+
+    made.meta.events.register("before-send", _before_send)
+    return made
+
+
 def reset_session() -> None:
     """Forget the cached session (tests switch endpoints and credentials between cases)."""
     _session.cache_clear()

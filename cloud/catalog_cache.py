@@ -68,11 +68,19 @@ def fetch_spot(ec2, instance_types: list[str], now: datetime) -> dict[str, float
 
 
 def refresh(regions: Iterable[str], state: Path, now: datetime | None = None,
-            pricing=None, ec2_for=None) -> dict:
-    """Query prices for every catalog type in ``regions`` and write the cache; returns it."""
+            pricing=None, ec2_for=None, on_retry=None) -> dict:
+    """Query prices for every catalog type in ``regions`` and write the cache; returns it.
+    ``on_retry(operation, attempt, max_attempts)`` hears of each retry of the clients made
+    here (botocore retries a 5xx with backoff for seconds: the caller can say so)."""
+    from dsinfra.cloud.aws import on_retry as watch_retries
+
+    def made(service: str, region: str):
+        new = client(service, region)
+        return watch_retries(new, on_retry) if on_retry else new
+
     now = now or datetime.now(timezone.utc)
-    pricing = pricing or client("pricing", PRICING_REGION)
-    ec2_for = ec2_for or (lambda region: client("ec2", region))
+    pricing = pricing or made("pricing", PRICING_REGION)
+    ec2_for = ec2_for or (lambda region: made("ec2", region))
     types = sorted(INSTANCE_SPECS)
     cache = {"fetched_at": now.isoformat(), "regions": {}}
     for region in regions:

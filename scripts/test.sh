@@ -16,6 +16,8 @@ command -v ssh-keygen >/dev/null 2>&1 || need_apt+=(openssh-client)
 # The test hosts' fake commands are a small C client (tests/bootstrap/fakehost/fakehost-client.c).
 command -v cc >/dev/null 2>&1 || command -v gcc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
 [ -x /usr/bin/python3 ] || need_apt+=(python3)
+# Real terminals: the layout tests run dsinfra in tmux panes of 80x24 and 200x50.
+command -v tmux >/dev/null 2>&1 || need_apt+=(tmux)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from datetime import datetime, timezone
 
 import pytest
@@ -202,8 +203,56 @@ def test_catalog_refresh_failure_is_one_line_without_the_html_page(aws, state_di
 
     result = CliRunner().invoke(app, ["catalog", "refresh", "--region", "us-east-1"])
     assert result.exit_code == 3
-    first, *rest = result.stderr.splitlines()
+    retrying, first, *rest = result.stderr.splitlines()
+    attempts = re.search(r"\((\d+) attempts\)", first).group(1)  # botocore's own count
+    assert retrying == f"GetProducts failed; retrying (up to {attempts} attempts)"
     assert first.startswith("error: price refresh failed: GetProducts failed, HTTP 500")
     assert "HTML page" in first and "<" not in first
     assert rest == ["The bundled snapshot stays in use; check credentials (pricing:GetProducts) "
                     "and retry."]
+
+
+def test_catalog_refresh_retries_are_quiet_under_json(aws, state_dir):
+    import json
+
+    from typer.testing import CliRunner
+
+    from dsinfra.cli.main import app
+
+    result = CliRunner().invoke(app, ["catalog", "refresh", "--region", "us-east-1", "--json"])
+    assert result.exit_code == 3
+    assert "retry" not in result.stderr.splitlines()[0]
+    assert json.loads(result.stdout)["exit_status"] == 3
+
+
+def test_catalog_refresh_shows_its_retries_on_a_terminal(aws, state_dir):
+    """A real pseudo-terminal: rich's spinner on stderr names the failing call and the retry
+    count while botocore backs off, instead of ~9 s of silence."""
+    import os
+    import pty
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    main, child = pty.openpty()
+    dsinfra = str(Path(sys.executable).with_name("dsinfra"))
+    process = subprocess.Popen([dsinfra, "catalog", "refresh", "--region", "us-east-1"],
+                               stdin=child, stdout=child, stderr=child, close_fds=True,
+                               env={**os.environ, "TERM": "xterm", "COLUMNS": "80"})
+    os.close(child)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(main, 4096)
+        except OSError:  # EIO: the process closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    assert process.wait(timeout=60) == 3
+    os.close(main)
+    text = seen.decode(errors="replace")
+    assert "reading prices for us-east-1 from the AWS Pricing API" in text
+    retries = int(re.search(r"\((\d+) attempts\)", text).group(1)) - 1
+    assert "GetProducts failed; retry 1 of" in text and f"retry {retries} of {retries}" in text
+    assert "error: price refresh failed: GetProducts failed, HTTP 500" in text

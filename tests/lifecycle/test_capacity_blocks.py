@@ -180,3 +180,22 @@ def test_buy_of_an_offering_no_longer_listed_buys_nothing(monkeypatch, audit_dir
     monkeypatch.setattr(capacity, "_client", factory)
     result = CliRunner().invoke(app, [*BUY, "--price", "1900.80"])
     assert result.exit_code == 2 and "is not offered now" in result.output
+
+
+@pytest.mark.parametrize("width", [80, 200])
+def test_capacity_offers_table_never_cuts_a_value(monkeypatch, width):
+    from table_check import assert_whole_and_within
+
+    offers = [_offering("cb-0aaaaaaaaaaaaaaa1", "us-east-1a", 5, "1900.80"),
+              _offering("cb-0bbbbbbbbbbbbbbb2", "us-east-1b", 6, "21900.00")]
+    argv = ["capacity", "offers", "--instance-type", "p5.48xlarge", "--count", "2",
+            "--duration", "24", "--region", "us-east-1"]
+    monkeypatch.setattr(capacity, "_client", _factory({"us-east-1": offers}))
+    payload = json.loads(CliRunner().invoke(app, [*argv, "--json"]).stdout)
+    values = [v for o in payload["offerings"]
+              for v in (o["offering_id"], o["availability_zone"], f"{o['upfront_usd']:,.2f}",
+                        f"{o['usd_per_instance_hour']:,.2f}")]
+    monkeypatch.setattr(capacity, "_client", _factory({"us-east-1": offers}))
+    result = CliRunner().invoke(app, argv, env={"COLUMNS": str(width)})
+    assert result.exit_code == 0, result.output
+    assert_whole_and_within(result.output, values, width)

@@ -173,3 +173,30 @@ def test_up_failed_preflight_prints_the_doctor_table(edges, monkeypatch):
 def test_up_unknown_stack_exits_2(project):
     result = CliRunner().invoke(app, ["up", "ghost", "--yes"])
     assert result.exit_code == 2 and "unknown stack 'ghost'" in result.output
+
+
+@pytest.mark.parametrize("width", [80, 200])
+def test_up_attempts_table_never_cuts_a_value(edges, width):
+    from table_check import assert_whole_and_within
+
+    engine, _ = edges
+    engine.no_capacity_in = {"us-east-1a", "us-east-1b", "us-east-1c", "us-east-1d",
+                             "us-east-1f"}
+    payload = json.loads(CliRunner().invoke(app, ["up", "t", "--yes", "--json"]).stdout)
+    values = [v for a in payload["attempts"]
+              for v in (f"{a['nodes']}x {a['instance_type']}", a["availability_zone"],
+                        a["outcome"])]
+    result = CliRunner().invoke(app, ["up", "t", "--yes"], env={"COLUMNS": str(width)})
+    assert result.exit_code == 3
+    assert_whole_and_within(result.output, values, width)
+
+
+@pytest.mark.parametrize("width", [80, 200])
+def test_doctor_table_never_cuts_a_value(edges, width):
+    from table_check import assert_whole_and_within
+
+    report = json.loads(CliRunner().invoke(app, ["doctor", "t", "--json"]).stdout)
+    values = [c["name"] for c in report["checks"]] + [
+        {"pass": "pass", "warn": "warn", "fail": "FAIL"}[c["status"]] for c in report["checks"]]
+    result = CliRunner().invoke(app, ["doctor", "t"], env={"COLUMNS": str(width)})
+    assert_whole_and_within(result.output, values, width)

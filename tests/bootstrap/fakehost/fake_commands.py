@@ -289,9 +289,26 @@ def mountpoint(argv):
 
 def journalctl(argv):
     path = os.path.join(STATE_DIR, "engine.log")
+    offset = 0
     if os.path.exists(path):
         with open(path) as handle:
             sys.stdout.write("".join(handle.readlines()[-30:]))
+            offset = handle.tell()
+    if "-f" not in argv:
+        return
+    # journalctl(1): "-f, --follow: Show only the most recent journal entries, and
+    # continuously print new entries as they are appended to the journal." Until killed.
+    import time
+
+    sys.stdout.flush()
+    while True:
+        time.sleep(0.1)
+        if os.path.exists(path) and os.path.getsize(path) > offset:
+            with open(path) as handle:
+                handle.seek(offset)
+                sys.stdout.write(handle.read())
+                offset = handle.tell()
+            sys.stdout.flush()
 
 
 def iptables(argv):

@@ -116,6 +116,8 @@ def needs_own_process(name, argv):
         return True
     from fake_docker import RAY_WORKER
 
+    if name == "journalctl" and "-f" in argv:
+        return True  # it streams until killed: the daemon answers only when a command ends
     return name == "docker" and argv[:1] == ["run"] and argv[-2:] != ["nvidia-smi", "-L"] \
         and RAY_WORKER not in " ".join(argv)
 

@@ -1,0 +1,192 @@
+"""Print the README's first page: `plan`, `up`, `status`, `logs`, `stop`, `start`, `down` of the
+shipped dev stack, as dsinfra prints them at 80 columns, captured against the test twin.
+
+There is no AWS account here, so the twin stands in for AWS and the Pulumi engine: moto (a
+local server) for EC2 and the tags, an sshd test host (tests/bootstrap/hostlab.py: a network
+and mount namespace that answers with the recorded outputs of a g5.2xlarge) for the node, a
+local EC2 Instance Connect Endpoint (tests/bootstrap/eice_server.py) in front of it, and the
+Automation API seam answered with the outputs of the real Pulumi program run offline under
+mocks, as tests/bootstrap/test_twins.py does. Everything between those seams is the shipped
+`dsinfra` command. On AWS the ids, addresses and times are real, and the engine's journal is
+vLLM's: here it is the test host's fake engine (tests/bootstrap/fakehost/fake_docker.py).
+
+Needs root (the test host's namespaces), openssh-server and the test packages: the same as
+`bash scripts/test.sh`. Run: .venv/bin/python scripts/readme_walkthrough.py
+tests/bootstrap/test_readme_walkthrough.py checks the README still shows what this prints."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "tests" / "bootstrap"), str(ROOT / "tests")]
+
+STEPS = [["plan", "dev"], ["up", "dev", "--yes", "--trust-on-first-use", "--ssh-key", "{key}"],
+         ["status"], ["logs", "dev", "--ssh-key", "{key}"], ["stop", "dev"],
+         ["start", "dev"], ["down", "dev", "--yes"]]
+
+
+@contextmanager
+def moto_server():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    exe = Path(sys.executable).with_name("moto_server")
+    proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                urllib.request.urlopen(f"{url}/moto-api/", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+class TwinEngine:
+    """The Automation API seam: `up` launches the planned node in moto (tagged as the program
+    tags it) and answers with the offline program's outputs on the test host; `destroy`
+    terminates it."""
+
+    def __init__(self, planned: dict, host) -> None:
+        self.planned, self.host, self.instance_id = planned, host, None
+
+    def set_config(self, stack, key, value):
+        pass
+
+    def preview(self, stack, on_event=None):
+        raise AssertionError("the walkthrough does not preview")
+
+    def up(self, stack, on_event=None):
+        from dsinfra.cloud.aws import client
+        from dsinfra.stackfiles import load_stack
+        from dsinfra.tags import merge_tags
+
+        config = load_stack(stack, ROOT)
+        tags = merge_tags(f"{stack}-gpu-0", config)
+        spec = [{"ResourceType": kind, "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
+                for kind in ("instance", "volume")]
+        ec2 = client("ec2", config.region)
+        made = ec2.run_instances(ImageId=ec2.describe_images()["Images"][0]["ImageId"],
+                                 MinCount=1, MaxCount=1, InstanceType="g5.2xlarge",
+                                 TagSpecifications=spec)
+        self.instance_id = made["Instances"][0]["InstanceId"]
+        return self.outputs(stack)
+
+    def outputs(self, stack):
+        from hostlab import USER
+
+        if self.instance_id is None:
+            return {}
+        node = {**self.planned["nodes"][0], "id": self.instance_id,
+                "private_ip": self.host.listen, "public_ip": None}
+        return {**self.planned, "nodes": [node], "ssh_user": USER}
+
+    def destroy(self, stack, on_event=None):
+        self.instance_id = None
+
+    def refresh(self, stack, on_event=None):
+        pass
+
+
+def _install_twin(lab, endpoint_dns: str) -> str:
+    """Point dsinfra's edges at the twin: every other line of the commands runs as shipped."""
+    from lifecycle.fakes import StubbedFactory
+
+    from dsinfra.cli import up as cli_up
+    from dsinfra.cloud.eice import tunnel_url_factory
+    from dsinfra.infra import automation
+    from dsinfra.infra.offline import run_offline
+    from dsinfra.ops import access, doctor, local, up
+    from dsinfra.stackfiles import read_stack_values, stack_file
+
+    run = run_offline("dev", read_stack_values(stack_file("dev", ROOT)))
+    endpoint_id = run.outputs["connect_endpoint"]["id"]
+    planned = {**run.outputs, "connect_endpoint": {"id": endpoint_id, "dns_name": endpoint_dns}}
+    host = lab.fresh("single", "g5.2xlarge", dlami=True)
+    engine = TwinEngine(planned, host)
+    cli_up.make_engine = lambda project: engine
+    automation.PulumiEngine = lambda project, *a, **k: engine
+    automation.pulumi_cli_version = lambda: "v3.200.0"
+    local.engine_for = lambda stack: engine
+    up._run_doctor = lambda config: doctor.run_doctor(
+        config, client_factory=StubbedFactory(), pulumi_version=lambda: "v3.200.0")
+    # The local endpoint speaks plain ws on loopback; AWS's is wss.
+    access.tunnel_url_for = lambda outputs, region: tunnel_url_factory(
+        outputs.region or region, outputs.connect_endpoint_id, outputs.connect_endpoint_dns,
+        scheme="ws")
+    return endpoint_id
+
+
+def walkthrough() -> str:
+    from eice_server import FakeEndpoint
+    from hostlab import HostLab
+    from typer.testing import CliRunner
+
+    base = Path(tempfile.mkdtemp(prefix="dsinfra-walkthrough-"))
+    lab = HostLab(base)
+    shown = []
+    try:
+        with moto_server() as moto:
+            os.environ.update({
+                "AWS_ENDPOINT_URL": moto, "AWS_ACCESS_KEY_ID": "testing",
+                "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+                "DSINFRA_REGIONS": "us-east-1", "DSINFRA_STATE_DIR": str(base / "state"),
+                "DSINFRA_PROJECT_DIR": str(ROOT), "COLUMNS": "80",
+                # Test secrets: the engine's API key and the Hugging Face token.
+                "DSINFRA_API_KEY": "dsk-test-4f9c2e61b7a8d3c5e0f1a2b3c4d5e6f7",
+                "HF_TOKEN": "hf_TestTokenQ8w7e6r5t4y3u2i1o0pLkJhGfDsA"})
+            for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "DSINFRA_WEBHOOK_URL"):
+                os.environ.pop(name, None)
+            from dsinfra.cli.main import app
+
+            endpoint = FakeEndpoint("pending", secret_key="testing", region="us-east-1").start()
+            endpoint.endpoint_id = _install_twin(lab, endpoint.dns_name)
+            try:
+                for step in STEPS:
+                    argv = [a.replace("{key}", str(lab.client_key)) for a in step]
+                    result = CliRunner().invoke(app, argv)
+                    shown.append(f"$ dsinfra {' '.join(_shown(step))}\n{result.output}"
+                                 + (f"[exit {result.exit_code}]\n" if result.exit_code else ""))
+            finally:
+                endpoint.stop()
+    finally:
+        lab.close()
+        shutil.rmtree(base, ignore_errors=True)
+    return "\n".join(shown)
+
+
+def _shown(step: list[str]) -> list[str]:
+    """The command as a user types it: the twin's key file and first-contact flag are the
+    harness's (on AWS, ssh-agent or --ssh-key and the console's host keys)."""
+    out, skip = [], False
+    for arg in step:
+        if skip:
+            skip = False
+            continue
+        if arg == "--ssh-key":
+            skip = True
+            continue
+        if arg != "--trust-on-first-use":
+            out.append(arg)
+    return out
+
+
+if __name__ == "__main__":
+    if os.geteuid() != 0:
+        sys.exit("readme_walkthrough.py needs root: the sshd test host lives in namespaces")
+    sys.stdout.write(walkthrough())

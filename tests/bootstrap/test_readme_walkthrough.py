@@ -1,0 +1,64 @@
+"""The README's first page shows what dsinfra printed: scripts/readme_walkthrough.py runs
+`plan`, `up`, `status`, `logs`, `stop`, `start` and `down` of the shipped dev stack against
+the test twin (moto, an sshd test host, a local EC2 Instance Connect Endpoint, the Automation
+API seam), and the README's walkthrough block must equal its output.
+
+Normalised on both sides, because they differ per run and nothing else does: instance and
+volume ids (moto draws them at random), the test host's link-local address (a subnet per
+test worker), the security group and endpoint ids and the public address (from the
+documentation range 198.51.100.0/24) that Pulumi's mocks number per program run, the pinned
+expiry time, and the spinner's frame."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+START, END = "<!-- walkthrough:start -->", "<!-- walkthrough:end -->"
+VARYING = [
+    (r"\bi-[0-9a-f]{17}\b", "i-<id>"),
+    (r"\bvol-[0-9a-f]{17}\b", "vol-<id>"),
+    (r"\bsg-[0-9a-f]{17}\b", "sg-<id>"),
+    (r"\beice-[0-9a-f]{17}\b", "eice-<id>"),
+    (r"169\.254\.\d+\.\d+", "169.254.x.x"),
+    (r"198\.51\.100\.\d+", "198.51.100.x"),
+    (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", "<time>"),
+    (r"^[⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏] ", "<spinner> "),
+]
+
+
+def normalise(text: str) -> str:
+    for pattern, replacement in VARYING:
+        text = re.sub(pattern, replacement, text, flags=re.MULTILINE)
+    return "\n".join(line.rstrip() for line in text.strip().splitlines())
+
+
+def readme_block() -> str:
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split(START, 1)[1].split(END, 1)[0]
+    return block.strip().removeprefix("```text").removesuffix("```")
+
+
+def test_the_readme_walkthrough_is_what_the_script_prints(lab):  # lab: root, sshd, unshare
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "readme_walkthrough.py")],
+                          capture_output=True, text=True, timeout=600,
+                          env={k: v for k, v in os.environ.items() if k != "COLUMNS"})
+    assert done.returncode == 0, done.stderr
+    for command in ("plan dev", "up dev --yes", "status", "logs dev", "stop dev", "start dev",
+                    "down dev --yes"):
+        assert f"$ dsinfra {command}\n" in done.stdout
+    assert "dev is up" in done.stdout and "nothing billable with dsinfra:stack=dev remains" \
+        in done.stdout
+    if os.environ.get("DSINFRA_UPDATE_SNAPSHOTS") == "1":
+        readme = (ROOT / "README.md").read_text()
+        head, rest = readme.split(START, 1)
+        (ROOT / "README.md").write_text(f"{head}{START}\n```text\n{done.stdout.rstrip()}\n```\n"
+                                        f"{END}{rest.split(END, 1)[1]}")
+        pytest.skip("README walkthrough rewritten")
+    assert normalise(readme_block()) == normalise(done.stdout)
