@@ -16,7 +16,8 @@ _CODE = {"applied": "+", "already done": "=", "verified": "ok", "failed": "FAIL"
          "skipped": "-", "not reached": "."}
 _SHORT = {"cloud-init": "init", "host-facts": "facts", "nvidia-driver": "driver",
           "gpu-probe": "probe", "container-gpus": "gpus", "model-cache": "cache",
-          "engine-image": "image"}
+          "engine-image": "image", "node-kit": "kit", "model-weights": "weights",
+          "spot-watch": "spot", "idle-watch": "idle"}
 LEGEND = ("+N applied in N s (Nm: minutes)", "= already done", "ok verified", "- not needed",
           ". not reached")
 
