@@ -25,8 +25,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "tests" / "bootstrap"), str(ROOT)]
+sys.path[:0] = [str(ROOT / "tests" / "bootstrap"), str(ROOT / "bench"), str(ROOT)]
 
+from bench_model_cache import _snapshot  # noqa: E402 - the same weights-like files
 from hostlab import USER, HostLab  # noqa: E402
 from tests.motoserver import start as start_moto  # noqa: E402
 from tests.motoserver import stop as stop_moto  # noqa: E402
@@ -34,18 +35,6 @@ from tests.motoserver import stop as stop_moto  # noqa: E402
 MODEL = "deepseek-ai/DeepSeek-R1-Distill-Llama-70B"
 BUCKET = "bench-weights"
 KEYS = {"aws_access_key_id": "bench", "aws_secret_access_key": "bench"}
-
-
-def _snapshot(root: Path, shards: int, shard_mb: int) -> Path:
-    src = root / "snapshot"
-    src.mkdir()
-    for i in range(shards):
-        with open(src / f"model-{i + 1:05d}-of-{shards:05d}.safetensors", "wb") as out:
-            for _ in range(shard_mb):
-                out.write(os.urandom(1024 * 1024))
-    (src / "config.json").write_text('{"model_type": "llama"}')
-    (src / "tokenizer.json").write_bytes(os.urandom(9_000_000))
-    return src
 
 
 def _connect(lab: HostLab, host):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import time
 
 from dsinfra.bootstrap.engine import local_model_dir
 from dsinfra.bootstrap.nodekit import kit_command
@@ -28,6 +29,10 @@ COPY_LOG = "/opt/dsinfra/log/model-weights.log"
 COPY_PID = "/run/dsinfra-model-weights.pid"  # /run: a reboot ends the copy and forgets it
 COPY_RC = "/run/dsinfra-model-weights.rc"
 POLL_S = 0.5  # how often the node looks for the copy's end while the controller waits
+# A copy whose byte count has not moved for this long is stuck (a lost route to S3, a hung
+# connection past botocore's retries): it is ended, and the step fails saying so. The copy is
+# resumable, so ending it loses only the parts in flight.
+STALL_S = 10 * 60
 
 
 def _node_args(p: HostPlan, action: str) -> str:
@@ -102,7 +107,7 @@ def _start_copy(c, command: str) -> str:
 
 def _follow(c, p: HostPlan) -> dict | None:
     """Poll the copy until it ends, passing on each new progress line; its last event."""
-    shown = None
+    shown, moved = None, (None, time.monotonic())
     while True:
         done, events = _poll(c, p)
         progress = [e for e in events if e["event"] == "progress"]
@@ -111,6 +116,17 @@ def _follow(c, p: HostPlan) -> dict | None:
             p.on_progress(progress_text(shown))
         if done:
             return events[-1] if events else None
+        done_bytes = shown.get("bytes_done") if shown else None
+        if done_bytes != moved[0]:
+            moved = (done_bytes, time.monotonic())
+        elif time.monotonic() - moved[1] > STALL_S:
+            # The copy leads its own session (setsid): end its whole process group.
+            c.sh(f"kill -TERM -- -\"$(cat {COPY_PID})\" 2>/dev/null; rm -f {COPY_PID}",
+                 root=True, warn=True)
+            raise StepError(f"the weights copy from {p.engine.model_cache} made no progress for "
+                            f"{STALL_S / 60:g} min at {_size(done_bytes or 0)}: ended it (the "
+                            "next run resumes); check the node's route to S3 (the stack's S3 "
+                            f"gateway endpoint) and {COPY_LOG} on the host")
         if reason := p.stop_waiting():
             raise StepError(f"stopped following the weights copy ({reason}); it goes on on the "
                             "node, and the next run follows it or keeps what it verified")

@@ -17,9 +17,7 @@ def project_dir() -> Path:
 
 # --- AWS: moto in server mode, reached through boto3's standard AWS_ENDPOINT_URL -------------
 
-import urllib.request  # noqa: E402
-
-from motoserver import moto_server  # noqa: E402
+from motoserver import moto_server, point_boto3_at, reset  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -31,16 +29,6 @@ def moto_server_url():
 @pytest.fixture
 def aws(moto_server_url, monkeypatch):
     """Point boto3 at the moto server with throwaway credentials; reset moto's state after."""
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server_url)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
-        monkeypatch.delenv(var, raising=False)
-    from dsinfra.cloud.aws import reset_session
-
-    reset_session()
+    point_boto3_at(moto_server_url, monkeypatch)
     yield moto_server_url
-    urllib.request.urlopen(urllib.request.Request(f"{moto_server_url}/moto-api/reset",
-                                                  method="POST"), timeout=120)
-    reset_session()
+    reset(moto_server_url)

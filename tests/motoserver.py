@@ -59,3 +59,25 @@ def moto_server(address: str = "127.0.0.1"):
         yield url
     finally:
         stop(proc)
+
+
+def point_boto3_at(url: str, monkeypatch) -> None:  # noqa: ANN001 - pytest's MonkeyPatch
+    """boto3 in this process talks to the moto server at ``url`` with throwaway credentials."""
+    from dsinfra.cloud.aws import reset_session
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    reset_session()
+
+
+def reset(url: str) -> None:
+    """Empty the moto server's state, and boto3's cached clients with it."""
+    from dsinfra.cloud.aws import reset_session
+
+    urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"),
+                           timeout=120)
+    reset_session()

@@ -92,19 +92,9 @@ def hosts_moto_url(lab):
 def hosts_aws(hosts_moto_url, monkeypatch):
     """The controller and the test hosts on the same moto server: the controller through
     AWS_ENDPOINT_URL, the hosts through ``BootstrapOptions.node_aws`` (``NODE_AWS``)."""
-    import urllib.request
+    from motoserver import point_boto3_at, reset
 
-    from dsinfra.cloud.aws import reset_session
-
-    monkeypatch.setenv("AWS_ENDPOINT_URL", hosts_moto_url)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
-        monkeypatch.delenv(var, raising=False)
-    reset_session()
+    point_boto3_at(hosts_moto_url, monkeypatch)
     yield {"endpoint_url": hosts_moto_url, "aws_access_key_id": "testing",
            "aws_secret_access_key": "testing"}
-    urllib.request.urlopen(urllib.request.Request(f"{hosts_moto_url}/moto-api/reset",
-                                                  method="POST"), timeout=120)
-    reset_session()
+    reset(hosts_moto_url)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from dataclasses import replace
 
 import pytest
@@ -269,3 +270,41 @@ def test_each_engine_loads_the_local_copy_and_serves_the_repo_id(engine, load_fl
     script = eng.run_script(plain, host, cache_dir="/c", efa=False)
     assert "/models/" not in script
     assert f"{load_flag} {MODEL} --served-model-name {MODEL}" in script
+
+
+class _StuckCopy:
+    """A node whose copy is alive and prints the same progress line on every poll."""
+
+    def __init__(self) -> None:
+        self.commands: list[str] = []
+        self.deadline = time.monotonic() + 10
+
+    def gather(self, commands, root=False):  # noqa: ANN001 - the Connection's signature
+        from dsinfra.bootstrap.remote import Output
+
+        assert time.monotonic() < self.deadline, "the stuck copy was never ended"
+        line = '{"event": "progress", "bytes_done": 4000000, "bytes_total": 9000000}\n'
+        return {"wait": Output("", "", 0), "rc": Output("", "", 1),
+                "alive": Output("", "", 0), "last": Output(line, "", 0)}
+
+    def sh(self, command, root=False, warn=False, timeout=None):  # noqa: ANN001
+        self.commands.append(command)
+
+
+def test_a_copy_that_stops_moving_is_ended_and_the_step_fails_saying_so(monkeypatch):
+    from types import SimpleNamespace
+
+    from dsinfra.bootstrap import steps_weights
+    from dsinfra.bootstrap.plan import StepError
+
+    monkeypatch.setattr(steps_weights, "STALL_S", 0.05)
+    seen: list[str] = []
+    plan = SimpleNamespace(engine=SimpleNamespace(model_cache="s3://acme-weights/hf"),
+                           health_report_s=0.01, on_progress=seen.append,
+                           stop_waiting=lambda: None)
+    node = _StuckCopy()
+    with pytest.raises(StepError, match=r"made no progress for .* min at 4\.0 MB: ended it"):
+        steps_weights._follow(node, plan)
+    assert seen == ["copying weights: 4.0 MB of 9.0 MB (44%), 0 MB/s, 0 files verified"]
+    (kill,) = node.commands
+    assert kill.startswith(f"kill -TERM -- -\"$(cat {steps_weights.COPY_PID})\"")
