@@ -158,10 +158,11 @@ def _print_attempts(attempts, as_json: bool = False, stack: str = "") -> None:
 
 
 def _print_result(config, result, as_json: bool) -> None:
-    from dsinfra.ops.up import api_key_instructions, curl_example
+    from dsinfra.ops.up import api_key_instructions, curl_example, port_forward_command
 
     key_command = api_key_instructions(config.stack, result.outputs)
     curl = curl_example(config, result.outputs)
+    forward = port_forward_command(config)
     if as_json:
         from dsinfra.cli.output import print_json
 
@@ -172,7 +173,7 @@ def _print_result(config, result, as_json: bool) -> None:
                     "instance_type": result.instance_type, "node_count": result.node_count,
                     "region": result.region, "parallelism": result.parallelism,
                     "notes": result.notes,
-                    "api_key_command": key_command, "curl": curl})
+                    "api_key_command": key_command, "port_forward": forward, "curl": curl})
         return
     from dsinfra.cli.output import console
 
@@ -184,13 +185,18 @@ def _print_result(config, result, as_json: bool) -> None:
               f"{result.parallelism}, about ${result.monthly_usd:,.0f}/month")
     for note in result.notes:
         out.print(f"note: {note}", soft_wrap=True)
-    out.print(f"endpoint: {result.outputs.endpoint}")
+    out.print(f"endpoint: {result.outputs.endpoint}" + (
+        " (closed to every address: apiAllowedCidrs is empty)" if forward else ""),
+        soft_wrap=True)
     out.print(f"health:   {result.health_note}", soft_wrap=True)
     if result.expires_at:
         out.print(f"expires:  {result.expires_at.isoformat()} (budget action: "
                   f"{config.budget.on_exceed})")
     out.print(f"API key:  export DSINFRA_API_KEY=$({key_command})", soft_wrap=True,
               markup=False)
+    if forward:
+        out.print(f"reach it: {forward}  (in another terminal; through the stack's EC2 "
+                  "Instance Connect Endpoint)", soft_wrap=True, markup=False)
     out.print("try it:", soft_wrap=True)
     out.print(curl, soft_wrap=True, markup=False)
     out.print(f"stop spending: dsinfra down {config.stack}")

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from conftest import host_entry, write_inventory
+from conftest import API_KEY, host_entry, write_inventory
 
 from dsinfra.bootstrap.runner import bootstrap_inventory
 
@@ -180,8 +180,6 @@ def test_notice_lets_an_in_flight_request_finish_before_the_engine_stops(
         lab, imds, tmp_path, options):
     import threading
     import urllib.request
-
-    from conftest import API_KEY
 
     host, fake = imds
     _bootstrap_spot(lab, host, fake, tmp_path, options)

@@ -60,9 +60,23 @@ def test_up_prints_endpoint_api_key_command_and_curl(edges, monkeypatch):
     assert "endpoint: http://203.0.113.10:8000" in result.stdout
     # The key bootstrap generated for the stack (0600 under the state dir), never the key itself
     assert "cat " in result.stdout and "/state/secrets/t.api-key" in result.stdout
-    assert "curl -s http://203.0.113.10:8000/v1/chat/completions" in result.stdout
+    # The API answers no address by default (no apiAllowedCidrs): the way in is a forwarded
+    # local port, and the example goes there, not to a public address that would time out.
+    assert "endpoint: http://203.0.113.10:8000 (closed to every address" in result.stdout
+    assert "reach it: dsinfra port-forward t 8000" in result.stdout
+    assert "curl -s http://127.0.0.1:8000/v1/chat/completions" in result.stdout
     assert "dsinfra down t" in result.stdout
     assert boot.calls and ("up", "t", "us-east-1a") in engine.calls
+
+
+def test_up_with_an_open_api_points_the_example_at_the_endpoint(edges, project):
+    stack = project / "stacks/Pulumi.t.yaml"
+    stack.write_text(stack.read_text() + "  dsinfra:apiAllowedCidrs: [\"198.51.100.0/24\"]\n")
+    result = CliRunner().invoke(app, ["up", "t", "--yes", "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["port_forward"] is None
+    assert payload["curl"].startswith("curl -s http://203.0.113.10:8000/v1/chat/completions")
 
 
 def test_up_hands_bootstrap_the_ec2_console_reader_for_host_key_pins(edges):
@@ -85,6 +99,7 @@ def test_up_json_reports_attempts_and_expiry(edges):
     assert payload["endpoint"] == "http://203.0.113.10:8000"
     assert payload["expires_at"].startswith("20")
     assert "api_key_command" in payload and "DSINFRA_API_KEY" in payload["curl"]
+    assert payload["port_forward"] == "dsinfra port-forward t 8000"
 
 
 def test_up_capacity_exhausted_prints_the_zones_tried_and_exits_3(edges):
