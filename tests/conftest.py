@@ -15,6 +15,36 @@ def project_dir() -> Path:
     return PROJECT_DIR
 
 
+# --- No test sends a packet off this machine -------------------------------------------------
+
+import ipaddress  # noqa: E402
+import socket  # noqa: E402
+
+# Loopback, and the link-local range the sshd test hosts and their service address live in.
+ALLOWED_NETS = [ipaddress.ip_network(n) for n in ("127.0.0.0/8", "::1/128", "169.254.0.0/16")]
+
+
+def _guarded(connect):
+    def guarded_connect(self, address):  # noqa: ANN001 - socket.socket's own signature
+        if self.family in (socket.AF_INET, socket.AF_INET6):
+            ip = ipaddress.ip_address(address[0].split("%")[0])
+            if not any(ip in net for net in ALLOWED_NETS):
+                # A test aimed at an address outside this machine (moto hands out public IPs
+                # from real ranges): fail at once instead of waiting for a timeout.
+                raise OSError(f"test guard: refused to connect to {address[0]} (only loopback "
+                              "and 169.254.0.0/16 are test addresses)")
+        return connect(self, address)
+    return guarded_connect
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_traffic_off_this_machine():
+    saved = socket.socket.connect, socket.socket.connect_ex
+    socket.socket.connect, socket.socket.connect_ex = _guarded(saved[0]), _guarded(saved[1])
+    yield
+    socket.socket.connect, socket.socket.connect_ex = saved
+
+
 # --- AWS: moto in server mode, reached through boto3's standard AWS_ENDPOINT_URL -------------
 
 from motoserver import moto_server, point_boto3_at, reset  # noqa: E402

@@ -69,11 +69,18 @@ def test_up_prints_endpoint_api_key_command_and_curl(edges, monkeypatch):
     assert boot.calls and ("up", "t", "us-east-1a") in engine.calls
 
 
-def test_up_with_an_open_api_points_the_example_at_the_endpoint(edges, project):
+def test_up_with_an_open_api_points_the_example_at_the_endpoint(edges, project, monkeypatch):
+    import dsinfra.ops.up as up_ops
+
     stack = project / "stacks/Pulumi.t.yaml"
     stack.write_text(stack.read_text() + "  dsinfra:apiAllowedCidrs: [\"198.51.100.0/24\"]\n")
+    # An open API is probed from here; the fake engine's endpoint is a documentation address
+    # outside this machine, so the probe is answered here and nothing is sent to it.
+    probed: list[str] = []
+    monkeypatch.setattr(up_ops, "http_healthy", lambda url, timeout_s: probed.append(url) or True)
     result = CliRunner().invoke(app, ["up", "t", "--yes", "--json"])
     assert result.exit_code == 0, result.output
+    assert probed == ["http://203.0.113.10:8000/health"]
     payload = json.loads(result.stdout)
     assert payload["port_forward"] is None
     assert payload["curl"].startswith("curl -s http://203.0.113.10:8000/v1/chat/completions")
