@@ -81,3 +81,16 @@ def reset(url: str) -> None:
     urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"),
                            timeout=120)
     reset_session()
+
+
+def no_aws_credentials(tmp_path, monkeypatch) -> None:  # noqa: ANN001 - pytest fixtures
+    """No AWS at all: no credentials, config or instance metadata, so dsinfra works offline
+    (and says so) as on a laptop without an AWS account."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                 "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("DSINFRA_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.delenv("DSINFRA_REGIONS", raising=False)

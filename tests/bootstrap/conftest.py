@@ -98,3 +98,17 @@ def hosts_aws(hosts_moto_url, monkeypatch):
     yield {"endpoint_url": hosts_moto_url, "aws_access_key_id": "testing",
            "aws_secret_access_key": "testing"}
     reset(hosts_moto_url)
+
+
+# The local EC2 Instance Connect Endpoint of the day-two tests (tests/bootstrap/eice_server.py).
+EICE_ENDPOINT_ID = "eice-0fedcba9876543210"
+EICE_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"  # AWS's documented example secret
+
+
+@pytest.fixture
+def endpoint():
+    from eice_server import FakeEndpoint
+
+    server = FakeEndpoint(EICE_ENDPOINT_ID, EICE_SECRET).start()
+    yield server
+    server.stop()

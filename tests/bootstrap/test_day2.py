@@ -8,7 +8,7 @@ from functools import partial
 
 import pytest
 from botocore.credentials import Credentials
-from eice_server import FakeEndpoint
+from conftest import EICE_ENDPOINT_ID, EICE_SECRET
 from hostlab import USER
 from typer.testing import CliRunner
 
@@ -17,15 +17,7 @@ from dsinfra.cloud.eice import presigned_tunnel_url
 from dsinfra.ops.remote import Access, journal_command, run_on_nodes
 from dsinfra.outputs import NodeOutput, StackOutputs
 
-ENDPOINT_ID = "eice-0fedcba9876543210"
-SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"  # AWS's documented example secret
-
-
-@pytest.fixture
-def endpoint():
-    server = FakeEndpoint(ENDPOINT_ID, SECRET).start()
-    yield server
-    server.stop()
+ENDPOINT_ID, SECRET = EICE_ENDPOINT_ID, EICE_SECRET  # the `endpoint` fixture's
 
 
 @pytest.fixture

@@ -19,11 +19,10 @@ import termios
 import time
 
 import pytest
-from eice_server import FakeEndpoint
+from conftest import EICE_ENDPOINT_ID, EICE_SECRET
 from hostlab import USER
 
-ENDPOINT_ID = "eice-0fedcba9876543210"
-SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"  # AWS's documented example secret
+ENDPOINT_ID, SECRET = EICE_ENDPOINT_ID, EICE_SECRET  # the `endpoint` fixture's
 
 LAUNCHER = """
 import json, sys
@@ -53,13 +52,6 @@ access = remote.Access(outputs, spec["client_key"],
 remote.access_for_stack = lambda stack, **kw: access
 main.run()
 """
-
-
-@pytest.fixture
-def endpoint():
-    server = FakeEndpoint(ENDPOINT_ID, SECRET).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from motoserver import no_aws_credentials
 from table_check import assert_whole_and_within
 from typer.testing import CliRunner
 
@@ -129,15 +130,8 @@ CASES: dict[str, tuple[list[str], str, Callable[[dict], Iterator[str]]]] = {
 
 @pytest.fixture
 def offline(tmp_path, monkeypatch):
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-                 "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("DSINFRA_STATE_DIR", str(tmp_path / "state"))
+    no_aws_credentials(tmp_path, monkeypatch)
     monkeypatch.setenv("DSINFRA_PROJECT_DIR", str(PROJECT_DIR))
-    monkeypatch.delenv("DSINFRA_REGIONS", raising=False)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

@@ -13,6 +13,7 @@ import json
 import boto3
 import pytest
 from botocore.stub import Stubber
+from motoserver import no_aws_credentials
 from typer.testing import CliRunner
 
 from dsinfra.cli.main import app
@@ -24,14 +25,7 @@ R1 = ["p4de.24xlarge", "p5en.48xlarge", "p4d.24xlarge", "g5.48xlarge", "p5.48xla
 
 @pytest.fixture
 def no_credentials(tmp_path, monkeypatch):
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-                 "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("DSINFRA_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.delenv("DSINFRA_REGIONS", raising=False)
+    no_aws_credentials(tmp_path, monkeypatch)
 
 
 def test_offline_lists_every_fit_in_every_region_cheapest_first(no_credentials):
