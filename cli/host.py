@@ -28,6 +28,9 @@ def check_command(
         "the machine."),
     allreduce: bool = typer.Option(False, "--allreduce", help="Also time an NCCL all-reduce "
                                    "across the local GPUs (needs PyTorch or nccl-tests)."),
+    nccl_log: Optional[Path] = typer.Option(
+        None, "--nccl-log", help="Judge this NCCL_DEBUG=INFO log instead: every communicator "
+        "on Libfabric over the efa provider (the check bootstrap's nccl-network step runs)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Every way this host falls short of its type: GPUs, memory, ECC, NVLink, NVSwitch fabric,
@@ -36,6 +39,12 @@ def check_command(
     from dsinfra import host_check
     from dsinfra.errors import EXIT_CLOUD_ERROR, ConfigError
 
+    if nccl_log is not None:
+        if probe_json is not None or allreduce or instance_type or efa_interfaces is not None:
+            raise ConfigError("--nccl-log", str(nccl_log), "alone (with --json at most): it "
+                              "judges a log, not this host")
+        _judge_nccl_log(nccl_log, as_json)
+        return
     if probe_json is not None and allreduce:
         raise ConfigError("--allreduce", True, "only when probing this machine (not with "
                           "--probe-json)")
@@ -54,6 +63,37 @@ def check_command(
     else:
         _print(result)
     if not result.ok:
+        raise typer.Exit(EXIT_CLOUD_ERROR)
+
+
+def _judge_nccl_log(path: Path, as_json: bool) -> None:
+    from dsinfra.bootstrap.nccl_log import MAX_LOG_BYTES, judge_nccl_log
+    from dsinfra.errors import EXIT_CLOUD_ERROR, ConfigError
+
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_LOG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError("--nccl-log", str(path), f"a readable file ({exc.strerror})") from None
+    if len(raw) > MAX_LOG_BYTES:
+        raise ConfigError("--nccl-log", str(path), f"a log of at most {MAX_LOG_BYTES >> 20} MiB "
+                          "(grep the NCCL INFO lines out first)")
+    found, problem = judge_nccl_log(raw.decode("utf-8", errors="replace"))
+    if not found.communicators:
+        raise ConfigError("--nccl-log", str(path), "an NCCL log with at least one \"NCCL INFO "
+                          "Using network\" line (run with NCCL_DEBUG=INFO)")
+    if as_json:
+        from dsinfra.cli.output import print_json
+
+        print_json({"log": str(path), **found.to_dict()})
+    else:
+        networks = ", ".join(found.networks)
+        providers = ", ".join(found.providers) or "none"
+        typer.echo(f"{path}: {len(found.communicators)} communicator(s) on {networks}; "
+                   f"OFI provider(s) {providers}"
+                   + (f", fabric(s) {', '.join(found.fabrics)}" if found.fabrics else ""))
+        typer.echo("  Libfabric over efa" if problem is None else f"  - {problem}")
+    if problem is not None:
         raise typer.Exit(EXIT_CLOUD_ERROR)
 
 

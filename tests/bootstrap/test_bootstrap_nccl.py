@@ -1,6 +1,6 @@
 """Issue 15 on the test hosts: a two-node EFA stack's health step proves NCCL runs over EFA
 from the engine's own start-up lines. `docker logs` on a test host answers with NCCL lines
-recorded from public threads (tests/fixtures/nccl/SOURCE); nothing here is written by hand."""
+recorded from public threads (tests/fixtures/nccl/SOURCE.md); nothing here is written by hand."""
 
 from __future__ import annotations
 

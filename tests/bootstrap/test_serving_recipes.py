@@ -1,6 +1,6 @@
 """Issue 15: the engine container gets the host's EFA user space and current NCCL/libfabric
 environment, engine flags come from per-family recipes, and the health step reads NCCL's own
-start-up lines (recorded from public threads: tests/fixtures/nccl/SOURCE)."""
+start-up lines (recorded from public threads: tests/fixtures/nccl/SOURCE.md)."""
 
 from __future__ import annotations
 
