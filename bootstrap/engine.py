@@ -126,15 +126,33 @@ def engine_env(plan: EnginePlan, secrets: Secrets) -> str:
 # (neither the vLLM nor the SGLang image ships them: vllm-project/vllm#55635). The host's
 # copies match its EFA driver, which an image's copy may not.
 EFA_HOST_DIRS = ("/opt/amazon/efa", "/opt/amazon/ofi-nccl")
-EFA_LD_LIBRARY_PATH = ":".join([
-    "/opt/amazon/ofi-nccl/lib64", "/opt/amazon/ofi-nccl/lib/x86_64-linux-gnu",
-    "/opt/amazon/efa/lib64",
+# Where the EFA installer puts libfabric and aws-ofi-nccl: `lib` on Ubuntu from installer 1.44
+# (aws/deep-learning-containers scripts/docker/common/install_efa.sh), `lib64` on Amazon Linux,
+# `lib/x86_64-linux-gnu` for aws-ofi-nccl from installers before 1.44. Looked up by glob across
+# all three, never assumed from the distribution.
+EFA_LIB_DIRS = ("lib", "lib64", "lib/x86_64-linux-gnu")
+EFA_LD_LIBRARY_PATH = ":".join(
+    [f"{root}/{sub}" for root in ("/opt/amazon/ofi-nccl", "/opt/amazon/efa")
+     for sub in EFA_LIB_DIRS]
     # What the CUDA base images of both engines set; -e replaces the image's value.
-    "/usr/local/nvidia/lib", "/usr/local/nvidia/lib64"])
+    + ["/usr/local/nvidia/lib", "/usr/local/nvidia/lib64"])
+
+
+def efa_lib_globs(root: str, pattern: str) -> str:
+    """``root/lib/pattern root/lib64/pattern ...``: a shell glob per layout (sh has no braces)."""
+    return " ".join(f"{root}/{sub}/{pattern}" for sub in EFA_LIB_DIRS)
+
+
+def nccl_net_plugin(path: str | None) -> str | None:
+    """``NCCL_NET_PLUGIN`` for a plugin file: NCCL (src/plugin/plugin_open.cc, 2.19 onward) opens
+    ``libnccl-net.so`` when the variable is unset and ``libnccl-net-<name>.so`` for ``<name>``,
+    so ``libnccl-net-ofi.so`` (EFA installer 1.44 on) needs ``ofi``."""
+    match = re.fullmatch(r"libnccl-net-([A-Za-z0-9_]+)\.so", (path or "").rsplit("/", 1)[-1])
+    return match.group(1) if match else None
 FORK_SAFE_KERNEL = (5, 15)  # from 5.15 on the kernel makes fork safe for registered memory
 
 
-def efa_env(efa_interfaces: int, kernel: str | None = None) -> str:
+def efa_env(efa_interfaces: int, kernel: str | None = None, plugin: str | None = None) -> str:
     """NCCL over EFA per the EFA cheat sheet in aws-samples/awsome-distributed-training
     (1.architectures/efa-cheatsheet.md): ``FI_PROVIDER=efa``; no ``NCCL_PROTO=simple`` (only
     aws-ofi-nccl <= 1.5 needed it, and it turns off NCCL's low-latency protocols), no
@@ -144,6 +162,8 @@ def efa_env(efa_interfaces: int, kernel: str | None = None) -> str:
     ``Using network`` lines to prove the plugin is used (bootstrap/nccl_log.py)."""
     lines = ["FI_PROVIDER=efa", "NCCL_SOCKET_IFNAME=^docker,lo,veth", "NCCL_DEBUG=INFO",
              "NCCL_DEBUG_SUBSYS=INIT,NET", f"DSINFRA_EFA_INTERFACES={efa_interfaces}"]
+    if name := nccl_net_plugin(plugin):
+        lines.append(f"NCCL_NET_PLUGIN={name}")
     if kernel_release(kernel) < FORK_SAFE_KERNEL:
         lines.insert(1, "FI_EFA_FORK_SAFE=1")
     return "\n".join(lines) + "\n"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import shlex
 
-from dsinfra.bootstrap.engine import EFA_ENV, efa_env
+from dsinfra.bootstrap.engine import EFA_ENV, efa_env, efa_lib_globs
 from dsinfra.bootstrap.parsers import (parse_docker_runtimes, parse_dpkg_status, parse_fi_info,
                                        parse_os_release, parse_sysfs_infiniband)
 from dsinfra.bootstrap.plan import HostPlan, RebootRequired, StepError
@@ -236,10 +236,11 @@ def efa_ready(c, p: HostPlan) -> bool:
     devices, sysfs = _efa_lists(got)
     p.facts["efa_devices"] = len(devices)
     want = p.host.efa_interfaces
-    if p.dlami and not _dlami_ofi_nccl(c, p):
+    if not _ofi_nccl(c, p) and p.dlami:
         return False
     return (len(devices) == want and sysfs == devices
-            and got["env"].stdout == efa_env(want, p.facts.get("kernel")))
+            and got["env"].stdout == efa_env(want, p.facts.get("kernel"),
+                                             p.facts.get("aws_ofi_nccl")))
 
 
 def install_efa(c, p: HostPlan) -> None:
@@ -260,28 +261,31 @@ def install_efa(c, p: HostPlan) -> None:
                         f"launched with {want} EFA interface(s): check the EFA driver and the "
                         "security group's self rule", command=FI_INFO,
                         output_tail=c.sh(FI_INFO, warn=True).stderr.strip()[-1000:])
-    if p.dlami and _dlami_ofi_nccl(c, p):
-        p.on_progress(f"the image's aws-ofi-nccl: {p.facts['aws_ofi_nccl']} (verified, kept)")
+    if _ofi_nccl(c, p):
+        p.on_progress(f"the image's aws-ofi-nccl: {p.facts['aws_ofi_nccl']} (verified, kept)"
+                      if p.dlami else f"aws-ofi-nccl: {p.facts['aws_ofi_nccl']}")
     elif p.dlami:
         raise StepError("the Deep Learning AMI's aws-ofi-nccl plugin is missing (no "
                         f"libnccl-net*.so under {AWS_OFI_NCCL_DIR}): without it NCCL falls back "
                         "to TCP sockets over EFA; dsinfra does not install or replace the "
                         "image's plugin: replace the instance", command=AWS_OFI_NCCL)
-    c.put_file(efa_env(want, p.facts.get("kernel")), EFA_ENV, mode="0644")
+    c.put_file(efa_env(want, p.facts.get("kernel"), p.facts.get("aws_ofi_nccl")), EFA_ENV,
+               mode="0644")
 
 
 # The aws-ofi-nccl plugin (NCCL over libfabric) that the DLAMI ships with its EFA software
 # (release notes list ofi_nccl_version, e.g. 1.18.0 with EFA 1.47.0 on the Base AMI with Single
 # CUDA (Ubuntu 22.04) 20260724). The EFA installer puts it under /opt/amazon/ofi-nccl:
-# lib64/libnccl-net-ofi.so from installer 1.44 on, lib/x86_64-linux-gnu/libnccl-net.so before.
-# Verified, never installed or replaced: the image's plugin matches its NCCL and libfabric.
+# lib/libnccl-net-ofi.so on Ubuntu and lib64/ on Amazon Linux from installer 1.44 on,
+# lib/x86_64-linux-gnu/libnccl-net.so before; found by glob across all three (engine.py's
+# EFA_LIB_DIRS). Verified, never installed or replaced: the image's plugin matches its NCCL and
+# libfabric.
 AWS_OFI_NCCL_DIR = "/opt/amazon/ofi-nccl"
-AWS_OFI_NCCL = (f"ls -1 {AWS_OFI_NCCL_DIR}/lib64/libnccl-net-ofi.so "
-                f"{AWS_OFI_NCCL_DIR}/lib/x86_64-linux-gnu/libnccl-net.so 2>/dev/null")
+AWS_OFI_NCCL = f"ls -1 {efa_lib_globs(AWS_OFI_NCCL_DIR, 'libnccl-net*.so')} 2>/dev/null"
 
 
-def _dlami_ofi_nccl(c, p: HostPlan) -> str | None:
-    """The DLAMI's aws-ofi-nccl plugin path (also in the step's facts), or None."""
+def _ofi_nccl(c, p: HostPlan) -> str | None:
+    """The host's aws-ofi-nccl plugin path (also in the step's facts), or None."""
     found = c.sh(AWS_OFI_NCCL, warn=True).stdout.split()
     p.facts["aws_ofi_nccl"] = found[0] if found else None
     return p.facts["aws_ofi_nccl"]

@@ -199,9 +199,11 @@ class TestHost:
             # The DLAMI ships the EFA software whether or not EFA interfaces are attached.
             (fs / "opt/amazon").mkdir(parents=True)
             (fs / "opt/amazon/efa_installed_packages").write_text("efa 2.17.1\n")
-            # ... and the aws-ofi-nccl plugin, where EFA installers >= 1.44 put it.
-            (fs / "opt/amazon/ofi-nccl/lib64").mkdir(parents=True)
-            (fs / "opt/amazon/ofi-nccl/lib64/libnccl-net-ofi.so").touch()
+            # ... and the aws-ofi-nccl plugin, where EFA installers >= 1.44 put it: lib/ on
+            # Ubuntu (every recorded DLAMI is), lib64/ on Amazon Linux.
+            lib = "lib64" if "Amazon Linux" in profile["os_release"] else "lib"
+            (fs / f"opt/amazon/ofi-nccl/{lib}").mkdir(parents=True)
+            (fs / f"opt/amazon/ofi-nccl/{lib}/libnccl-net-ofi.so").touch()
 
     def _sshd_argv(self) -> list[str]:
         return ["/usr/sbin/sshd", "-D", *self.lab.sshd_flags, "-E", str(self.root / "sshd.log"),

@@ -64,7 +64,10 @@ def test_p5_with_32_attached_efa_in_libfabric_2_format_passes_efa_and_gpu_checks
     assert "DSINFRA_EFA_INTERFACES=32" in (host.root / "fs/opt/dsinfra/etc/efa.env").read_text()
     # The DLAMI's own aws-ofi-nccl is verified and reported, and nothing EFA is installed.
     log = open(report.hosts[0].log_path).read()
-    assert "the image's aws-ofi-nccl: /opt/amazon/ofi-nccl/lib64/libnccl-net-ofi.so" in log
+    # The Ubuntu layout of EFA installer >= 1.44 (lib/, not Amazon Linux's lib64/), found by
+    # glob; its name needs NCCL_NET_PLUGIN=ofi (NCCL opens only libnccl-net.so without it).
+    assert "the image's aws-ofi-nccl: /opt/amazon/ofi-nccl/lib/libnccl-net-ofi.so" in log
+    assert "NCCL_NET_PLUGIN=ofi" in (host.root / "fs/opt/dsinfra/etc/efa.env").read_text()
     assert ran(host, "curl") == [] and ran(host, "efa_installer") == []
 
 
@@ -73,7 +76,7 @@ def test_p5_dlami_without_its_aws_ofi_nccl_fails_the_efa_step_and_installs_nothi
     """With EFA attached, NCCL needs the image's aws-ofi-nccl plugin (else it falls back to TCP
     sockets). On the DLAMI it is never installed or replaced: its absence stops the bootstrap."""
     host = lab.fresh("single", "p5.48xlarge", dlami=True, efa_interfaces=32)
-    (host.root / "fs/opt/amazon/ofi-nccl/lib64/libnccl-net-ofi.so").unlink()
+    (host.root / "fs/opt/amazon/ofi-nccl/lib/libnccl-net-ofi.so").unlink()
     inventory = write_inventory(tmp_path / "hosts.yaml", [host_entry(lab, host)], LLAMA_70B)
 
     report = bootstrap_inventory(inventory, progress=False, options=options)

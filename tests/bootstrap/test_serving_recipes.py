@@ -56,9 +56,10 @@ def test_efa_host_libraries_are_mounted_read_only_with_the_library_path():
     assert "/opt/amazon/ofi-nccl:/opt/amazon/ofi-nccl:ro" in volumes
     env = [argv[i + 1] for i, a in enumerate(argv) if a == "-e"]
     library_path = next(e for e in env if e.startswith("LD_LIBRARY_PATH="))
-    assert library_path.split("=", 1)[1].split(":")[:3] == [
-        "/opt/amazon/ofi-nccl/lib64", "/opt/amazon/ofi-nccl/lib/x86_64-linux-gnu",
-        "/opt/amazon/efa/lib64"]
+    assert library_path.split("=", 1)[1].split(":")[:6] == [
+        "/opt/amazon/ofi-nccl/lib", "/opt/amazon/ofi-nccl/lib64",
+        "/opt/amazon/ofi-nccl/lib/x86_64-linux-gnu", "/opt/amazon/efa/lib",
+        "/opt/amazon/efa/lib64", "/opt/amazon/efa/lib/x86_64-linux-gnu"]
     assert argv[argv.index("--device") + 1] == "/dev/infiniband"
 
 
@@ -147,3 +148,15 @@ def test_sglang_r1_gets_its_recipe_flags():
     plan, hosts = _plan(2, engine="sglang")
     worker = eng.run_script(plan, hosts[1], cache_dir="/c", efa=True)
     assert "--trust-remote-code --reasoning-parser deepseek-r1" in worker
+
+
+@pytest.mark.parametrize("path,plugin", [
+    ("/opt/amazon/ofi-nccl/lib/libnccl-net-ofi.so", "ofi"),          # installer >= 1.44
+    ("/opt/amazon/ofi-nccl/lib/x86_64-linux-gnu/libnccl-net.so", None),  # before 1.44
+    (None, None)])
+def test_nccl_net_plugin_follows_the_plugin_file_name(path, plugin):
+    """NCCL 2.19+ (src/plugin/plugin_open.cc) opens libnccl-net.so unless NCCL_NET_PLUGIN
+    names another: libnccl-net-ofi.so is loaded only with NCCL_NET_PLUGIN=ofi."""
+    env = eng.efa_env(32, "6.8.0-1031-aws", path).splitlines()
+    assert [l for l in env if l.startswith("NCCL_NET_PLUGIN")] == \
+        ([f"NCCL_NET_PLUGIN={plugin}"] if plugin else [])
