@@ -28,16 +28,17 @@ def containers(config: StackConfig, hosts: list[HostSpec]) -> list[dict[str, Any
         if host.role in seen:
             continue
         seen.add(host.role)
-        entries.append(_entry(plan, host))
+        entries.append(_entry(plan, host, shown))
     return entries
 
 
-def _entry(plan: eng.EnginePlan, host: HostSpec) -> dict[str, Any]:
+def _entry(plan: eng.EnginePlan, host: HostSpec, hosts: list[HostSpec]) -> dict[str, Any]:
     script = eng.run_script(plan, host, cache_dir=CACHE_ON_HOST, efa=host.efa_interfaces > 0)
     argv = shlex.split(script.splitlines()[-1].removeprefix("exec "))
     options, rest = _docker_options(argv[2:])  # after "docker run"
     env_names = [*_env_file_names(plan, host), *(v.split("=", 1)[0] for v in options["-e"])]
-    return {"role": host.role, "nodes": 1 if host.role == "head" else plan.nodes - 1,
+    count = sum(1 for h in hosts if h.role == host.role)
+    return {"role": host.role, "nodes": count, "replica": plan.nodes == 1,
             "image": plan.image, "command": rest[rest.index(plan.image) + 1:],
             "entrypoint": options["--entrypoint"][0] if options["--entrypoint"] else None,
             "env": sorted(set(env_names)),

@@ -71,6 +71,18 @@ class EnginePlan:
         return engine_for(self.name).openai_compatible
 
 
+def engine_nodes(config: StackConfig, hosts: list[HostSpec]) -> int:
+    """Nodes one engine spans. Only nodes launched with EFA (the distributed tier's, or an
+    inventory's hosts that all have ``efa_interfaces``) shard one engine across nodes (TP x PP
+    over NCCL); elsewhere more than one node means independent replicas behind the load
+    balancer, each its own engine: pipeline stages over TCP across zones are slower than one
+    node, and the peers' ports (Ray 6379, SGLang's dist-init) are open only with EFA.
+    ``sizing.check_stack_fits`` refuses at the door a model that one node cannot hold there."""
+    if len(hosts) > 1 and all(h.efa_interfaces > 0 for h in hosts):
+        return len(hosts)
+    return 1
+
+
 def engine_plan(config: StackConfig, hosts: list[HostSpec]) -> EnginePlan:
     """The engine's layout; the values that reach the unit file, the env file and the run
     script are checked again here, right before rendering (the schema checked them first)."""
@@ -81,7 +93,8 @@ def engine_plan(config: StackConfig, hosts: list[HostSpec]) -> EnginePlan:
         health_path=config.engine.health_path, model=config.resolved_model,
         max_model_len=config.max_model_len,
         gpu_memory_utilization=config.engine.gpu_memory_utilization,
-        gpus_per_node=head.spec.gpu_count, nodes=len(hosts), head_address=head.peer_address,
+        gpus_per_node=head.spec.gpu_count, nodes=engine_nodes(config, hosts),
+        head_address=head.peer_address,
         command=tuple(config.engine.command) if config.engine.command else None,
         extra_args=tuple(config.engine.extra_args),
         recipe=recipe_for(config.engine.name, config.resolved_model),

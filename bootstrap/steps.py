@@ -21,6 +21,12 @@ def _is_head(plan) -> bool:
     return plan.host.role == "head"
 
 
+def _serves(plan) -> bool:
+    """Every node whose engine answers the API: the head of a multi-node engine, or each
+    replica where every node runs its own (engine.engine_nodes)."""
+    return _is_head(plan) or plan.engine.nodes == 1
+
+
 def _is_spot(plan) -> bool:
     return plan.spot
 
@@ -55,7 +61,7 @@ STEPS: tuple[Step, ...] = (
          describe="the engine's container image, pulled on every host in parallel"),
     Step("engine", engine.engine_ready, engine.start_engine, phase="engine",
          describe="the inference container as a systemd unit"),
-    Step("health", engine.endpoint_healthy, engine.wait_for_endpoint, applies_to=_is_head,
+    Step("health", engine.endpoint_healthy, engine.wait_for_endpoint, applies_to=_serves,
          phase="health", describe="/health, /v1/models and one chat completion"),
     Step("nccl-network", engine.nccl_over_efa, applies_to=_is_head_across_efa, phase="health",
          describe="NCCL runs over EFA through aws-ofi-nccl, not TCP sockets"),

@@ -17,6 +17,7 @@ The memory model (what `dsinfra size` prints and `plan`/`up` refuse on):
 
 from __future__ import annotations
 
+
 import math
 from dataclasses import asdict, dataclass, field
 from datetime import date
@@ -26,6 +27,7 @@ from dsinfra.catalog import (GPU_INSTANCE_TYPES, HOURS_PER_MONTH, INSTANCE_SPECS
                              InstanceSpec, RegionPrices, is_priced, on_demand_price)
 from dsinfra.errors import ConfigError, UserError, shown_value
 from dsinfra.models import ModelShape, kv_bytes_per_token, resolve_model
+from dsinfra.tiers import TIERS
 
 if TYPE_CHECKING:
     from dsinfra.config import StackConfig
@@ -290,12 +292,22 @@ def check_stack_fits(config: "StackConfig", prices: dict[str, RegionPrices] | No
         raise ConfigError("dsinfra:maxModelLen", config.max_model_len,
                           f"at most {shape.max_context} for {shape.name}")
     spec = INSTANCE_SPECS[config.resolved_instance_type]
-    nodes = config.resolved_node_count
+    # Off EFA every node is its own replica (bootstrap/engine.py engine_nodes): one node must
+    # hold the whole model, however many nodes the stack has.
+    nodes = config.resolved_node_count if config.tier_spec.efa else 1
     chosen = evaluate(shape, spec, config.precision, nodes, context=config.max_model_len,
                       region=config.region, prices=prices)
     if chosen.fits:
         check_fallback_fits(config, shape, prices)
         return
+    if not config.tier_spec.efa and config.resolved_node_count > 1:
+        efa_tiers = [t.name for t in TIERS.values() if t.efa]
+        raise ConfigError(
+            "dsinfra:nodeCount", config.resolved_node_count,
+            f"on the {config.tier} tier each node is its own replica and must hold the whole "
+            f"model; {shape.name} at {config.precision} does not fit one {spec.name} "
+            f"({chosen.reason}): shard it across nodes on the {' or '.join(efa_tiers)} tier "
+            "(EFA), or choose an instance type that holds it")
     sizing = size_model(config.resolved_model, config.precision, config.max_model_len, 1,
                         region=config.region, prices=prices)
     best = recommend(sizing.candidates)
@@ -365,7 +377,8 @@ def check_fallback_fits(config: "StackConfig", shape: ModelShape,
         if alt.node_count > 1 and spec.efa_interfaces == 0:
             raise ConfigError(key, value, f"nodeCount 1 for {spec.name} (no EFA, so it serves "
                               "from one node), or an instance type with EFA")
-        fit = evaluate(shape, spec, config.precision, alt.node_count,
+        fit = evaluate(shape, spec, config.precision,
+                       alt.node_count if config.tier_spec.efa else 1,
                        context=config.max_model_len, region=config.region, prices=prices)
         if not fit.fits:
             raise ConfigError(key, value, f"an alternative that holds {shape.name} at "

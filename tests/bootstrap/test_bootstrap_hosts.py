@@ -6,12 +6,15 @@ from __future__ import annotations
 import json
 import stat
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from conftest import API_KEY, HF_TOKEN, host_entry, write_inventory
 
 from dsinfra.bootstrap.runner import bootstrap_inventory
 from dsinfra.bootstrap.steps import STEPS
+
+NCCL_OFI_LOG = Path(__file__).resolve().parents[1] / "fixtures" / "nccl" / "ofi-efa-libfabric.log"
 
 QWEN = "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"
 
@@ -262,10 +265,15 @@ def test_custom_article_container_runs_as_the_service(lab, tmp_path, options, en
 
 
 def test_two_node_sglang_starts_ranks_head_first(lab, tmp_path, options):
-    head = lab.fresh("single", "g5.2xlarge", dlami=True)
-    worker = lab.fresh("second", "g5.2xlarge", dlami=True)
+    # One engine across nodes only over EFA (engine.engine_nodes): two p5 launched with it.
+    head = lab.fresh("single", "p5.48xlarge", dlami=True, efa_interfaces=32)
+    worker = lab.fresh("second", "p5.48xlarge", dlami=True, efa_interfaces=32)
+    for host in (head, worker):
+        host.set_profile(nccl_log=str(NCCL_OFI_LOG))
     inventory = write_inventory(tmp_path / "hosts.yaml", [
-        host_entry(lab, head), host_entry(lab, worker, "worker")], {"engine": "sglang"})
+        host_entry(lab, head), host_entry(lab, worker, "worker")],
+        {"engine": "sglang", "model": "deepseek-ai/DeepSeek-R1", "precision": "fp8",
+         "maxModelLen": 8192})
 
     report = bootstrap_inventory(inventory, progress=False, options=options)
 
@@ -280,7 +288,9 @@ def test_two_node_sglang_starts_ranks_head_first(lab, tmp_path, options):
     assert started["single"][0] < started["second"][0]
 
 
-def test_eight_hosts_bootstrap_in_parallel_as_one_vllm_ray_cluster(lab, tmp_path, options):
+def test_eight_hosts_without_efa_bootstrap_in_parallel_as_eight_replicas(lab, tmp_path, options):
+    """Off EFA, more nodes are independent replicas (issue 25): each runs its own engine with
+    no Ray and no pipeline stages, and each one's endpoint is health-checked."""
     hosts = [lab.fresh(f"node{i}", "g5.xlarge", dlami=True) for i in range(8)]
     entries = [host_entry(lab, h, "head" if i == 0 else "worker") for i, h in enumerate(hosts)]
     inventory = write_inventory(tmp_path / "hosts.yaml", entries)
@@ -291,10 +301,10 @@ def test_eight_hosts_bootstrap_in_parallel_as_one_vllm_ray_cluster(lab, tmp_path
     first = [h.commands()[0]["t"] for h in hosts]
     gpu_check = [next(c["t"] for c in h.commands() if c["argv"][:1] == ["run"]) for h in hosts]
     assert max(first) < min(gpu_check), "every host had started before any reached docker run"
-    head_script = (hosts[0].root / "fs/opt/dsinfra/etc/engine-run.sh").read_text()
-    assert "--pipeline-parallel-size 8" in head_script and "ray start --head" in head_script
-    assert f"ray start --block --address={hosts[0].listen}:6379" in \
-        (hosts[5].root / "fs/opt/dsinfra/etc/engine-run.sh").read_text()
+    for host, result in zip(hosts, report.hosts):
+        script = (host.root / "fs/opt/dsinfra/etc/engine-run.sh").read_text()
+        assert "--pipeline-parallel-size 1" in script and "ray start" not in script
+        assert {s.step: s.status for s in result.steps}["health"] in ("applied", "verified")
 
 
 def test_worker_that_cannot_start_its_engine_stops_the_heads_wait(lab, tmp_path, options):

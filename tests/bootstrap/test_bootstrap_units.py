@@ -111,8 +111,10 @@ def test_stack_outputs_use_the_bastion_for_private_nodes():
 def _plan(nodes=1, engine="vllm", **config):
     cfg = parse_stack_config("t", {"tier": "distributed", "budget": {"amountUsd": 1},
                                    "engine": engine, "nodeCount": nodes, **config})
+    # The distributed tier's nodes are launched with EFA: one engine spans them.
     hosts = [HostSpec(name=f"n{i}", address=f"10.0.0.{i + 5}", role="head" if i == 0 else
-                      "worker", instance_type="p5.48xlarge", node_rank=i) for i in range(nodes)]
+                      "worker", instance_type="p5.48xlarge", node_rank=i, efa_interfaces=32)
+             for i in range(nodes)]
     return eng.engine_plan(cfg, hosts), hosts
 
 
