@@ -22,7 +22,7 @@ def containers(config: StackConfig, hosts: list[HostSpec]) -> list[dict[str, Any
     """One entry per node role (head first), rendered as bootstrap would render it."""
     shown = [replace(h, address=HEAD_ADDRESS if h.role == "head" else NODE_ADDRESS,
                      private_address=None) for h in hosts]
-    plan = eng.engine_plan(config, shown)
+    plan = eng.engine_plan(config, shown, ecr=config.tier_spec.image_from_ecr)
     entries, seen = [], set()
     for host in shown:
         if host.role in seen:
@@ -40,6 +40,7 @@ def _entry(plan: eng.EnginePlan, host: HostSpec, hosts: list[HostSpec]) -> dict[
     count = sum(1 for h in hosts if h.role == host.role)
     return {"role": host.role, "nodes": count, "replica": plan.nodes == 1,
             "image": plan.image, "command": rest[rest.index(plan.image) + 1:],
+            "image_source": plan.source.to_dict() if plan.source else None,
             "entrypoint": options["--entrypoint"][0] if options["--entrypoint"] else None,
             "env": sorted(set(env_names)),
             "mounts": [_mount(v) for v in options["-v"]],

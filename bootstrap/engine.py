@@ -15,6 +15,7 @@ from dsinfra.bootstrap.secrets import Secrets
 from dsinfra.config import StackConfig
 from dsinfra.errors import ConfigError, UserError
 from dsinfra.identifiers import hf_repo_id_problem, host_text_problem, s3_uri_problem
+from dsinfra.images import ImagePlan, image_plan
 from dsinfra.recipes import Recipe, per_node_env, recipe_for
 
 UNIT_NAME = "dsinfra-engine.service"
@@ -48,6 +49,13 @@ class EnginePlan:
     extra_args: tuple[str, ...] = ()
     recipe: Recipe = Recipe("", "generic", "")
     model_cache: str | None = None  # dsinfra:modelCache, the s3:// mirror
+    # Where the image comes from on stack nodes (the account's ECR, dsinfra/images.py); None
+    # for an inventory's hosts, which pull ``image`` as named and get EFA from the host.
+    source: ImagePlan | None = None
+
+    @property
+    def efa_in_image(self) -> bool:
+        return self.source is not None and self.source.efa_layer
 
     @property
     def model_path(self) -> str:
@@ -83,17 +91,24 @@ def engine_nodes(config: StackConfig, hosts: list[HostSpec]) -> int:
     return 1
 
 
-def engine_plan(config: StackConfig, hosts: list[HostSpec]) -> EnginePlan:
+def engine_plan(config: StackConfig, hosts: list[HostSpec], *, ecr: bool = False
+                ) -> EnginePlan:
     """The engine's layout; the values that reach the unit file, the env file and the run
-    script are checked again here, right before rendering (the schema checked them first)."""
+    script are checked again here, right before rendering (the schema checked them first).
+    ``ecr``: the nodes take the image from the account's ECR (stack nodes), derived with the
+    EFA user space where one engine spans nodes over EFA (dsinfra/images.py)."""
     head = next(h for h in hosts if h.role == "head")
     _check_host_values(config)
+    nodes = engine_nodes(config, hosts)
+    source = image_plan(config.engine.name, config.resolved_engine_image, efa=nodes > 1) \
+        if ecr else None
     return EnginePlan(
-        name=config.engine.name, image=config.resolved_engine_image, port=config.engine_port,
+        name=config.engine.name, image=source.local if source else config.resolved_engine_image,
+        source=source, port=config.engine_port,
         health_path=config.engine.health_path, model=config.resolved_model,
         max_model_len=config.max_model_len,
         gpu_memory_utilization=config.engine.gpu_memory_utilization,
-        gpus_per_node=head.spec.gpu_count, nodes=engine_nodes(config, hosts),
+        gpus_per_node=head.spec.gpu_count, nodes=nodes,
         head_address=head.peer_address,
         command=tuple(config.engine.command) if config.engine.command else None,
         extra_args=tuple(config.engine.extra_args),
@@ -188,11 +203,15 @@ def kernel_release(kernel: str | None) -> tuple[int, int]:
     return (int(match.group(1)), int(match.group(2))) if match else (99, 0)
 
 
-def efa_docker_options() -> list[str]:
-    options = ["--env-file", EFA_ENV, "--device", "/dev/infiniband", "--cap-add", "IPC_LOCK",
-               "-e", f"LD_LIBRARY_PATH={EFA_LD_LIBRARY_PATH}"]
-    for path in EFA_HOST_DIRS:
-        options += ["-v", f"{path}:{path}:ro"]
+def efa_docker_options(*, mount_host: bool = True) -> list[str]:
+    """The EFA devices for the container; the host's EFA user space mounted read-only only
+    where the image has none of its own (an inventory's hosts): a derived image carries its
+    libfabric, rdma-core and aws-ofi-nccl as one set (dsinfra/images.py)."""
+    options = ["--env-file", EFA_ENV, "--device", "/dev/infiniband", "--cap-add", "IPC_LOCK"]
+    if mount_host:
+        options += ["-e", f"LD_LIBRARY_PATH={EFA_LD_LIBRARY_PATH}"]
+        for path in EFA_HOST_DIRS:
+            options += ["-v", f"{path}:{path}:ro"]
     return options
 
 
@@ -211,7 +230,7 @@ def run_script(plan: EnginePlan, host: HostSpec, *, cache_dir: str, efa: bool) -
     for name in per_node_env(plan.name, plan.nodes):  # VLLM_HOST_IP: this node's address
         options += ["-e", f"{name}={host.peer_address}"]
     if efa:
-        options += efa_docker_options()
+        options += efa_docker_options(mount_host=not plan.efa_in_image)
     run = " ".join(shlex.quote(a) for a in ["docker", "run", *options,
                                             *container_args(plan, host)])
     return f"#!/bin/sh\n# Written by dsinfra bootstrap; rewritten on every run.\nexec {run}\n"

@@ -34,10 +34,12 @@ AWS_CONFIG = "/opt/dsinfra/etc/aws-config"
 # Third-party import names, all pure Python: boto3's own dependencies, no more.
 THIRD_PARTY = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six", "urllib3")
 # The AWS APIs a node calls: S3 (weights), EC2 (the idle watcher stops its own stack), STS
-# (who am I, in errors), DynamoDB (the guard's audit table), SNS (notices).
-NODE_SERVICES = ("s3", "ec2", "sts", "dynamodb", "sns")
+# (who am I, in errors), DynamoDB (the guard's audit table), SNS (notices), ECR (the engine
+# image: cloud/engine_image.py).
+NODE_SERVICES = ("s3", "ec2", "sts", "dynamodb", "sns", "ecr")
 # The dsinfra modules a node runs; what they import from dsinfra is added (``_closure``).
-ENTRY_MODULES = ("dsinfra.cloud.model_cache", "dsinfra.cloud.idle_watch")
+ENTRY_MODULES = ("dsinfra.cloud.model_cache", "dsinfra.cloud.idle_watch",
+                 "dsinfra.cloud.engine_image")
 RUNNER = "run.py"
 # The node's python runs the kit's runner: -s keeps the user's site-packages out.
 RUNNER_SOURCE = '''\

@@ -43,6 +43,8 @@ class HostPlan:
     health_report_s: float = 15.0  # how often a wait for the engine reports back
     spot: bool = False  # a spot stack: the spot-watch step installs the interruption watcher
     spot_poll_s: float = 5.0  # how often the watcher asks IMDS (AWS recommends 5 s)
+    image_wait_s: float = 45 * 60  # a worker's wait for the head's image in ECR
+    image_poll_s: float = 10.0
     facts: dict[str, Any] = field(default_factory=dict)
     on_progress: Callable[[str], None] = lambda message: None
     stop_waiting: Callable[[], str | None] = lambda: None  # a reason to give up waiting

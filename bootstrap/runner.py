@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -53,6 +53,13 @@ class BootstrapOptions:
     # Extra lines for each node's AWS config (``nodekit.NODE_AWS_KEYS``): an S3-compatible
     # endpoint, or keys for hosts without an instance profile. Empty on EC2.
     node_aws: dict[str, str] = field(default_factory=dict)
+    # The engine image from the account's ECR (dsinfra/images.py). None: by the tier, for a
+    # stack's own nodes (their instance profile may use dsinfra/* repositories): on where the
+    # nodes sit behind a NAT gateway (they share its one address, and Docker Hub's anonymous
+    # pull limit with it) or span one engine over EFA; always off for an inventory's hosts.
+    ecr: bool | None = None
+    image_wait_s: float = 45 * 60
+    image_poll_s: float = 10.0
     # Where the head's idle watcher writes its audit records besides the journal: the budget
     # guard's DynamoDB table (`dsinfra guard deploy --json` prints table_name) and its region.
     audit_table: str | None = field(
@@ -79,6 +86,8 @@ def bootstrap_stack(config: StackConfig, outputs: StackOutputs, *,
     line per host and step change (``dsinfra up`` folds them into its own display), or None.
     """
     options = options or BootstrapOptions()
+    if options.ecr is None:
+        options = replace(options, ecr=config.tier_spec.image_from_ecr)
     hosts = hosts_from_outputs(outputs, key_path=ssh_key_path, tunnel_url=tunnel_url)
     known = _known_hosts(options, trust_on_first_use)
     if options.console_pins and read_console:
@@ -90,7 +99,7 @@ def bootstrap_stack(config: StackConfig, outputs: StackOutputs, *,
 def bootstrap_inventory(path: Path, *, trust_on_first_use: bool = False, progress: Progress = None,
                         options: BootstrapOptions | None = None) -> BootstrapReport:
     """Bootstrap hosts dsinfra did not create, listed in an inventory file."""
-    options = options or BootstrapOptions()
+    options = replace(options or BootstrapOptions(), ecr=False)  # no instance profile of ours
     values, hosts = load_inventory(Path(path))
     name = str(values.pop("stack", None) or Path(path).stem)
     values.setdefault("tier", "dev")
@@ -141,18 +150,21 @@ def run_bootstrap(config: StackConfig, hosts: list[HostSpec], *, known: KnownHos
     _pin_from_inventory(hosts, known)
     run_dir = state_dir / "runs" / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
     run_dir.mkdir(parents=True, exist_ok=True)
-    plan = engine_plan(config, hosts)
+    plan = engine_plan(config, hosts, ecr=bool(options.ecr))
     timeout = options.health_timeout_s or config.tier_spec.health_timeout_s
     display = as_progress(progress)
     watch = idle_watch_for(config, audit_table=options.audit_table,
                            audit_region=options.audit_region)
     runs = [HostRun(HostPlan(host=h, engine=plan, secrets=secrets, tier=config.tier,
-                             region=config.region, node_kit=node_kit_needed(config),
+                             region=config.region,
+                             node_kit=node_kit_needed(config) or bool(options.ecr),
                              node_aws=options.node_aws,
                              idle_watch=watch if h.role == "head" else None,
                              health_timeout_s=timeout, health_poll_s=options.health_poll_s,
                              health_report_s=options.health_report_s, spot=config.spot,
-                             spot_poll_s=options.spot_poll_s),
+                             spot_poll_s=options.spot_poll_s,
+                             image_wait_s=options.image_wait_s,
+                             image_poll_s=options.image_poll_s),
                     known, HostLog(run_dir / f"{_safe(h.name)}.log", secrets), options.ssh,
                     display.update)
             for h in hosts]
@@ -201,6 +213,11 @@ def _phases(pool: ThreadPoolExecutor, runs: list[HostRun], steps: tuple[Step, ..
     def prepare(run: HostRun) -> None:
         if full_check or not run.fast_path(by_phase["prepare"] + by_phase["engine"], names):
             run.run_steps(by_phase["prepare"])
+
+    # A worker that waits on the head (its engine image in ECR) stops when the head failed.
+    for worker in workers:
+        worker.plan.stop_waiting = lambda: (f"the head node {head.plan.host.name} failed"
+                                            if head.failed else None)
 
     list(pool.map(prepare, runs))
     failed = [r.plan.host.name for r in runs if r.failed]

@@ -10,11 +10,13 @@ import time
 from importlib import resources
 
 from dsinfra.bootstrap import engine as eng
+from dsinfra.bootstrap import nodekit
 from dsinfra.bootstrap.nccl_log import LOG_PATTERN, nccl_problem, read_nccl_network
 from dsinfra.bootstrap.plan import HostPlan, StepError
 from dsinfra.bootstrap.steps_system import cache_dir
 
 HEALTH_SCRIPT = "/opt/dsinfra/bin/health_check.py"
+EXIT_NOT_YET = 4  # cloud/engine_image.py: the image is not in ECR yet
 
 
 def _files(p: HostPlan) -> dict[str, tuple[str, str]]:
@@ -51,12 +53,46 @@ def image_present(c, p: HostPlan) -> bool:
                 ">/dev/null", root=True)
 
 
+IMAGE_DOCKERFILE = f"{eng.ETC}/engine-image.Dockerfile"
+
+
 def pull_image(c, p: HostPlan) -> None:
     """Every host pulls in the preparation phase, in parallel: a serving image is gigabytes,
     and pulling it after the head's engine started would put the head's pull ahead of the
-    workers' (minutes on a real cluster)."""
-    p.on_progress(f"pulling {p.engine.image}")
-    c.sh(f"docker pull -q {shlex.quote(p.engine.image)}", root=True, timeout=60 * 60)
+    workers' (minutes on a real cluster). Stack nodes take it from the account's ECR, where
+    the head puts it first (dsinfra/images.py); an inventory's hosts pull it as named."""
+    source = p.engine.source
+    if source is None:
+        p.on_progress(f"pulling {p.engine.image}")
+        c.sh(f"docker pull -q {shlex.quote(p.engine.image)}", root=True, timeout=60 * 60)
+        return
+    head = p.host.role == "head"
+    args = ["--role", "head" if head else "worker", "--repository", source.repository,
+            "--tag", source.tag, "--upstream", source.upstream, "--local", source.local,
+            "--wait-s", "0"]
+    if source.dockerfile:
+        c.put_file(source.dockerfile, IMAGE_DOCKERFILE, mode="0644")
+        args += ["--dockerfile", IMAGE_DOCKERFILE]
+    command = nodekit.kit_command("dsinfra.cloud.engine_image", *args)
+    p.on_progress(("building " if source.efa_layer else "copying ") + f"{source.upstream} into "
+                  f"ECR {source.repository}:{source.tag}" if head else
+                  f"waiting for {source.repository}:{source.tag} in ECR (the head makes it)")
+    deadline = time.monotonic() + p.image_wait_s
+    while True:
+        out = c.sh(command, root=True, warn=True, timeout=2 * 60 * 60)
+        if out.exited == 0:
+            return
+        if out.exited != EXIT_NOT_YET:
+            raise StepError((out.stderr.strip().splitlines() or ["engine image failed"])[-1],
+                            command=f"dsinfra.cloud.engine_image --role "
+                                    f"{'head' if head else 'worker'}",
+                            output_tail=out.stderr.strip()[-1500:])
+        if reason := p.stop_waiting():
+            raise StepError(f"gave up waiting for the engine image in ECR: {reason}")
+        if time.monotonic() >= deadline:
+            raise StepError(f"{source.repository}:{source.tag} did not appear in ECR within "
+                            f"{p.image_wait_s:.0f}s (the head node makes it)")
+        time.sleep(p.image_poll_s)
 
 
 def start_engine(c, p: HostPlan) -> None:

@@ -38,6 +38,13 @@ class TierSpec:
         return self.private
 
     @property
+    def image_from_ecr(self) -> bool:
+        """Nodes take the engine image from the account's ECR (dsinfra/images.py): behind a
+        NAT gateway they share one address, and Docker Hub's anonymous pull limit with it;
+        over EFA the image is a derived one with the EFA user space."""
+        return self.private or self.efa
+
+    @property
     def ssh_entry(self) -> str:
         """Where SSH from outside lands (what ``sshAllowedCidrs`` opens)."""
         return "the bastion" if self.bastion else "the node"

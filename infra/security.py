@@ -18,6 +18,7 @@ import pulumi_aws.iam as iam
 
 from dsinfra.config import StackConfig
 from dsinfra.identifiers import split_s3_uri
+from dsinfra.images import ECR_REPOSITORY_PREFIX
 from dsinfra.tags import STACK as STACK_TAG
 from dsinfra.tags import merge_tags
 
@@ -182,6 +183,23 @@ def idle_stop_policy(stack: str, region: str, topic_arn: str | None = None) -> d
     return {"Version": "2012-10-17", "Statement": statements}
 
 
+def engine_image_policy(region: str) -> dict:
+    """What a node needs to put the engine image into ECR once and pull it from there
+    (cloud/engine_image.py): a registry token (GetAuthorizationToken has no resource-level
+    permissions, so ``*``), and pull, push and create only on ``dsinfra/*`` repositories in the
+    stack's region (ECR User Guide, "Private repository policy examples"; tagging at creation
+    needs ecr:TagResource)."""
+    repositories = f"arn:aws:ecr:{region}:*:repository/{ECR_REPOSITORY_PREFIX}*"
+    return {"Version": "2012-10-17", "Statement": [
+        {"Sid": "RegistryToken", "Effect": "Allow", "Action": ["ecr:GetAuthorizationToken"],
+         "Resource": "*"},
+        {"Sid": "EngineImagesOnly", "Effect": "Allow", "Resource": repositories, "Action": [
+            "ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage",
+            "ecr:GetDownloadUrlForLayer", "ecr:DescribeImages", "ecr:InitiateLayerUpload",
+            "ecr:UploadLayerPart", "ecr:CompleteLayerUpload", "ecr:PutImage",
+            "ecr:CreateRepository", "ecr:TagResource"]}]}
+
+
 def mirror_read_policy(uri: str) -> dict:
     """Read access to exactly the weights mirror ``s3://bucket/prefix``: its objects, and
     listing the bucket only under the prefix (a missing object then answers 404, not 403)."""
@@ -226,6 +244,10 @@ class NodeIdentity(pulumi.ComponentResource):
         if args.config.model_cache:
             iam.RolePolicy(f"{name}-weights-mirror", role=self.role.id,
                            policy=json.dumps(mirror_read_policy(args.config.model_cache)),
+                           opts=child)
+        if args.config.tier_spec.image_from_ecr:
+            iam.RolePolicy(f"{name}-engine-image", role=self.role.id,
+                           policy=json.dumps(engine_image_policy(args.config.region)),
                            opts=child)
         self.instance_profile = iam.InstanceProfile(name, role=self.role.name,
                                                     tags=merge_tags(name, args.config),

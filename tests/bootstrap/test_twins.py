@@ -15,6 +15,8 @@ interfaces) and at `gpu-probe` (A100's Fabric State N/A)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import subprocess
 import sys
 from dataclasses import dataclass, replace
@@ -110,7 +112,7 @@ def _probe_from(bastion):
 
 @pytest.mark.parametrize("tier", ["dev", "prod", "distributed"])
 def test_up_reaches_a_healthy_endpoint_on_hosts_built_from_the_offline_plan(
-        tier, lab, aws, tmp_path, options, monkeypatch):
+        tier, lab, aws, tmp_path, options, monkeypatch, hosts_moto_url):
     values = {**read_stack_values(stack_file(tier, PROJECT_DIR)), "apiAllowedCidrs": [OFFICE]}
     config = parse_stack_config(tier, values)
     run = run_offline(tier, values)
@@ -123,8 +125,18 @@ def test_up_reaches_a_healthy_endpoint_on_hosts_built_from_the_offline_plan(
                        node.instance_type,
                        dlami=node.dlami, efa_interfaces=node.efa_interfaces, behind=bastion)
              for i, node in enumerate(planned)]
+    # The account's ECR, where the private and EFA tiers take the engine image from
+    # (TierSpec.image_from_ecr): the hosts' AWS is moto on the lab's service address, the
+    # registry the fake docker's, shared by this stack's hosts.
+    registry = lab.base / f"registry-{tmp_path.name}"
+    registry.mkdir()
+    registry.chmod(0o777)
+    options = replace(options, node_aws={"endpoint_url": hosts_moto_url,
+                                         "aws_access_key_id": "testing",
+                                         "aws_secret_access_key": "testing"},
+                      image_poll_s=0.2, image_wait_s=60)
     for host in hosts:  # the engine's NCCL lines, recorded on 2x p5en (tests/fixtures/nccl)
-        host.set_profile(nccl_log=str(NCCL_OFI_LOG))
+        host.set_profile(nccl_log=str(NCCL_OFI_LOG), registry_dir=str(registry))
     # The stack's EC2 Instance Connect Endpoint: a local one (eice_server.py) in front of the
     # test hosts, signature checked against moto's test credentials.
     from eice_server import FakeEndpoint
@@ -170,6 +182,14 @@ def test_up_reaches_a_healthy_endpoint_on_hosts_built_from_the_offline_plan(
     assert set(efa_step.values()) == {want}
     nccl = {s.step: s.status for s in report.hosts[0].steps}["nccl-network"]
     assert nccl == ("verified" if tier == "distributed" else "skipped")
+    # Dev pulls as named (its node has its own public address); prod and distributed run the
+    # image their head put into ECR, derived with the EFA user space on distributed.
+    pushed = [p.name for p in registry.iterdir()]
+    assert len(pushed) == (0 if tier == "dev" else 1)
+    if pushed:
+        script = (hosts[-1].root / "fs/opt/dsinfra/etc/engine-run.sh").read_text()
+        assert "dsinfra-local/vllm:" in script
+        assert ("-efa" in pushed[0]) is (tier == "distributed")
     expected = {"dev": ("g5.2xlarge", 0, 1), "prod": ("p4d.24xlarge", 0, 1),
                 "distributed": ("p5.48xlarge", 32, 2)}[tier]
     assert (planned[0].instance_type, planned[0].efa_interfaces, len(planned)) == expected

@@ -20,8 +20,13 @@ def mirrored():
                                                    {"modelCache": "s3://acme-weights/hf/v1"}))
 
 
+def _mirror_policy(run):
+    (policy,) = [p for p in run.of_type(ROLE_POLICY) if p.name.endswith("weights-mirror")]
+    return policy
+
+
 def test_the_node_role_reads_only_the_mirror_under_its_prefix(mirrored):
-    (policy,) = mirrored.of_type(ROLE_POLICY)
+    policy = _mirror_policy(mirrored)
     document = json.loads(policy.inputs["policy"])
     statements = {s["Sid"]: s for s in document["Statement"]}
     assert set(statements) == {"ReadWeightsMirror", "ListWeightsMirror"}
@@ -36,7 +41,7 @@ def test_the_node_role_reads_only_the_mirror_under_its_prefix(mirrored):
 
 
 def test_the_mirror_policy_is_on_the_node_role_beside_ssm_core_only(mirrored):
-    (policy,) = mirrored.of_type(ROLE_POLICY)
+    policy = _mirror_policy(mirrored)
     (role,) = mirrored.of_type("aws:iam/role:Role")
     assert policy.inputs["role"] == role.id and "NodeIdentity" in policy.parent
     attachments = mirrored.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
@@ -50,3 +55,20 @@ def test_a_stack_without_a_mirror_gets_no_s3_access(runs):
                    for s in json.loads(p.inputs["policy"])["Statement"]
                    for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])]
         assert not [a for a in actions if a.startswith("s3:")], actions
+
+
+def test_engine_images_come_from_ecr_only_where_the_tier_says_and_only_dsinfra_repositories(runs):
+    """The node role may use ECR where its tier takes the engine image from there (behind a
+    NAT, or over EFA: TierSpec.image_from_ecr), and only dsinfra/* repositories there."""
+    from offline_stacks import config_of
+
+    for name, run in runs.items():
+        found = [p for p in run.of_type(ROLE_POLICY) if p.name.endswith("engine-image")]
+        assert bool(found) is config_of(name).tier_spec.image_from_ecr, name
+        for policy in found:
+            statements = {s["Sid"]: s for s in json.loads(policy.inputs["policy"])["Statement"]}
+            assert statements["RegistryToken"]["Action"] == ["ecr:GetAuthorizationToken"]
+            scoped = statements["EngineImagesOnly"]
+            assert scoped["Resource"].endswith(":repository/dsinfra/*")
+            assert "ecr:DeleteRepository" not in scoped["Action"] and \
+                not any(a.endswith("*") for a in scoped["Action"])

@@ -39,7 +39,14 @@ def _project_with(tmp_path, name: str, values: dict):
 def test_every_role_has_image_command_env_names_mounts_and_ports(plans, stack):
     for entry in plans[stack]["containers"]:
         assert {"image", "command", "env", "mounts", "ports"} <= set(entry)
-        assert entry["image"].startswith("vllm/vllm-openai:")
+        # Behind a NAT or over EFA the image comes from the account's ECR (dsinfra/images.py)
+        source = entry["image_source"]
+        upstream = source["upstream"] if source else entry["image"]
+        assert upstream.startswith("vllm/vllm-openai:")
+        assert (source is not None) is (stack != "dev")
+        if source:
+            assert entry["image"] == source["runs"].strip() and \
+                source["ecr_repository"] == "dsinfra/vllm"
         assert all("=" not in name for name in entry["env"])  # names only
         assert {"target": "/root/.cache/huggingface", "source": "MODEL_CACHE_DIR",
                 "read_only": False} in entry["mounts"]
@@ -58,10 +65,13 @@ def test_distributed_has_a_head_and_a_worker_over_efa_with_the_r1_recipe(plans):
                                        "--reasoning-parser", "deepseek_r1"]
     assert "--enable-expert-parallel" in head["command"][-1]  # the Ray head's bash -c script
     for entry in (head, worker):
-        assert {"VLLM_HOST_IP", "LD_LIBRARY_PATH", "FI_PROVIDER", "NCCL_DEBUG"} <= \
-            set(entry["env"])
-        assert {"source": "/opt/amazon/ofi-nccl", "target": "/opt/amazon/ofi-nccl",
-                "read_only": True} in entry["mounts"]
+        assert {"VLLM_HOST_IP", "FI_PROVIDER", "NCCL_DEBUG"} <= set(entry["env"])
+        # The EFA user space is in the derived image, as one set: nothing of the host's is
+        # mounted over it (issue 25), and the plan names its layer and environment.
+        layer = entry["image_source"]["efa_layer"]
+        assert layer["installer"] == "1.47.0" and "--skip-kmod" in layer["flags"]
+        assert {"LD_LIBRARY_PATH", "NCCL_NET_PLUGIN"} <= set(layer["env"])
+        assert not any(m["source"].startswith("/opt/amazon") for m in entry["mounts"])
         assert entry["devices"] == ["/dev/infiniband"]
     assert [p["port"] for p in head["ports"]] == [8000, 6379]
 

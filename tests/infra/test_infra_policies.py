@@ -123,14 +123,17 @@ def test_user_tags_reach_resources_but_never_override_the_contract(runs):
 @pytest.mark.parametrize("stack", ALL)
 def test_iam_grants_only_ssm_core_and_the_idle_stop(runs, stack):
     """SSM core, and where idle autostop is on (dev by default) the watcher's policy, which
-    tests/infra/test_infra_idle_policy.py holds to its own stack."""
+    tests/infra/test_infra_idle_policy.py holds to its own stack; where the tier takes the
+    engine image from ECR, the dsinfra/* repositories' policy (test_infra_model_cache_iam)."""
     run = runs[stack]
     attachments = run.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
     assert [a.inputs["policyArn"] for a in attachments] == [SSM_CORE_POLICY_ARN]
     inline = [r for r in run.resources if r.type in (
         "aws:iam/rolePolicy:RolePolicy", "aws:iam/policy:Policy", "aws:iam/user:User")]
-    idle = config_of(stack).resolved_idle_minutes is not None
-    assert [r.name for r in inline] == ([f"{stack}-node-idle-stop"] if idle else [])
+    config = config_of(stack)
+    idle = config.resolved_idle_minutes is not None
+    assert [r.name for r in inline] == ([f"{stack}-node-idle-stop"] if idle else []) + (
+        [f"{stack}-node-engine-image"] if config.tier_spec.image_from_ecr else [])
     (role,) = run.of_type("aws:iam/role:Role")
     assert "ec2.amazonaws.com" in role.inputs["assumeRolePolicy"]
 

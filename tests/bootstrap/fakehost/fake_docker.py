@@ -38,10 +38,14 @@ def docker(argv):
         from fake_gpu import recorded
 
         recorded("docker " + " ".join(argv))  # no recording of this form: fails the test
+    elif verb == "pull" and _in_ecr_form(argv[-1]):
+        _registry_pull(argv[-1])
     elif verb == "pull":
         with State() as st:
             st.setdefault("images", []).append(argv[-1])
         print("docker.io/%s" % argv[-1])
+    elif verb in ("login", "build", "tag", "push") or argv[:2] == ["manifest", "inspect"]:
+        return _registry_verb(argv)
     elif argv[:2] == ["image", "inspect"]:
         name = argv[-1]
         if name not in state.get("images", []):
@@ -193,3 +197,108 @@ def _handler(model, key, openai, ready_at):
                  "finish_reason": "stop"}]})
 
     return Handler
+
+
+# --- The account's ECR, as the engine-image step meets it ------------------------------------
+#
+# CONTRACT (what the real registry and docker CLI do, which this double enforces):
+# - ECR refuses a push or a pull without ``docker login`` to its registry host first:
+#   "no basic auth credentials" (aws-actions/amazon-ecr-login#431, the push log quoted there:
+#   "The push refers to repository [***.dkr.ecr.eu-central-1.amazonaws.com/registry] ...
+#   no basic auth credentials").
+# - A push needs the image locally: "An image does not exist locally with the tag: <name>"
+#   (moby distribution/push.go; docker/cli's e2e test TestPushQuietErrors expects it).
+# - ``docker manifest inspect`` of a tag the registry lacks exits non-zero. The text here is
+#   the one docker/cli's own unit test fakes ("No such manifest: <ref>",
+#   cli/command/manifest/inspect_test.go); no recorded registry answer was found, and the step
+#   reads only the exit status.
+# - The dsinfra/* repositories are created IMMUTABLE: a second push of a tag is refused
+#   (ECR User Guide, "Image tag mutability"; the text as a push to an immutable ECR repository
+#   printed it in a public walkthrough: "tag invalid: The image tag 'latest' already exists in
+#   the 'immutable-repo' repository and cannot be overwritten because the repository is
+#   immutable.").
+# - ``docker tag`` of an image that is not local: "Error response from daemon: No such image:
+#   <name>" (as ``image inspect`` above).
+# The registry's contents live in the profile's ``registry_dir`` (shared by the lab's hosts,
+# as one account's ECR is by its nodes); each host keeps its own logins and local images.
+
+def _in_ecr_form(ref):
+    return ".dkr.ecr." in ref.split("/", 1)[0]
+
+
+def _registry_file(ref):
+    import os
+
+    folder = profile().get("registry_dir")
+    if not folder:
+        fail("fake docker: this host has no registry (set the profile's registry_dir)", 1)
+    return os.path.join(folder, ref.replace("/", "%"))
+
+
+def _logged_in(ref):
+    return ref.split("/", 1)[0] in peek().get("registry_logins", [])
+
+
+def _registry_pull(ref):
+    import os
+
+    if not _logged_in(ref):
+        fail("Error response from daemon: Head \"https://%s/v2/%s/manifests/%s\": no basic "
+             "auth credentials" % (ref.split("/", 1)[0], ref.split("/", 1)[1].rsplit(":", 1)[0],
+                                    ref.rsplit(":", 1)[1]), 1)
+    if not os.path.exists(_registry_file(ref)):
+        fail("Error response from daemon: manifest unknown", 1)
+    with State() as st:
+        st.setdefault("images", []).append(ref)
+    print(ref)
+
+
+def _registry_verb(argv):
+    import os
+
+    verb = argv[0]
+    if verb == "login":
+        registry = argv[-1]
+        password = sys.stdin.read().strip()
+        if "--password-stdin" not in argv or not password:
+            fail("Error: Cannot perform an interactive login from a non TTY device", 1)
+        with State() as st:
+            st.setdefault("registry_logins", []).append(registry)
+            st.setdefault("registry_passwords", {})[registry] = len(password)
+        print("Login Succeeded")
+        return 0
+    if verb == "build":
+        dockerfile = sys.stdin.read()
+        tag = argv[argv.index("-t") + 1]
+        if not dockerfile.startswith("FROM "):
+            fail("ERROR: failed to solve: the Dockerfile cannot be empty", 1)
+        with State() as st:
+            st.setdefault("images", []).append(tag)
+            st.setdefault("builds", []).append({"tag": tag, "dockerfile": dockerfile})
+        return 0
+    if verb == "tag":
+        source, target = argv[1], argv[2]
+        if source not in peek().get("images", []):
+            fail("Error response from daemon: No such image: %s" % source, 1)
+        with State() as st:
+            st.setdefault("images", []).append(target)
+        return 0
+    ref = argv[-1]
+    if not _logged_in(ref):
+        fail("no basic auth credentials", 1)
+    if verb == "push":
+        if ref not in peek().get("images", []):
+            fail("An image does not exist locally with the tag: %s" % ref, 1)
+        path = _registry_file(ref)
+        if os.path.exists(path):
+            repository, tag = ref.split("/", 1)[1].rsplit(":", 1)
+            fail("tag invalid: The image tag '%s' already exists in the '%s' repository and "
+                 "cannot be overwritten because the repository is immutable." % (tag, repository))
+        with open(path, "w") as handle:
+            handle.write(ref)
+        return 0
+    # manifest inspect
+    if not os.path.exists(_registry_file(ref)):
+        fail("No such manifest: %s" % ref, 1)
+    print('{"schemaVersion": 2}')
+    return 0

@@ -118,6 +118,8 @@ def needs_own_process(name, argv):
 
     if name == "journalctl" and "-f" in argv:
         return True  # it streams until killed: the daemon answers only when a command ends
+    if name == "docker" and ("--password-stdin" in argv or argv[:1] == ["build"]):
+        return True  # they read standard input, which the daemon does not get
     return name == "docker" and argv[:1] == ["run"] and argv[-2:] != ["nvidia-smi", "-L"] \
         and RAY_WORKER not in " ".join(argv)
 
