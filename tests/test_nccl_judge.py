@@ -157,3 +157,29 @@ def test_host_check_nccl_log_exit_codes(tmp_path):
         assert done.returncode == 2, (args, done.stdout, done.stderr)
         assert "--nccl-log" in done.stderr and "Traceback" not in done.stderr
         assert len(done.stderr.strip().splitlines()) == 1
+
+
+H200 = FIXTURES / "h200-lent"  # our recording, NCCL 2.28.9 (its SOURCE.md)
+
+
+@pytest.mark.parametrize("name,looked_for", [
+    ("no-plugin-env.log", "Could not find: libnccl-net.so"),
+    ("plugin-env-ofi.log", "Could not find: ofi libnccl-net-ofi.so")])
+def test_a_real_nccl_without_the_plugin_is_judged_a_fallback(name, looked_for):
+    """What NCCL 2.28.9 printed on the lent H200 (no aws-ofi-nccl there): the judge reads the
+    real prefix and no-plugin line, and NCCL_NET_PLUGIN=ofi made it look for
+    libnccl-net-ofi.so, the file name EFA installer 1.44+ gives the plugin."""
+    text = (H200 / name).read_text()
+    assert f"NCCL INFO NET/Plugin: {looked_for}" in text
+    found, problem = judge_nccl_log(text)
+    process = "vm:451" if name.startswith("no") else "vm:479"
+    assert found.networks == ("Socket",) and found.plugin_missing == (process,)
+    assert problem and "fell back to TCP sockets" in problem
+
+
+def test_the_rendered_2_28_lines_match_the_recorded_ones():
+    """The upstream format at v2.28.9-1, rendered, prints as NCCL 2.28.9 printed it."""
+    recorded = (H200 / "no-plugin-env.log").read_text().splitlines()
+    rendered = info("v2.28.9-1", network_line("v2.28.9-1", "Socket"), host="vm", pid=451,
+                    tid=451, dev=0)
+    assert rendered in recorded
