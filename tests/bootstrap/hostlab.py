@@ -56,6 +56,12 @@ FAKE_SRC = Path(__file__).resolve().parent / "fakehost"
 FAKE_BIN = "/opt/fakehost/bin"
 SUDOERS = Path("/etc/sudoers.d/dsinfra-test")
 MARKERS = Path("/run/dsinfra-testlab")
+# What the test user may run as root: exactly the one command line bootstrap/remote.py sends
+# (``sudo -n bash --noprofile --norc``, commands on stdin; sudo finds bash on secure_path), and
+# the fake commands themselves. That root shell is still a root shell (the bootstrap runs
+# arbitrary commands through it), but no other command line is granted.
+SUDO_COMMANDS = ("/usr/bin/bash --noprofile --norc", "/bin/bash --noprofile --norc",
+                 f"{FAKE_BIN}/*")
 PREFIX = "dsi"  # every netns and veth name the lab creates starts with it
 BINDS = {"opt": "/opt", "run": "/run", "home": None, "apt": "/etc/apt",
          "systemd": "/etc/systemd/system", "os-release": "/etc/os-release", "fstab": "/etc/fstab"}
@@ -512,7 +518,8 @@ class HostLab:
         sh("usermod", "-p", "*", USER)  # no password, but not locked: key logins work
         self.sudoers.write_text(
             f'Defaults:{USER} secure_path="{FAKE_BIN}:/usr/local/sbin:/usr/local/bin:'
-            f'/usr/sbin:/usr/bin:/sbin:/bin"\n{USER} ALL=(ALL) NOPASSWD:ALL\n')
+            f'/usr/sbin:/usr/bin:/sbin:/bin"\n'
+            f'{USER} ALL=(root) NOPASSWD: {", ".join(SUDO_COMMANDS)}\n')
         self.sudoers.chmod(0o440)
 
     def add_host(self, name: str, instance_type: str = "g5.2xlarge", *, dlami: bool = False,

@@ -123,3 +123,20 @@ def test_the_sweep_leaves_a_live_lab_alone(tmp_path, root_lab_tools):
         os.killpg(run.pid, signal.SIGKILL)
         run.wait()
     assert _wait_for(lambda: _leftovers(ready["record"], ready["pids"]), timeout_s=20) == []
+
+
+def test_the_sudo_grant_is_the_bootstraps_root_shell_and_the_fake_commands_only(lab):
+    assert hostlab.sh("visudo", "-cf", str(lab.sudoers), check=False).returncode == 0
+    def as_user(script: str, stdin: str = "") -> subprocess.CompletedProcess:
+        return subprocess.run(["runuser", "-u", hostlab.USER, "--", "sh", "-c", script],
+                              input=stdin, capture_output=True, text=True, timeout=30)
+    shell = as_user("sudo -n bash --noprofile --norc", "id -u\n")
+    assert (shell.returncode, shell.stdout) == (0, "0\n"), shell.stderr
+    assert f"NOPASSWD: {', '.join(hostlab.SUDO_COMMANDS)}\n" in lab.sudoers.read_text()
+    assert "ALL\n" not in lab.sudoers.read_text()
+    others = [p for p in lab.sudoers.parent.glob("dsinfra-test-*") if p != lab.sudoers]
+    if others:  # sudo rules are machine-wide: an older lab's NOPASSWD:ALL grants all to all
+        pytest.skip(f"other labs' sudo grants apply to {hostlab.USER} too: {others}")
+    for refused in ("sudo -n id -u", "sudo -n bash -c 'id -u'", "sudo -n sh"):
+        result = as_user(refused)
+        assert result.returncode != 0 and result.stdout != "0\n", refused
