@@ -3,13 +3,25 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+
+
+def die_with_parent() -> None:
+    """A ``preexec_fn``: the child gets SIGKILL when the thread that started it ends
+    (prctl(PR_SET_PDEATHSIG), Linux; a no-op elsewhere)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 == PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _free_port(address: str) -> int:
@@ -26,8 +38,11 @@ def start(address: str = "127.0.0.1") -> tuple[subprocess.Popen, str]:
     exe = os.path.join(os.path.dirname(sys.executable), "moto_server")
     if not os.path.exists(exe):
         exe = shutil.which("moto_server") or exe
+    # It dies with the process that started it, even by SIGKILL (PR_SET_PDEATHSIG), so a
+    # killed test run leaves no moto_server behind (issue 21).
     proc = subprocess.Popen([exe, "-H", address, "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=die_with_parent)
     url = f"http://{address}:{port}"
     deadline = time.monotonic() + 30
     while True:

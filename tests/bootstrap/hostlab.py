@@ -7,6 +7,27 @@ folders. Logins use a non-root user with passwordless sudo. The hardware- and re
 commands are links in /opt/fakehost/bin (first on PATH and on sudo's secure_path) to a small
 C client of the host's fakehost daemon (fakehost/fakehost.py), which keeps the host's state
 in /opt/fakehost/state. Needs root (CI runs as root) and a C compiler.
+
+Lifecycle (issue 21: a killed run leaves nothing behind):
+
+1. ``HostLab(base)`` first sweeps what earlier *dead* labs left (``sweep()``), then writes its
+   marker ``/run/dsinfra-testlab/<runid>.json``: the owner (this process's pid and its start
+   time from /proc/<pid>/stat), the tmpfs mount, the sudoers file, the service address on lo,
+   and, each written *before* the thing is created, every netns, veth and unreachable route.
+2. It starts a watchdog (``python hostlab.py --watchdog <marker>``, in its own session so a
+   kill of the run's process group misses it) that holds the read end of a pipe whose only
+   write end is in the owner. When the owner dies in any way (SIGKILL, OOM, Ctrl-C), the pipe
+   closes and the watchdog cleans the marker's entries up.
+3. Cleaning up (``close()``, the watchdog, or the sweep) removes the sudoers grant first, then
+   kills every process in the lab's namespaces (``ip netns pids``: sshd, the fakehost daemon,
+   the fake ``docker run`` children) until none is left, deletes the namespaces, veths, routes,
+   the address on lo, unmounts the tmpfs, and last removes the marker.
+4. The sweep touches only markers whose owner is dead (pid gone, or reused: a different start
+   time). Labs without a marker (older code, other worktrees) are listed, never touched: a
+   live one cannot be told from a dead one. By hand: ``python tests/bootstrap/hostlab.py
+   --sweep`` (root).
+
+moto_server (tests/motoserver.py) dies with the process that started it (PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
@@ -20,6 +41,7 @@ import random
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +55,14 @@ RECORDED_HOSTS = Path(__file__).resolve().parents[1] / "fixtures" / "hosts"
 FAKE_SRC = Path(__file__).resolve().parent / "fakehost"
 FAKE_BIN = "/opt/fakehost/bin"
 SUDOERS = Path("/etc/sudoers.d/dsinfra-test")
+MARKERS = Path("/run/dsinfra-testlab")
+# What the test user may run as root: exactly the one command line bootstrap/remote.py sends
+# (``sudo -n bash --noprofile --norc``, commands on stdin; sudo finds bash on secure_path), and
+# the fake commands themselves. That root shell is still a root shell (the bootstrap runs
+# arbitrary commands through it), but no other command line is granted.
+SUDO_COMMANDS = ("/usr/bin/bash --noprofile --norc", "/bin/bash --noprofile --norc",
+                 f"{FAKE_BIN}/*")
+PREFIX = "dsi"  # every netns and veth name the lab creates starts with it
 BINDS = {"opt": "/opt", "run": "/run", "home": None, "apt": "/etc/apt",
          "systemd": "/etc/systemd/system", "os-release": "/etc/os-release", "fstab": "/etc/fstab"}
 FILE_BINDS = ("os-release", "fstab")
@@ -278,6 +308,120 @@ def _read(path: Path) -> str:
         return ""
 
 
+def start_time(pid: int) -> str | None:
+    """The process's start time (field 22 of /proc/<pid>/stat), None when there is none:
+    with the pid, it names one process even after the pid is reused."""
+    stat = _read(Path(f"/proc/{pid}/stat"))
+    if not stat:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()
+    return None if fields[0] == "Z" else fields[19]
+
+
+def _alive(pid: int, started: str | None) -> bool:
+    return started is not None and start_time(pid) == started
+
+
+def _write_marker(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def _netns_pids(netns: str) -> list[int]:
+    return [int(p) for p in sh("ip", "netns", "pids", netns, check=False).stdout.split()]
+
+
+def clean(data: dict, marker: Path | None = None) -> None:
+    """Remove everything a marker records, sudoers grant first; idempotent."""
+    if data.get("sudoers"):
+        Path(data["sudoers"]).unlink(missing_ok=True)
+    existing = set(sh("ip", "netns", "list", check=False).stdout.split())
+    namespaces = [n for n in data.get("netns", []) if n in existing]
+    deadline = time.monotonic() + 10
+    while namespaces and time.monotonic() < deadline:
+        pids = [p for n in namespaces for p in _netns_pids(n)]
+        if not pids:
+            break
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.02)
+    for pid, started in data.get("pids", []):
+        if _alive(pid, started):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    for netns in namespaces:
+        sh("ip", "netns", "del", netns, check=False)
+    for link in data.get("veths", []):
+        if Path(f"/sys/class/net/{link}").exists():
+            sh("ip", "link", "del", link, check=False)
+    for route in data.get("routes", []):
+        sh("ip", "route", "del", "unreachable", route, check=False)
+    if data.get("service_ip"):
+        sh("ip", "addr", "del", f"{data['service_ip']}/32", "dev", "lo", check=False)
+    if data.get("base"):
+        base = data["base"]
+        if any(line.split()[1] == base for line in _read(Path("/proc/mounts")).splitlines()
+               if line.startswith("dsinfra-hostlab ")):
+            sh("umount", "--lazy", base, check=False)
+        shutil.rmtree(base, ignore_errors=True)
+    if marker is not None:
+        marker.unlink(missing_ok=True)
+
+
+def sweep(markers: Path = MARKERS) -> list[str]:
+    """Clean up every marked lab whose owner is dead; returns the run ids cleaned."""
+    cleaned = []
+    for marker in sorted(markers.glob("*.json")) if markers.is_dir() else []:
+        try:
+            data = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            continue  # being written (os.replace makes that brief) or gone
+        if _alive(data["owner"], data["owner_start"]):
+            continue
+        clean(data, marker)
+        cleaned.append(data["runid"])
+    return cleaned
+
+
+def unmarked_leftovers(markers: Path = MARKERS) -> list[str]:
+    """Lab resources that no marker names (older code's labs, live or dead): listed only."""
+    named: set[str] = set()
+    for marker in markers.glob("*.json") if markers.is_dir() else []:
+        try:
+            data = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            continue
+        named.update(data.get("netns", []), [data.get("sudoers") or ""],
+                     [data.get("base") or ""])
+    found = [f"netns {n}" for n in sh("ip", "netns", "list", check=False).stdout.split()
+             if n.startswith(PREFIX) and n not in named]
+    found += [f"sudoers {p}" for p in map(str, SUDOERS.parent.glob("dsinfra-test-*"))
+              if p not in named]
+    found += [f"mount {line.split()[1]}" for line in _read(Path("/proc/mounts")).splitlines()
+              if line.startswith("dsinfra-hostlab ") and line.split()[1] not in named]
+    return found
+
+
+def _watchdog(marker: Path) -> None:
+    """Wait for EOF on stdin (the owner's end of the pipe closed: it ended, somehow), then
+    clean up what the marker still records."""
+    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    while os.read(0, 4096):
+        pass
+    try:
+        data = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return  # close() already cleaned up and removed it
+    clean(data, marker)
+
+
 def _empty(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for child in folder.iterdir():
@@ -292,13 +436,29 @@ class HostLab:
 
     def __init__(self, base: Path) -> None:
         self.base = base
+        MARKERS.mkdir(parents=True, exist_ok=True)
+        sweep()
+        self.tag = f"{random.randrange(16**4):04x}"
+        self.runid = f"{self.tag}-{os.getpid()}-{time.time_ns()}"
+        self.marker = MARKERS / f"{self.runid}.json"
+        self.sudoers = SUDOERS.with_name(f"dsinfra-test-{self.tag}")
+        self.record = {"runid": self.runid, "prefix": PREFIX, "owner": os.getpid(),
+                       "owner_start": start_time(os.getpid()), "base": str(base),
+                       "sudoers": str(self.sudoers), "service_ip": None, "netns": [],
+                       "veths": [], "routes": [], "pids": []}
+        self._mark()
+        read, self._pipe = os.pipe()  # both non-inheritable: only the watchdog gets `read`
+        self.watchdog = subprocess.Popen(
+            [sys.executable, "-SE", __file__, "--watchdog", str(self.marker)], stdin=read,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        os.close(read)
+        self.record["watchdog"] = self.watchdog.pid
+        self._mark()
         # The hosts' disks are memory, as each real host's disk is its own: on the test
         # machine's disk, every fake command's state write (a rename on ext4) and log line
         # waited on the one disk all eight test hosts share.
         sh("mount", "-t", "tmpfs", "-o", "mode=0755,size=1g", "dsinfra-hostlab", str(base))
-        self.tag = f"{random.randrange(16**4):04x}"
         self.octet = _free_octet()
-        self.sudoers = SUDOERS.with_name(f"dsinfra-test-{self.tag}")
         self.hosts: list[TestHost] = []
         self.routes: list[str] = []
         self.fake_dir = base / "fakehost"
@@ -319,6 +479,7 @@ class HostLab:
         # On lo, not a dummy link: no kernel module needed, and a packet from a veth to any
         # local address is delivered here.
         self.service_ip = f"169.254.{self.octet}.254"
+        self._mark(service_ip=self.service_ip)
         sh("ip", "addr", "add", f"{self.service_ip}/32", "dev", "lo")
         # Without re-exec per connection where this sshd still offers it (-r, OpenSSH < 9.8):
         # the re-exec's dynamic linking was a third of the test hosts' sshd CPU, which eight
@@ -331,6 +492,20 @@ class HostLab:
         self.authorized_keys = base / "authorized_keys"
         shutil.copy(f"{self.client_key}.pub", self.authorized_keys)
         self.authorized_keys.chmod(0o644)
+
+    def _mark(self, **added: str) -> None:
+        """Record in the marker what is about to be created (before, so a kill between the
+        two leaves nothing unrecorded)."""
+        for key, value in added.items():
+            if key == "service_ip":
+                self.record[key] = value
+            else:
+                self.record[key].append(value)
+        _write_marker(self.marker, self.record)
+
+    def adopt(self, pid: int) -> None:
+        """A process that the cleanup (and the watchdog) must end too."""
+        self._mark(pids=[pid, start_time(pid)])
 
     def _fake_names(self) -> list[str]:
         out = sh("python3", "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
@@ -345,7 +520,8 @@ class HostLab:
         sh("usermod", "-p", "*", USER)  # no password, but not locked: key logins work
         self.sudoers.write_text(
             f'Defaults:{USER} secure_path="{FAKE_BIN}:/usr/local/sbin:/usr/local/bin:'
-            f'/usr/sbin:/usr/bin:/sbin:/bin"\n{USER} ALL=(ALL) NOPASSWD:ALL\n')
+            f'/usr/sbin:/usr/bin:/sbin:/bin"\n'
+            f'{USER} ALL=(root) NOPASSWD: {", ".join(SUDO_COMMANDS)}\n')
         self.sudoers.chmod(0o440)
 
     def add_host(self, name: str, instance_type: str = "g5.2xlarge", *, dlami: bool = False,
@@ -367,6 +543,7 @@ class HostLab:
 
     def _network(self, host: TestHost) -> None:
         outside, inside = f"dsi{self.tag}o{host.index}", f"dsi{self.tag}i{host.index}"
+        self._mark(netns=host.netns, veths=outside)
         sh("ip", "netns", "add", host.netns)
         sh("ip", "link", "add", outside, "type", "veth", "peer", "name", inside)
         sh("ip", "link", "set", inside, "netns", host.netns)
@@ -388,6 +565,7 @@ class HostLab:
         net = f"169.254.{self.octet}.{128 + 4 * host.index}"
         host.listen = f"169.254.{self.octet}.{128 + 4 * host.index + 2}"
         host.via = f"169.254.{self.octet}.{128 + 4 * host.index + 1}"
+        self._mark(veths=a, routes=f"{net}/30")
         sh("ip", "link", "add", a, "type", "veth", "peer", "name", b)
         sh("ip", "link", "set", a, "netns", bastion.netns)
         sh("ip", "link", "set", b, "netns", host.netns)
@@ -424,13 +602,29 @@ class HostLab:
         return host
 
     def close(self) -> None:
-        for host in self.hosts:
-            host.kill()
-        time.sleep(0.1)
-        for host in self.hosts:
-            sh("ip", "netns", "del", host.netns, check=False)
-        for route in self.routes:
-            sh("ip", "route", "del", "unreachable", route, check=False)
-        sh("ip", "addr", "del", f"{self.service_ip}/32", "dev", "lo", check=False)
-        self.sudoers.unlink(missing_ok=True)
-        sh("umount", "--lazy", str(self.base), check=False)
+        clean(self.record, self.marker)
+        os.close(self._pipe)  # the watchdog finds no marker and ends
+        try:
+            self.watchdog.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.watchdog.kill()
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["--watchdog"]:
+        _watchdog(Path(argv[1]))
+        return 0
+    if argv[:1] == ["--sweep"]:
+        cleaned = sweep()
+        print(f"swept {len(cleaned)} dead lab(s): {' '.join(cleaned) or '-'}")
+        left = unmarked_leftovers()
+        if left:
+            print("left alone, no marker (another lab's, live or not):")
+            print("\n".join(f"  {item}" for item in left))
+        return 0
+    print("usage: hostlab.py --sweep   (clean up the test labs of dead runs; needs root)")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
