@@ -80,12 +80,22 @@ def write_inventory(path: Path, entries: list[dict], config: dict | None = None)
 
 
 @pytest.fixture(scope="session")
-def hosts_moto_url(lab):
+def hosts_moto(lab):
     """moto on the lab's link-local service address, which every test host routes to: the
-    test hosts' AWS (S3, EC2), as the controller's is moto on loopback."""
-    from motoserver import moto_server
+    test hosts' AWS (S3, EC2), as the controller's is moto on loopback. (its process, its URL):
+    a test can hold the process (SIGSTOP) to make the hosts' S3 go silent at a known point."""
+    from motoserver import start, stop
 
-    yield from moto_server(lab.service_ip)
+    proc, url = start(lab.service_ip)
+    try:
+        yield proc, url
+    finally:
+        stop(proc)
+
+
+@pytest.fixture(scope="session")
+def hosts_moto_url(hosts_moto):
+    return hosts_moto[1]
 
 
 @pytest.fixture
