@@ -115,10 +115,32 @@ EICE_ENDPOINT_ID = "eice-0fedcba9876543210"
 EICE_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"  # AWS's documented example secret
 
 
-@pytest.fixture
-def endpoint():
+@pytest.fixture(scope="session")
+def _eice_server():
+    """One local endpoint per test worker: stopping it waits for the tunnels still open, which
+    a test would pay each time; each test gets it set up afresh through ``eice``."""
     from eice_server import FakeEndpoint
 
     server = FakeEndpoint(EICE_ENDPOINT_ID, EICE_SECRET).start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def eice(_eice_server):
+    """``eice(endpoint_id, secret_key, region)``: the shared local endpoint as that endpoint,
+    with no requests recorded and no close reason."""
+    def configure(endpoint_id: str = EICE_ENDPOINT_ID, secret_key: str = EICE_SECRET,
+                  region: str = "us-east-1"):
+        server = _eice_server
+        server.endpoint_id, server.secret_key, server.region = endpoint_id, secret_key, region
+        server.requests.clear()
+        server.close_reason = None
+        return server
+    yield configure
+    configure()
+
+
+@pytest.fixture
+def endpoint(eice):
+    return eice()
