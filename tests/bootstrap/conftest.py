@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -123,7 +124,9 @@ def _eice_server():
 
     server = FakeEndpoint(EICE_ENDPOINT_ID, EICE_SECRET).start()
     yield server
-    server.stop()
+    # The worker ends next, and every socket with it: its last teardown need not sit out the
+    # server's wait for tunnels whose clients are gone (eice_server.py's, seconds).
+    threading.Thread(target=server.stop, daemon=True).start()
 
 
 @pytest.fixture
