@@ -46,8 +46,13 @@ def _interrupt_when(argv: list[str], ready: str, *, stream: str = "stderr",
     the point to interrupt), send SIGINT; (seconds from the signal to the exit, stderr, exit
     status). Never a fixed delay: the command could finish first on a fast machine, or not
     have reached the point yet on a loaded one."""
+    # SIGINT at its default in the child, as a shell starts a foreground command: a pytest-xdist
+    # worker may ignore SIGINT, the child would inherit that, and dsinfra keeps an ignored
+    # SIGINT ignored (a background job's), so the test would see no interrupt at all.
     process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, **kwargs)
+                               stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+                               **kwargs)
     watch = getattr(process, stream)
     seen: list[str] = []
     killer = threading.Timer(120, process.kill)  # a command that never gets there fails, not hangs
