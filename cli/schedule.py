@@ -76,7 +76,7 @@ def _check_command(enforce: bool) -> list[str]:
 # What the scheduled check needs from the installing shell (cron and systemd start it with
 # an almost empty environment).
 PASSED_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_CONFIG_FILE",
-              "AWS_SHARED_CREDENTIALS_FILE", "AWS_ENDPOINT_URL", "DSINFRA_REGIONS",
+              "AWS_SHARED_CREDENTIALS_FILE", "AWS_ENDPOINT_URL", "AWS_MAX_ATTEMPTS", "DSINFRA_REGIONS",
               "DSINFRA_WEBHOOK_URL", "DSINFRA_SNS_TOPIC_ARN", "DSINFRA_PROJECT_DIR")
 
 

@@ -66,12 +66,23 @@ def _session():
 def client(service: str, region: str | None = None) -> Any:
     from botocore.config import Config
 
-    config = Config(retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
+    config = Config(retries={"mode": "standard", **_attempts()},
                     connect_timeout=CONNECT_TIMEOUT_S, read_timeout=READ_TIMEOUT_S,
                     user_agent_extra="dsinfra")
     made = _session().client(service, region_name=region, config=config)
     made.meta.events.register("before-send", _check_deadline)  # every attempt, retries too
     return made
+
+
+def _attempts() -> dict[str, int]:
+    """MAX_ATTEMPTS retries, unless the user set boto's own ``AWS_MAX_ATTEMPTS`` (attempts in
+    all, the first included), which a Config would otherwise override."""
+    import os
+
+    value = os.environ.get("AWS_MAX_ATTEMPTS", "").strip()
+    if value.isdigit() and int(value) > 0:
+        return {"total_max_attempts": int(value)}
+    return {"max_attempts": MAX_ATTEMPTS}
 
 
 def on_retry(made: Any, callback) -> Any:

@@ -79,6 +79,7 @@ def _run(stack: str, values: dict[str, Any]) -> OfflineRun:
     from pulumi.runtime.sync_await import _sync_await
 
     from dsinfra.infra.program import main
+    from dsinfra.testpoints import pause_at
 
     region = values.get("region") if isinstance(values.get("region"), str) else "us-east-1"
     mocks = _RecordingMocks(region)
@@ -92,6 +93,7 @@ def _run(stack: str, values: dict[str, Any]) -> OfflineRun:
 
     def program() -> None:
         main()
+        pause_at("program-run")  # a test's Ctrl-C here (dsinfra/testpoints.py); else nothing
         stack_outputs = get_root_resource().outputs
         resolved.update(_sync_await(pulumi.Output.from_input(stack_outputs).future()) or {})
 

@@ -11,7 +11,11 @@ import json
 from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin
 
-import pulumi
+from dsinfra.testpoints import pause_at
+
+pause_at("program-import")  # a test's Ctrl-C inside this import (dsinfra/testpoints.py)
+
+import pulumi  # the SDK imports stay below the test point: it holds pulumi_aws back
 import pulumi_aws as aws
 import pulumi_aws.ec2 as ec2
 import pulumi_aws.ec2transitgateway as ec2transitgateway

@@ -30,17 +30,39 @@ def _free_port(address: str) -> int:
         return sock.getsockname()[1]
 
 
-def start(address: str = "127.0.0.1") -> tuple[subprocess.Popen, str]:
+# moto's own server with its clock stopped at argv[1] (ISO 8601, UTC): every time moto stamps
+# (an instance's LaunchTime, a volume's CreateTime) is that instant. moto reads the time through
+# moto.core.utils.utcnow, which its services import from when they load (on their first request,
+# after this patch).
+_FROZEN_MOTO = """
+import datetime, sys
+import moto.core.utils
+frozen = datetime.datetime.fromisoformat(sys.argv.pop(1)).replace(tzinfo=None)
+moto.core.utils.utcnow = lambda: frozen
+from moto.server import main
+main()
+"""
+
+
+def start(address: str = "127.0.0.1", *, frozen_at: str | None = None
+          ) -> tuple[subprocess.Popen, str]:
     """A real moto HTTP server on a free port of ``address`` (loopback, or the sshd test
-    hosts' link-local service address): (its process, its URL), once it answers."""
+    hosts' link-local service address): (its process, its URL), once it answers. With
+    ``frozen_at`` (ISO 8601, UTC) its clock stands still at that instant: resources made one
+    after another carry the same timestamps, so what a test shows of them (uptime, spend) does
+    not depend on how fast the machine made them."""
     port = _free_port(address)
-    # The moto installed beside the interpreter running the tests, not whichever is on PATH.
-    exe = os.path.join(os.path.dirname(sys.executable), "moto_server")
-    if not os.path.exists(exe):
-        exe = shutil.which("moto_server") or exe
+    if frozen_at is not None:
+        argv = [sys.executable, "-c", _FROZEN_MOTO, frozen_at]
+    else:
+        # The moto installed beside the interpreter running the tests, not whichever is on PATH.
+        exe = os.path.join(os.path.dirname(sys.executable), "moto_server")
+        if not os.path.exists(exe):
+            exe = shutil.which("moto_server") or exe
+        argv = [exe]
     # It dies with the process that started it, even by SIGKILL (PR_SET_PDEATHSIG), so a
     # killed test run leaves no moto_server behind (issue 21).
-    proc = subprocess.Popen([exe, "-H", address, "-p", str(port)],
+    proc = subprocess.Popen([*argv, "-H", address, "-p", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             preexec_fn=die_with_parent)
     url = f"http://{address}:{port}"
@@ -67,9 +89,9 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait(timeout=10)
 
 
-def moto_server(address: str = "127.0.0.1"):
+def moto_server(address: str = "127.0.0.1", *, frozen_at: str | None = None):
     """``start``, yield the URL, ``stop``: the body of a pytest fixture."""
-    proc, url = start(address)
+    proc, url = start(address, frozen_at=frozen_at)
     try:
         yield url
     finally:

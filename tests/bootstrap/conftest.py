@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -80,12 +81,22 @@ def write_inventory(path: Path, entries: list[dict], config: dict | None = None)
 
 
 @pytest.fixture(scope="session")
-def hosts_moto_url(lab):
+def hosts_moto(lab):
     """moto on the lab's link-local service address, which every test host routes to: the
-    test hosts' AWS (S3, EC2), as the controller's is moto on loopback."""
-    from motoserver import moto_server
+    test hosts' AWS (S3, EC2), as the controller's is moto on loopback. (its process, its URL):
+    a test can hold the process (SIGSTOP) to make the hosts' S3 go silent at a known point."""
+    from motoserver import start, stop
 
-    yield from moto_server(lab.service_ip)
+    proc, url = start(lab.service_ip)
+    try:
+        yield proc, url
+    finally:
+        stop(proc)
+
+
+@pytest.fixture(scope="session")
+def hosts_moto_url(hosts_moto):
+    return hosts_moto[1]
 
 
 @pytest.fixture
@@ -105,10 +116,34 @@ EICE_ENDPOINT_ID = "eice-0fedcba9876543210"
 EICE_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"  # AWS's documented example secret
 
 
-@pytest.fixture
-def endpoint():
+@pytest.fixture(scope="session")
+def _eice_server():
+    """One local endpoint per test worker: stopping it waits for the tunnels still open, which
+    a test would pay each time; each test gets it set up afresh through ``eice``."""
     from eice_server import FakeEndpoint
 
     server = FakeEndpoint(EICE_ENDPOINT_ID, EICE_SECRET).start()
     yield server
-    server.stop()
+    # The worker ends next, and every socket with it: its last teardown need not sit out the
+    # server's wait for tunnels whose clients are gone (eice_server.py's, seconds).
+    threading.Thread(target=server.stop, daemon=True).start()
+
+
+@pytest.fixture
+def eice(_eice_server):
+    """``eice(endpoint_id, secret_key, region)``: the shared local endpoint as that endpoint,
+    with no requests recorded and no close reason."""
+    def configure(endpoint_id: str = EICE_ENDPOINT_ID, secret_key: str = EICE_SECRET,
+                  region: str = "us-east-1"):
+        server = _eice_server
+        server.endpoint_id, server.secret_key, server.region = endpoint_id, secret_key, region
+        server.requests.clear()
+        server.close_reason = None
+        return server
+    yield configure
+    configure()
+
+
+@pytest.fixture
+def endpoint(eice):
+    return eice()

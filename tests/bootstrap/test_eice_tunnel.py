@@ -26,10 +26,8 @@ CREDENTIALS = Credentials("AKIAIOSFODNN7EXAMPLE", SECRET)
 
 
 @pytest.fixture
-def endpoint():
-    server = FakeEndpoint(ENDPOINT_ID, SECRET).start()
-    yield server
-    server.stop()
+def endpoint(eice):
+    return eice(ENDPOINT_ID, SECRET)  # the worker's shared local endpoint (conftest.py)
 
 
 def _url(endpoint: FakeEndpoint, private_ip: str, port: int = 22, *, credentials=CREDENTIALS):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import time
 from dataclasses import replace
 
@@ -196,9 +197,13 @@ def test_a_mirror_without_a_manifest_fails_the_check_in_one_line(hosts_aws, run)
 
 
 def test_an_interrupted_follow_leaves_the_copy_running_and_the_next_run_follows_it(
-        lab, tmp_path, hosts_aws):
+        lab, tmp_path, hosts_aws, hosts_moto):
     """Ctrl-C (or an SSH drop) while a node copies: the copy goes on, detached, and the next
-    apply follows it rather than starting a second one."""
+    apply follows it rather than starting a second one.
+
+    The hosts' S3 (their moto server) is held (SIGSTOP) from the copy's start until the second
+    apply says it follows the copy: the copy cannot end before either apply looks at it, on any
+    machine. (A copy merely large enough to outlive one poll finished first on a fast one.)"""
     from dsinfra.bootstrap import nodekit, steps_system, steps_weights
     from dsinfra.bootstrap.engine import engine_plan
     from dsinfra.bootstrap.hostkeys import KnownHosts, pins_from_text
@@ -212,8 +217,8 @@ def test_an_interrupted_follow_leaves_the_copy_running_and_the_next_run_follows_
 
     src = tmp_path / "big"
     src.mkdir()
-    for i in range(2):  # large enough that the copy outlives one short poll
-        (src / f"model-0000{i + 1}-of-00002.safetensors").write_bytes(os.urandom(40 << 20))
+    for i in range(2):
+        (src / f"model-0000{i + 1}-of-00002.safetensors").write_bytes(os.urandom(2 << 20))
     (src / "config.json").write_text('{"model_type": "qwen2"}')
     client("s3", "us-east-1").create_bucket(Bucket=BUCKET)
     push(src, MIRROR, MODEL, region="us-east-1")
@@ -225,9 +230,16 @@ def test_an_interrupted_follow_leaves_the_copy_running_and_the_next_run_follows_
                                       "budget": {"amountUsd": 0}, "model": MODEL,
                                       "modelCache": MIRROR})
     lines: list[str] = []
+    moto_process, second_apply = hosts_moto[0], []
+
+    def progress(line: str) -> None:
+        lines.append(line)
+        if second_apply and " the copy of " in line:  # it has looked for a running copy
+            moto_process.send_signal(signal.SIGCONT)  # the hosts' S3 answers again
+
     plan = HostPlan(host=spec, engine=engine_plan(config, [spec]),
                     secrets=Secrets(api_key="dsk-unused"), node_kit=True, node_aws=hosts_aws,
-                    health_report_s=0.2, on_progress=lines.append,
+                    health_report_s=0.2, on_progress=progress,
                     stop_waiting=lambda: "interrupted")
     conn = open_connection(spec, known, HostLog(None, plan.secrets), plan.secrets,
                            SshSettings(connect_timeout_s=5))
@@ -236,11 +248,13 @@ def test_an_interrupted_follow_leaves_the_copy_running_and_the_next_run_follows_
         steps_system.cache_ready(conn, plan) or steps_system.prepare_cache(conn, plan)
         assert steps_weights.weights_ready(conn, plan) is False
 
+        moto_process.send_signal(signal.SIGSTOP)  # the copy starts and waits on S3
         with pytest.raises(StepError, match="interrupted.*goes on on the node"):
             steps_weights.copy_weights(conn, plan)
         assert conn.ok(f"kill -0 $(cat {steps_weights.COPY_PID})", root=True)  # still copying
 
         plan.stop_waiting = lambda: None
+        second_apply.append(True)
         steps_weights.copy_weights(conn, plan)
 
         starts = [line.split(" the copy")[0] for line in lines if " the copy of " in line]
@@ -248,6 +262,7 @@ def test_an_interrupted_follow_leaves_the_copy_running_and_the_next_run_follows_
         assert steps_weights.weights_ready(conn, plan) is True
         _same_weights(src, host)
     finally:
+        moto_process.send_signal(signal.SIGCONT)
         close_quietly(conn)
 
 

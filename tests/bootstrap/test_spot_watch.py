@@ -80,6 +80,19 @@ def _notice(in_s: float = 120) -> dict:
     return {"action": "terminate", "time": when.strftime("%Y-%m-%dT%H:%M:%SZ")}
 
 
+def _wait_for(done, what: str, timeout_s: float = 30) -> None:
+    """Until ``done()``: a wait that ends when what it waits for happened, never a fixed one
+    (fewer polls fit in a fixed time on a loaded machine)."""
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout_s} s"
+        time.sleep(0.05)
+
+
+def _action_gets(fake) -> int:
+    return len([r for r in fake.requests() if "/spot/instance-action" in r])
+
+
 def _engine_running(host) -> bool:
     pid = host.state()["units"].get("dsinfra-engine", {}).get("pid")
     if not pid:
@@ -93,6 +106,13 @@ def _engine_running(host) -> bool:
 def _watch_log(host) -> list[str]:
     path = host.state_dir / "dsinfra-spot-watch.log"
     return path.read_text().splitlines() if path.exists() else []
+
+
+def _open_connections(host, port: int) -> int:
+    """Established TCP connections to ``port`` in the host's network namespace."""
+    out = subprocess.run(["ip", "netns", "exec", host.netns, "ss", "-Htn", "state", "established",
+                          f"( sport = :{port} )"], capture_output=True, text=True).stdout
+    return len(out.splitlines())
 
 
 def _bootstrap_spot(lab, host, fake, tmp_path, options):
@@ -123,12 +143,12 @@ def test_spot_stack_gets_the_watcher_and_no_notice_leaves_the_engine_alone(
     host, fake = imds
     report = _bootstrap_spot(lab, host, fake, tmp_path, options)
     assert {s.step: s.status for s in report.hosts[0].steps}["spot-watch"] == "applied"
-    time.sleep(POLL_S * 6)
+    _wait_for(lambda: _action_gets(fake) >= 4, "four polls of the notice")
     assert _engine_running(host)
     asked = fake.requests()
     assert asked and asked[0].startswith("PUT /latest/api/token token=no 200"), asked
     action_gets = [r for r in asked if "/spot/instance-action" in r]
-    assert len(action_gets) >= 4, asked  # polled every POLL_S
+    assert len(action_gets) >= 4, asked  # polled again and again
     assert all("token=yes 404" in r for r in action_gets), asked  # IMDSv2: token on each GET
     assert not [c for c in host.commands() if c["cmd"] == "iptables"]
     assert not [c for c in host.commands()
@@ -170,7 +190,8 @@ def test_rebalance_recommendation_is_logged_but_the_engine_keeps_serving(
     deadline = time.monotonic() + 5
     while not any("rebalance" in l for l in _watch_log(host)) and time.monotonic() < deadline:
         time.sleep(0.1)
-    time.sleep(POLL_S * 3)
+    polls = _action_gets(fake)
+    _wait_for(lambda: _action_gets(fake) >= polls + 3, "three more polls after the log line")
     assert _engine_running(host)
     assert len([l for l in _watch_log(host) if "rebalance recommendation" in l]) == 1, \
         (_watch_log(host), fake.requests()[-3:])
@@ -196,11 +217,14 @@ def test_notice_lets_an_in_flight_request_finish_before_the_engine_stops(
 
     in_flight = threading.Thread(target=chat)
     in_flight.start()
-    time.sleep(0.5)  # the request is open on the engine
+    _wait_for(lambda: _open_connections(host, 8000), "the request open on the engine")
     fake.post(_notice())
-    time.sleep(POLL_S + 1.5)  # the watcher has seen the notice and refused new connections
-    assert [c for c in host.commands() if c["cmd"] == "iptables"]
-    assert _engine_running(host), "stopped while a request was still being answered"
+    _wait_for(lambda: [c for c in host.commands() if c["cmd"] == "iptables"],
+              "the watcher refusing new connections")
+    # Engine first: stopped now is a failure only if the answer has not come (a stop
+    # mid-request would also fail the request itself).
+    assert _engine_running(host) or answer.get("status") == 200, \
+        "stopped while a request was still being answered"
     in_flight.join(timeout=30)
     assert answer.get("status") == 200
     while _engine_running(host) and time.monotonic() - answer["at"] < 10:

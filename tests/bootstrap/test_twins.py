@@ -112,7 +112,7 @@ def _probe_from(bastion):
 
 @pytest.mark.parametrize("tier", ["dev", "prod", "distributed"])
 def test_up_reaches_a_healthy_endpoint_on_hosts_built_from_the_offline_plan(
-        tier, lab, aws, tmp_path, options, monkeypatch, hosts_moto_url):
+        tier, lab, aws, tmp_path, options, monkeypatch, eice, hosts_moto_url):
     values = {**read_stack_values(stack_file(tier, PROJECT_DIR)), "apiAllowedCidrs": [OFFICE]}
     config = parse_stack_config(tier, values)
     run = run_offline(tier, values)
@@ -139,12 +139,10 @@ def test_up_reaches_a_healthy_endpoint_on_hosts_built_from_the_offline_plan(
         host.set_profile(nccl_log=str(NCCL_OFI_LOG), registry_dir=str(registry))
     # The stack's EC2 Instance Connect Endpoint: a local one (eice_server.py) in front of the
     # test hosts, signature checked against moto's test credentials.
-    from eice_server import FakeEndpoint
-
     from dsinfra.cloud.eice import tunnel_url_factory
 
     endpoint_id = run.outputs["connect_endpoint"]["id"]
-    local = FakeEndpoint(endpoint_id, secret_key="testing", region=config.region).start()
+    local = eice(endpoint_id, secret_key="testing", region=config.region)
     planned_outputs = {**run.outputs, "connect_endpoint": {"id": endpoint_id,
                                                            "dns_name": local.dns_name}}
     engine = TwinEngine(planned_outputs, hosts, bastion, config.engine_port)
@@ -159,17 +157,14 @@ def test_up_reaches_a_healthy_endpoint_on_hosts_built_from_the_offline_plan(
 
     from dsinfra.ops.doctor import run_doctor
 
-    try:
-        result = bring_up(
-            config, engine, now=NOW, bootstrap=bootstrap, probe=_probe_from(bastion),
-            tunnel_url=lambda o: tunnel_url_factory(o.region, o.connect_endpoint_id,
-                                                    o.connect_endpoint_dns, scheme="ws"),
-            doctor=lambda c: run_doctor(c, client_factory=StubbedFactory(),
-                                        pulumi_version=lambda: "v3.200.0"),
-            options=UpOptions(ssh_key_path=str(lab.client_key), trust_on_first_use=True,
-                              health_timeout_s=30, health_interval_s=0.5))
-    finally:
-        local.stop()
+    result = bring_up(
+        config, engine, now=NOW, bootstrap=bootstrap, probe=_probe_from(bastion),
+        tunnel_url=lambda o: tunnel_url_factory(o.region, o.connect_endpoint_id,
+                                                o.connect_endpoint_dns, scheme="ws"),
+        doctor=lambda c: run_doctor(c, client_factory=StubbedFactory(),
+                                    pulumi_version=lambda: "v3.200.0"),
+        options=UpOptions(ssh_key_path=str(lab.client_key), trust_on_first_use=True,
+                          health_timeout_s=30, health_interval_s=0.5))
     # Every node was reached through the endpoint, on its private address.
     assert {r.query["privateIpAddress"] for r in local.requests} == {h.listen for h in hosts}
     assert all(r.signature_ok and r.query["remotePort"] == "22" for r in local.requests)
@@ -196,12 +191,10 @@ def test_up_reaches_a_healthy_endpoint_on_hosts_built_from_the_offline_plan(
 
 
 def test_up_dev_from_the_shipped_file_reaches_a_healthy_endpoint_with_no_port_open(
-        lab, aws, tmp_path, options):
+        lab, aws, tmp_path, options, eice):
     """The shipped dev stack as it is (sshAllowedCidrs and apiAllowedCidrs empty): bootstrap
     and the health check both go through the stack's EC2 Instance Connect Endpoint (a local
     one, eice_server.py, signature checked against moto's test credentials)."""
-    from eice_server import FakeEndpoint
-
     from dsinfra.cloud.eice import tunnel_url_factory
 
     values = read_stack_values(stack_file("dev", PROJECT_DIR))
@@ -211,7 +204,7 @@ def test_up_dev_from_the_shipped_file_reaches_a_healthy_endpoint_with_no_port_op
     (node,) = planned_nodes(run, config.region)
     host = lab.fresh("single", node.instance_type, dlami=node.dlami)
     endpoint_id = run.outputs["connect_endpoint"]["id"]
-    local = FakeEndpoint(endpoint_id, secret_key="testing", region=config.region).start()
+    local = eice(endpoint_id, secret_key="testing", region=config.region)
     planned = {**run.outputs, "connect_endpoint": {"id": endpoint_id,
                                                    "dns_name": local.dns_name}}
     # The public address is one no test may reach: everything must go through the endpoint.
@@ -231,18 +224,15 @@ def test_up_dev_from_the_shipped_file_reaches_a_healthy_endpoint_with_no_port_op
 
     from dsinfra.ops.doctor import run_doctor
 
-    try:
-        result = bring_up(
-            config, engine, now=NOW, bootstrap=bootstrap,
-            probe=lambda url, timeout_s: pytest.fail(f"probed {url} directly"),
-            tunnel_url=lambda o: tunnel_url_factory(o.region, o.connect_endpoint_id,
-                                                    o.connect_endpoint_dns, scheme="ws"),
-            doctor=lambda c: run_doctor(c, client_factory=StubbedFactory(),
-                                        pulumi_version=lambda: "v3.200.0"),
-            options=UpOptions(ssh_key_path=str(lab.client_key), trust_on_first_use=True,
-                              health_timeout_s=30, health_interval_s=0.5))
-    finally:
-        local.stop()
+    result = bring_up(
+        config, engine, now=NOW, bootstrap=bootstrap,
+        probe=lambda url, timeout_s: pytest.fail(f"probed {url} directly"),
+        tunnel_url=lambda o: tunnel_url_factory(o.region, o.connect_endpoint_id,
+                                                o.connect_endpoint_dns, scheme="ws"),
+        doctor=lambda c: run_doctor(c, client_factory=StubbedFactory(),
+                                    pulumi_version=lambda: "v3.200.0"),
+        options=UpOptions(ssh_key_path=str(lab.client_key), trust_on_first_use=True,
+                          health_timeout_s=30, health_interval_s=0.5))
 
     assert result.bootstrap_result.ok
     assert result.healthy is True, result.health_note

@@ -3,14 +3,18 @@ and 200x50, and the screens (capture-pane) match the snapshots in tests/fixtures
 DSINFRA_UPDATE_SNAPSHOTS=1 rewrites them after a deliberate change of layout.
 
 Normalised, because they vary per run and nothing else does: the report's generation time in
-its title, and the security group ids Pulumi's mocks number per program run in the plan. The stacks are made in moto and read with --now = their launch time + 300 h, and
-expire 400 h after launch (the forecast's horizon; without an expiry it would be the end of
-the calendar month), so spend, uptime, forecast and time left are the same on every run."""
+its title, and the security group ids Pulumi's mocks number per program run in the plan. The
+stacks are made in a moto whose clock stands still at LAUNCHED (tests/motoserver.py), so both
+stacks launch at that same instant however long the machine takes between them (a few seconds
+apart on a loaded machine was a cent more of the dev stack's spend); they are read with
+--now = LAUNCHED + 300 h and expire 400 h after launch (the forecast's horizon; without an
+expiry it would be the end of the calendar month), so spend, uptime, forecast and time left
+are the same on every run."""
 
 from __future__ import annotations
 
 import os
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -40,24 +44,38 @@ def test_plan_in_a_real_terminal(width, height, tmp_path):
     matches_snapshot(f"plan-prod-{width}x{height}.txt", normalise(text, MOCK_IDS))
 
 
+LAUNCHED = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture(scope="module")
+def frozen_moto_url():
+    from motoserver import moto_server
+
+    yield from moto_server("127.0.0.1", frozen_at=LAUNCHED.isoformat())
+
+
 @pytest.fixture
-def two_stacks(aws, state_dir, monkeypatch, tmp_path):
+def two_stacks(frozen_moto_url, state_dir, monkeypatch, tmp_path):
+    from motoserver import point_boto3_at, reset
+
+    from dsinfra import tags as T
     from dsinfra.cloud.aws import client
 
+    point_boto3_at(frozen_moto_url, monkeypatch)
     monkeypatch.setenv("DSINFRA_REGIONS", "us-east-1")
     monkeypatch.chdir(tmp_path)
-    from dsinfra import tags as T
-
     ec2 = client("ec2", "us-east-1")
     ids = make_stack("deepseek-r1-distill-dev", budget_usd=1000, period="total",
                      on_exceed="stop")["instances"]
     ids += make_stack("deepseek-r1-production", nodes=2, budget_usd=20000, period="total",
                       on_exceed="notify", instance_type="p4d.24xlarge")["instances"]
-    launched = max(i["LaunchTime"] for r in ec2.describe_instances(InstanceIds=ids)[
-        "Reservations"] for i in r["Instances"])
+    launched = {i["LaunchTime"] for r in ec2.describe_instances(InstanceIds=ids)[
+        "Reservations"] for i in r["Instances"]}
+    assert launched == {LAUNCHED}, launched  # the frozen clock, or the screen would vary
     ec2.create_tags(Resources=ids, Tags=[{"Key": T.EXPIRES_AT, "Value": T.format_expiry(
-        launched.replace(microsecond=0) + timedelta(hours=400))}])
-    return (launched + timedelta(hours=300)).isoformat()
+        LAUNCHED + timedelta(hours=400))}])
+    yield (LAUNCHED + timedelta(hours=300)).isoformat()
+    reset(frozen_moto_url)
 
 
 @pytest.mark.parametrize("width, height", SIZES)

@@ -194,7 +194,14 @@ def test_cost_explorer_reconciliation_groups_billed_cost_by_stack_tag():
     assert stacks == [{"stack": "dev", "billed_usd": 42.0}, {"stack": "prod", "billed_usd": 0.0}]
 
 
-def test_catalog_refresh_failure_is_one_line_without_the_html_page(aws, state_dir):
+@pytest.fixture
+def few_attempts(monkeypatch):
+    """Four attempts (three retries) instead of dsinfra's nine: each failed GetProducts is
+    still retried and shown, without ~6 s of botocore's backoff per test."""
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "4")
+
+
+def test_catalog_refresh_failure_is_one_line_without_the_html_page(aws, state_dir, few_attempts):
     """moto's server has no Pricing API: it answers GetProducts with its HTTP 500 HTML page
     (the real page, as this test sees it), which botocore put into the error message."""
     from typer.testing import CliRunner
@@ -212,7 +219,7 @@ def test_catalog_refresh_failure_is_one_line_without_the_html_page(aws, state_di
                     "and retry."]
 
 
-def test_catalog_refresh_retries_are_quiet_under_json(aws, state_dir):
+def test_catalog_refresh_retries_are_quiet_under_json(aws, state_dir, few_attempts):
     import json
 
     from typer.testing import CliRunner
@@ -225,7 +232,7 @@ def test_catalog_refresh_retries_are_quiet_under_json(aws, state_dir):
     assert json.loads(result.stdout)["exit_status"] == 3
 
 
-def test_catalog_refresh_shows_its_retries_on_a_terminal(aws, state_dir):
+def test_catalog_refresh_shows_its_retries_on_a_terminal(aws, state_dir, few_attempts):
     """A real pseudo-terminal: rich's spinner on stderr names the failing call and the retry
     count while botocore backs off, instead of ~9 s of silence."""
     import os
