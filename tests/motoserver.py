@@ -23,7 +23,9 @@ def start(address: str = "127.0.0.1") -> tuple[subprocess.Popen, str]:
     hosts' link-local service address): (its process, its URL), once it answers."""
     port = _free_port(address)
     # The moto installed beside the interpreter running the tests, not whichever is on PATH.
-    exe = os.path.join(os.path.dirname(sys.executable), "moto_server")
+    # A venv without the test extras (tests/test_installed_wheel.py) names the checkout's.
+    exe = os.environ.get("DSINFRA_TEST_MOTO_SERVER") or os.path.join(
+        os.path.dirname(sys.executable), "moto_server")
     if not os.path.exists(exe):
         exe = shutil.which("moto_server") or exe
     proc = subprocess.Popen([exe, "-H", address, "-p", str(port)],
