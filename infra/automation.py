@@ -81,10 +81,11 @@ class PulumiEngine:
                 "the Pulumi CLI is not on PATH",
                 hint="Install it (https://www.pulumi.com/docs/install/) or use the offline "
                      "commands (dsinfra plan without --live).")
-        backend = self.env_vars.get("PULUMI_BACKEND_URL") or os.environ.get("PULUMI_BACKEND_URL", "")
+        env = {**os.environ, **self.env_vars}
+        backend = env.get("PULUMI_BACKEND_URL", "")
         if backend.startswith("file://"):
-            if not (os.environ.get("PULUMI_CONFIG_PASSPHRASE")
-                    or os.environ.get("PULUMI_CONFIG_PASSPHRASE_FILE")):
+            if not (env.get("PULUMI_CONFIG_PASSPHRASE")
+                    or env.get("PULUMI_CONFIG_PASSPHRASE_FILE")):
                 raise UserError(
                     "PULUMI_CONFIG_PASSPHRASE is not set; the local state backend "
                     f"({backend}) needs it (or PULUMI_CONFIG_PASSPHRASE_FILE) to encrypt secrets",

@@ -227,3 +227,28 @@ def test_iam_policy_documents_each_fit_a_managed_policy(cli, derivation, monkeyp
     assert json.loads(shown.output) == parts
     too_far = cli("iam-policy", "--part", str(len(parts) + 1))
     assert too_far.exit_code == 2 and "--part" in too_far.output
+
+
+# --- the Pulumi engine's defaults ------------------------------------------------------------
+
+def test_pulumi_runs_on_our_python_with_local_state_and_needs_the_passphrase(tmp_path,
+                                                                              monkeypatch):
+    import sys
+
+    from dsinfra.errors import UserError
+    from dsinfra.infra import automation
+
+    for name in ("PULUMI_BACKEND_URL", "PULUMI_CONFIG_PASSPHRASE",
+                 "PULUMI_CONFIG_PASSPHRASE_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    engine = automation.PulumiEngine(tmp_path)
+    assert engine.env_vars["PULUMI_PYTHON_CMD"] == sys.executable
+    state = (tmp_path / ".dsinfra" / "pulumi").resolve()
+    assert engine.env_vars["PULUMI_BACKEND_URL"] == state.as_uri()
+    monkeypatch.setattr(automation, "pulumi_cli_version", lambda: "v3.200.0")
+    with pytest.raises(UserError, match="PULUMI_CONFIG_PASSPHRASE is not set"):
+        engine.outputs("dev")
+    assert not state.exists()  # nothing written before the check
+    # A backend the user chose is theirs: no local default, no passphrase demanded of it.
+    monkeypatch.setenv("PULUMI_BACKEND_URL", "s3://my-state-bucket")
+    assert "PULUMI_BACKEND_URL" not in automation.PulumiEngine(tmp_path).env_vars
