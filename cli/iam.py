@@ -22,12 +22,18 @@ def iam_policy_command(
     """The least-privilege IAM policy the deploying user needs: what the Pulumi programs create
     (from an offline run of this project's stacks and the guard's program) and what dsinfra's
     own commands call. Changes and deletions only on resources dsinfra tagged."""
-    from dsinfra.cli.output import print_json
+    from dsinfra.cli.output import note, print_json
     from dsinfra.errors import UserError
     from dsinfra.ops.iam import iam_policies
-    from dsinfra.stackfiles import find_project_dir
+    from dsinfra.stackfiles import find_project_dir, shipped_project
 
-    documents = iam_policies(find_project_dir())
+    try:
+        project = find_project_dir()
+    except UserError:  # before `dsinfra init`: the policy for the tiers init would write
+        project = shipped_project()
+        note("no dsinfra project here: the policy for the shipped stacks (dev, prod, "
+             "distributed)")
+    documents = iam_policies(project)
     if part is not None:
         if part > len(documents):
             raise UserError(f"invalid value for --part: {part}; allowed: 1-{len(documents)}")

@@ -229,6 +229,13 @@ def test_iam_policy_documents_each_fit_a_managed_policy(cli, derivation, monkeyp
     assert too_far.exit_code == 2 and "--part" in too_far.output
 
 
+def test_iam_policy_before_init_is_the_shipped_stacks_one(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    done = cli("iam-policy", "--part", "1")
+    assert done.exit_code == 0, done.output
+    assert "no dsinfra project here" in done.output
+
+
 # --- the Pulumi engine's defaults ------------------------------------------------------------
 
 def test_pulumi_runs_on_our_python_with_local_state_and_needs_the_passphrase(tmp_path,
