@@ -43,7 +43,22 @@ def guard_engine(webhook_url: str | None = None):
         home = find_project_dir()
     except UserError:
         home = Path.home()
-    return PulumiEngine(GUARD_PROGRAM_DIR, env_vars=env, state_dir=home / STATE_SUBDIR)
+    return PulumiEngine(guard_workspace(home / ".dsinfra" / "guard"), env_vars=env,
+                        state_dir=home / STATE_SUBDIR)
+
+
+def guard_workspace(folder: Path) -> Path:
+    """The guard's Pulumi workspace: the installed program's Pulumi.yaml and __main__.py,
+    refreshed on every call (an upgrade brings its program), beside the stack config Pulumi
+    writes there (kept). Pulumi writes ``Pulumi.<stack>.yaml`` into its work dir on
+    ``set_config``, and the package's own folder may be read-only or replaced on upgrade."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("Pulumi.yaml", "__main__.py"):
+        (folder / name).write_text((GUARD_PROGRAM_DIR / name).read_text())
+    stack_config = folder / f"Pulumi.{DEFAULT_GUARD_STACK}.yaml"
+    if not stack_config.exists():
+        stack_config.write_text((GUARD_PROGRAM_DIR / stack_config.name).read_text())
+    return folder
 
 
 def guard_dry_run(regions: Sequence[str], every_minutes: int, enforce: bool,

@@ -259,3 +259,24 @@ def test_pulumi_runs_on_our_python_with_local_state_and_needs_the_passphrase(tmp
     # A backend the user chose is theirs: no local default, no passphrase demanded of it.
     monkeypatch.setenv("PULUMI_BACKEND_URL", "s3://my-state-bucket")
     assert "PULUMI_BACKEND_URL" not in automation.PulumiEngine(tmp_path).env_vars
+
+
+def test_the_guard_workspace_lives_with_the_project_not_in_the_package(tmp_path, monkeypatch):
+    from dsinfra.ops import guard_deploy
+    from dsinfra.ops.init import init_project
+
+    for name in ("PULUMI_BACKEND_URL",):
+        monkeypatch.delenv(name, raising=False)
+    project = tmp_path / "proj"
+    init_project(project)
+    monkeypatch.setenv("DSINFRA_PROJECT_DIR", str(project))
+    engine = guard_deploy.guard_engine()
+    work = project.resolve() / ".dsinfra" / "guard"
+    assert Path(engine.project_dir).resolve() == work
+    assert (work / "__main__.py").read_text() == \
+        (guard_deploy.GUARD_PROGRAM_DIR / "__main__.py").read_text()
+    (work / "Pulumi.guard.yaml").write_text("config: {}\n")  # what set_config wrote: kept
+    guard_deploy.guard_engine()
+    assert (work / "Pulumi.guard.yaml").read_text() == "config: {}\n"
+    assert engine.env_vars["PULUMI_BACKEND_URL"] == \
+        (project.resolve() / ".dsinfra" / "pulumi").as_uri()
