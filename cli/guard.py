@@ -70,10 +70,12 @@ def _print_dry_run(regions, every: int, enforce: bool, as_json: bool) -> None:
         print_json(plan)
         return
     package = plan["package"]
-    typer.echo(f"guard deploy --dry-run: nothing created. Checks {', '.join(regions)} every "
-               f"{every} min ({'enforcing' if enforce else 'dry run'}).")
-    typer.echo(f"Lambda package: {len(package['files'])} files, {package['bytes'] / 1024:.1f} "
-               f"KiB zipped, sha256 {package['sha256'][:16]}; handler {plan['handler']}")
+    typer.echo("guard deploy --dry-run: nothing created, no AWS call.")
+    typer.echo(f"checks:  {', '.join(regions)} every {every} min "
+               f"({'enforcing' if enforce else 'dry run'})")
+    typer.echo(f"package: {len(package['files'])} files, {package['bytes'] / 1024:.1f} KiB "
+               f"zipped, sha256 {package['sha256'][:16]}")
+    typer.echo(f"handler: {plan['handler']}")
     typer.echo("Would create:")
     for resource in plan["resources"]:
         typer.echo(f"  {resource['type']}  {resource['name']}")

@@ -20,10 +20,11 @@ def init_command(
     """Write a dsinfra project: Pulumi.yaml, stacks/ with the dev, prod and distributed tiers
     (commented), program/ (runs dsinfra's Pulumi program) and a .gitignore for state and
     secrets. Never overwrites: an existing file is an error and nothing is written."""
-    from dsinfra.cli.output import note
     from dsinfra.ops.init import init_project
 
     written = init_project(directory)
     where = directory.resolve()
-    note(f"dsinfra project in {where}: {', '.join(written)}")
+    typer.echo(f"dsinfra project in {where}:")
+    for name in written:
+        typer.echo(f"  {name}")
     typer.echo("next: edit stacks/Pulumi.dev.yaml (budget, owner), then `dsinfra plan dev`")
