@@ -56,7 +56,8 @@ STATE_SUBDIR = Path(".dsinfra") / "pulumi"
 
 def pulumi_env(state_dir: Path) -> dict[str, str]:
     """What every Pulumi run gets: the program runs on the Python dsinfra is installed in
-    (``PULUMI_PYTHON_CMD``; a pipx venv's, not whatever ``python3`` is on PATH), and state goes
+    (``PULUMI_PYTHON_CMD``, which pulumi-language-python's pip toolchain runs when Pulumi.yaml
+    names no virtualenv; a pipx venv's, not whatever ``python3`` is on PATH), and state goes
     to the local file backend in ``state_dir`` unless ``$PULUMI_BACKEND_URL`` names another
     (``s3://...``, Pulumi Cloud). The file backend encrypts secrets with
     ``$PULUMI_CONFIG_PASSPHRASE`` (or ``_FILE``), which ``_stack`` requires."""
