@@ -16,7 +16,6 @@ the step); credentials come from the instance profile through IMDSv2, as for any
 
 from __future__ import annotations
 
-import ast
 import gzip
 import hashlib
 import importlib.util
@@ -27,6 +26,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from dsinfra.bootstrap.plan import HostPlan, StepError
+from dsinfra.shipping import closure_files
 from dsinfra.identifiers import aws_region_problem, host_text_problem
 
 KIT_DIR = "/opt/dsinfra/kit"
@@ -37,7 +37,8 @@ THIRD_PARTY = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six",
 # (who am I, in errors), DynamoDB (the guard's audit table), SNS (notices), ECR (the engine
 # image: cloud/engine_image.py).
 NODE_SERVICES = ("s3", "ec2", "sts", "dynamodb", "sns", "ecr")
-# The dsinfra modules a node runs; what they import from dsinfra is added (``_closure``).
+# The dsinfra modules a node runs; what they import from dsinfra is added by the one
+# import-closure builder (dsinfra/shipping.py), which also builds the guard's Lambda package.
 ENTRY_MODULES = ("dsinfra.cloud.model_cache", "dsinfra.cloud.idle_watch",
                  "dsinfra.cloud.engine_image")
 RUNNER = "run.py"
@@ -97,58 +98,6 @@ def _third_party_files() -> dict[str, Path]:
     return files
 
 
-def _module_file(module: str) -> Path:
-    spec = importlib.util.find_spec(module)
-    if spec is None or spec.origin is None:
-        raise RuntimeError(f"{module} is not importable here")
-    return Path(spec.origin)
-
-
-def _imports_of(path: Path) -> set[str]:
-    """Every ``dsinfra...`` module ``path`` imports, at module level or inside functions."""
-    found: set[str] = set()
-    tree = ast.parse(path.read_text(), str(path))
-    for block in ast.walk(tree):  # ``if TYPE_CHECKING:`` imports never run on the node
-        if isinstance(block, ast.If) and getattr(block.test, "id", "") == "TYPE_CHECKING":
-            block.body = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found |= {a.name for a in node.names if a.name.startswith("dsinfra")}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 \
-                and node.module.startswith("dsinfra"):
-            found.add(node.module)
-            if _module_file(node.module).name != "__init__.py":
-                continue
-            for alias in node.names:  # ``from dsinfra.cloud import aws`` names a module
-                if importlib.util.find_spec(f"{node.module}.{alias.name}") is not None:
-                    found.add(f"{node.module}.{alias.name}")
-    return found
-
-
-def _closure(entries: tuple[str, ...]) -> list[str]:
-    """The entry modules, what they import from dsinfra, and every package above them."""
-    seen: set[str] = set()
-    todo = list(entries)
-    while todo:
-        module = todo.pop()
-        if module in seen:
-            continue
-        seen.add(module)
-        parts = module.split(".")
-        todo += [".".join(parts[:i]) for i in range(1, len(parts))]
-        todo += sorted(_imports_of(_module_file(module)) - seen)
-    return sorted(seen)
-
-
-def _dsinfra_files(entries: tuple[str, ...]) -> dict[str, Path]:
-    files = {}
-    for module in _closure(entries):
-        path = _module_file(module)
-        rel = module.replace(".", "/") + ("/__init__.py" if path.name == "__init__.py" else ".py")
-        files[rel] = path
-    return files
-
-
 def _tar(files: dict[str, bytes]) -> bytes:
     """Deterministic: sorted names, no times or owners, so the digest names the contents."""
     buffer = io.BytesIO()
@@ -163,7 +112,7 @@ def _tar(files: dict[str, bytes]) -> bytes:
 @lru_cache(maxsize=1)
 def build_kit(entries: tuple[str, ...] = ENTRY_MODULES) -> tuple[bytes, str]:
     """(the kit as a .tar.gz, its SHA-256): built once per process."""
-    paths = {**_third_party_files(), **_dsinfra_files(entries)}
+    paths = {**_third_party_files(), **closure_files(entries)}
     files = {name: path.read_bytes() for name, path in paths.items()}
     files[RUNNER] = RUNNER_SOURCE.encode()
     data = _tar(files)

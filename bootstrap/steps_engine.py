@@ -7,13 +7,13 @@ import hashlib
 import json
 import shlex
 import time
-from importlib import resources
 
 from dsinfra.bootstrap import engine as eng
 from dsinfra.bootstrap import nodekit
 from dsinfra.bootstrap.nccl_log import LOG_PATTERN, nccl_problem, read_nccl_network
 from dsinfra.bootstrap.plan import HostPlan, StepError
 from dsinfra.bootstrap.steps_system import cache_dir
+from dsinfra.shipping import script_source
 
 HEALTH_SCRIPT = "/opt/dsinfra/bin/health_check.py"
 EXIT_NOT_YET = 4  # cloud/engine_image.py: the image is not in ECR yet
@@ -109,7 +109,7 @@ def start_engine(c, p: HostPlan) -> None:
 def _probe_health(c, p: HostPlan, wait_s: float = 0.0) -> dict:
     """One run of the health script on the host; with ``wait_s`` it polls /health there every
     ``health_poll_s`` until the engine answers or the time is up (one SSH command per slice)."""
-    script = resources.files("dsinfra.bootstrap").joinpath("health_check.py").read_text()
+    script = script_source("dsinfra.bootstrap.health_check")
     c.ensure_file(script, HEALTH_SCRIPT, mode="0755")
     flags = " --openai" if p.engine.openai_compatible else ""
     # Standard library only, like the GPU probe: isolated from the host's site-packages.

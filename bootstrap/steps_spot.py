@@ -5,10 +5,10 @@ spot interruption notice it drains the engine (see spot_watch.py for how and why
 from __future__ import annotations
 
 import hashlib
-from importlib import resources
 
 from dsinfra.bootstrap import engine as eng
 from dsinfra.bootstrap.plan import HostPlan
+from dsinfra.shipping import script_source
 
 UNIT_NAME = "dsinfra-spot-watch.service"
 UNIT_PATH = f"/etc/systemd/system/{UNIT_NAME}"
@@ -19,7 +19,7 @@ DRAIN_S = 90
 
 
 def watcher_source() -> str:
-    return resources.files("dsinfra.bootstrap").joinpath("spot_watch.py").read_text()
+    return script_source("dsinfra.bootstrap.spot_watch")
 
 
 def systemd_unit(p: HostPlan) -> str:

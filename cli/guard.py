@@ -34,6 +34,8 @@ def deploy_command(
                                  "meters, decides and audits only."),
     stack: str = typer.Option("guard", "--stack", help="The guard's Pulumi stack name."),
     as_json: bool = typer.Option(False, "--json", help="Print the stack outputs as JSON."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Build the Lambda package and show "
+                                 "what would be created and its size; touch no AWS."),
 ) -> None:
     """Deploy or update the guard (its webhook comes from $DSINFRA_WEBHOOK_URL, as a secret)."""
     from dsinfra.ops.local import resolve_regions
@@ -42,6 +44,9 @@ def deploy_command(
 
     every = every_minutes(every)
     regions = resolve_regions(region)
+    if dry_run:
+        _print_dry_run(regions, every, enforce, as_json)
+        return
     outputs = deploy_guard(make_engine(), stack, regions, every, enforce)
     if as_json:
         from dsinfra.cli.output import print_json
@@ -52,6 +57,28 @@ def deploy_command(
 
     note(f"guard {stack}: checks {', '.join(regions)} every {every} min "
          f"({'enforcing' if enforce else 'dry run'}); function {outputs.get('function_name')}")
+
+
+def _print_dry_run(regions, every: int, enforce: bool, as_json: bool) -> None:
+    from dsinfra.ops.guard_deploy import guard_dry_run
+
+    plan = guard_dry_run(regions, every, enforce,
+                         webhook=bool(os.environ.get("DSINFRA_WEBHOOK_URL")))
+    if as_json:
+        from dsinfra.cli.output import print_json
+
+        print_json(plan)
+        return
+    package = plan["package"]
+    typer.echo("guard deploy --dry-run: nothing created, no AWS call.")
+    typer.echo(f"checks:  {', '.join(regions)} every {every} min "
+               f"({'enforcing' if enforce else 'dry run'})")
+    typer.echo(f"package: {len(package['files'])} files, {package['bytes'] / 1024:.1f} KiB "
+               f"zipped, sha256 {package['sha256'][:16]}")
+    typer.echo(f"handler: {plan['handler']}")
+    typer.echo("Would create:")
+    for resource in plan["resources"]:
+        typer.echo(f"  {resource['type']}  {resource['name']}")
 
 
 @guard_app.command("destroy")

@@ -6,20 +6,23 @@ imports this module; ``compose`` adds them all to the root, in the order ``--hel
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
+
 import typer
 from typer.core import TyperGroup
 
 from dsinfra import __version__
 from dsinfra.cli import (advise, bootstrap, cache_cmd, capacity, catalog_cmd, cost, day2, doctor,
-                         down, guard, host, interrupts, offers, plan, power, schedule, size, stacks,
-                         status, up)
+                         down, guard, host, iam, init_cmd, interrupts, offers, plan, power,
+                         schedule, size, stacks, status, up)
 from dsinfra.cli.options import TYPER_OPTIONS
 from dsinfra.errors import EXIT_INTERRUPTED, DsinfraError
 
 # Command modules import only typer and the standard library at the top, so composing them all
 # keeps `dsinfra --help` free of the cloud SDKs.
-COMMAND_MODULES = (plan, stacks, size, offers, advise, doctor, up, bootstrap, day2, power, host,
-                   cost, down, status, catalog_cmd, capacity, guard, schedule, cache_cmd)
+COMMAND_MODULES = (init_cmd, plan, stacks, size, offers, advise, doctor, up, bootstrap, day2, power, host,
+                   cost, down, status, catalog_cmd, capacity, guard, iam, schedule, cache_cmd)
 
 
 class DsinfraGroup(TyperGroup):
@@ -92,8 +95,18 @@ def _version(value: bool) -> None:
 def main(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="Print the version and exit."),
+    project: Optional[Path] = typer.Option(
+        None, "--project", metavar="DIR", help="The project folder (Pulumi.yaml and stacks/). "
+        "Default: $DSINFRA_PROJECT_DIR, else the nearest from here upwards."),
 ) -> None:
     """dsinfra: DeepSeek inference on AWS, budget-guarded."""
+    if project is not None:
+        import os
+
+        from dsinfra.stackfiles import PROJECT_ENV
+
+        # One resolver (dsinfra/stackfiles.py) reads it, and child processes inherit it.
+        os.environ[PROJECT_ENV] = str(project.expanduser().resolve())
 
 
 def compose(root: typer.Typer) -> typer.Typer:

@@ -14,6 +14,8 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 SIGNING_NAME = "ec2-instance-connect"
+# Signed here, not through a boto3 client: declared for `dsinfra iam-policy` (cloud/iam_calls.py).
+PERMISSIONS = ("ec2-instance-connect:OpenTunnel",)
 URL_EXPIRES_S = 60
 MAX_TUNNEL_S = 3600  # the endpoint's own limit on one tunnel
 

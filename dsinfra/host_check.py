@@ -12,13 +12,13 @@ import json
 import subprocess
 import sys
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from dsinfra.catalog import INSTANCE_SPECS, InstanceSpec
 from dsinfra.errors import ConfigError, UserError
 from dsinfra.gpu_check import check_gpu_facts
+from dsinfra.shipping import script_source
 
 IMDS = "http://169.254.169.254/latest"
 IMDS_TIMEOUT_S = 2.0
@@ -79,7 +79,7 @@ def judge(facts: dict[str, Any], instance_type: str, host: str, *,
 
 
 def probe_source() -> str:
-    return resources.files("dsinfra.bootstrap").joinpath("gpu_probe.py").read_text()
+    return script_source("dsinfra.bootstrap.gpu_probe")
 
 
 def run_probe(*, allreduce: bool) -> dict[str, Any]:

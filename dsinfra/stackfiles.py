@@ -13,26 +13,40 @@ NAMESPACE = "dsinfra:"
 
 
 def find_project_dir(start: Path | None = None) -> Path:
-    """The folder holding dsinfra's ``Pulumi.yaml``.
+    """The one project resolver: the folder holding a dsinfra ``Pulumi.yaml`` (``name: dsinfra``)
+    and ``stacks/``.
 
-    ``$DSINFRA_PROJECT_DIR`` wins; otherwise the nearest such folder from the working
-    directory upwards; otherwise the checkout this package was installed from.
+    ``--project DIR`` (the global option, which sets ``$DSINFRA_PROJECT_DIR``) or
+    ``$DSINFRA_PROJECT_DIR`` wins; otherwise the nearest such folder from the working directory
+    upwards, as git and pulumi find theirs. There is no fallback to where dsinfra is installed:
+    a project is the user's folder (``dsinfra init`` writes one).
     """
     if os.environ.get(PROJECT_ENV):
-        path = Path(os.environ[PROJECT_ENV]).expanduser()
-        if not (path / "Pulumi.yaml").is_file():
-            raise UserError(f"{PROJECT_ENV}={path} has no Pulumi.yaml",
-                            hint="Point it at a dsinfra checkout (the folder with stacks/).")
+        path = Path(os.environ[PROJECT_ENV]).expanduser().resolve()
+        if not _is_dsinfra_project(path):
+            raise UserError(f"invalid project folder {str(path)!r} (--project / {PROJECT_ENV}); "
+                            "allowed: a folder with a dsinfra Pulumi.yaml and stacks/",
+                            hint=f"Create one with `dsinfra init {path}`.")
         return path
     here = (start or Path.cwd()).resolve()
     for folder in (here, *here.parents):
         if _is_dsinfra_project(folder):
             return folder
-    installed_from = Path(__file__).resolve().parents[1]
-    if _is_dsinfra_project(installed_from):
-        return installed_from
-    raise UserError("no dsinfra project found (a folder with Pulumi.yaml and stacks/)",
-                    hint=f"Run from a dsinfra checkout or set {PROJECT_ENV}.")
+    raise UserError(f"no dsinfra project found in {here} or any folder above it "
+                    "(a folder with Pulumi.yaml and stacks/)",
+                    hint=f"Run `dsinfra init` to create one, pass --project DIR or set "
+                         f"{PROJECT_ENV}.")
+
+
+def shipped_project() -> Path:
+    """Where the installed package keeps the project ``dsinfra init`` copies (Pulumi.yaml and
+    the three tier stacks): ``dsinfra/project/`` in a wheel, the repository root in a checkout
+    or an editable install (pyproject.toml maps the one onto the other)."""
+    here = Path(__file__).resolve().parent
+    for folder in (here / "project", here.parent):
+        if (folder / "Pulumi.yaml").is_file() and (folder / "stacks").is_dir():
+            return folder
+    raise RuntimeError(f"the installed dsinfra package has no project template under {here}")
 
 
 def _is_dsinfra_project(folder: Path) -> bool:

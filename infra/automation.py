@@ -7,8 +7,10 @@ with the same methods, and a contract test drives this one wherever ``pulumi`` i
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,12 +51,30 @@ def pulumi_cli_version() -> str | None:
     return out.stdout.strip() or None
 
 
+STATE_SUBDIR = Path(".dsinfra") / "pulumi"
+
+
+def pulumi_env(state_dir: Path) -> dict[str, str]:
+    """What every Pulumi run gets: the program runs on the Python dsinfra is installed in
+    (``PULUMI_PYTHON_CMD``, which pulumi-language-python's pip toolchain runs when Pulumi.yaml
+    names no virtualenv; a pipx venv's, not whatever ``python3`` is on PATH), and state goes
+    to the local file backend in ``state_dir`` unless ``$PULUMI_BACKEND_URL`` names another
+    (``s3://...``, Pulumi Cloud). The file backend encrypts secrets with
+    ``$PULUMI_CONFIG_PASSPHRASE`` (or ``_FILE``), which ``_stack`` requires."""
+    env = {"PULUMI_PYTHON_CMD": sys.executable}
+    if not os.environ.get("PULUMI_BACKEND_URL"):
+        env["PULUMI_BACKEND_URL"] = state_dir.resolve().as_uri()
+    return env
+
+
 class PulumiEngine:
     """The real engine: a local workspace over this project's ``Pulumi.yaml``."""
 
-    def __init__(self, project_dir: Path, env_vars: dict[str, str] | None = None) -> None:
+    def __init__(self, project_dir: Path, env_vars: dict[str, str] | None = None,
+                 state_dir: Path | None = None) -> None:
         self.project_dir = project_dir
-        self.env_vars = env_vars or {}
+        self.state_dir = state_dir or project_dir / STATE_SUBDIR
+        self.env_vars = {**pulumi_env(self.state_dir), **(env_vars or {})}
 
     def _stack(self, stack: str):
         if pulumi_cli_version() is None:
@@ -62,6 +82,18 @@ class PulumiEngine:
                 "the Pulumi CLI is not on PATH",
                 hint="Install it (https://www.pulumi.com/docs/install/) or use the offline "
                      "commands (dsinfra plan without --live).")
+        env = {**os.environ, **self.env_vars}
+        backend = env.get("PULUMI_BACKEND_URL", "")
+        if backend.startswith("file://"):
+            if not (env.get("PULUMI_CONFIG_PASSPHRASE")
+                    or env.get("PULUMI_CONFIG_PASSPHRASE_FILE")):
+                raise UserError(
+                    "PULUMI_CONFIG_PASSPHRASE is not set; the local state backend "
+                    f"({backend}) needs it (or PULUMI_CONFIG_PASSPHRASE_FILE) to encrypt secrets",
+                    hint="export PULUMI_CONFIG_PASSPHRASE=... (keep it out of git), or set "
+                         "PULUMI_BACKEND_URL to another backend.")
+            if backend == self.state_dir.resolve().as_uri():
+                self.state_dir.mkdir(parents=True, exist_ok=True)
         from pulumi import automation as auto
 
         opts = auto.LocalWorkspaceOptions(work_dir=str(self.project_dir), env_vars=self.env_vars)

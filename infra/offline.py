@@ -54,9 +54,10 @@ class OfflineRun:
         return [r for r in self.resources if r.type == token]
 
 
-def run_offline(stack: str, values: dict[str, Any]) -> OfflineRun:
-    """Run the program for ``stack`` with these ``dsinfra:*`` values (namespace stripped)."""
-    return contextvars.Context().run(_run, stack, values)
+def run_offline(stack: str, values: dict[str, Any], program=None) -> OfflineRun:
+    """Run the program for ``stack`` with these ``dsinfra:*`` values (namespace stripped);
+    ``program`` replaces the stack program's ``main`` (the guard's, for ``iam-policy``)."""
+    return contextvars.Context().run(_run, stack, values, program)
 
 
 def mocked_ami(region: str, parameter: str) -> str:
@@ -71,7 +72,7 @@ def pulumi_config_text(values: dict[str, Any]) -> dict[str, str]:
             for k, v in values.items()}
 
 
-def _run(stack: str, values: dict[str, Any]) -> OfflineRun:
+def _run(stack: str, values: dict[str, Any], program_main=None) -> OfflineRun:
     import pulumi
     from pulumi.runtime.config import set_all_config
     from pulumi.runtime.settings import SETTINGS, get_root_resource
@@ -92,7 +93,7 @@ def _run(stack: str, values: dict[str, Any]) -> OfflineRun:
     resolved: dict[str, Any] = {}
 
     def program() -> None:
-        main()
+        (program_main or main)()
         pause_at("program-run")  # a test's Ctrl-C here (dsinfra/testpoints.py); else nothing
         stack_outputs = get_root_resource().outputs
         resolved.update(_sync_await(pulumi.Output.from_input(stack_outputs).future()) or {})

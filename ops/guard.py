@@ -7,33 +7,28 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-# What the Lambda needs, laid out as the import name expects (dsinfra/..., dsinfra/cloud/...).
-LAMBDA_SOURCES = {
-    "dsinfra": ["__init__.py", "budget.py", "catalog.py", "errors.py", "spend.py", "tags.py"],
-    "cloud": ["__init__.py", "actions.py", "audit.py", "aws.py", "catalog_cache.py",
-              "guard_store.py", "intents.py", "inventory.py", "locks.py", "notices.py",
-              "notify.py", "regions.py", "teardown.py"],
-    "ops": ["__init__.py", "check.py", "guard_lambda.py"],
-}
-HANDLER = "dsinfra.ops.guard_lambda.handler"
+# The handler module; the Lambda package is its import closure (dsinfra/shipping.py, the same
+# builder as the node kit's), taken from the installed package, so a wheel builds it too.
+LAMBDA_ENTRY = "dsinfra.ops.guard_lambda"
+HANDLER = f"{LAMBDA_ENTRY}.handler"
 
 
 def lambda_files() -> dict[str, Path]:
-    """Path inside the Lambda zip -> source file."""
-    files = {f"dsinfra/{name}": ROOT / "dsinfra" / name for name in LAMBDA_SOURCES["dsinfra"]}
-    for package in ("cloud", "ops"):
-        files.update({f"dsinfra/{package}/{name}": ROOT / package / name
-                      for name in LAMBDA_SOURCES[package]})
-    return files
+    """Path inside the Lambda zip -> installed source file."""
+    from dsinfra.shipping import closure_files
+
+    return closure_files((LAMBDA_ENTRY,))
 
 
 def build_lambda_zip(dest: Path) -> Path:
+    """The Lambda package as a deterministic zip (sorted names, fixed times)."""
     import zipfile
 
     with zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED) as archive:
         for arcname, source in sorted(lambda_files().items()):
-            archive.write(source, arcname)
+            info = zipfile.ZipInfo(arcname, date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, source.read_bytes(), zipfile.ZIP_DEFLATED)
     return dest
 
 

@@ -25,6 +25,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests" / "bootstrap"), str(ROOT / "tests")]
+# The project the commands run in: this checkout, or (tests/test_installed_wheel.py) one that
+# `dsinfra init` wrote, with this script run by the Python of a venv the wheel went into.
+PROJECT = Path(os.environ.get("DSINFRA_WALKTHROUGH_PROJECT") or ROOT)
 
 STEPS = [["plan", "dev"], ["up", "dev", "--yes", "--trust-on-first-use", "--ssh-key", "{key}"],
          ["status"], ["logs", "dev", "--ssh-key", "{key}"], ["stop", "dev"],
@@ -61,7 +64,7 @@ class TwinEngine:
         from dsinfra.stackfiles import load_stack
         from dsinfra.tags import merge_tags
 
-        config = load_stack(stack, ROOT)
+        config = load_stack(stack, PROJECT)
         tags = merge_tags(f"{stack}-gpu-0", config)
         spec = [{"ResourceType": kind, "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
                 for kind in ("instance", "volume")]
@@ -99,7 +102,7 @@ def _install_twin(lab, endpoint_dns: str) -> str:
     from dsinfra.ops import access, doctor, local, up
     from dsinfra.stackfiles import read_stack_values, stack_file
 
-    run = run_offline("dev", read_stack_values(stack_file("dev", ROOT)))
+    run = run_offline("dev", read_stack_values(stack_file("dev", PROJECT)))
     endpoint_id = run.outputs["connect_endpoint"]["id"]
     planned = {**run.outputs, "connect_endpoint": {"id": endpoint_id, "dns_name": endpoint_dns}}
     host = lab.fresh("single", "g5.2xlarge", dlami=True)
@@ -131,7 +134,7 @@ def walkthrough() -> str:
                 "AWS_ENDPOINT_URL": moto, "AWS_ACCESS_KEY_ID": "testing",
                 "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
                 "DSINFRA_REGIONS": "us-east-1", "DSINFRA_STATE_DIR": str(base / "state"),
-                "DSINFRA_PROJECT_DIR": str(ROOT), "COLUMNS": "80",
+                "DSINFRA_PROJECT_DIR": str(PROJECT), "COLUMNS": "80",
                 # Test secrets: the engine's API key and the Hugging Face token.
                 "DSINFRA_API_KEY": "dsk-test-4f9c2e61b7a8d3c5e0f1a2b3c4d5e6f7",
                 "HF_TOKEN": "hf_TestTokenQ8w7e6r5t4y3u2i1o0pLkJhGfDsA"})

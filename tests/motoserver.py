@@ -55,8 +55,11 @@ def start(address: str = "127.0.0.1", *, frozen_at: str | None = None
     if frozen_at is not None:
         argv = [sys.executable, "-c", _FROZEN_MOTO, frozen_at]
     else:
-        # The moto installed beside the interpreter running the tests, not whichever is on PATH.
-        exe = os.path.join(os.path.dirname(sys.executable), "moto_server")
+        # The moto installed beside the interpreter running the tests, not whichever is on
+        # PATH. A venv without the test extras (tests/test_installed_wheel.py) names the
+        # checkout's.
+        exe = os.environ.get("DSINFRA_TEST_MOTO_SERVER") or os.path.join(
+            os.path.dirname(sys.executable), "moto_server")
         if not os.path.exists(exe):
             exe = shutil.which("moto_server") or exe
         argv = [exe]
