@@ -101,6 +101,7 @@ def bring_up(config: "StackConfig", engine: "Engine", *, options: UpOptions | No
     phase = on_phase or (lambda _p, _m: None)
     audit = audit or _no_audit
     refuse_expired(config, now or datetime.now(timezone.utc))
+    _refuse_no_way_in(config)
     config = _read_capacity_block(config, read_block, now or datetime.now(timezone.utc), phase)
     phase("fit", "checking the model fits the instances")
     check_stack_fits(config)
@@ -294,6 +295,16 @@ def _bootstrap_stack(config, outputs, **kwargs):
     from dsinfra.cloud.aws import console_output
 
     return bootstrap_stack(config, outputs, read_console=console_output, **kwargs)
+
+
+def _refuse_no_way_in(config: "StackConfig") -> None:
+    """Before anything is read or created: a stack no key could ever log into (one line,
+    exit 2)."""
+    from dsinfra.ops.doctor import access_problem
+
+    problem = access_problem(config)
+    if problem:
+        raise UserError(problem)
 
 
 def _default_tunnel_url(config: "StackConfig"):

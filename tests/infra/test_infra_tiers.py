@@ -320,3 +320,22 @@ def test_capacity_block_stack_is_tagged_with_its_end_fee_and_teardown_time(runs)
     assert tags["dsinfra:upfront-usd"] == "3801.60"
     # No ttlHours: the TTL defaults to 60 minutes before the block's end.
     assert tags["dsinfra:expires-at"] == "2030-01-09T10:30:00Z"
+
+
+@pytest.mark.parametrize("stack", [*SHIPPED, *VARIANTS])
+def test_every_node_installs_the_instance_connect_agent_where_its_image_lacks_it(runs, stack):
+    """Keys pushed with SendSSHPublicKey log in only where the EC2 Instance Connect agent runs
+    (sshd's AuthorizedKeysCommand); the DLAMI is not documented to carry it, so the launch
+    template's user data installs it when it is missing, and leaves an image that has it."""
+    import base64
+    import shutil
+    import subprocess
+
+    (template,) = runs[stack].of_type(TEMPLATE)
+    script = base64.b64decode(template.inputs["userData"]).decode()
+    assert script.startswith("#!/bin/bash\n")
+    assert "agent=/usr/share/ec2-instance-connect/eic_run_authorized_keys" in script
+    assert 'if [ ! -x "$agent" ]' in script
+    assert "apt-get install -y ec2-instance-connect" in script
+    if shutil.which("bash"):
+        assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
