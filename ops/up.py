@@ -351,7 +351,7 @@ def check_health(config: "StackConfig", outputs: StackOutputs,
             return None, ("not probed from here: dsinfra:apiAllowedCidrs is empty, so the API "
                           "answers only inside the VPC (bootstrap checked it on the host)")
         head, port = outputs.head.private_ip, config.engine_port
-        url = f"http://{head}:{port}{config.engine.health_path} (inside SSH through " \
+        url = f"http://{head}:{port}{config.engine.health_path} (SSH via " \
               f"{outputs.connect_endpoint_id})"
         probe = lambda _url, timeout_s: api.healthy(  # noqa: E731
             port, config.engine.health_path, timeout_s)

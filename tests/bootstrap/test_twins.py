@@ -260,7 +260,7 @@ def test_up_dev_from_the_shipped_file_reaches_a_healthy_endpoint_with_no_port_op
     assert not values.get("sshPublicKey") and pushed
     assert result.bootstrap_result.ok
     assert result.healthy is True, result.health_note
-    assert endpoint_id in result.health_note and "inside SSH" in result.health_note
+    assert f"(SSH via {endpoint_id})" in result.health_note
     # Port 22 only (the endpoint refuses any other port, as AWS does): the health check went
     # inside the SSH session as a direct-tcpip channel.
     assert {r.query["remotePort"] for r in local.requests} == {"22"}
