@@ -69,6 +69,7 @@ class FakeEndpoint:
     port: int = 0
     expired: int = 0  # tunnels ended at max_age_s
     _targets: set = field(default_factory=set, repr=False)
+    _sockets: set = field(default_factory=set, repr=False)  # the websockets' own TCP sockets
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -89,9 +90,11 @@ class FakeEndpoint:
     def stop(self) -> None:
         """Ends every tunnel and returns once nothing is left running: no fixed wait."""
         with self._lock:
-            targets = list(self._targets)
-        for target in targets:
-            _shut(target)
+            ends = list(self._targets) + list(self._sockets)
+        # Both ends of every tunnel, at once: a close handshake with a client that is going
+        # away anyway would only wait out close_timeout.
+        for sock in ends:
+            _shut(sock)
         self._server.shutdown()
 
     def _check(self, connection, request):
@@ -115,6 +118,7 @@ class FakeEndpoint:
         target = socket.create_connection((query["privateIpAddress"], int(query["remotePort"])))
         with self._lock:
             self._targets.add(target)
+            self._sockets.add(connection.socket)
 
         def expire() -> None:  # the endpoint's maximum connection age
             self.expired += 1
@@ -144,6 +148,7 @@ class FakeEndpoint:
             timer.cancel()
             with self._lock:
                 self._targets.discard(target)
+                self._sockets.discard(connection.socket)
             _shut(target)
             target.close()
 

@@ -169,7 +169,8 @@ def test_stop_ends_open_tunnels_instead_of_waiting_for_them(lab, endpoint):
     sock.settimeout(5)
     assert sock.recv(64).startswith(b"SSH-2.0-")  # sshd's banner, through the tunnel
     endpoint.stop()
-    assert not endpoint._server.handler_threads and not endpoint._targets
+    assert not endpoint._server.handler_threads
+    assert not endpoint._targets and not endpoint._sockets
     assert sock.recv(64) == b""  # the tunnel ended with the endpoint
     sock.close()
 
