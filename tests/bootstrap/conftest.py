@@ -101,8 +101,7 @@ def hosts_aws(hosts_moto_url, monkeypatch):
 
 
 # The local EC2 Instance Connect Endpoint of the day-two tests (tests/bootstrap/eice_server.py).
-EICE_ENDPOINT_ID = "eice-0fedcba9876543210"
-EICE_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"  # AWS's documented example secret
+from eice_server import EICE_ENDPOINT_ID, EICE_SECRET  # noqa: E402
 
 
 @pytest.fixture

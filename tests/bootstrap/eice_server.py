@@ -43,6 +43,11 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, quote, urlsplit
 
 SERVICE = "ec2-instance-connect"
+# The day-two tests' endpoint (conftest.py's `endpoint` fixture). Here, not in conftest.py:
+# `from conftest import` finds whichever conftest module was imported first (tests/infra's
+# when both folders run together).
+EICE_ENDPOINT_ID = "eice-0fedcba9876543210"
+EICE_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"  # AWS's documented example secret
 ALLOWED_PORTS = ("22", "3389")
 MAX_AGE_S = 3600.0
 # Recorded word for word (aidansteele/rdsconn#5); see CONTRACT above.

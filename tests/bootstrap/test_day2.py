@@ -8,7 +8,7 @@ from functools import partial
 
 import pytest
 from botocore.credentials import Credentials
-from conftest import EICE_ENDPOINT_ID, EICE_SECRET
+from eice_server import EICE_ENDPOINT_ID, EICE_SECRET
 from hostlab import USER
 from typer.testing import CliRunner
 
