@@ -63,7 +63,8 @@ class HostRun:
                 return self.conn
             except Exception as exc:  # noqa: BLE001 - sorted by is_drop below
                 self.conn = None
-                if not is_drop(exc) or time.monotonic() + delay > deadline:
+                retry = is_drop(exc) or self._agent_not_ready(exc)
+                if not retry or time.monotonic() + delay > deadline:
                     raise
                 self.log.write(f"ssh attempt {attempt} failed ({_describe(exc)}); "
                                f"retrying in {delay:.1f}s")
@@ -71,6 +72,14 @@ class HostRun:
                              f"SSH unreachable, retry {attempt} in {delay:.0f}s")
                 time.sleep(delay)
                 delay = min(delay * 2, 30.0)
+
+    def _agent_not_ready(self, exc: BaseException) -> bool:
+        """A pushed key refused on a fresh node: its EC2 Instance Connect agent may still be
+        installing from user data (infra/nodes.py), so it is retried like a drop, within the
+        same SSH wait; each retry pushes the key again."""
+        host = self.plan.host
+        return (host.key_path is None and host.key_push is not None
+                and isinstance(exc, paramiko.AuthenticationException))
 
     def close(self) -> None:
         close_quietly(self.conn)

@@ -46,6 +46,9 @@ class HostSpec:
     node_rank: int = 0
     efa_interfaces: int = 0  # attached at launch (stack outputs); the type may allow more
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    # With no key_path: public key line -> None, EC2 Instance Connect's SendSSHPublicKey for
+    # this instance and user (cloud/eice.py), called before each connection.
+    key_push: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
 
     @property
     def id(self) -> str:
@@ -62,13 +65,19 @@ class HostSpec:
 
 # (private ip, port) -> a presigned open-tunnel URL (cloud/eice.py's, bound to the endpoint).
 TunnelUrl = Callable[[str, int], str]
+# (instance id, os user, public key line) -> None: EC2 Instance Connect's SendSSHPublicKey.
+KeyPush = Callable[[str, str, str], None]
 
 
 def hosts_from_outputs(outputs: StackOutputs, *, key_path: Path | None,
-                       tunnel_url: TunnelUrl | None = None) -> list[HostSpec]:
+                       tunnel_url: TunnelUrl | None = None,
+                       key_push: KeyPush | None = None) -> list[HostSpec]:
     """Hosts of a dsinfra stack: through its EC2 Instance Connect Endpoint when it has one and
     the caller can sign tunnels (``tunnel_url``); else the public address when the node has
-    one, else through the bastion (outputs of stacks made before the endpoint)."""
+    one, else through the bastion (outputs of stacks made before the endpoint).
+
+    With no ``key_path``, ``key_push`` logs in with the session's one-time key
+    (session_key.py), pushed to each node before each connection."""
     if not outputs.nodes:
         raise UserError("the stack has no nodes in its outputs",
                         hint="Run `dsinfra up STACK` first (or check `pulumi stack output`).")
@@ -86,6 +95,8 @@ def hosts_from_outputs(outputs: StackOutputs, *, key_path: Path | None,
     hosts = []
     tunnel = tunnel_url if outputs.connect_endpoint_id else None
     for node in _head_first(outputs.nodes):
+        push = (partial(key_push, node.id, outputs.ssh_user)
+                if key_push is not None and key_path is None else None)
         if tunnel is not None:
             hosts.append(HostSpec(
                 name=node.id, address=node.private_ip, role=node.role,
@@ -93,14 +104,15 @@ def hosts_from_outputs(outputs: StackOutputs, *, key_path: Path | None,
                 gateway=TunnelGateway(outputs.connect_endpoint_id,
                                       partial(tunnel, node.private_ip, 22)),
                 instance_id=node.id, private_address=node.private_ip,
-                efa_interfaces=node.efa_interfaces))
+                efa_interfaces=node.efa_interfaces, key_push=push))
             continue
         public = node.public_ip
         hosts.append(HostSpec(
             name=node.id, address=public or node.private_ip, role=node.role,
             instance_type=node.instance_type, user=outputs.ssh_user, key_path=key_path,
             gateway=None if public else gateway, instance_id=node.id,
-            private_address=node.private_ip, efa_interfaces=node.efa_interfaces))
+            private_address=node.private_ip, efa_interfaces=node.efa_interfaces,
+            key_push=push))
     return _ranked(hosts)
 
 

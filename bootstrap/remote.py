@@ -76,6 +76,16 @@ class HostConnection(Connection):
 
     log: HostLog
     secrets: Secrets
+    key_push = None  # public key line -> None: EC2 Instance Connect's push (session_key.py)
+
+    def open(self):
+        """Push the session's one-time key first when the host is reached that way: each
+        (re)connection within the 60 s the pushed key lives."""
+        if self.key_push is not None and not self.is_connected:
+            from dsinfra.bootstrap.session_key import session_key
+
+            self.key_push(session_key().public_line)
+        return super().open()
 
     def open_gateway(self):
         """The endpoint's tunnel as paramiko's ``sock``; fabric's own kinds otherwise."""
@@ -298,11 +308,19 @@ def open_connection(host: HostSpec, known: KnownHosts, log: HostLog, secrets: Se
     gateway = host.gateway
     if isinstance(gateway, Gateway):
         gateway = _gateway_connection(gateway, known, settings)
+    pushed = host.key_path is None and host.key_push is not None
+    kwargs = _connect_kwargs(host.key_path)
+    if pushed:  # no key file: this session's one-time key, pushed before each connection
+        from dsinfra.bootstrap.session_key import session_key
+
+        kwargs.update(pkey=session_key().pkey, look_for_keys=False, allow_agent=False)
     conn = HostConnection(host.address, user=host.user, port=host.port, config=_config(),
-                          gateway=gateway, connect_kwargs=_connect_kwargs(host.key_path),
+                          gateway=gateway, connect_kwargs=kwargs,
                           connect_timeout=settings.connect_timeout_s)
     conn.client.set_missing_host_key_policy(known.policy(host.id))
     conn.log, conn.secrets = log, secrets
+    if pushed:
+        conn.key_push = host.key_push
     via = f" via {_via(host.gateway)}" if host.gateway else ""
     log.write(f"connecting to {host.user}@{host.id}{via}")
     try:
@@ -352,3 +370,14 @@ def is_drop(exc: BaseException) -> bool:
     if isinstance(exc, UnexpectedExit):
         return False
     return isinstance(exc, SSH_DROPS)
+
+
+def open_forward(conn: HostConnection, address: str, port: int,
+                 timeout_s: float = 15.0) -> paramiko.Channel:
+    """A ``direct-tcpip`` channel to ``address:port`` as the node sees it, inside the SSH
+    session (RFC 4254 7.2): what ``ssh -L`` opens. The only way to a node's API through an EC2
+    Instance Connect Endpoint, which carries port 22 (and 3389) and nothing else."""
+    if not conn.is_connected:
+        conn.open()
+    return conn.transport.open_channel("direct-tcpip", (address, port), ("127.0.0.1", 0),
+                                       timeout=timeout_s)

@@ -20,7 +20,7 @@ from pathlib import Path
 from dsinfra.bootstrap.engine import engine_plan
 from dsinfra.bootstrap.hostkeys import KnownHosts, fetch_console_pins, pins_from_text
 from dsinfra.bootstrap.hostrun import HostRun
-from dsinfra.bootstrap.hosts import (Gateway, HostSpec, TunnelUrl, hosts_from_outputs,
+from dsinfra.bootstrap.hosts import (Gateway, HostSpec, KeyPush, TunnelUrl, hosts_from_outputs,
                                      load_inventory)
 from dsinfra.bootstrap.idle_watch import idle_watch_for
 from dsinfra.bootstrap.nodekit import node_kit_needed
@@ -72,7 +72,8 @@ def bootstrap_stack(config: StackConfig, outputs: StackOutputs, *,
                     ssh_key_path: Path | None = None, trust_on_first_use: bool = False,
                     progress: Progress = None, options: BootstrapOptions | None = None,
                     read_console: Callable[[str, str], str] | None = None,
-                    tunnel_url: TunnelUrl | None = None) -> BootstrapReport:
+                    tunnel_url: TunnelUrl | None = None,
+                    key_push: KeyPush | None = None) -> BootstrapReport:
     """Bootstrap the hosts a dsinfra stack created (``dsinfra up`` calls this).
 
     ``read_console``: (instance id, region) -> EC2 console output, for host-key pins
@@ -80,7 +81,9 @@ def bootstrap_stack(config: StackConfig, outputs: StackOutputs, *,
     Without it, or with ``options.console_pins`` off, hosts are pinned from known_hosts only.
     ``tunnel_url``: (private ip, port) -> a presigned open-tunnel URL for the stack's EC2
     Instance Connect Endpoint (``cloud/eice.py``); with it every node is reached through the
-    endpoint.
+    endpoint. ``key_push``: (instance id, os user, public key) -> None, EC2 Instance Connect's
+    SendSSHPublicKey (``cloud/eice.py``); with it and no ``ssh_key_path`` the nodes are logged
+    into with the session's one-time key (session_key.py).
 
     ``progress``: a ``BootstrapProgress`` (the CLI's live table), a callable that gets one
     line per host and step change (``dsinfra up`` folds them into its own display), or None.
@@ -88,7 +91,8 @@ def bootstrap_stack(config: StackConfig, outputs: StackOutputs, *,
     options = options or BootstrapOptions()
     if options.ecr is None:
         options = replace(options, ecr=config.tier_spec.image_from_ecr)
-    hosts = hosts_from_outputs(outputs, key_path=ssh_key_path, tunnel_url=tunnel_url)
+    hosts = hosts_from_outputs(outputs, key_path=ssh_key_path, tunnel_url=tunnel_url,
+                               key_push=key_push)
     known = _known_hosts(options, trust_on_first_use)
     if options.console_pins and read_console:
         _pin_from_console(hosts, known, outputs.region or config.region, read_console)

@@ -32,7 +32,7 @@ def bootstrap_command(
     from dsinfra.cli.bootstrap_display import LiveDisplay
     from dsinfra.cli.output import print_json
     from dsinfra.cloud.aws import console_output
-    from dsinfra.ops.access import tunnel_url_for
+    from dsinfra.ops.access import key_push_for, tunnel_url_for
     from dsinfra.errors import CloudError, UserError
 
     if (stack is None) == (inventory is None):
@@ -49,10 +49,12 @@ def bootstrap_command(
                                      progress=progress, options=options)
     else:
         config, outputs = _stack(stack)
-        report = bootstrap_stack(config, outputs, ssh_key_path=ssh_key and ssh_key.expanduser(),
+        key = ssh_key and ssh_key.expanduser()
+        report = bootstrap_stack(config, outputs, ssh_key_path=key,
                                  trust_on_first_use=trust_on_first_use, progress=progress,
                                  options=options, read_console=console_output,
-                                 tunnel_url=tunnel_url_for(outputs, config.region))
+                                 tunnel_url=tunnel_url_for(outputs, config.region),
+                                 key_push=key_push_for(outputs, config.region, key))
     if as_json:
         print_json(report.to_dict())
     if not report.ok:

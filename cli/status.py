@@ -23,9 +23,10 @@ def status_command(
 ) -> None:
     """Tier, state, nodes, uptime, spend against budget and endpoint health of every stack."""
     from dsinfra.cli.cost import parse_now
-    from dsinfra.ops.status import build_status, http_health
+    from dsinfra.ops.status import build_status, http_health, ssh_health
 
-    status = build_status(region, now=parse_now(now), health=None if no_health else http_health)
+    status = build_status(region, now=parse_now(now), health=None if no_health else http_health,
+                          closed_health=ssh_health)
     if as_json:
         from dsinfra.cli.output import print_json
 

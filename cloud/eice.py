@@ -65,3 +65,51 @@ def tunnel_url_factory(region: str, endpoint_id: str, dns_name: str, *, credenti
                                     scheme=scheme)
 
     return url
+
+
+# EC2 Instance Connect's SendSSHPublicKey (API reference, "SendSSHPublicKey"): the key stays in
+# the instance's metadata for 60 s, in which sshd's AuthorizedKeysCommand (the instance's EC2
+# Instance Connect agent, package ec2-instance-connect) hands it to sshd. IAM:
+# ec2-instance-connect:SendSSHPublicKey, conditioned on aws:ResourceTag/dsinfra:stack and
+# ec2:osuser (docs/tiers.md shows the policy).
+PUSHED_KEY_VALID_S = 60
+
+
+def send_ssh_public_key(*, region: str, instance_id: str, os_user: str, public_key: str,
+                        client=None) -> None:
+    """Push ``public_key`` (one OpenSSH line) for ``os_user`` on ``instance_id``: valid 60 s.
+    Raises ``CloudError`` (exit 3) when AWS refuses or answers ``Success: false``."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from dsinfra.errors import CloudError
+
+    if client is None:
+        import boto3
+
+        client = boto3.client("ec2-instance-connect", region_name=region)
+    try:
+        answer = client.send_ssh_public_key(InstanceId=instance_id, InstanceOSUser=os_user,
+                                            SSHPublicKey=public_key)
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        raise CloudError(f"EC2 Instance Connect refused the key for {os_user}@{instance_id}: "
+                         f"{error.get('Code', '?')}: {error.get('Message', '')}".rstrip(": "),
+                         hint="Your AWS identity needs ec2-instance-connect:SendSSHPublicKey "
+                              "on the stack's instances (docs/tiers.md).") from None
+    except BotoCoreError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CloudError(f"cannot reach EC2 Instance Connect in {region}: {first}") from None
+    if not answer.get("Success"):
+        raise CloudError(f"EC2 Instance Connect did not accept the key for "
+                         f"{os_user}@{instance_id} (Success: false, request "
+                         f"{answer.get('RequestId', '?')})")
+
+
+def key_pusher(region: str, *, client=None):
+    """(instance id, os user, public key line) -> None: what bootstrap's hosts call before
+    each connection when no private key file is given."""
+    def push(instance_id: str, os_user: str, public_key: str) -> None:
+        send_ssh_public_key(region=region, instance_id=instance_id, os_user=os_user,
+                            public_key=public_key, client=client)
+
+    return push

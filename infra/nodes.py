@@ -7,6 +7,7 @@ launch creates (instance, volumes, network interfaces), so nothing a launch make
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 
 import pulumi
@@ -21,6 +22,30 @@ DLAMI_SSM_PARAMETER = ("/aws/service/deeplearning/ami/x86_64/"
                        "base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id")
 UBUNTU_SSM_PARAMETER = ("/aws/service/canonical/ubuntu/server/22.04/stable/current/amd64/"
                         "hvm/ebs-gp2/ami-id")
+# The way in with no key pair: EC2 Instance Connect's SendSSHPublicKey, which needs the
+# instance's EC2 Instance Connect agent (package ec2-instance-connect: sshd's
+# AuthorizedKeysCommand, aws/aws-ec2-instance-connect-config eic_run_authorized_keys). Which
+# image dsinfra picks, and whether it is known to carry the agent:
+#   UBUNTU_SSM_PARAMETER (Canonical Ubuntu 22.04): preinstalled (EC2 User Guide, "Install EC2
+#     Instance Connect": preinstalled on Ubuntu 20.04 and later, and Amazon Linux 2023).
+#   DLAMI_SSM_PARAMETER (Deep Learning Base OSS Nvidia Driver GPU AMI, Ubuntu 22.04): built on
+#     Ubuntu 22.04, but no release note or source we found says it keeps the package.
+#   amiId (the user's own image): unknown.
+# So every node installs it at first boot where it is missing; the package is in Ubuntu's
+# main archive for 22.04 (jammy, 1.1.14) and 24.04 (noble). doctor refuses a custom image
+# with no sshPublicKey (ops/doctor.py check_access).
+EIC_AGENT = "/usr/share/ec2-instance-connect/eic_run_authorized_keys"
+AGENT_USER_DATA = f"""#!/bin/bash
+# dsinfra: the EC2 Instance Connect agent, so keys pushed with SendSSHPublicKey log in.
+agent={EIC_AGENT}
+if [ ! -x "$agent" ] && command -v apt-get >/dev/null; then
+  for attempt in 1 2 3 4 5; do
+    DEBIAN_FRONTEND=noninteractive apt-get update -q && \\
+      DEBIAN_FRONTEND=noninteractive apt-get install -y ec2-instance-connect && break
+    sleep 10
+  done
+fi
+"""
 ROOT_DEVICE = "/dev/sda1"  # the root device of the Ubuntu DLAMI and Canonical's AMIs
 BASTION_ROOT_GIB = 8
 ROLE_TAG = "dsinfra:role"
@@ -90,6 +115,7 @@ class GpuNodePool(pulumi.ComponentResource):
             self._name,
             image_id=ami,
             key_name=args.key_name,
+            user_data=base64.b64encode(AGENT_USER_DATA.encode()).decode(),
             iam_instance_profile=ec2.LaunchTemplateIamInstanceProfileArgs(
                 arn=args.instance_profile_arn),
             metadata_options=ec2.LaunchTemplateMetadataOptionsArgs(**IMDS_V2_ONLY),

@@ -69,14 +69,14 @@ class SecurityGroups(pulumi.ComponentResource):
         self.bastion = self._bastion_group(f"{name}-bastion") if args.bastion else None
         self.load_balancer = self._lb_group(f"{name}-lb") if args.load_balancer else None
         self.efa = self._efa_group(f"{name}-efa") if args.efa else None
-        self.connect_endpoint = self._endpoint_group(f"{name}-eice", api_port)
-        # SSH, and the API port for `dsinfra port-forward` and up's health check when the API
-        # is closed to the user's machine.
+        self.connect_endpoint = self._endpoint_group(f"{name}-eice")
+        # SSH only: the endpoint carries ports 22 and 3389 and nothing else (EC2 User Guide,
+        # "Connect using EC2 Instance Connect Endpoint"). `dsinfra port-forward`, up's health
+        # check and status reach the API as direct-tcpip channels inside that SSH session.
         ingress = [ec2.SecurityGroupIngressArgs(
-            protocol="tcp", from_port=port, to_port=port,
+            protocol="tcp", from_port=SSH_PORT, to_port=SSH_PORT,
             security_groups=[self.connect_endpoint.id],
-            description=f"{what} from the EC2 Instance Connect Endpoint")
-            for port, what in ((SSH_PORT, "SSH"), (api_port, "API"))]
+            description="SSH from the EC2 Instance Connect Endpoint")]
         if self.bastion is not None:
             ingress.append(ec2.SecurityGroupIngressArgs(
                 protocol="tcp", from_port=SSH_PORT, to_port=SSH_PORT,
@@ -121,13 +121,13 @@ class SecurityGroups(pulumi.ComponentResource):
         ]
         return self._group(name, "dsinfra bastion", ingress, egress)
 
-    def _endpoint_group(self, name: str, api_port: int) -> ec2.SecurityGroup:
-        # The endpoint only opens tunnels out to the nodes' SSH and API ports; nothing comes in
-        # to it over the network (clients reach it through the EC2 Instance Connect service).
-        egress = [ec2.SecurityGroupEgressArgs(protocol="tcp", from_port=port, to_port=port,
-                                              cidr_blocks=[self._args.vpc_cidr],
-                                              description=f"{what} tunnels to the nodes")
-                  for port, what in ((SSH_PORT, "SSH"), (api_port, "API"))]
+    def _endpoint_group(self, name: str) -> ec2.SecurityGroup:
+        # The endpoint only opens tunnels out to the nodes' SSH port (the only one it carries
+        # to a Linux node); nothing comes in to it over the network (clients reach it through
+        # the EC2 Instance Connect service).
+        egress = [ec2.SecurityGroupEgressArgs(protocol="tcp", from_port=SSH_PORT,
+                                              to_port=SSH_PORT, cidr_blocks=[self._args.vpc_cidr],
+                                              description="SSH tunnels to the nodes")]
         return self._group(name, "dsinfra EC2 Instance Connect Endpoint", [], egress)
 
     def _lb_group(self, name: str) -> ec2.SecurityGroup:

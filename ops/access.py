@@ -1,13 +1,18 @@
-"""How dsinfra reaches a stack's nodes: the EC2 Instance Connect Endpoint's tunnel, signed
-with the caller's AWS credentials (cloud/eice.py), handed to bootstrap as ``tunnel_url``."""
+"""How dsinfra reaches a stack's nodes: the EC2 Instance Connect Endpoint's tunnel to port 22,
+signed with the caller's AWS credentials (cloud/eice.py), handed to bootstrap as ``tunnel_url``;
+the one-time key pushed with EC2 Instance Connect (``key_push``); and the API reached as SSH
+``direct-tcpip`` channels inside that session (``ApiOverSsh``), since the endpoint carries
+ports 22 and 3389 only."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 from dsinfra.outputs import StackOutputs
 
 TunnelUrl = Callable[[str, int], str]  # (private ip, port) -> presigned open-tunnel URL
+KeyPush = Callable[[str, str, str], None]  # (instance id, os user, public key line) -> None
 
 
 def tunnel_url_for(outputs: StackOutputs, region: str):
@@ -21,31 +26,95 @@ def tunnel_url_for(outputs: StackOutputs, region: str):
                               outputs.connect_endpoint_dns)
 
 
-def tunnel_healthy(tunnel_url: TunnelUrl, private_ip: str, port: int, path: str,
-                   timeout_s: float) -> bool:
-    """GET ``path`` on ``private_ip:port`` through the endpoint's tunnel: True on 200. How
-    `up` checks an API that answers only inside the VPC."""
-    import socket
+def key_push_for(outputs: StackOutputs, region: str, key_path) -> KeyPush | None:
+    """EC2 Instance Connect's SendSSHPublicKey for the stack's instances, unless the user
+    gave a private key file (then that key, from sshPublicKey, logs in)."""
+    if key_path:
+        return None
+    from dsinfra.cloud.eice import key_pusher
 
-    from dsinfra.bootstrap.tunnel import TunnelError, open_tunnel
+    return key_pusher(outputs.region or region)
 
-    try:
-        sock = open_tunnel(tunnel_url(private_ip, port), timeout_s=timeout_s)
-    except TunnelError:
-        return False
-    try:
-        sock.settimeout(timeout_s)
-        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {private_ip}:{port}\r\n"
-                     "Connection: close\r\n\r\n".encode())
-        head = b""
-        while b"\r\n" not in head and len(head) < 4096:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            head += chunk
-        status = head.split(b"\r\n", 1)[0].split()
-        return len(status) >= 2 and status[1] == b"200"
-    except (OSError, socket.timeout):
-        return False
-    finally:
-        sock.close()
+
+class ApiOverSsh:
+    """HTTP GETs on one node's API port, each a ``direct-tcpip`` channel inside one SSH
+    session through the endpoint (as ``ssh -L`` carries them). The session is opened on first
+    use and opened again when it drops (the endpoint ends a connection at 1 hour)."""
+
+    def __init__(self, host, known_hosts, connect_timeout_s: float = 15.0) -> None:
+        self.host, self.known, self.connect_timeout_s = host, known_hosts, connect_timeout_s
+        self._conn = None
+        self._lock = threading.Lock()
+
+    @property
+    def target(self) -> str:
+        return self.host.private_address or self.host.address
+
+    def channel(self, port: int, timeout_s: float = 15.0):
+        """A new channel to the node's ``port``; reconnects once if the session is gone."""
+        from dsinfra.bootstrap.remote import close_quietly, open_forward
+
+        for attempt in (1, 2):
+            conn = self._connection()
+            try:
+                return open_forward(conn, self.target, port, timeout_s)
+            except Exception:  # noqa: BLE001 - a dead session: open a new one, once
+                with self._lock:
+                    if self._conn is conn:
+                        close_quietly(conn)
+                        self._conn = None
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _connection(self):
+        from dsinfra.bootstrap.remote import HostLog, SshSettings, open_connection
+        from dsinfra.bootstrap.secrets import Secrets
+
+        with self._lock:
+            alive = self._conn is not None and self._conn.is_connected and \
+                self._conn.transport.is_active()
+            if not alive:
+                secrets = Secrets(api_key="")
+                self._conn = open_connection(
+                    self.host, self.known, HostLog(None, secrets), secrets,
+                    SshSettings(connect_timeout_s=self.connect_timeout_s))
+            return self._conn
+
+    def get_status(self, port: int, path: str, timeout_s: float) -> str:
+        """``healthy`` on a 2xx answer, ``HTTP <code>`` otherwise, ``unreachable`` when no
+        answer came (no session, refused channel, timeout)."""
+        try:
+            channel = self.channel(port, timeout_s)
+        except Exception:  # noqa: BLE001 - SSH, tunnel or channel refused: no answer
+            return "unreachable"
+        try:
+            channel.settimeout(timeout_s)
+            channel.sendall(f"GET {path} HTTP/1.1\r\nHost: {self.target}:{port}\r\n"
+                            "Connection: close\r\n\r\n".encode())
+            head = b""
+            while b"\r\n" not in head and len(head) < 4096:
+                chunk = channel.recv(4096)
+                if not chunk:
+                    break
+                head += chunk
+            status = head.split(b"\r\n", 1)[0].split()
+            if len(status) < 2 or not status[1].isdigit():
+                return "unreachable"
+            code = int(status[1])
+            return "healthy" if 200 <= code < 300 else f"HTTP {code}"
+        except OSError:
+            return "unreachable"
+        finally:
+            channel.close()
+
+    def healthy(self, port: int, path: str, timeout_s: float) -> bool:
+        """True on 200 (up's health check)."""
+        return self.get_status(port, path, timeout_s) == "healthy"
+
+    def close(self) -> None:
+        from dsinfra.bootstrap.remote import close_quietly
+
+        with self._lock:
+            close_quietly(self._conn)
+            self._conn = None

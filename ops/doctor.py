@@ -303,20 +303,36 @@ def _mirror_elsewhere(config: "StackConfig", region: str, data: dict[str, Any]) 
                      "and set dsinfra:modelCache to it")
 
 
+def access_problem(config: "StackConfig") -> str | None:
+    """Why dsinfra could never log into the stack's nodes, or None. With no sshPublicKey the
+    way in is a one-time key pushed by EC2 Instance Connect, which needs the image's agent:
+    dsinfra's own images get it (infra/nodes.py installs it from user data where missing); a
+    custom amiId may have neither the agent nor apt to install it."""
+    if config.ssh_public_key or not config.ami_id:
+        return None
+    return (f"dsinfra:amiId {config.ami_id} is a custom image and dsinfra:sshPublicKey is "
+            "unset: nothing says the image runs the EC2 Instance Connect agent, so no key "
+            "could log in; set dsinfra:sshPublicKey (e.g. the contents of "
+            "~/.ssh/id_ed25519.pub) or remove dsinfra:amiId")
+
+
 def check_access(config: "StackConfig") -> Check:
     """Bootstrap reaches the hosts over SSH through the stack's EC2 Instance Connect Endpoint
-    (no port open to anyone); the login still needs the key pair from sshPublicKey, and
-    without it `up` would stop after the instances are already billing."""
-    if not config.ssh_public_key:
-        return Check("SSH access", "warn",
-                     "dsinfra:sshPublicKey is unset (no key pair on the instances)",
-                     fix="set dsinfra:sshPublicKey to your public key (e.g. the contents of "
-                         "~/.ssh/id_ed25519.pub)")
+    (port 22, no port open to anyone). The login: a one-time key per session pushed with EC2
+    Instance Connect (no key pair to manage), or the key pair from sshPublicKey. A stack with
+    neither way in fails here, so `up` creates nothing that bootstrap could never log into."""
+    problem = access_problem(config)
+    if problem:
+        return Check("SSH access", "fail", problem,
+                     fix="set dsinfra:sshPublicKey to your public key")
     opened = (f"; also open to {', '.join(config.ssh_allowed_cidrs)} on "
               f"{config.tier_spec.ssh_entry}" if config.ssh_allowed_cidrs and
               (config.bastion or not config.tier_spec.private) else "")
-    return Check("SSH access", "pass", "key set; SSH through the stack's EC2 Instance Connect "
-                 f"Endpoint (IAM: ec2-instance-connect:OpenTunnel){opened}")
+    how = ("key pair from dsinfra:sshPublicKey" if config.ssh_public_key else
+           "no key pair: a one-time key per session, pushed with EC2 Instance Connect "
+           "(IAM: ec2-instance-connect:SendSSHPublicKey)")
+    return Check("SSH access", "pass", f"{how}; SSH through the stack's EC2 Instance Connect "
+                 f"Endpoint on port 22 (IAM: ec2-instance-connect:OpenTunnel){opened}")
 
 
 def estimate_stack_cost(config: "StackConfig") -> CostEstimate:

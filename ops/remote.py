@@ -50,6 +50,9 @@ class Access:
     tunnel_url: Callable[[str, int], str] | None
     known_hosts: object  # bootstrap.hostkeys.KnownHosts
     connect_timeout_s: float = 15.0
+    # (instance id, os user, public key) -> None: EC2 Instance Connect's SendSSHPublicKey,
+    # used when key_path is None (the session's one-time key; ops/access.py).
+    key_push: Callable[[str, str, str], None] | None = None
 
 
 def select_hosts(access: Access, node: str | None) -> list:
@@ -57,7 +60,7 @@ def select_hosts(access: Access, node: str | None) -> list:
     from dsinfra.bootstrap.hosts import hosts_from_outputs
 
     hosts = hosts_from_outputs(access.outputs, key_path=access.key_path,
-                               tunnel_url=access.tunnel_url)
+                               tunnel_url=access.tunnel_url, key_push=access.key_push)
     if node is None:
         return hosts
     chosen = [h for i, h in enumerate(hosts)
@@ -133,7 +136,7 @@ def access_for_stack(stack: str, *, key_path: Path | None,
     """The deployed stack's outputs, its endpoint's tunnel and the pinned host keys."""
     from dsinfra.bootstrap.hostkeys import KnownHosts, fetch_console_pins
     from dsinfra.infra.automation import PulumiEngine
-    from dsinfra.ops.access import tunnel_url_for
+    from dsinfra.ops.access import key_push_for, tunnel_url_for
     from dsinfra.paths import state_dir
     from dsinfra.stackfiles import find_project_dir, load_stack
 
@@ -145,7 +148,8 @@ def access_for_stack(stack: str, *, key_path: Path | None,
                         hint=f"Run `dsinfra up {stack}` first.")
     known = KnownHosts(record_path=state_dir() / "known_hosts", trust_on_first_use=False)
     known.load_recorded()
-    access = Access(outputs, key_path, tunnel_url_for(outputs, config.region), known)
+    access = Access(outputs, key_path, tunnel_url_for(outputs, config.region), known,
+                    key_push=key_push_for(outputs, config.region, key_path))
     if read_console is not None:
         for host in select_hosts(access, None):
             if not known.pins.get(host.id) and host.instance_id:
@@ -189,16 +193,22 @@ def parse_forward(spec: str) -> tuple[int, int]:
 
 
 class PortForward:
-    """127.0.0.1:LOCAL -> the node's REMOTE port, one endpoint tunnel per connection."""
+    """127.0.0.1:LOCAL -> the node's REMOTE port, as ``ssh -L`` does it: one SSH session through
+    the stack's EC2 Instance Connect Endpoint (port 22, the only one it carries besides 3389),
+    and a ``direct-tcpip`` channel inside it per local connection. A session the endpoint ends
+    (at 1 hour) is opened again on the next connection."""
 
     def __init__(self, access: Access, node: str, local_port: int, remote_port: int) -> None:
         import socket
+
+        from dsinfra.ops.access import ApiOverSsh
 
         if access.tunnel_url is None:
             raise UserError("the stack's outputs name no EC2 Instance Connect Endpoint",
                             hint="Run `dsinfra up STACK` once to add it; nothing is replaced.")
         (self.host,) = select_hosts(access, node)[:1]
         self.access, self.remote_port = access, remote_port
+        self.session = ApiOverSsh(self.host, access.known_hosts, access.connect_timeout_s)
         self.listener = socket.create_server(("127.0.0.1", local_port))
         self.local_port = self.listener.getsockname()[1]
 
@@ -214,16 +224,14 @@ class PortForward:
 
     def close(self) -> None:
         self.listener.close()
+        self.session.close()
 
     def _carry(self, client) -> None:
         import threading
 
-        from dsinfra.bootstrap.tunnel import TunnelError, open_tunnel
-
         try:
-            remote = open_tunnel(self.access.tunnel_url(self.host.private_address or
-                                                        self.host.address, self.remote_port))
-        except TunnelError:
+            remote = self.session.channel(self.remote_port, self.access.connect_timeout_s)
+        except Exception:  # noqa: BLE001 - no session or the node refused the port
             client.close()
             return
         threading.Thread(target=_copy, args=(remote, client), daemon=True).start()
@@ -231,8 +239,6 @@ class PortForward:
 
 
 def _copy(source, sink) -> None:
-    import socket
-
     try:
         while data := source.recv(65536):
             sink.sendall(data)
@@ -241,8 +247,8 @@ def _copy(source, sink) -> None:
     finally:
         for end in (sink, source):
             try:
-                end.shutdown(socket.SHUT_RDWR)
-            except OSError:
+                end.shutdown(2)  # SHUT_RDWR, for a socket and a paramiko channel alike
+            except (OSError, EOFError):
                 pass
 
 

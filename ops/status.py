@@ -72,6 +72,12 @@ def stack_endpoint(stack: str, resources: list[S.Resource]) -> str | None:
     return f"http://{host}:{config.resolved_api_port}{config.engine.health_path}"
 
 
+def _closed(stack: str, state: str, health, closed_health) -> str:
+    if health is None or closed_health is None or state != "running":
+        return UNREACHABLE
+    return closed_health(stack)
+
+
 def _state(instances: list[S.Resource]) -> str:
     states = {r.state for r in instances}
     if not instances:
@@ -83,10 +89,40 @@ def _state(instances: list[S.Resource]) -> str:
     return "partial (" + ", ".join(sorted(states)) + ")"
 
 
+def ssh_health(stack: str) -> str:
+    """The health of a stack whose API answers only inside its VPC: a GET on the head node's
+    engine port as a ``direct-tcpip`` channel inside SSH through the stack's EC2 Instance
+    Connect Endpoint (port 22, a one-time key pushed with EC2 Instance Connect), as `up`
+    checks it. ``unreachable from here`` when the stack's outputs, the tunnel or the login
+    are not to be had."""
+    from dsinfra.ops.access import ApiOverSsh
+    from dsinfra.ops.remote import access_for_stack, select_hosts
+    from dsinfra.stackfiles import find_project_dir, load_stack
+
+    try:
+        config = load_stack(stack, find_project_dir())
+        access = access_for_stack(stack, key_path=None)
+        if access.tunnel_url is None:
+            return UNREACHABLE
+        (head,) = select_hosts(access, "head")
+    except Exception:  # noqa: BLE001 - no outputs or no project here: not probed
+        return UNREACHABLE
+    api = ApiOverSsh(head, access.known_hosts, HEALTH_TIMEOUT_S)
+    try:
+        answer = api.get_status(config.engine_port, config.engine.health_path,
+                                HEALTH_TIMEOUT_S)
+    finally:
+        api.close()
+    return UNREACHABLE if answer == "unreachable" else f"{answer} (SSH)"
+
+
 def build_status(regions: Sequence[str] | None, now: datetime | None = None,
-                 health: Callable[[str], str] | None = http_health) -> dict:
+                 health: Callable[[str], str] | None = http_health,
+                 closed_health: Callable[[str], str] | None = None) -> dict:
     """Every stack found by tag: tier, state, nodes, uptime, spend vs budget, endpoint health
-    (``health=None`` skips the HTTP checks)."""
+    (``health=None`` skips the HTTP checks). ``closed_health``: stack -> health of a running
+    stack whose API is closed to this machine (the CLI passes ``ssh_health``); without it such
+    a stack's health is ``unreachable from here``."""
     ctx = local_context(regions, enforce=False, now=now, audit=NullAudit(), use_pulumi=False)
     result = run_check(ctx)
     checked = {s["stack"]: s for s in result["stacks"]}
@@ -106,7 +142,7 @@ def build_status(regions: Sequence[str] | None, now: datetime | None = None,
             if running else None,
             "spend_usd": s["spend_usd"], "budget_usd": s["budget_usd"], "period": s["period"],
             "status": s["status"], "hourly_usd": s["hourly_usd"], "endpoint": endpoint,
-            "health": (UNREACHABLE if closed else
+            "health": (_closed(stack, _state(instances), health, closed_health) if closed else
                        health(endpoint) if endpoint and health else "skipped"),
         })
     warning = stale_warning(ctx.ledger.last_beat(), ctx.now)

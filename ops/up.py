@@ -78,14 +78,20 @@ def bring_up(config: "StackConfig", engine: "Engine", *, options: UpOptions | No
              zones_for: Callable[[str, str], list[str]] | None = None,
              cleanup: Callable[[str, str], Any] | None = None,
              tunnel_url: Callable[[StackOutputs], Any] | None = None,
+             key_push: Callable[[StackOutputs], Any] | None = None,
              read_block: Callable[["StackConfig"], tuple["StackConfig", str]] | None = None
              ) -> UpResult:
     """Take ``config`` from nothing (or a partial stack) to a healthy endpoint.
 
     ``tunnel_url``: outputs -> (private ip, port) -> presigned URL of the stack's EC2 Instance
     Connect Endpoint, or None (default: ``ops/access.py``'s, signed with the caller's AWS
-    credentials). Bootstrap reaches the nodes through it, and the health check reaches an API
-    that is closed to this machine.
+    credentials). The tunnel goes to port 22 only (the endpoint carries 22 and 3389): bootstrap
+    logs in through it, and the health check reaches an API that is closed to this machine as
+    a ``direct-tcpip`` channel inside that SSH session.
+
+    ``key_push``: outputs -> (instance id, os user, public key) -> None, or None (default:
+    EC2 Instance Connect's SendSSHPublicKey unless ``options.ssh_key_path`` names a key): with
+    the endpoint, nodes are logged into with this session's one-time key, no key pair needed.
 
     ``read_block``: config -> (config with its Capacity Block, reservation state); default
     ``ops/capacity.py``'s ``resolve_block`` against AWS (only with capacityReservationId)."""
@@ -95,6 +101,7 @@ def bring_up(config: "StackConfig", engine: "Engine", *, options: UpOptions | No
     phase = on_phase or (lambda _p, _m: None)
     audit = audit or _no_audit
     refuse_expired(config, now or datetime.now(timezone.utc))
+    _refuse_no_way_in(config)
     config = _read_capacity_block(config, read_block, now or datetime.now(timezone.utc), phase)
     phase("fit", "checking the model fits the instances")
     check_stack_fits(config)
@@ -124,14 +131,22 @@ def bring_up(config: "StackConfig", engine: "Engine", *, options: UpOptions | No
           region=config.region)
     phase("bootstrap", f"bootstrapping {len(outputs.nodes)} node(s)")
     tunnel = (tunnel_url or _default_tunnel_url(config))(outputs)
+    # The one-time key goes with the endpoint (the way in of every stack dsinfra makes now).
+    push = (key_push or _default_key_push(config, options))(outputs) if tunnel else None
+    access = {**({"tunnel_url": tunnel} if tunnel else {}),
+              **({"key_push": push} if push else {})}
     boot = (bootstrap or _bootstrap_stack)(
         config, outputs, ssh_key_path=options.ssh_key_path,
         trust_on_first_use=options.trust_on_first_use,
-        progress=lambda message: phase("bootstrap", str(message)),
-        **({"tunnel_url": tunnel} if tunnel else {}))
+        progress=lambda message: phase("bootstrap", str(message)), **access)
     _require_bootstrapped(config, boot, audit)
-    healthy, note = check_health(config, outputs, probe or http_healthy, options, phase,
-                                 tunnel_url=tunnel)
+    api = _api_over_ssh(outputs, options, boot, tunnel, push) if tunnel else None
+    try:
+        healthy, note = check_health(config, outputs, probe or http_healthy, options, phase,
+                                     api=api)
+    finally:
+        if api is not None:
+            api.close()
     notes = ([f"spot had no capacity: running on demand "
               f"(${monthly:,.0f}/month estimated)"] if asked_spot and not config.spot else [])
     return UpResult(config.stack, outputs, attempts, expires_at, healthy, note, monthly, boot,
@@ -282,28 +297,64 @@ def _bootstrap_stack(config, outputs, **kwargs):
     return bootstrap_stack(config, outputs, read_console=console_output, **kwargs)
 
 
+def _refuse_no_way_in(config: "StackConfig") -> None:
+    """Before anything is read or created: a stack no key could ever log into (one line,
+    exit 2)."""
+    from dsinfra.ops.doctor import access_problem
+
+    problem = access_problem(config)
+    if problem:
+        raise UserError(problem)
+
+
 def _default_tunnel_url(config: "StackConfig"):
     from dsinfra.ops.access import tunnel_url_for
 
     return lambda outputs: tunnel_url_for(outputs, config.region)
 
 
+def _default_key_push(config: "StackConfig", options: UpOptions):
+    from dsinfra.ops.access import key_push_for
+
+    return lambda outputs: key_push_for(outputs, config.region, options.ssh_key_path)
+
+
+def _api_over_ssh(outputs: StackOutputs, options: UpOptions, boot, tunnel, push):
+    """The head node's API inside an SSH session through the endpoint, with the host key
+    bootstrap pinned (``<state>/known_hosts``, next to its run folder)."""
+    from pathlib import Path
+
+    from dsinfra.bootstrap.hostkeys import KnownHosts
+    from dsinfra.bootstrap.hosts import hosts_from_outputs
+    from dsinfra.ops.access import ApiOverSsh
+    from dsinfra.paths import state_dir
+
+    run_dir = getattr(boot, "run_dir", None)
+    state = Path(run_dir).parent.parent if run_dir else state_dir()
+    known = KnownHosts(record_path=state / "known_hosts", trust_on_first_use=False)
+    known.load_recorded()
+    head = hosts_from_outputs(outputs, key_path=Path(options.ssh_key_path)
+                              if options.ssh_key_path else None, tunnel_url=tunnel,
+                              key_push=push)[0]
+    return ApiOverSsh(head, known)
+
+
 def check_health(config: "StackConfig", outputs: StackOutputs,
                  probe: Callable[[str, float], bool], options: UpOptions,
-                 phase: PhaseCallback, *, tunnel_url=None) -> tuple[bool | None, str]:
-    """GET the health path from here when the API is open to this machine, else through the
-    stack's EC2 Instance Connect Endpoint to the head node's engine port."""
+                 phase: PhaseCallback, *, api=None) -> tuple[bool | None, str]:
+    """GET the health path from here when the API is open to this machine, else inside an SSH
+    session through the stack's EC2 Instance Connect Endpoint (port 22), as a
+    ``direct-tcpip`` channel to the head node's engine port (``api``: ops/access.py's
+    ``ApiOverSsh``)."""
     if not config.api_allowed_cidrs:
-        if tunnel_url is None:
+        if api is None:
             return None, ("not probed from here: dsinfra:apiAllowedCidrs is empty, so the API "
                           "answers only inside the VPC (bootstrap checked it on the host)")
-        from dsinfra.ops.access import tunnel_healthy
-
         head, port = outputs.head.private_ip, config.engine_port
-        url = f"http://{head}:{port}{config.engine.health_path} (through " \
+        url = f"http://{head}:{port}{config.engine.health_path} (SSH via " \
               f"{outputs.connect_endpoint_id})"
-        probe = lambda _url, timeout_s: tunnel_healthy(  # noqa: E731
-            tunnel_url, head, port, config.engine.health_path, timeout_s)
+        probe = lambda _url, timeout_s: api.healthy(  # noqa: E731
+            port, config.engine.health_path, timeout_s)
     else:
         url = outputs.endpoint.rstrip("/") + config.engine.health_path
     deadline = time.monotonic() + options.health_timeout_s

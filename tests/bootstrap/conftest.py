@@ -112,38 +112,15 @@ def hosts_aws(hosts_moto_url, monkeypatch):
 
 
 # The local EC2 Instance Connect Endpoint of the day-two tests (tests/bootstrap/eice_server.py).
-EICE_ENDPOINT_ID = "eice-0fedcba9876543210"
-EICE_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"  # AWS's documented example secret
+from eice_server import EICE_ENDPOINT_ID, EICE_SECRET  # noqa: E402
 
 
-@pytest.fixture(scope="session")
-def _eice_server():
-    """One local endpoint per test worker: stopping it waits for the tunnels still open, which
-    a test would pay each time; each test gets it set up afresh through ``eice``."""
+@pytest.fixture
+def endpoint():
+    """A local EC2 Instance Connect Endpoint per test: its stop closes every tunnel at once
+    (eice_server.py), so a fresh one costs ~0.1 s and no test inherits another's state."""
     from eice_server import FakeEndpoint
 
     server = FakeEndpoint(EICE_ENDPOINT_ID, EICE_SECRET).start()
     yield server
-    # The worker ends next, and every socket with it: its last teardown need not sit out the
-    # server's wait for tunnels whose clients are gone (eice_server.py's, seconds).
-    threading.Thread(target=server.stop, daemon=True).start()
-
-
-@pytest.fixture
-def eice(_eice_server):
-    """``eice(endpoint_id, secret_key, region)``: the shared local endpoint as that endpoint,
-    with no requests recorded and no close reason."""
-    def configure(endpoint_id: str = EICE_ENDPOINT_ID, secret_key: str = EICE_SECRET,
-                  region: str = "us-east-1"):
-        server = _eice_server
-        server.endpoint_id, server.secret_key, server.region = endpoint_id, secret_key, region
-        server.requests.clear()
-        server.close_reason = None
-        return server
-    yield configure
-    configure()
-
-
-@pytest.fixture
-def endpoint(eice):
-    return eice()
+    server.stop()  # idempotent: a test may have stopped it

@@ -173,6 +173,18 @@ class TestHost:
     def host_key_path(self) -> Path:
         return self.root / "ssh_host_ed25519_key"
 
+    @property
+    def eic_dir(self) -> Path:
+        """This host's instance metadata of pushed keys (eic_agent.py reads it)."""
+        return self.root / "eic"
+
+    def push_key(self, user: str, public_key: str, valid_s: float = 60.0) -> None:
+        """What SendSSHPublicKey does to the instance: the key is active for ``valid_s``."""
+        store = self.eic_dir / user
+        with store.open("a") as handle:
+            handle.write(f"{time.time() + valid_s:.3f} {public_key.strip()}\n")
+        store.chmod(0o644)
+
     def host_key_line(self) -> str:
         return " ".join(Path(f"{self.host_key_path}.pub").read_text().split()[:2])
 
@@ -197,6 +209,7 @@ class TestHost:
         for key in BINDS:
             if key not in FILE_BINDS:
                 _empty(self.root / "fs" / key)
+        _empty(self.eic_dir)  # a new instance's metadata holds no pushed key
         self._populate()
 
     def _populate(self) -> None:
@@ -492,6 +505,10 @@ class HostLab:
         self.authorized_keys = base / "authorized_keys"
         shutil.copy(f"{self.client_key}.pub", self.authorized_keys)
         self.authorized_keys.chmod(0o644)
+        # The EC2 Instance Connect agent's AuthorizedKeysCommand (eic_agent.py).
+        self.eic_agent = base / "eic_agent.py"
+        shutil.copy(Path(__file__).with_name("eic_agent.py"), self.eic_agent)
+        self.eic_agent.chmod(0o755)
 
     def _mark(self, **added: str) -> None:
         """Record in the marker what is about to be created (before, so a kill between the
@@ -579,9 +596,15 @@ class HostLab:
         self.routes.append(f"{net}/30")
 
     def _sshd_config(self, host: TestHost) -> str:
+        # sshd runs an AuthorizedKeysCommand only from a root-owned path no one else can write
+        # up to /, which /tmp is not: python3 is the command, the agent script its argument.
+        python = os.path.realpath("/usr/bin/python3")
+        host.eic_dir.mkdir(mode=0o755, exist_ok=True)
         return "\n".join([
             "Port 22", f"ListenAddress {host.listen}", f"HostKey {host.host_key_path}",
             f"PidFile {host.root / 'sshd.pid'}", f"AuthorizedKeysFile {self.authorized_keys}",
+            f"AuthorizedKeysCommand {python} {self.eic_agent} {host.eic_dir} %u",
+            "AuthorizedKeysCommandUser nobody",
             "StrictModes no", "UsePAM no", "PasswordAuthentication no",
             "KbdInteractiveAuthentication no", "PermitRootLogin no", f"AllowUsers {USER}",
             f"SetEnv PATH={FAKE_BIN}:/usr/local/bin:/usr/bin:/bin", "LogLevel VERBOSE",

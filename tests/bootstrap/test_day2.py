@@ -8,7 +8,7 @@ from functools import partial
 
 import pytest
 from botocore.credentials import Credentials
-from conftest import EICE_ENDPOINT_ID, EICE_SECRET
+from eice_server import EICE_ENDPOINT_ID, EICE_SECRET
 from hostlab import USER
 from typer.testing import CliRunner
 
@@ -96,24 +96,86 @@ def test_logs_since_takes_one_duration_grammar():
         journal_command(since="30 minutes", follow=False)
 
 
-def test_port_forward_carries_a_local_port_to_the_node_through_the_endpoint(two_nodes,
-                                                                           endpoint):
+@pytest.fixture
+def api_on_head(two_nodes):
+    """An HTTP server on the head node's API port (8000), in its own network namespace: what
+    only a channel inside SSH can reach, as on AWS."""
+    import subprocess
+    import time
+
+    _, head, _ = two_nodes
+    server = subprocess.Popen(["ip", "netns", "exec", head.netns, "python3", "-m",
+                               "http.server", "8000", "--bind", head.listen,
+                               "--directory", str(head.root / "fs" / "opt")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    probe = ["ip", "netns", "exec", head.netns, "python3", "-c",
+             f"import socket; socket.create_connection(('{head.listen}', 8000), 1)"]
+    deadline = time.monotonic() + 10
+    while subprocess.run(probe, capture_output=True).returncode != 0:
+        assert time.monotonic() < deadline, "the API stand-in did not start"
+        time.sleep(0.1)
+    yield 8000
+    server.terminate()
+    server.wait(5)
+
+
+def _get(port: int, path: str) -> bytes:
     import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(f"GET {path} HTTP/1.0\r\n\r\n".encode())
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+    return answer
+
+
+def test_port_forward_carries_the_api_port_inside_ssh_through_port_22_only(two_nodes,
+                                                                          endpoint,
+                                                                          api_on_head):
+    """`port-forward 8000`: the endpoint only ever opens port 22 (it refuses 8000, as AWS
+    does); each local connection is a direct-tcpip channel inside one SSH session."""
     import threading
 
     from dsinfra.ops.remote import PortForward
 
     access, head, _ = two_nodes
-    forward = PortForward(access, "head", 0, 22)  # sshd's port: its banner is the proof
+    (head.root / "fs" / "opt" / "health").write_text("ok\n")
+    forward = PortForward(access, "head", 0, api_on_head)
     threading.Thread(target=forward.serve_forever, daemon=True).start()
     try:
-        with socket.create_connection(("127.0.0.1", forward.local_port), timeout=5) as sock:
-            assert sock.recv(64).startswith(b"SSH-2.0-OpenSSH")
+        for _ in range(3):
+            answer = _get(forward.local_port, "/health")
+            assert answer.startswith(b"HTTP/1.0 200") and answer.endswith(b"ok\n")
     finally:
         forward.close()
-    (request,) = endpoint.requests
+    (request,) = endpoint.requests  # one tunnel, one SSH session, three channels
     assert request.signature_ok and request.query["privateIpAddress"] == head.listen
     assert request.query["remotePort"] == "22"
+
+
+def test_port_forward_opens_a_new_session_after_the_endpoint_ends_one_at_its_max_age(
+        two_nodes, endpoint, api_on_head):
+    import threading
+    import time
+
+    from dsinfra.ops.remote import PortForward
+
+    access, head, _ = two_nodes
+    (head.root / "fs" / "opt" / "health").write_text("ok\n")
+    endpoint.max_age_s = 1.0
+    forward = PortForward(access, "head", 0, api_on_head)
+    threading.Thread(target=forward.serve_forever, daemon=True).start()
+    try:
+        assert _get(forward.local_port, "/health").startswith(b"HTTP/1.0 200")
+        deadline = time.monotonic() + 15
+        while endpoint.expired < 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert endpoint.expired == 1
+        assert _get(forward.local_port, "/health").startswith(b"HTTP/1.0 200")
+    finally:
+        forward.close()
+    assert [r.query["remotePort"] for r in endpoint.requests] == ["22", "22"]
 
 
 @pytest.mark.parametrize("spec, ports", [("8000", (8000, 8000)), ("18000:8000", (18000, 8000))])

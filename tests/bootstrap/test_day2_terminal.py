@@ -19,7 +19,7 @@ import termios
 import time
 
 import pytest
-from conftest import EICE_ENDPOINT_ID, EICE_SECRET
+from eice_server import EICE_ENDPOINT_ID, EICE_SECRET
 from hostlab import USER
 
 ENDPOINT_ID, SECRET = EICE_ENDPOINT_ID, EICE_SECRET  # the `endpoint` fixture's

@@ -15,8 +15,6 @@ interfaces) and at `gpu-probe` (A100's Fabric State N/A)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import subprocess
 import sys
 from dataclasses import dataclass, replace
@@ -110,9 +108,27 @@ def _probe_from(bastion):
     return probe
 
 
+def instance_connect(outputs, hosts, pushed: list):
+    """EC2 Instance Connect for the twin: SendSSHPublicKey goes to AWS's API (moto, server
+    mode, which answers Success and keeps nothing), and the instance's side of it, the key in
+    its metadata for 60 s, is the test host's (hostlab.TestHost.push_key, read by sshd's
+    AuthorizedKeysCommand, eic_agent.py). Instance ids map to the hosts at their private addresses."""
+    from dsinfra.cloud.eice import key_pusher
+
+    send = key_pusher(outputs.region)
+    by_id = {n.id: h for n in outputs.nodes for h in hosts if h.listen == n.private_ip}
+
+    def push(instance_id: str, user: str, public_key: str) -> None:
+        send(instance_id, user, public_key)
+        pushed.append((instance_id, user))
+        by_id[instance_id].push_key(user, public_key)
+
+    return push
+
+
 @pytest.mark.parametrize("tier", ["dev", "prod", "distributed"])
 def test_up_reaches_a_healthy_endpoint_on_hosts_built_from_the_offline_plan(
-        tier, lab, aws, tmp_path, options, monkeypatch, eice, hosts_moto_url):
+        tier, lab, aws, tmp_path, options, monkeypatch, hosts_moto_url):
     values = {**read_stack_values(stack_file(tier, PROJECT_DIR)), "apiAllowedCidrs": [OFFICE]}
     config = parse_stack_config(tier, values)
     run = run_offline(tier, values)
@@ -142,29 +158,39 @@ def test_up_reaches_a_healthy_endpoint_on_hosts_built_from_the_offline_plan(
     from dsinfra.cloud.eice import tunnel_url_factory
 
     endpoint_id = run.outputs["connect_endpoint"]["id"]
-    local = eice(endpoint_id, secret_key="testing", region=config.region)
+    from eice_server import FakeEndpoint
+
+    local = FakeEndpoint(endpoint_id, secret_key="testing", region=config.region).start()
     planned_outputs = {**run.outputs, "connect_endpoint": {"id": endpoint_id,
                                                            "dns_name": local.dns_name}}
     engine = TwinEngine(planned_outputs, hosts, bastion, config.engine_port)
+    pushed: list[tuple] = []
 
-    def bootstrap(config, outputs, *, ssh_key_path, trust_on_first_use, progress, tunnel_url):
+    def bootstrap(config, outputs, *, ssh_key_path, trust_on_first_use, progress, tunnel_url,
+                  key_push):
         from dsinfra.bootstrap.runner import bootstrap_stack
 
         return bootstrap_stack(config, outputs, ssh_key_path=ssh_key_path,
                                trust_on_first_use=trust_on_first_use, progress=None,
                                options=replace(options, health_timeout_s=30),
-                               tunnel_url=tunnel_url)
+                               tunnel_url=tunnel_url, key_push=key_push)
 
     from dsinfra.ops.doctor import run_doctor
 
-    result = bring_up(
-        config, engine, now=NOW, bootstrap=bootstrap, probe=_probe_from(bastion),
-        tunnel_url=lambda o: tunnel_url_factory(o.region, o.connect_endpoint_id,
-                                                o.connect_endpoint_dns, scheme="ws"),
-        doctor=lambda c: run_doctor(c, client_factory=StubbedFactory(),
-                                    pulumi_version=lambda: "v3.200.0"),
-        options=UpOptions(ssh_key_path=str(lab.client_key), trust_on_first_use=True,
-                          health_timeout_s=30, health_interval_s=0.5))
+    try:
+        result = bring_up(
+            config, engine, now=NOW, bootstrap=bootstrap, probe=_probe_from(bastion),
+            tunnel_url=lambda o: tunnel_url_factory(o.region, o.connect_endpoint_id,
+                                                    o.connect_endpoint_dns, scheme="ws"),
+            key_push=lambda o: instance_connect(o, hosts, pushed),
+            doctor=lambda c: run_doctor(c, client_factory=StubbedFactory(),
+                                        pulumi_version=lambda: "v3.200.0"),
+            options=UpOptions(trust_on_first_use=True,  # no key file, no sshPublicKey
+                              health_timeout_s=30, health_interval_s=0.5))
+    finally:
+        local.stop()
+    # No key pair: each node was logged into with the session's pushed key.
+    assert {p[0] for p in pushed} == {n["id"] for n in run.outputs["nodes"]}
     # Every node was reached through the endpoint, on its private address.
     assert {r.query["privateIpAddress"] for r in local.requests} == {h.listen for h in hosts}
     assert all(r.signature_ok and r.query["remotePort"] == "22" for r in local.requests)
@@ -190,11 +216,19 @@ def test_up_reaches_a_healthy_endpoint_on_hosts_built_from_the_offline_plan(
     assert (planned[0].instance_type, planned[0].efa_interfaces, len(planned)) == expected
 
 
+@pytest.mark.parametrize("max_age_s", [3600.0, 1.0], ids=["aws-1h", "cut-every-second"])
 def test_up_dev_from_the_shipped_file_reaches_a_healthy_endpoint_with_no_port_open(
-        lab, aws, tmp_path, options, eice):
-    """The shipped dev stack as it is (sshAllowedCidrs and apiAllowedCidrs empty): bootstrap
-    and the health check both go through the stack's EC2 Instance Connect Endpoint (a local
-    one, eice_server.py, signature checked against moto's test credentials)."""
+        lab, aws, tmp_path, options, max_age_s):
+    """The shipped dev stack as it is (sshAllowedCidrs and apiAllowedCidrs empty, no
+    sshPublicKey): bootstrap and the health check both go through the stack's EC2 Instance
+    Connect Endpoint (a local one, eice_server.py, signature checked against moto's test
+    credentials), on port 22 only, logged in with a key pushed by EC2 Instance Connect.
+
+    ``cut-every-second``: the endpoint ends each connection after 1 s (AWS: 1 hour), so
+    bootstrap loses its tunnel mid-way, again and again; it reconnects and resumes (long work
+    runs detached on the node), and `up` still ends healthy."""
+    from eice_server import FakeEndpoint
+
     from dsinfra.cloud.eice import tunnel_url_factory
 
     values = read_stack_values(stack_file("dev", PROJECT_DIR))
@@ -204,40 +238,54 @@ def test_up_dev_from_the_shipped_file_reaches_a_healthy_endpoint_with_no_port_op
     (node,) = planned_nodes(run, config.region)
     host = lab.fresh("single", node.instance_type, dlami=node.dlami)
     endpoint_id = run.outputs["connect_endpoint"]["id"]
-    local = eice(endpoint_id, secret_key="testing", region=config.region)
+    local = FakeEndpoint(endpoint_id, secret_key="testing", region=config.region,
+                         max_age_s=max_age_s).start()
     planned = {**run.outputs, "connect_endpoint": {"id": endpoint_id,
                                                    "dns_name": local.dns_name}}
     # The public address is one no test may reach: everything must go through the endpoint.
     planned["nodes"] = [{**planned["nodes"][0], "public_ip": "192.0.2.10"}]
     engine = TwinEngine(planned, [host], None, config.engine_port)
+    pushed: list[tuple] = []
     engine.outputs = lambda stack: {**planned, "nodes": [{**planned["nodes"][0],
                                                           "private_ip": host.listen}],
                                     "ssh_user": USER}
 
-    def bootstrap(config, outputs, *, ssh_key_path, trust_on_first_use, progress, tunnel_url):
+    def bootstrap(config, outputs, *, ssh_key_path, trust_on_first_use, progress, tunnel_url,
+                  key_push):
         from dsinfra.bootstrap.runner import bootstrap_stack
 
         return bootstrap_stack(config, outputs, ssh_key_path=ssh_key_path,
                                trust_on_first_use=trust_on_first_use, progress=None,
                                options=replace(options, health_timeout_s=30),
-                               tunnel_url=tunnel_url)
+                               tunnel_url=tunnel_url, key_push=key_push)
 
     from dsinfra.ops.doctor import run_doctor
 
-    result = bring_up(
-        config, engine, now=NOW, bootstrap=bootstrap,
-        probe=lambda url, timeout_s: pytest.fail(f"probed {url} directly"),
-        tunnel_url=lambda o: tunnel_url_factory(o.region, o.connect_endpoint_id,
-                                                o.connect_endpoint_dns, scheme="ws"),
-        doctor=lambda c: run_doctor(c, client_factory=StubbedFactory(),
-                                    pulumi_version=lambda: "v3.200.0"),
-        options=UpOptions(ssh_key_path=str(lab.client_key), trust_on_first_use=True,
-                          health_timeout_s=30, health_interval_s=0.5))
+    try:
+        result = bring_up(
+            config, engine, now=NOW, bootstrap=bootstrap,
+            probe=lambda url, timeout_s: pytest.fail(f"probed {url} directly"),
+            tunnel_url=lambda o: tunnel_url_factory(o.region, o.connect_endpoint_id,
+                                                    o.connect_endpoint_dns, scheme="ws"),
+            key_push=lambda o: instance_connect(o, [host], pushed),
+            doctor=lambda c: run_doctor(c, client_factory=StubbedFactory(),
+                                        pulumi_version=lambda: "v3.200.0"),
+            options=UpOptions(trust_on_first_use=True,  # no key file, no sshPublicKey
+                              health_timeout_s=30, health_interval_s=0.5))
+    finally:
+        local.stop()
 
+    assert not values.get("sshPublicKey") and pushed
     assert result.bootstrap_result.ok
     assert result.healthy is True, result.health_note
-    assert endpoint_id in result.health_note
-    ports = {r.query["remotePort"] for r in local.requests}
-    assert ports == {"22", str(config.engine_port)}
+    assert f"(SSH via {endpoint_id})" in result.health_note
+    # Port 22 only (the endpoint refuses any other port, as AWS does): the health check went
+    # inside the SSH session as a direct-tcpip channel.
+    assert {r.query["remotePort"] for r in local.requests} == {"22"}
     assert all(r.signature_ok and r.query["privateIpAddress"] == host.listen
                for r in local.requests)
+    if max_age_s < 60:  # the cut happened, during bootstrap, and was survived
+        assert local.expired >= 1 and len(local.requests) > local.expired
+        logs = "".join(p.read_text()
+                       for p in Path(result.bootstrap_result.run_dir).glob("*.log"))
+        assert logs.count("connecting to") >= 2, "bootstrap itself lost its tunnel"

@@ -180,3 +180,11 @@ def test_status_never_probes_an_api_closed_to_this_machine(aws, state_dir, monke
     (row,) = [r for r in status["stacks"] if r["stack"] == "dev"]
     assert row["health"] == UNREACHABLE == "unreachable from here"
     assert row["endpoint"] is None and probed == []
+    # With a probe inside SSH (the CLI's: ops/status.py ssh_health) that is what answers, and
+    # still nothing goes to the public address.
+    inside = []
+    status = build_status(["us-east-1"], now=hours_later(1),
+                          health=lambda url: probed.append(url) or "healthy",
+                          closed_health=lambda stack: inside.append(stack) or "healthy (SSH)")
+    (row,) = [r for r in status["stacks"] if r["stack"] == "dev"]
+    assert row["health"] == "healthy (SSH)" and inside == ["dev"] and probed == []

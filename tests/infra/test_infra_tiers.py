@@ -45,11 +45,12 @@ EICE = "aws:ec2transitgateway/instanceConnectEndpoint:InstanceConnectEndpoint"
 
 
 def _from_endpoint_only(run) -> list:
-    """The node group's rules besides the endpoint's, which admit exactly SSH and the API."""
+    """The node group's rules besides the endpoint's, which admit SSH and nothing else: the
+    endpoint carries ports 22 and 3389 only, so an API rule for it could never be used."""
     rules = _group(run, "-node").inputs.get("ingress", [])
     eice = [r for r in rules if r.get("securityGroups") == [_group(run, "-eice").id]]
     assert sorted((r["fromPort"], r["toPort"], r["protocol"]) for r in eice) == \
-        [(22, 22, "tcp"), (8000, 8000, "tcp")]
+        [(22, 22, "tcp")]
     return [r for r in rules if r not in eice]
 
 
@@ -71,7 +72,9 @@ def test_every_stack_gets_one_connect_endpoint_with_a_closed_group(runs, stack):
     assert endpoint.inputs["subnetId"] in (private or [s.id for s in run.of_type(SUBNET)])
     assert group.inputs.get("ingress", []) == []
     assert sorted((e["fromPort"], e["cidrBlocks"]) for e in group.inputs["egress"]) == \
-        [(22, ["10.42.0.0/16"]), (8000, ["10.42.0.0/16"])]
+        [(22, ["10.42.0.0/16"])]
+    assert {(e["fromPort"], e["toPort"], e["protocol"]) for e in group.inputs["egress"]} == \
+        {(22, 22, "tcp")}
     assert endpoint.inputs["tags"]["dsinfra:stack"] == stack
     outputs = StackOutputs.from_dict(run.outputs)
     assert outputs.connect_endpoint_id == endpoint.id
@@ -317,3 +320,22 @@ def test_capacity_block_stack_is_tagged_with_its_end_fee_and_teardown_time(runs)
     assert tags["dsinfra:upfront-usd"] == "3801.60"
     # No ttlHours: the TTL defaults to 60 minutes before the block's end.
     assert tags["dsinfra:expires-at"] == "2030-01-09T10:30:00Z"
+
+
+@pytest.mark.parametrize("stack", [*SHIPPED, *VARIANTS])
+def test_every_node_installs_the_instance_connect_agent_where_its_image_lacks_it(runs, stack):
+    """Keys pushed with SendSSHPublicKey log in only where the EC2 Instance Connect agent runs
+    (sshd's AuthorizedKeysCommand); the DLAMI is not documented to carry it, so the launch
+    template's user data installs it when it is missing, and leaves an image that has it."""
+    import base64
+    import shutil
+    import subprocess
+
+    (template,) = runs[stack].of_type(TEMPLATE)
+    script = base64.b64decode(template.inputs["userData"]).decode()
+    assert script.startswith("#!/bin/bash\n")
+    assert "agent=/usr/share/ec2-instance-connect/eic_run_authorized_keys" in script
+    assert 'if [ ! -x "$agent" ]' in script
+    assert "apt-get install -y ec2-instance-connect" in script
+    if shutil.which("bash"):
+        assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0

@@ -169,13 +169,16 @@ def test_doctor_cli_unknown_stack_exits_2():
     assert result.exit_code == 2 and "unknown stack 'nope'" in result.output
 
 
-def test_access_needs_only_a_key_as_ssh_goes_through_the_connect_endpoint():
+def test_access_needs_no_key_pair_as_instance_connect_pushes_a_one_time_key():
     from dsinfra.ops.doctor import check_access
 
-    closed = check_access(_config())
-    assert closed.status == "warn" and "dsinfra:sshPublicKey" in closed.detail
+    keyless = check_access(_config())
+    assert keyless.status == "pass" and "no key pair" in keyless.detail
+    assert "ec2-instance-connect:SendSSHPublicKey" in keyless.detail
+    assert "port 22" in keyless.detail
     keyed = check_access(_config(sshPublicKey="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI x@y"))
     assert keyed.status == "pass" and "Instance Connect Endpoint" in keyed.detail
+    assert "sshPublicKey" in keyed.detail
     key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI x@y"
     # A private tier opens sshAllowedCidrs on its bastion only, and has none unless asked.
     unused = check_access(_config(sshPublicKey=key, sshAllowedCidrs=["203.0.113.7/32"]))
@@ -183,6 +186,34 @@ def test_access_needs_only_a_key_as_ssh_goes_through_the_connect_endpoint():
     opened = check_access(_config(sshPublicKey=key, sshAllowedCidrs=["203.0.113.7/32"],
                                   bastion=True))
     assert opened.status == "pass" and "203.0.113.7/32 on the bastion" in opened.detail
+
+
+def test_a_custom_image_with_no_key_has_no_way_in_and_fails():
+    """A custom amiId may lack the EC2 Instance Connect agent (and apt to install it): with
+    no sshPublicKey either, no key could log in, so doctor fails and `up` refuses in one line
+    (exit 2) before reading or creating anything."""
+    from dsinfra.errors import UserError
+    from dsinfra.ops.doctor import check_access
+    from dsinfra.ops.up import bring_up
+
+    custom = _config(amiId="ami-0123456789abcdef0")
+    failed = check_access(custom)
+    assert failed.status == "fail" and "ami-0123456789abcdef0" in failed.detail
+    assert "dsinfra:sshPublicKey" in failed.detail
+    keyed = check_access(_config(amiId="ami-0123456789abcdef0",
+                                 sshPublicKey="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI x@y"))
+    assert keyed.status == "pass"
+
+    class NothingMayBeCalled:
+        def __getattr__(self, name):
+            raise AssertionError(f"up called the engine's {name} with no way in")
+
+    with pytest.raises(UserError) as refused:
+        bring_up(custom, NothingMayBeCalled(),
+                 doctor=lambda c: pytest.fail("doctor ran: AWS was asked"),
+                 read_block=lambda c: pytest.fail("AWS was asked for a block"))
+    assert refused.value.exit_code == 2 and "\n" not in refused.value.message
+    assert "dsinfra:amiId ami-0123456789abcdef0" in refused.value.message
 
 
 def test_dlami_fallback_picks_the_newest_matching_image():
