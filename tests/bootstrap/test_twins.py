@@ -216,7 +216,7 @@ def test_up_reaches_a_healthy_endpoint_on_hosts_built_from_the_offline_plan(
     assert (planned[0].instance_type, planned[0].efa_interfaces, len(planned)) == expected
 
 
-@pytest.mark.parametrize("max_age_s", [3600.0, 1.0], ids=["aws-1h", "cut-every-second"])
+@pytest.mark.parametrize("max_age_s", [3600.0, 0.3], ids=["aws-1h", "cut-every-0.3s"])
 def test_up_dev_from_the_shipped_file_reaches_a_healthy_endpoint_with_no_port_open(
         lab, aws, tmp_path, options, max_age_s):
     """The shipped dev stack as it is (sshAllowedCidrs and apiAllowedCidrs empty, no
@@ -224,7 +224,7 @@ def test_up_dev_from_the_shipped_file_reaches_a_healthy_endpoint_with_no_port_op
     Connect Endpoint (a local one, eice_server.py, signature checked against moto's test
     credentials), on port 22 only, logged in with a key pushed by EC2 Instance Connect.
 
-    ``cut-every-second``: the endpoint ends each connection after 1 s (AWS: 1 hour), so
+    ``cut-every-0.3s``: the endpoint ends each connection after 0.3 s (AWS: 1 hour), so
     bootstrap loses its tunnel mid-way, again and again; it reconnects and resumes (long work
     runs detached on the node), and `up` still ends healthy."""
     from eice_server import FakeEndpoint
