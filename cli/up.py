@@ -34,20 +34,27 @@ def up_command(
     """Validate, check fit and preflight, pulumi up (retrying other zones when AWS has no
     capacity), bootstrap, wait for health, then print the endpoint and a curl example."""
     from dsinfra.errors import UserError
-    from dsinfra.ops.up import CapacityExhausted, UpOptions, bring_up
+    from dsinfra.ops.up import CapacityExhausted, NothingCreated, UpOptions, bring_up
     from dsinfra.stackfiles import find_project_dir, load_stack
 
     project = find_project_dir()
     config = load_stack(stack, project)
-    if not yes:
-        _confirm(config)
+    if not yes:  # refuse now, before any AWS call, when the question could not be asked
+        _require_terminal(config)
     options = UpOptions(force=force, ssh_key_path=ssh_key,
                         trust_on_first_use=trust_on_first_use)
     engine = make_engine(project)
     with EngineProgress(quiet=as_json) as progress:
         try:
             result = bring_up(config, engine, options=options, on_event=progress.on_event,
-                              on_phase=progress.on_phase, audit=_audit_sink())
+                              on_phase=progress.on_phase, audit=_audit_sink(),
+                              confirm=None if yes else progress.ask)
+        except NothingCreated as exc:
+            progress.stop()
+            from dsinfra.cli.output import note
+
+            note(f"{exc}")
+            raise typer.Exit(0) from None
         except CapacityExhausted as exc:
             progress.stop()
             _print_attempts(exc.attempts, as_json, stack)
@@ -72,17 +79,14 @@ def _audit_sink():
     return audit_log().append
 
 
-def _confirm(config) -> None:
-    import sys
-
+def _require_terminal(config) -> None:
+    from dsinfra.cli.confirm import stdin_is_terminal
     from dsinfra.errors import UserError
 
     what = f"{config.resolved_node_count}x {config.resolved_instance_type} in {config.region}"
-    if not sys.stdin.isatty():
-        raise UserError(f"`dsinfra up {config.stack}` creates {what} and needs confirmation",
-                        hint="Pass --yes to confirm without a terminal.")
-    if not typer.confirm(f"Create {what} for stack {config.stack!r}?", default=False):
-        raise typer.Exit(1)
+    if not stdin_is_terminal():
+        raise UserError(f"`dsinfra up {config.stack}` creates {what} and needs confirmation; "
+                        "nothing was created", hint="Pass --yes to confirm without a terminal.")
 
 
 class EngineProgress:
@@ -111,6 +115,15 @@ class EngineProgress:
 
     def stop(self) -> None:
         self._progress.stop()
+
+    def ask(self, summary) -> bool:
+        """The confirmation after preflight (price, budget, TTL), with the live display paused
+        so the question is not drawn over."""
+        self._progress.stop()
+        answer = typer.confirm(summary.line(), default=False, err=True)
+        if answer:
+            self._progress.start()
+        return answer
 
     def on_phase(self, phase: str, message: str) -> None:
         self._progress.update(self._task, description=f"[bold]{phase}[/bold] {message}")

@@ -43,6 +43,42 @@ class PreflightFailed(UserError):
         self.report = report
 
 
+class NothingCreated(Exception):
+    """The user answered "no" at the confirmation: not a failure (exit 0), nothing was made."""
+
+
+@dataclass(frozen=True)
+class UpSummary:
+    """What the confirmation shows, known only after preflight: the size, its price, the
+    budget it is held to and the TTL."""
+
+    stack: str
+    what: str  # "1x g6.xlarge in us-east-1"
+    hourly_usd: float
+    monthly_usd: float
+    budget: str  # "$500.00/month, onExceed stop" or "none"
+    ttl: str  # "12 h, then stop" or "none"
+
+    def line(self) -> str:
+        return (f"Create {self.what} for stack {self.stack!r}: ${self.hourly_usd:,.2f}/h "
+                f"(${self.monthly_usd:,.0f}/month), budget {self.budget}, TTL {self.ttl}?")
+
+
+def up_summary(config: "StackConfig", report: "DoctorReport") -> UpSummary:
+    from dsinfra.budget import exceeded_action
+    from dsinfra.ops.doctor import estimate_stack_cost
+
+    estimate = estimate_stack_cost(config)
+    budget = config.budget
+    budget_text = f"${budget.amount_usd:,.2f}/{budget.period}, onExceed {budget.on_exceed}"
+    action = exceeded_action(budget.on_exceed, config.protect)
+    ttl = ("none" if config.ttl_hours is None else f"{config.ttl_hours:g} h, then {action}")
+    return UpSummary(config.stack, f"{config.resolved_node_count}x "
+                     f"{config.resolved_instance_type} in {config.region}",
+                     round(estimate.hourly_usd, 4), round(estimate.monthly_usd, 2),
+                     budget_text, ttl)
+
+
 @dataclass
 class UpResult:
     stack: str
@@ -78,7 +114,8 @@ def bring_up(config: "StackConfig", engine: "Engine", *, options: UpOptions | No
              zones_for: Callable[[str, str], list[str]] | None = None,
              cleanup: Callable[[str, str], Any] | None = None,
              tunnel_url: Callable[[StackOutputs], Any] | None = None,
-             read_block: Callable[["StackConfig"], tuple["StackConfig", str]] | None = None
+             read_block: Callable[["StackConfig"], tuple["StackConfig", str]] | None = None,
+             confirm: Callable[[UpSummary], bool] | None = None
              ) -> UpResult:
     """Take ``config`` from nothing (or a partial stack) to a healthy endpoint.
 
@@ -88,7 +125,10 @@ def bring_up(config: "StackConfig", engine: "Engine", *, options: UpOptions | No
     that is closed to this machine.
 
     ``read_block``: config -> (config with its Capacity Block, reservation state); default
-    ``ops/capacity.py``'s ``resolve_block`` against AWS (only with capacityReservationId)."""
+    ``ops/capacity.py``'s ``resolve_block`` against AWS (only with capacityReservationId).
+
+    ``confirm``: asked after preflight and the budget gate, before anything billable, with the
+    price, budget and TTL; False raises ``NothingCreated`` (None: no question, as ``--yes``)."""
     from dsinfra.sizing import check_stack_fits
 
     options = options or UpOptions()
@@ -103,6 +143,10 @@ def bring_up(config: "StackConfig", engine: "Engine", *, options: UpOptions | No
     if not report.ok and not _only_budget_failed(report):
         raise PreflightFailed(report)
     monthly = _budget_gate(config, report, options.force)
+    if confirm is not None and not confirm(up_summary(config, report)):
+        audit("up.declined", stack=config.stack, instance_type=config.resolved_instance_type,
+              nodes=config.resolved_node_count)
+        raise NothingCreated(f"nothing created for stack {config.stack!r}")
     audit("up.start", stack=config.stack, instance_type=config.resolved_instance_type,
           nodes=config.resolved_node_count, monthly_usd=monthly, forced=options.force)
     expires_at = pin_expiry(config, engine, now)

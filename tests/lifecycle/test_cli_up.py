@@ -167,6 +167,35 @@ def test_up_without_yes_and_without_a_terminal_asks_for_yes(edges):
     assert engine.calls == []
 
 
+def test_up_confirms_after_preflight_with_price_budget_and_ttl_and_no_exits_0(edges,
+                                                                           monkeypatch):
+    """Issue 22: the question comes after preflight (the price is known then) and shows $/h,
+    the budget and the TTL; "no" is not a failure: exit 0, "nothing created", no engine call,
+    and the audit log says the user declined."""
+    engine, _ = edges
+    monkeypatch.setattr("dsinfra.cli.confirm.stdin_is_terminal", lambda: True)  # typed below
+    result = CliRunner().invoke(app, ["up", "t"], input="n\n", env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "nothing created" in result.output
+    assert engine.calls == []
+    question = next(line for line in result.output.splitlines() if "Create 1x g5.2xlarge" in line)
+    assert "/h" in question and "budget $300.00/month, onExceed stop" in question
+    assert "TTL 12 h, then stop" in question
+    assert result.output.index("preflight:") < result.output.index("Create 1x g5.2xlarge")
+    from dsinfra.ops.local import audit_log
+
+    records, _ = audit_log().records()
+    assert [r for r in records if r.get("kind") == "up.declined"], records
+
+
+def test_up_confirmed_yes_after_preflight_deploys(edges, monkeypatch):
+    engine, _ = edges
+    monkeypatch.setattr("dsinfra.cli.confirm.stdin_is_terminal", lambda: True)
+    result = CliRunner().invoke(app, ["up", "t"], input="y\n", env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert engine.calls
+
+
 @pytest.mark.parametrize(("yaml_text", "needle"), [
     (STACK_YAML.format(budget=300).replace("DeepSeek-R1-Distill-Qwen-7B",
                                            "DeepSeek-R1-Distill-Llama-70B"),
