@@ -41,6 +41,7 @@ class PreflightFailed(UserError):
         super().__init__("preflight checks failed, nothing was created:\n  " +
                          "\n  ".join(lines), hint=f"Run `dsinfra doctor {report.stack}`.")
         self.report = report
+        self.exit_code = report.exit_code  # as `doctor` exits for the same checks
 
 
 class NothingCreated(Exception):

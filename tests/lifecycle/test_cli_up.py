@@ -216,9 +216,12 @@ def test_up_failed_preflight_prints_the_doctor_table(edges, monkeypatch):
 
     monkeypatch.setattr(doctor, "_default_client", StubbedFactory(quota_value=0))
     result = CliRunner().invoke(app, ["up", "t", "--yes"], env={"COLUMNS": "200"})
-    assert result.exit_code == 2
+    # A vCPU quota is the account's, not the stack file's: exit 3, as `doctor` exits for it.
+    assert result.exit_code == 3
     assert "preflight checks failed" in result.output
     assert "--quota-code L-DB2E81BA --desired-value 8" in result.output
+    checked = CliRunner().invoke(app, ["doctor", "t"], env={"COLUMNS": "200"})
+    assert checked.exit_code == result.exit_code, checked.output
 
 
 def test_up_unknown_stack_exits_2(project):
