@@ -29,9 +29,12 @@ def up_command(
     trust_on_first_use: bool = typer.Option(
         False, "--trust-on-first-use", help="Accept host keys on first contact (new instances "
         "only; verified ever after)."),
+    no_enforcer: bool = typer.Option(
+        False, "--no-enforcer", help="Do not deploy or update the in-account guard first: "
+        "nothing will act on the budget or TTL (warned, audited and notified)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
 ) -> None:
-    """Validate, check fit and preflight, pulumi up (retrying other zones when AWS has no
+    """Validate, check fit and preflight, deploy or update the budget guard, pulumi up (retrying other zones when AWS has no
     capacity), bootstrap, wait for health, then print the endpoint and a curl example."""
     from dsinfra.errors import UserError
     from dsinfra.ops.up import CapacityExhausted, NothingCreated, UpOptions, bring_up
@@ -48,7 +51,8 @@ def up_command(
         try:
             result = bring_up(config, engine, options=options, on_event=progress.on_event,
                               on_phase=progress.on_phase, audit=_audit_sink(),
-                              confirm=None if yes else progress.ask)
+                              confirm=None if yes else progress.ask,
+                              enforcer=_enforcer(no_enforcer))
         except NothingCreated as exc:
             progress.stop()
             from dsinfra.cli.output import note
@@ -68,6 +72,27 @@ def up_command(
                 print_report(report, stderr=True)
             raise
     _print_result(config, result, as_json)
+
+
+def _enforcer(skip: bool):
+    """By default the in-account guard, deployed or updated through the guard's engine
+    (cli/guard.py's factory, which tests replace); ``--no-enforcer``: a warning everywhere."""
+
+    def run(config):
+        from dsinfra.ops.enforcer import ensure_guard, no_enforcer
+
+        if skip:
+            from dsinfra.cli.output import note
+
+            enforced = no_enforcer(config.stack, config.region,
+                                   audit=_audit_sink() or (lambda *a, **k: None))
+            note(f"warning: {enforced.warning}")
+            return enforced
+        from dsinfra.cli.guard import make_engine as guard_engine
+
+        return ensure_guard(config.region, guard_engine())
+
+    return run
 
 
 def _audit_sink():
@@ -182,6 +207,7 @@ def _print_result(config, result, as_json: bool) -> None:
         print_json({"stack": config.stack, "endpoint": result.outputs.endpoint,
                     "healthy": result.healthy, "health_note": result.health_note,
                     "expires_at": result.expires_at, "monthly_usd": result.monthly_usd,
+                    "enforcer": result.enforcer.to_dict() if result.enforcer else None,
                     "attempts": result.attempts, "nodes": result.outputs.nodes,
                     "instance_type": result.instance_type, "node_count": result.node_count,
                     "region": result.region, "parallelism": result.parallelism,
@@ -205,6 +231,8 @@ def _print_result(config, result, as_json: bool) -> None:
     if result.expires_at:
         out.print(f"expires:  {result.expires_at.isoformat()} (budget action: "
                   f"{config.budget.on_exceed})")
+    if result.enforcer is not None:
+        out.print(result.enforcer.line(), soft_wrap=True, markup=False)
     out.print(f"API key:  export DSINFRA_API_KEY=$({key_command})", soft_wrap=True,
               markup=False)
     if forward:

@@ -95,6 +95,7 @@ class UpResult:
     node_count: int = 0
     region: str = ""
     parallelism: str = ""  # "TP 8 x PP 2": the engine's split on the chosen option
+    enforcer: Any = None  # ops/enforcer.py's Enforcer: what acts on the budget and TTL
 
 
 @dataclass
@@ -116,7 +117,8 @@ def bring_up(config: "StackConfig", engine: "Engine", *, options: UpOptions | No
              cleanup: Callable[[str, str], Any] | None = None,
              tunnel_url: Callable[[StackOutputs], Any] | None = None,
              read_block: Callable[["StackConfig"], tuple["StackConfig", str]] | None = None,
-             confirm: Callable[[UpSummary], bool] | None = None
+             confirm: Callable[[UpSummary], bool] | None = None,
+             enforcer: Callable[["StackConfig"], Any] | None = None
              ) -> UpResult:
     """Take ``config`` from nothing (or a partial stack) to a healthy endpoint.
 
@@ -129,7 +131,11 @@ def bring_up(config: "StackConfig", engine: "Engine", *, options: UpOptions | No
     ``ops/capacity.py``'s ``resolve_block`` against AWS (only with capacityReservationId).
 
     ``confirm``: asked after preflight and the budget gate, before anything billable, with the
-    price, budget and TTL; False raises ``NothingCreated`` (None: no question, as ``--yes``)."""
+    price, budget and TTL; False raises ``NothingCreated`` (None: no question, as ``--yes``).
+
+    ``enforcer``: config -> ops/enforcer.py's ``Enforcer``, run before anything billable (the
+    CLI deploys or updates the guard, or records ``--no-enforcer``); a failure here stops
+    ``up`` with nothing created."""
     from dsinfra.sizing import check_stack_fits
 
     options = options or UpOptions()
@@ -148,6 +154,10 @@ def bring_up(config: "StackConfig", engine: "Engine", *, options: UpOptions | No
         audit("up.declined", stack=config.stack, instance_type=config.resolved_instance_type,
               nodes=config.resolved_node_count)
         raise NothingCreated(f"nothing created for stack {config.stack!r}")
+    enforced = enforcer(config) if enforcer is not None else None
+    if enforced is not None:
+        audit("up.enforcer", stack=config.stack, enforcer=enforced.to_dict())
+        phase("enforcer", enforced.line())
     audit("up.start", stack=config.stack, instance_type=config.resolved_instance_type,
           nodes=config.resolved_node_count, monthly_usd=monthly, forced=options.force)
     expires_at = pin_expiry(config, engine, now)
@@ -183,7 +193,7 @@ def bring_up(config: "StackConfig", engine: "Engine", *, options: UpOptions | No
                     notes,
                     instance_type=config.resolved_instance_type,
                     node_count=config.resolved_node_count, region=config.region,
-                    parallelism=parallelism(config))
+                    parallelism=parallelism(config), enforcer=enforced)
 
 
 def _read_capacity_block(config: "StackConfig", read_block, now: datetime,
