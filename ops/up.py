@@ -157,7 +157,7 @@ def bring_up(config: "StackConfig", engine: "Engine", *, options: UpOptions | No
     enforced = enforcer(config) if enforcer is not None else None
     if enforced is not None:
         audit("up.enforcer", stack=config.stack, enforcer=enforced.to_dict())
-        phase("enforcer", enforced.line())
+        phase("enforcer", enforced.line().removeprefix("enforcer: "))
     audit("up.start", stack=config.stack, instance_type=config.resolved_instance_type,
           nodes=config.resolved_node_count, monthly_usd=monthly, forced=options.force)
     expires_at = pin_expiry(config, engine, now)
