@@ -18,9 +18,8 @@ def doctor_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Pulumi CLI, AWS credentials, instance type offered, vCPU quota, AMI, budget.
-    Exit status 3 when any check fails."""
+    Exit status 2 when only the stack's own checks fail (budget, SSH access), 3 otherwise."""
     from dsinfra.ops.doctor import run_doctor
-    from dsinfra.errors import EXIT_CLOUD_ERROR
     from dsinfra.stackfiles import load_stack
 
     config = load_stack(stack) if stack else None
@@ -32,7 +31,7 @@ def doctor_command(
     else:
         print_report(report)
     if not report.ok:
-        raise typer.Exit(EXIT_CLOUD_ERROR)
+        raise typer.Exit(report.exit_code)  # dsinfra.errors: the one table, as `up`
 
 
 def print_report(report, stderr: bool = False) -> None:

@@ -100,14 +100,27 @@ def _as_text(cell: Any, *, value: bool):
     return text
 
 
+def _longest_token(cell: Any) -> int:
+    """The widest run without whitespace in ``cell``: a URL, a path, a flag. Free text wraps
+    only between such runs, so a column narrower than one would fold it mid-token
+    ("https://get.|pulumi.com") and a user copying it would paste half."""
+    from rich.text import Text
+
+    plain = cell.plain if isinstance(cell, Text) else Text.from_markup(str(cell)).plain
+    return max((Text(word).cell_len for word in plain.split()), default=0)
+
+
 def table_widths(columns: list[Col], rows: list[list[Any]], width: int) -> list[int] | None:
-    """Content widths that fit ``width`` without breaking a value, or None when none do."""
+    """Content widths that fit ``width`` without breaking a value or a token of free text (a
+    URL, a command's word), or None when none do."""
     natural = [max([_cell_width(c.header), _cell_width(c.footer)]
                    + [_cell_width(r[i]) for r in rows]) for i, c in enumerate(columns)]
     overhead = 3 * len(columns) + 1  # rich's box: a border and one space each side per column
     if sum(natural) + overhead <= width:
         return natural
-    need = [n if not c.wraps else min(n, MIN_TEXT_WIDTH) for n, c in zip(natural, columns)]
+    need = [n if not c.wraps else
+            min(n, max([MIN_TEXT_WIDTH] + [_longest_token(r[i]) for r in rows]))
+            for i, (n, c) in enumerate(zip(natural, columns))]
     for i, c in enumerate(columns):  # a value column's header may wrap between words
         if not c.wraps:
             words = c.header.split() or [""]

@@ -13,8 +13,9 @@ app = typer.Typer(**TYPER_OPTIONS)  # added to the root by cli/main.py
 def size_command(
     model: str = typer.Argument(..., help="A DeepSeek model (e.g. DeepSeek-R1-Distill-Qwen-7B "
                                 "or deepseek-ai/DeepSeek-R1) or the path of a config.json."),
-    precision: str = typer.Option("bf16", "--precision", "-p",
-                                  help="Weight precision: bf16, fp16, fp8, int8, int4."),
+    precision: str = typer.Option("", "--precision", "-p", show_default=False,
+                                  help="Weight precision: bf16, fp16, fp8, int8, int4 "
+                                  "[default: the model's published precision; R1/V3: fp8]."),
     context: int = typer.Option(8192, "--context", help="Tokens per sequence (max-model-len)."),
     concurrency: int = typer.Option(1, "--concurrency",
                                     help="Sequences held in the KV cache at once."),
@@ -32,12 +33,13 @@ def size_command(
 
     # Precisions are spelled both ways in model cards and engine flags (FP8, fp8).
     precision, kv_cache_dtype = precision.lower(), kv_cache_dtype.lower()
-    check_flags(SizeFlags, precision=precision, context=context, concurrency=concurrency,
-                kv_cache_dtype=kv_cache_dtype, region=region, max_nodes=max_nodes)
     try:
-        resolve_model(model)
+        shape = resolve_model(model)
     except UserError as exc:
         raise UserError(f"argument MODEL: {exc.message}") from None
+    precision = precision or shape.weights_published_in
+    check_flags(SizeFlags, precision=precision, context=context, concurrency=concurrency,
+                kv_cache_dtype=kv_cache_dtype, region=region, max_nodes=max_nodes)
     result = size_model(model, precision, context, concurrency,
                         kv_cache_dtype=kv_cache_dtype, region=region,  # type: ignore[arg-type]
                         max_nodes=max_nodes)

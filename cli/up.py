@@ -29,25 +29,36 @@ def up_command(
     trust_on_first_use: bool = typer.Option(
         False, "--trust-on-first-use", help="Accept host keys on first contact (new instances "
         "only; verified ever after)."),
+    no_enforcer: bool = typer.Option(
+        False, "--no-enforcer", help="Do not deploy or update the in-account guard first: "
+        "nothing will act on the budget or TTL (warned, audited and notified)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
 ) -> None:
-    """Validate, check fit and preflight, pulumi up (retrying other zones when AWS has no
+    """Validate, check fit and preflight, deploy or update the budget guard, pulumi up (retrying other zones when AWS has no
     capacity), bootstrap, wait for health, then print the endpoint and a curl example."""
     from dsinfra.errors import UserError
-    from dsinfra.ops.up import CapacityExhausted, UpOptions, bring_up
+    from dsinfra.ops.up import CapacityExhausted, NothingCreated, UpOptions, bring_up
     from dsinfra.stackfiles import find_project_dir, load_stack
 
     project = find_project_dir()
     config = load_stack(stack, project)
-    if not yes:
-        _confirm(config)
+    if not yes:  # refuse now, before any AWS call, when the question could not be asked
+        _require_terminal(config)
     options = UpOptions(force=force, ssh_key_path=ssh_key,
                         trust_on_first_use=trust_on_first_use)
     engine = make_engine(project)
     with EngineProgress(quiet=as_json) as progress:
         try:
             result = bring_up(config, engine, options=options, on_event=progress.on_event,
-                              on_phase=progress.on_phase, audit=_audit_sink())
+                              on_phase=progress.on_phase, audit=_audit_sink(),
+                              confirm=None if yes else progress.ask,
+                              enforcer=_enforcer(no_enforcer))
+        except NothingCreated as exc:
+            progress.stop()
+            from dsinfra.cli.output import note
+
+            note(f"{exc}")
+            raise typer.Exit(0) from None
         except CapacityExhausted as exc:
             progress.stop()
             _print_attempts(exc.attempts, as_json, stack)
@@ -63,6 +74,27 @@ def up_command(
     _print_result(config, result, as_json)
 
 
+def _enforcer(skip: bool):
+    """By default the in-account guard, deployed or updated through the guard's engine
+    (cli/guard.py's factory, which tests replace); ``--no-enforcer``: a warning everywhere."""
+
+    def run(config):
+        from dsinfra.ops.enforcer import ensure_guard, no_enforcer
+
+        if skip:
+            from dsinfra.cli.output import note
+
+            enforced = no_enforcer(config.stack, config.region,
+                                   audit=_audit_sink() or (lambda *a, **k: None))
+            note(f"warning: {enforced.warning}")
+            return enforced
+        from dsinfra.cli.guard import make_engine as guard_engine
+
+        return ensure_guard(config.region, guard_engine())
+
+    return run
+
+
 def _audit_sink():
     """The budgets area's audit log (``dsinfra cost audit`` reads it), when installed."""
     try:
@@ -72,17 +104,14 @@ def _audit_sink():
     return audit_log().append
 
 
-def _confirm(config) -> None:
-    import sys
-
+def _require_terminal(config) -> None:
+    from dsinfra.cli.confirm import stdin_is_terminal
     from dsinfra.errors import UserError
 
     what = f"{config.resolved_node_count}x {config.resolved_instance_type} in {config.region}"
-    if not sys.stdin.isatty():
-        raise UserError(f"`dsinfra up {config.stack}` creates {what} and needs confirmation",
-                        hint="Pass --yes to confirm without a terminal.")
-    if not typer.confirm(f"Create {what} for stack {config.stack!r}?", default=False):
-        raise typer.Exit(1)
+    if not stdin_is_terminal():
+        raise UserError(f"`dsinfra up {config.stack}` creates {what} and needs confirmation; "
+                        "nothing was created", hint="Pass --yes to confirm without a terminal.")
 
 
 class EngineProgress:
@@ -111,6 +140,15 @@ class EngineProgress:
 
     def stop(self) -> None:
         self._progress.stop()
+
+    def ask(self, summary) -> bool:
+        """The confirmation after preflight (price, budget, TTL), with the live display paused
+        so the question is not drawn over."""
+        self._progress.stop()
+        answer = typer.confirm(summary.line(), default=False, err=True)
+        if answer:
+            self._progress.start()
+        return answer
 
     def on_phase(self, phase: str, message: str) -> None:
         self._progress.update(self._task, description=f"[bold]{phase}[/bold] {message}")
@@ -169,6 +207,7 @@ def _print_result(config, result, as_json: bool) -> None:
         print_json({"stack": config.stack, "endpoint": result.outputs.endpoint,
                     "healthy": result.healthy, "health_note": result.health_note,
                     "expires_at": result.expires_at, "monthly_usd": result.monthly_usd,
+                    "enforcer": result.enforcer.to_dict() if result.enforcer else None,
                     "attempts": result.attempts, "nodes": result.outputs.nodes,
                     "instance_type": result.instance_type, "node_count": result.node_count,
                     "region": result.region, "parallelism": result.parallelism,
@@ -192,6 +231,8 @@ def _print_result(config, result, as_json: bool) -> None:
     if result.expires_at:
         out.print(f"expires:  {result.expires_at.isoformat()} (budget action: "
                   f"{config.budget.on_exceed})")
+    if result.enforcer is not None:
+        out.print(result.enforcer.line(), soft_wrap=True, markup=False)
     out.print(f"API key:  export DSINFRA_API_KEY=$({key_command})", soft_wrap=True,
               markup=False)
     if forward:

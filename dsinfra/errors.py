@@ -12,6 +12,30 @@ EXIT_USER_ERROR = 2
 EXIT_CLOUD_ERROR = 3
 EXIT_INTERRUPTED = 130
 
+# The one exit-status table: every command's failures map through it, and docs/exit-codes.md
+# is tested against it (tests/validation/test_exit_codes.py).
+EXIT_STATUSES: dict[int, str] = {
+    EXIT_OK: "done",
+    EXIT_BUG: "a bug in dsinfra (please report it with the traceback)",
+    EXIT_USER_ERROR: "bad input: a flag, an argument or a stack config value; nothing was "
+                     "created or destroyed",
+    EXIT_CLOUD_ERROR: "AWS or the Pulumi engine refused or failed",
+    EXIT_INTERRUPTED: "interrupted",
+}
+
+# Preflight checks (ops/doctor.py) whose failure the stack file fixes: bad input. Any other
+# failed check is the account, AWS or the engine (credentials, quota, offer, AMI, Pulumi CLI).
+# ``doctor`` and ``up`` both exit through ``exit_for_failed_checks``, so one failed check
+# exits the same status in each.
+CONFIG_CHECKS: frozenset[str] = frozenset({"budget", "SSH access"})
+
+
+def exit_for_failed_checks(names: "list[str] | tuple[str, ...]") -> int:
+    """3 when any failed check is AWS's or the engine's, 2 when all are the stack's own."""
+    if not names:
+        return EXIT_OK
+    return EXIT_USER_ERROR if all(n in CONFIG_CHECKS for n in names) else EXIT_CLOUD_ERROR
+
 
 class DsinfraError(Exception):
     """An expected failure with a message meant for the user (no traceback)."""

@@ -146,6 +146,12 @@ BUILTIN_MODELS: dict[str, ModelShape] = {s.name: s for s in (
     _llama("DeepSeek-R1-Distill-Llama-70B", 80, 8192, 28672, 64, 8),
     _V3,
     replace(_V3, name="DeepSeek-R1"),
+    # Dated re-releases share their base's config.json (architecture and FP8 weights): the
+    # recipe table matches them as R1/V3 (dsinfra/recipes.py: ``DeepSeek-R1(-\d+)?``,
+    # ``DeepSeek-V3...``), so the sizer knows them too (huggingface.co/deepseek-ai/DeepSeek-R1-0528,
+    # huggingface.co/deepseek-ai/DeepSeek-V3-0324).
+    replace(_V3, name="DeepSeek-R1-0528"),
+    replace(_V3, name="DeepSeek-V3-0324"),
     # DeepSeek-V2-Lite config.json: no query compression, 64 routed + 2 shared experts.
     ModelShape("DeepSeek-V2-Lite", "mla", layers=27, hidden_size=2048, intermediate_size=10944,
                attention_heads=16, kv_heads=16, head_dim=192, vocab_size=102400,

@@ -103,13 +103,15 @@ def _precision_bytes(precision: str) -> float:
     return PRECISION_BYTES[precision]
 
 
-def size_model(model: str, precision: str = "bf16", context: int = 8192, concurrency: int = 1,
-               *, kv_cache_dtype: KvCacheDtype = "bf16", region: str = "us-east-1",
+def size_model(model: str, precision: str | None = None, context: int = 8192,
+               concurrency: int = 1, *, kv_cache_dtype: KvCacheDtype = "bf16", region: str = "us-east-1",
                instance_types: tuple[str, ...] = GPU_INSTANCE_TYPES,
                max_nodes: int = DEFAULT_MAX_NODES,
                prices: dict[str, RegionPrices] | None = None) -> SizingResult:
-    """Size ``model`` (built-in name, HF id or config.json path) on every catalog GPU type."""
+    """Size ``model`` (built-in name, HF id or config.json path) on every catalog GPU type.
+    ``precision`` None means the precision the model is published in (R1/V3: fp8)."""
     shape = resolve_model(model)
+    precision = precision or shape.weights_published_in
     per_elem = _precision_bytes(precision)
     _check_workload(shape, context, concurrency, kv_cache_dtype)
     kv_token = kv_bytes_per_token(shape, KV_CACHE_BYTES[kv_cache_dtype])

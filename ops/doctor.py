@@ -54,6 +54,12 @@ class DoctorReport:
     def failures(self) -> list[Check]:
         return [c for c in self.checks if c.status == "fail"]
 
+    @property
+    def exit_code(self) -> int:
+        from dsinfra.errors import exit_for_failed_checks
+
+        return exit_for_failed_checks([c.name for c in self.failures])
+
     def get(self, name: str) -> Check | None:
         return next((c for c in self.checks if c.name == name), None)
 

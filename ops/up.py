@@ -41,6 +41,43 @@ class PreflightFailed(UserError):
         super().__init__("preflight checks failed, nothing was created:\n  " +
                          "\n  ".join(lines), hint=f"Run `dsinfra doctor {report.stack}`.")
         self.report = report
+        self.exit_code = report.exit_code  # as `doctor` exits for the same checks
+
+
+class NothingCreated(Exception):
+    """The user answered "no" at the confirmation: not a failure (exit 0), nothing was made."""
+
+
+@dataclass(frozen=True)
+class UpSummary:
+    """What the confirmation shows, known only after preflight: the size, its price, the
+    budget it is held to and the TTL."""
+
+    stack: str
+    what: str  # "1x g6.xlarge in us-east-1"
+    hourly_usd: float
+    monthly_usd: float
+    budget: str  # "$500.00/month, onExceed stop" or "none"
+    ttl: str  # "12 h, then stop" or "none"
+
+    def line(self) -> str:
+        return (f"Create {self.what} for stack {self.stack!r}: ${self.hourly_usd:,.2f}/h "
+                f"(${self.monthly_usd:,.0f}/month), budget {self.budget}, TTL {self.ttl}?")
+
+
+def up_summary(config: "StackConfig", report: "DoctorReport") -> UpSummary:
+    from dsinfra.budget import exceeded_action
+    from dsinfra.ops.doctor import estimate_stack_cost
+
+    estimate = estimate_stack_cost(config)
+    budget = config.budget
+    budget_text = f"${budget.amount_usd:,.2f}/{budget.period}, onExceed {budget.on_exceed}"
+    action = exceeded_action(budget.on_exceed, config.protect)
+    ttl = ("none" if config.ttl_hours is None else f"{config.ttl_hours:g} h, then {action}")
+    return UpSummary(config.stack, f"{config.resolved_node_count}x "
+                     f"{config.resolved_instance_type} in {config.region}",
+                     round(estimate.hourly_usd, 4), round(estimate.monthly_usd, 2),
+                     budget_text, ttl)
 
 
 @dataclass
@@ -58,6 +95,7 @@ class UpResult:
     node_count: int = 0
     region: str = ""
     parallelism: str = ""  # "TP 8 x PP 2": the engine's split on the chosen option
+    enforcer: Any = None  # ops/enforcer.py's Enforcer: what acts on the budget and TTL
 
 
 @dataclass
@@ -79,7 +117,9 @@ def bring_up(config: "StackConfig", engine: "Engine", *, options: UpOptions | No
              cleanup: Callable[[str, str], Any] | None = None,
              tunnel_url: Callable[[StackOutputs], Any] | None = None,
              key_push: Callable[[StackOutputs], Any] | None = None,
-             read_block: Callable[["StackConfig"], tuple["StackConfig", str]] | None = None
+             read_block: Callable[["StackConfig"], tuple["StackConfig", str]] | None = None,
+             confirm: Callable[[UpSummary], bool] | None = None,
+             enforcer: Callable[["StackConfig"], Any] | None = None
              ) -> UpResult:
     """Take ``config`` from nothing (or a partial stack) to a healthy endpoint.
 
@@ -94,7 +134,14 @@ def bring_up(config: "StackConfig", engine: "Engine", *, options: UpOptions | No
     the endpoint, nodes are logged into with this session's one-time key, no key pair needed.
 
     ``read_block``: config -> (config with its Capacity Block, reservation state); default
-    ``ops/capacity.py``'s ``resolve_block`` against AWS (only with capacityReservationId)."""
+    ``ops/capacity.py``'s ``resolve_block`` against AWS (only with capacityReservationId).
+
+    ``confirm``: asked after preflight and the budget gate, before anything billable, with the
+    price, budget and TTL; False raises ``NothingCreated`` (None: no question, as ``--yes``).
+
+    ``enforcer``: config -> ops/enforcer.py's ``Enforcer``, run before anything billable (the
+    CLI deploys or updates the guard, or records ``--no-enforcer``); a failure here stops
+    ``up`` with nothing created."""
     from dsinfra.sizing import check_stack_fits
 
     options = options or UpOptions()
@@ -110,6 +157,14 @@ def bring_up(config: "StackConfig", engine: "Engine", *, options: UpOptions | No
     if not report.ok and not _only_budget_failed(report):
         raise PreflightFailed(report)
     monthly = _budget_gate(config, report, options.force)
+    if confirm is not None and not confirm(up_summary(config, report)):
+        audit("up.declined", stack=config.stack, instance_type=config.resolved_instance_type,
+              nodes=config.resolved_node_count)
+        raise NothingCreated(f"nothing created for stack {config.stack!r}")
+    enforced = enforcer(config) if enforcer is not None else None
+    if enforced is not None:
+        audit("up.enforcer", stack=config.stack, enforcer=enforced.to_dict())
+        phase("enforcer", enforced.line().removeprefix("enforcer: "))
     audit("up.start", stack=config.stack, instance_type=config.resolved_instance_type,
           nodes=config.resolved_node_count, monthly_usd=monthly, forced=options.force)
     expires_at = pin_expiry(config, engine, now)
@@ -153,7 +208,7 @@ def bring_up(config: "StackConfig", engine: "Engine", *, options: UpOptions | No
                     notes,
                     instance_type=config.resolved_instance_type,
                     node_count=config.resolved_node_count, region=config.region,
-                    parallelism=parallelism(config))
+                    parallelism=parallelism(config), enforcer=enforced)
 
 
 def _read_capacity_block(config: "StackConfig", read_block, now: datetime,

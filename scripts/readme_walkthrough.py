@@ -95,8 +95,9 @@ class TwinEngine:
 
 def _install_twin(lab, endpoint_dns: str) -> str:
     """Point dsinfra's edges at the twin: every other line of the commands runs as shipped."""
-    from lifecycle.fakes import StubbedFactory
+    from lifecycle.fakes import FakeGuardEngine, StubbedFactory
 
+    from dsinfra.cli import guard as cli_guard
     from dsinfra.cli import up as cli_up
     from dsinfra.cloud.eice import tunnel_url_factory
     from dsinfra.infra import automation
@@ -110,6 +111,8 @@ def _install_twin(lab, endpoint_dns: str) -> str:
     host = lab.fresh("single", "g5.2xlarge", dlami=True)
     engine = TwinEngine(planned, host)
     cli_up.make_engine = lambda project: engine
+    guard = FakeGuardEngine()  # `up` deploys the guard first, through the guard's engine seam
+    cli_guard.make_engine = lambda: guard
     automation.PulumiEngine = lambda project, *a, **k: engine
     automation.pulumi_cli_version = lambda: "v3.200.0"
     local.engine_for = lambda stack: engine

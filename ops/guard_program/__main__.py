@@ -9,9 +9,11 @@ from dsinfra.ops.guard import guard_args
 
 config = pulumi.Config("dsinfra-guard")
 aws_region = pulumi.Config("aws").get("region") or "us-east-1"
+regions = config.get_object("regions") or [aws_region]
+every = config.get_int("everyMinutes") or 15
 guard = BudgetGuard("dsinfra", guard_args(
-    config.get_object("regions") or [aws_region],
-    every_minutes=config.get_int("everyMinutes") or 15,
+    regions,
+    every_minutes=every,
     enforce=config.get_bool("enforce") or False,
     # `dsinfra guard deploy` passes the webhook through the environment; either way a secret.
     webhook_url=config.get_secret("webhookUrl") or (
@@ -22,3 +24,7 @@ guard = BudgetGuard("dsinfra", guard_args(
 pulumi.export("table_name", guard.table.name)
 pulumi.export("function_name", guard.function.name)
 pulumi.export("schedule_name", guard.schedule.name)
+# What `up` reads back so that adding a stack's region keeps the regions already covered.
+pulumi.export("regions", regions)
+pulumi.export("every_minutes", every)
+pulumi.export("enforce", config.get_bool("enforce") or False)

@@ -155,3 +155,24 @@ def test_tables_never_cut_a_value_at_80_or_200_columns(name, request, monkeypatc
         result = runner.invoke(app, argv, env={"COLUMNS": str(width)})
         assert result.exit_code == 0, result.output
         assert_whole_and_within(result.output, values, width)
+
+
+def test_free_text_never_folds_inside_a_url_or_command_word_at_80_columns():
+    """doctor's fix column broke "https://get.│pulumi.com" at 80 columns (issue 22): a free-text
+    column is never narrower than its longest whitespace-free token, so the URL a user copies
+    stays on one line, whole."""
+    from rich.console import Console
+
+    from dsinfra.cli.output import Col, print_table
+
+    fix = "curl -fsSL https://get.pulumi.com | sh  (then open a new shell)"
+    columns = [Col("check"), Col("status"), Col("detail", wraps=True), Col("fix", wraps=True)]
+    rows = [["pulumi", "fail", "the pulumi CLI is not on PATH; Automation API needs it " * 2,
+             fix]]
+    out = Console(width=80, record=True, force_terminal=False, soft_wrap=False)
+    print_table(columns, rows, out=out)
+    lines = out.export_text().splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    assert any("https://get.pulumi.com" in line for line in lines), "\n".join(lines)
+    for word in fix.split():
+        assert any(word in line for line in lines), (word, "\n".join(lines))

@@ -157,3 +157,31 @@ class StubbedFactory:
             stub.activate()
             self.stubbers.append(stub)
         return made
+
+
+class FakeGuardEngine:
+    """The guard's engine (cli/guard.py's ``make_engine``) at the Automation API seam: records
+    set_config/up and answers the outputs the guard program exports (ops/guard_program)."""
+
+    def __init__(self, existing: dict[str, Any] | None = None) -> None:
+        self.calls: list[tuple[str, ...]] = []
+        self.config: dict[str, str] = {}
+        self.existing = existing or {}
+
+    def outputs(self, stack: str) -> dict[str, Any]:
+        return dict(self.existing)
+
+    def set_config(self, stack: str, key: str, value: str) -> None:
+        self.calls.append(("set_config", stack, key, value))
+        self.config[key] = value
+
+    def up(self, stack: str, on_event=None) -> dict[str, Any]:
+        import json
+
+        self.calls.append(("up", stack))
+        self.existing = {"function_name": "dsinfra-guard-fn", "table_name": "dsinfra-guard",
+                         "schedule_name": "dsinfra-guard-schedule",
+                         "regions": json.loads(self.config["dsinfra-guard:regions"]),
+                         "every_minutes": int(self.config["dsinfra-guard:everyMinutes"]),
+                         "enforce": self.config["dsinfra-guard:enforce"] == "true"}
+        return dict(self.existing)

@@ -112,3 +112,37 @@ def test_size_max_nodes_limits_multi_node_candidates():
     payload = json.loads(result.stdout)
     assert all(c["nodes"] == 1 for c in payload["candidates"])
     assert payload["recommended"] is None
+
+
+def test_size_defaults_to_the_published_precision_and_knows_dated_variants():
+    """Issue 22: R1 and V3 are published in FP8, so `size` sizes them in FP8 unless told
+    otherwise; DeepSeek-R1-0528 (which the recipe table matches as R1) is a known model."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from dsinfra.cli.main import app
+
+    runner = CliRunner()
+    for model in ("deepseek-r1", "deepseek-ai/DeepSeek-V3", "deepseek-ai/DeepSeek-R1-0528",
+                  "deepseek-ai/DeepSeek-V3-0324"):
+        result = runner.invoke(app, ["size", model, "--json"])
+        assert result.exit_code == 0, (model, result.output)
+        assert json.loads(result.stdout)["precision"] == "fp8", model
+    told = runner.invoke(app, ["size", "deepseek-r1", "--precision", "bf16", "--json"])
+    assert json.loads(told.stdout)["precision"] == "bf16"
+    distill = runner.invoke(app, ["size", "DeepSeek-R1-Distill-Qwen-7B", "--json"])
+    assert json.loads(distill.stdout)["precision"] == "bf16"
+
+
+def test_every_r1_v3_name_the_recipes_match_is_sizeable():
+    from dsinfra.models import BUILTIN_MODELS, resolve_model
+    from dsinfra.recipes import RECIPES
+
+    for recipe in RECIPES:
+        if recipe.family in ("deepseek-r1", "deepseek-v3"):
+            names = [n for n in BUILTIN_MODELS if recipe.matches(n)]
+            assert names, recipe.family
+            for name in names:
+                assert resolve_model(f"deepseek-ai/{name}").weights_published_in == "fp8"
+    assert resolve_model("deepseek-ai/DeepSeek-R1-0528").name == "DeepSeek-R1-0528"

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from dsinfra.cli.main import app
 
-from .fakes import FakeBootstrap, FakeEngine, StubbedFactory
+from .fakes import FakeBootstrap, FakeEngine, FakeGuardEngine, StubbedFactory
 
 STACK_YAML = """config:
   dsinfra:tier: dev
@@ -42,8 +42,13 @@ def edges(aws, project, monkeypatch):
     import dsinfra.ops.doctor as doctor
     import dsinfra.infra.automation as automation
 
+    import dsinfra.cli.guard as guard_cli
+
     engine, boot = FakeEngine(), FakeBootstrap()
     monkeypatch.setattr(up_module, "make_engine", lambda project_dir: engine)
+    guard = FakeGuardEngine()
+    monkeypatch.setattr(guard_cli, "make_engine", lambda: guard)
+    monkeypatch.setattr(FakeEngine, "guard", guard, raising=False)
     monkeypatch.setattr(doctor, "_default_client", StubbedFactory())
     monkeypatch.setattr(automation, "pulumi_cli_version", lambda: "v3.200.0")
     runner_module = types.ModuleType("dsinfra.bootstrap.runner")
@@ -167,6 +172,91 @@ def test_up_without_yes_and_without_a_terminal_asks_for_yes(edges):
     assert engine.calls == []
 
 
+def test_up_confirms_after_preflight_with_price_budget_and_ttl_and_no_exits_0(edges,
+                                                                           monkeypatch):
+    """Issue 22: the question comes after preflight (the price is known then) and shows $/h,
+    the budget and the TTL; "no" is not a failure: exit 0, "nothing created", no engine call,
+    and the audit log says the user declined."""
+    engine, _ = edges
+    monkeypatch.setattr("dsinfra.cli.confirm.stdin_is_terminal", lambda: True)  # typed below
+    result = CliRunner().invoke(app, ["up", "t"], input="n\n", env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "nothing created" in result.output
+    assert engine.calls == []
+    question = next(line for line in result.output.splitlines() if "Create 1x g5.2xlarge" in line)
+    assert "/h" in question and "budget $300.00/month, onExceed stop" in question
+    assert "TTL 12 h, then stop" in question
+    assert result.output.index("preflight:") < result.output.index("Create 1x g5.2xlarge")
+    from dsinfra.ops.local import audit_log
+
+    records, _ = audit_log().records()
+    assert [r for r in records if r.get("kind") == "up.declined"], records
+
+
+def test_up_confirmed_yes_after_preflight_deploys(edges, monkeypatch):
+    engine, _ = edges
+    monkeypatch.setattr("dsinfra.cli.confirm.stdin_is_terminal", lambda: True)
+    result = CliRunner().invoke(app, ["up", "t"], input="y\n", env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert engine.calls
+
+
+def test_up_without_an_enforcer_deploys_the_guard_first(edges):
+    """Issue 22 item 4: the guard is deployed (enforcing, covering the stack's region) before
+    the stack's own engine creates anything, and `up` names it (text and --json)."""
+    engine, _ = edges
+    guard = engine.guard
+    result = CliRunner().invoke(app, ["up", "t", "--yes", "--json"])
+    assert result.exit_code == 0, result.output
+    assert ("up", "guard") in guard.calls
+    assert guard.config["dsinfra-guard:enforce"] == "true"
+    assert json.loads(guard.config["dsinfra-guard:regions"]) == ["us-east-1"]
+    payload = json.loads(result.stdout)
+    assert payload["enforcer"]["kind"] == "guard"
+    assert payload["enforcer"]["regions"] == ["us-east-1"]
+    assert payload["enforcer"]["every_minutes"] == 15
+
+
+def test_up_updates_an_existing_guard_keeping_its_regions_and_interval(edges):
+    engine, _ = edges
+    engine.guard.existing = {"regions": ["eu-west-1"], "every_minutes": 5}
+    result = CliRunner().invoke(app, ["up", "t", "--yes"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert json.loads(engine.guard.config["dsinfra-guard:regions"]) == ["eu-west-1", "us-east-1"]
+    assert engine.guard.config["dsinfra-guard:everyMinutes"] == "5"
+    assert "enforcer: guard dsinfra-guard-fn in eu-west-1, us-east-1, every 5 min" in result.output
+
+
+def test_up_guard_failure_creates_nothing(edges):
+    engine, _ = edges
+
+    def refuse(stack, on_event=None):
+        from dsinfra.errors import CloudError
+
+        raise CloudError("guard stack: AccessDenied on lambda:CreateFunction")
+
+    engine.guard.up = refuse
+    result = CliRunner().invoke(app, ["up", "t", "--yes"])
+    assert result.exit_code == 3 and "AccessDenied" in result.output
+    assert not [c for c in engine.calls if c[0] == "up"]
+
+
+def test_up_no_enforcer_warns_audits_and_notifies(edges, monkeypatch):
+    engine, _ = edges
+    sent = []
+    monkeypatch.setattr("dsinfra.ops.enforcer._notify", lambda subject, text: sent.append(subject))
+    result = CliRunner().invoke(app, ["up", "t", "--yes", "--no-enforcer", "--json"])
+    assert result.exit_code == 0, result.output
+    assert engine.guard.calls == []
+    assert "warning: no enforcer" in result.output
+    assert json.loads(result.stdout)["enforcer"]["kind"] == "none"
+    assert sent == ["dsinfra: t has no enforcer"]
+    from dsinfra.ops.local import audit_log
+
+    records, _ = audit_log().records()
+    assert [r for r in records if r.get("kind") == "enforcer.none"], records
+
+
 @pytest.mark.parametrize(("yaml_text", "needle"), [
     (STACK_YAML.format(budget=300).replace("DeepSeek-R1-Distill-Qwen-7B",
                                            "DeepSeek-R1-Distill-Llama-70B"),
@@ -187,9 +277,12 @@ def test_up_failed_preflight_prints_the_doctor_table(edges, monkeypatch):
 
     monkeypatch.setattr(doctor, "_default_client", StubbedFactory(quota_value=0))
     result = CliRunner().invoke(app, ["up", "t", "--yes"], env={"COLUMNS": "200"})
-    assert result.exit_code == 2
+    # A vCPU quota is the account's, not the stack file's: exit 3, as `doctor` exits for it.
+    assert result.exit_code == 3
     assert "preflight checks failed" in result.output
     assert "--quota-code L-DB2E81BA --desired-value 8" in result.output
+    checked = CliRunner().invoke(app, ["doctor", "t"], env={"COLUMNS": "200"})
+    assert checked.exit_code == result.exit_code, checked.output
 
 
 def test_up_unknown_stack_exits_2(project):

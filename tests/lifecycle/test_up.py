@@ -113,7 +113,7 @@ def test_failed_preflight_creates_nothing_and_names_the_fix(aws):
     with pytest.raises(PreflightFailed) as caught:
         _up(_config(), engine, doctor=_doctor(quota=4))
     assert "request-service-quota-increase" in caught.value.message
-    assert caught.value.exit_code == 2
+    assert caught.value.exit_code == 3  # the account's quota: as `doctor` exits
     assert engine.calls == []
 
 
