@@ -23,7 +23,8 @@ def test_plan_json_lists_each_source_of_each_inbound_rule(project):
     node = {(r["ports"], r["source"]) for r in rules if r["group"] == "open-node"}
     # SSH and the API from the stack's EC2 Instance Connect Endpoint's group, and the CIDRs.
     endpoint = {(p, s) for p, s in node if s.startswith("security group sg-")}
-    assert {p for p, _ in endpoint} == {"22", "8000"} and len({s for _, s in endpoint}) == 1
+    # The Instance Connect Endpoint carries port 22 only (issue 22): its group gets 22 alone.
+    assert {p for p, _ in endpoint} == {"22"} and len({s for _, s in endpoint}) == 1
     assert node - endpoint == {("22", "203.0.113.0/24"), ("22", "2001:db8::/32"),
                                ("8000", "198.51.100.0/24")}
     assert all(r["protocol"] == "tcp" and r["description"] for r in rules)
@@ -33,8 +34,8 @@ def test_plan_table_shows_the_inbound_rules(project):
     write_stack(project, "open", VALID_STACK + "  dsinfra:sshAllowedCidrs: [203.0.113.0/24]\n")
     result = runner.invoke(app, ["plan", "open"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    # The CIDR's rule and the Instance Connect Endpoint's two (SSH and the API).
-    assert "inbound rules (3)" in result.stdout and "203.0.113.0/24" in result.stdout
+    # The CIDR's rule and the Instance Connect Endpoint's SSH (the API travels inside SSH).
+    assert "inbound rules (2)" in result.stdout and "203.0.113.0/24" in result.stdout
     assert "SSH from the EC2 Instance Connect Endpoint" in result.stdout
 
 
