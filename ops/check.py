@@ -251,7 +251,10 @@ def _evaluate(ctx: CheckContext, stack: str, resources: list[S.Resource],
                          resources=len(resources), prices_as_of=min(as_of) if as_of else None,
                          notes=notes)
     try:
-        rule = B.budget_from_tags(stack, [r.tags for r in resources], [r.id for r in resources])
+        rule = B.budget_from_record(stack, resources)
+    except B.RecordError as exc:
+        return _failed(report, ctx, f"{exc}; no budget action is taken on this stack until "
+                                    "its resources match the record again")
     except B.BudgetTagError as exc:
         return _failed(report, ctx, f"budget tags unusable: {exc}; no budget action is taken "
                                     "on this stack until the tag is fixed")

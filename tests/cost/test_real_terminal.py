@@ -55,7 +55,10 @@ def two_stacks(aws, state_dir, monkeypatch, tmp_path):
                       on_exceed="notify", instance_type="p4d.24xlarge")["instances"]
     launched = max(i["LaunchTime"] for r in ec2.describe_instances(InstanceIds=ids)[
         "Reservations"] for i in r["Instances"])
-    ec2.create_tags(Resources=ids, Tags=[{"Key": T.EXPIRES_AT, "Value": T.format_expiry(
+    # `up` re-tags the instances and their volumes alike (the record and what must match it)
+    volumes = [v["VolumeId"] for v in ec2.describe_volumes(Filters=[
+        {"Name": "attachment.instance-id", "Values": ids}])["Volumes"]]
+    ec2.create_tags(Resources=ids + volumes, Tags=[{"Key": T.EXPIRES_AT, "Value": T.format_expiry(
         launched.replace(microsecond=0) + timedelta(hours=400))}])
     return (launched + timedelta(hours=300)).isoformat()
 
