@@ -22,11 +22,10 @@ def start(address: str = "127.0.0.1") -> tuple[subprocess.Popen, str]:
     """A real moto HTTP server on a free port of ``address`` (loopback, or the sshd test
     hosts' link-local service address): (its process, its URL), once it answers."""
     port = _free_port(address)
-    # The moto installed beside the interpreter running the tests, not whichever is on PATH.
-    exe = os.path.join(os.path.dirname(sys.executable), "moto_server")
-    if not os.path.exists(exe):
-        exe = shutil.which("moto_server") or exe
-    proc = subprocess.Popen([exe, "-H", address, "-p", str(port)],
+    # The moto installed beside the interpreter running the tests, with the AWS contracts it
+    # lacks patched in (tests/moto_contracts.py).
+    contracts = os.path.join(os.path.dirname(os.path.abspath(__file__)), "moto_contracts.py")
+    proc = subprocess.Popen([sys.executable, contracts, "-H", address, "-p", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://{address}:{port}"
     deadline = time.monotonic() + 30
