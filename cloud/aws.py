@@ -71,6 +71,7 @@ def client(service: str, region: str | None = None) -> Any:
                     user_agent_extra="dsinfra")
     made = _session().client(service, region_name=region, config=config)
     made.meta.events.register("before-send", _check_deadline)  # every attempt, retries too
+    made.meta.events.register("after-call", _refuse_html)
     return made
 
 
@@ -83,6 +84,23 @@ def _attempts() -> dict[str, int]:
     if value.isdigit() and int(value) > 0:
         return {"total_max_attempts": int(value)}
     return {"max_attempts": MAX_ATTEMPTS}
+
+
+def _refuse_html(http_response: Any = None, model: Any = None, **_: Any) -> None:
+    """A successful (2xx) answer that is an HTML page is not AWS's answer, whatever botocore
+    made of it: its XML parser reads ``<!DOCTYPE html>`` as a document with none of the
+    operation's fields ({}), and its JSON parser turns any body into ``{}``; both would read
+    as "nothing here". Raise instead, so the caller fails loudly."""
+    if http_response is None or not 200 <= http_response.status_code < 300 or \
+            getattr(model, "has_streaming_output", False) or \
+            getattr(http_response, "raw", None) is None:
+        return  # a streamed body (S3 GetObject) is the caller's; a Stubber answer has none
+    head = (http_response.content or b"")[:256].lstrip().lower()
+    # The body decides, not the Content-Type: some emulators label XML answers text/html.
+    if head.startswith((b"<!doctype html", b"<html")):
+        operation = getattr(model, "name", "the call")
+        raise UnreadableAnswer(f"{operation} answered with an HTML page (HTTP "
+                               f"{http_response.status_code}), not an AWS answer")
 
 
 def on_retry(made: Any, callback) -> Any:
@@ -99,6 +117,31 @@ def on_retry(made: Any, callback) -> Any:
 
     made.meta.events.register("before-send", _before_send)
     return made
+
+
+class UnreadableAnswer(Exception):
+    """An answer that parsed but lacks what the operation always returns: a JSON-protocol
+    API (the tagging API) answered by an HTML page parses to ``{}`` in botocore, which would
+    otherwise read as "nothing here"."""
+
+
+def read_errors() -> tuple[type[BaseException], ...]:
+    """What an AWS read can raise when the answer is missing or unusable: botocore's own
+    errors, AWS's errors, and an unparsable answer (``ResponseParserError``, which derives
+    from ``Exception``, not ``BotoCoreError``: an HTML page in place of EC2's XML)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.parsers import ResponseParserError
+
+    return (BotoCoreError, ClientError, ResponseParserError, UnreadableAnswer)
+
+
+def require_keys(answer: dict, operation: str, *keys: str) -> dict:
+    """``answer`` when it carries every one of ``keys``; raises ``UnreadableAnswer`` else."""
+    missing = [k for k in keys if k not in answer]
+    if missing:
+        raise UnreadableAnswer(f"{operation} answered without {', '.join(missing)}: not an "
+                               "AWS answer (an HTML page or a proxy's reply?)")
+    return answer
 
 
 def reset_session() -> None:

@@ -130,7 +130,7 @@ def price_missing_types(prices: dict[str, RegionPrices] | None,
     type) in ``wanted`` that it lacks, read from the Pricing API. A pair the API does not
     price, or an API that cannot be reached, stays missing: the meter then uses the family's
     upper bound and fails the stack, saying so."""
-    from botocore.exceptions import BotoCoreError, ClientError
+    from dsinfra.cloud.aws import read_errors
 
     table = prices or BUNDLED_PRICES
     missing = sorted((region, itype) for region, itype in wanted
@@ -148,6 +148,6 @@ def price_missing_types(prices: dict[str, RegionPrices] | None,
             merged[region] = replace(base, on_demand_hourly={
                 **base.on_demand_hourly,
                 itype: Price(usd, "hour", now.date(), "AWS Pricing API (read by the check)")})
-    except (BotoCoreError, ClientError):
+    except read_errors():
         pass  # unpriced: the upper bound applies and the stack is reported failed
     return merged

@@ -62,3 +62,30 @@ def begin_or_resume(ctx, report) -> str:
                              spend_usd=round(report.spend_usd, 4),
                              budget_usd=report.budget_usd, rule=report.reason)
     return report.intent_id
+
+
+def close_interrupted(ledger, audit, stack: str, resources: list) -> int:
+    """Before a person's ``stop``, ``start``, ``down`` or ``resume`` acts (under the stack's
+    lock): deliver the audit records a killed run owed, then close every intent of ``stack``
+    still open with the outcome AWS shows now (``resources``: the stack's live resources;
+    instances alone for stop/start). Returns how many intents were closed."""
+    reconcile(ledger, audit)
+    instances = [r for r in resources if r.kind == "instance"]
+    running = [r for r in instances if r.state in ("pending", "running")]
+    stopped = [r for r in instances if r.state in ("stopping", "stopped")]
+    closed = 0
+    for intent in ledger.open_intents():
+        if intent["stack"] != stack:
+            continue
+        action = intent["action"]
+        if action == "stop":
+            done, now = not running, f"{len(running)} instance(s) running"
+        elif action == "resume":
+            done, now = bool(running) and not stopped, \
+                f"{len(running)} running, {len(stopped)} stopped"
+        else:  # down, destroy
+            done, now = not resources, f"{len(resources)} resource(s) left"
+        finish(ledger, audit, intent["id"], stack, action, "done" if done else "failed",
+               f"reconciled: the run was interrupted; AWS shows {now}")
+        closed += 1
+    return closed

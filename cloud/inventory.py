@@ -44,6 +44,7 @@ class Inventory:
     regions: tuple[str, ...]
     resources: list[Resource] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)  # region -> why it was not read
+    notes: dict[str, str] = field(default_factory=dict)  # region -> how it was read instead
 
     def by_stack(self) -> dict[str, list[Resource]]:
         grouped: dict[str, list[Resource]] = defaultdict(list)

@@ -115,6 +115,11 @@ class SqliteLedger:
                                 "WHERE stack=? ORDER BY start", (stack,))
         return [Interval(rid, _dt(s), _dt(e), h) for rid, s, e, h in rows]
 
+    def stacks_in_region(self, region: str) -> list[str]:
+        """The stacks this ledger has metered resources of in ``region``."""
+        return [r[0] for r in self._db.execute(
+            "SELECT DISTINCT stack FROM meter WHERE region=? ORDER BY 1", (region,))]
+
     def stacks(self) -> list[str]:
         return [r[0] for r in self._db.execute("SELECT DISTINCT stack FROM intervals ORDER BY 1")]
 

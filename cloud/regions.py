@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from dsinfra import tags as T
-from dsinfra.cloud.aws import client
+from dsinfra.cloud.aws import client, read_errors, require_keys
 
 PERMISSIONS = ("ec2:DescribeRegions", "tag:GetResources")
 # GetResources accepts at most 20 values per tag filter and 100 resources per page.
@@ -66,7 +66,8 @@ def stacks_in_region(region: str, stacks: Sequence[str] | None = None) -> set[st
         TagFilters=[key_filter], ResourcesPerPage=_PAGE_SIZE)
     found = set()
     for page in pages:
-        for mapping in page.get("ResourceTagMappingList", []):
+        require_keys(page, f"GetResources in {region}", "ResourceTagMappingList")
+        for mapping in page["ResourceTagMappingList"]:
             for tag in mapping.get("Tags", []):
                 if tag["Key"] == T.STACK:
                     found.add(tag["Value"])
@@ -77,14 +78,12 @@ def discover(regions: Iterable[str] | None = None,
              stacks: Sequence[str] | None = None) -> Discovery:
     """Ask ``regions`` (every enabled region when None) which stacks they hold. Raises only
     when the region list itself cannot be read; a region that fails is in ``errors``."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
     asked = tuple(regions) if regions else enabled_regions()
     found = Discovery(asked)
     for region in asked:
         try:
             here = stacks_in_region(region, stacks)
-        except (BotoCoreError, ClientError) as exc:
+        except read_errors() as exc:
             found.errors[region] = _error_text(exc)
             continue
         if here:

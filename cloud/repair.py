@@ -42,6 +42,38 @@ def _last_decisions(records: list[dict]) -> dict[str, dict]:
     return last
 
 
+def _checked(decision: dict, now: datetime) -> tuple[datetime, float]:
+    """(time, spend) of a decision record, refused when AWS's clock or arithmetic could not
+    have produced it: a spend that is negative or not finite, a time in the future (a
+    dry-run with ``--now`` ahead writes one). One line naming the record; exit 2."""
+    import math
+
+    from dsinfra.errors import UserError
+
+    where = f"audit record of stack {decision.get('stack')!r} at {decision.get('at')!r}"
+    raw = decision.get("spend_usd")
+    try:
+        usd = float(raw)
+    except (TypeError, ValueError):
+        usd = math.nan
+    if not math.isfinite(usd) or usd < 0:
+        raise UserError(f"{where}: spend_usd={raw!r} is not usable; allowed: a finite number "
+                        ">= 0; the ledger was not touched",
+                        hint="Fix or remove that line of the audit log, then run "
+                             "`dsinfra cost repair` again.")
+    text = decision.get("checked_at") or decision.get("at")
+    try:
+        at = datetime.fromisoformat(str(text)).astimezone(timezone.utc)
+    except ValueError:
+        at = None
+    if at is None or at > now + timedelta(minutes=5):
+        raise UserError(f"{where}: checked_at={text!r} is not usable; allowed: a UTC time "
+                        f"no later than now ({now:%Y-%m-%dT%H:%M:%SZ}); the ledger was not "
+                        "touched", hint="A dry-run with --now ahead writes such a record; "
+                        "remove it from the audit log, then run `dsinfra cost repair` again.")
+    return at, usd
+
+
 def _restore_actions(ledger, records: list[dict]) -> int:
     intents = {r["intent_id"]: r for r in records
                if r.get("kind") == "intent" and r.get("intent_id")}
@@ -58,8 +90,10 @@ def repair_ledger(path: Path, audit: AuditLog, found: Inventory) -> dict:
     """Rebuild the ledger at ``path``; returns what was restored."""
     from dsinfra.cloud.ledger import SqliteLedger
 
-    aside = _move_aside(path)
+    now = datetime.now(timezone.utc)
     records, torn = audit.records()
+    decisions = {stack: _checked(d, now) for stack, d in _last_decisions(records).items()}
+    aside = _move_aside(path)
     ledger = SqliteLedger(path)
     try:
         actions = _restore_actions(ledger, records)
@@ -70,16 +104,20 @@ def repair_ledger(path: Path, audit: AuditLog, found: Inventory) -> dict:
                                                datetime.fromisoformat(r["at"]))
         by_stack = found.by_stack()
         spend = {}
-        for stack, decision in _last_decisions(records).items():
-            at = datetime.fromisoformat(decision.get("checked_at") or decision["at"]) \
-                .astimezone(timezone.utc)
-            usd = float(decision["spend_usd"])
+        for stack, (at, usd) in decisions.items():
             synthetic = Resource("repair", f"repair:{stack}", "-", stack, {}, "gone")
             ledger.record(stack, [(synthetic, Interval(synthetic.id, at - timedelta(hours=1),
                                                        at, usd))])
             # live resources are metered again from the last decision on
             ledger.resume_metering_at(stack, by_stack.get(stack, []), at)
             spend[stack] = usd
+        # A stack the log never decided on is metered from AWS's launch and create times.
+        for stack, resources in by_stack.items():
+            if stack in decisions:
+                continue
+            for r in resources:
+                if r.created_at is not None and r.created_at <= now:
+                    ledger.resume_metering_at(stack, [r], r.created_at)
     finally:
         ledger.close()
     return {"ledger": str(path), "corrupt_file_kept": str(aside) if aside else None,

@@ -1,9 +1,11 @@
 """Budget rules read from the tag contract, and the decision the cost check takes: pure.
 
-A stack's budget lives in its resources' ``dsinfra:*`` tags (mirrored from the stack config at
-``up``), so the check needs no stack files and runs anywhere, including the in-account Lambda.
-When a stack's resources disagree (a half-applied update), the strictest value wins: the lowest
-budget, the earliest expiry, and ``protect`` if any resource says so.
+A stack's budget lives in one record that ``up`` writes and keeps current: the ``dsinfra:*``
+tags of the stack's instances (``budget_from_record``; docs/ARCHITECTURE.md says why). Every
+other resource that claims the stack must carry the same rule or the stack is ``failed``,
+naming it: a tag on someone else's resource never sets a stack's rules.
+``budget_from_tags`` (the strictest value across tag sets) stays for ``down``'s protect guard,
+where the strictest reading refuses rather than acts.
 
 This module must not import pydantic: the Lambda guard runs it without heavy dependencies.
 """
@@ -146,6 +148,74 @@ def budget_from_tags(stack: str, tag_sets: Iterable[dict[str, str]],
         upfront_usd=max(p["upfront_usd"] for p in parsed),
         block_ends_at=min(block_ends) if block_ends else None,
     )
+
+
+# The tags that make a stack's rule: what every resource of a stack carries identically.
+RULE_KEYS = (T.BUDGET_USD, T.BUDGET_PERIOD, T.ON_EXCEED, T.WARN_AT, T.PROTECT, T.EXPIRES_AT,
+             T.UPFRONT_USD, T.BLOCK_ENDS_AT)
+# The resources whose tags are the record: the instances `up` launches (their tags are updated
+# in place by every `up`).
+RECORD_KIND = "instance"
+
+
+class RecordError(BudgetTagError):
+    """A resource claims a stack without matching the record its deployment wrote, or there is
+    no record: never a reason to act, always a ``failed`` stack that names the resource."""
+
+    def __init__(self, message: str, resources: list[str]) -> None:
+        ValueError.__init__(self, message)
+        self.key, self.value, self.allowed = T.STACK, None, "the deployment's own record"
+        self.resources = resources
+        self.resource = resources[0] if resources else None
+
+
+def _rule_of(tags: dict[str, str]) -> tuple[tuple[str, str | None], ...]:
+    return tuple((key, tags.get(key)) for key in RULE_KEYS)
+
+
+def _difference(tags: dict[str, str], record: dict[str, str]) -> str:
+    return ", ".join(f"{key}={tags.get(key)!r} where the record says {record.get(key)!r}"
+                     for key in RULE_KEYS if tags.get(key) != record.get(key))
+
+
+def budget_from_record(stack: str, resources: Iterable) -> StackBudget:
+    """The budget of ``stack`` from its deployment's record: the tags of its instances
+    (``resources``: objects with ``kind``, ``id`` and ``tags``). Raises ``RecordError`` when
+    there is no instance to hold the record, when the instances disagree, or when any other
+    resource claiming the stack carries a different rule (or none): it was not tagged by the
+    deployment, or not since the last ``up``; ``BudgetTagError`` when the record's own values
+    are unusable."""
+    resources = list(resources)
+    holders = [r for r in resources if r.kind == RECORD_KIND]
+    if not holders:
+        named = [r.id for r in resources]
+        raise RecordError(
+            f"no instance of stack {stack!r} holds its deployment's record (the budget tags "
+            f"`dsinfra up` keeps on the instances); resource(s) {', '.join(named[:5])}"
+            f"{' and more' if len(named) > 5 else ''} claim the stack without one", named)
+    rules = {}
+    for r in holders:
+        rules.setdefault(_rule_of(r.tags), []).append(r.id)
+    if len(rules) > 1:
+        first = holders[0].tags
+        named = [r.id for r in holders[1:] if _rule_of(r.tags) != _rule_of(first)]
+        raise RecordError(
+            f"the instances of stack {stack!r} disagree on its rule ({holders[0].id} is "
+            "taken as the record): " + "; ".join(
+                f"instance {r.id}: {_difference(r.tags, first)}" for r in holders[1:]
+                if r.id in named), named)
+    record = holders[0].tags
+    budget = budget_from_tags(stack, [record], [holders[0].id])  # the record's own values
+    strangers = [r for r in resources if r.kind != RECORD_KIND
+                 and _rule_of(r.tags) != _rule_of(record)]
+    if strangers:
+        raise RecordError(
+            f"resource(s) claim stack {stack!r} but disagree with its deployment's record "
+            "(the tags of its instances); not created or not re-tagged by `dsinfra up`, they "
+            "are never a reason to stop or destroy: " + "; ".join(
+                f"{r.kind} {r.id}: {_difference(r.tags, record)}" for r in strangers),
+            [r.id for r in strangers])
+    return budget
 
 
 # Instances in a Capacity Block are terminated by AWS 30 minutes before the block ends; the

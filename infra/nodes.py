@@ -165,10 +165,15 @@ class GpuNodePool(pulumi.ComponentResource):
             return ec2.LaunchTemplateInstanceMarketOptionsArgs(market_type="capacity-block")
         if not self._config.spot:
             return None
+        # Persistent with interruption behaviour `stop`: the one spot kind AWS lets StopInstances
+        # stop (a one-time request is refused with UnsupportedOperation, "You can only stop Spot
+        # Instances associated with persistent Spot Instance requests"; cited in
+        # tests/moto_contracts.py), so onExceed stop, idle autostop and `dsinfra stop` work.
+        # RunInstances takes a persistent request only with `stop` or `hibernate`.
         return ec2.LaunchTemplateInstanceMarketOptionsArgs(
             market_type="spot",
             spot_options=ec2.LaunchTemplateInstanceMarketOptionsSpotOptionsArgs(
-                spot_instance_type="one-time", instance_interruption_behavior="terminate"))
+                spot_instance_type="persistent", instance_interruption_behavior="stop"))
 
     def _capacity_reservation(self):
         reservation = self._config.capacity_reservation_id
@@ -193,6 +198,10 @@ class GpuNodePool(pulumi.ComponentResource):
             launch_template=ec2.InstanceLaunchTemplateArgs(
                 id=template.id, version=template.latest_version.apply(str)),
             tags=merge_tags(name, self._config, {ROLE_TAG: role}),
+            # The root volume's tags, updated in place by every `up` (the template's are
+            # launch-time only): a changed budget, protect or TTL reaches the volumes too,
+            # and the cost check requires them to match the instances' record.
+            volume_tags=merge_tags(name, self._config, {ROLE_TAG: role}),
             opts=self._child(ignore_changes=["ami"]), **network)
 
 

@@ -88,9 +88,10 @@ def run_check(ctx: CheckContext, stacks: list[str] | None = None) -> dict[str, A
     unread = _unreadable(discovery, inventory)
     if not unread:  # "nothing with the tag remains" is only true when every region answered
         _close_finished_intents(ctx, by_stack, stacks)
+    last_seen = _last_seen(ctx, unread)
     reports = [_evaluate_safely(ctx, stack, by_stack.get(stack, []),
-                                _unread_for(stack, discovery, inventory))
-               for stack in sorted(set(by_stack) | _stacks_in(unread, discovery))]
+                                _unread_for(stack, discovery, inventory, last_seen))
+               for stack in sorted(set(by_stack) | _stacks_in(unread, discovery, last_seen))]
     _enforce(ctx, reports, inventory, fetched_at)
     for report in reports:
         ctx.audit.append("decision", stack=report.stack, status=report.status,
@@ -133,39 +134,70 @@ def _unreadable(discovery: Discovery, inventory: Inventory) -> dict[str, str]:
     return {**discovery.errors, **inventory.errors}
 
 
-def _unread_for(stack: str, discovery: Discovery, inventory: Inventory) -> dict[str, str]:
-    """The unread regions that may hold ``stack``: any region whose tagging API failed (what
-    it holds is unknown), and a region whose inventory failed where the stack was tagged."""
-    return {**discovery.errors, **{r: why for r, why in inventory.errors.items()
-                                   if stack in discovery.stacks_by_region.get(r, ())}}
+def _last_seen(ctx: CheckContext, unread: dict[str, str]) -> dict[str, set[str]] | None:
+    """For each unread region, the stacks that may be there: those the ledger metered there,
+    and (key ``None``) every stack it never metered anywhere. None: this ledger cannot say
+    (the guard's store), so an unread region may hold any stack."""
+    if not unread or not hasattr(ctx.ledger, "stacks_in_region"):
+        return None
+    seen: dict = {region: set(ctx.ledger.stacks_in_region(region)) for region in unread}
+    seen[None] = set(ctx.ledger.stacks())
+    return seen
 
 
-def _stacks_in(unread: dict[str, str], discovery: Discovery) -> set[str]:
-    """Stacks known to be in a region whose inventory failed (they may have no other report)."""
-    return {s for region in unread for s in discovery.stacks_by_region.get(region, ())}
+def _may_be_in(stack: str, region: str, last_seen: dict | None) -> bool:
+    return last_seen is None or stack in last_seen.get(region, ()) or \
+        stack not in last_seen[None]
+
+
+def _unread_for(stack: str, discovery: Discovery, inventory: Inventory,
+                last_seen: dict | None = None) -> dict[str, str]:
+    """The unread regions that may hold ``stack``: a region where the stack was tagged or
+    where the ledger last metered it; a region no API could read at all may hold a stack the
+    ledger never metered anywhere, and any stack when the ledger cannot say (the guard's
+    store). Every other stack is still checked and enforced."""
+    return {**{r: why for r, why in discovery.errors.items()
+               if _may_be_in(stack, r, last_seen)},
+            **{r: why for r, why in inventory.errors.items()
+               if stack in discovery.stacks_by_region.get(r, ())
+               or (last_seen is not None and stack in last_seen.get(r, ()))}}
+
+
+def _stacks_in(unread: dict[str, str], discovery: Discovery,
+               last_seen: dict | None = None) -> set[str]:
+    """Stacks known to be in an unread region (they may have no other report)."""
+    return {s for region in unread for s in (*discovery.stacks_by_region.get(region, ()),
+                                             *(last_seen or {}).get(region, ()))}
 
 
 def _inventory(ctx: CheckContext, stacks: list[str] | None) -> tuple[Inventory, Discovery]:
-    from botocore.exceptions import BotoCoreError, ClientError
-
+    from dsinfra.cloud.aws import read_errors
     from dsinfra.cloud.regions import discover
 
     try:
         discovery = discover(ctx.regions or None, stacks)
-    except (BotoCoreError, ClientError) as exc:
+    except read_errors() as exc:
         raise CloudError(f"could not list the account's regions: {exc}",
                          hint="Check AWS credentials and region; the check changed nothing.") \
             from None
     # The local ledger remembers volume sizes so steady-state checks list only new volumes.
     known = ctx.ledger.known_volumes() if hasattr(ctx.ledger, "known_volumes") else None
+    # A region whose tagging API answered nothing usable is read through EC2 itself (the
+    # tagging API only says where to look); only when that fails too is the region unread.
+    retry = [r for r in discovery.asked if r in discovery.errors]
     found = Inventory(discovery.regions)
-    for region in discovery.regions:
+    for region in (*discovery.regions, *retry):
         try:
             here = fetch_inventory((region,), stacks, known_volumes=known)
-        except (BotoCoreError, ClientError) as exc:
-            found.errors[region] = f"inventory: {exc}"[:300]
+        except read_errors() as exc:
+            found.errors[region] = f"inventory: {type(exc).__name__}: {exc}"[:300]
             continue
         found.resources += here.resources
+        if region in discovery.errors:
+            found.notes[region] = f"tagging API: {discovery.errors.pop(region)}; read " \
+                                  "through EC2 instead"
+            discovery.stacks_by_region[region] = {r.stack for r in here.resources}
+    found.regions = discovery.regions  # with the regions read through EC2 instead
     if known is not None:
         ctx.ledger.remember_volumes([r for r in found.resources if r.kind == "volume"])
     return found, discovery
@@ -179,10 +211,8 @@ def _fill_prices(ctx: CheckContext, inventory: Inventory) -> None:
 def _fill_spot_prices(ctx: CheckContext, inventory: Inventory) -> None:
     """Spot instances are metered at the spot price: read the current spot price history for
     the types running on spot that the price cache lacks (one paginated call per region)."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
     from dsinfra.catalog import Price
-    from dsinfra.cloud.aws import client
+    from dsinfra.cloud.aws import client, read_errors
     from dsinfra.cloud.catalog_cache import fetch_spot
 
     cached = dict(ctx.spot_prices or {})
@@ -194,7 +224,7 @@ def _fill_spot_prices(ctx: CheckContext, inventory: Inventory) -> None:
     for region, types in missing.items():
         try:
             found = fetch_spot(client("ec2", region), sorted(types), ctx.now)
-        except (BotoCoreError, ClientError):
+        except read_errors():
             continue  # metered at on-demand (an upper bound), with a note saying so
         for itype, usd in found.items():
             cached[(region, itype)] = Price(usd, "hour", ctx.now.date(),
@@ -221,7 +251,10 @@ def _evaluate(ctx: CheckContext, stack: str, resources: list[S.Resource],
                          resources=len(resources), prices_as_of=min(as_of) if as_of else None,
                          notes=notes)
     try:
-        rule = B.budget_from_tags(stack, [r.tags for r in resources], [r.id for r in resources])
+        rule = B.budget_from_record(stack, resources)
+    except B.RecordError as exc:
+        return _failed(report, ctx, f"{exc}; no budget action is taken on this stack until "
+                                    "its resources match the record again")
     except B.BudgetTagError as exc:
         return _failed(report, ctx, f"budget tags unusable: {exc}; no budget action is taken "
                                     "on this stack until the tag is fixed")

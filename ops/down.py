@@ -78,6 +78,7 @@ def _teardown(stack, chosen, asked, found, force, engine, working) -> TeardownRe
     ledger, log = SqliteLedger(state_dir() / "ledger.sqlite3"), audit_log()
     try:
         with FileLocks(state_dir() / "locks").hold(stack):
+            intents.close_interrupted(ledger, log, stack, found)
             intent = intents.begin(ledger, log, stack, "down", forced=force,
                                    resources=len(found), regions_checked=list(asked))
             try:

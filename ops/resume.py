@@ -35,6 +35,10 @@ def resume_checked(stack: str, regions: Sequence[str] | None, *, force: bool,
     ledger, log = SqliteLedger(state_dir() / "ledger.sqlite3"), audit_log()
     try:
         with FileLocks(state_dir() / "locks").hold(stack):
+            from dsinfra.cloud.inventory import fetch_inventory
+
+            intents.close_interrupted(ledger, log, stack, fetch_inventory(
+                where, [stack], kinds=("instance",)).resources)
             intent = intents.begin(ledger, log, stack, "resume", forced=force)
             try:
                 started = resume_stack(stack, where)
@@ -69,6 +73,7 @@ def stop_checked(stack: str, regions: Sequence[str] | None, *, reason: str = "as
         with FileLocks(state_dir() / "locks").hold(stack):
             found = fetch_inventory(where, [stack], kinds=("instance",)).resources
             targets = running_instances(found)
+            intents.close_interrupted(ledger, log, stack, found)
             intent = intents.begin(ledger, log, stack, "stop", manual=True, reason=reason)
             try:
                 stopped = stop_instances(targets)

@@ -34,16 +34,6 @@ def _free_port(address: str) -> int:
 # (an instance's LaunchTime, a volume's CreateTime) is that instant. moto reads the time through
 # moto.core.utils.utcnow, which its services import from when they load (on their first request,
 # after this patch).
-_FROZEN_MOTO = """
-import datetime, sys
-import moto.core.utils
-frozen = datetime.datetime.fromisoformat(sys.argv.pop(1)).replace(tzinfo=None)
-moto.core.utils.utcnow = lambda: frozen
-from moto.server import main
-main()
-"""
-
-
 def start(address: str = "127.0.0.1", *, frozen_at: str | None = None
           ) -> tuple[subprocess.Popen, str]:
     """A real moto HTTP server on a free port of ``address`` (loopback, or the sshd test
@@ -52,17 +42,13 @@ def start(address: str = "127.0.0.1", *, frozen_at: str | None = None
     after another carry the same timestamps, so what a test shows of them (uptime, spend) does
     not depend on how fast the machine made them."""
     port = _free_port(address)
-    if frozen_at is not None:
-        argv = [sys.executable, "-c", _FROZEN_MOTO, frozen_at]
-    else:
-        # The moto installed beside the interpreter running the tests, not whichever is on
-        # PATH. A venv without the test extras (tests/test_installed_wheel.py) names the
-        # checkout's.
-        exe = os.environ.get("DSINFRA_TEST_MOTO_SERVER") or os.path.join(
-            os.path.dirname(sys.executable), "moto_server")
-        if not os.path.exists(exe):
-            exe = shutil.which("moto_server") or exe
-        argv = [exe]
+    # The moto installed beside the interpreter running the tests, with the AWS contracts it
+    # lacks patched in (tests/moto_contracts.py). A venv without the test extras
+    # (tests/test_installed_wheel.py) names the checkout's moto_server; its python runs moto.
+    named = os.environ.get("DSINFRA_TEST_MOTO_SERVER")
+    python = os.path.join(os.path.dirname(named), "python") if named else sys.executable
+    contracts = os.path.join(os.path.dirname(os.path.abspath(__file__)), "moto_contracts.py")
+    argv = [python, contracts, *(["--frozen-at", frozen_at] if frozen_at is not None else [])]
     # It dies with the process that started it, even by SIGKILL (PR_SET_PDEATHSIG), so a
     # killed test run leaves no moto_server behind (issue 21).
     proc = subprocess.Popen([*argv, "-H", address, "-p", str(port)],

@@ -17,6 +17,23 @@ THROTTLE_BODY = (b'<?xml version="1.0" encoding="UTF-8"?><Response><Errors><Erro
                  b'</Error></Errors><RequestID>throttled</RequestID></Response>')
 
 
+# What a captive portal or an outage page sends in place of AWS's answer: HTTP 200 with an
+# HTML page. No recorded page stands behind these bytes (none is needed: any HTML breaks the
+# XML and JSON parsers the same way); they are ours, and say so.
+HTML_PAGE = (b"<!DOCTYPE html><html><head><title>Network login</title></head><body>"
+             b"<p>Sign in to continue (dsinfra test page, not an AWS answer)</p></body></html>")
+
+
+def scope_of(headers) -> tuple[str, str]:
+    """(region, signing service) from the SigV4 credential scope of the Authorization header:
+    ``Credential=<key>/<date>/<region>/<service>/aws4_request``."""
+    auth = headers.get("Authorization") or ""
+    if "Credential=" not in auth:
+        return "", ""
+    parts = auth.split("Credential=", 1)[1].split(",", 1)[0].split("/")
+    return (parts[2], parts[3]) if len(parts) >= 5 else ("", "")
+
+
 def action_of(path: str, headers, body: bytes) -> str:
     target = headers.get("X-Amz-Target")
     if target:
@@ -35,6 +52,10 @@ class FaultProxy:
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream.rstrip("/")
         self.rules: dict[str, list] = {}
+        # (region, signing service) pairs answered with HTML_PAGE (HTTP 200) every time:
+        # e.g. ("us-west-2", "ec2"), ("us-west-2", "tagging")
+        self.html: set[tuple[str, str]] = set()
+        self.page, self.page_type = HTML_PAGE, "text/html"  # what those pairs are answered
         self.sent: Counter = Counter()  # actions forwarded to moto
         self.seen: Counter = Counter()  # every request, faulted or not
         self.upstream_s: Counter = Counter()  # seconds moto spent answering, per action
@@ -48,6 +69,8 @@ class FaultProxy:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 action = action_of(self.path, self.headers, body)
                 proxy.seen[action] += 1
+                if scope_of(self.headers) in proxy.html:
+                    return self._reply(200, proxy.page, {"Content-Type": proxy.page_type})
                 faults = proxy.rules.get(action) or []
                 fault = faults.pop(0) if faults else None
                 if fault == "throttle":

@@ -72,7 +72,10 @@ def two_stacks(frozen_moto_url, state_dir, monkeypatch, tmp_path):
     launched = {i["LaunchTime"] for r in ec2.describe_instances(InstanceIds=ids)[
         "Reservations"] for i in r["Instances"]}
     assert launched == {LAUNCHED}, launched  # the frozen clock, or the screen would vary
-    ec2.create_tags(Resources=ids, Tags=[{"Key": T.EXPIRES_AT, "Value": T.format_expiry(
+    # `up` re-tags the instances and their volumes alike (the record and what must match it)
+    volumes = [v["VolumeId"] for v in ec2.describe_volumes(Filters=[
+        {"Name": "attachment.instance-id", "Values": ids}])["Volumes"]]
+    ec2.create_tags(Resources=ids + volumes, Tags=[{"Key": T.EXPIRES_AT, "Value": T.format_expiry(
         LAUNCHED + timedelta(hours=400))}])
     yield (LAUNCHED + timedelta(hours=300)).isoformat()
     reset(frozen_moto_url)

@@ -90,13 +90,29 @@ def test_dev_opens_ssh_and_api_only_to_the_configured_cidrs(runs):
     assert rules[8000]["cidrBlocks"] == [OFFICE]
 
 
-def test_dev_spot_requests_a_one_time_spot_instance(runs):
+def test_dev_spot_is_a_persistent_request_that_aws_stops(runs):
+    """Issue 23 item 5: a spot node that onExceed stop, idle autostop and `dsinfra stop` can
+    stop: persistent, interruption behaviour stop (AWS refuses to stop one-time spot)."""
     (template,) = runs["dev-open"].of_type(TEMPLATE)
     assert template.inputs["instanceMarketOptions"]["marketType"] == "spot"
+    spot = template.inputs["instanceMarketOptions"]["spotOptions"]
+    assert spot["spotInstanceType"] == "persistent"
+    assert spot["instanceInterruptionBehavior"] == "stop"
     kinds = {s["resourceType"] for s in template.inputs["tagSpecifications"]}
     assert "spot-instances-request" in kinds
     (shipped,) = runs["dev"].of_type(TEMPLATE)
     assert "instanceMarketOptions" not in shipped.inputs
+
+
+def test_every_up_retags_the_nodes_root_volumes(runs):
+    """Issue 23 item 1: the instances' volume tags are an input Pulumi updates in place, and
+    equal the instance's own tags (the record the cost check compares them with)."""
+    nodes = [node for name in ("dev", "dev-open")
+             for node in runs[name].of_type("aws:ec2/instance:Instance")
+             if node.inputs.get("launchTemplate")]
+    assert nodes
+    for node in nodes:
+        assert node.inputs["volumeTags"] == node.inputs["tags"]
 
 
 def test_key_pair_comes_from_ssh_public_key(runs):
