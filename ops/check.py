@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from dsinfra import budget as B
+from dsinfra import budget_actions
 from dsinfra import spend as S
 from dsinfra.cloud import actions, intents
 from dsinfra.cloud.inventory import Inventory, fetch_inventory
@@ -123,7 +124,7 @@ def _evaluate_safely(ctx: CheckContext, stack: str, resources: list[S.Resource],
 
 def _failed(report: StackReport, ctx: CheckContext, why: str) -> StackReport:
     """Spend or budget cannot be vouched for: say so, notify, never stop or destroy."""
-    report.status, report.action = "failed", "notify"
+    report.status, report.action = "failed", B.NOTIFY
     report.action_result = "pending" if ctx.enforce else "dry-run"
     report.reason = why
     return report
@@ -292,7 +293,8 @@ def _enforce(ctx: CheckContext, reports: list[StackReport], inventory: Inventory
              fetched_at: float) -> None:
     if not ctx.enforce:
         return
-    acting = [r for r in reports if r.action in ("stop", "destroy")]
+    acting_names = budget_actions.acting()  # from the table, mildest first
+    acting = [r for r in reports if r.action in acting_names]
     with ExitStack() as held:
         mine = []
         for report in acting:
@@ -311,13 +313,13 @@ def _enforce(ctx: CheckContext, reports: list[StackReport], inventory: Inventory
                 report.reason += "; a concurrent check already acted on this stack"
                 continue
             mine.append(report)
-        for name in ("stop", "destroy"):
-            actions.REGISTRY[name]().run(ctx, [r for r in mine if r.action == name], inventory)
-    # Notify for warnings, failed and notify-only stacks, and after a stop/destroy that ran
+        for name in acting_names:
+            actions.runner(name).run(ctx, [r for r in mine if r.action == name], inventory)
+    # Notify for warnings, failed and notify-only stacks, and after an action that ran
     # (a skipped one was announced by the run that did it).
-    actions.REGISTRY["notify"]().run(ctx, [
-        r for r in reports if r.action == "notify" or
-        (r.action in ("stop", "destroy") and r.action_result != "skipped")], inventory)
+    actions.runner(B.NOTIFY).run(ctx, [
+        r for r in reports if r.action == B.NOTIFY or
+        (r.action in acting_names and r.action_result != "skipped")], inventory)
 
 
 def stale_warning(last: dict | None, now: datetime) -> str | None:
