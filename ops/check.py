@@ -149,10 +149,12 @@ def _stacks_in(unread: dict[str, str], discovery: Discovery) -> set[str]:
 def _inventory(ctx: CheckContext, stacks: list[str] | None) -> tuple[Inventory, Discovery]:
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from dsinfra.cloud.regions import discover
+    from dsinfra.cloud.inventory import MAX_THREADS
+    from dsinfra.cloud.regions import complete_stacks, discover
 
     try:
-        discovery = discover(ctx.regions or None, stacks)
+        # whether each region holds anything; the inventory lists what (regions.py's doc)
+        discovery = discover(ctx.regions or None, stacks, complete=False)
     except (BotoCoreError, ClientError) as exc:
         raise CloudError(f"could not list the account's regions: {exc}",
                          hint="Check AWS credentials and region; the check changed nothing.") \
@@ -160,11 +162,25 @@ def _inventory(ctx: CheckContext, stacks: list[str] | None) -> tuple[Inventory, 
     # The local ledger remembers volume sizes so steady-state checks list only new volumes.
     known = ctx.ledger.known_volumes() if hasattr(ctx.ledger, "known_volumes") else None
     found = Inventory(discovery.regions)
-    for region in discovery.regions:
+
+    def read(region: str):
         try:
-            here = fetch_inventory((region,), stacks, known_volumes=known)
+            return fetch_inventory((region,), stacks, known_volumes=known), None
         except (BotoCoreError, ClientError) as exc:
-            found.errors[region] = f"inventory: {exc}"[:300]
+            complete_stacks(discovery, region, stacks)  # every stack there gets its report
+            return None, f"inventory: {exc}"[:300]
+
+    regions = discovery.regions
+    if len(regions) > 1:  # every region at once; answers kept in region order
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(MAX_THREADS, len(regions))) as pool:
+            answers = list(pool.map(read, regions))
+    else:
+        answers = [read(r) for r in regions]
+    for region, (here, error) in zip(regions, answers):
+        if error is not None:
+            found.errors[region] = error
             continue
         found.resources += here.resources
     if known is not None:
