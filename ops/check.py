@@ -124,7 +124,7 @@ def _evaluate_safely(ctx: CheckContext, stack: str, resources: list[S.Resource],
 
 def _failed(report: StackReport, ctx: CheckContext, why: str) -> StackReport:
     """Spend or budget cannot be vouched for: say so, notify, never stop or destroy."""
-    report.status, report.action = "failed", B.NOTIFY
+    report.status, report.action = "failed", "notify"
     report.action_result = "pending" if ctx.enforce else "dry-run"
     report.reason = why
     return report
