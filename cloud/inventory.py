@@ -264,27 +264,23 @@ def _each_region(regions: tuple[str, ...], read) -> list:
 def _region_inventory(region: str, kinds: tuple[str, ...], wanted: set[str] | None,
                       stack_filter: list[dict], known: dict[str, dict] | None
                       ) -> list[Resource]:
-    """One region's resources of ``kinds``. The describes run at once (threads): each kind is
-    its own listing, and only the volumes wait for the instances, when earlier checks' volume
-    facts let them skip the attached volumes (``_volumes``)."""
-    from concurrent.futures import ThreadPoolExecutor
-
+    """One region's resources of ``kinds``, one listing per kind, in order (the volumes use
+    the instances when earlier checks' volume facts let them skip the attached ones). Kinds
+    are read one after another: on the bench's moto server, reading them at once made the
+    first check slower (its requests contend for one interpreter), and a region's describes
+    are few."""
     ec2 = client("ec2", region)
-    elbv2 = client("elbv2", region) if "load_balancer" in kinds else None
-    fetchers = {"instance": lambda: _instances(ec2, region, stack_filter),
-                "address": lambda: _addresses(ec2, region, stack_filter),
-                "nat_gateway": lambda: _nat_gateways(ec2, region, stack_filter),
-                "load_balancer": lambda: _load_balancers(elbv2, region, wanted)}
-    volumes_wait = bool(known) and "instance" in kinds
-    with ThreadPoolExecutor(max_workers=len(kinds) or 1) as pool:
-        started = {k: pool.submit(fetchers[k]) for k in kinds if k != "volume"}
-        if "volume" in kinds and not volumes_wait:
-            started["volume"] = pool.submit(_describe_volumes, ec2, region, [], stack_filter)
-        if "volume" in kinds and volumes_wait:
-            instances = started["instance"].result()
-            started["volume"] = pool.submit(_volumes, ec2, region, stack_filter, instances,
-                                            known)
-        return [r for k in kinds for r in started[k].result()]
+    fetchers = {"instance": _instances, "address": _addresses, "nat_gateway": _nat_gateways}
+    here: list[Resource] = []
+    for kind in kinds:
+        if kind == "load_balancer":
+            here += _load_balancers(client("elbv2", region), region, wanted)
+        elif kind == "volume":
+            instances = [r for r in here if r.kind == "instance"]
+            here += _volumes(ec2, region, stack_filter, instances, known)
+        else:
+            here += fetchers[kind](ec2, region, stack_filter)
+    return here
 
 
 def fetch_inventory(regions: Iterable[str], stacks: Iterable[str] | None = None,
