@@ -30,6 +30,12 @@ EFA_INSTALLER_URL = ("https://efa-installer.amazonaws.com/"
 CACHE_MOUNT = "/opt/dsinfra/cache"
 DLAMI_NVME = "/opt/dlami/nvme"
 RAID_DEVICE = "/dev/md0"
+# The cache's file system is found by the label mkfs gives it, not by its UUID: a stop and
+# start hands back a blank instance store, which the next run formats anew with a new UUID
+# (AWS: "the data on instance store volumes is lost when the instance is stopped"), so a
+# by-UUID line matched nothing and the mount failed after every stop/start.
+CACHE_LABEL = "dsinfra-cache"
+CACHE_FSTAB = f"LABEL={CACHE_LABEL} {CACHE_MOUNT} ext4 defaults,nofail,noatime 0 2"
 APT = "DEBIAN_FRONTEND=noninteractive apt-get -q -y -o Dpkg::Options::=--force-confold"
 
 
@@ -307,7 +313,7 @@ def cache_ready(c, p: HostPlan) -> bool:
                     "dlami_dir": f"test -d {DLAMI_NVME}/huggingface",
                     "disks": "lsblk -d -n -o NAME,MODEL",
                     "mounted": f"mountpoint -q {CACHE_MOUNT}",
-                    "fstab": f"grep -q ' {CACHE_MOUNT} ' /etc/fstab",
+                    "fstab": f"grep -qxF {shlex.quote(CACHE_FSTAB)} /etc/fstab",
                     "dir": f"test -d {CACHE_MOUNT}/huggingface"})
     if got["dlami"].exited == 0:
         p.facts["cache_dir"], p.facts["cache_kind"] = f"{DLAMI_NVME}/huggingface", "dlami-nvme"
@@ -345,13 +351,15 @@ def _format_and_mount(disks: list[str]) -> str:
                       f"{RAID_DEVICE} --run --level=0 --raid-devices={len(disks)} "
                       f"{' '.join(disks)}")
     script += [
-        f"blkid -s TYPE -o value {device} | grep -q ext4 || mkfs.ext4 -q -F -L dsinfra-cache "
+        f"blkid -s TYPE -o value {device} | grep -q ext4 || mkfs.ext4 -q -F -L {CACHE_LABEL} "
         f"{device}",
-        f"uuid=$(blkid -s UUID -o value {device})",
         f"mkdir -p {CACHE_MOUNT}",
-        # By UUID: NVMe names and md numbers change across reboots; nofail keeps boot going.
-        f"grep -q ' {CACHE_MOUNT} ' /etc/fstab || echo \"UUID=$uuid {CACHE_MOUNT} ext4 "
-        "defaults,nofail,noatime 0 2\" >> /etc/fstab",
+        # By label (CACHE_LABEL): NVMe names, md numbers and, after a stop/start, the UUID
+        # change; nofail keeps boot going while the store is blank. Any other line for the
+        # mount point (an earlier by-UUID one) is replaced, in place: /etc/fstab keeps its inode.
+        f"grep -qxF {shlex.quote(CACHE_FSTAB)} /etc/fstab || {{ kept=$(grep -v "
+        f"' {CACHE_MOUNT} ' /etc/fstab || true); printf '%s\\n%s\\n' \"$kept\" "
+        f"{shlex.quote(CACHE_FSTAB)} > /etc/fstab; }}",
         f"mountpoint -q {CACHE_MOUNT} || mount {shlex.quote(CACHE_MOUNT)}",
     ]
     return "; ".join(script)

@@ -105,11 +105,12 @@ def permissions_command(
     """The IAM policy a role needs to run every dsinfra cost command: the check and its budget
     actions (destructive ones only on dsinfra:stack-tagged resources), resume (start), Cost
     Explorer (`cost report --reconcile-billing`) and Pricing (`catalog refresh`)."""
-    from dsinfra.cloud.actions import REGISTRY, policy_document
+    from dsinfra import budget_actions
+    from dsinfra.cloud.actions import policy_document
     from dsinfra.cloud.billing import PERMISSIONS as BILLING
     from dsinfra.cloud.catalog_cache import PERMISSIONS as PRICING
 
-    document = policy_document(tuple(REGISTRY), table_arn=table_arn,
+    document = policy_document(budget_actions.names(), table_arn=table_arn,
                                sns_topic_arn=sns_topic_arn, extra_reads=(*BILLING, *PRICING))
     if as_json:
         from dsinfra.cli.output import print_json

@@ -1,19 +1,22 @@
-"""The only code that changes the world for a budget: a registry of action classes, as Cloud
-Custodian keeps its actions (c7n/actions/core.py). Each declares its ``name``, the IAM actions
-it needs (``permissions``; a destructive one is marked ``tag_scoped`` and only ever granted on
-resources carrying the ``dsinfra:stack`` tag) and ``run()``. The check dispatches by name;
-the guard's allowed actions and its role's policy are derived from this list
-(``policy_document``), and ``dsinfra guard permissions --json`` prints that document. Every
-action is idempotent: it acts only on what reality says still needs it.
+"""The only code that changes the world for a budget: one runner per *effect* of the action
+table (dsinfra/budget_actions.py), as Cloud Custodian dispatches actions from its registry
+(c7n/actions/core.py). The table says which actions exist, what IAM each needs and how it is
+carried out; this module carries out each kind once (``RUNNERS``) and refuses to import when the
+table names an effect it has no runner for, so an action that would be accepted and then do
+nothing cannot exist. The check dispatches by name (``runner``); the guard's allowed actions and
+its role's policy are derived from the table (``policy_document``), and ``dsinfra guard
+permissions --json`` prints that document. Every action is idempotent: it acts only on what
+reality says still needs it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
+from dsinfra import budget_actions as A
 from dsinfra import tags as T
+from dsinfra.budget_actions import Permission, reads, scoped  # noqa: F401 - re-exported
 from dsinfra.cloud import intents, inventory, notices, regions
 from dsinfra.cloud.aws import client
 from dsinfra.cloud.teardown import sweep_stacks
@@ -21,102 +24,78 @@ from dsinfra.errors import DsinfraError
 from dsinfra.spend import Resource
 
 
-@dataclass(frozen=True)
-class Permission:
-    action: str
-    tag_scoped: bool = False  # destructive: allowed only where aws:ResourceTag/dsinfra:stack
+class Runner:
+    """Carries out one action of the table (``spec``) on the reports that decided it."""
 
-
-def reads(*names: str) -> tuple[Permission, ...]:
-    return tuple(Permission(n) for n in names)
-
-
-def scoped(*names: str) -> tuple[Permission, ...]:
-    return tuple(Permission(n, tag_scoped=True) for n in names)
-
-
-REGISTRY: dict[str, type[BudgetAction]] = {}
-
-
-def register(cls: type[BudgetAction]) -> type[BudgetAction]:
-    REGISTRY[cls.name] = cls
-    return cls
-
-
-class BudgetAction:
-    name: ClassVar[str]
-    permissions: ClassVar[tuple[Permission, ...]]
-    budget: ClassVar[bool] = True  # False: run by a person (resume), never by the guard
+    def __init__(self, spec: A.ActionSpec) -> None:
+        self.spec = spec
 
     def run(self, ctx: Any, reports: list, found: inventory.Inventory) -> None:
-        # Only budget actions run inside a check; a person's action (resume) has its own path.
-        raise TypeError(f"the {self.name!r} action is not run by the cost check")
+        raise NotImplementedError
 
 
-@register
-class Notify(BudgetAction):
-    name = "notify"
-    permissions = (Permission("sns:Publish"),)
-
+class NotifyRunner(Runner):
     def run(self, ctx, reports, found) -> None:
         for report in reports:
             notices.notify(ctx, report)
 
 
-def running_instances(resources: list[Resource]) -> list[Resource]:
-    return [r for r in resources if r.kind == "instance" and r.state in ("pending", "running")]
+def running_instances(resources: list[Resource],
+                      states: Sequence[str] = ("pending", "running")) -> list[Resource]:
+    return [r for r in resources if r.kind == "instance" and r.state in states]
 
 
-def stop_instances(instances: list[Resource]) -> list[str]:
-    """Stop ``instances`` (volumes stay); returns the ids asked to stop."""
+def call_instances(instances: list[Resource], call: str = "stop_instances",
+                   call_args: Sequence[tuple[str, object]] = ()) -> list[str]:
+    """Make the EC2 ``call`` (stop_instances, ...) on ``instances``, 1,000 ids a request, per
+    region; returns the ids it was made for."""
     by_region: dict[str, list[str]] = {}
     for r in instances:
         by_region.setdefault(r.region, []).append(r.id)
     for region, ids in by_region.items():
-        ec2 = client("ec2", region)
+        operation = getattr(client("ec2", region), call)
         for start in range(0, len(ids), 1000):
-            ec2.stop_instances(InstanceIds=ids[start:start + 1000])
+            operation(InstanceIds=ids[start:start + 1000], **dict(call_args))
     return [r.id for r in instances]
 
 
-@register
-class Stop(BudgetAction):
-    name = "stop"
-    permissions = scoped("ec2:StopInstances")
+def stop_instances(instances: list[Resource]) -> list[str]:
+    """Stop ``instances`` (volumes stay); returns the ids asked to stop."""
+    return call_instances(instances, "stop_instances")
+
+
+class InstancesRunner(Runner):
+    """One EC2 call on the stack's instances in the row's ``from_states`` (stop, hibernate)."""
 
     def run(self, ctx, reports, found) -> None:
+        spec, verb = self.spec, self.spec.call.removesuffix("_instances")
         for report in reports:
-            targets = running_instances(found.of(report.stack))
+            targets = running_instances(found.of(report.stack), spec.from_states)
             if not targets:
                 report.action_result = "skipped"
-                report.reason += "; no running instances (already stopped)"
+                report.reason += f"; no instances {'/'.join(spec.from_states)} " \
+                                 f"(already {spec.name} or never started)"
                 pending = ctx.ledger.open_intent(report.stack)
                 if pending is not None:
                     intents.finish(ctx.ledger, ctx.audit, pending["id"], report.stack,
                                    pending["action"], "done",
-                                   "reconciled: the instances were already stopped")
+                                   f"reconciled: no instance was left to {spec.name}")
                 continue
             intent = intents.begin_or_resume(ctx, report)
             try:
-                stopped = stop_instances(targets)
+                acted = call_instances(targets, spec.call, spec.call_args)
                 report.action_result = "done"
-                report.reason += f"; stopped {len(stopped)} instance(s), volumes kept " \
-                                 f"(`dsinfra resume {report.stack}` starts them)"
+                report.reason += "; " + (spec.done_note or "{action}: {call} for {n} "
+                                         "instance(s)").format(stack=report.stack, n=len(acted),
+                                                               action=spec.name, call=verb)
             except Exception as exc:  # noqa: BLE001 - one stack's failure must not stop the rest
-                report.action_result, report.reason = "failed", f"{report.reason}; stop: {exc}"
-            intents.finish(ctx.ledger, ctx.audit, intent, report.stack, "stop",
+                report.action_result, report.reason = "failed", \
+                    f"{report.reason}; {spec.name}: {exc}"
+            intents.finish(ctx.ledger, ctx.audit, intent, report.stack, spec.name,
                            report.action_result, report.reason)
 
 
-@register
-class Destroy(BudgetAction):
-    name = "destroy"
-    permissions = reads("ec2:DescribeSpotInstanceRequests",
-                        "elasticloadbalancing:DescribeTargetGroups") + scoped(
-        "ec2:TerminateInstances", "ec2:CancelSpotInstanceRequests", "ec2:DisassociateAddress",
-        "ec2:ReleaseAddress", "ec2:DeleteNatGateway", "ec2:DeleteVolume",
-        "elasticloadbalancing:DeleteLoadBalancer", "elasticloadbalancing:DeleteTargetGroup")
-
+class SweepRunner(Runner):
     def run(self, ctx, reports, found) -> None:
         if not reports:
             return
@@ -135,8 +114,14 @@ class Destroy(BudgetAction):
             detail = outcome.summary if outcome is not None else error
             prefix = pulumi_state.get(report.stack)
             report.reason += f"; {prefix + '; ' if prefix else ''}{detail}"
-            intents.finish(ctx.ledger, ctx.audit, ids[report.stack], report.stack, "destroy",
-                           report.action_result, report.reason)
+            intents.finish(ctx.ledger, ctx.audit, ids[report.stack], report.stack,
+                           self.spec.name, report.action_result, report.reason)
+
+
+class ManualRunner(Runner):
+    def run(self, ctx, reports, found) -> None:
+        # Only budget actions run inside a check; a person's action (resume) has its own path.
+        raise TypeError(f"the {self.spec.name!r} action is not run by the cost check")
 
 
 def _pulumi_destroy(ctx, stack: str) -> str | None:
@@ -152,15 +137,6 @@ def _pulumi_destroy(ctx, stack: str) -> str | None:
         return f"pulumi destroy failed ({type(exc).__name__}), swept"
 
 
-@register
-class Resume(BudgetAction):
-    """``dsinfra resume``: start what a budget stopped. A person's action, never the guard's."""
-
-    name = "resume"
-    budget = False
-    permissions = reads("ec2:DescribeInstances") + scoped("ec2:StartInstances")
-
-
 def resume_stack(stack: str, where: Sequence[str]) -> list[str]:
     """Start the stopped instances of ``stack``; returns their ids (empty when none were)."""
     found = inventory.fetch_inventory(where, [stack], kinds=("instance",)).resources
@@ -171,25 +147,46 @@ def resume_stack(stack: str, where: Sequence[str]) -> list[str]:
     return [r.id for r in stopped]
 
 
-BUDGET_ACTIONS = tuple(name for name, cls in REGISTRY.items() if cls.budget)
+RUNNERS: dict[str, type[Runner]] = {"notify": NotifyRunner, "instances": InstancesRunner,
+                                     "sweep": SweepRunner, "manual": ManualRunner}
+# The import-time check: every effect the table may name has exactly one runner here.
+if set(RUNNERS) != set(A.EFFECTS):
+    raise ImportError(f"cloud/actions.py runs effects {sorted(RUNNERS)} but the action table "
+                      f"(dsinfra/budget_actions.py) names {sorted(A.EFFECTS)}")
+for _spec in A.TABLE.values():
+    if _spec.effect not in RUNNERS:  # pragma: no cover - register() refuses these already
+        raise ImportError(f"action {_spec.name!r} has no runner for effect {_spec.effect!r}")
+
+
+def runner(name: str) -> Runner:
+    """The runner for the action ``name`` of the table (KeyError for an unknown name)."""
+    spec = A.get(name)
+    return RUNNERS[spec.effect](spec)
+
+
+def budget_actions() -> tuple[str, ...]:
+    """The actions a guard may take: the table's onExceed names (read now, not at import)."""
+    return A.on_exceed()
 # What every check reads, whatever it does: the inventory and the region discovery.
 CHECK_READS = reads(*inventory.PERMISSIONS, *regions.PERMISSIONS)
 
 
-def permissions_for(allowed: Sequence[str] = BUDGET_ACTIONS) -> list[Permission]:
-    """The check's reads plus what each of ``allowed`` declares, unique, sorted by action."""
-    unknown = [a for a in allowed if a not in REGISTRY]
+def permissions_for(allowed: Sequence[str] | None = None) -> list[Permission]:
+    """The check's reads plus what each of ``allowed`` (default: every budget action of the
+    table) declares, unique, sorted by action."""
+    allowed = budget_actions() if allowed is None else allowed
+    unknown = [a for a in allowed if a not in A.TABLE]
     if unknown:
-        raise ValueError(f"unknown actions {unknown}; registered: {sorted(REGISTRY)}")
+        raise ValueError(f"unknown actions {unknown}; registered: {sorted(A.TABLE)}")
     found = {p.action: p for p in CHECK_READS}
     for name in allowed:
-        for p in REGISTRY[name].permissions:
+        for p in A.get(name).permissions:
             found[p.action] = Permission(p.action, p.tag_scoped or
                                          found.get(p.action, p).tag_scoped)
     return sorted(found.values(), key=lambda p: p.action)
 
 
-def check_permissions(allowed: Sequence[str] = BUDGET_ACTIONS) -> list[str]:
+def check_permissions(allowed: Sequence[str] | None = None) -> list[str]:
     """Every IAM action a check that may take ``allowed`` needs, sorted and unique."""
     return [p.action for p in permissions_for(allowed)]
 
@@ -197,7 +194,7 @@ def check_permissions(allowed: Sequence[str] = BUDGET_ACTIONS) -> list[str]:
 TAG_CONDITION = {"Null": {f"aws:ResourceTag/{T.STACK}": "false"}}
 
 
-def policy_document(allowed: Sequence[str] = BUDGET_ACTIONS, *, table_arn: str | None = None,
+def policy_document(allowed: Sequence[str] | None = None, *, table_arn: str | None = None,
                     log_group_arn: str | None = None, sns_topic_arn: str | None = None,
                     extra_reads: Sequence[str] = ()) -> dict:
     """The IAM policy for a role that runs checks taking ``allowed``: reads on ``*``, every

@@ -40,6 +40,10 @@ class AuditLog:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.who = who_ran_it()
+        # append_once's index of (kind, intent_id) and how far the file has been read into it:
+        # each call reads only what was appended since (by anyone), not the whole log again
+        self._once: set[tuple[Any, Any]] = set()
+        self._read_to = 0
 
     def append(self, kind: str, **fields: Any) -> dict[str, Any]:
         record = {"at": datetime.now(timezone.utc).isoformat(), "kind": kind, "who": self.who,
@@ -60,10 +64,28 @@ class AuditLog:
     def append_once(self, kind: str, **fields: Any) -> dict[str, Any] | None:
         """``append`` unless a valid record of ``kind`` for ``fields['intent_id']`` is there
         already (a run killed after appending it but before saying so)."""
-        for record in self.records()[0]:
-            if record.get("kind") == kind and record.get("intent_id") == fields["intent_id"]:
-                return None
+        self._catch_up()
+        if (kind, fields["intent_id"]) in self._once:
+            return None
         return self.append(kind, **fields)
+
+    def _catch_up(self) -> None:
+        """Add the records appended since the last call to ``_once`` (complete lines only: a
+        torn tail is left for the next call, which sees it fenced off and skips it)."""
+        try:
+            with open(self.path, "rb") as handle:
+                if os.fstat(handle.fileno()).st_size < self._read_to:  # replaced (repair)
+                    self._once, self._read_to = set(), 0
+                handle.seek(self._read_to)
+                data = handle.read()
+        except FileNotFoundError:
+            return
+        end = data.rfind(b"\n") + 1
+        for raw in data[:end].split(b"\n"):
+            record = _valid(raw)
+            if record is not None:
+                self._once.add((record.get("kind"), record.get("intent_id")))
+        self._read_to += end
 
     def records(self) -> tuple[list[dict[str, Any]], int]:
         """(valid records in order, number of torn or corrupt lines skipped)."""
@@ -77,14 +99,21 @@ class AuditLog:
         for raw in lines:
             if not raw.strip():
                 continue
-            try:
-                record = json.loads(raw)
-                claimed = record.pop("sha256")
-            except (ValueError, KeyError, AttributeError):
-                bad += 1
-                continue
-            if claimed != _digest(record):
+            record = _valid(raw)
+            if record is None:
                 bad += 1
                 continue
             good.append(record)
         return good, bad
+
+
+def _valid(raw: bytes) -> dict[str, Any] | None:
+    """One line's record when it is whole and its digest matches; None otherwise (blank too)."""
+    if not raw.strip():
+        return None
+    try:
+        record = json.loads(raw)
+        claimed = record.pop("sha256")
+    except (ValueError, KeyError, AttributeError, TypeError):
+        return None
+    return record if claimed == _digest(record) else None

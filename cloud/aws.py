@@ -5,6 +5,7 @@ in for AWS without the code under test knowing."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
+import threading
 from functools import lru_cache
 from typing import Any
 
@@ -52,6 +53,9 @@ def _timestamp(value: Any):
     return parse_timestamp(value)
 
 
+_CLIENT_LOCK = threading.Lock()
+
+
 @lru_cache(maxsize=None)
 def _session():
     import boto3
@@ -69,7 +73,8 @@ def client(service: str, region: str | None = None) -> Any:
     config = Config(retries={"mode": "standard", **_attempts()},
                     connect_timeout=CONNECT_TIMEOUT_S, read_timeout=READ_TIMEOUT_S,
                     user_agent_extra="dsinfra")
-    made = _session().client(service, region_name=region, config=config)
+    with _CLIENT_LOCK:  # a session is not thread-safe; the clients it makes are
+        made = _session().client(service, region_name=region, config=config)
     made.meta.events.register("before-send", _check_deadline)  # every attempt, retries too
     made.meta.events.register("after-call", _refuse_html)
     return made

@@ -32,6 +32,7 @@ PERMISSIONS = ("ec2:DescribeInstances", "ec2:DescribeVolumes", "ec2:DescribeAddr
 LIVE_INSTANCE_STATES = ("pending", "running", "stopping", "stopped", "shutting-down")
 VOLUME_FACTS_MAX_AGE_S = 6 * 3600
 KINDS = ("instance", "volume", "address", "nat_gateway", "load_balancer")
+MAX_THREADS = 16  # regions read at once
 _TAG_FILTER = [{"Name": "tag-key", "Values": [T.STACK]}]
 PAGE_SIZE = {"describe_instances": 1000, "describe_volumes": 500}  # the APIs' maxima
 _STOP_TIME = re.compile(r"\((\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}) GMT\)")
@@ -242,8 +243,45 @@ def _load_balancers(elbv2, region: str, stacks: set[str] | None) -> list[Resourc
             out.append(Resource("load_balancer", lb["LoadBalancerArn"], region, tags[T.STACK],
                                 tags, lb.get("State", {}).get("Code", "active"),
                                 created_at=_utc(lb.get("CreatedTime")),
-                                attrs={"dns_name": lb.get("DNSName"), "type": lb.get("Type")}))
+                                attrs={"dns_name": lb.get("DNSName"), "type": lb.get("Type"),
+                                       # an internet-facing one holds a public IPv4 per zone
+                                       "public_ipv4_zones": len(lb.get("AvailabilityZones")
+                                                                or ())
+                                       if lb.get("Scheme") == "internet-facing" else 0}))
     return out
+
+
+def _each_region(regions: tuple[str, ...], read) -> list:
+    """``read(region)`` for every region at once (threads), answers in region order; the
+    first exception is raised, as the one-by-one loop raised it."""
+    if len(regions) <= 1:
+        return [read(r) for r in regions]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(MAX_THREADS, len(regions))) as pool:
+        return list(pool.map(read, regions))
+
+
+def _region_inventory(region: str, kinds: tuple[str, ...], wanted: set[str] | None,
+                      stack_filter: list[dict], known: dict[str, dict] | None
+                      ) -> list[Resource]:
+    """One region's resources of ``kinds``, one listing per kind, in order (the volumes use
+    the instances when earlier checks' volume facts let them skip the attached ones). Kinds
+    are read one after another: on the bench's moto server, reading them at once made the
+    first check slower (its requests contend for one interpreter), and a region's describes
+    are few."""
+    ec2 = client("ec2", region)
+    fetchers = {"instance": _instances, "address": _addresses, "nat_gateway": _nat_gateways}
+    here: list[Resource] = []
+    for kind in kinds:
+        if kind == "load_balancer":
+            here += _load_balancers(client("elbv2", region), region, wanted)
+        elif kind == "volume":
+            instances = [r for r in here if r.kind == "instance"]
+            here += _volumes(ec2, region, stack_filter, instances, known)
+        else:
+            here += fetchers[kind](ec2, region, stack_filter)
+    return here
 
 
 def fetch_inventory(regions: Iterable[str], stacks: Iterable[str] | None = None,
@@ -259,20 +297,8 @@ def fetch_inventory(regions: Iterable[str], stacks: Iterable[str] | None = None,
     if wanted is not None and len(wanted) > 200:
         stack_filter = _TAG_FILTER  # the API caps filter values; filter client-side instead
     inventory = Inventory(regions)
-    for region in regions:
-        ec2 = client("ec2", region)
-        fetchers = {"instance": _instances, "address": _addresses,
-                    "nat_gateway": _nat_gateways}
-        here: list[Resource] = []
-        for kind in kinds:
-            if kind == "load_balancer":
-                here += _load_balancers(client("elbv2", region), region, wanted)
-            elif kind == "volume":
-                instances = [r for r in here if r.kind == "instance"]
-                here += _volumes(ec2, region, stack_filter, instances,
-                                 (known_volumes or {}).get(region))
-            else:
-                here += fetchers[kind](ec2, region, stack_filter)
+    for here in _each_region(regions, lambda region: _region_inventory(
+            region, tuple(kinds), wanted, stack_filter, (known_volumes or {}).get(region))):
         inventory.resources += here
     if wanted is not None:
         inventory.resources = [r for r in inventory.resources if r.stack in wanted]

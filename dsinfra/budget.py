@@ -18,16 +18,24 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+from dsinfra import budget_actions as A
 from dsinfra import tags as T
+from dsinfra.budget_actions import DESTROY, NOTIFY, STOP  # noqa: F401 - re-exported
 from dsinfra.catalog import HOURS_PER_MONTH
 
 STATUSES = ("ok", "warn", "exceeded")
-# The on-exceed actions: the one list every other module (config schema, doctor, the guard's
-# check) takes its names from. Ordered from mildest to strictest.
-NOTIFY, STOP, DESTROY = "notify", "stop", "destroy"
-ON_EXCEED = (NOTIFY, STOP, DESTROY)
-ACTIONS = ("none", *ON_EXCEED)
 PERIODS = ("month", "total")
+
+
+def __getattr__(name: str):
+    """``ON_EXCEED`` (the on-exceed names, mildest first) and ``ACTIONS`` (with ``none``) are
+    read from the action table (dsinfra/budget_actions.py) each time, so a row added there is
+    accepted everywhere at once."""
+    if name == "ON_EXCEED":
+        return A.on_exceed()
+    if name == "ACTIONS":
+        return ("none", *A.on_exceed())
+    raise AttributeError(name)
 
 
 class BudgetTagError(ValueError):
@@ -66,8 +74,8 @@ def _parse_one(tags: dict[str, str]) -> dict:
     if period not in PERIODS:
         raise BudgetTagError(T.BUDGET_PERIOD, period, ", ".join(PERIODS))
     on_exceed = tags.get(T.ON_EXCEED, NOTIFY)
-    if on_exceed not in ON_EXCEED:
-        raise BudgetTagError(T.ON_EXCEED, on_exceed, ", ".join(ON_EXCEED))
+    if on_exceed not in A.on_exceed():
+        raise BudgetTagError(T.ON_EXCEED, on_exceed, ", ".join(A.on_exceed()))
     warn_at = _finite(T.WARN_AT, tags.get(T.WARN_AT, "0.8"), "a fraction in (0, 1]")
     if not 0 < warn_at <= 1:
         raise BudgetTagError(T.WARN_AT, tags.get(T.WARN_AT), "a fraction in (0, 1]")
@@ -112,9 +120,6 @@ def _nameless():
         yield None
 
 
-_SEVERITY = {name: rank for rank, name in enumerate(ON_EXCEED)}
-
-
 def budget_from_tags(stack: str, tag_sets: Iterable[dict[str, str]],
                      resource_ids: Iterable[str] | None = None) -> StackBudget:
     """The budget of ``stack`` from the tags of its resources (strictest value wins). Any
@@ -141,7 +146,7 @@ def budget_from_tags(stack: str, tag_sets: Iterable[dict[str, str]],
         tier=parsed[0]["tier"],
         amount_usd=min(p["amount_usd"] for p in parsed),
         period="month" if "month" in periods else "total",
-        on_exceed=max((p["on_exceed"] for p in parsed), key=_SEVERITY.__getitem__),
+        on_exceed=max((p["on_exceed"] for p in parsed), key=A.severity),
         warn_at=min(p["warn_at"] for p in parsed),
         protect=any(p["protect"] for p in parsed),
         expires_at=min(expiries) if expiries else None,
@@ -300,29 +305,31 @@ def budget_fit(*, hourly_usd: float, hourly_stopped_usd: float, amount_usd: floa
     """The one budget-fit rule, used by ``plan``, ``doctor`` and ``up``.
 
     A TTL bounds spend only when the guard acts on it by stopping or destroying the stack
-    (``exceeded_action``: not ``notify``, not protected). The window is a 730 h month for a
+    (``exceeded_action``: an action whose row in dsinfra/budget_actions.py ends spend, not
+    protected). The window is a 730 h month for a
     ``month`` budget; for a ``total`` budget it is the TTL when the guard destroys the stack
-    then, otherwise 730 h or the TTL if longer (nothing else ends the spend). Within the window
-    the stack runs at full price until an enforced TTL, then costs nothing after ``destroy``
-    or what a stopped stack still bills (``hourly_stopped_usd``: volumes, NAT gateway, load
-    balancer, addresses) after ``stop``.
+    then (still bills nothing), otherwise 730 h or the TTL if longer. Within the window the
+    stack runs at full price until an enforced TTL, then costs what the action's row says still
+    bills: nothing, or what a stopped stack still bills (``hourly_stopped_usd``: volumes, NAT
+    gateway, load balancer, addresses).
 
     On a Capacity Block (``block_hours``: hours until the guard tears it down) the guard
     destroys the stack then unless it is protected, and the block's ``upfront_usd`` counts in
     full (``committed_usd``, as the guard's ``decide`` counts it)."""
     action = exceeded_action(on_exceed, protect)
-    enforced = ttl_hours is not None and action in (STOP, DESTROY)
+    enforced = ttl_hours is not None and A.get(action).ends_spend
     ttl = float(ttl_hours) if enforced and ttl_hours is not None else None
     if block_hours is not None and not protect and (ttl is None or block_hours < ttl):
         ttl, action = float(block_hours), DESTROY
     if period == "month":
         window = float(HOURS_PER_MONTH)
-    elif ttl is not None and action == DESTROY:
+    elif ttl is not None and A.get(action).still_bills == "nothing":
         window = ttl
     else:
         window = max(float(HOURS_PER_MONTH), ttl or 0.0)
     running = min(ttl, window) if ttl is not None else window
-    after_usd = hourly_stopped_usd if ttl is not None and action == STOP else 0.0
+    after_usd = hourly_stopped_usd if ttl is not None and \
+        A.get(action).still_bills == "stopped" else 0.0
     compared = committed_usd(hourly_usd * running + after_usd * (window - running), upfront_usd)
     basis = f"over {window:g} h" if period == "total" else "per month"
     if ttl is not None:

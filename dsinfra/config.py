@@ -15,7 +15,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dsinfra.blocks import CapacityBlock, block_fit_problem
-from dsinfra.budget import NOTIFY, ON_EXCEED, PERIODS
+from dsinfra import budget_actions
+from dsinfra.budget import NOTIFY, PERIODS
 from dsinfra.catalog import GPU_INSTANCE_TYPES, INSTANCE_SPECS, SUPPORTED_REGIONS
 from dsinfra.errors import ConfigError
 from dsinfra.idle import parse_idle_minutes
@@ -26,7 +27,6 @@ from dsinfra.tiers import TIER_NAMES, TIERS, TierSpec
 # Literal[tuple] spells out the tuple's members: the names live in tiers.py and budget.py.
 Tier = Literal[TIER_NAMES]  # type: ignore[valid-type]
 Precision = Literal["bf16", "fp16", "fp8", "int8", "int4"]
-OnExceed = Literal[ON_EXCEED]  # type: ignore[valid-type]
 BudgetPeriod = Literal[PERIODS]  # type: ignore[valid-type]
 ENGINE_DEFAULTS: dict[str, dict[str, Any]] = {
     "vllm": {"image": "vllm/vllm-openai:v0.11.0", "port": 8000, "healthPath": "/health"},
@@ -65,8 +65,9 @@ class BudgetConfig(_Model):
                               description="Spend limit in USD for the period")
     period: BudgetPeriod = Field("month", description="month: calendar month to date (UTC); "
                                  "total: since the stack's first resource")
-    on_exceed: OnExceed = Field(NOTIFY, alias="onExceed",
-                                description="What the cost check does at or over budget")
+    # a name from the action table (dsinfra/budget_actions.py), read at validation time
+    on_exceed: str = Field(NOTIFY, alias="onExceed",
+                           description="What the cost check does at or over budget")
     warn_at: float = Field(0.8, alias="warnAt", gt=0, le=1,
                            description="Fraction of the budget that triggers a warning")
 
@@ -74,6 +75,15 @@ class BudgetConfig(_Model):
     @classmethod
     def _numbers_not_booleans(cls, values: Any) -> Any:
         return _refuse_booleans(values, _NUMERIC_BUDGET_KEYS, "budget.")
+
+    @field_validator("on_exceed")
+    @classmethod
+    def _known_action(cls, value: str) -> str:
+        names = budget_actions.on_exceed()
+        if value not in names:
+            raise ValueError("Input should be " + ", ".join(repr(n) for n in names[:-1])
+                             + f" or {names[-1]!r}")
+        return value
 
 
 class EngineConfig(_Model):

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from dsinfra.catalog import HOURS_PER_MONTH, Price, RegionPrices, on_demand_price, other_price
+from dsinfra.catalog import HOURS_PER_MONTH, Price, RegionPrices
+from dsinfra.pricer import Described, price_parts
 
 BILLING_INSTANCE_STATES = ("pending", "running", "stopping", "shutting-down")
 
@@ -56,28 +57,36 @@ class HourlyPrice:
     unmetered: str = ""
 
 
+def describe(resource: Resource) -> Described:
+    """A live resource as the pricer describes it (dsinfra/pricer.py)."""
+    a = resource.attrs
+    if resource.kind == "instance":
+        lifecycle = a.get("lifecycle")
+        return Described("instance", resource.region, instance_type=a["instance_type"],
+                         market=lifecycle if lifecycle in ("spot", "capacity-block")
+                         else "on-demand", public_ipv4=1 if a.get("public_ip") else 0)
+    if resource.kind == "volume":
+        return Described("volume", resource.region, size_gib=float(a.get("size_gib", 0)),
+                         volume_type=a.get("volume_type", "gp3"))
+    if resource.kind == "load_balancer":
+        return Described("load_balancer", resource.region,
+                         public_ipv4=int(a.get("public_ipv4_zones", 0)))
+    return Described(resource.kind, resource.region)
+
+
 def resource_hourly_price(resource: Resource, prices: dict[str, RegionPrices] | None = None,
                           spot_prices: dict[tuple[str, str], Price] | None = None) -> HourlyPrice:
-    """What ``resource`` costs per hour while it bills, with the dated price behind it."""
-    region = resource.region
+    """What ``resource`` costs per hour while it bills, with the dated price behind it: the
+    one pricer's answer (dsinfra/pricer.py) for its description."""
     try:
-        if resource.kind == "instance":
-            return _instance_price(resource, prices, spot_prices or {})
-        if resource.kind == "volume":
-            gb_month = other_price(region, "ebs_gp3_gb_month", prices)
-            size = float(resource.attrs.get("size_gib", 0))
-            note = "" if resource.attrs.get("volume_type", "gp3") == "gp3" else \
-                f"{resource.attrs.get('volume_type')} priced as gp3"
-            return HourlyPrice(size * gb_month.usd / HOURS_PER_MONTH, gb_month, note)
-        item = {"address": "public_ipv4_hour", "nat_gateway": "nat_gateway_hour",
-                "load_balancer": "load_balancer_hour"}[resource.kind]
-        price = other_price(region, item, prices)
-        return HourlyPrice(price.usd, price)
+        parts = price_parts(describe(resource), prices, spot_prices)
     except KeyError:
         if resource.kind == "instance":
             return _upper_bound(resource, prices)
-        why = f"no price for {resource.kind} {resource.id} in {region}"
+        why = f"no price for {resource.kind} {resource.id} in {resource.region}"
         return HourlyPrice(0.0, None, why, unmetered=why)
+    return HourlyPrice(sum(p.hourly_usd for p in parts), parts[0].price,
+                       "; ".join(p.note for p in parts if p.caveat))
 
 
 def family_upper_bound(instance_type: str,
@@ -105,26 +114,6 @@ def _upper_bound(resource: Resource, prices) -> HourlyPrice:
            f"cache, Pricing API); metered at the upper bound ${bound.usd:,.4f}/h of "
            f"{bound_type}, the catalog's most expensive of its family")
     return HourlyPrice(bound.usd, bound, why, unmetered=why)
-
-
-def _instance_price(resource: Resource, prices, spot_prices) -> HourlyPrice:
-    itype = resource.attrs["instance_type"]
-    ipv4 = other_price(resource.region, "public_ipv4_hour", prices).usd \
-        if resource.attrs.get("public_ip") else 0.0
-    if resource.attrs.get("lifecycle") == "capacity-block":
-        # Paid up front at purchase (the budget counts the fee from the stack's
-        # dsinfra:upfront-usd tag); DescribeInstances says InstanceLifecycle capacity-block.
-        return HourlyPrice(ipv4, on_demand_price(resource.region, itype, prices),
-                           "Capacity Block instances: compute paid up front")
-    if resource.attrs.get("lifecycle") == "spot":
-        spot = spot_prices.get((resource.region, itype))
-        if spot is not None:
-            return HourlyPrice(spot.usd + ipv4, spot)
-        od = on_demand_price(resource.region, itype, prices)
-        return HourlyPrice(od.usd + ipv4, od, "spot priced at on-demand (no spot history "
-                                              "cached: run `dsinfra catalog refresh`)")
-    od = on_demand_price(resource.region, itype, prices)
-    return HourlyPrice(od.usd + ipv4, od)
 
 
 # --- periods ---------------------------------------------------------------------------------

@@ -17,6 +17,8 @@ from pathlib import Path
 import pulumi
 import pulumi_aws as aws
 
+from dsinfra import budget_actions
+
 
 def guard_policy(table_arn: str, log_group_arn: str, sns_topic_arn: str | None,
                  args: "BudgetGuardArgs") -> dict:
@@ -37,7 +39,8 @@ class BudgetGuardArgs:
     handler: str
     every_minutes: int = 15  # the overspend past a budget stays within one interval's burn
     enforce: bool = False  # False: the guard meters, decides and audits, but never acts
-    allowed_actions: tuple[str, ...] = ("notify", "stop", "destroy")
+    # default: every onExceed action of the table (dsinfra/budget_actions.py)
+    allowed_actions: tuple[str, ...] = field(default_factory=budget_actions.on_exceed)
     webhook_url: pulumi.Input[str] | None = None  # a secret: pass pulumi.Output.secret
     sns_topic_arn: str | None = None
     timeout_s: int = 600

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from dsinfra import budget as B
+from dsinfra import budget_actions
 from dsinfra import spend as S
 from dsinfra.cloud import actions, intents
 from dsinfra.cloud.inventory import Inventory, fetch_inventory
@@ -172,10 +173,12 @@ def _stacks_in(unread: dict[str, str], discovery: Discovery,
 
 def _inventory(ctx: CheckContext, stacks: list[str] | None) -> tuple[Inventory, Discovery]:
     from dsinfra.cloud.aws import read_errors
-    from dsinfra.cloud.regions import discover
+    from dsinfra.cloud.inventory import MAX_THREADS
+    from dsinfra.cloud.regions import complete_stacks, discover
 
     try:
-        discovery = discover(ctx.regions or None, stacks)
+        # whether each region holds anything; the inventory lists what (regions.py's doc)
+        discovery = discover(ctx.regions or None, stacks, complete=False)
     except read_errors() as exc:
         raise CloudError(f"could not list the account's regions: {exc}",
                          hint="Check AWS credentials and region; the check changed nothing.") \
@@ -186,11 +189,25 @@ def _inventory(ctx: CheckContext, stacks: list[str] | None) -> tuple[Inventory, 
     # tagging API only says where to look); only when that fails too is the region unread.
     retry = [r for r in discovery.asked if r in discovery.errors]
     found = Inventory(discovery.regions)
-    for region in (*discovery.regions, *retry):
+
+    def read(region: str):
         try:
-            here = fetch_inventory((region,), stacks, known_volumes=known)
+            return fetch_inventory((region,), stacks, known_volumes=known), None
         except read_errors() as exc:
-            found.errors[region] = f"inventory: {type(exc).__name__}: {exc}"[:300]
+            complete_stacks(discovery, region, stacks)  # every stack there gets its report
+            return None, f"inventory: {exc}"[:300]
+
+    regions = discovery.regions
+    if len(regions) > 1:  # every region at once; answers kept in region order
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(MAX_THREADS, len(regions))) as pool:
+            answers = list(pool.map(read, regions))
+    else:
+        answers = [read(r) for r in regions]
+    for region, (here, error) in zip(regions, answers):
+        if error is not None:
+            found.errors[region] = error
             continue
         found.resources += here.resources
         if region in discovery.errors:
@@ -325,7 +342,8 @@ def _enforce(ctx: CheckContext, reports: list[StackReport], inventory: Inventory
              fetched_at: float) -> None:
     if not ctx.enforce:
         return
-    acting = [r for r in reports if r.action in ("stop", "destroy")]
+    acting_names = budget_actions.acting()  # from the table, mildest first
+    acting = [r for r in reports if r.action in acting_names]
     with ExitStack() as held:
         mine = []
         for report in acting:
@@ -344,13 +362,13 @@ def _enforce(ctx: CheckContext, reports: list[StackReport], inventory: Inventory
                 report.reason += "; a concurrent check already acted on this stack"
                 continue
             mine.append(report)
-        for name in ("stop", "destroy"):
-            actions.REGISTRY[name]().run(ctx, [r for r in mine if r.action == name], inventory)
-    # Notify for warnings, failed and notify-only stacks, and after a stop/destroy that ran
+        for name in acting_names:
+            actions.runner(name).run(ctx, [r for r in mine if r.action == name], inventory)
+    # Notify for warnings, failed and notify-only stacks, and after an action that ran
     # (a skipped one was announced by the run that did it).
-    actions.REGISTRY["notify"]().run(ctx, [
-        r for r in reports if r.action == "notify" or
-        (r.action in ("stop", "destroy") and r.action_result != "skipped")], inventory)
+    actions.runner(B.NOTIFY).run(ctx, [
+        r for r in reports if r.action == B.NOTIFY or
+        (r.action in acting_names and r.action_result != "skipped")], inventory)
 
 
 def stale_warning(last: dict | None, now: datetime) -> str | None:

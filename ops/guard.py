@@ -33,14 +33,23 @@ def build_lambda_zip(dest: Path) -> Path:
 
 
 def guard_args(regions: Sequence[str], *,
-               allowed_actions: tuple[str, ...] = ("notify", "stop", "destroy"), **options):
+               allowed_actions: tuple[str, ...] | None = None, **options):
     """``BudgetGuardArgs`` with the Lambda code and exactly the permissions its check needs;
-    ``options`` are the component's other fields (every_minutes, enforce, webhook_url, ...)."""
+    ``options`` are the component's other fields (every_minutes, enforce, webhook_url, ...).
+    ``allowed_actions`` defaults to every onExceed action of the table
+    (dsinfra/budget_actions.py), read at call time."""
     from functools import partial
 
+    from dsinfra import budget_actions
     from dsinfra.cloud.actions import policy_document
     from dsinfra.infra.guard import BudgetGuardArgs
 
+    if allowed_actions is None:
+        allowed_actions = budget_actions.on_exceed()
+    unknown = [a for a in allowed_actions if a not in budget_actions.on_exceed()]
+    if unknown:
+        raise ValueError(f"allowed_actions {unknown}; allowed: "
+                         f"{', '.join(budget_actions.on_exceed())}")
     return BudgetGuardArgs(regions=list(regions), allowed_actions=allowed_actions,
                            policy=partial(policy_document, allowed_actions),
                            code=lambda_files(), handler=HANDLER, **options)

@@ -13,7 +13,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from dsinfra.catalog import HOURS_PER_MONTH, on_demand_price, other_price
+from dsinfra.catalog import HOURS_PER_MONTH
+from dsinfra.pricer import Described, price_parts
 from dsinfra.config import StackConfig
 from dsinfra.budget import BudgetFit
 from dsinfra.costs import CostEstimate, CostItem, stack_budget_fit
@@ -57,35 +58,52 @@ class LineItem:
                 "price_assumed": self.assumed, "note": self.note}
 
 
-def _item(name: str, token: str, price, quantity: float = 1, note: str = "",
-          billed_while_stopped: bool = True) -> LineItem:
-    per_hour = price.usd if price.unit == "hour" else price.usd / HOURS_PER_MONTH
-    return LineItem(name, token, quantity, price.unit, price.usd,
-                    round(per_hour * quantity, 6), price.as_of, price.source, note,
-                    billed_while_stopped, getattr(price, "assumed", False))
+def _items(name: str, token: str, described: Described) -> list[LineItem]:
+    """The pricer's parts (dsinfra/pricer.py, the meter's pricer too) as plan's line items."""
+    return [LineItem(f"{name} {p.part}" if p.part else name, token, p.quantity, p.price.unit,
+                     p.price.usd, round(p.hourly_usd, 6), p.price.as_of, p.price.source,
+                     p.note, p.billed_while_stopped, getattr(p.price, "assumed", False))
+            for p in price_parts(described)]
+
+
+def describe(res: dict[str, Any], resources: list[dict[str, Any]],
+             region: str) -> list[Described]:
+    """A Pulumi resource (``{type, name, inputs, parent}``) as the pricer describes what it
+    bills: an instance is its compute (with an auto-assigned public IPv4) and its root volume;
+    an internet-facing load balancer holds a public IPv4 per zone (subnet)."""
+    token, inputs = res["type"], res.get("inputs") or {}
+    if token == INSTANCE:
+        template = _sibling_template(res, resources)
+        market = ((template or {}).get("instanceMarketOptions") or {}).get("marketType")
+        out = [Described("instance", region, instance_type=inputs.get("instanceType"),
+                         market=market if market in ("spot", "capacity-block") else "on-demand",
+                         public_ipv4=1 if inputs.get("associatePublicIpAddress") else 0)]
+        root_gib = _root_volume_gib(inputs, template)
+        if root_gib:
+            out.append(Described("volume", region, size_gib=root_gib))
+        return out
+    if token == NAT_GATEWAY:
+        return [Described("nat_gateway", region)]
+    if token == EIP:
+        return [Described("address", region)]
+    if token == LOAD_BALANCER:
+        zones = len(inputs.get("subnets") or []) or 1
+        return [Described("load_balancer", region,
+                          public_ipv4=zones if inputs.get("internal") is False else 0)]
+    return []
 
 
 def price_resources(resources: list[dict[str, Any]], region: str) -> list[LineItem]:
     """Price every billable resource; ``resources`` are ``{type, name, inputs, parent}``."""
     items: list[LineItem] = []
     for res in resources:
-        token, name, inputs = res["type"], res["name"], res.get("inputs") or {}
-        if token == INSTANCE:
-            items += _instance_items(res, _sibling_template(res, resources), region)
-        elif token == NAT_GATEWAY:
-            items.append(_item(name, token, other_price(region, "nat_gateway_hour"),
-                               note="plus data processed per GB"))
-        elif token == EIP:
-            items.append(_item(name, token, other_price(region, "public_ipv4_hour"),
-                               note="public IPv4 address"))
-        elif token == LOAD_BALANCER:
-            items.append(_item(name, token, other_price(region, "load_balancer_hour"),
-                               note="plus capacity units"))
-            if inputs.get("internal") is False:
-                zones = len(inputs.get("subnets") or []) or 1
-                items.append(_item(f"{name} public IPv4", token,
-                                   other_price(region, "public_ipv4_hour"), zones,
-                                   note="one public IPv4 per zone of an internet-facing NLB"))
+        for described in describe(res, resources, region):
+            name = res["name"] if described.kind != "volume" else f"{res['name']} root volume"
+            try:
+                items += _items(name, res["type"], described)
+            except KeyError:
+                raise UserError(f"no price for instance type {described.instance_type!r} in "
+                                f"{region}") from None
     return items
 
 
@@ -95,36 +113,6 @@ def _sibling_template(instance: dict[str, Any], resources: list[dict[str, Any]])
         if res["type"] == LAUNCH_TEMPLATE and res.get("parent") == instance.get("parent"):
             return res.get("inputs") or {}
     return None
-
-
-def _instance_items(res: dict[str, Any], template: dict[str, Any] | None,
-                    region: str) -> list[LineItem]:
-    name, inputs = res["name"], res.get("inputs") or {}
-    instance_type = inputs.get("instanceType")
-    try:
-        price = on_demand_price(region, instance_type)
-    except KeyError:
-        raise UserError(f"no price for instance type {instance_type!r} in {region}") from None
-    market = ((template or {}).get("instanceMarketOptions") or {}).get("marketType")
-    if market == "capacity-block":
-        # Paid up front for the whole block: the fee is counted once by the budget rule.
-        items = [LineItem(name, INSTANCE, 1, "hour", 0.0, 0.0, price.as_of, price.source,
-                          "Capacity Block: compute paid up front", False)]
-    else:
-        items = [_item(name, INSTANCE, price, note="spot: on-demand price shown as the "
-                       "ceiling" if market == "spot" else "on-demand",
-                       billed_while_stopped=False)]
-    root_gib = _root_volume_gib(inputs, template)
-    if root_gib:
-        items.append(_item(f"{name} root volume", INSTANCE,
-                           other_price(region, "ebs_gp3_gb_month"), root_gib,
-                           note=f"{root_gib} GiB gp3"))
-    if inputs.get("associatePublicIpAddress"):
-        # An auto-assigned public IPv4 is released when the instance stops.
-        items.append(_item(f"{name} public IPv4", INSTANCE,
-                           other_price(region, "public_ipv4_hour"), note="public IPv4 address",
-                           billed_while_stopped=False))
-    return items
 
 
 def _root_volume_gib(inputs: dict[str, Any], template: dict[str, Any] | None) -> float:

@@ -101,5 +101,20 @@ def test_the_config_schema_takes_tier_and_action_names_from_the_core():
     from dsinfra.tiers import TIERS
 
     assert get_args(StackConfig.model_fields["tier"].annotation) == tuple(TIERS)
-    assert get_args(BudgetConfig.model_fields["on_exceed"].annotation) == ON_EXCEED
+    for name in ON_EXCEED:  # validated against the action table at validation time
+        assert BudgetConfig.model_validate({"amountUsd": 1, "onExceed": name}).on_exceed == name
     assert get_args(BudgetConfig.model_fields["period"].annotation) == PERIODS
+
+
+ACTION_LIST = re.compile(r"""\(\s*["'](notify|stop|destroy)["']\s*,\s*["'](stop|destroy)["']""")
+
+
+def test_action_names_are_listed_only_in_the_action_table():
+    """The budget actions are rows of dsinfra/budget_actions.py; no other module keeps its own
+    list of them (issue 23 item 6 found five)."""
+    offenders = [f"{path.relative_to(ROOT)}:{n}" for directory in SOURCE_DIRS
+                 for path in sorted((ROOT / directory).rglob("*.py"))
+                 if path.name != "budget_actions.py"
+                 for n, line in enumerate(path.read_text().splitlines(), 1)
+                 if ACTION_LIST.search(line)]
+    assert offenders == []

@@ -212,6 +212,28 @@ class TestHost:
         _empty(self.eic_dir)  # a new instance's metadata holds no pushed key
         self._populate()
 
+    def stop_start(self) -> None:
+        """An EC2 stop and start: every process ends, /run is emptied, and the instance store
+        comes back blank ("the data on instance store volumes is lost when the instance is
+        stopped": AWS, EC2 User Guide, "Instance store volumes", data persistence), so the
+        arrays and file systems on it are gone; the root volume (/etc/fstab, /opt) keeps its
+        files. The boot mounts fstab's lines that still find their device (nofail). Only the
+        DLAMI's own /opt/dlami/nvme is set up again by the image at boot, as on AWS."""
+        self.kill(lambda comm: comm not in ("sshd", "fakehostd"))
+        run = self.root / "fs" / "run"
+        for entry in run.iterdir():
+            if entry.name != "sshd":
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        state = read_store(self.state_dir, "state")
+        state["arrays"], state["filesystems"] = {}, {}
+        state["mounts"] = {m: d for m, d in state["mounts"].items() if m.startswith("/opt/dlami")}
+        state["boot"] += 1
+        state["driver_loaded"] = bool(state.get("driver_installed"))
+        state["docker_runtime_active"] = bool(state.get("docker_runtime_configured"))
+        for unit in state["units"].values():  # every process ended; the re-run starts them
+            unit["active"], unit["pid"] = False, None
+        write_store(self.state_dir, "state", state)
+
     def _populate(self) -> None:
         fs = self.root / "fs"
         for key in BINDS:

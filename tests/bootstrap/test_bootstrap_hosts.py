@@ -241,13 +241,59 @@ def test_p4d_gets_fabric_manager_efa_and_a_raid0_cache(lab, tmp_path, options):
     state = host.state()
     assert state["units"]["nvidia-fabricmanager"]["active"]
     assert len(state["arrays"]["/dev/md0"]) == 8
-    uuid = state["filesystems"]["/dev/md0"]["uuid"]
-    assert f"UUID={uuid} /opt/dsinfra/cache ext4" in (host.root / "fs/fstab").read_text()
+    assert state["filesystems"]["/dev/md0"]["label"] == "dsinfra-cache"
+    assert "LABEL=dsinfra-cache /opt/dsinfra/cache ext4" in (host.root / "fs/fstab").read_text()
     assert (host.root / "fs/opt/dsinfra/etc/efa.env").read_text().startswith(
         "FI_PROVIDER=efa\n")
     run_script = (host.root / "fs/opt/dsinfra/etc/engine-run.sh").read_text()
     assert "--tensor-parallel-size 8" in run_script and "--max-model-len 16384" in run_script
     assert "--device /dev/infiniband" in run_script
+
+
+@pytest.mark.parametrize("instance_type, device", [("g5.2xlarge", "/dev/nvme1n1"),
+                                                    ("p4d.24xlarge", "/dev/md0")])
+def test_the_nvme_cache_survives_stop_and_start(lab, tmp_path, options, instance_type, device):
+    """A stop/start hands back a blank instance store: the next run formats it anew (a new
+    UUID) and must mount it again; the fstab line finds it by the label mkfs sets (issue 23,
+    "instance store after stop/start": by UUID, `model-cache` failed after every stop/start)."""
+    host = lab.fresh("single", instance_type, efa_interfaces=4 if "p4d" in instance_type
+                     else 0)
+    inventory = write_inventory(tmp_path / "hosts.yaml", [host_entry(lab, host)])
+    first = bootstrap_inventory(inventory, progress=False, options=options)
+    assert first.ok, failures(first)
+    uuid = host.state()["filesystems"][device]["uuid"]
+
+    host.stop_start()
+    assert host.state()["filesystems"] == {} and "/opt/dsinfra/cache" not in host.state()["mounts"]
+    again = bootstrap_inventory(inventory, progress=False, options=options)
+
+    assert again.ok, failures(again)
+    assert statuses(again)["model-cache"] == "applied"
+    state = host.state()
+    assert state["mounts"]["/opt/dsinfra/cache"] == device
+    assert state["filesystems"][device]["uuid"] != uuid  # really formatted anew
+    fstab = (host.root / "fs/fstab").read_text()
+    assert fstab.count(" /opt/dsinfra/cache ") == 1
+    assert "LABEL=dsinfra-cache /opt/dsinfra/cache ext4 defaults,nofail,noatime 0 2" in fstab
+    assert "LABEL=cloudimg-rootfs / ext4" in fstab  # the rest of fstab is kept
+    assert again.endpoint == first.endpoint
+
+
+def test_a_by_uuid_cache_line_of_an_earlier_version_is_replaced(lab, tmp_path, options):
+    host = lab.fresh("single", "g5.2xlarge")
+    inventory = write_inventory(tmp_path / "hosts.yaml", [host_entry(lab, host)])
+    assert bootstrap_inventory(inventory, progress=False, options=options).ok
+    fstab = host.root / "fs/fstab"
+    uuid = host.state()["filesystems"]["/dev/nvme1n1"]["uuid"]
+    # what versions before issue 23 wrote
+    fstab.write_text(fstab.read_text().replace(
+        "LABEL=dsinfra-cache /opt/dsinfra/cache",
+        f"UUID={uuid} /opt/dsinfra/cache"))
+    host.stop_start()
+    again = bootstrap_inventory(inventory, progress=False, options=options)
+    assert again.ok, failures(again)
+    assert f"UUID={uuid}" not in fstab.read_text()
+    assert host.state()["mounts"]["/opt/dsinfra/cache"] == "/dev/nvme1n1"
 
 
 @pytest.mark.parametrize("engine", [

@@ -42,7 +42,8 @@ def test_the_kit_holds_boto3_the_node_services_and_the_dsinfra_modules_it_runs()
                     # the idle watcher: its decision, the guard's rules, audit table, notices
                     "dsinfra/cloud/idle_watch.py", "dsinfra/cloud/engine_image.py",
                     "dsinfra/idle.py", "dsinfra/budget.py",
-                    "dsinfra/tags.py", "dsinfra/catalog.py", "dsinfra/spend.py",
+                    "dsinfra/budget_actions.py", "dsinfra/tags.py", "dsinfra/catalog.py",
+                    "dsinfra/spend.py", "dsinfra/pricer.py",
                     "dsinfra/cloud/guard_store.py", "dsinfra/cloud/audit.py",
                     "dsinfra/cloud/notify.py"}
 

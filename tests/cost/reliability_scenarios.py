@@ -131,7 +131,7 @@ def _wrap_aws(monkeypatch, killer: _Killer, real_stop, real_sweep) -> None:
         killer.aws_calls += 1
         return real_sweep(*args, **kwargs)
 
-    monkeypatch.setattr(actions, "stop_instances", stop)
+    monkeypatch.setattr(actions, "call_instances", stop)
     monkeypatch.setattr(actions, "sweep_stacks", sweep)
 
 
@@ -157,7 +157,7 @@ def run_kill(action: str, kill_at: int, monkeypatch) -> dict:
     from dsinfra.cloud import actions
 
     made = make_stack("killed", nodes=2, budget_usd=1, period="total", on_exceed=action)
-    real = (actions.stop_instances, actions.sweep_stacks)
+    real = (actions.call_instances, actions.sweep_stacks)
     killer = _Killer(kill_at)
     _wrap_aws(monkeypatch, killer, *real)
     died = None

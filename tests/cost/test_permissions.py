@@ -45,21 +45,20 @@ def test_every_destructive_action_is_conditioned_on_the_stack_tag():
 
 
 def test_the_guard_policy_is_derived_from_the_action_registry():
-    from dsinfra.cloud.actions import REGISTRY, Permission, policy_document, register
+    from dsinfra import budget_actions as A
+    from dsinfra.cloud.actions import policy_document
 
-    @register
-    class Hibernate:  # a new budget action declares what it needs; the policy follows
-        name = "hibernate"
-        budget = True
-        permissions = (Permission("ec2:HibernateInstances", tag_scoped=True),)
-
+    # a new budget action declares what it needs in the table; the policy follows
+    A.register(A.ActionSpec("hibernate", "test", ends_spend=True, still_bills="stopped",
+                            permissions=A.scoped("ec2:StopInstances"), effect="instances",
+                            severity=10, call="stop_instances"))
     try:
         document = policy_document(("notify", "hibernate"), table_arn="arn:t")
         scoped = next(s for s in document["Statement"] if "Condition" in s)["Action"]
-        assert scoped == ["ec2:HibernateInstances"]
+        assert scoped == ["ec2:StopInstances"]
         assert "ec2:TerminateInstances" not in json.dumps(document)
     finally:
-        REGISTRY.pop("hibernate")
+        A.unregister("hibernate")
 
 
 def test_sns_publish_is_granted_only_on_the_topic():

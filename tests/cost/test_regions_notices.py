@@ -115,11 +115,11 @@ def test_a_region_that_cannot_be_read_fails_the_check_loudly(aws, state_dir, mon
 
     real = regions.stacks_in_region
 
-    def denied(region, stacks=None):
+    def denied(region, stacks=None, **options):
         if region == "us-west-2":
             raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": "no"}},
                               "GetResources")
-        return real(region, stacks)
+        return real(region, stacks, **options)
 
     monkeypatch.setattr(regions, "stacks_in_region", denied)
     from dsinfra.ops import check as check_module
@@ -264,3 +264,31 @@ def test_a_region_whose_inventory_fails_fails_only_the_stacks_tagged_there(aws, 
     assert result["west-only"]["status"] == "failed"
     assert "us-west-2" in result["west-only"]["reason"]
     assert set(instance_states(west["instances"], "us-west-2").values()) == {"running"}
+
+
+def test_a_failed_region_reports_every_stack_it_holds_not_only_discoverys_sample(
+        aws, state_dir, monkeypatch):
+    """The check asks the tagging API only whether a region holds anything (one page, not a
+    second listing of every resource); when the region's inventory then fails, the full list
+    of its stacks is read, so each one is reported failed (issue 23 item 9)."""
+    from botocore.exceptions import ClientError
+
+    from dsinfra.cloud import regions
+    from dsinfra.ops import check as C
+
+    asked = []
+
+    def listing(region, stacks=None, *, complete=True):
+        asked.append(complete)
+        return {"alpha", "beta"} if complete else {"alpha"}
+
+    def unreadable(*args, **kwargs):
+        raise ClientError({"Error": {"Code": "InternalError", "Message": "boom"}},
+                          "DescribeInstances")
+
+    monkeypatch.setattr(regions, "stacks_in_region", listing)
+    monkeypatch.setattr(C, "fetch_inventory", unreadable)
+    result = check(hours_later(1), enforce=True)
+    assert set(result) == {"alpha", "beta"}
+    assert {r["status"] for r in result.values()} == {"failed"}
+    assert asked == [False, True]  # one sample, completed only for the failed region

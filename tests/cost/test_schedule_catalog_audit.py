@@ -268,3 +268,22 @@ def test_catalog_refresh_shows_its_retries_on_a_terminal(aws, state_dir, few_att
     assert shown and shown <= set(range(1, retries + 1)), text[-500:]
     assert f"retry {retries} of {retries}" in text
     assert "error: price refresh failed: GetProducts failed, HTTP 500" in text
+
+
+def test_append_once_sees_records_other_writers_appended_since_and_skips_torn_ones(tmp_path):
+    """append_once reads only what was appended since its last call (a large check wrote 300
+    records and re-read the whole log for each), yet still sees every other writer's record."""
+    from dsinfra.cloud.audit import AuditLog
+
+    path = tmp_path / "audit.jsonl"
+    mine, theirs = AuditLog(path), AuditLog(path)
+    assert mine.append_once("result", intent_id="a") is not None
+    assert mine.append_once("result", intent_id="a") is None
+    theirs.append("result", intent_id="b")
+    with open(path, "ab") as handle:
+        handle.write(b'{"kind": "result", "intent_id": "c"')  # torn: no newline, no digest
+    assert mine.append_once("result", intent_id="b") is None
+    assert mine.append_once("result", intent_id="c") is not None  # the torn one never counts
+    assert [r["intent_id"] for r in AuditLog(path).records()[0]] == ["a", "b", "c"]
+    path.write_bytes(b"")  # moved aside and rebuilt (cost repair)
+    assert mine.append_once("result", intent_id="a") is not None

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from dsinfra.budget import ON_EXCEED
 from dsinfra.catalog import GPU_INSTANCE_TYPES, SUPPORTED_REGIONS
 from dsinfra.infra.offline import run_offline
 from offline_stacks import PROJECT_DIR, stack_values
@@ -93,7 +94,7 @@ BAD_VALUES: dict[str, st.SearchStrategy] = {
             lambda t: {"name": "vllm", "healthPath": t})),
     "budget": st.one_of(
         st.floats(max_value=-0.01, allow_nan=False).map(lambda v: {"amountUsd": v}),
-        TEXT.filter(lambda t: t not in ("notify", "stop", "destroy")).map(
+        TEXT.filter(lambda t: t not in ON_EXCEED).map(
             lambda t: {"amountUsd": 10, "onExceed": t})),
 }
 

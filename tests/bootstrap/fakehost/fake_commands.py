@@ -254,9 +254,14 @@ def mkfs_ext4(argv):
 
         if device not in state["arrays"] and not re.match(r"/dev/nvme\d+n1$", device):
             fail("mkfs.ext4: The file %s does not exist" % device, 1)
+        # every mkfs makes a new UUID (counted over the host's life, so a re-format after a
+        # stop/start never repeats one); -L sets the label
+        state["mkfs_count"] = state.get("mkfs_count", 0) + 1
         state["filesystems"][device] = {"type": "ext4",
                                         "uuid": "5f1c%04x-8a7e-4b1d-9c2f-0d1e2f3a4b5c"
-                                        % (len(state["filesystems"]) + 1)}
+                                        % state["mkfs_count"],
+                                        "label": argv[argv.index("-L") + 1]
+                                        if "-L" in argv else ""}
 
 
 def blkid(argv):
@@ -264,7 +269,10 @@ def blkid(argv):
     found = peek()["filesystems"].get(device)
     if not found:
         return 2
-    print(found["type"] if tag == "TYPE" else found["uuid"])
+    value = {"TYPE": found["type"], "UUID": found["uuid"], "LABEL": found.get("label")}[tag]
+    if not value:
+        return 2  # blkid prints nothing and exits 2 when the tag is not set
+    print(value)
 
 
 def mount(argv):
@@ -276,11 +284,19 @@ def mount(argv):
     if entry is None:
         fail("mount: %s: can't find in /etc/fstab." % target, 1)
     with State() as state:
-        uuid = entry[0].split("=", 1)[1]
-        device = next((d for d, fs in state["filesystems"].items() if fs["uuid"] == uuid), None)
+        device = fstab_device(state, entry[0])
         if device is None:
-            fail("mount: %s: can't find UUID=%s." % (target, uuid), 32)
+            # util-linux's text for a source spec that no block device has
+            fail("mount: %s: can't find %s." % (target, entry[0]), 32)
         state["mounts"][target] = device
+
+
+def fstab_device(state, spec):
+    """The device an fstab source (UUID=..., LABEL=...) names, or None."""
+    key, _, value = spec.partition("=")
+    field = {"UUID": "uuid", "LABEL": "label"}.get(key)
+    return next((d for d, fs in state["filesystems"].items()
+                 if field and fs.get(field) == value), None)
 
 
 def mountpoint(argv):

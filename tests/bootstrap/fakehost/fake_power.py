@@ -148,11 +148,12 @@ def _fstab_mounts(state):
     with open("/etc/fstab") as handle:
         for line in handle:
             fields = line.split()
-            if len(fields) > 2 and fields[0].startswith("UUID="):
-                uuid = fields[0].split("=", 1)[1]
-                for device, fs in state["filesystems"].items():
-                    if fs["uuid"] == uuid:
-                        mounts[fields[1]] = device
+            if len(fields) > 2 and fields[0].startswith(("UUID=", "LABEL=")):
+                from fake_commands import fstab_device
+
+                device = fstab_device(state, fields[0])
+                if device is not None:  # nofail: a missing one leaves the boot going
+                    mounts[fields[1]] = device
     return mounts
 
 
