@@ -195,9 +195,9 @@ def _inventory(ctx: CheckContext, stacks: list[str] | None) -> tuple[Inventory, 
             return fetch_inventory((region,), stacks, known_volumes=known), None
         except read_errors() as exc:
             complete_stacks(discovery, region, stacks)  # every stack there gets its report
-            return None, f"inventory: {exc}"[:300]
+            return None, f"inventory: {type(exc).__name__}: {exc}"[:300]
 
-    regions = discovery.regions
+    regions = (*discovery.regions, *retry)
     if len(regions) > 1:  # every region at once; answers kept in region order
         from concurrent.futures import ThreadPoolExecutor
 
