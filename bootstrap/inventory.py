@@ -16,8 +16,8 @@ from dsinfra.errors import ConfigError
 
 MAX_HOSTS = 256
 # RFC 1123 host names: labels of letters, digits and inner hyphens, 253 characters in all.
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)"
-                       r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+_HOSTNAME = re.compile(r"^(?=.{1,253}\Z)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)"
+                       r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\Z", re.ASCII)
 # useradd(8)'s default NAME_REGEX, which Ubuntu's adduser also applies.
 _USER = r"^[a-z_][a-z0-9_-]{0,31}$"
 # Host names end up in log file names (runs/<time>/<name>.log): no path separators.

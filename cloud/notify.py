@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -92,8 +91,9 @@ class Notifier:
     def from_env(cls) -> "Notifier":
         url = os.environ.get(URL_ENV) or None
         topic = os.environ.get("DSINFRA_SNS_TOPIC_ARN") or None
-        if topic and not re.match(r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}"
-                                  r"(\.fifo)?$", topic):
+        from dsinfra.identifiers import sns_topic_arn_ok
+
+        if topic and not sns_topic_arn_ok(topic):
             from dsinfra.errors import UserError
 
             raise UserError(f"invalid value for DSINFRA_SNS_TOPIC_ARN: {topic!r}; allowed: an "

@@ -40,7 +40,7 @@ class CapacityBlock(BaseModel):
                               allow_inf_nan=False)
 
     availability_zone: str = Field(alias="availabilityZone",
-                                   pattern=r"^[a-z]{2}(-[a-z]+)+-\d[a-z]$")
+                                   pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9][a-z]$")
     instance_type: str = Field(alias="instanceType")
     instance_count: int = Field(alias="instanceCount", ge=1, le=64)
     start: datetime

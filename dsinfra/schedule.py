@@ -10,12 +10,12 @@ from dsinfra.errors import UserError
 
 UNIT_NAME = "dsinfra-cost-check"
 CRON_MARKER = "# dsinfra-cost-check"
-_EVERY = re.compile(r"^(\d+)(m|h)$")
+_EVERY = re.compile(r"([0-9]{1,6})(m|h)", re.ASCII)
 
 
 def parse_every(every: str) -> tuple[int, str]:
     """``15m`` -> (15, "m"). Minutes 1-59 or hours 1-23: what both cron and systemd can say."""
-    match = _EVERY.match(every.strip())
+    match = _EVERY.fullmatch(every.strip())
     value, unit = (int(match.group(1)), match.group(2)) if match else (0, "")
     if not match or (unit == "m" and not 1 <= value <= 59) or (unit == "h" and not 1 <= value <= 23):
         raise UserError(f"invalid value for --every: {every!r}; allowed: minutes 1m-59m or "
@@ -23,14 +23,14 @@ def parse_every(every: str) -> tuple[int, str]:
     return value, unit
 
 
-_MINUTES = re.compile(r"^([0-9]{1,6})(m|h|d)?$")
+_MINUTES = re.compile(r"([0-9]{1,6})(m|h|d)?")
 _UNIT_MINUTES = {"m": 1, "h": 60, "d": 1440}
 
 
 def every_minutes(every: str, *, key: str = "--every", most: int = 1440) -> int:
     """``15m``, ``2h``, ``1d`` (a bare number: minutes, as before) -> minutes, 1 to ``most``:
     the one duration grammar the guard and ``schedule install`` share."""
-    match = _MINUTES.match(str(every).strip())
+    match = _MINUTES.fullmatch(str(every).strip())
     minutes = int(match.group(1)) * _UNIT_MINUTES[match.group(2) or "m"] if match else 0
     if not 1 <= minutes <= most:
         raise UserError(f"invalid value for {key}: {every!r}; allowed: a duration from 1m to "

@@ -92,7 +92,7 @@ def find_offering(offering_id: str, instance_type: str, count: int, duration_h: 
     """The offering as AWS lists it now (its price is what the user must type)."""
     import re
 
-    if not re.match(OFFERING_ID, offering_id):
+    if not re.fullmatch(OFFERING_ID, offering_id):
         raise UserError(f"invalid value for OFFERING: {offering_id!r}; allowed: a Capacity "
                         "Block offering id (cb-...) from `dsinfra capacity offers`")
     for row in capacity_offers(instance_type, count, duration_h, [region], factory):

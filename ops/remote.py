@@ -121,7 +121,7 @@ _DURATION = re.compile(r"^([1-9][0-9]{0,5})(s|m|h|d)$")
 
 def journal_since(value: str) -> str:
     """``30m`` -> journalctl's ``-30min``: the journal of the last 30 minutes."""
-    match = _DURATION.match(value.strip())
+    match = _DURATION.fullmatch(value.strip())
     if not match:
         raise UserError(f"invalid value for --since: {value!r}; allowed: a number and a unit "
                         "s, m, h or d, e.g. 30m or 2h")
@@ -180,7 +180,7 @@ _FORWARD = re.compile(r"^(?:([1-9][0-9]{0,4}):)?([1-9][0-9]{0,4})$")
 
 def parse_forward(spec: str) -> tuple[int, int]:
     """``[LOCAL:]REMOTE`` -> (local port, remote port); the local port defaults to REMOTE."""
-    match = _FORWARD.match(spec.strip())
+    match = _FORWARD.fullmatch(spec.strip())
     ports = (int(match.group(1) or match.group(2)), int(match.group(2))) if match else (0, 0)
     if not match or not all(1 <= p <= 65535 for p in ports):
         raise UserError(f"invalid value for [LOCAL:]REMOTE: {spec!r}; allowed: ports 1-65535, "
