@@ -29,9 +29,16 @@ Port = Annotated[int, Field(strict=True, ge=1, le=65535)]
 def _address(value: str) -> str:
     try:
         ipaddress.ip_address(value)
-        return value
     except ValueError:
         pass
+    else:
+        # ipaddress takes any text after "%" as an IPv6 zone id (a newline included); a zone
+        # is an interface name (Linux: at most 15 characters, IFNAMSIZ) or an index.
+        zone = value.partition("%")[2]
+        if "%" in value and not re.fullmatch(r"[A-Za-z0-9_.\-]{1,15}", zone, re.ASCII):
+            raise ValueError("an IPv6 zone id of 1-15 letters, digits, _ . - (an interface "
+                             "name such as eth0)")
+        return value
     if not _HOSTNAME.match(value):
         raise ValueError("an IPv4/IPv6 address or a DNS host name (letters, digits, hyphens "
                          "and dots, at most 253 characters)")

@@ -233,8 +233,10 @@ class StackConfig(_Model):
             import json
 
             try:
+                if len(value) > 4096:  # what `up` writes is ~250 characters
+                    raise ValueError("too long")
                 return json.loads(value)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: nested too deeply
                 raise ValueError("a mapping (availabilityZone, instanceType, instanceCount, "
                                  "start, end, upfrontUsd)") from None
         return value

@@ -199,7 +199,13 @@ class PortForward:
                             hint="Run `dsinfra up STACK` once to add it; nothing is replaced.")
         (self.host,) = select_hosts(access, node)[:1]
         self.access, self.remote_port = access, remote_port
-        self.listener = socket.create_server(("127.0.0.1", local_port))
+        try:
+            self.listener = socket.create_server(("127.0.0.1", local_port))
+        except OSError as exc:  # EADDRINUSE, EACCES: the user's choice of LOCAL
+            raise UserError(f"invalid value for the local port: {local_port}; allowed: a port "
+                            f"free on 127.0.0.1 ({exc.strerror or exc})",
+                            hint="Pick another LOCAL in LOCAL:REMOTE, or stop what uses it.") \
+                from None
         self.local_port = self.listener.getsockname()[1]
 
     def serve_forever(self) -> None:

@@ -45,3 +45,18 @@ def test_the_topic_grammar_is_one_rule_for_config_notify_and_the_node_watcher():
     assert ids.sns_topic_arn_ok(TOPIC)
     assert not ids.sns_topic_arn_ok(TOPIC + "\n")
     assert not ids.sns_topic_arn_ok(TOPIC.replace("1234", "\u0661\u0662\u0663\u0664"))
+
+
+@pytest.mark.parametrize("address, ok", [
+    ("fe80::1%eth0", True), ("fe80::1%3", True), ("fe80::1%eth0\n", False),
+    ("fe80::1%eth\n0", False), ("fe80::1%", False), ("fe80::1%" + "e" * 16, False),
+    ("fe80::1%et h0", False), ("10.0.0.5", True),
+])
+def test_an_ipv6_zone_id_is_an_interface_name_never_a_newline(address, ok):
+    from dsinfra.bootstrap.inventory import _address
+
+    if ok:
+        assert _address(address) == address
+    else:
+        with pytest.raises(ValueError):
+            _address(address)
