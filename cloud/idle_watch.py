@@ -274,10 +274,46 @@ def main(argv: list[str] | None = None) -> int:
                         help="epoch seconds to use as the time (tests drive the clock)")
     args = parser.parse_args(argv)
     try:
-        return run(args.config, args.now)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        print(f"dsinfra idle watch: cannot run: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
+        code = run(args.config, args.now)
+    except Exception as exc:  # noqa: BLE001 - a watcher that cannot decide says so, once
+        reason = f"{type(exc).__name__}: {str(exc)[:300]}".replace("\n", " ")
+        print(f"dsinfra idle watch: cannot run: {reason}", file=sys.stderr)
+        _notify_cannot_run_once(args.config, reason)
+        return 2 if isinstance(exc, (OSError, ValueError, KeyError, TypeError)) else 1
+    _clear_cannot_run(args.config)
+    return code
+
+
+def _marker(config_path: str) -> Path | None:
+    try:
+        return Path(load_config(config_path)["state_path"]).with_suffix(".cannot-run")
+    except Exception:  # noqa: BLE001 - no config: nowhere to notify either
+        return None
+
+
+def _notify_cannot_run_once(config_path: str, reason: str) -> None:
+    """A run that fails before deciding (a full disk, a state folder gone, a bug) notifies
+    once, then stays loud in the journal every minute: idle autostop must never stop without
+    anyone being told. The marker beside the state file is removed by the next good run."""
+    marker = _marker(config_path)
+    if marker is None or marker.exists():
+        return
+    try:
+        config = load_config(config_path)
+        if notify(config, f"dsinfra: stack {config['stack']}: idle watch cannot run",
+                  f"{reason}. Idle autostop is off until this is fixed; the GPU keeps billing."):
+            marker.write_text(reason + "\n")
+    except Exception as exc:  # noqa: BLE001 - the journal line above is the last resort
+        print(f"dsinfra idle watch: could not notify: {type(exc).__name__}", file=sys.stderr)
+
+
+def _clear_cannot_run(config_path: str) -> None:
+    marker = _marker(config_path)
+    if marker is not None:
+        try:
+            marker.unlink()
+        except OSError:
+            pass
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # What the Lambda needs, laid out as the import name expects (dsinfra/..., dsinfra/cloud/...).
 LAMBDA_SOURCES = {
-    "dsinfra": ["__init__.py", "budget.py", "catalog.py", "errors.py", "spend.py", "tags.py"],
+    "dsinfra": ["__init__.py", "budget.py", "catalog.py", "errors.py", "identifiers.py",
+                "schedule.py", "spend.py", "tags.py"],
     "cloud": ["__init__.py", "actions.py", "audit.py", "aws.py", "catalog_cache.py",
               "guard_store.py", "intents.py", "inventory.py", "locks.py", "notices.py",
               "notify.py", "regions.py", "teardown.py"],

@@ -233,3 +233,21 @@ def test_push_from_a_fetched_folder_leaves_out_the_manifest_and_the_stamp(mc, sn
     again = mc.fetch(URI, MODEL, tmp_path / "second", region="us-east-1")
 
     assert pushed.files == again.files == 3
+
+
+@pytest.mark.parametrize("case", ["stamp as a folder", "no files", "another model",
+                                  "file and folder"])
+def test_cli_fetch_of_a_hostile_manifest_is_one_line_and_exit_3(mc, tmp_path, case):
+    from typer.testing import CliRunner
+
+    from dsinfra.cli.main import app
+
+    _put_manifest(HOSTILE[case])
+    for as_json in ([], ["--json"]):
+        result = CliRunner().invoke(app, ["cache", "fetch", MODEL, "--from", URI, "--to",
+                                          str(tmp_path / "c"), "--region", "us-east-1",
+                                          *as_json])
+        assert result.exit_code == 3, result.output
+        assert "not a valid dsinfra manifest" in result.stderr
+        errors = [l for l in result.stderr.splitlines() if l.startswith("error:")]
+        assert len(errors) == 1 and "Traceback" not in result.output  # (plus the progress bar)
