@@ -27,9 +27,12 @@ RUN_SCRIPT = f"{ETC}/engine-run.sh"
 UNIT_PATH = f"/etc/systemd/system/{UNIT_NAME}"
 HF_CACHE_IN_CONTAINER = "/root/.cache/huggingface"
 # With ``dsinfra:modelCache`` each node serves its verified copy of the mirror (the
-# ``model-weights`` step): <cache dir>/dsinfra-models/<org>/<name> on the host, mounted
+# ``model-weights`` step): <cache mount>/dsinfra-models/<org>/<name> on the host, mounted
 # read-only at /models/<org>/<name>, and the engine told the repo id as the served name.
-MODELS_ON_HOST = "dsinfra-models"  # under the host's model cache folder
+# The copy is a sibling of the Hugging Face cache folder, never inside it: the container mounts
+# that folder read-write, and the copy is written by root, so nothing the container can write
+# may lie on the copy's paths (a link planted there would send root's writes anywhere).
+MODELS_ON_HOST = "dsinfra-models"  # beside the host's model cache folder, same disk
 MODELS_IN_CONTAINER = "/models"
 
 
@@ -237,8 +240,11 @@ def run_script(plan: EnginePlan, host: HostSpec, *, cache_dir: str, efa: bool) -
 
 
 def local_model_dir(cache_dir: str, model: str) -> str:
-    """Where the ``model-weights`` step puts the mirror's copy of ``model`` on a host."""
-    return f"{cache_dir}/{MODELS_ON_HOST}/{model}"
+    """Where the ``model-weights`` step puts the mirror's copy of ``model`` on a host: beside
+    ``cache_dir`` (the container's read-write Hugging Face cache), on the same disk, so the
+    container sees the copy only through its read-only mount."""
+    parent = cache_dir.rstrip("/").rsplit("/", 1)[0] or "/"
+    return f"{parent.rstrip('/')}/{MODELS_ON_HOST}/{model}"
 
 
 def systemd_unit(plan: EnginePlan) -> str:

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from dsinfra.bootstrap import nodekit
 from dsinfra.bootstrap.engine import ENGINE_ENV, ETC, UNIT_NAME
 from dsinfra.bootstrap.engines import engine_for
+from dsinfra.identifiers import sns_topic_arn_ok
 from dsinfra.bootstrap.plan import HostPlan, StepError
 from dsinfra.idle import METRIC_NAME, MetricNames, parse_idle_minutes
 from dsinfra.identifiers import aws_region_problem
@@ -30,9 +31,8 @@ TIMER = "dsinfra-idle-watch.timer"
 SERVICE_PATH = f"/etc/systemd/system/{SERVICE}"
 TIMER_PATH = f"/etc/systemd/system/{TIMER}"
 # https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/HowItWorks.NamingRulesDataTypes.html
-_TABLE = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
-_TOPIC = re.compile(r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?$")
-_STACK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_TABLE = re.compile(r"[A-Za-z0-9_.-]{3,255}", re.ASCII)
+_STACK = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ def idle_watch_for(config, *, audit_table: str | None = None,
 def _check(watch: IdleWatch) -> None:
     """Again right before rendering: these reach a root-owned file a process acts on."""
     problems = []
-    if not _STACK.match(watch.stack):
+    if not _STACK.fullmatch(watch.stack):
         problems.append(f"stack {watch.stack!r}")
     if aws_region_problem(watch.region):
         problems.append(f"region {watch.region!r}")
@@ -74,12 +74,12 @@ def _check(watch: IdleWatch) -> None:
         problems.append(f"idle minutes {watch.idle_minutes!r}")
     if not 1 <= watch.port <= 65535:
         problems.append(f"port {watch.port!r}")
-    problems += [f"metric {n!r}" for n in watch.metrics.all() if not METRIC_NAME.match(n)]
-    if watch.audit_table and not _TABLE.match(watch.audit_table):
+    problems += [f"metric {n!r}" for n in watch.metrics.all() if not METRIC_NAME.fullmatch(n)]
+    if watch.audit_table and not _TABLE.fullmatch(watch.audit_table):
         problems.append(f"audit table {watch.audit_table!r}")
     if watch.audit_region and aws_region_problem(watch.audit_region):
         problems.append(f"audit region {watch.audit_region!r}")
-    if watch.sns_topic_arn and not _TOPIC.match(watch.sns_topic_arn):
+    if watch.sns_topic_arn and not sns_topic_arn_ok(watch.sns_topic_arn):
         problems.append(f"SNS topic {watch.sns_topic_arn!r}")
     if problems:
         raise StepError(f"idle watch: invalid {', '.join(problems)}; nothing installed")

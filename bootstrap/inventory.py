@@ -16,8 +16,8 @@ from dsinfra.errors import ConfigError
 
 MAX_HOSTS = 256
 # RFC 1123 host names: labels of letters, digits and inner hyphens, 253 characters in all.
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)"
-                       r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+_HOSTNAME = re.compile(r"^(?=.{1,253}\Z)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)"
+                       r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\Z", re.ASCII)
 # useradd(8)'s default NAME_REGEX, which Ubuntu's adduser also applies.
 _USER = r"^[a-z_][a-z0-9_-]{0,31}$"
 # Host names end up in log file names (runs/<time>/<name>.log): no path separators.
@@ -29,9 +29,16 @@ Port = Annotated[int, Field(strict=True, ge=1, le=65535)]
 def _address(value: str) -> str:
     try:
         ipaddress.ip_address(value)
-        return value
     except ValueError:
         pass
+    else:
+        # ipaddress takes any text after "%" as an IPv6 zone id (a newline included); a zone
+        # is an interface name (Linux: at most 15 characters, IFNAMSIZ) or an index.
+        zone = value.partition("%")[2]
+        if "%" in value and not re.fullmatch(r"[A-Za-z0-9_.\-]{1,15}", zone, re.ASCII):
+            raise ValueError("an IPv6 zone id of 1-15 letters, digits, _ . - (an interface "
+                             "name such as eth0)")
+        return value
     if not _HOSTNAME.match(value):
         raise ValueError("an IPv4/IPv6 address or a DNS host name (letters, digits, hyphens "
                          "and dots, at most 253 characters)")

@@ -39,6 +39,13 @@ TOKEN_TTL_S = 21600
 ACTION_PATH = "/latest/meta-data/spot/instance-action"
 REBALANCE_PATH = "/latest/meta-data/events/recommendations/rebalance"
 MARGIN_S = 20  # kept back from the notice's time for the unit to stop
+# What IMDS documents, and nothing else is acted on or cached: a token is one printable ASCII
+# word (AWS's are ~56 base64 characters; 1 KiB bounds it); spot/instance-action is a JSON
+# object {"action": "hibernate" | "stop" | "terminate", "time": "YYYY-MM-DDThh:mm:ssZ"};
+# the rebalance recommendation is {"noticeTime": "YYYY-MM-DDThh:mm:ssZ"}.
+MAX_TOKEN_CHARS = 1024
+MAX_ANSWER_BYTES = 64 * 1024
+ACTIONS = ("hibernate", "stop", "terminate")
 
 
 class Imds:
@@ -54,7 +61,11 @@ class Imds:
                 self.base + "/latest/api/token", method="PUT",
                 headers={"X-aws-ec2-metadata-token-ttl-seconds": str(TOKEN_TTL_S)})
             with urllib.request.urlopen(request, timeout=self.timeout_s) as answer:
-                self.token = answer.read().decode().strip()
+                token = answer.read(MAX_TOKEN_CHARS + 1).decode("ascii", errors="replace")
+            if not token_ok(token):  # never cached: the next poll asks again
+                raise ValueError(f"IMDS answered a token that is not 1-{MAX_TOKEN_CHARS} "
+                                 "printable ASCII characters")
+            self.token = token
             self.token_until = time.monotonic() + TOKEN_TTL_S - 60
         return self.token
 
@@ -65,7 +76,13 @@ class Imds:
                 self.base + path, headers={"X-aws-ec2-metadata-token": self._token()})
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout_s) as answer:
-                    return json.loads(answer.read().decode())
+                    body = answer.read(MAX_ANSWER_BYTES + 1)
+                if len(body) > MAX_ANSWER_BYTES:
+                    raise ValueError(f"{path} answered more than {MAX_ANSWER_BYTES} bytes")
+                document = json.loads(body.decode("utf-8"))
+                if not isinstance(document, dict):
+                    raise ValueError(f"{path} answered JSON that is not an object")
+                return document
             except urllib.error.HTTPError as exc:
                 if exc.code == 404:
                     return None
@@ -75,11 +92,26 @@ class Imds:
         raise RuntimeError(f"IMDS refused the token for {path} (401 twice)")
 
 
+def token_ok(token: str) -> bool:
+    return 1 <= len(token) <= MAX_TOKEN_CHARS and all(33 <= ord(ch) < 127 for ch in token)
+
+
+def notice_problem(notice: dict) -> str | None:
+    """None when ``notice`` is instance-action's documented shape."""
+    if notice.get("action") not in ACTIONS:
+        return f"action {str(notice.get('action'))[:40]!r} is not one of {', '.join(ACTIONS)}"
+    if seconds_until(notice.get("time")) is None:
+        return f"time {str(notice.get('time'))[:40]!r} is not YYYY-MM-DDThh:mm:ssZ"
+    return None
+
+
 def seconds_until(stamp: str, now: datetime | None = None) -> float | None:
     """Seconds from now to an IMDS time (``2015-01-05T18:02:00Z``); None if unreadable."""
+    if not isinstance(stamp, str) or len(stamp) != 20 or not stamp.isascii():
+        return None
     try:
         when = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     return (when - (now or datetime.now(timezone.utc))).total_seconds()
 
@@ -136,14 +168,20 @@ def watch(args: argparse.Namespace, imds: Imds) -> int:
     while True:
         try:
             notice = imds.get(ACTION_PATH)
+            if notice is not None and (problem := notice_problem(notice)):
+                raise ValueError(f"{ACTION_PATH}: {problem}")
             if notice is None and not rebalance_seen:
                 advice = imds.get(REBALANCE_PATH)
                 if advice is not None:
+                    if seconds_until(advice.get("noticeTime")) is None:
+                        raise ValueError(f"{REBALANCE_PATH}: noticeTime is not "
+                                         "YYYY-MM-DDThh:mm:ssZ")
                     rebalance_seen = True
-                    say(f"rebalance recommendation at {advice.get('noticeTime')}: this spot "
+                    say(f"rebalance recommendation at {advice['noticeTime']}: this spot "
                         "instance is at elevated risk of interruption; the engine keeps serving")
-        except (OSError, ValueError, RuntimeError) as exc:
-            say(f"IMDS unreadable ({exc}); retrying in {args.interval:g}s")
+        except Exception as exc:  # noqa: BLE001 - never crash into a restart loop, say why
+            say(f"IMDS unreadable ({type(exc).__name__}: {str(exc)[:200]!r}); retrying in "
+                f"{args.interval:g}s")
             notice = None
         if notice is not None:
             result = drain(args, notice)

@@ -45,8 +45,11 @@ def check_command(
     from dsinfra.cloud.aws import DEADLINE_ENV, set_deadline
     from dsinfra.ops.check import record_heartbeat
 
-    deadline = os.environ.get(DEADLINE_ENV)
-    set_deadline(float(deadline) if deadline else None)
+    from dsinfra.schedule import CHECK_ENV_SECONDS, env_seconds
+
+    for name in CHECK_ENV_SECONDS:  # both checked before any AWS call or enforcement
+        env_seconds(name, os.environ.get(name))
+    set_deadline(env_seconds(DEADLINE_ENV, os.environ.get(DEADLINE_ENV)))
     ctx = local_context(region, enforce=enforce, now=parse_now(now))
     try:
         result = _run_quietly(ctx, stack, enforce) if as_json else \
@@ -227,13 +230,23 @@ def audit_command(
     columns = [Col("at"), Col("who"), Col("kind"), Col("stack"), Col("action"), Col("result"),
                Col("reason", wraps=True)]
     if records:
-        print_table(columns, [[r["at"], r.get("who", ""), r["kind"], r.get("stack", ""),
-                               r.get("action", ""), r.get("result", ""),
-                               r.get("reason", "") or ""] for r in records], out=out)
+        print_table(columns, [[_printable(v) for v in (
+            r["at"], r.get("who", ""), r["kind"], r.get("stack", ""), r.get("action", ""),
+            r.get("result", ""), r.get("reason", "") or "")] for r in records], out=out)
     else:
         out.print(f"no audit records in {log.path}")
     if torn:
         out.print(f"{torn} torn line(s) skipped (a crash mid-write; no valid record lost)")
+
+
+def _printable(value: object) -> str:
+    """A record's text for a terminal: control and format characters (bidi overrides such as
+    U+202E, which reorder what a person reads, and escape sequences) shown as \\uXXXX."""
+    import unicodedata
+
+    text = str(value)
+    return "".join(f"\\u{ord(ch):04x}" if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp")
+                   else ch for ch in text)
 
 
 @cost_app.command("repair")

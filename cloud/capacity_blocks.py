@@ -23,6 +23,7 @@ def describe_reservation(factory: ClientFactory, region: str, reservation_id: st
                          ) -> dict[str, Any]:
     """The reservation as plain values; a reservation AWS does not know is bad input."""
     from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.parsers import ResponseParserError
 
     try:
         found = factory("ec2", region).describe_capacity_reservations(
@@ -35,8 +36,9 @@ def describe_reservation(factory: ClientFactory, region: str, reservation_id: st
                               f"{code})") from None
         raise CloudError(f"DescribeCapacityReservations in {region} failed: {exc}",
                          hint="Check credentials (ec2:DescribeCapacityReservations).") from None
-    except BotoCoreError as exc:
-        raise CloudError(f"DescribeCapacityReservations in {region} failed: {exc}") from None
+    except (BotoCoreError, ResponseParserError) as exc:  # the latter: not AWS's XML
+        detail = str(exc).replace("\n", " ")[:200]
+        raise CloudError(f"DescribeCapacityReservations in {region} failed: {detail}") from None
     if not found:
         raise ConfigError("dsinfra:capacityReservationId", reservation_id,
                           f"a capacity reservation of this account in {region}")

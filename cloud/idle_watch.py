@@ -56,7 +56,7 @@ def load_config(path: str) -> dict[str, Any]:
     config["idle_minutes"] = minutes
     config["names"] = idle.MetricNames(**{k: tuple(v) for k, v in config["metrics"].items()})
     for name in config["names"].all():
-        if not idle.METRIC_NAME.match(name):
+        if not idle.METRIC_NAME.fullmatch(name):
             raise ValueError(f"metric name {name!r} is not a Prometheus metric name")
     if not str(config["metrics_url"]).startswith("http://127.0.0.1:"):
         raise ValueError("metrics_url must be the engine on this node (http://127.0.0.1:PORT)")
@@ -103,6 +103,22 @@ def api_key(env_file: str | None) -> str | None:
                  if line.startswith("DSINFRA_API_KEY=")), None)
 
 
+def _read_within(answer, limit: int, seconds: float) -> bytes:
+    """At most ``limit`` bytes, all within ``seconds`` in total: urlopen's timeout is per
+    read, so an answer trickling a byte at a time would otherwise hold the run until systemd
+    kills it, and a killed run notifies no one."""
+    deadline, chunks, size = time.monotonic() + seconds, [], 0
+    while size < limit:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the answer took more than {seconds:g} s")
+        chunk = answer.read1(min(65536, limit - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
 def read_metrics(config: dict[str, Any]) -> tuple[idle.Reading | None, str]:
     request = urllib.request.Request(config["metrics_url"])
     key = api_key(config.get("api_key_env_file"))
@@ -110,7 +126,11 @@ def read_metrics(config: dict[str, Any]) -> tuple[idle.Reading | None, str]:
         request.add_header("Authorization", f"Bearer {key}")
     try:
         with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT_S) as answer:
-            text = answer.read(8 * 1024 * 1024).decode("utf-8", errors="strict")
+            data = _read_within(answer, idle.MAX_METRICS_BYTES + 1, FETCH_TIMEOUT_S)
+        if len(data) > idle.MAX_METRICS_BYTES:  # cut text would read as a partial count
+            return None, (f"{config['metrics_url']} answered more than "
+                          f"{idle.MAX_METRICS_BYTES:,} bytes")
+        text = data.decode("utf-8", errors="strict")
     except urllib.error.HTTPError as exc:
         return None, f"{config['metrics_url']} answered HTTP {exc.code}"
     except (urllib.error.URLError, OSError, UnicodeDecodeError) as exc:
@@ -254,10 +274,46 @@ def main(argv: list[str] | None = None) -> int:
                         help="epoch seconds to use as the time (tests drive the clock)")
     args = parser.parse_args(argv)
     try:
-        return run(args.config, args.now)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        print(f"dsinfra idle watch: cannot run: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
+        code = run(args.config, args.now)
+    except Exception as exc:  # noqa: BLE001 - a watcher that cannot decide says so, once
+        reason = f"{type(exc).__name__}: {str(exc)[:300]}".replace("\n", " ")
+        print(f"dsinfra idle watch: cannot run: {reason}", file=sys.stderr)
+        _notify_cannot_run_once(args.config, reason)
+        return 2 if isinstance(exc, (OSError, ValueError, KeyError, TypeError)) else 1
+    _clear_cannot_run(args.config)
+    return code
+
+
+def _marker(config_path: str) -> Path | None:
+    try:
+        return Path(load_config(config_path)["state_path"]).with_suffix(".cannot-run")
+    except Exception:  # noqa: BLE001 - no config: nowhere to notify either
+        return None
+
+
+def _notify_cannot_run_once(config_path: str, reason: str) -> None:
+    """A run that fails before deciding (a full disk, a state folder gone, a bug) notifies
+    once, then stays loud in the journal every minute: idle autostop must never stop without
+    anyone being told. The marker beside the state file is removed by the next good run."""
+    marker = _marker(config_path)
+    if marker is None or marker.exists():
+        return
+    try:
+        config = load_config(config_path)
+        if notify(config, f"dsinfra: stack {config['stack']}: idle watch cannot run",
+                  f"{reason}. Idle autostop is off until this is fixed; the GPU keeps billing."):
+            marker.write_text(reason + "\n")
+    except Exception as exc:  # noqa: BLE001 - the journal line above is the last resort
+        print(f"dsinfra idle watch: could not notify: {type(exc).__name__}", file=sys.stderr)
+
+
+def _clear_cannot_run(config_path: str) -> None:
+    marker = _marker(config_path)
+    if marker is not None:
+        try:
+            marker.unlink()
+        except OSError:
+            pass
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ KINDS = ("instance", "volume", "address", "nat_gateway", "load_balancer")
 MAX_THREADS = 16  # regions read at once
 _TAG_FILTER = [{"Name": "tag-key", "Values": [T.STACK]}]
 PAGE_SIZE = {"describe_instances": 1000, "describe_volumes": 500}  # the APIs' maxima
-_STOP_TIME = re.compile(r"\((\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}) GMT\)")
+_STOP_TIME = re.compile(r"\(([0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}) GMT\)")
 
 
 @dataclass

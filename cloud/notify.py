@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -92,8 +91,9 @@ class Notifier:
     def from_env(cls) -> "Notifier":
         url = os.environ.get(URL_ENV) or None
         topic = os.environ.get("DSINFRA_SNS_TOPIC_ARN") or None
-        if topic and not re.match(r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}"
-                                  r"(\.fifo)?$", topic):
+        from dsinfra.identifiers import sns_topic_arn_ok
+
+        if topic and not sns_topic_arn_ok(topic):
             from dsinfra.errors import UserError
 
             raise UserError(f"invalid value for DSINFRA_SNS_TOPIC_ARN: {topic!r}; allowed: an "
@@ -109,15 +109,34 @@ class Notifier:
         each free of the URL."""
         failures = []
         if self.webhook_url:
-            try:
-                failure = self._send_url(subject, text)
-            except Exception as exc:  # noqa: BLE001 - any crash is a failed, retried notice
-                failure = f"webhook: {type(exc).__name__}"
+            failure = self._send_url_within(subject, text)
             if failure:
                 failures.append(redact(failure, self.webhook_url))
         if self.sns_topic_arn:
             failures += self._send_sns(subject, text)
         return failures
+
+    def _send_url_within(self, subject: str, text: str) -> str | None:
+        """``_send_url`` within ``timeout_s`` in all: urllib's and apprise's timeouts are per
+        read, so a server answering one byte every few seconds would hold the check past its
+        own deadline. The send runs in a daemon thread; past the deadline it is abandoned
+        (the process exits without waiting for it) and the notice counts as failed."""
+        import threading
+
+        outcome: list[str | None] = []
+
+        def send() -> None:
+            try:
+                outcome.append(self._send_url(subject, text))
+            except Exception as exc:  # noqa: BLE001 - any crash is a failed, retried notice
+                outcome.append(f"webhook: {type(exc).__name__}")
+
+        worker = threading.Thread(target=send, name="dsinfra-webhook", daemon=True)
+        worker.start()
+        worker.join(self.timeout_s)
+        if worker.is_alive() or not outcome:
+            return f"webhook: no complete answer within {self.timeout_s:g} s"
+        return outcome[0]
 
     def _send_url(self, subject: str, text: str) -> str | None:
         apprise = _apprise()

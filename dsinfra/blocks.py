@@ -17,7 +17,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dsinfra.budget import BLOCK_TEARDOWN_MARGIN
 
@@ -40,7 +40,7 @@ class CapacityBlock(BaseModel):
                               allow_inf_nan=False)
 
     availability_zone: str = Field(alias="availabilityZone",
-                                   pattern=r"^[a-z]{2}(-[a-z]+)+-\d[a-z]$")
+                                   pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9][a-z]$")
     instance_type: str = Field(alias="instanceType")
     instance_count: int = Field(alias="instanceCount", ge=1, le=64)
     start: datetime
@@ -52,7 +52,22 @@ class CapacityBlock(BaseModel):
     @field_validator("start", "end")
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        value = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        # Capacity Blocks were first sold in 2023; the teardown and window arithmetic needs
+        # room on both sides (year 1 minus the margin overflows).
+        try:
+            year = value.astimezone(timezone.utc).year
+        except OverflowError:
+            year = 0
+        if not 2000 <= year <= 9000:
+            raise ValueError("a UTC time between the years 2000 and 9000")
+        return value
+
+    @model_validator(mode="after")
+    def _ends_after_it_starts(self) -> "CapacityBlock":
+        if self.end <= self.start:
+            raise ValueError(f"end ({_iso(self.end)}) after start ({_iso(self.start)})")
+        return self
 
     @property
     def teardown_at(self) -> datetime:

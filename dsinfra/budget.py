@@ -90,14 +90,14 @@ def _parse_one(tags: dict[str, str]) -> dict:
                 block_ends_at=_parse_expiry(tags.get(T.BLOCK_ENDS_AT), T.BLOCK_ENDS_AT))
 
 
-_DECIMAL = re.compile(r"^[0-9]{1,15}(\.[0-9]{1,15})?$")
+_DECIMAL = re.compile(r"[0-9]{1,15}(\.[0-9]{1,15})?")
 
 
 def _finite(key: str, text: str, allowed: str) -> float:
     """A tag value as the tag contract writes it (``123.45``: digits, an optional fraction),
     refusing what float() also accepts but a budget cannot be: nan, inf, overflows like 1e309
     (every comparison with them reads as "within budget"), ``1_000``, hex, whitespace."""
-    if not _DECIMAL.match(text or ""):
+    if not _DECIMAL.fullmatch(text or ""):
         raise BudgetTagError(key, text, allowed)
     value = float(text)
     if not math.isfinite(value):

@@ -21,7 +21,8 @@ from dsinfra.catalog import GPU_INSTANCE_TYPES, INSTANCE_SPECS, SUPPORTED_REGION
 from dsinfra.errors import ConfigError
 from dsinfra.idle import parse_idle_minutes
 from dsinfra.identifiers import (aws_tag_key_problem, aws_tag_value_problem, exposure_problem,
-                                 hf_repo_id_problem, host_text_problem, s3_uri_problem)
+                                 hf_repo_id_problem, host_text_problem, s3_uri_problem,
+                                 sns_topic_arn_ok)
 from dsinfra.tiers import TIER_NAMES, TIERS, TierSpec
 
 # Literal[tuple] spells out the tuple's members: the names live in tiers.py and budget.py.
@@ -35,9 +36,8 @@ ENGINE_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 # Engines whose /metrics the idle watcher reads (their metric names: bootstrap/engines/).
 IDLE_ENGINES = ("vllm", "sglang")
-_SNS_TOPIC = re.compile(r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?$")
-_PINNED_IMAGE = re.compile(r"^[\w.\-/:]+(:[\w][\w.\-]{0,127}|@sha256:[0-9a-f]{64})$")
-_STACK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,19}$")
+_PINNED_IMAGE = re.compile(r"[\w.\-/:]+(:[\w][\w.\-]{0,127}|@sha256:[0-9a-f]{64})", re.ASCII)
+_STACK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,19}", re.ASCII)
 SSH_PORT = 22
 MAX_BUDGET_USD = 1_000_000_000
 MAX_TTL_HOURS = 24 * 365 * 10
@@ -226,7 +226,7 @@ class StackConfig(_Model):
     @field_validator("notify_topic_arn")
     @classmethod
     def _topic_arn(cls, value: str | None) -> str | None:
-        if value is not None and not _SNS_TOPIC.match(value):
+        if value is not None and not sns_topic_arn_ok(value):
             raise ValueError("an SNS topic ARN such as arn:aws:sns:us-east-1:123456789012:alerts")
         return value
 
@@ -243,8 +243,10 @@ class StackConfig(_Model):
             import json
 
             try:
+                if len(value) > 4096:  # what `up` writes is ~250 characters
+                    raise ValueError("too long")
                 return json.loads(value)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: nested too deeply
                 raise ValueError("a mapping (availabilityZone, instanceType, instanceCount, "
                                  "start, end, upfrontUsd)") from None
         return value
@@ -312,7 +314,7 @@ class StackConfig(_Model):
     @field_validator("availability_zone")
     @classmethod
     def _zone_name(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d[a-z]", value):
+        if value is not None and not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-[0-9][a-z]", value):
             raise ValueError("an availability zone name such as us-east-1a")
         return value
 
@@ -327,7 +329,7 @@ class StackConfig(_Model):
     @field_validator("engine_image")
     @classmethod
     def _pinned(cls, value: str | None) -> str | None:
-        if value is not None and (not _PINNED_IMAGE.match(value) or value.endswith(":latest")):
+        if value is not None and (not _PINNED_IMAGE.fullmatch(value) or value.endswith(":latest")):
             raise ValueError("an image with a pinned tag or digest, e.g. "
                              "vllm/vllm-openai:v0.11.0 (not :latest, not untagged)")
         return value
@@ -335,9 +337,9 @@ class StackConfig(_Model):
     @field_validator("ssh_public_key")
     @classmethod
     def _openssh_key(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(
-                r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/=]+( .*)?$",
-                value.strip()):
+        if value is not None and not re.fullmatch(
+                r"(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/=]+( [^\x00-\x1f\x7f]*)?",
+                value):
             raise ValueError("an OpenSSH public key line (ssh-ed25519 AAAA... or ssh-rsa AAAA...)")
         return value
 
@@ -474,7 +476,7 @@ CONFIG_KEYS: tuple[str, ...] = tuple(a for n, a in _ALIASES.items() if n != "sta
 
 def validate_stack_name(stack: str, *, source: str | None = None) -> None:
     """Names of Pulumi stacks dsinfra deploys: AWS resource names are derived from them."""
-    if not _STACK_NAME.match(stack):
+    if not _STACK_NAME.fullmatch(stack):
         raise ConfigError("stack name", stack,
                           "1-20 letters, digits or hyphens, starting with a letter or digit "
                           "(AWS load balancer names are at most 32 characters and Pulumi adds "

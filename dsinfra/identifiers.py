@@ -25,7 +25,7 @@ TAG_CHARS_ALLOWED = "letters, digits, spaces and _ . : / = + - @"
 # not starting or ending with - or ., no "--" or "..", at most 96 characters, no ".git" suffix.
 HF_REPO_ID_MAX_CHARS = 96
 _HF_PART = r"[A-Za-z0-9_](?:[A-Za-z0-9_.\-]*[A-Za-z0-9_])?"
-_HF_REPO_ID = re.compile(rf"^{_HF_PART}/{_HF_PART}$")
+_HF_REPO_ID = re.compile(rf"{_HF_PART}/{_HF_PART}", re.ASCII)  # used with fullmatch
 HF_REPO_ID_ALLOWED = ("a Hugging Face repo id org/name (letters, digits, _ . -, not starting or "
                       "ending with . or -, no -- or .., at most 96 characters)")
 
@@ -57,7 +57,7 @@ def _tag_chars_ok(text: str) -> bool:
 
 def hf_repo_id_problem(model: object) -> str | None:
     if not isinstance(model, str) or len(model) > HF_REPO_ID_MAX_CHARS \
-            or not _HF_REPO_ID.match(model) or "--" in model or ".." in model \
+            or not _HF_REPO_ID.fullmatch(model) or "--" in model or ".." in model \
             or model.endswith(".git"):
         return HF_REPO_ID_ALLOWED
     return None
@@ -96,21 +96,35 @@ def exposure_problem(cidrs: Iterable[str]) -> str | None:
 
 # S3 bucket names (docs.aws.amazon.com, "General purpose bucket naming rules"): 3-63 of
 # lowercase letters, digits, dots and hyphens, starting and ending with a letter or digit, no
-# "..", not an IP address. The prefix: printable key characters, no "..", no leading "/".
+# "..", not an IP address. The prefix names a folder: S3's safe key characters without "*"
+# (an IAM resource ``arn:aws:s3:::bucket/prefix/*`` built from ``prefix*`` would grant the whole
+# bucket), no "..", no leading "/", no empty folder name ("a//b").
 _S3_BUCKET = r"[a-z0-9](?:[a-z0-9.\-]{1,61})[a-z0-9]"
-_S3_URI = re.compile(rf"^s3://({_S3_BUCKET})(?:/([A-Za-z0-9!_.*'()/\-]{{0,900}}))?$")
-S3_URI_ALLOWED = ("s3://bucket/prefix (bucket: 3-63 lowercase letters, digits, . and -; "
-                  "prefix: letters, digits and ! _ . * ' ( ) / -)")
+_S3_URI = re.compile(rf"s3://({_S3_BUCKET})(?:/([A-Za-z0-9!_.'()/\-]{{0,900}}))?", re.ASCII)
+S3_URI_ALLOWED = ("s3://bucket/prefix naming a folder (bucket: 3-63 lowercase letters, digits, "
+                  ". and -; prefix: letters, digits and ! _ . ' ( ) / -, no wildcard, no empty "
+                  "folder name)")
 
 
 def s3_uri_problem(uri: object) -> str | None:
     """None when ``uri`` is an ``s3://bucket[/prefix]`` that can reach a unit file safely."""
     if not isinstance(uri, str):
         return S3_URI_ALLOWED
-    match = _S3_URI.match(uri)
-    if not match or ".." in uri or re.fullmatch(r"\d+\.\d+\.\d+\.\d+", match.group(1)):
+    match = _S3_URI.fullmatch(uri)
+    if not match or ".." in uri or "//" in uri[5:] \
+            or re.fullmatch(r"[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+", match.group(1)):
         return S3_URI_ALLOWED
     return None
+
+
+# SNS topic ARNs (docs.aws.amazon.com/sns/latest/api/API_CreateTopic.html: names of 1-256
+# letters, digits, _ and -, ".fifo" for FIFO topics; the account id is 12 ASCII digits).
+SNS_TOPIC_ARN = re.compile(r"arn:aws[a-z-]*:sns:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_-]{1,256}"
+                           r"(?:\.fifo)?", re.ASCII)  # used with fullmatch
+
+
+def sns_topic_arn_ok(value: object) -> bool:
+    return isinstance(value, str) and SNS_TOPIC_ARN.fullmatch(value) is not None
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:
@@ -120,12 +134,12 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
 
 
 # AWS region names: us-east-1, ap-southeast-4, us-gov-west-1, eu-isoe-west-1 ...
-_AWS_REGION = re.compile(r"^[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}$")
+_AWS_REGION = re.compile(r"[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-[0-9]{1,2}", re.ASCII)
 AWS_REGION_ALLOWED = "an AWS region name such as us-east-1 (letters, '-', a number)"
 
 
 def aws_region_problem(region: object) -> str | None:
     """None when ``region`` has the grammar of an AWS region name."""
-    if isinstance(region, str) and _AWS_REGION.match(region):
+    if isinstance(region, str) and _AWS_REGION.fullmatch(region):
         return None
     return AWS_REGION_ALLOWED

@@ -36,8 +36,10 @@ def parse_idle_minutes(value: object) -> int | None:
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise ValueError(IDLE_ALLOWED)
     try:
+        if isinstance(value, str) and len(value) > 40:  # no number of minutes is that long
+            raise ValueError(value)
         number = float(value.strip() if isinstance(value, str) else value)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: an int beyond any float (400 digits)
         raise ValueError(IDLE_ALLOWED) from None
     if number == 0:
         return None
@@ -63,13 +65,76 @@ class MetricNames:
 
 # Prometheus metric names (https://prometheus.io/docs/concepts/data_model/): vLLM and SGLang
 # put a colon in theirs (vllm:..., sglang:...), which the grammar allows.
-METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]{0,199}$")
-_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})?\s+(\S+)(\s+-?\d+)?\s*$")
-_LABELS = re.compile(r'^\{(\s*[a-zA-Z_][a-zA-Z0-9_]*\s*=\s*"(\\.|[^"\\])*"\s*,?)*\s*\}$')
+METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]{0,199}", re.ASCII)  # used with fullmatch
+# The parser below reads each line once, left to right (no regular expression with nested
+# quantifiers: the one it replaces took seconds per line, doubling with each label, on lines
+# of a hundred bytes). Caps: the whole answer and each line.
+MAX_METRICS_BYTES = 8 * 1024 * 1024
+MAX_LINE_CHARS = 64 * 1024
+_NAME_START = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_:")
+_NAME_CHARS = _NAME_START | frozenset("0123456789")
+_LABEL_START = _NAME_START - {":"}
+_LABEL_CHARS = _NAME_CHARS - {":"}
+_SPACE = frozenset(" \t")
+_DIGITS = frozenset("0123456789")
 
 
 class MetricsError(ValueError):
     """The metrics text cannot be trusted: says what is wrong, never guesses a value."""
+
+
+def _sample(line: str) -> tuple[str, str] | None:
+    """(metric name, value text) of one sample line, or None when it is not one:
+    ``name [{label="value", ...}] value [timestamp]``. One pass, each character once."""
+    n, i = len(line), 0
+    if not n or line[0] not in _NAME_START:
+        return None
+    while i < n and line[i] in _NAME_CHARS:
+        i += 1
+    name = line[:i]
+    if i < n and line[i] == "{":
+        i += 1
+        while True:
+            while i < n and line[i] in _SPACE:
+                i += 1
+            if i < n and line[i] == "}":
+                i += 1
+                break
+            if i >= n or line[i] not in _LABEL_START:
+                return None
+            while i < n and line[i] in _LABEL_CHARS:
+                i += 1
+            while i < n and line[i] in _SPACE:
+                i += 1
+            if i >= n or line[i] != "=":
+                return None
+            i += 1
+            while i < n and line[i] in _SPACE:
+                i += 1
+            if i >= n or line[i] != '"':
+                return None
+            i += 1
+            while i < n and line[i] != '"':
+                i += 2 if line[i] == "\\" else 1
+            if i >= n:
+                return None
+            i += 1
+            while i < n and line[i] in _SPACE:
+                i += 1
+            if i < n and line[i] == ",":
+                i += 1
+            elif i >= n or line[i] != "}":
+                return None
+    if i >= n or line[i] not in _SPACE:
+        return None
+    fields = line[i:].split()
+    if not 1 <= len(fields) <= 2:
+        return None
+    if len(fields) == 2:
+        stamp = fields[1][1:] if fields[1].startswith("-") else fields[1]
+        if not stamp or not set(stamp) <= _DIGITS:
+            return None
+    return name, fields[0]
 
 
 def parse_prometheus(text: str, wanted: tuple[str, ...]) -> dict[str, float]:
@@ -77,17 +142,25 @@ def parse_prometheus(text: str, wanted: tuple[str, ...]) -> dict[str, float]:
     (https://prometheus.io/docs/instrumenting/exposition_formats/). A line that is not a
     comment, a blank or a well-formed sample, a value that is not a finite number, or a wanted
     metric that is absent is a ``MetricsError``: bad data never reads as "no requests"."""
+    if len(text) > MAX_METRICS_BYTES:
+        raise MetricsError(f"the metrics are {len(text):,} characters; at most "
+                           f"{MAX_METRICS_BYTES:,} are read")
     sums: dict[str, float] = {}
     for number, line in enumerate(text.splitlines(), 1):
+        if len(line) > MAX_LINE_CHARS:
+            raise MetricsError(f"line {number} is {len(line):,} characters; at most "
+                               f"{MAX_LINE_CHARS:,}")
         if not line.strip() or line.lstrip().startswith("#"):
             continue
-        match = _SAMPLE.match(line.strip())
-        if match is None or (match.group(2) and not _LABELS.match(match.group(2))):
+        sample = _sample(line.strip())
+        if sample is None:
             raise MetricsError(f"line {number} is not a Prometheus sample: {line[:120]!r}")
-        name, raw = match.group(1), match.group(3)
+        name, raw = sample
         if name not in wanted:
             continue
-        try:
+        try:  # float() also reads "1_0" and non-ASCII digits: the format's numbers only
+            if not raw.isascii() or "_" in raw:
+                raise ValueError(raw)
             value = float(raw)
         except ValueError:
             raise MetricsError(f"line {number}: {name} has no number: {raw[:40]!r}") from None

@@ -203,15 +203,33 @@ def _looks_like_a_path(model: str) -> bool:
 MAX_CONFIG_JSON_BYTES = 1024 * 1024  # published config.json files are a few kB
 
 
+def _config_int(text: str) -> int:
+    if len(text) > 30:
+        raise ValueError(f"an integer of {len(text)} digits")
+    return int(text)
+
+
 def shape_from_config_file(path: Path) -> ModelShape:
+    import os
+    import stat
+
     try:
-        raw = path.read_bytes()[:MAX_CONFIG_JSON_BYTES + 1]
+        # Never read more than the cap (a 600 MB file is not read whole first), and never
+        # block on a FIFO or read a device: a regular file only, opened without waiting.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise UserError(f"model config {path}: not a regular file; allowed: a Hugging "
+                                "Face config.json")
+            raw = handle.read(MAX_CONFIG_JSON_BYTES + 1)
         if len(raw) > MAX_CONFIG_JSON_BYTES:
             raise UserError(f"model config {path}: larger than {MAX_CONFIG_JSON_BYTES:,} bytes; "
                             "allowed: a Hugging Face config.json")
-        values = json.loads(raw.decode("utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        reason = "nested too deeply" if isinstance(exc, RecursionError) else exc
+        values = json.loads(raw.decode("utf-8"), parse_int=_config_int)
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        # ValueError: JSONDecodeError, and ints past the digit limit (a 5000-digit number)
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else \
+            str(exc).replace("\n", " ")[:160]
         raise UserError(f"model config {path}: not readable JSON ({reason})") from None
     if not isinstance(values, dict):
         raise UserError(f"model config {path}: expected a JSON object (a Hugging Face "

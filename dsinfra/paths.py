@@ -30,5 +30,14 @@ def state_dir() -> Path:
     else:
         base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
         path = Path(base) / "dsinfra"
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise PermissionError(13, "Permission denied")
+    except OSError as exc:
+        from dsinfra.errors import UserError
+
+        raise UserError(f"invalid value for the state directory: {str(path)!r}; allowed: a "
+                        f"folder dsinfra can create and write ({exc.strerror or exc})",
+                        hint=f"Set {STATE_DIR_ENV} to a writable folder.") from None
     return path

@@ -17,7 +17,8 @@ import pulumi_aws.ec2 as ec2
 import pulumi_aws.iam as iam
 
 from dsinfra.config import StackConfig
-from dsinfra.identifiers import split_s3_uri
+from dsinfra.errors import ConfigError
+from dsinfra.identifiers import s3_uri_problem, split_s3_uri
 from dsinfra.images import ECR_REPOSITORY_PREFIX
 from dsinfra.tags import STACK as STACK_TAG
 from dsinfra.tags import merge_tags
@@ -203,6 +204,8 @@ def engine_image_policy(region: str) -> dict:
 def mirror_read_policy(uri: str) -> dict:
     """Read access to exactly the weights mirror ``s3://bucket/prefix``: its objects, and
     listing the bucket only under the prefix (a missing object then answers 404, not 403)."""
+    if problem := s3_uri_problem(uri):  # a "*" or "?" here would widen the grant itself
+        raise ConfigError("dsinfra:modelCache", uri, problem)
     bucket, prefix = split_s3_uri(uri)
     objects = f"arn:aws:s3:::{bucket}/{prefix}/*" if prefix else f"arn:aws:s3:::{bucket}/*"
     listing = {"Sid": "ListWeightsMirror", "Effect": "Allow", "Action": "s3:ListBucket",

@@ -49,6 +49,7 @@ def capacity_offers(instance_type: str, count: int, duration_h: int, regions: Se
                     factory: ClientFactory | None = None) -> list[dict[str, Any]]:
     """Every offering in ``regions``, earliest start first, then cheapest."""
     from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.parsers import ResponseParserError
 
     check_request(instance_type, count, duration_h)
     factory = factory or _client
@@ -61,8 +62,10 @@ def capacity_offers(instance_type: str, count: int, duration_h: int, regions: Se
                 CapacityDurationHours=duration_h)
             rows += [_row(o, region) for page in pages
                      for o in page.get("CapacityBlockOfferings", [])]
-        except (BotoCoreError, ClientError) as exc:
-            raise CloudError(f"DescribeCapacityBlockOfferings in {region} failed: {exc}",
+        except (BotoCoreError, ClientError, ResponseParserError) as exc:
+            # ResponseParserError: an answer that is not AWS's XML (a proxy's HTML page)
+            detail = str(exc).replace("\n", " ")[:200]
+            raise CloudError(f"DescribeCapacityBlockOfferings in {region} failed: {detail}",
                              hint="Check credentials (ec2:DescribeCapacityBlockOfferings) "
                                   "and the region.") from None
     rows.sort(key=lambda r: (r["start"], r["upfront_usd"], r["region"]))
@@ -92,7 +95,7 @@ def find_offering(offering_id: str, instance_type: str, count: int, duration_h: 
     """The offering as AWS lists it now (its price is what the user must type)."""
     import re
 
-    if not re.match(OFFERING_ID, offering_id):
+    if not re.fullmatch(OFFERING_ID, offering_id):
         raise UserError(f"invalid value for OFFERING: {offering_id!r}; allowed: a Capacity "
                         "Block offering id (cb-...) from `dsinfra capacity offers`")
     for row in capacity_offers(instance_type, count, duration_h, [region], factory):
@@ -130,6 +133,7 @@ def buy(offering: dict[str, Any], typed_price: str, *, factory: ClientFactory | 
     """Purchase ``offering`` only when ``typed_price`` is its upfront fee; audited before and
     after the call, so a crash in between still leaves the intent on record."""
     from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.parsers import ResponseParserError
 
     if not typed_price_matches(typed_price, offering["upfront_usd"]):
         raise UserError(f"the price typed ({typed_price!r}) is not the offering's upfront fee "
@@ -147,6 +151,13 @@ def buy(offering: dict[str, Any], typed_price: str, *, factory: ClientFactory | 
         raise CloudError(f"PurchaseCapacityBlock failed: {exc}",
                          hint="Nothing was bought if AWS refused; check "
                               "`aws ec2 describe-capacity-reservations`.") from None
+    except ResponseParserError as exc:  # the request went out; the answer is not AWS's XML
+        detail = str(exc).replace("\n", " ")[:200]
+        audit("capacity.buy.result", result="unknown", error=detail, **fields)
+        raise CloudError(f"PurchaseCapacityBlock: the answer could not be read ({detail}); "
+                         "the block may have been bought",
+                         hint="Check `aws ec2 describe-capacity-reservations` before buying "
+                              "again.") from None
     reservation = answer.get("CapacityReservation") or {}
     bought = {"capacity_reservation_id": reservation.get("CapacityReservationId"),
               "state": reservation.get("State"), **fields}

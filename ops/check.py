@@ -389,6 +389,7 @@ def stale_warning(last: dict | None, now: datetime) -> str | None:
 def record_heartbeat(ctx: CheckContext, result: dict) -> None:
     import os
 
-    interval = os.environ.get("DSINFRA_CHECK_INTERVAL_S")
-    ctx.ledger.beat(datetime.now(timezone.utc), bool(result.get("ok")),
-                    float(interval) if interval else None)
+    from dsinfra.schedule import env_seconds
+
+    interval = env_seconds("DSINFRA_CHECK_INTERVAL_S", os.environ.get("DSINFRA_CHECK_INTERVAL_S"))
+    ctx.ledger.beat(datetime.now(timezone.utc), bool(result.get("ok")), interval)

@@ -16,7 +16,7 @@ from dsinfra.cloud.locks import FileLocks
 from dsinfra.cloud.notify import Notifier
 from dsinfra.errors import UserError
 
-_REGION_SHAPE = r"^[a-z]{2}(-gov)?-[a-z]+-\d$"
+_REGION_SHAPE = r"[a-z]{2}(-gov)?-[a-z]+-[0-9]"
 
 
 def resolve_regions(regions: Sequence[str] | None) -> tuple[str, ...]:
@@ -26,7 +26,7 @@ def resolve_regions(regions: Sequence[str] | None) -> tuple[str, ...]:
     chosen = list(regions or []) or [r.strip() for r in
                                      os.environ.get("DSINFRA_REGIONS", "").split(",") if r.strip()]
     for region in chosen:
-        if not re.match(_REGION_SHAPE, region):
+        if not re.fullmatch(_REGION_SHAPE, region):
             raise UserError(f"invalid value for --region: {region!r}; allowed: an AWS region "
                             f"name such as {', '.join(SUPPORTED_REGIONS)}")
     return tuple(dict.fromkeys(chosen)) or SUPPORTED_REGIONS

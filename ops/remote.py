@@ -124,7 +124,7 @@ _DURATION = re.compile(r"^([1-9][0-9]{0,5})(s|m|h|d)$")
 
 def journal_since(value: str) -> str:
     """``30m`` -> journalctl's ``-30min``: the journal of the last 30 minutes."""
-    match = _DURATION.match(value.strip())
+    match = _DURATION.fullmatch(value.strip())
     if not match:
         raise UserError(f"invalid value for --since: {value!r}; allowed: a number and a unit "
                         "s, m, h or d, e.g. 30m or 2h")
@@ -184,7 +184,7 @@ _FORWARD = re.compile(r"^(?:([1-9][0-9]{0,4}):)?([1-9][0-9]{0,4})$")
 
 def parse_forward(spec: str) -> tuple[int, int]:
     """``[LOCAL:]REMOTE`` -> (local port, remote port); the local port defaults to REMOTE."""
-    match = _FORWARD.match(spec.strip())
+    match = _FORWARD.fullmatch(spec.strip())
     ports = (int(match.group(1) or match.group(2)), int(match.group(2))) if match else (0, 0)
     if not match or not all(1 <= p <= 65535 for p in ports):
         raise UserError(f"invalid value for [LOCAL:]REMOTE: {spec!r}; allowed: ports 1-65535, "
@@ -209,7 +209,13 @@ class PortForward:
         (self.host,) = select_hosts(access, node)[:1]
         self.access, self.remote_port = access, remote_port
         self.session = ApiOverSsh(self.host, access.known_hosts, access.connect_timeout_s)
-        self.listener = socket.create_server(("127.0.0.1", local_port))
+        try:
+            self.listener = socket.create_server(("127.0.0.1", local_port))
+        except OSError as exc:  # EADDRINUSE, EACCES: the user's choice of LOCAL
+            raise UserError(f"invalid value for the local port: {local_port}; allowed: a port "
+                            f"free on 127.0.0.1 ({exc.strerror or exc})",
+                            hint="Pick another LOCAL in LOCAL:REMOTE, or stop what uses it.") \
+                from None
         self.local_port = self.listener.getsockname()[1]
 
     def serve_forever(self) -> None:

@@ -5,6 +5,7 @@ each one ended: the figure in docs/RELIABILITY.md, "Bad input (issue 13)".
     .venv/bin/python scripts/bad_inputs.py            # summary; exit 1 unless every case is clean
     .venv/bin/python scripts/bad_inputs.py --json     # every case with its outcome
     .venv/bin/python scripts/bad_inputs.py --jobs 4   # parallel processes (default 2)
+    .venv/bin/python scripts/bad_inputs.py --category "issue 24"   # one kind only
 
 Each case is a separate process with stdin closed (no terminal), its own project folder
 (DSINFRA_PROJECT_DIR), state folder and an AWS endpoint on a closed loopback port, so nothing
@@ -46,11 +47,16 @@ def run_case(case: Case) -> dict:
         for name, content in case.files.items():
             path = work / name
             path.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, int):  # sparse: the size without the disk
+                with open(path, "wb") as handle:
+                    handle.truncate(content)
+                continue
             path.write_bytes(content if isinstance(content, bytes) else content.encode())
         env = {**os.environ, "DSINFRA_PROJECT_DIR": str(work),
                "DSINFRA_STATE_DIR": str(work / "state"),
                "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "none",
-               "AWS_SECRET_ACCESS_KEY": "none", "AWS_DEFAULT_REGION": "us-east-1"}
+               "AWS_SECRET_ACCESS_KEY": "none", "AWS_DEFAULT_REGION": "us-east-1",
+               **{k: v.replace("{work}", str(work)) for k, v in case.env.items()}}
         argv = [a.replace("{work}", str(work)) for a in case.argv]
         started = time.monotonic()
         try:
@@ -82,10 +88,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--category", help="only the cases of this category (e.g. 'issue 24')")
     args = parser.parse_args()
+    cases = [c for c in CASES if args.category in (None, c.category)]
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        results = list(pool.map(run_case, CASES))
+        results = list(pool.map(run_case, cases))
     wall_s = time.monotonic() - started
     counts: dict[str, int] = {}
     for result in results:

@@ -17,15 +17,18 @@ class Case:
     category: str
     name: str
     argv: list[str]
-    files: dict[str, str | bytes] = field(default_factory=dict)
+    # file contents; an int is a sparse file of that many bytes (a 600 MB file costs no disk)
+    files: dict[str, str | bytes | int] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)  # "{work}" is the case's folder
 
 
 CASES: list[Case] = []
 
 
 def _add(category: str, name: str, argv: list[str],
-         files: dict[str, str | bytes] | None = None) -> None:
-    CASES.append(Case(category, name, argv, files or {}))
+         files: dict[str, str | bytes | int] | None = None,
+         env: dict[str, str] | None = None) -> None:
+    CASES.append(Case(category, name, argv, files or {}, env or {}))
 
 
 # --- stack files (`dsinfra plan bad`) --------------------------------------------------------
@@ -260,3 +263,49 @@ for name, argv in [
         ("unknown command", ["explode"]),
         ("unknown flag", ["plan", "good", "--no-such-flag"])]:
     _add("flags", name, argv)
+
+# --- issue 24: grammars, hostile numbers and files, env vars, the state folder ---------------
+
+BLOCK = {"availabilityZone": "us-east-1a", "instanceType": "p5.48xlarge", "instanceCount": 1,
+         "start": "2026-01-01T00:00:00Z", "end": "2026-01-02T00:00:00Z"}
+RESERVED = {"instanceType": "p5.48xlarge", "capacityReservationId": "cr-0123456789abcdef0"}
+TOPIC = "arn:aws:sns:us-east-1:123456789012:alerts"
+
+
+def _stack24(name: str, **override) -> None:
+    _add("issue 24", name, ["plan", "bad"], {"stacks/Pulumi.bad.yaml": _stack_yaml(**override)})
+
+
+_stack24("idleMinutes 400 digits", idleMinutes=10 ** 400)
+_stack24("idleMinutes 400-digit string", idleMinutes="9" * 400)
+_stack24("capacityBlock nested 100,000 deep", **RESERVED, capacityBlock="[" * 100_000)
+_stack24("capacityBlock ending in year 1", **RESERVED,
+         capacityBlock={**BLOCK, "end": "0001-01-01T00:00:00Z"})
+_stack24("capacityBlock in year 1 as a string", **RESERVED, capacityBlock=json.dumps(
+    {**BLOCK, "start": "0001-01-01T00:00:00Z", "end": "0001-01-01T02:00:00Z"}))
+_stack24("capacityBlock ending before it starts", **RESERVED,
+         capacityBlock={**BLOCK, "end": "2025-12-31T00:00:00Z"})
+_stack24("model with a trailing newline", model="deepseek-ai/DeepSeek-R1\n")
+_stack24("modelCache a bucket wildcard", modelCache="s3://corp-data/*")
+_stack24("modelCache a prefix wildcard", modelCache="s3://corp-data/hf*")
+_stack24("modelCache with a trailing newline", modelCache="s3://corp-data/hf\n")
+_stack24("notifyTopicArn with a trailing newline",
+         budget={"amountUsd": 100, "notifyTopicArn": TOPIC + "\n"})
+_stack24("notifyTopicArn with Devanagari digits",
+         budget={"amountUsd": 100, "notifyTopicArn": TOPIC.replace("123", "\u0967\u0968\u0969")})
+_add("issue 24", "inventory idleMinutes 400 digits", ["bootstrap", "--inventory", "hosts.yaml"],
+     {"hosts.yaml": yaml.safe_dump({"config": {"idleMinutes": 10 ** 400},
+                                    "hosts": [{**HOST, "host_key": GOOD_HOST_KEY}]})})
+_add("issue 24", "inventory IPv6 zone id with a newline",
+     ["bootstrap", "--inventory", "hosts.yaml"],
+     {"hosts.yaml": yaml.safe_dump({"hosts": [{**HOST, "address": "fe80::1%eth0\nx",
+                                               "host_key": GOOD_HOST_KEY}]})})
+_add("issue 24", "config.json with a 5000-digit int", ["size", "model"],
+     {"model/config.json": json.dumps(LLAMA).replace("4096", "9" * 5000, 1)})
+_add("issue 24", "config.json of 600 MB", ["size", "model"],
+     {"model/config.json": 600 * 1024 * 1024})
+for var in ("DSINFRA_CHECK_DEADLINE_S", "DSINFRA_CHECK_INTERVAL_S"):
+    for value in ("abc", "nan", "inf", "1e999", "0"):
+        _add("issue 24", f"{var}={value}", ["cost", "check", "--json"], env={var: value})
+_add("issue 24", "state folder under a file", ["cost", "audit"],
+     env={"DSINFRA_STATE_DIR": "{work}/Pulumi.yaml/state"})

@@ -107,4 +107,68 @@ def test_the_state_survives_its_file_and_refuses_a_mangled_one():
 def test_the_registry_and_the_schema_agree_on_which_engines_have_metrics():
     assert tuple(n for n, e in ENGINES.items() if e.metrics is not None) == IDLE_ENGINES
     for engine in IDLE_ENGINES:
-        assert all(idle.METRIC_NAME.match(n) for n in ENGINES[engine].metrics.all())
+        assert all(idle.METRIC_NAME.fullmatch(n) for n in ENGINES[engine].metrics.all())
+
+
+# Issue 24 item 3: the metrics parser reads a line once. The regular expression it replaces
+# backtracked on a label list that never closes: 116 bytes took 2.1 s here, doubling with
+# each label (docs/RELIABILITY.md); these lines have thousands of labels.
+@pytest.mark.parametrize("line", [
+    "m{" + 'a=""\t' * 5000 + "!} 1",
+    "m{" + 'a="" ' * 5000 + " 1",
+    "m{" + 'a=""' * 5000,
+    "m{" + 'a="\\' * 5000,
+    "m " + " " * 50_000 + "1 2 3",
+])
+def test_a_hostile_metrics_line_is_refused_in_one_pass(line):
+    with pytest.raises(idle.MetricsError, match="not a Prometheus sample"):
+        idle.parse_prometheus(line + "\n", ("m",))
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("m 1\n" + "x" * (idle.MAX_LINE_CHARS + 1) + "\n", "at most"),
+    ("m " + "\u0661" + "\n", "has no number"),
+    ("m 1_0\n", "has no number"),
+    ('m{a="1"} 1 \u0661\u0662\n', "not a Prometheus sample"),
+    ('m{a="1"b="2"} 1\n', "not a Prometheus sample"),
+])
+def test_caps_and_ascii_numbers(text, problem):
+    with pytest.raises(idle.MetricsError, match=problem):
+        idle.parse_prometheus(text, ("m",))
+
+
+def test_the_parser_reads_the_format_s_samples():
+    text = ('# HELP m x\nm{a="x\\"y}",b="2",} 3 1700000000000\nm{} 4\nm{ a = "1" } 5 -12\n'
+            "other 7\n")
+    assert idle.parse_prometheus(text, ("m",)) == {"m": 12.0}
+
+
+def test_a_watcher_that_cannot_run_notifies_once_and_stays_loud(tmp_path, monkeypatch, capsys):
+    # Issue 24 item 3: a run that fails before deciding (here: the state path is a folder, so
+    # the state cannot be saved) notifies once, says so in the journal every run, and the
+    # next good run clears the marker so a later failure notifies again.
+    import json
+
+    from dsinfra.cloud import idle_watch
+
+    state = tmp_path / "state" / "idle-watch.json"
+    state.mkdir(parents=True)
+    config = tmp_path / "idle-watch.json"
+    config.write_text(json.dumps({
+        "idle_minutes": 30, "stack": "dev", "region": "us-east-1", "state_path": str(state),
+        "metrics_url": "http://127.0.0.1:9/metrics",
+        "metrics": {"running": ["m"], "waiting": ["w"], "counters": ["c"]}}))
+    sent: list[str] = []
+    monkeypatch.setattr(idle_watch, "notify",
+                        lambda config, subject, text: sent.append(subject) or True)
+
+    codes = [idle_watch.main(["--config", str(config), "--now", "1000"]) for _ in range(3)]
+
+    assert codes == [2, 2, 2]
+    # (the unreadable metrics notice repeats too: its "notified" flag lives in the state file
+    # that cannot be saved; loud, never silent)
+    assert [s for s in sent if "cannot run" in s] == ["dsinfra: stack dev: idle watch cannot run"]
+    assert capsys.readouterr().err.count("cannot run: IsADirectoryError") == 3
+    state.rmdir()
+    idle_watch.main(["--config", str(config), "--now", "1000"])  # runs (metrics unreadable)
+    assert not state.with_suffix(".cannot-run").exists()

@@ -206,3 +206,17 @@ def test_ssh_gives_a_shell_on_the_node_through_the_endpoint(two_nodes, endpoint,
     assert status == 7
     assert "worker" in out_path.read_text()
     assert [r.query["privateIpAddress"] for r in endpoint.requests] == [worker.listen]
+
+
+def test_port_forward_to_a_local_port_in_use_is_one_line_bad_input(two_nodes):
+    # Issue 24 item 5: EADDRINUSE was a traceback.
+    import socket
+
+    from dsinfra.errors import UserError
+    from dsinfra.ops.remote import PortForward
+
+    access, _, _ = two_nodes
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        with pytest.raises(UserError, match=f"local port: {port}; allowed: a port free"):
+            PortForward(access, "head", port, 22)

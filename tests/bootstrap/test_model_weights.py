@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import signal
 import time
 from dataclasses import replace
@@ -24,7 +25,7 @@ MODEL = "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"
 BUCKET = "dsinfra-weights"
 MIRROR = f"s3://{BUCKET}/hf"
 SHARD = "model-00001-of-00002.safetensors"
-LOCAL = f"opt/dsinfra/cache/huggingface/dsinfra-models/{MODEL}"  # g5: the NVMe cache
+LOCAL = f"opt/dsinfra/cache/dsinfra-models/{MODEL}"  # g5: the NVMe cache
 
 
 def statuses(report, index: int = 0) -> dict[str, str]:
@@ -278,8 +279,15 @@ def test_each_engine_loads_the_local_copy_and_serves_the_repo_id(engine, load_fl
     mirrored = eng.engine_plan(parse_stack_config("w", {**values, "modelCache": MIRROR}), [host])
     plain = eng.engine_plan(parse_stack_config("w", values), [host])
 
-    script = eng.run_script(mirrored, host, cache_dir="/c", efa=False)
-    assert f"-v /c/dsinfra-models/{MODEL}:/models/{MODEL}:ro" in script
+    script = eng.run_script(mirrored, host, cache_dir="/mnt/c/huggingface", efa=False)
+    assert f"-v /mnt/c/dsinfra-models/{MODEL}:/models/{MODEL}:ro" in script
+    # Issue 24 item 1: the copy root writes is under no folder the container may write.
+    argv = shlex.split(script.splitlines()[-1])
+    mounts = [argv[i + 1].split(":") for i, a in enumerate(argv) if a == "-v"]
+    writable = [m[0] for m in mounts if len(m) == 2 or m[2] != "ro"]
+    assert writable == ["/mnt/c/huggingface"]
+    copy = eng.local_model_dir("/mnt/c/huggingface", MODEL)
+    assert not any(f"{copy}/".startswith(f"{w}/") for w in writable)
     assert f"{load_flag} /models/{MODEL} --served-model-name {MODEL}" in script
     # Without a mirror: the repo id, downloaded by the engine as before, and no extra mount.
     script = eng.run_script(plain, host, cache_dir="/c", efa=False)

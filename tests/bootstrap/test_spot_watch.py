@@ -251,3 +251,61 @@ def test_the_drain_waits_at_most_until_shortly_before_the_notice_time(monkeypatc
     assert result["grace_s"] == pytest.approx(grace_s, abs=1.5)
     assert ran[0][:2] == ["iptables", "-I"] and ran[-1] == ["systemctl", "stop",
                                                            "dsinfra-engine.service"]
+
+
+# Issue 24 item 3: IMDS answers are read as their documented shapes; anything else is logged
+# and polled again, never cached (a token) and never a crash into a restart loop. A local
+# HTTP server on loopback plays IMDS here (the shapes are AWS's documented ones, see
+# fake_imds.py's SOURCE; the hostile ones are ours).
+def _serve(answers):
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _answer(self):
+            code, body = answers[self.path]
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        do_PUT = do_GET = _answer
+
+        def log_message(self, *args):  # noqa: ANN002
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.mark.parametrize("token, action", [
+    (b"tok\r\nX-Injected: 1", (404, b"")),
+    (b"t" * 5000, (404, b"")),
+    (b"", (404, b"")),
+    (b"good-token", (200, b"[1, 2]")),
+    (b"good-token", (200, b'"terminate"')),
+    (b"good-token", (200, b'{"action": "explode", "time": "2026-01-01T00:00:00Z"}')),
+    (b"good-token", (200, b'{"action": "terminate", "time": "soon"}')),
+    (b"good-token", (200, b'{"action": "terminate", "time": "0001-01-01T00:00:00Z\\n"}')),
+    (b"good-token", (200, b"\xff\xfe")),
+    (b"good-token", (200, b"[" * 100_000)),
+])
+def test_an_answer_outside_the_documented_shapes_is_logged_and_nothing_is_cached(
+        capsys, token, action):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "spot_watch_unit", Path(__file__).resolve().parents[2] / "bootstrap" / "spot_watch.py")
+    sw = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sw)
+    server = _serve({"/latest/api/token": (200, token), sw.ACTION_PATH: action,
+                     sw.REBALANCE_PATH: (404, b"")})
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        code = sw.main(["--port", "8000", "--once", "--imds", base, "--interval", "0.1",
+                        "--record", "/nonexistent/never-written.json"])
+    finally:
+        server.shutdown()
+    out = capsys.readouterr().out
+    assert code == 0 and "IMDS unreadable" in out, out
+    assert "spot interruption notice:" not in out

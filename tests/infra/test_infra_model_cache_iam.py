@@ -72,3 +72,31 @@ def test_engine_images_come_from_ecr_only_where_the_tier_says_and_only_dsinfra_r
             assert scoped["Resource"].endswith(":repository/dsinfra/*")
             assert "ecr:DeleteRepository" not in scoped["Action"] and \
                 not any(a.endswith("*") for a in scoped["Action"])
+
+
+# Issue 24 item 2: a prefix names a folder, never a wildcard; IAM covers exactly that prefix.
+@pytest.mark.parametrize("uri", ["s3://corp-data/*", "s3://corp-data/hf*", "s3://corp-data/h?",
+                                 "s3://corp-data//hf", "s3://corp-data/hf\n",
+                                 "s3://corp-data/hf/v1\n"])
+def test_a_wildcard_or_newline_mirror_is_refused_before_any_policy(uri):
+    from dsinfra.errors import ConfigError
+    from dsinfra.infra.security import mirror_read_policy
+
+    with pytest.raises(ConfigError, match="dsinfra:modelCache"):
+        mirror_read_policy(uri)
+    with pytest.raises(Exception, match="modelCache"):
+        run_offline("dist-wild", stack_values("distributed", {"modelCache": uri}))
+
+
+@pytest.mark.parametrize("uri, objects, prefixes", [
+    ("s3://acme-weights/hf/", "arn:aws:s3:::acme-weights/hf/*", ["hf", "hf/*"]),
+    ("s3://acme-weights/a.b/c-d_e", "arn:aws:s3:::acme-weights/a.b/c-d_e/*",
+     ["a.b/c-d_e", "a.b/c-d_e/*"]),
+])
+def test_the_grant_covers_exactly_the_prefix_folder(uri, objects, prefixes):
+    from dsinfra.infra.security import mirror_read_policy
+
+    read, listing = mirror_read_policy(uri)["Statement"]
+    assert read["Resource"] == objects
+    assert listing["Condition"]["StringLike"]["s3:prefix"] == prefixes
+    assert "?" not in json.dumps(read) and read["Resource"].count("*") == 1

@@ -42,11 +42,17 @@ SETTINGS = settings(max_examples=60, deadline=None, derandomize=True,
 # bidi overrides, huge strings, CIDRs and ports near the rules.
 EDGE_FLOATS = st.sampled_from([0.0, -0.0, -1.0, 1e-300, 1e12, 7e7, 1e300, float("inf"),
                                float("-inf"), float("nan")])
-EDGE_INTS = st.sampled_from([0, -1, 1, 22, 65535, 65536, 2**31, 2**63, 10**30])
+EDGE_INTS = st.sampled_from([0, -1, 1, 22, 65535, 65536, 2**31, 2**63, 10**30, 10**400])
 EDGE_TEXT = st.sampled_from(["", "dev", "0.0.0.0/0", "0.0.0.0/1", "::/1", "128.0.0.0/1",
                              "org/name\nExecStartPre=/bin/sh", "a\u202eb", "x" * 5000,
                              "deepseek-ai/DeepSeek-R1", "../../etc/passwd", "true", ".inf",
-                             "2026-12-01T18:00:00Z", "9999-12-31T23:59:59Z", "ssh-ed25519 AAAA"])
+                             "2026-12-01T18:00:00Z", "9999-12-31T23:59:59Z", "ssh-ed25519 AAAA",
+                             # issue 24: trailing newlines, wildcards, non-ASCII digits, year 1,
+                             # deep nesting in a string, zone ids, 400-digit numbers
+                             "deepseek-ai/DeepSeek-R1\n", "s3://corp-data/*", "s3://b/p\n",
+                             "arn:aws:sns:us-east-1:\u0967\u0968\u0969456789012:a",
+                             "arn:aws:sns:us-east-1:123456789012:a\n", "fe80::1%eth0\nx",
+                             "0001-01-01T00:00:00Z", "[" * 3000, "9" * 400, "1e999", "nan"])
 SCALARS = st.one_of(st.none(), st.booleans(), EDGE_INTS, EDGE_FLOATS, EDGE_TEXT,
                     st.integers(), st.floats(), st.text(max_size=40))
 VALUES = st.recursive(SCALARS, lambda inner: st.one_of(
