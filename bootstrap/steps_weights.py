@@ -95,11 +95,14 @@ def copy_weights(c, p: HostPlan) -> None:
 
 
 def _start_copy(c, command: str) -> str:
-    """``started``, or ``following`` when a copy is still running (a cut run's)."""
+    """``started``, or ``following`` when a copy is still running (a cut run's). A copy that
+    ended wrote its exit status: then its pid file is stale, and the pid may already belong to
+    another process (a busy node reuses pids), so it is never followed."""
     detached = shlex.quote(f"{command} > {COPY_LOG} 2>&1; echo $? > {COPY_RC}")
     return c.out(
         f"mkdir -p {COPY_LOG.rsplit('/', 1)[0]}; "
-        f"if [ -f {COPY_PID} ] && kill -0 \"$(cat {COPY_PID})\" 2>/dev/null; then echo following; "
+        f"if [ -f {COPY_PID} ] && [ ! -f {COPY_RC} ] && kill -0 \"$(cat {COPY_PID})\" "
+        "2>/dev/null; then echo following; "
         f"else rm -f {COPY_RC}; : > {COPY_LOG}; "
         f"setsid sh -c {detached} </dev/null >/dev/null 2>&1 & "
         f"echo $! > {COPY_PID}; echo started; fi", root=True)
