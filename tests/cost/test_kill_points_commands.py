@@ -10,21 +10,10 @@ import pytest
 
 from .conftest import make_stack
 from .helpers import instance_states
-from .reliability_scenarios import KILL_OPS, SimulatedKill, audit_consistency
+from .reliability_scenarios import KILL_OPS, SimulatedKill, _Killer, audit_consistency
 
 POINTS = list(range(len(KILL_OPS) + 1))
 POINT_IDS = [f"before-{op}-{i}" for i, op in enumerate(KILL_OPS)] + ["after-everything"]
-
-
-class _Killer:
-    def __init__(self, kill_at: int) -> None:
-        self.kill_at, self.seen, self.aws_calls = kill_at, 0, 0
-
-    def step(self) -> None:
-        if self.seen == self.kill_at:
-            raise SimulatedKill(KILL_OPS[self.kill_at] if self.kill_at < len(KILL_OPS)
-                                else "after the last write")
-        self.seen += 1
 
 
 def _hook(monkeypatch, killer: _Killer, action: str) -> None:
