@@ -327,11 +327,14 @@ class TestHost:
 
 
 def _free_octet() -> int:
-    """A 169.254.<octet>.0/24 no interface here uses (parallel test workers each take one)."""
+    """A 169.254.<octet>.0/24 no interface here uses (parallel test workers each take one).
+    Never 169: 169.254.169.254 is the instance metadata address, which the spot-watch tests
+    put on a host's own loopback (fake_imds.py), so a service address there (x.254) would be
+    answered inside the host instead of by the lab's moto (a CI run drew it once)."""
     used = sh("ip", "-4", "-o", "addr", "show").stdout + sh("ip", "route").stdout
     start = random.randrange(100, 250)
     for octet in [*range(start, 250), *range(100, start)]:
-        if f"169.254.{octet}." not in used:
+        if octet != 169 and f"169.254.{octet}." not in used:
             return octet
     raise RuntimeError("no free 169.254.x.0/24 for the test hosts")
 
