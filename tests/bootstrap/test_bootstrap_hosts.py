@@ -4,6 +4,7 @@ hardware- and repository-bound commands are the fakehost scripts (see hostlab.py
 from __future__ import annotations
 
 import json
+import time
 import stat
 from dataclasses import replace
 from pathlib import Path
@@ -379,19 +380,39 @@ def test_worker_that_cannot_start_its_engine_stops_the_heads_wait(lab, tmp_path,
     assert health.duration_s < 10, health.duration_s  # one report period, not the 60 s timeout
 
 
-def test_interrupted_run_records_what_finished_and_the_next_run_resumes(lab, tmp_path, options):
+def test_interrupted_run_records_what_finished_and_the_next_run_resumes(lab, tmp_path, options,
+                                                                       monkeypatch):
     import os
     import signal
     import threading
 
+    import dsinfra.bootstrap.runner as runner
+
+    # The run's own "interrupted" flag, seen by the test: the held command is released only
+    # once the run has taken the Ctrl-C, so no step after it can start first.
+    flags: list[threading.Event] = []
+
+    class Flag(threading.Event):
+        def __init__(self) -> None:
+            super().__init__()
+            flags.append(self)
+
+    monkeypatch.setattr(runner.threading, "Event", Flag)
+
     host = lab.fresh("single", "g5.2xlarge")
-    host.set_faults([{"match": "nvidia-ctk runtime configure", "sleep_s": 2.0}])
+    # nvidia-ctk holds until the test has pressed Ctrl-C: the step is under way when the
+    # signal lands, however slow the machine (a fixed 2 s sleep lost the race under load).
+    released = lab.base / f"released-{tmp_path.name}"
+    host.set_faults([{"match": "nvidia-ctk runtime configure", "hold_until": str(released)}])
     inventory = write_inventory(tmp_path / "hosts.yaml", [host_entry(lab, host)])
 
     def press_ctrl_c_once_docker_is_configuring() -> None:
         while not any(c["cmd"] == "nvidia-ctk" for c in host.commands()):
-            threading.Event().wait(0.05)
+            time.sleep(0.05)
         os.kill(os.getpid(), signal.SIGINT)
+        while not any(flag.is_set() for flag in list(flags)):
+            time.sleep(0.02)
+        released.touch()
 
     threading.Thread(target=press_ctrl_c_once_docker_is_configuring, daemon=True).start()
     with pytest.raises(KeyboardInterrupt):

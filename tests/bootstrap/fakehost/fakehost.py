@@ -84,7 +84,10 @@ def need_root(name):
 
 def apply_faults(name, argv):
     """Injected failures: {"match": "apt-get install", "exit": 100, "stderr": "...",
-    "times": 1, "drop_ssh": false, "restart_sshd_after_s": null}."""
+    "times": 1, "drop_ssh": false, "restart_sshd_after_s": null, "sleep_s": 0,
+    "hold_until": "/path"}. ``hold_until``: the command waits (at most 60 s) until the test
+    creates that file: a test acts while the command is certainly still running, however
+    loaded the machine."""
     if not os.path.exists(os.path.join(STATE_DIR, "faults.marshal")):
         return
     joined = " ".join([name] + argv)
@@ -102,6 +105,10 @@ def apply_faults(name, argv):
         time.sleep(30)  # the session is being killed under us
     if hit.get("sleep_s"):
         time.sleep(hit["sleep_s"])
+    if hit.get("hold_until"):
+        deadline = time.time() + 60
+        while not os.path.exists(hit["hold_until"]) and time.time() < deadline:
+            time.sleep(0.05)
     if "exit" in hit:
         fail(hit.get("stderr", "injected failure"), hit["exit"])
 
