@@ -11,6 +11,8 @@ reality says still needs it.
 
 from __future__ import annotations
 
+import abc
+
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,14 +26,16 @@ from dsinfra.errors import DsinfraError
 from dsinfra.spend import Resource
 
 
-class Runner:
-    """Carries out one action of the table (``spec``) on the reports that decided it."""
+class Runner(abc.ABC):
+    """Carries out one action of the table (``spec``) on the reports that decided it; each
+    effect the table names has a concrete subclass (checked when this module is imported)."""
 
     def __init__(self, spec: A.ActionSpec) -> None:
         self.spec = spec
 
+    @abc.abstractmethod
     def run(self, ctx: Any, reports: list, found: inventory.Inventory) -> None:
-        raise NotImplementedError
+        """Act on ``reports``; the subclasses below are the only implementations."""
 
 
 class NotifyRunner(Runner):
