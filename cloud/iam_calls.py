@@ -13,6 +13,8 @@ import importlib.util
 from functools import lru_cache
 from pathlib import Path
 
+from dsinfra.shipping import parse_source
+
 # boto3 service name -> IAM action prefix, where they differ.
 IAM_PREFIX = {"elbv2": "elasticloadbalancing", "resourcegroupstaggingapi": "tag"}
 
@@ -33,7 +35,7 @@ def _package_dir(package: str) -> Path:
 
 def _scan(path: Path) -> tuple[set[str], set[str], tuple[str, ...]]:
     """(services it makes clients of, names it calls as methods or paginators, PERMISSIONS)."""
-    tree = ast.parse(path.read_text(), str(path))
+    tree = parse_source(path)
     services: set[str] = set()
     called: set[str] = set()
     declared: tuple[str, ...] = ()

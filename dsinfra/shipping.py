@@ -16,9 +16,23 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import threading
 from pathlib import Path
 
 PREFIX = "dsinfra"
+
+# CPython before 3.11.8/3.12.1 keeps ast.parse's recursion counter per interpreter, not per
+# thread, so two threads parsing at once can fail with "SystemError: AST constructor recursion
+# depth mismatch" (python/cpython#106905). Bootstrap runs hosts in threads and each may build
+# the node kit, and CI's Python is 3.11.7: a fresh-clone run failed a two-node bootstrap so.
+_PARSE_LOCK = threading.Lock()
+
+
+def parse_source(path: Path) -> ast.Module:
+    """``ast.parse`` of a file, one thread at a time (see _PARSE_LOCK)."""
+    text = path.read_text()
+    with _PARSE_LOCK:
+        return ast.parse(text, str(path))
 
 
 def module_file(module: str) -> Path:
@@ -32,7 +46,7 @@ def module_file(module: str) -> Path:
 def _imports_of(path: Path) -> set[str]:
     """Every ``dsinfra...`` module ``path`` imports, at module level or inside functions."""
     found: set[str] = set()
-    tree = ast.parse(path.read_text(), str(path))
+    tree = parse_source(path)
     for block in ast.walk(tree):  # ``if TYPE_CHECKING:`` imports never run
         if isinstance(block, ast.If) and getattr(block.test, "id", "") == "TYPE_CHECKING":
             block.body = []
