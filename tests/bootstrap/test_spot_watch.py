@@ -159,13 +159,15 @@ def test_notice_drains_the_engine_within_the_poll_interval(lab, imds, tmp_path, 
     host, fake = imds
     _bootstrap_spot(lab, host, fake, tmp_path, options)
     assert _engine_running(host)
+    polls_before = _action_gets(fake)
     posted = time.monotonic()
     fake.post(_notice())
-    while _engine_running(host) and time.monotonic() - posted < 10:
-        time.sleep(0.05)
-    drained_s = time.monotonic() - posted
-    assert not _engine_running(host)
-    assert drained_s < POLL_S + 2.0, drained_s
+    _wait_for(lambda: not _engine_running(host), "the engine stopped after the notice")
+    # "Within the poll interval" counted in polls, not seconds (a loaded machine stretches
+    # seconds): the watcher acts on the first instance-action read after the notice appeared,
+    # then exits 0 (Restart=on-failure, so nothing polls again). A read already under way when
+    # the notice was posted may be the one that sees it: at most one new read.
+    assert _action_gets(fake) - polls_before <= 1, fake.requests()[-5:]
     commands = host.commands()
     refuse = [c["argv"] for c in commands if c["cmd"] == "iptables"]
     assert refuse == [["-I", "INPUT", "-p", "tcp", "--dport", "8000", "-m", "conntrack",
