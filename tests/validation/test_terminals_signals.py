@@ -1,5 +1,10 @@
-"""Confirmations without a terminal exit 2 naming --yes; Ctrl-C exits 130 within a second, with
-no traceback, even when a thread would hold the interpreter open."""
+"""Confirmations without a terminal exit 2 naming --yes; Ctrl-C exits 130 with one line and no
+traceback, even when a thread would hold the interpreter open.
+
+"Within a second" is the product's target (cli/interrupts.py: the watchdog fires at GRACE_S);
+its latency is measured in bench/bench_interrupt.py, not here: these tests bound the time only
+to catch a hang (without the watchdog the stuck commands would sleep 600 s), so a loaded CI
+machine cannot fail them at random (issue 21 item 2)."""
 
 from __future__ import annotations
 
@@ -15,11 +20,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from dsinfra.cli.interrupts import GRACE_S
 from dsinfra.cli.main import app
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 DSINFRA = str(Path(sys.executable).with_name("dsinfra"))
 runner = CliRunner()
+HANG_S = GRACE_S + 10  # far below the 600 s a stuck command would take without the watchdog
 
 
 @pytest.mark.parametrize("argv", [["down", "dev"], ["guard", "destroy"]])
@@ -83,13 +90,13 @@ def _interrupt_when(argv: list[str], ready: str, *, stream: str = "stderr",
 # SDK is still loading, and inside the program run under mocks. (Before any dsinfra code runs,
 # Python itself is still starting: that window is outside what dsinfra can handle.)
 @pytest.mark.parametrize("point", ["program-import", "program-run"])
-def test_ctrl_c_during_plan_exits_130_within_a_second_without_a_traceback(point):
+def test_ctrl_c_during_plan_exits_130_without_a_traceback(point):
     elapsed_s, stderr, code = _interrupt_when(
         [DSINFRA, "plan", "distributed"], f"dsinfra: paused at {point}",
         env={**os.environ, "DSINFRA_PROJECT_DIR": str(PROJECT_DIR),
              "DSINFRA_TEST_PAUSE_AT": point})
     assert code == 130, stderr
-    assert elapsed_s < 1.0 and "Traceback" not in stderr and "interrupted" in stderr
+    assert elapsed_s < HANG_S and "Traceback" not in stderr and "interrupted" in stderr
 
 
 _STUCK_COMMANDS = {
@@ -127,7 +134,11 @@ def test_ctrl_c_exits_130_even_when_the_command_would_not_end(tmp_path, kind):
     elapsed_s, stderr, code = _interrupt_when([sys.executable, str(script), "stuck"], "ready",
                                               stream="stdout")
     assert code == 130, stderr
-    assert elapsed_s < 1.0 and "Traceback" not in stderr
+    assert elapsed_s < HANG_S and "Traceback" not in stderr
+
+
+def test_the_watchdog_fires_inside_the_one_second_promise():
+    assert 0 < GRACE_S < 1.0
 
 
 @pytest.mark.parametrize(("argv", "needle"), [
