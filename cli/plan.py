@@ -185,7 +185,18 @@ def _cheaper_text(advice) -> str:
             f"${cheaper.hourly_usd:,.2f}/h (${cheaper.monthly_usd:,.0f}/month) against "
             f"{now.nodes}x {now.instance_type} at ${now.hourly_usd:,.2f}/h "
             f"(${now.monthly_usd:,.0f}/month), saving ${advice.saving_hourly_usd:,.2f}/h. "
-            "The stack is unchanged: set dsinfra:instanceType and nodeCount to use it.")
+            + _kept_text(advice.kept_because))
+
+
+def _kept_text(reasons) -> str:
+    """Why the stack keeps its size (sizing.KEEP_RULES, then dsinfra:fitReason), or the
+    plain offer. A stack file's reason is the user's text: escaped, never rich markup."""
+    from rich.markup import escape
+
+    if not reasons:
+        return "The stack is unchanged: set dsinfra:instanceType and nodeCount to use it."
+    return ("Kept: " + "; ".join(escape(r.rstrip(".")) for r in reasons) + ". To use it "
+            "anyway, set dsinfra:instanceType and nodeCount.")
 
 
 def key_inputs(resource: dict[str, Any]) -> str:

@@ -206,6 +206,8 @@ class StackConfig(_Model):
     # An SNS topic the head node may publish to (idle autostop's notices); none: the journal.
     notify_topic_arn: str | None = Field(None, alias="notifyTopicArn")
     owner: str = "unknown"
+    # Why the stack keeps its size against plan's cheaper-fit advice (plan prints it there).
+    fit_reason: str | None = Field(None, alias="fitReason", min_length=1, max_length=400)
     tags: dict[str, str] = Field(default_factory=dict)
     expires_at: datetime | None = Field(None, alias="expiresAt",
                                         description="Pinned by `dsinfra up` from ttlHours")
@@ -222,6 +224,14 @@ class StackConfig(_Model):
     @classmethod
     def _idle_minutes(cls, value: Any) -> int | None:
         return None if value is None else (parse_idle_minutes(value) or 0)
+
+    @field_validator("fit_reason")
+    @classmethod
+    def _one_printable_line(cls, value: str | None) -> str | None:
+        # plan prints it in a panel: one line of text, nothing a terminal would act on.
+        if value is not None and (not value.strip() or not value.isprintable()):
+            raise ValueError("one line of printable text (why the stack keeps its size)")
+        return value
 
     @field_validator("notify_topic_arn")
     @classmethod

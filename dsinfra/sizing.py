@@ -328,10 +328,12 @@ def check_stack_fits(config: "StackConfig", prices: dict[str, RegionPrices] | No
 
 @dataclass(frozen=True)
 class CheaperFit:
-    """The stack's own size and a cheaper one that also holds its model and context."""
+    """The stack's own size and a cheaper one that also holds its model and context, and why
+    the stack keeps its own (``kept_because``; empty: nothing speaks against the cheaper)."""
 
     current: Candidate
     cheaper: Candidate
+    kept_because: tuple[str, ...] = ()
 
     @property
     def saving_hourly_usd(self) -> float:
@@ -345,14 +347,35 @@ class CheaperFit:
                     "pipeline_parallel": c.pipeline_parallel}
         return {"current": shown(self.current), "cheaper": shown(self.cheaper),
                 "saving_hourly_usd": self.saving_hourly_usd,
-                "saving_monthly_usd": round(self.saving_hourly_usd * HOURS_PER_MONTH, 2)}
+                "saving_monthly_usd": round(self.saving_hourly_usd * HOURS_PER_MONTH, 2),
+                "kept_because": list(self.kept_because)}
+
+
+def _shards_off_nvlink(config: "StackConfig", current: Candidate, cheaper: Candidate
+                       ) -> str | None:
+    """A tier defined by NVLink keeps its NVSwitch type against one that would run tensor
+    parallel over PCIe (every layer's all-reduce crosses it)."""
+    now, other = INSTANCE_SPECS[current.instance_type], INSTANCE_SPECS[cheaper.instance_type]
+    if not config.tier_spec.nvlink or not now.nvswitch or other.nvswitch \
+            or cheaper.tensor_parallel < 2:
+        return None
+    return (f"the {config.tier} tier runs tensor parallel over NVLink (NVSwitch), as "
+            f"{now.name} does; {other.name}'s {other.gpu_count} {other.gpu_model} GPUs have "
+            f"no NVLink, so TP {cheaper.tensor_parallel} would all-reduce every layer over PCIe")
+
+
+# Why a stack may keep a size dearer than the cheapest fit, as rules over the tier and the
+# hardware (one rule per row); a stack states any other reason in dsinfra:fitReason.
+KEEP_RULES = (_shards_off_nvlink,)
 
 
 def cheaper_fit(config: "StackConfig", prices: dict[str, RegionPrices] | None = None
                 ) -> CheaperFit | None:
     """A configuration the sizer finds cheaper per hour for the stack's model, precision and
     maxModelLen (native precision preferred, as ``recommend``); None when the stack is already
-    the cheapest, or its model cannot be sized offline. Advice only: the stack is unchanged."""
+    the cheapest, or its model cannot be sized offline. Advice only: the stack is unchanged.
+    ``kept_because``: what ``KEEP_RULES`` find against the cheaper one, then the stack's own
+    ``dsinfra:fitReason``."""
     try:
         shape = resolve_model(config.resolved_model)
     except UserError:
@@ -366,7 +389,10 @@ def cheaper_fit(config: "StackConfig", prices: dict[str, RegionPrices] | None = 
     best = recommend([c for c in sizing.candidates if c.nodes == 1 or config.tier_spec.efa])
     if best is None or not current.fits or best.hourly_usd >= current.hourly_usd:
         return None
-    return CheaperFit(current=current, cheaper=best)
+    reasons = [r for rule in KEEP_RULES if (r := rule(config, current, best))]
+    if config.fit_reason:
+        reasons.append(config.fit_reason)
+    return CheaperFit(current=current, cheaper=best, kept_because=tuple(reasons))
 
 
 def check_fallback_fits(config: "StackConfig", shape: ModelShape,

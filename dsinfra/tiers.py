@@ -25,6 +25,10 @@ class TierSpec:
     # dsinfra:idleMinutes when the stack file does not say: stop after this many minutes
     # without a request (None: off). An idle dev GPU is the commonest leak of money.
     idle_minutes: int | None = None
+    # The tier's GPUs are joined by NVLink (NVSwitch): tensor parallel all-reduces every layer
+    # over it. The seed's small production tier is "A100s with NVLink"; its 8x H100 nodes are
+    # NVSwitch-joined too. Cheaper-fit advice that would shard over PCIe says so (sizing.py).
+    nvlink: bool = False
 
     @property
     def bastion(self) -> bool:
@@ -60,11 +64,12 @@ TIERS: dict[str, TierSpec] = {
     "prod": TierSpec("prod", zones=2, private=True, efa=False, lb_targets_all_nodes=True,
                      spot_allowed=False, health_timeout_s=45 * 60,
                      default_instance_type="p4d.24xlarge", default_node_count=1,
-                     default_model="deepseek-ai/DeepSeek-R1-Distill-Llama-70B"),
+                     default_model="deepseek-ai/DeepSeek-R1-Distill-Llama-70B", nvlink=True),
     "distributed": TierSpec("distributed", zones=1, private=True, efa=True,
                             lb_targets_all_nodes=False, spot_allowed=False,
                             health_timeout_s=120 * 60, default_instance_type="p5.48xlarge",
-                            default_node_count=2, default_model="deepseek-ai/DeepSeek-R1"),
+                            default_node_count=2, default_model="deepseek-ai/DeepSeek-R1",
+                            nvlink=True),
 }
 TIER_NAMES: tuple[str, ...] = tuple(TIERS)
 

@@ -154,3 +154,97 @@ def test_a_stack_already_at_its_cheapest_gets_no_advice(monkeypatch, tmp_path):
 def test_a_tier_without_efa_is_never_advised_to_split_across_nodes(plans):
     advice = plans["prod"]["cheaper_fit"]  # prod attaches no EFA: one node per replica
     assert advice is None or advice["cheaper"]["nodes"] == 1
+
+
+# --- issue 22 item 5: the shipped stacks follow the cheaper-fit advice or say why not ---------
+
+def _panel_text(output: str, title: str) -> str:
+    """The words of the titled rich panel in ``output``, its borders and line breaks removed."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if f" {title} " in line and "╭" in line)
+    end = next(i for i in range(start, len(lines)) if lines[i].lstrip().startswith("╰"))
+    return " ".join(line.strip().strip("│").strip() for line in lines[start + 1:end])
+
+
+def _words(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_init_ships_one_stack_per_tier():
+    from dsinfra.stackfiles import list_stacks, read_stack_values, shipped_project, stack_file
+    from dsinfra.tiers import TIERS
+
+    shipped = shipped_project()
+    assert {read_stack_values(stack_file(s, shipped))["tier"] for s in list_stacks(shipped)} \
+        == set(TIERS)
+
+
+@pytest.mark.parametrize("tier", sorted(__import__("dsinfra.tiers").tiers.TIERS))
+def test_each_shipped_stack_is_the_cheapest_fit_or_plan_says_why_not(tier):
+    """What `dsinfra init` writes: a stack per tier. Either plan finds nothing cheaper that holds
+    its model and context, or its cheaper-fit panel prints each reason the stack is kept."""
+    from dsinfra.stackfiles import list_stacks, read_stack_values, shipped_project, stack_file
+
+    shipped = shipped_project()
+    (stack,) = [s for s in list_stacks(shipped)
+                if read_stack_values(stack_file(s, shipped))["tier"] == tier]
+    env = {"DSINFRA_PROJECT_DIR": str(shipped), "COLUMNS": "120"}
+    advice = json.loads(runner.invoke(app, ["plan", stack, "--json"], env=env).stdout)[
+        "cheaper_fit"]
+    if advice is None:
+        return
+    assert advice["kept_because"], f"{stack}: {advice['cheaper']} is cheaper and no reason given"
+    shown = runner.invoke(app, ["plan", stack], env=env)
+    assert shown.exit_code == 0, shown.output
+    panel = _panel_text(shown.stdout, "cheaper fit")
+    assert f"{advice['cheaper']['nodes']}x {advice['cheaper']['instance_type']} also holds" \
+        in panel
+    for reason in advice["kept_because"]:
+        assert _words(reason.rstrip(".")) in panel
+
+
+def test_a_tier_defined_by_nvlink_keeps_its_nvswitch_type_against_pcie_tensor_parallel():
+    """The rule, not a stack's text: every NVLink tier whose stack (its fitReason removed) is
+    offered a multi-GPU type without NVSwitch gets the PCIe reason; a tier without NVLink
+    offered the same never does."""
+    from dsinfra.catalog import INSTANCE_SPECS
+    from dsinfra.config import parse_stack_config
+    from dsinfra.sizing import cheaper_fit
+    from dsinfra.tiers import TIERS
+
+    checked = 0
+    for tier, spec in TIERS.items():
+        values = {**stack_values(tier), "fitReason": None}
+        advice = cheaper_fit(parse_stack_config(tier, {k: v for k, v in values.items()
+                                                       if v is not None}))
+        if advice is None:
+            continue
+        other = INSTANCE_SPECS[advice.cheaper.instance_type]
+        crosses_pcie = (not other.nvswitch and advice.cheaper.tensor_parallel > 1
+                        and INSTANCE_SPECS[advice.current.instance_type].nvswitch)
+        pcie = [r for r in advice.kept_because if "over PCIe" in r]
+        assert bool(pcie) == (spec.nvlink and crosses_pcie), (tier, advice)
+        checked += bool(pcie)
+    assert checked, "no shipped NVLink tier is offered a PCIe type: the rule went untested"
+    # The same offer on a tier without NVLink: no reason, the plain advice.
+    prod = {k: v for k, v in stack_values("prod").items() if k != "fitReason"}
+    no_nvlink = next(t for t, s in TIERS.items() if not s.nvlink and not s.efa)
+    values = {**prod, "tier": no_nvlink, "protect": False}
+    advice = cheaper_fit(parse_stack_config("plain", values))
+    assert advice is not None and advice.kept_because == ()
+
+
+def test_a_stated_fit_reason_is_printed_as_text_and_a_bad_one_is_one_line_exit_2(
+        monkeypatch, tmp_path):
+    values = {**stack_values("distributed"), "fitReason": "[bold]ours[/bold]: a 2-node demo"}
+    monkeypatch.setenv("DSINFRA_PROJECT_DIR", str(_project_with(tmp_path, "why", values)))
+    shown = runner.invoke(app, ["plan", "why"], env={"COLUMNS": "120"})
+    assert shown.exit_code == 0, shown.output
+    assert "Kept: [bold]ours[/bold]: a 2-node demo." in _panel_text(shown.stdout, "cheaper fit")
+    (tmp_path / "bad").mkdir()
+    _project_with(tmp_path / "bad", "why", {**values, "fitReason": "two\nlines"})
+    monkeypatch.setenv("DSINFRA_PROJECT_DIR", str(tmp_path / "bad"))
+    bad = runner.invoke(app, ["plan", "why"])
+    assert bad.exit_code == 2
+    assert "dsinfra:fitReason" in bad.output and "one line" in bad.output
+    assert len(bad.output.strip().splitlines()) <= 2 and "Traceback" not in bad.output
