@@ -71,7 +71,7 @@ def tunnel_url_factory(region: str, endpoint_id: str, dns_name: str, *, credenti
 # the instance's metadata for 60 s, in which sshd's AuthorizedKeysCommand (the instance's EC2
 # Instance Connect agent, package ec2-instance-connect) hands it to sshd. IAM:
 # ec2-instance-connect:SendSSHPublicKey, conditioned on aws:ResourceTag/dsinfra:stack and
-# ec2:osuser (docs/tiers.md shows the policy).
+# ec2:osuser (`dsinfra iam-policy` derives it from this call: ops/iam.py reach_conditions).
 PUSHED_KEY_VALID_S = 60
 
 

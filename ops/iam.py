@@ -24,7 +24,27 @@ READ_VERBS = ("Describe", "Get", "List", "Query", "Scan", "Head")
 CREATE_VERBS = ("Create", "Run", "Allocate", "Import", "Purchase", "Put", "Publish")
 # Services whose calls dsinfra makes on what it did not create or cannot tag (the model cache's
 # bucket, notices, Cost Explorer, Pricing, who-am-I, the tunnel): these stay on ``*``.
-UNTAGGED_SERVICES = ("s3", "sns", "ce", "pricing", "sts", "tag", "ssm", "ec2-instance-connect")
+UNTAGGED_SERVICES = ("s3", "sns", "ce", "pricing", "sts", "tag", "ssm")
+# EC2 Instance Connect is how dsinfra reaches a stack's nodes: the endpoint tunnel
+# (OpenTunnel, on the instance-connect-endpoint) and the one-time key each session pushes
+# (SendSSHPublicKey, on the instance). Both resources carry the stack tag, and both actions
+# take aws:ResourceTag (Service Authorization Reference, "Amazon EC2 Instance Connect"), so
+# every action of the service that the source calls gets its own statement on the stack tag,
+# narrowed by the action's own condition key where this table names one.
+REACH_SERVICE = "ec2-instance-connect"
+
+
+def reach_conditions(action: str) -> dict:
+    """The condition of one EC2 Instance Connect action: the stack tag, plus the port the
+    tunnel may reach (22: the endpoint carries 22 and 3389, dsinfra uses 22) or the login
+    user a key may be pushed for."""
+    from dsinfra.infra.program import SSH_USER
+
+    narrower = {
+        "OpenTunnel": {"NumericEquals": {"ec2-instance-connect:remotePort": "22"}},
+        "SendSSHPublicKey": {"StringEquals": {"ec2:osuser": SSH_USER}},
+    }.get(action.split(":", 1)[1], {})
+    return {"Null": {f"aws:ResourceTag/{T.STACK}": "false"}, **narrower}
 
 
 @dataclass
@@ -81,6 +101,7 @@ def policy_document(d: Derivation) -> dict:
     anywhere: set[str] = set()
     stack_change: set[str] = set()
     guard_change: set[str] = set()
+    reach: set[str] = set()
     for types, change in ((set(d.stack_types), stack_change), (d.guard_types, guard_change)):
         for token in types:
             row = actions_for(token)
@@ -91,6 +112,8 @@ def policy_document(d: Derivation) -> dict:
             service, verb = action.split(":", 1)
             if service == "dynamodb":  # the guard's ledger, audit and locks: its own table
                 guard_change.add(action)
+            elif service == REACH_SERVICE:
+                reach.add(action)
             elif service in UNTAGGED_SERVICES or verb.startswith(READ_VERBS + CREATE_VERBS):
                 anywhere.add(action)
             else:
@@ -105,6 +128,9 @@ def policy_document(d: Derivation) -> dict:
          "Resource": "*",
          "Condition": {"StringEquals": {f"aws:ResourceTag/{GUARD_TAG[0]}": GUARD_TAG[1]}}},
     ]
+    statements += [{"Sid": f"{action.split(':', 1)[1]}OnlyToStackNodes", "Effect": "Allow",
+                    "Action": [action], "Resource": "*", "Condition": reach_conditions(action)}
+                   for action in sorted(reach)]
     if passed:
         statements.append({"Sid": "PassRolesToTheirServices", "Effect": "Allow",
                            "Action": ["iam:PassRole"], "Resource": "*",

@@ -205,6 +205,33 @@ def test_iam_policy_covers_the_guard_program_and_dsinfras_own_calls(derivation):
     assert "ec2:TerminateInstances" in derivation.edge["dsinfra.cloud.teardown"]
 
 
+def test_every_ec2_instance_connect_call_is_allowed_only_on_the_stack_tag(derivation):
+    """Access pushes a one-time key per session and opens the endpoint tunnel: the actions the
+    source calls (read from it, not listed here) each get a statement on the stack tag, never
+    ``*`` unconditioned, with the tunnel held to port 22 and keys to the nodes' login user."""
+    from dsinfra.cloud import eice
+    from dsinfra.infra.program import SSH_USER
+    from dsinfra.ops.iam import REACH_SERVICE, policy_document
+
+    called = {a for actions in derivation.edge.values() for a in actions
+              if a.startswith(f"{REACH_SERVICE}:")}
+    # Found from the boto3 call in cloud/eice.py (SendSSHPublicKey) and the hand-signed
+    # tunnel's declaration (OpenTunnel): the key push is not declared a second time.
+    assert {"ec2-instance-connect:SendSSHPublicKey", "ec2-instance-connect:OpenTunnel"} <= called
+    assert "ec2-instance-connect:SendSSHPublicKey" not in eice.PERMISSIONS
+    statements = policy_document(derivation)["Statement"]
+    reach = [s for s in statements if any(a in called for a in s["Action"])]
+    assert sorted(a for s in reach for a in s["Action"]) == sorted(called)
+    for statement in reach:
+        assert statement["Action"] == [statement["Action"][0]]  # one action, its own keys
+        assert statement["Condition"]["Null"] == {"aws:ResourceTag/dsinfra:stack": "false"}
+    by_action = {s["Action"][0]: s["Condition"] for s in reach}
+    assert by_action["ec2-instance-connect:OpenTunnel"]["NumericEquals"] == \
+        {"ec2-instance-connect:remotePort": "22"}
+    assert by_action["ec2-instance-connect:SendSSHPublicKey"]["StringEquals"] == \
+        {"ec2:osuser": SSH_USER}
+
+
 def test_a_resource_type_with_no_row_is_an_error_not_a_gap():
     from dsinfra.infra.iam import actions_for
 
