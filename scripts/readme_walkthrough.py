@@ -1,5 +1,7 @@
-"""Print the README's first page: `plan`, `up`, `status`, `logs`, `stop`, `start`, `down` of the
-shipped dev stack, as dsinfra prints them at 80 columns, captured against the test twin.
+"""Print the README's first page as a new user meets it: `init` into an empty folder, then in
+the project it wrote `plan`, `up`, `port-forward` (and a curl through it from "another
+terminal"), `status`, `logs`, `stop`, `start` and `down` of its dev stack, as dsinfra prints
+them at 80 columns, captured against the test twin.
 
 There is no AWS account here, so the twin stands in for AWS and the Pulumi engine: moto (a
 local server) for EC2 and the tags, an sshd test host (tests/bootstrap/hostlab.py: a network
@@ -25,15 +27,22 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests" / "bootstrap"), str(ROOT / "tests")]
-# The project the commands run in: this checkout, or (tests/test_installed_wheel.py) one that
-# `dsinfra init` wrote, with this script run by the Python of a venv the wheel went into.
-PROJECT = Path(os.environ.get("DSINFRA_WALKTHROUGH_PROJECT") or ROOT)
+# The project the commands run in: the one `init` writes into an empty folder (from the
+# dsinfra that runs this script: the checkout's, or in tests/test_installed_wheel.py the
+# wheel's), found from the current folder as a user's commands find it. Set by walkthrough().
+PROJECT = Path()
+NAME = "my-llm"
 
 # No --ssh-key and no sshPublicKey: every login is a one-time key pushed with EC2 Instance
 # Connect (moto answers SendSSHPublicKey; the test host's agent double accepts the key).
-STEPS = [["plan", "dev"], ["up", "dev", "--yes", "--trust-on-first-use"],
-         ["status"], ["logs", "dev"], ["stop", "dev"],
+STEPS = [["plan", "dev"], ["up", "dev", "--trust-on-first-use"],
+         ["port-forward", "dev", "8000"], ["status"], ["logs", "dev"], ["stop", "dev"],
          ["start", "dev"], ["down", "dev", "--yes"]]
+# What the README's "reach the endpoint" step runs in another terminal while the forward
+# serves: the status code only, because the body is the fake engine's, not vLLM's.
+# What the user types at a step's confirmation, as on a terminal (`up` asks after preflight).
+ANSWERS = {"up": "y\n"}
+CURL = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}\\n"]
 
 
 @contextmanager
@@ -140,39 +149,98 @@ def _install_twin(lab, endpoint_dns: str) -> str:
     return endpoint_id
 
 
+def _curl_from_another_terminal(curled: list[str]) -> None:
+    """`port-forward` serves until Ctrl-C. Here, once it serves, "another terminal" runs curl
+    through it, and the forward then ends as Ctrl-C would end it (its listener shut), so the
+    step's output is the command's own and nothing waits on a clock."""
+    import socket
+    import subprocess
+    import threading
+
+    from dsinfra.ops import remote
+
+    shipped_serve = remote.PortForward.serve_forever
+
+    def serve_forever(forward) -> None:
+        def another_terminal() -> None:
+            url = f"http://127.0.0.1:{forward.local_port}/health"
+            try:
+                done = subprocess.run([*CURL, url], capture_output=True, text=True,
+                                      timeout=120)
+                shown = " ".join(f"'{a}'" if "%" in a else a for a in CURL)
+                curled.append(f"$ {shown} {url}   # in another terminal\n{done.stdout}"
+                              + (f"[exit {done.returncode}]\n" if done.returncode else ""))
+            finally:
+                forward.listener.shutdown(socket.SHUT_RDWR)  # accept() ends: Ctrl-C's effect
+
+        threading.Thread(target=another_terminal, daemon=True).start()
+        shipped_serve(forward)
+
+    remote.PortForward.serve_forever = serve_forever
+
+
 def walkthrough() -> str:
+    global PROJECT
     from eice_server import FakeEndpoint
+    from filelock import FileLock
     from hostlab import HostLab
     from typer.testing import CliRunner
 
     base = Path(tempfile.mkdtemp(prefix="dsinfra-walkthrough-"))
     lab = HostLab(base)
-    shown = []
+    shown, curled, was_in = [], [], os.getcwd()
+    from dsinfra.cli.confirm import stdin_is_terminal as shipped_terminal
+
+    def run(step: list[str]) -> str:
+        from dsinfra.cli import confirm
+
+        answer = ANSWERS.get(step[0])
+        # The twin's stdin is no terminal; the answer is typed as on one (the confirmation's
+        # own tests do the same).
+        confirm.stdin_is_terminal = (lambda: True) if answer else shipped_terminal
+        result = CliRunner().invoke(app, step, input=answer)
+        return (f"$ dsinfra {' '.join(_shown(step))}\n{result.output}"
+                + (f"[exit {result.exit_code}]\n" if result.exit_code else ""))
+
     try:
         with moto_server() as moto:
             os.environ.update({
                 "AWS_ENDPOINT_URL": moto, "AWS_ACCESS_KEY_ID": "testing",
                 "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
                 "DSINFRA_REGIONS": "us-east-1", "DSINFRA_STATE_DIR": str(base / "state"),
-                "DSINFRA_PROJECT_DIR": str(PROJECT), "COLUMNS": "80",
+                "COLUMNS": "80",
                 # Test secrets: the engine's API key and the Hugging Face token.
                 "DSINFRA_API_KEY": "dsk-test-4f9c2e61b7a8d3c5e0f1a2b3c4d5e6f7",
                 "HF_TOKEN": "hf_TestTokenQ8w7e6r5t4y3u2i1o0pLkJhGfDsA"})
-            for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "DSINFRA_WEBHOOK_URL"):
+            # The project is found from the current folder, as a user's is.
+            for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "DSINFRA_WEBHOOK_URL",
+                         "DSINFRA_PROJECT_DIR"):
                 os.environ.pop(name, None)
             from dsinfra.cli.main import app
 
+            folder = base / "work"
+            folder.mkdir()
+            os.chdir(folder)  # an empty folder
+            shown.append(run(["init", NAME]))
+            PROJECT = folder / NAME
+            os.chdir(PROJECT)
+            shown.append(f"$ cd {NAME}\n")
             endpoint = FakeEndpoint("pending", secret_key="testing", region="us-east-1").start()
             endpoint.endpoint_id = _install_twin(lab, endpoint.dns_name)
+            _curl_from_another_terminal(curled)
             try:
                 for step in STEPS:
-                    argv = [a.replace("{key}", str(lab.client_key)) for a in step]
-                    result = CliRunner().invoke(app, argv)
-                    shown.append(f"$ dsinfra {' '.join(_shown(step))}\n{result.output}"
-                                 + (f"[exit {result.exit_code}]\n" if result.exit_code else ""))
+                    if step[0] != "port-forward":
+                        shown.append(run(step))
+                        continue
+                    # 127.0.0.1:8000 as the README shows it: one walkthrough at a time holds it.
+                    with FileLock(Path(tempfile.gettempdir()) / "dsinfra-walkthrough-8000.lock"):
+                        shown.append(run(step))
+                    shown.extend(curled)
             finally:
                 endpoint.stop()
     finally:
+        os.chdir(was_in)
         lab.close()
         shutil.rmtree(base, ignore_errors=True)
     return "\n".join(shown)

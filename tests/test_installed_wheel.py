@@ -2,8 +2,9 @@
 dependencies into a fresh venv outside the checkout, run in a folder that is not the checkout.
 
 `init` -> `plan dev` -> `guard deploy --dry-run` -> `iam-policy` run as the venv's console
-script; then the README walkthrough (`plan`, `up`, `status`, `logs`, `stop`, `start`, `down` of
-the dev stack) against the test twin, run by the venv's Python in the project `init` wrote. The
+script; then the README walkthrough (`init` into an empty folder, then `plan`, `up`,
+`port-forward`, `status`, `logs`, `stop`, `start`, `down` of its dev stack) against the test
+twin, run by the venv's Python, so the project is the one the wheel's `init` wrote. The
 twin's fakes (moto server, sshd test host, local EICE endpoint, the Automation API seam) come
 from this checkout's tests/ and the checkout venv's test extras (moto, websockets), which are
 put on the path after the fresh venv's own site-packages; dsinfra itself is the installed one
@@ -137,7 +138,7 @@ def test_twin_up_of_the_dev_stack_from_the_installed_wheel(installed, tmp_path):
     venv = installed["venv"]
     assert _dsinfra(installed, tmp_path, "init", "proj").returncode == 0
     project = tmp_path / "proj"
-    env = {**_env(installed["base"]), "DSINFRA_WALKTHROUGH_PROJECT": str(project),
+    env = {**_env(installed["base"]),
            # The twin's fakes need the test extras, which the wheel does not bring.
            "PYTHONPATH": _checkout_site_packages(),
            "DSINFRA_TEST_MOTO_SERVER": str(Path(sys.executable).parent / "moto_server")}
@@ -155,4 +156,4 @@ def test_twin_up_of_the_dev_stack_from_the_installed_wheel(installed, tmp_path):
     up = out[out.index("$ dsinfra up dev"):out.index("$ dsinfra status")]
     assert "dev is up: 1x g5.2xlarge in us-east-1" in up
     assert "answered 200" in up
-    assert "$ dsinfra down dev --yes" in out
+    assert "$ dsinfra init my-llm" in out and "$ dsinfra down dev --yes" in out

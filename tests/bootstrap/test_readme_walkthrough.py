@@ -1,7 +1,9 @@
 """The README's first page shows what dsinfra printed: scripts/readme_walkthrough.py runs
-`plan`, `up`, `status`, `logs`, `stop`, `start` and `down` of the shipped dev stack against
-the test twin (moto, an sshd test host, a local EC2 Instance Connect Endpoint, the Automation
-API seam), and the README's walkthrough block must equal its output.
+`init` into an empty folder, then in that project `plan`, `up`, `port-forward` with a curl
+through it, `status`, `logs`, `stop`, `start` and `down` of the dev stack against the test
+twin (moto, an sshd test host, a local EC2 Instance Connect Endpoint, the Automation API seam),
+and the README's walkthrough block must equal its output. Every `dsinfra` command of the
+README's "Start" block that prints something is one of those steps.
 
 Normalised on both sides, because they differ per run and nothing else does: instance and
 volume ids (moto draws them at random), the test host's link-local address (a subnet per
@@ -22,6 +24,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 START, END = "<!-- walkthrough:start -->", "<!-- walkthrough:end -->"
 VARYING = [
+    (r"\S*/dsinfra-walkthrough-\w+", "<tmp>"),  # the empty folder `init` runs in
     (r"\bi-[0-9a-f]{17}\b", "i-<id>"),
     (r"\bvol-[0-9a-f]{17}\b", "vol-<id>"),
     (r"\bsg-[0-9a-f]{17}\b", "sg-<id>"),
@@ -56,11 +59,15 @@ def test_the_readme_walkthrough_is_what_the_script_prints(lab):  # lab: root, ss
                           capture_output=True, text=True, timeout=600,
                           env={k: v for k, v in os.environ.items() if k != "COLUMNS"})
     assert done.returncode == 0, done.stderr
-    for command in ("plan dev", "up dev --yes", "status", "logs dev", "stop dev", "start dev",
-                    "down dev --yes"):
+    for command in ("init my-llm", "plan dev", "up dev", "port-forward dev 8000",
+                    "status", "logs dev", "stop dev", "start dev", "down dev --yes"):
         assert f"$ dsinfra {command}\n" in done.stdout
+    assert "[exit" not in done.stdout, done.stdout
     assert "dev is up" in done.stdout and "nothing billable with dsinfra:stack=dev remains" \
         in done.stdout
+    # Reaching the endpoint: curl through the forward got the engine's answer.
+    assert re.search(r"^\$ curl .*http://127\.0\.0\.1:8000/health .*\n200$", done.stdout,
+                     re.MULTILINE), done.stdout
     if os.environ.get("DSINFRA_UPDATE_SNAPSHOTS") == "1":
         readme = (ROOT / "README.md").read_text()
         head, rest = readme.split(START, 1)
@@ -68,3 +75,16 @@ def test_the_readme_walkthrough_is_what_the_script_prints(lab):  # lab: root, ss
                                         f"{END}{rest.split(END, 1)[1]}")
         pytest.skip("README walkthrough rewritten")
     assert normalise(readme_block()) == normalise(done.stdout)
+
+
+def test_every_command_of_the_start_block_is_a_walkthrough_step():
+    """The README's first screen ("Start") lists the commands; each `dsinfra` one that prints
+    something has its output in the walkthrough block, so none of it is written by hand."""
+    readme = (ROOT / "README.md").read_text()
+    start = readme.split("## Start", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    block = readme_block()
+    commands = [line.split("#", 1)[0].split("&&", 1)[0].strip()
+                for line in start.splitlines() if line.strip().startswith("dsinfra ")]
+    assert len(commands) >= 5, start
+    for command in commands:
+        assert f"$ {command}\n" in block, f"{command!r} has no output in the walkthrough block"
