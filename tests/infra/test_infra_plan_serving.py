@@ -212,7 +212,7 @@ def test_a_tier_defined_by_nvlink_keeps_its_nvswitch_type_against_pcie_tensor_pa
     from dsinfra.sizing import cheaper_fit
     from dsinfra.tiers import TIERS
 
-    checked = 0
+    checked = []
     for tier, spec in TIERS.items():
         values = {**stack_values(tier), "fitReason": None}
         advice = cheaper_fit(parse_stack_config(tier, {k: v for k, v in values.items()
@@ -224,19 +224,25 @@ def test_a_tier_defined_by_nvlink_keeps_its_nvswitch_type_against_pcie_tensor_pa
                         and INSTANCE_SPECS[advice.current.instance_type].nvswitch)
         pcie = [r for r in advice.kept_because if "over PCIe" in r]
         assert bool(pcie) == (spec.nvlink and crosses_pcie), (tier, advice)
-        checked += bool(pcie)
+        if pcie:
+            checked.append({k: v for k, v in values.items() if v is not None})
     assert checked, "no shipped NVLink tier is offered a PCIe type: the rule went untested"
-    # The same offer on a tier without NVLink: no reason, the plain advice.
-    prod = {k: v for k, v in stack_values("prod").items() if k != "fitReason"}
+    # The same offer on a tier without NVLink (or EFA, which would change the offer): no
+    # reason, the plain advice.
     no_nvlink = next(t for t, s in TIERS.items() if not s.nvlink and not s.efa)
-    values = {**prod, "tier": no_nvlink, "protect": False}
+    values = {**checked[0], "tier": no_nvlink, "protect": False}
     advice = cheaper_fit(parse_stack_config("plain", values))
     assert advice is not None and advice.kept_because == ()
 
 
 def test_a_stated_fit_reason_is_printed_as_text_and_a_bad_one_is_one_line_exit_2(
         monkeypatch, tmp_path):
-    values = {**stack_values("distributed"), "fitReason": "[bold]ours[/bold]: a 2-node demo"}
+    from dsinfra.config import parse_stack_config
+    from dsinfra.sizing import cheaper_fit
+    from dsinfra.tiers import TIERS
+
+    offered = next(t for t in TIERS if cheaper_fit(parse_stack_config(t, stack_values(t))))
+    values = {**stack_values(offered), "fitReason": "[bold]ours[/bold]: a 2-node demo"}
     monkeypatch.setenv("DSINFRA_PROJECT_DIR", str(_project_with(tmp_path, "why", values)))
     shown = runner.invoke(app, ["plan", "why"], env={"COLUMNS": "120"})
     assert shown.exit_code == 0, shown.output
