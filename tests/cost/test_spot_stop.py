@@ -207,3 +207,49 @@ def test_a_spot_instance_whose_request_cannot_be_read_is_left_and_reported(
 def test_the_rule_follows_what_aws_documents(instance, request_, kind, why):
     found = R.verdict(instance, request_)
     assert found.kind == kind and why in found.why
+
+
+def test_idle_autostop_terminates_one_time_spot_after_a_notice_and_stops_the_rest(
+        aws, monkeypatch, capsys):
+    """The head node's watcher (cloud/idle_watch.py), its stop run in-process on moto: the
+    same split as the budget's stop, its own notice (SNS, here read back from SQS) sent while
+    the spot node still runs, its audit record in the journal, then the termination."""
+    import json
+
+    from dsinfra.cloud import idle_watch
+    from dsinfra.cloud.aws import client
+    from dsinfra.idle import Verdict
+
+    from .conftest import make_stack
+
+    spot = _spot(None)
+    on_demand = make_stack("spotty")["instances"][0]
+    other = _spot(None)
+    client("ec2", "us-east-1").create_tags(Resources=[other], Tags=[
+        {"Key": "dsinfra:stack", "Value": "other"}])
+    sns, sqs = client("sns", "us-east-1"), client("sqs", "us-east-1")
+    topic = sns.create_topic(Name="idle")["TopicArn"]
+    queue = sqs.create_queue(QueueName="idle-inbox")["QueueUrl"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=sqs.get_queue_attributes(
+        QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"])
+    seen, real = [], idle_watch.notify
+    monkeypatch.setattr(idle_watch, "notify", lambda config, subject, text: (
+        seen.append((subject, instance_states([spot])[spot])), real(config, subject, text))[1])
+    config = {"stack": "spotty", "region": "us-east-1", "idle_minutes": 10,
+              "sns_topic_arn": topic}
+    code = idle_watch.stop_stack(config, Verdict("stop", 606.0, "no request for 10.1 min"))
+    assert code == 0, capsys.readouterr().out
+    assert instance_states([spot, on_demand, other]) == {
+        spot: "terminated", on_demand: "stopped", other: "running"}
+    assert _request_of(spot)["State"] == "cancelled"
+    assert seen == [("dsinfra: stack spotty stopped after 10 idle min", "running"),
+                    (f"dsinfra: stack spotty: terminating {spot} (AWS cannot stop it)",
+                     "running")]
+    got = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]
+    texts = [json.loads(m["Body"])["Message"] for m in got]
+    assert any(spot in t and "idle autostop" in t and "terminates it now" in t for t in texts)
+    journal = capsys.readouterr().out
+    notice = next(line for line in journal.splitlines() if "audit terminate-notice" in line)
+    assert spot in notice and on_demand not in notice.split("{", 1)[1].split('"text"')[0]
+    stop_record = next(line for line in journal.splitlines() if "audit idle-stop " in line)
+    assert on_demand in stop_record and spot not in stop_record
