@@ -151,6 +151,24 @@ def termination_notice(stack: str, verdicts: Sequence[Verdict], trigger: str
             f"`dsinfra down {stack}`.")
 
 
+# ``spotInterruption`` (dsinfra/config.py) -> the spot request a stack's nodes launch from
+# (infra/nodes.py): (SpotInstanceType, InstanceInterruptionBehavior). RunInstances takes a
+# persistent request only with ``stop`` or ``hibernate`` (API reference, SpotMarketOptions),
+# and ``stop`` is what AWS can stop; ``terminate`` keeps AWS's default one-time request (an
+# interruption ends the node, nothing restarts it unattended), which no stop can stop.
+SPOT_INTERRUPTION = {"stop": ("persistent", "stop"), "terminate": ("one-time", "terminate")}
+
+
+def stop_verdict_for(spot: bool, interruption: str) -> Verdict:
+    """What a stop does to a node a stack with these settings launches (plan, the node's
+    IAM): the rule applied to the request the settings make."""
+    if not spot:
+        return verdict(Instance("(node)"), None)
+    spot_type, _behaviour = SPOT_INTERRUPTION[interruption]
+    return verdict(Instance("(node)", lifecycle="spot"),
+                   SpotRequest("(at launch)", spot_type, "active"))
+
+
 def planned_instance(name: str, market: dict | None, root_deleted_on_termination: bool
                      ) -> tuple[Instance, SpotRequest | None]:
     """The instance and spot request a launch template's ``instanceMarketOptions`` (Pulumi's
