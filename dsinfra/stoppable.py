@@ -72,30 +72,30 @@ class Verdict:
 def verdict(instance: Instance, request: SpotRequest | None) -> Verdict:
     """Whether AWS stops ``instance`` (``request``: its spot request, None when not read)."""
     if instance.root_device_type == "instance-store":
-        return Verdict(instance, TERMINATE, "its root device is instance store (AWS stops "
-                       "EBS-backed instances only)")
+        return Verdict(instance, TERMINATE, "its root device is instance store: AWS stops "
+                       "EBS-backed instances only")
     if not instance.spot:
         return Verdict(instance, STOP)
     fleet = next((t for t in FLEET_TAGS if instance.tags.get(t)), None)
     if fleet:
-        return Verdict(instance, TERMINATE, f"it is part of a fleet ({fleet}="
-                       f"{instance.tags[fleet]}; AWS stops no spot instance of a fleet)")
+        return Verdict(instance, TERMINATE, f"part of a fleet ({fleet}="
+                       f"{instance.tags[fleet]}): AWS stops no spot instance of a fleet")
     if request is None:
         return Verdict(instance, UNKNOWN, "its spot request "
                        f"{instance.spot_request_id or '(no id)'} could not be read")
+    named = f" {request.id}" if request.id else ""
     if request.type != "persistent":
-        return Verdict(instance, TERMINATE, f"it was launched from a {request.type} spot "
-                       f"request ({request.id}; AWS stops spot instances of persistent "
-                       "requests only)")
+        return Verdict(instance, TERMINATE, f"a {request.type} spot request{named}: AWS stops "
+                       "spot instances of persistent requests only")
     if request.state == "cancelled":
-        return Verdict(instance, TERMINATE, f"its spot request {request.id} is cancelled "
-                       "(AWS can only terminate such an instance)")
+        return Verdict(instance, TERMINATE, f"its spot request{named} is cancelled: AWS can "
+                       "only terminate such an instance")
     if request.launch_group or request.availability_zone_group:
         group = "a launch group" if request.launch_group else "an Availability Zone group"
-        return Verdict(instance, TERMINATE, f"its spot request {request.id} is in {group} "
-                       "(AWS stops no such instance)")
+        return Verdict(instance, TERMINATE, f"its spot request{named} is in {group}: AWS "
+                       "stops no such instance")
     if request.state not in LIVE_REQUEST_STATES:
-        return Verdict(instance, UNKNOWN, f"its persistent spot request {request.id} is "
+        return Verdict(instance, UNKNOWN, f"its persistent spot request{named} is "
                        f"{request.state}")
     return Verdict(instance, STOP)
 
@@ -133,8 +133,9 @@ def listed(verdicts: Sequence[Verdict]) -> str:
 
 def lost_with(verdicts: Sequence[Verdict]) -> str:
     """What a termination of ``verdicts`` loses, from what AWS said of each instance."""
-    volumes = [vol for v in verdicts for vol in v.instance.deleted_with]
-    parts = [f"volume(s) {', '.join(volumes)} (deleted on termination)"] if volumes else []
+    volumes = [f"volume {vol}" if vol.startswith("vol-") else vol
+               for v in verdicts for vol in v.instance.deleted_with]
+    parts = [f"{', '.join(volumes)} (deleted on termination)"] if volumes else []
     return "; ".join(parts + ["whatever the instance store held (the model cache)",
                               "the instance itself (`dsinfra start` cannot bring it back; "
                               "`dsinfra up` launches it again)"])
@@ -165,8 +166,7 @@ def stop_verdict_for(spot: bool, interruption: str) -> Verdict:
     if not spot:
         return verdict(Instance("(node)"), None)
     spot_type, _behaviour = SPOT_INTERRUPTION[interruption]
-    return verdict(Instance("(node)", lifecycle="spot"),
-                   SpotRequest("(at launch)", spot_type, "active"))
+    return verdict(Instance("(node)", lifecycle="spot"), SpotRequest("", spot_type, "active"))
 
 
 def planned_instance(name: str, market: dict | None, root_deleted_on_termination: bool
@@ -176,9 +176,9 @@ def planned_instance(name: str, market: dict | None, root_deleted_on_termination
     market = market or {}
     lifecycle = market.get("marketType") or "on-demand"
     instance = Instance(name, lifecycle=lifecycle,
-                        deleted_with=(f"{name} root volume",) if root_deleted_on_termination
-                        else ())
+                        deleted_with=(f"the root volume of {name}",)
+                        if root_deleted_on_termination else ())
     if lifecycle != "spot":
         return instance, None
     spot_type = (market.get("spotOptions") or {}).get("spotInstanceType") or DEFAULT_SPOT_TYPE
-    return instance, SpotRequest("(at launch)", spot_type, "active")
+    return instance, SpotRequest("", spot_type, "active")
