@@ -137,7 +137,8 @@ def stop_or_terminate(ec2, instances: Sequence[R.Instance], *, stack: str, trigg
     for v in split.unknown:
         out.problems.append(f"{v.instance.id} neither stopped nor terminated: {v.why}"
                             + (f" ({error})" if error else ""))
-    out.stopped = stop(ec2, split.stop, call_args)
+    if split.stop:
+        out.stopped = stop(ec2, split.stop, call_args)
     if split.terminate and unable != "terminate":
         out.problems.append(f"AWS cannot stop {R.listed(split.terminate)}; not terminated")
     elif split.terminate:
