@@ -23,11 +23,13 @@ instance (hashicorp/terraform-provider-aws#38142: "aws_instance instance_market_
 Persistent type creates untracked resource"; fastai/fastec2#14: a terminated instance's
 persistent request launched another). moto 5.2 makes no request and leaves the id empty.
 
-Contract 3: CancelSpotInstanceRequests leaves the request, in state ``cancelled`` (EC2 User
-Guide, spot-request-status / using-spot-instances-cancel: "You can't stop a Spot Instance if the
-associated Spot Instance request is cancelled. When the Spot Instance request is cancelled, you
-can only terminate the Spot Instance", using-spot-instances-request.html#stopping-a-spot-
-instance). moto 5.2 deletes it.
+Contract 3: CancelSpotInstanceRequests leaves the request, in state ``cancelled`` (EC2 API
+reference, CancelledSpotInstanceRequest: state "active | open | closed | cancelled |
+completed"; EC2 User Guide, using-spot-instances-cancel: "You can only cancel Spot Instance
+requests that are open, active, or disabled", and using-spot-instances-request.html
+#stopping-a-spot-instance: "You can't stop a Spot Instance if the associated Spot Instance
+request is cancelled. When the Spot Instance request is cancelled, you can only terminate the
+Spot Instance"). moto 5.2 deletes it.
 """
 
 from __future__ import annotations
