@@ -135,6 +135,8 @@ def _budget_text(plan) -> str:
                      "the guard only notifies (onExceed notify, or a protected stack).")
     lines += _block_lines(config)
     lines.append(_idle_text(plan.idle_autostop))
+    if (stop := _stop_text(plan.stop_means)):
+        lines.append(stop)
     if not fit.fits:
         lines.append("`dsinfra up` will refuse this stack: lower nodeCount or instanceType, "
                      "set ttlHours with onExceed stop or destroy, or raise budget.amountUsd.")
@@ -157,6 +159,19 @@ def _block_lines(config) -> list[str]:
             f"{block.availability_zone}, {block.window()}; {upfront}; torn down at "
             f"{block.teardown_at:%Y-%m-%d %H:%M} UTC (AWS terminates from 30 minutes before "
             "the end)."]
+def _stop_text(means: dict) -> str | None:
+    """Said only where a stop does not simply stop: nodes AWS cannot stop are terminated."""
+    if not means["terminates"]:
+        return None
+    nodes = ", ".join(t["node"] for t in means["terminates"])
+    it = "it" if len(means["terminates"]) == 1 else "them"
+    return (f"Stop terminates {nodes}: AWS cannot stop {it} ({means['terminates'][0]['why']})."
+            f" A stop ({', '.join(means['by'])}) notifies, then terminates; lost: "
+            f"{means['lost']}. Still billed after it: ${means['still_bills_hourly_usd']:,.4f}"
+            f"/hour ({', '.join(means['still_bills']) or 'nothing'}). dsinfra:spotInterruption"
+            " stop (the default) launches spot that a stop stops.")
+
+
 def _idle_text(idle: dict) -> str:
     if idle["minutes"] is None:
         return f"Idle autostop: off ({idle['source']}; dsinfra:idleMinutes turns it on)."

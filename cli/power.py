@@ -20,13 +20,17 @@ def stop_command(
     stack: str = typer.Argument(..., help="The stack whose instances to stop."),
     region: Optional[list[str]] = typer.Option(None, "--region", metavar="<region>",
                                                help=REGION_HELP),
+    terminate_spot: bool = typer.Option(
+        False, "--terminate-spot", help="Terminate, after a notice, the instances AWS cannot "
+        "stop (spot from a one-time request, see docs/budgets.md); without it such a stack "
+        "is refused and nothing is done."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Stop the stack's running instances; volumes, data and addresses inside the VPC stay.
     The GPU hours stop; EBS storage is still billed. `dsinfra start` wakes it."""
     from dsinfra.ops.resume import stop_checked
 
-    outcome = stop_checked(stack, region)
+    outcome = stop_checked(stack, region, terminate_spot=terminate_spot)
     if as_json:
         from dsinfra.cli.output import print_json
 
@@ -34,10 +38,15 @@ def stop_command(
         return
     from dsinfra.cli.output import note
 
-    stopped = outcome["stopped"]
-    note(f"{stack}: stopped {len(stopped)} instance(s): {', '.join(stopped)}; volumes kept; "
-         f"`dsinfra start {stack}` wakes it" if stopped else
-         f"{stack}: no running instances found in {', '.join(outcome['regions'])}")
+    stopped, terminated = outcome["stopped"], outcome["terminated"]
+    if stopped:
+        note(f"{stack}: stopped {len(stopped)} instance(s): {', '.join(stopped)}; volumes "
+             f"kept; `dsinfra start {stack}` wakes it")
+    if terminated:
+        note(f"{stack}: terminated {', '.join(terminated)} (AWS cannot stop it; notice "
+             f"{outcome['notice']}); `dsinfra up {stack}` launches it again")
+    if not stopped and not terminated:
+        note(f"{stack}: no running instances found in {', '.join(outcome['regions'])}")
 
 
 @app.command("start")

@@ -19,7 +19,7 @@ from typing import Any
 from dsinfra import budget_actions as A
 from dsinfra import tags as T
 from dsinfra.budget_actions import Permission, reads, scoped  # noqa: F401 - re-exported
-from dsinfra.cloud import intents, inventory, notices, regions
+from dsinfra.cloud import intents, inventory, notices, regions, spot_stop
 from dsinfra.cloud.aws import client
 from dsinfra.cloud.teardown import sweep_stacks
 from dsinfra.errors import DsinfraError
@@ -87,16 +87,64 @@ class InstancesRunner(Runner):
                 continue
             intent = intents.begin_or_resume(ctx, report)
             try:
-                acted = call_instances(targets, spec.call, spec.call_args)
-                report.action_result = "done"
-                report.reason += "; " + (spec.done_note or "{action}: {call} for {n} "
-                                         "instance(s)").format(stack=report.stack, n=len(acted),
-                                                               action=spec.name, call=verb)
+                if spec.call == "stop_instances":
+                    self._stop(ctx, report, targets)
+                else:
+                    acted = call_instances(targets, spec.call, spec.call_args)
+                    report.action_result = "done"
+                    report.reason += "; " + (spec.done_note or "{action}: {call} for {n} "
+                                             "instance(s)").format(
+                        stack=report.stack, n=len(acted), action=spec.name, call=verb)
             except Exception as exc:  # noqa: BLE001 - one stack's failure must not stop the rest
                 report.action_result, report.reason = "failed", \
                     f"{report.reason}; {spec.name}: {exc}"
             intents.finish(ctx.ledger, ctx.audit, intent, report.stack, spec.name,
                            report.action_result, report.reason)
+
+
+    def _stop(self, ctx, report, targets: list[Resource]) -> None:
+        """A stop AWS may refuse on some instances (dsinfra/stoppable.py): StopInstances on
+        the others; the refused ones as the row's ``unable`` says (a budget rule the user set
+        is their consent: notice, audit, then terminate)."""
+        spec, outcomes = self.spec, []
+        by_region: dict[str, list[Resource]] = {}
+        for r in targets:
+            by_region.setdefault(r.region, []).append(r)
+        for region, mine in sorted(by_region.items()):
+            outcomes.append(spot_stop.stop_or_terminate(
+                client("ec2", region), [spot_stop.instance_from_resource(r) for r in mine],
+                stack=report.stack, trigger=f"the budget rule onExceed {spec.name} "
+                f"({report.reason})", unable=spec.unable,
+                announce=lambda subject, text: _announce(ctx, subject, text),
+                audit=ctx.audit.append, call_args=spec.call_args))
+        stopped = [i for o in outcomes for i in o.stopped]
+        terminated = [i for o in outcomes for i in o.terminated]
+        problems = [p for o in outcomes for p in o.problems]
+        notes = []
+        if stopped:
+            notes.append((spec.done_note or "{action}: {call} for {n} instance(s)").format(
+                stack=report.stack, n=len(stopped), action=spec.name,
+                call=spec.call.removesuffix("_instances")))
+        if terminated:
+            sent = "; ".join(o.notice for o in outcomes if o.terminated)
+            notes.append(f"terminated {', '.join(terminated)}: AWS cannot stop "
+                         f"{'it' if len(terminated) == 1 else 'them'} (notice {sent}; "
+                         f"`dsinfra up {report.stack}` launches the node(s) again)")
+        report.action_result = "failed" if problems else "done"
+        report.reason += "".join(f"; {n}" for n in notes + problems)
+
+
+def _announce(ctx, subject: str, text: str) -> str:
+    """The notice before a termination, through the check's notifier; returns where it went
+    (the audit record keeps it either way)."""
+    if not ctx.notifier.configured:
+        return "not sent: no notification URL or SNS topic configured (DSINFRA_WEBHOOK_URL, " \
+               "DSINFRA_SNS_TOPIC_ARN); the audit record is the notice"
+    try:
+        failures = ctx.notifier.send(subject, text)
+    except Exception as exc:  # noqa: BLE001 - a notice that crashed was not sent
+        failures = [f"notifier: {type(exc).__name__}"]
+    return f"failed: {', '.join(failures)}" if failures else "sent"
 
 
 class SweepRunner(Runner):

@@ -6,7 +6,8 @@ Each run reads the engine's Prometheus metrics on 127.0.0.1, lets ``dsinfra.idle
 busy, idle, stop or unreadable, and on stop: writes the audit record (to the journal, and to
 the guard's DynamoDB table when the config names it), notifies (the SNS topic when the config
 names one), then stops exactly the running instances tagged ``dsinfra:stack=<stack>``, volumes
-kept. A protected stack (``dsinfra:protect=true`` on any instance) is never stopped, only
+kept. An instance AWS cannot stop (one-time spot; dsinfra/stoppable.py) is terminated after its
+own notice and audit record, as the action table's stop row says (cloud/spot_stop.py). A protected stack (``dsinfra:protect=true`` on any instance) is never stopped, only
 notified, as the budget guard treats it (``dsinfra.budget.exceeded_action``).
 
 Metrics that cannot be read or parsed never stop anything: the run says so in the journal,
@@ -29,8 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from dsinfra import idle
+from dsinfra import stoppable as R
 from dsinfra import tags as T
 from dsinfra.budget import NOTIFY, STOP, exceeded_action
+from dsinfra.budget_actions import get as get_action
+from dsinfra.cloud import spot_stop
 
 CONFIG_PATH = "/opt/dsinfra/etc/idle-watch.json"
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
@@ -155,7 +159,8 @@ def stack_instances(config: dict[str, Any]) -> list[dict[str, Any]]:
             for instance in reservation["Instances"]:
                 tags = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
                 if tags.get(T.STACK) == config["stack"]:  # the filter, checked once more
-                    found.append({"id": instance["InstanceId"], "tags": tags})
+                    found.append({"id": instance["InstanceId"], "tags": tags,
+                                  "described": instance})
     return found
 
 
@@ -219,18 +224,35 @@ def stop_stack(config: dict[str, Any], verdict: idle.Verdict) -> int:
     if not ids:
         log("idle, and no running instance carries the stack's tag; nothing to stop")
         return 0
-    where = audit(config, "idle-stop", stack=stack, instances=ids, reason=verdict.reason,
-                  idle_minutes=config["idle_minutes"])
-    notify(config, f"dsinfra: stack {stack} stopped after {config['idle_minutes']} idle min",
-           f"{verdict.reason}; stopping {', '.join(ids)} (volumes kept). "
-           f"`dsinfra start {stack}` starts it again. Audit: {where}.")
+    # What AWS will stop, and what it will not (one-time spot: dsinfra/stoppable.py): the
+    # latter are terminated after their own notice, as the action table's stop row says.
+    ec2 = client("ec2", config["region"])
+    targets = [spot_stop.instance_from_described(i["described"]) for i in instances]
+    read = spot_stop.read_requests(ec2, targets)
+    stopping = R.split(targets, read[0]).stop_ids
+    if stopping:
+        where = audit(config, "idle-stop", stack=stack, instances=stopping,
+                      reason=verdict.reason, idle_minutes=config["idle_minutes"])
+        notify(config, f"dsinfra: stack {stack} stopped after {config['idle_minutes']} idle "
+               "min", f"{verdict.reason}; stopping {', '.join(stopping)} (volumes kept). "
+               f"`dsinfra start {stack}` starts it again. Audit: {where}.")
     try:
-        client("ec2", config["region"]).stop_instances(InstanceIds=ids)
+        outcome = spot_stop.stop_or_terminate(
+            ec2, targets, stack=stack, read=read,
+            trigger=f"idle autostop ({verdict.reason})", unable=get_action(STOP).unable,
+            announce=lambda subject, text: "sent" if notify(config, subject, text)
+            else "failed (see the journal)",
+            audit=lambda kind, **fields: audit(config, kind, **fields))
     except (BotoCoreError, ClientError) as exc:
         audit(config, "idle-stop-failed", stack=stack, instances=ids,
               error=one_line_error(exc))
         return EXIT_AWS_OR_ENGINE
-    log(f"stopped {len(ids)} instance(s) of stack {stack}", instances=ids)
+    if outcome.problems:
+        audit(config, "idle-stop-failed", stack=stack, instances=ids,
+              error="; ".join(outcome.problems))
+        return EXIT_AWS_OR_ENGINE
+    log(f"stack {stack}: {outcome.summary(stack)}", stopped=outcome.stopped,
+        terminated=outcome.terminated)
     return 0
 
 

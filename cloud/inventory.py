@@ -116,6 +116,7 @@ def _instances(ec2, region: str, stack_filter: list[dict]) -> list[Resource]:
                    "private_ip": i.get("PrivateIpAddress"),
                    "availability_zone": i.get("Placement", {}).get("AvailabilityZone"),
                    "spot_request_id": i.get("SpotInstanceRequestId"),
+                   "root_device_type": i.get("RootDeviceType"),
                    "attached_volumes": [
                        m["Ebs"]["VolumeId"] for m in i.get("BlockDeviceMappings", [])
                        if "Ebs" in m],

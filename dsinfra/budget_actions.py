@@ -51,6 +51,20 @@ STILL_BILLS = {
     "stopped": "what a stopped stack bills: volumes, NAT gateway, load balancer, addresses",
     "nothing": "nothing (every tagged resource is deleted)",
 }
+# What an ``instances`` action whose call is stop_instances does with an instance AWS will not
+# stop (dsinfra/stoppable.py says which: one-time spot, a cancelled request, a fleet or group,
+# an instance-store root), and what that needs beyond the call itself.
+UNABLE = {
+    "fail": "reported failed; the instance keeps running and billing",
+    "terminate": "terminated after a notice naming it: its delete-on-termination volumes "
+                 "and instance store are lost",
+}
+UNABLE_NEEDS = {
+    "fail": (Permission("ec2:DescribeSpotInstanceRequests"),),
+    "terminate": (Permission("ec2:DescribeSpotInstanceRequests"),
+                  Permission("ec2:TerminateInstances", tag_scoped=True),
+                  Permission("ec2:CancelSpotInstanceRequests", tag_scoped=True)),
+}
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 
 
@@ -68,6 +82,7 @@ class ActionSpec:
     from_states: tuple[str, ...] = ("pending", "running")  # the instances it acts on
     done_note: str = ""  # the reason's addition after it ran ({n}, {stack}, {action}, {call})
     budget: bool = True  # False: a person's action (resume), never an onExceed
+    unable: str = "fail"  # call stop_instances: a key of UNABLE (dsinfra/stoppable.py)
 
 
 TABLE: dict[str, ActionSpec] = {}
@@ -99,6 +114,18 @@ def register(spec: ActionSpec) -> ActionSpec:
         if Permission(needed, tag_scoped=True) not in spec.permissions:
             raise ActionTableError(f"action {spec.name!r}: {spec.call} needs {needed} "
                                    "declared tag-scoped in its permissions")
+    if spec.unable not in UNABLE:
+        raise ActionTableError(f"action {spec.name!r}: unable {spec.unable!r}; allowed: "
+                               f"{', '.join(UNABLE)}")
+    if spec.call == "stop_instances":
+        missing = [p.action for p in UNABLE_NEEDS[spec.unable] if p not in spec.permissions]
+        if missing:
+            raise ActionTableError(f"action {spec.name!r}: unable {spec.unable!r} needs "
+                                   f"{', '.join(missing)} declared in its permissions "
+                                   "(destructive ones tag-scoped)")
+    elif spec.unable != "fail":
+        raise ActionTableError(f"action {spec.name!r}: unable {spec.unable!r} only with call "
+                               "stop_instances")
     if spec.budget and any(s.severity == spec.severity for s in TABLE.values()
                            if s.budget and s.name != spec.name):
         raise ActionTableError(f"action {spec.name!r}: severity {spec.severity} is taken")
@@ -136,6 +163,11 @@ def severity(name: str) -> int:
     return TABLE[name].severity
 
 
+def stopping() -> tuple[ActionSpec, ...]:
+    """The budget rows that stop instances (AWS may refuse some: dsinfra/stoppable.py)."""
+    return tuple(TABLE[n] for n in on_exceed() if TABLE[n].call == "stop_instances")
+
+
 def markdown_table() -> str:
     """The docs' table of actions (docs/budgets.md carries this text; a test compares)."""
     rows = ["| `onExceed` | what it does | ends spend | still bills after it | IAM it needs |",
@@ -144,7 +176,9 @@ def markdown_table() -> str:
         s = TABLE[name]
         iam = ", ".join(f"`{p.action}`{' (tagged only)' if p.tag_scoped else ''}"
                         for p in s.permissions)
-        rows.append(f"| `{name}` | {s.summary} | {'yes' if s.ends_spend else 'no'} | "
+        summary = s.summary + (f"; an instance AWS cannot stop is {UNABLE[s.unable]}"
+                               if s.call == "stop_instances" else "")
+        rows.append(f"| `{name}` | {summary} | {'yes' if s.ends_spend else 'no'} | "
                     f"{STILL_BILLS[s.still_bills]} | {iam} |")
     return "\n".join(rows)
 
@@ -155,8 +189,10 @@ register(ActionSpec(
     severity=0))
 register(ActionSpec(
     STOP, "stops the instances, keeps the volumes", ends_spend=True, still_bills="stopped",
-    permissions=scoped("ec2:StopInstances"), effect="instances", severity=20,
-    call="stop_instances", done_note="stopped {n} instance(s), volumes kept (`dsinfra resume {stack}` starts them)"))
+    permissions=reads("ec2:DescribeSpotInstanceRequests") + scoped(
+        "ec2:StopInstances", "ec2:TerminateInstances", "ec2:CancelSpotInstanceRequests"),
+    effect="instances", severity=20, call="stop_instances", unable="terminate",
+    done_note="stopped {n} instance(s), volumes kept (`dsinfra resume {stack}` starts them)"))
 register(ActionSpec(
     DESTROY, "pulumi destroy, then deletes every resource tagged with the stack",
     ends_spend=True, still_bills="nothing",

@@ -195,6 +195,10 @@ class StackConfig(_Model):
     ami_id: str | None = Field(None, alias="amiId", pattern=r"^ami-[0-9a-f]{8,17}$")
     availability_zone: str | None = Field(None, alias="availabilityZone")
     spot: bool = False
+    # What an interruption does to a spot node, and so which request it launches from
+    # (dsinfra/stoppable.py SPOT_INTERRUPTION): stop (persistent; what `stop` can stop) or
+    # terminate (one-time; a `stop` then terminates the node after a notice).
+    spot_interruption: Literal["stop", "terminate"] = Field("stop", alias="spotInterruption")
     capacity_reservation_id: str | None = Field(None, alias="capacityReservationId",
                                                 pattern=r"^cr-[0-9a-f]{8,17}$")
     # What capacityReservationId is when it names a Capacity Block (dsinfra/blocks.py).
@@ -375,6 +379,9 @@ class StackConfig(_Model):
             raise _KeyedValueError("spot", self.spot,
                                    f"true only on the {allowed} tier (the others run "
                                    "on-demand or on a capacity reservation)")
+        if self.spot_interruption != "stop" and not self.spot:
+            raise _KeyedValueError("spotInterruption", self.spot_interruption,
+                                   "stop (the default) unless spot is true")
         if self.bastion and not self.tier_spec.bastion:
             allowed = ", ".join(t.name for t in TIERS.values() if t.bastion)
             raise _KeyedValueError("bastion", self.bastion,

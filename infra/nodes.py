@@ -16,6 +16,7 @@ import pulumi_aws.ssm as ssm
 
 from dsinfra.catalog import BASTION_INSTANCE_TYPE, efa_layout, instance_spec
 from dsinfra.config import StackConfig
+from dsinfra.stoppable import SPOT_INTERRUPTION
 from dsinfra.tags import merge_tags
 
 DLAMI_SSM_PARAMETER = ("/aws/service/deeplearning/ami/x86_64/"
@@ -165,15 +166,17 @@ class GpuNodePool(pulumi.ComponentResource):
             return ec2.LaunchTemplateInstanceMarketOptionsArgs(market_type="capacity-block")
         if not self._config.spot:
             return None
-        # Persistent with interruption behaviour `stop`: the one spot kind AWS lets StopInstances
-        # stop (a one-time request is refused with UnsupportedOperation, "You can only stop Spot
-        # Instances associated with persistent Spot Instance requests"; cited in
+        # By default persistent with interruption behaviour `stop`: the one spot kind AWS lets
+        # StopInstances stop (a one-time request is refused with UnsupportedOperation, "You can
+        # only stop Spot Instances associated with persistent Spot Instance requests"; cited in
         # tests/moto_contracts.py), so onExceed stop, idle autostop and `dsinfra stop` work.
-        # RunInstances takes a persistent request only with `stop` or `hibernate`.
+        # spotInterruption: terminate keeps one-time (dsinfra/stoppable.py SPOT_INTERRUPTION);
+        # a stop then terminates the node after a notice, and plan says so.
+        spot_type, behaviour = SPOT_INTERRUPTION[self._config.spot_interruption]
         return ec2.LaunchTemplateInstanceMarketOptionsArgs(
             market_type="spot",
             spot_options=ec2.LaunchTemplateInstanceMarketOptionsSpotOptionsArgs(
-                spot_instance_type="persistent", instance_interruption_behavior="stop"))
+                spot_instance_type=spot_type, instance_interruption_behavior=behaviour))
 
     def _capacity_reservation(self):
         reservation = self._config.capacity_reservation_id

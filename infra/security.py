@@ -161,23 +161,43 @@ class NodeIdentityArgs:
     config: StackConfig
 
 
-def idle_stop_policy(stack: str, region: str, topic_arn: str | None = None) -> dict:
+def idle_stop_policy(stack: str, region: str, topic_arn: str | None = None, *,
+                     spot: bool = False, spot_interruption: str = "stop") -> dict:
     """What the head node's idle watcher may do (cloud/idle_watch.py): find its stack's
     instances (DescribeInstances has no resource-level permissions, so ``*``), stop only
     instances tagged ``dsinfra:stack=<stack>`` (``aws:ResourceTag`` on StopInstances, as the IAM
     User Guide's "EC2: Start or stop instances based on matching principal and resource tags"
     example), write audit items only (partition keys ``audit#...``) to the budget guard's
-    table, and publish to the stack's own topic when it names one."""
+    table, and publish to the stack's own topic when it names one.
+
+    A spot stack's watcher also reads the spot requests (the stop row's reads in the action
+    table: dsinfra/stoppable.py decides from them what AWS will stop); where the stack's
+    settings launch nodes AWS cannot stop (``spotInterruption: terminate``), it may also do
+    what the stop row does instead, terminate and cancel the request, on its own stack only."""
+    from dsinfra import budget_actions as A
+    from dsinfra import stoppable as R
+
+    row, own = A.get(A.STOP), {"StringEquals": {f"aws:ResourceTag/{STACK_TAG}": stack}}
+    terminates = spot and row.unable == "terminate" and \
+        R.stop_verdict_for(spot, spot_interruption).kind == R.TERMINATE
+    reads = ["ec2:DescribeInstances"] + (
+        [p.action for p in row.permissions if not p.tag_scoped] if spot else [])
     statements = [
-        {"Sid": "FindOwnStack", "Effect": "Allow", "Action": ["ec2:DescribeInstances"],
-         "Resource": "*"},
+        {"Sid": "FindOwnStack", "Effect": "Allow", "Action": reads, "Resource": "*"},
         {"Sid": "StopOnlyOwnStack", "Effect": "Allow", "Action": ["ec2:StopInstances"],
-         "Resource": f"arn:aws:ec2:{region}:*:instance/*",
-         "Condition": {"StringEquals": {f"aws:ResourceTag/{STACK_TAG}": stack}}},
+         "Resource": f"arn:aws:ec2:{region}:*:instance/*", "Condition": own},
         {"Sid": "AuditToGuardTable", "Effect": "Allow", "Action": ["dynamodb:PutItem"],
          "Resource": f"arn:aws:dynamodb:*:*:table/{GUARD_TABLE_PREFIX}*",
          "Condition": {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["audit#*"]}}},
     ]
+    if terminates:
+        statements.append({
+            "Sid": "TerminateOwnStackWhereAwsCannotStop", "Effect": "Allow",
+            "Action": sorted(p.action for p in row.permissions if p.tag_scoped and
+                             p.action != A.INSTANCE_CALLS[row.call]),
+            "Resource": [f"arn:aws:ec2:{region}:*:instance/*",
+                         f"arn:aws:ec2:{region}:*:spot-instances-request/*"],
+            "Condition": own})
     if topic_arn:
         statements.append({"Sid": "NotifyOwnTopic", "Effect": "Allow",
                            "Action": ["sns:Publish"], "Resource": topic_arn})
@@ -242,8 +262,9 @@ class NodeIdentity(pulumi.ComponentResource):
         minutes = args.config.resolved_idle_minutes
         self.idle_policy = None if minutes is None else iam.RolePolicy(
             f"{name}-idle-stop", role=self.role.id, opts=child,
-            policy=json.dumps(idle_stop_policy(args.config.stack, args.config.region,
-                                               args.config.notify_topic_arn)))
+            policy=json.dumps(idle_stop_policy(
+                args.config.stack, args.config.region, args.config.notify_topic_arn,
+                spot=args.config.spot, spot_interruption=args.config.spot_interruption)))
         if args.config.model_cache:
             iam.RolePolicy(f"{name}-weights-mirror", role=self.role.id,
                            policy=json.dumps(mirror_read_policy(args.config.model_cache)),

@@ -200,6 +200,45 @@ class Plan:
                 "source": "tier default" if self.config.idle_minutes is None else "stack file",
                 "notify_topic_arn": self.config.notify_topic_arn}
 
+    @property
+    def stop_means(self) -> dict[str, Any]:
+        """What a stop (onExceed stop, idle autostop, `dsinfra stop`) does to this stack's
+        nodes, from the program's launch templates, the rule of what AWS stops
+        (dsinfra/stoppable.py) and the stop row of the action table: the nodes it stops, the
+        ones it terminates instead (one-time spot) with why, what that loses and what still
+        bills after it."""
+        from dsinfra import budget_actions as A
+        from dsinfra import stoppable as R
+        from dsinfra.budget import exceeded_action
+
+        verdicts = []
+        for res in self.resources:
+            if res["type"] != INSTANCE:
+                continue
+            template = _sibling_template(res, self.resources) or {}
+            roots = [(m.get("ebs") or {}) for m in template.get("blockDeviceMappings") or []]
+            instance, request = R.planned_instance(
+                res["name"], template.get("instanceMarketOptions"),
+                any(str(r.get("deleteOnTermination")).lower() == "true" for r in roots))
+            verdicts.append(R.verdict(instance, request))
+        row = A.get(A.STOP)
+        ended = [v for v in verdicts if v.kind == R.TERMINATE] if row.unable == "terminate" \
+            else []
+        gone = {v.instance.id for v in ended}
+        still = [i for i in self.items if i.billed_while_stopped and
+                 not any(i.name.startswith(f"{node} root volume") for node in gone)]
+        budget = self.config.budget.on_exceed
+        by = [f"onExceed {budget}" for s in A.stopping() if s.name == budget and
+              exceeded_action(budget, self.config.protect) == budget]
+        if self.idle_autostop["on_idle"] == A.STOP:
+            by.append("idle autostop")
+        by.append("`dsinfra stop --terminate-spot`" if ended else "`dsinfra stop`")
+        return {"by": by, "stops": [v.instance.id for v in verdicts if v.kind == R.STOP],
+                "terminates": [{"node": v.instance.id, "why": v.why} for v in ended],
+                "lost": R.lost_with(ended) if ended else None,
+                "still_bills": [i.name for i in still],
+                "still_bills_hourly_usd": round(sum(i.hourly_usd for i in still), 6)}
+
     def to_json(self) -> dict[str, Any]:
         budget, fit = self.config.budget, self.budget_fit
         return {
@@ -219,6 +258,7 @@ class Plan:
                        "compared_hours": fit.window_hours, "running_hours": fit.running_hours,
                        "compared_usd": round(fit.compared_usd, 2), "fits": fit.fits},
             "idle_autostop": self.idle_autostop,
+            "stop_means": self.stop_means,
             "outputs": self.outputs,
             "containers": self.containers,
             "weights": self.weights.to_dict(),

@@ -58,11 +58,13 @@ def resume_checked(stack: str, regions: Sequence[str] | None, *, force: bool,
             "result": "done" if started else "skipped", "forced": force}
 
 
-def stop_checked(stack: str, regions: Sequence[str] | None, *, reason: str = "asked by the user"
-                 ) -> dict:
+def stop_checked(stack: str, regions: Sequence[str] | None, *, reason: str = "asked by the user",
+                 terminate_spot: bool = False) -> dict:
     """``dsinfra stop``: stop the stack's running instances (volumes and data kept), under the
-    stack's lock, with one audited intent and result; ``dsinfra start`` wakes it."""
-    from dsinfra.cloud.actions import running_instances, stop_instances
+    stack's lock, with one audited intent and result; ``dsinfra start`` wakes it. An instance
+    AWS cannot stop (one-time spot, dsinfra/stoppable.py) is terminated after a notice only
+    with ``terminate_spot`` (``--terminate-spot``); without it nothing is done (exit 2)."""
+    from dsinfra.cloud.actions import running_instances
     from dsinfra.cloud.inventory import fetch_inventory
     from dsinfra.ops.local import resolve_regions
 
@@ -73,20 +75,85 @@ def stop_checked(stack: str, regions: Sequence[str] | None, *, reason: str = "as
         with FileLocks(state_dir() / "locks").hold(stack):
             found = fetch_inventory(where, [stack], kinds=("instance",)).resources
             targets = running_instances(found)
+            if not terminate_spot:
+                _refuse_unstoppable(stack, targets)
             intents.close_interrupted(ledger, log, stack, found)
             intent = intents.begin(ledger, log, stack, "stop", manual=True, reason=reason)
             try:
-                stopped = stop_instances(targets)
+                outcome = _stop_or_terminate(stack, targets, terminate_spot, log)
             except Exception as exc:
                 intents.finish(ledger, log, intent, stack, "stop", "failed",
                                f"{type(exc).__name__}")
                 raise
-            intents.finish(ledger, log, intent, stack, "stop", "done" if stopped else "skipped",
-                           f"stopped {len(stopped)} instance(s), volumes kept ({reason})")
+            intents.finish(ledger, log, intent, stack, "stop", outcome.result,
+                           f"{outcome.summary(stack) or 'nothing running'} ({reason})")
     except LockHeld:
         raise UserError(f"a cost check is acting on stack {stack!r} right now; nothing was "
                         "stopped", hint="Try again in a minute.") from None
     finally:
         ledger.close()
-    return {"stack": stack, "stopped": stopped, "regions": where,
-            "result": "done" if stopped else "skipped"}
+    if outcome.problems:
+        from dsinfra.errors import CloudError
+
+        raise CloudError(f"stack {stack!r}: {'; '.join(outcome.problems)}")
+    return {"stack": stack, "stopped": outcome.stopped, "terminated": outcome.terminated,
+            "notice": outcome.notice or None, "regions": where, "result": outcome.result}
+
+
+TERMINATE_SPOT_FLAG = "--terminate-spot"
+
+
+def _by_region(targets) -> dict:
+    out: dict = {}
+    for r in targets:
+        out.setdefault(r.region, []).append(r)
+    return out
+
+
+def _refuse_unstoppable(stack: str, targets) -> None:
+    """Without --terminate-spot, an instance AWS cannot stop refuses the whole stop: one line,
+    exit 2, nothing done (a person must say yes to losing the instance)."""
+    from dsinfra import stoppable as R
+    from dsinfra.cloud import spot_stop
+    from dsinfra.cloud.aws import client
+
+    refused = []
+    for region, mine in sorted(_by_region(targets).items()):
+        split = spot_stop.classify(client("ec2", region),
+                                   [spot_stop.instance_from_resource(r) for r in mine])
+        refused += split.terminate
+    if refused:
+        raise UserError(f"stack {stack!r}: AWS cannot stop {R.listed(refused)}; nothing was "
+                        f"stopped; allowed: `dsinfra stop {stack} {TERMINATE_SPOT_FLAG}` to "
+                        f"terminate {'it' if len(refused) == 1 else 'them'} after a notice "
+                        f"(lost: {R.lost_with(refused)})")
+
+
+def _stop_or_terminate(stack: str, targets, terminate_spot: bool, log):
+    """Every region's stop through the one shared path (cloud/spot_stop.py)."""
+    from dsinfra import budget_actions as A
+    from dsinfra.cloud import spot_stop
+    from dsinfra.cloud.aws import client
+    from dsinfra.cloud.notify import Notifier
+
+    notifier = Notifier.from_env()
+
+    def announce(subject: str, text: str) -> str:
+        if not notifier.configured:
+            return "not sent: no notification URL or SNS topic configured; this command's " \
+                   "output and the audit record are the notice"
+        failures = notifier.send(subject, text)
+        return f"failed: {', '.join(failures)}" if failures else "sent"
+
+    total = spot_stop.Outcome()
+    for region, mine in sorted(_by_region(targets).items()):
+        got = spot_stop.stop_or_terminate(
+            client("ec2", region), [spot_stop.instance_from_resource(r) for r in mine],
+            stack=stack, trigger=f"`dsinfra stop {stack} {TERMINATE_SPOT_FLAG}`",
+            unable=A.get(A.STOP).unable if terminate_spot else "fail", announce=announce,
+            audit=log.append)
+        total.stopped += got.stopped
+        total.terminated += got.terminated
+        total.problems += got.problems
+        total.notice = got.notice or total.notice
+    return total

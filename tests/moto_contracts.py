@@ -13,6 +13,23 @@ Contract 1: StopInstances refuses a spot instance launched by a one-time request
   The request type comes from RunInstances' InstanceMarketOptions.SpotOptions, or from the
   launch template's; AWS's default SpotInstanceType is ``one-time`` (API reference,
   SpotMarketOptions). moto 5.2 keeps only the market type and stops any instance.
+
+Contract 2: RunInstances with spot market options makes a Spot Instance request, as
+RequestSpotInstances does: the instance names it (DescribeInstances' SpotInstanceRequestId, "If
+the request is a Spot Instance request, the ID of the request", API reference, Instance) and
+DescribeSpotInstanceRequests lists it with the type and interruption behaviour asked for, tagged
+with the launch's ``spot-instances-request`` tag specification. A persistent one outlives its
+instance (hashicorp/terraform-provider-aws#38142: "aws_instance instance_market_options:
+Persistent type creates untracked resource"; fastai/fastec2#14: a terminated instance's
+persistent request launched another). moto 5.2 makes no request and leaves the id empty.
+
+Contract 3: CancelSpotInstanceRequests leaves the request, in state ``cancelled`` (EC2 API
+reference, CancelledSpotInstanceRequest: state "active | open | closed | cancelled |
+completed"; EC2 User Guide, using-spot-instances-cancel: "You can only cancel Spot Instance
+requests that are open, active, or disabled", and using-spot-instances-request.html
+#stopping-a-spot-instance: "You can't stop a Spot Instance if the associated Spot Instance
+request is cancelled. When the Spot Instance request is cancelled, you can only terminate the
+Spot Instance"). moto 5.2 deletes it.
 """
 
 from __future__ import annotations
@@ -32,10 +49,61 @@ def _spot_type_of(params_type, template_data) -> str | None:
     return None
 
 
+def _template_tags(data) -> dict:
+    for spec in (data or {}).get("TagSpecifications") or []:
+        if spec.get("ResourceType") == "spot-instances-request":
+            return {t["Key"]: t["Value"] for t in spec.get("Tags") or []}
+    return {}
+
+
 def patch() -> None:
     from moto.ec2.exceptions import EC2ClientError
+    from moto.ec2.models.core import TaggedEC2Resource
     from moto.ec2.models.instances import InstanceBackend
+    from moto.ec2.models.spot_requests import SpotRequestBackend
     from moto.ec2.responses.instances import InstanceResponse
+    from moto.ec2.utils import random_spot_request_id
+
+    class InvalidSpotRequest(EC2ClientError):
+        def __init__(self, request_id: str) -> None:
+            super().__init__("InvalidSpotInstanceRequestID.NotFound",
+                             f"The spot instance request ID '{request_id}' does not exist")
+
+    class RunInstancesSpotRequest(TaggedEC2Resource):
+        """The request a spot RunInstances makes (contract 2), as DescribeSpotInstanceRequests
+        shows it; ``state`` goes to ``cancelled`` when cancelled (contract 3)."""
+
+        __module__ = "moto.ec2.models.spot_requests"  # moto's model registry keys on it
+
+        def __init__(self, backend, instance, spot_type, behaviour, tags) -> None:
+            super().__init__()
+            self.ec2_backend = backend
+            self.id = random_spot_request_id()
+            self.instance = instance
+            self.type = spot_type
+            self.state = "active"
+            self.status = {"Code": "fulfilled", "Message": "Your spot request is fulfilled."}
+            self.instance_interruption_behavior = behaviour
+            self.launch_group = self.availability_zone_group = None
+            self.product_description = "Linux/UNIX"
+            self.add_tags(tags or {})
+
+        @property
+        def spot_instance_request_id(self) -> str:
+            return self.id
+
+        @property
+        def instance_id(self) -> str:
+            return self.instance.id
+
+        def get_filter_value(self, filter_name, method_name=None):
+            if filter_name == "state":
+                return self.state
+            if filter_name == "instance-id":
+                return self.instance.id
+            if filter_name == "spot-instance-request-id":
+                return self.id
+            return super().get_filter_value(filter_name, "DescribeSpotInstanceRequests")
 
     class UnsupportedOperation(EC2ClientError):
         def __init__(self, instance_id: str) -> None:
@@ -54,10 +122,13 @@ def patch() -> None:
         _launch.spot_type = (self._get_param(
             "InstanceMarketOptions.SpotOptions.SpotInstanceType") or "one-time") \
             if market == "spot" else None
+        _launch.behaviour = self._get_param(
+            "InstanceMarketOptions.SpotOptions.InstanceInterruptionBehavior")
+        _launch.request_tags = self._parse_tag_specification().get("spot-instances-request")
         try:
             return real_run(self)
         finally:
-            _launch.spot_type = None
+            _launch.spot_type = _launch.behaviour = _launch.request_tags = None
 
     def add_instances(self, image_id, count, user_data, security_group_names, *args, **kwargs):
         reservation = real_add(self, image_id, count, user_data, security_group_names, *args,
@@ -65,10 +136,17 @@ def patch() -> None:
         template = kwargs.get("launch_template")
         data = self._get_template_from_args(template).data if template else None
         spot_type = _spot_type_of(getattr(_launch, "spot_type", None), data)
+        options = ((data or {}).get("InstanceMarketOptions") or {}).get("SpotOptions") or {}
+        behaviour = getattr(_launch, "behaviour", None) or \
+            options.get("InstanceInterruptionBehavior") or "terminate"
+        tags = getattr(_launch, "request_tags", None) or _template_tags(data)
         for instance in reservation.instances:
             instance.dsinfra_spot_type = spot_type
             if spot_type:
                 instance.lifecycle = "spot"
+                request = RunInstancesSpotRequest(self, instance, spot_type, behaviour, tags)
+                self.spot_instance_requests[request.id] = request
+                instance.spot_instance_request_id = request.id
         return reservation
 
     def stop_instances(self, instance_ids):
@@ -77,9 +155,20 @@ def patch() -> None:
                 raise UnsupportedOperation(instance.id)
         return real_stop(self, instance_ids)
 
+    def cancel_spot_instance_requests(self, request_ids):
+        cancelled = []
+        for request_id in request_ids:
+            request = self.spot_instance_requests.get(request_id)
+            if request is None:
+                raise InvalidSpotRequest(request_id)
+            request.state = "cancelled"
+            cancelled.append(request)
+        return cancelled
+
     InstanceResponse.run_instances = run_instances
     InstanceBackend.run_instances = add_instances
     InstanceBackend.stop_instances = stop_instances
+    SpotRequestBackend.cancel_spot_instance_requests = cancel_spot_instance_requests
 
 
 def freeze_clock(at: str) -> None:

@@ -215,6 +215,36 @@ def test_an_idle_stack_is_stopped_after_its_minutes_and_only_its_own_instances(i
     assert set(endpoint.requests()) == {("/metrics", f"Bearer {API_KEY}")}
 
 
+def test_one_time_spot_is_terminated_after_its_own_notice_the_rest_stopped(idle_host, aws):
+    """Issue 23 item 5, on the node: AWS refuses StopInstances on one-time spot (the hosts'
+    moto too, tests/moto_contracts.py), so the watcher from the node kit notifies, records
+    and terminates it (cancelling its request) and stops the stack's other instances."""
+    _, conn, spec, endpoint = idle_host
+    _install(conn, spec, aws)
+    made = aws["ec2"].run_instances(
+        ImageId="ami-12c6146b", MinCount=1, MaxCount=1, InstanceType="g5.2xlarge",
+        InstanceMarketOptions={"MarketType": "spot"}, TagSpecifications=[{
+            "ResourceType": "instance", "Tags": [{"Key": "dsinfra:stack", "Value": STACK}]}])
+    spot = made["Instances"][0]["InstanceId"]
+    endpoint.serve("vllm_idle.prom")
+    assert _tick(conn, T0).exited == 0
+    done = _tick(conn, T0 + 10 * 60 + 5)
+    assert done.exited == 0, done.stdout + done.stderr
+    assert _states(aws["ec2"], [spot]) <= {"shutting-down", "terminated"}
+    assert _states(aws["ec2"], aws["mine"]) <= {"stopping", "stopped"}
+    assert _states(aws["ec2"], aws["other"]) == {"running"}
+    (request,) = aws["ec2"].describe_spot_instance_requests(Filters=[
+        {"Name": "instance-id", "Values": [spot]}])["SpotInstanceRequests"]
+    assert request["State"] == "cancelled"
+    records = {r["kind"]: r for r in _audit(aws)}
+    assert sorted(records["idle-stop"]["instances"]) == aws["mine"]
+    assert records["terminate-notice"]["instances"] == [spot]
+    assert "one-time spot request" in records["terminate-notice"]["why"][0]
+    assert sorted(_notices(aws)) == sorted([
+        f"dsinfra: stack {STACK} stopped after 10 idle min",
+        f"dsinfra: stack {STACK}: terminating {spot} (AWS cannot stop it)"])
+
+
 def test_a_protected_stack_is_notified_never_stopped(idle_host, aws):
     """As the budget guard treats it (dsinfra.budget.exceeded_action): notify only."""
     _, conn, spec, endpoint = idle_host

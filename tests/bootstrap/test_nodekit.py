@@ -45,7 +45,9 @@ def test_the_kit_holds_boto3_the_node_services_and_the_dsinfra_modules_it_runs()
                     "dsinfra/budget_actions.py", "dsinfra/tags.py", "dsinfra/catalog.py",
                     "dsinfra/spend.py", "dsinfra/pricer.py",
                     "dsinfra/cloud/guard_store.py", "dsinfra/cloud/audit.py",
-                    "dsinfra/cloud/notify.py"}
+                    "dsinfra/cloud/notify.py",
+                    # what AWS stops, and the one stop path (one-time spot is terminated)
+                    "dsinfra/stoppable.py", "dsinfra/cloud/spot_stop.py"}
 
 
 def test_the_kit_is_the_same_bytes_each_build_so_its_digest_names_it():

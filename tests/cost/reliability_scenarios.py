@@ -119,7 +119,7 @@ def _wrap_writes(ctx, killer: _Killer) -> None:
 
 
 def _wrap_aws(monkeypatch, killer: _Killer, real_stop, real_sweep) -> None:
-    from dsinfra.cloud import actions
+    from dsinfra.cloud import actions, spot_stop
 
     def stop(*args, **kwargs):
         killer.step()
@@ -131,7 +131,8 @@ def _wrap_aws(monkeypatch, killer: _Killer, real_stop, real_sweep) -> None:
         killer.aws_calls += 1
         return real_sweep(*args, **kwargs)
 
-    monkeypatch.setattr(actions, "call_instances", stop)
+    # A stop's StopInstances goes through cloud/spot_stop.py (what AWS will stop).
+    monkeypatch.setattr(spot_stop, "stop", stop)
     monkeypatch.setattr(actions, "sweep_stacks", sweep)
 
 
@@ -154,10 +155,10 @@ def run_kill(action: str, kill_at: int, monkeypatch) -> dict:
     from tests.cost.conftest import make_stack
     from tests.cost.helpers import instance_states
 
-    from dsinfra.cloud import actions
+    from dsinfra.cloud import actions, spot_stop
 
     made = make_stack("killed", nodes=2, budget_usd=1, period="total", on_exceed=action)
-    real = (actions.call_instances, actions.sweep_stacks)
+    real = (spot_stop.stop, actions.sweep_stacks)
     killer = _Killer(kill_at)
     _wrap_aws(monkeypatch, killer, *real)
     died = None

@@ -150,6 +150,49 @@ def test_stop_keeps_volumes_is_audited_and_start_wakes_the_stack(aws, state_dir)
     assert set(instance_states(made["instances"]).values()) == {"running"}
 
 
+def _one_time_spot(stack: str) -> str:
+    from dsinfra.cloud.aws import client
+
+    from .conftest import _spec, stack_tags
+
+    tags = stack_tags(stack)
+    out = client("ec2", "us-east-1").run_instances(
+        ImageId="ami-12c6146b", MinCount=1, MaxCount=1, InstanceType="g5.xlarge",
+        InstanceMarketOptions={"MarketType": "spot"},  # AWS's default: a one-time request
+        TagSpecifications=[_spec("instance", tags), _spec("spot-instances-request", tags)])
+    return out["Instances"][0]["InstanceId"]
+
+
+def test_stop_refuses_one_time_spot_in_one_line_without_terminate_spot(aws, state_dir):
+    spot = _one_time_spot("mixed")
+    on_demand = make_stack("mixed")["instances"][0]
+    out = invoke("stop", "mixed")
+    assert out.exit_code == 2, out.output
+    (line,) = out.stderr.strip().splitlines()
+    assert spot in line and "one-time spot request" in line and "nothing was stopped" in line
+    assert "--terminate-spot" in line and "Traceback" not in out.output
+    assert instance_states([spot, on_demand]) == {spot: "running", on_demand: "running"}
+    audit = json.loads(invoke("cost", "audit", "--json").stdout)["records"]
+    assert [r for r in audit if r.get("stack") == "mixed"] == []  # nothing was done
+
+
+def test_stop_with_terminate_spot_notifies_audits_then_terminates(aws, state_dir, webhook):
+    spot = _one_time_spot("mixed")
+    on_demand = make_stack("mixed")["instances"][0]
+    out = invoke("stop", "mixed", "--terminate-spot", "--json")
+    assert out.exit_code == 0, out.output
+    body = json.loads(out.stdout)
+    assert (body["stopped"], body["terminated"], body["notice"]) == ([on_demand], [spot], "sent")
+    assert instance_states([spot, on_demand]) == {spot: "terminated", on_demand: "stopped"}
+    (notice,) = webhook.messages
+    assert spot in notice["text"] and "terminates it now" in notice["text"]
+    assert "--terminate-spot" in notice["text"]
+    audit = json.loads(invoke("cost", "audit", "--json").stdout)["records"]
+    mine = [r for r in audit if r.get("stack") == "mixed"]
+    assert [r["kind"] for r in mine] == ["intent", "terminate-notice", "result"]
+    assert mine[1]["instances"] == [spot] and mine[2]["result"] == "done"
+
+
 def test_start_refuses_a_stack_over_budget_without_force(aws, state_dir):
     from .helpers import check
 

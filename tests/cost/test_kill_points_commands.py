@@ -17,7 +17,7 @@ POINT_IDS = [f"before-{op}-{i}" for i, op in enumerate(KILL_OPS)] + ["after-ever
 
 
 def _hook(monkeypatch, killer: _Killer, action: str) -> None:
-    from dsinfra.cloud import actions
+    from dsinfra.cloud import spot_stop
     from dsinfra.cloud.audit import AuditLog
     from dsinfra.cloud.ledger import SqliteLedger
     from dsinfra.ops import resume as resume_ops
@@ -31,8 +31,7 @@ def _hook(monkeypatch, killer: _Killer, action: str) -> None:
             return _real(self, *args, **kwargs)
 
         monkeypatch.setattr(cls, name, hooked)
-    target, name = (actions, "stop_instances") if action == "stop" else \
-        (resume_ops, "resume_stack")
+    target, name = (spot_stop, "stop") if action == "stop" else (resume_ops, "resume_stack")
     real_aws = getattr(target, name)
 
     def aws(*args, **kwargs):

@@ -50,7 +50,8 @@ def test_the_guard_policy_is_derived_from_the_action_registry():
 
     # a new budget action declares what it needs in the table; the policy follows
     A.register(A.ActionSpec("hibernate", "test", ends_spend=True, still_bills="stopped",
-                            permissions=A.scoped("ec2:StopInstances"), effect="instances",
+                            permissions=A.reads("ec2:DescribeSpotInstanceRequests") +
+                            A.scoped("ec2:StopInstances"), effect="instances",
                             severity=10, call="stop_instances"))
     try:
         document = policy_document(("notify", "hibernate"), table_arn="arn:t")

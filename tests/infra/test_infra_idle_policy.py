@@ -78,3 +78,24 @@ def test_prod_is_off_by_default_and_on_with_idle_minutes_and_its_own_topic(runs,
 def test_idle_autostop_off_means_no_stop_permission(runs):
     run = run_offline("dev-no-idle", stack_values("dev", {"idleMinutes": "off"}))
     assert run.of_type(ROLE_POLICY) == []
+
+
+def test_a_spot_node_reads_its_requests_and_terminates_only_where_aws_cannot_stop():
+    """Issue 23 item 5: the watcher decides from the spot requests what AWS will stop, so a
+    spot stack's node may read them; only a stack whose settings launch one-time spot
+    (spotInterruption: terminate) may also terminate and cancel, on its own stack alone."""
+    persistent = _policy(run_offline("spotp", stack_values("dev", {"spot": True})),
+                         "spotp-node-idle-stop")
+    by_sid = {s["Sid"]: s for s in persistent["Statement"]}
+    assert by_sid["FindOwnStack"]["Action"] == ["ec2:DescribeInstances",
+                                                "ec2:DescribeSpotInstanceRequests"]
+    assert "TerminateOwnStackWhereAwsCannotStop" not in by_sid
+    assert "ec2:TerminateInstances" not in json.dumps(persistent)
+    one_time = _policy(run_offline("spott", stack_values(
+        "dev", {"spot": True, "spotInterruption": "terminate"})), "spott-node-idle-stop")
+    terminate = {s["Sid"]: s for s in one_time["Statement"]}[
+        "TerminateOwnStackWhereAwsCannotStop"]
+    assert terminate["Action"] == ["ec2:CancelSpotInstanceRequests", "ec2:TerminateInstances"]
+    assert terminate["Condition"] == {"StringEquals": {"aws:ResourceTag/dsinfra:stack": "spott"}}
+    assert terminate["Resource"] == ["arn:aws:ec2:us-east-1:*:instance/*",
+                                     "arn:aws:ec2:us-east-1:*:spot-instances-request/*"]

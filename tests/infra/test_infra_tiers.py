@@ -6,7 +6,7 @@ import pytest
 
 from dsinfra.catalog import BASTION_INSTANCE_TYPE
 from dsinfra.outputs import StackOutputs
-from offline_stacks import OFFICE, SHIPPED, VARIANTS, run_stack
+from offline_stacks import OFFICE, SHIPPED, VARIANTS, run_stack, stack_values
 
 INSTANCE = "aws:ec2/instance:Instance"
 SUBNET = "aws:ec2/subnet:Subnet"
@@ -102,6 +102,23 @@ def test_dev_spot_is_a_persistent_request_that_aws_stops(runs):
     assert "spot-instances-request" in kinds
     (shipped,) = runs["dev"].of_type(TEMPLATE)
     assert "instanceMarketOptions" not in shipped.inputs
+
+
+def test_spot_interruption_terminate_keeps_the_one_time_request():
+    """spotInterruption: terminate launches AWS's default kind, which no stop can stop (plan
+    says a stop terminates it); the key is refused on a stack that is not spot."""
+    from dsinfra.config import parse_stack_config
+    from dsinfra.errors import ConfigError
+    from dsinfra.infra.offline import run_offline
+
+    run = run_offline("dev-one-time", stack_values("dev", {"spot": True,
+                                                           "spotInterruption": "terminate"}))
+    (template,) = run.of_type(TEMPLATE)
+    spot = template.inputs["instanceMarketOptions"]["spotOptions"]
+    assert (spot["spotInstanceType"], spot["instanceInterruptionBehavior"]) == \
+        ("one-time", "terminate")
+    with pytest.raises(ConfigError, match="spotInterruption.*'terminate'.*unless spot is true"):
+        parse_stack_config("x", stack_values("dev", {"spotInterruption": "terminate"}))
 
 
 def test_every_up_retags_the_nodes_root_volumes(runs):
