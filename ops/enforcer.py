@@ -169,8 +169,7 @@ def run_state(beat: dict | None, now: datetime, interval_s: float | None,
 
 
 def _iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).replace(microsecond=0).isoformat() \
-        .replace("+00:00", "Z")
+    return moment.astimezone(timezone.utc).replace(microsecond=0).isoformat()
 
 
 def _judged(view: Enforcer, beat: dict | None, now: datetime, hint: str) -> Enforcer:
@@ -380,8 +379,9 @@ def for_status(stack: str, region: str, src: Sources) -> Enforcer:
 
 
 def _running_bare(stack: str, was: dict) -> str:
+    at = _at(was.get("at"))
     return (f"no enforcer: stack {stack} was brought up with --no-enforcer at "
-            f"{str(was.get('at', '?'))[:19]}Z and no enforcer covers it since")
+            f"{_iso(at) if at else '?'} and no enforcer covers it since")
 
 
 def require_schedule(view: Enforcer) -> Enforcer:
