@@ -79,9 +79,9 @@ def print_enforcer(view, stderr: bool = False) -> None:
     from dsinfra.cli.output import console
 
     out = console(stderr=stderr)
-    out.print(view.line(), soft_wrap=True, markup=False)
+    out.print(view.line(), markup=False)
     if view.warning and view.loud:
-        console(stderr=True).print(f"warning: {view.warning}", soft_wrap=True, markup=False,
+        console(stderr=True).print(f"warning: {view.warning}", markup=False,
                                    style="bold red")
 
 

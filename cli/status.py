@@ -53,8 +53,8 @@ def status_command(
 
 
 def _print_enforcers(stacks: list[dict]) -> None:
-    """One line per enforcer: what covers which stacks and when it last ran (the warnings
-    below repeat any that is stale, unread or missing)."""
+    """What covers each stack and when it last ran, stacks sharing one enforcer on one line
+    (the warnings below repeat any that is stale, unread or missing)."""
     from dsinfra.cli.output import console
     from dsinfra.ops.enforcer import Enforcer
 
@@ -63,6 +63,6 @@ def _print_enforcers(stacks: list[dict]) -> None:
         if s.get("enforcer"):
             fields = {k: v for k, v in s["enforcer"].items() if k not in ("stale", "loud")}
             fields["regions"] = tuple(fields.get("regions") or ())
-            lines.setdefault(Enforcer(**fields).line(), []).append(s["stack"])
+            lines.setdefault(Enforcer(**fields).short(), []).append(s["stack"])
     for line, names in lines.items():
-        console().print(f"{', '.join(names)}: {line}", soft_wrap=True, markup=False)
+        console().print(f"enforcer of {', '.join(names)}: {line}", markup=False)

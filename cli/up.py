@@ -266,6 +266,8 @@ def _print_result(config, result, as_json: bool) -> None:
                   f"{config.budget.on_exceed})")
     if result.enforcer is not None:
         out.print(result.enforcer.line(), soft_wrap=True, markup=False)
+        if result.enforcer.loud and result.enforcer.kind != "none":
+            out.print(f"warning: {result.enforcer.warning}", soft_wrap=True, markup=False)
     out.print(f"API key:  export DSINFRA_API_KEY=$({key_command})", soft_wrap=True,
               markup=False)
     if forward:

@@ -101,8 +101,20 @@ class Enforcer:
         account = f", account {self.account}" if self.account else ""
         every = f", every {self.every_minutes} min" if self.every_minutes else ""
         deployed = f", deployed {self.deployed_at}" if self.deployed_at else ""
-        text = f"enforcer: {what}{where}{every}{account}{deployed}; last run {_ran(self)}"
-        return text + (f"; WARNING: {self.warning}" if self.warning else "")
+        return f"enforcer: {what}{where}{every}{account}{deployed}; last run {_ran(self)}"
+
+    def short(self) -> str:
+        """The few words ``status`` shows per stack (its warnings carry the rest)."""
+        if self.kind == NONE:
+            return ("none found in this machine's records" if self.state == "not found" else
+                    "none (brought up with --no-enforcer)" if self.no_enforcer_since else
+                    "none")
+        if self.state == "not deployed":
+            return "guard not deployed yet"
+        every = f", every {self.every_minutes} min" if self.every_minutes else ""
+        flag = "" if self.state in ("ok", "not yet") else f" ({self.state.upper()})"
+        return (f"{self.kind} {self.name} ({', '.join(self.regions)}{every}), last run "
+                f"{_ran(self)}{flag}")
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
