@@ -102,7 +102,13 @@ def _enforcer(choice: str):
             return _verified_schedule(config)
         from dsinfra.cli.guard import make_engine as guard_engine
 
+        from dataclasses import replace
+
+        from dsinfra.cloud.aws import caller_account
+
         deployed = E.ensure_guard(config.region, guard_engine(), now=E.utcnow())
+        # deployed with these credentials: their account, until its own runs record one
+        deployed = replace(deployed, account=caller_account(config.region))
         enforced = E.judge_guard(deployed, config.region, E.local_sources())
         if enforced.warning:
             note(f"warning: {enforced.warning}")

@@ -290,7 +290,8 @@ def guard_view(region: str, src: Sources, *, chosen_by: str = "default") -> Enfo
                     where.get("every_minutes"), where.get("deployed_at"), None,
                     state="", table=where.get("table"),
                     home_region=where.get("home_region") or (regions[0] if regions else None),
-                    enforce=where.get("enforce", True), chosen_by=chosen_by)
+                    enforce=where.get("enforce", True), account=where.get("account"),
+                    chosen_by=chosen_by)
     return judge_guard(view, region, src)
 
 

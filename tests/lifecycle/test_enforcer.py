@@ -108,6 +108,7 @@ def test_up_deploying_a_new_guard_says_it_has_not_run_yet(edges):
     assert (enforcer["kind"], enforcer["state"], enforcer["last_run"]) == ("guard", "not yet",
                                                                          None)
     assert (enforcer["table"], enforcer["home_region"]) == ("dsinfra-guard", "us-east-1")
+    assert enforcer["account"] == "123456789012"  # deployed with these credentials
     text = runner.invoke(app, ["up", "t", "--yes"], env=WIDE)
     assert "last run not yet (first check within one interval)" in text.output
 
