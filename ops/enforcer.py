@@ -225,16 +225,15 @@ def _why(exc: Exception) -> str:
 
 
 def local_sources(now: datetime | None = None) -> Sources:
-    """This machine's audit log and ledger, and the guard's table through boto3. A state dir
-    that cannot be read leaves nothing recorded (then nothing is shown as covering)."""
+    """This machine's audit log and ledger, and the guard's table through boto3; read only
+    (nothing is created). A state dir that does not exist leaves nothing recorded (then
+    nothing is shown as covering)."""
     from dsinfra.cloud.ledger import SqliteLedger
     from dsinfra.cloud.audit import AuditLog
-    from dsinfra.paths import state_dir
+    from dsinfra.paths import state_dir_path
 
-    try:
-        root = state_dir()
-    except UserError:
-        root = None
+    root = state_dir_path()
+    root = root if root.is_dir() else None
 
     def schedule_beat() -> dict | None:
         if root is None or not (root / "ledger.sqlite3").exists():
