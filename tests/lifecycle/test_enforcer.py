@@ -237,6 +237,10 @@ def test_up_accepts_a_schedule_that_ran_and_refuses_it_once_stale(edges, tmp_pat
         "schedule", "ok", 15)
     assert enforcer["regions"] == ["us-east-1"] and enforcer["account"] == "123456789012"
     assert engine.guard.calls == []  # the user's choice: no guard deployed
+    shown = json.loads(runner.invoke(app, ["schedule", "show", "--json"]).stdout)
+    assert shown["last_run"]["facts"] == {"account": "123456789012", "enforce": True,
+                                          "regions": ["us-east-1"]}
+    assert shown["last_run"]["interval_s"] == 900
 
     status = json.loads(runner.invoke(app, ["status", "--json", "--no-health"]).stdout)
     row = next(s for s in status["stacks"] if s["stack"] == "t")
