@@ -48,6 +48,7 @@ def deploy_command(
         _print_dry_run(regions, every, enforce, as_json)
         return
     outputs = deploy_guard(make_engine(), stack, regions, every, enforce)
+    _record(stack, outputs, regions, every, enforce)
     if as_json:
         from dsinfra.cli.output import print_json
 
@@ -57,6 +58,16 @@ def deploy_command(
 
     note(f"guard {stack}: checks {', '.join(regions)} every {every} min "
          f"({'enforcing' if enforce else 'dry run'}); function {outputs.get('function_name')}")
+
+
+def _record(stack: str, outputs, regions, every: int, enforce: bool) -> None:
+    """Audit the deploy with where the guard keeps its heartbeat: ``plan``, ``up`` and
+    ``status`` read it back to say when the guard last ran (ops/enforcer.py)."""
+    from dsinfra.ops.enforcer import guard_deployed, utcnow
+    from dsinfra.ops.local import audit_log
+
+    guard = guard_deployed(outputs, regions, every, utcnow(), stack, enforce=enforce)
+    audit_log().append("guard.deploy", stack=stack, guard=guard.to_dict())
 
 
 def _print_dry_run(regions, every: int, enforce: bool, as_json: bool) -> None:
@@ -92,6 +103,9 @@ def destroy_command(stack: str = typer.Option("guard", "--stack"),
                                       command="dsinfra guard destroy").strip() != stack:
         raise UserError(f"confirmation did not match {stack!r}; nothing was removed")
     make_engine().destroy(stack)
+    from dsinfra.ops.local import audit_log
+
+    audit_log().append("guard.destroy", stack=stack)
 
 
 @guard_app.command("permissions")

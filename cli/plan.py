@@ -7,7 +7,7 @@ Offline by default (the real Pulumi program under mocks: no AWS account, no Pulu
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import typer
 
@@ -36,23 +36,53 @@ def plan_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     live: bool = typer.Option(False, "--live", help="Use `pulumi preview` (needs the Pulumi "
                               "CLI and AWS credentials) instead of the offline run."),
+    enforcer: Optional[str] = typer.Option(
+        None, "--enforcer", metavar="guard|schedule|none", help="Plan with the enforcer "
+        "`up` would be given (default: guard)."),
+    no_enforcer: bool = typer.Option(False, "--no-enforcer", help="Plan as `up "
+                                     "--no-enforcer`: nothing would act on the budget or TTL."),
 ) -> None:
-    """Show what STACK would create and cost per hour and month, checked against its budget."""
+    """Show what STACK would create and cost per hour and month, checked against its budget,
+    and the enforcer that would act on it (and when that last ran)."""
+    from dsinfra.ops.enforcer import choose
     from dsinfra.ops.plan import build_plan
 
+    choice = choose(enforcer, no_enforcer)
     if as_json:
         from dsinfra.cli.output import print_json
         from dsinfra.infra.inbound import inbound_rules
 
         plan = build_plan(stack, live=live)
-        print_json({**plan.to_json(), "inbound_rules": inbound_rules(plan.resources)})
+        print_json({**plan.to_json(), "inbound_rules": inbound_rules(plan.resources),
+                    "enforcer": plan_enforcer(plan.config, choice).to_dict()})
         return
     from dsinfra.cli.output import console
 
     with console(stderr=True).status(f"planning stack {stack} "
                                      f"({'pulumi preview' if live else 'offline'})..."):
         plan = build_plan(stack, live=live)
+        view = plan_enforcer(plan.config, choice)
     render_plan(plan)
+    print_enforcer(view)
+
+
+def plan_enforcer(config, choice: tuple[str, str]):
+    """What would enforce this stack's budget and TTL, and when it last ran: read from the
+    audit log, the ledger and the guard's own heartbeat (ops/enforcer.py)."""
+    from dsinfra.ops import enforcer as E
+
+    return E.for_plan(config.stack, config.region, choice[0], choice[1], E.local_sources())
+
+
+def print_enforcer(view, stderr: bool = False) -> None:
+    """The enforcer line; a loud warning line when nothing covers the stack or it is stale."""
+    from dsinfra.cli.output import console
+
+    out = console(stderr=stderr)
+    out.print(view.line(), markup=False)
+    if view.warning and view.loud:
+        console(stderr=True).print(f"warning: {view.warning}", markup=False,
+                                   style="bold red")
 
 
 def render_plan(plan) -> None:

@@ -220,6 +220,10 @@ def show_command(as_json: bool = typer.Option(False, "--json", help="Print one J
         found["cron"] = lines[0] if lines else None
     except Exception:  # noqa: BLE001 - no crontab on this machine is "no entry"
         found["cron"] = None
+    from dsinfra.ops.enforcer import local_sources
+
+    # the scheduled check's own last run (ledger): what `up --enforcer schedule` relies on
+    found["last_run"] = local_sources().schedule_beat()
     if as_json:
         from dsinfra.cli.output import print_json
 
@@ -227,6 +231,11 @@ def show_command(as_json: bool = typer.Option(False, "--json", help="Print one J
         return
     if not found["systemd"] and not found["cron"]:
         typer.echo("no dsinfra schedule installed")
+    beat = found["last_run"]
+    typer.echo("last scheduled run: " + (
+        f"{beat['last_run']} (last good {beat['last_good'] or 'never'}, "
+        f"{'enforcing' if beat['facts'].get('enforce') else 'dry run'}, regions "
+        f"{', '.join(beat['facts'].get('regions') or []) or '-'})" if beat else "none recorded"))
     for path, text in found["systemd"].items():
         typer.echo(f"# {path}\n{text}")
     if found["cron"]:

@@ -46,6 +46,23 @@ def status_command(
                                       "spend / budget", "status", "endpoint", "health")], rows)
     else:
         console().print(f"no dsinfra stacks in {', '.join(status['regions'])}")
+    _print_enforcers(status["stacks"])
     for warning in status["warnings"] + [f"region {r} could not be read: {why}" for r, why
                                          in status["region_errors"].items()]:
         console(stderr=True).print(f"warning: {warning}")
+
+
+def _print_enforcers(stacks: list[dict]) -> None:
+    """What covers each stack and when it last ran, stacks sharing one enforcer on one line
+    (the warnings below repeat any that is stale, unread or missing)."""
+    from dsinfra.cli.output import console
+    from dsinfra.ops.enforcer import Enforcer
+
+    lines: dict[str, list[str]] = {}
+    for s in stacks:
+        if s.get("enforcer"):
+            fields = {k: v for k, v in s["enforcer"].items() if k not in ("stale", "loud")}
+            fields["regions"] = tuple(fields.get("regions") or ())
+            lines.setdefault(Enforcer(**fields).short(), []).append(s["stack"])
+    for line, names in lines.items():
+        console().print(f"enforcer of {', '.join(names)}: {line}", markup=False)

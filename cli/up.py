@@ -29,6 +29,11 @@ def up_command(
     trust_on_first_use: bool = typer.Option(
         False, "--trust-on-first-use", help="Accept host keys on first contact (new instances "
         "only; verified ever after)."),
+    enforcer: Optional[str] = typer.Option(
+        None, "--enforcer", metavar="guard|schedule|none", help="What enforces the budget "
+        "and TTL: guard (default: deploy or update the in-account guard first), schedule "
+        "(the installed `schedule install --enforce`, accepted only if it ran within two "
+        "intervals) or none."),
     no_enforcer: bool = typer.Option(
         False, "--no-enforcer", help="Do not deploy or update the in-account guard first: "
         "nothing will act on the budget or TTL (warned, audited and notified)."),
@@ -37,11 +42,15 @@ def up_command(
     """Validate, check fit and preflight, deploy or update the budget guard, pulumi up (retrying other zones when AWS has no
     capacity), bootstrap, wait for health, then print the endpoint and a curl example."""
     from dsinfra.errors import UserError
+    from dsinfra.ops.enforcer import choose
     from dsinfra.ops.up import CapacityExhausted, NothingCreated, UpOptions, bring_up
     from dsinfra.stackfiles import find_project_dir, load_stack
 
+    choice, _ = choose(enforcer, no_enforcer)
     project = find_project_dir()
     config = load_stack(stack, project)
+    if choice == "schedule":  # refuse a schedule that cannot vouch before anything else
+        _verified_schedule(config)
     if not yes:  # refuse now, before any AWS call, when the question could not be asked
         _require_terminal(config)
     options = UpOptions(force=force, ssh_key_path=ssh_key,
@@ -52,7 +61,7 @@ def up_command(
             result = bring_up(config, engine, options=options, on_event=progress.on_event,
                               on_phase=progress.on_phase, audit=_audit_sink(),
                               confirm=None if yes else progress.ask,
-                              enforcer=_enforcer(no_enforcer))
+                              enforcer=_enforcer(choice))
         except NothingCreated as exc:
             progress.stop()
             from dsinfra.cli.output import note
@@ -74,25 +83,55 @@ def up_command(
     _print_result(config, result, as_json)
 
 
-def _enforcer(skip: bool):
+def _enforcer(choice: str):
     """By default the in-account guard, deployed or updated through the guard's engine
-    (cli/guard.py's factory, which tests replace); ``--no-enforcer``: a warning everywhere."""
+    (cli/guard.py's factory, which tests replace) and then judged by its own heartbeat;
+    ``--enforcer schedule``: the installed schedule, verified again; ``--no-enforcer``: a
+    warning everywhere (ops/enforcer.py)."""
 
     def run(config):
-        from dsinfra.ops.enforcer import ensure_guard, no_enforcer
+        from dsinfra.cli.output import note
+        from dsinfra.ops import enforcer as E
 
-        if skip:
-            from dsinfra.cli.output import note
-
-            enforced = no_enforcer(config.stack, config.region,
-                                   audit=_audit_sink() or (lambda *a, **k: None))
+        audit = _audit_sink() or (lambda *a, **k: None)
+        if choice == E.NONE:
+            enforced = E.no_enforcer(config.stack, config.region, audit=audit)
             note(f"warning: {enforced.warning}")
             return enforced
+        if choice == E.SCHEDULE:
+            return _verified_schedule(config)
         from dsinfra.cli.guard import make_engine as guard_engine
 
-        return ensure_guard(config.region, guard_engine())
+        from dataclasses import replace
+
+        from dsinfra.cloud.aws import caller_account
+
+        deployed = E.ensure_guard(config.region, guard_engine(), now=E.utcnow())
+        # deployed with these credentials: their account, until its own runs record one
+        deployed = replace(deployed, account=caller_account(config.region))
+        enforced = E.judge_guard(deployed, config.region, E.local_sources())
+        if enforced.warning:
+            note(f"warning: {enforced.warning}")
+            E.warn_stale(config.stack, enforced, audit=audit)
+        return enforced
 
     return run
+
+
+def _verified_schedule(config):
+    """The installed schedule as its own last run recorded it; exit 2 unless it enforced this
+    region and account within two intervals."""
+    from dsinfra.cloud.aws import caller_account
+    from dsinfra.errors import CloudError
+    from dsinfra.ops import enforcer as E
+
+    account = caller_account(config.region)
+    if account is None:
+        raise CloudError("--enforcer schedule: could not read this account (STS "
+                         "GetCallerIdentity) to check the schedule covers it; nothing was "
+                         "created")
+    return E.require_schedule(E.schedule_view(config.region, E.local_sources(),
+                                              account=account))
 
 
 def _audit_sink():
@@ -233,6 +272,8 @@ def _print_result(config, result, as_json: bool) -> None:
                   f"{config.budget.on_exceed})")
     if result.enforcer is not None:
         out.print(result.enforcer.line(), soft_wrap=True, markup=False)
+        if result.enforcer.loud and result.enforcer.kind != "none":
+            out.print(f"warning: {result.enforcer.warning}", soft_wrap=True, markup=False)
     out.print(f"API key:  export DSINFRA_API_KEY=$({key_command})", soft_wrap=True,
               markup=False)
     if forward:

@@ -192,3 +192,15 @@ def one_line_error(exc: Exception, *, limit: int = 240) -> str:
     if attempts:
         line += f" ({int(attempts) + 1} attempts)"
     return line[:limit]
+
+
+def caller_account(region: str | None) -> str | None:
+    """The AWS account these credentials act in (STS GetCallerIdentity, which needs no IAM
+    permission); None when it cannot be read: callers treat an unknown account as not
+    covered, never as covered."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        return str(client("sts", region or "us-east-1").get_caller_identity()["Account"])
+    except (BotoCoreError, ClientError, KeyError):
+        return None

@@ -152,24 +152,31 @@ class DynamoLedger:
             Key={"pk": _s(f"act#{record['stack']}"), "sk": _s(record["intent_id"])},
             UpdateExpression=f"REMOVE owe_{record['kind']}")
 
-    def beat(self, now: datetime, ok: bool, interval_s: float | None) -> None:
-        """The guard's heartbeat item: the last run, and the last good one."""
+    def beat(self, now: datetime, ok: bool, interval_s: float | None,
+             facts: dict | None = None) -> None:
+        """The guard's heartbeat item: the last run, the last good one, and what the run was
+        (``facts``: whether it enforced, the regions and account it read); ``plan``, ``up``
+        and ``status`` read it back to say when the guard last ran (ops/enforcer.py)."""
         values = {":run": _s(_iso(now)), ":iv": {"N": repr(float(interval_s or 0))}}
         update = "SET last_run = :run, interval_s = :iv"
         if ok:
             update += ", last_good = :run"
+        if facts is not None:
+            update += ", facts = :facts"
+            values[":facts"] = _s(json.dumps(facts, sort_keys=True))
         self._ddb.update_item(TableName=self.table, Key={"pk": _s("heartbeat"),
                                                          "sk": _s("check")},
                               UpdateExpression=update, ExpressionAttributeValues=values)
 
-    def last_beat(self) -> dict | None:
+    def last_beat(self, name: str = "check") -> dict | None:
         item = self._ddb.get_item(TableName=self.table, ConsistentRead=True,
                                   Key={"pk": _s("heartbeat"), "sk": _s("check")}).get("Item")
         if not item:
             return None
         return {"last_run": item["last_run"]["S"],
                 "last_good": item["last_good"]["S"] if "last_good" in item else None,
-                "interval_s": float(item["interval_s"]["N"]) or None}
+                "interval_s": float(item["interval_s"]["N"]) or None,
+                "facts": json.loads(item["facts"]["S"]) if "facts" in item else {}}
 
     def close(self) -> None:
         pass

@@ -32,7 +32,7 @@ CREATE TABLE IF NOT EXISTS volumes (region TEXT, id TEXT, facts TEXT,
 CREATE TABLE IF NOT EXISTS actions (id TEXT PRIMARY KEY, stack TEXT, action TEXT, state TEXT,
     started_at REAL, finished_at REAL, result TEXT, reason TEXT);
 CREATE TABLE IF NOT EXISTS heartbeat (name TEXT PRIMARY KEY, last_run TEXT, last_good TEXT,
-    interval_s REAL);
+    interval_s REAL, facts TEXT);
 CREATE TABLE IF NOT EXISTS outbox (intent_id TEXT, kind TEXT, record TEXT,
     PRIMARY KEY (intent_id, kind));
 """
@@ -70,11 +70,18 @@ class SqliteLedger:
             try:
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.executescript(_SCHEMA)
+                self._add_facts_column()
                 break
             except sqlite3.OperationalError:
                 if attempt == 99:
                     raise
                 time.sleep(0.05)
+
+    def _add_facts_column(self) -> None:
+        """A ledger written before heartbeats carried facts (issue 22) gains the column."""
+        columns = [row[1] for row in self._db.execute("PRAGMA table_info(heartbeat)")]
+        if "facts" not in columns:
+            self._db.execute("ALTER TABLE heartbeat ADD COLUMN facts TEXT")
 
     @contextmanager
     def _tx(self):
@@ -185,20 +192,33 @@ class SqliteLedger:
             db.executemany("INSERT OR REPLACE INTO meter VALUES (?,?,?,?,?)",
                            [(stack, r.id, r.kind, r.region, _iso(at)) for r in resources])
 
-    def beat(self, now: datetime, ok: bool, interval_s: float | None) -> None:
+    def beat(self, now: datetime, ok: bool, interval_s: float | None,
+             facts: dict | None = None) -> None:
         """Record that a check ran (and whether it was good: every region read, nothing
-        failed); ``status`` and ``cost report`` warn when the last good one is too old."""
-        with self._tx() as db:
-            row = db.execute("SELECT last_good FROM heartbeat WHERE name='check'").fetchone()
-            good = _iso(now) if ok else (row[0] if row else None)
-            db.execute("INSERT OR REPLACE INTO heartbeat VALUES ('check',?,?,?)",
-                       (_iso(now), good, interval_s))
+        failed); ``status`` and ``cost report`` warn when the last good one is too old.
 
-    def last_beat(self) -> dict | None:
-        row = self._db.execute("SELECT last_run, last_good, interval_s FROM heartbeat "
-                               "WHERE name='check'").fetchone()
+        A run started by ``schedule install``'s timer (its interval known) also writes the
+        ``schedule`` row with ``facts`` (whether it enforced, the regions and account it read):
+        a check run by hand never refreshes it, so only the schedule's own runs can vouch for
+        it as a stack's enforcer (ops/enforcer.py)."""
+        names = ("check", "schedule") if interval_s else ("check",)
+        with self._tx() as db:
+            for name in names:
+                row = db.execute("SELECT last_good FROM heartbeat WHERE name=?",
+                                 (name,)).fetchone()
+                good = _iso(now) if ok else (row[0] if row else None)
+                db.execute("INSERT OR REPLACE INTO heartbeat VALUES (?,?,?,?,?)",
+                           (name, _iso(now), good, interval_s,
+                            json.dumps(facts, sort_keys=True) if facts is not None else None))
+
+    def last_beat(self, name: str = "check") -> dict | None:
+        """The last run of the check (``check``: any whole-account run) or of the scheduled
+        check only (``schedule``)."""
+        row = self._db.execute("SELECT last_run, last_good, interval_s, facts FROM heartbeat "
+                               "WHERE name=?", (name,)).fetchone()
         return None if row is None else {"last_run": row[0], "last_good": row[1],
-                                         "interval_s": row[2]}
+                                         "interval_s": row[2],
+                                         "facts": json.loads(row[3]) if row[3] else {}}
 
     def known_volumes(self) -> dict[str, dict[str, dict]]:
         """region -> volume id -> facts, as remembered by ``remember_volumes``."""

@@ -23,13 +23,17 @@ def safe_name(stack: str, prefix_chars: int = 40) -> str:
     return f"{readable.lstrip('.') or 'stack'}-{digest}"
 
 
+def state_dir_path() -> Path:
+    """Where the state directory is, without creating it (read-only views: ``plan``)."""
+    if os.environ.get(STATE_DIR_ENV):
+        return Path(os.environ[STATE_DIR_ENV]).expanduser()
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "dsinfra"
+
+
 def state_dir() -> Path:
     """``$DSINFRA_STATE_DIR``, else ``$XDG_STATE_HOME/dsinfra``, else ``~/.local/state/dsinfra``."""
-    if os.environ.get(STATE_DIR_ENV):
-        path = Path(os.environ[STATE_DIR_ENV]).expanduser()
-    else:
-        base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-        path = Path(base) / "dsinfra"
+    path = state_dir_path()
     try:
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
         if not os.access(path, os.W_OK | os.X_OK):

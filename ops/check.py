@@ -387,9 +387,20 @@ def stale_warning(last: dict | None, now: datetime) -> str | None:
 
 
 def record_heartbeat(ctx: CheckContext, result: dict) -> None:
+    """The check's heartbeat, written by every whole-account run. A run started by a schedule
+    (``schedule install``'s timer or the guard's EventBridge schedule: both set
+    ``DSINFRA_CHECK_INTERVAL_S``) also records what it was: whether it enforced, the regions
+    it read and the account, which is what lets ``up`` accept it as a stack's enforcer."""
     import os
 
     from dsinfra.schedule import env_seconds
 
     interval = env_seconds("DSINFRA_CHECK_INTERVAL_S", os.environ.get("DSINFRA_CHECK_INTERVAL_S"))
-    ctx.ledger.beat(datetime.now(timezone.utc), bool(result.get("ok")), interval)
+    facts = None
+    if interval:
+        from dsinfra.cloud.aws import caller_account
+
+        regions = [str(r) for r in result.get("regions") or ctx.regions]
+        facts = {"enforce": bool(ctx.enforce), "regions": regions,
+                 "account": caller_account(regions[0] if regions else None)}
+    ctx.ledger.beat(datetime.now(timezone.utc), bool(result.get("ok")), interval, facts)

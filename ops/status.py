@@ -118,13 +118,20 @@ def ssh_health(stack: str) -> str:
 
 def build_status(regions: Sequence[str] | None, now: datetime | None = None,
                  health: Callable[[str], str] | None = http_health,
-                 closed_health: Callable[[str], str] | None = None) -> dict:
+                 closed_health: Callable[[str], str] | None = None,
+                 enforcers=None) -> dict:
     """Every stack found by tag: tier, state, nodes, uptime, spend vs budget, endpoint health
-    (``health=None`` skips the HTTP checks). ``closed_health``: stack -> health of a running
-    stack whose API is closed to this machine (the CLI passes ``ssh_health``); without it such
-    a stack's health is ``unreachable from here``."""
+    (``health=None`` skips the HTTP checks), and the enforcer covering it with when that last
+    ran (``enforcers``: ops/enforcer.py's ``Sources``; default this machine's records).
+    ``closed_health``: stack -> health of a running stack whose API is closed to this machine
+    (the CLI passes ``ssh_health``); without it such a stack's health is ``unreachable from
+    here``."""
+    from dsinfra.ops.enforcer import for_status, local_sources
+
     ctx = local_context(regions, enforce=False, now=now, audit=NullAudit(), use_pulumi=False)
     result = run_check(ctx)
+    sources = enforcers or local_sources(ctx.now)
+    loud: list[str] = []
     checked = {s["stack"]: s for s in result["stacks"]}
     by_stack = ctx.inventory.by_stack()
     rows = []
@@ -135,6 +142,10 @@ def build_status(regions: Sequence[str] | None, now: datetime | None = None,
         endpoint = stack_endpoint(stack, resources)
         closed = endpoint == UNREACHABLE
         endpoint = None if closed else endpoint
+        enforcer = for_status(stack, (s["regions"] or [""])[0], sources) \
+            if s["regions"] else None
+        if enforcer is not None and enforcer.loud:
+            loud.append(f"stack {stack}: {enforcer.warning}")
         rows.append({
             "stack": stack, "tier": s["tier"], "state": _state(instances),
             "nodes": len(instances), "running_nodes": len(running),
@@ -144,9 +155,13 @@ def build_status(regions: Sequence[str] | None, now: datetime | None = None,
             "status": s["status"], "hourly_usd": s["hourly_usd"], "endpoint": endpoint,
             "health": (_closed(stack, _state(instances), health, closed_health) if closed else
                        health(endpoint) if endpoint and health else "skipped"),
+            "enforcer": enforcer.to_dict() if enforcer else None,
+            "enforcer_kind": enforcer.kind if enforcer else None,
+            "enforcer_last_run": enforcer.last_run if enforcer else None,
+            "enforcer_state": enforcer.state if enforcer else None,
         })
     warning = stale_warning(ctx.ledger.last_beat(), ctx.now)
     return {"checked_at": ctx.now.astimezone(timezone.utc).isoformat(),
-            "warnings": [warning] if warning else [],
+            "warnings": ([warning] if warning else []) + loud,
             "regions": result["regions"], "region_errors": result["region_errors"],
             "stacks": rows}

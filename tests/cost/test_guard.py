@@ -239,12 +239,13 @@ class _RecordingEngine:
         self.destroyed.append(stack)
 
 
-def test_guard_deploy_sets_config_and_runs_up_through_the_engine(monkeypatch):
+def test_guard_deploy_sets_config_and_runs_up_through_the_engine(monkeypatch, tmp_path):
     from typer.testing import CliRunner
 
     from dsinfra.cli import guard as guard_cli
     from dsinfra.cli.main import app
 
+    monkeypatch.setenv("DSINFRA_STATE_DIR", str(tmp_path / "state"))  # the audit log's home
     engine = _RecordingEngine()
     monkeypatch.setattr(guard_cli, "make_engine", lambda: engine)
     out = CliRunner().invoke(app, ["guard", "deploy", "--region", "us-west-2", "--region",
@@ -254,6 +255,13 @@ def test_guard_deploy_sets_config_and_runs_up_through_the_engine(monkeypatch):
     assert engine.config[("guard", "dsinfra-guard:regions")] == '["us-west-2", "us-east-1"]'
     assert engine.config[("guard", "dsinfra-guard:enforce")] == "true"
     assert engine.config[("guard", "aws:region")] == "us-west-2"
+    # Audited with where the guard keeps its heartbeat (plan, up and status read it back).
+    from dsinfra.ops.enforcer import guard_record
+    from dsinfra.ops.local import audit_log
+
+    where = guard_record(audit_log().records()[0])
+    assert (where["table"], where["home_region"], where["regions"]) == (
+        "t", "us-west-2", ["us-west-2", "us-east-1"])
     bad = CliRunner().invoke(app, ["guard", "deploy", "--every", "0"])
     assert bad.exit_code == 2 and "--every" in bad.output and engine.ups == ["guard"]
     # One duration grammar with `schedule install --every 15m`.
@@ -268,3 +276,4 @@ def test_guard_deploy_sets_config_and_runs_up_through_the_engine(monkeypatch):
     assert refused.exit_code == 2 and engine.destroyed == []
     confirmed = CliRunner().invoke(app, ["guard", "destroy", "-y"])
     assert confirmed.exit_code == 0 and engine.destroyed == ["guard"]
+    assert guard_record(audit_log().records()[0]) is None  # destroyed: nothing covers

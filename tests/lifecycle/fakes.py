@@ -159,6 +159,22 @@ class StubbedFactory:
         return made
 
 
+def create_guard_table(name: str, region: str) -> None:
+    """The guard's DynamoDB table (infra/guard.py: pk/sk string keys), in the moto server,
+    where the guard's heartbeat is read from; kept when it already exists (an update)."""
+    from dsinfra.cloud.aws import client
+
+    ddb = client("dynamodb", region)
+    try:
+        ddb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST",
+                         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"},
+                                    {"AttributeName": "sk", "KeyType": "RANGE"}],
+                         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                                               {"AttributeName": "sk", "AttributeType": "S"}])
+    except ddb.exceptions.ResourceInUseException:
+        pass
+
+
 class FakeGuardEngine:
     """The guard's engine (cli/guard.py's ``make_engine``) at the Automation API seam: records
     set_config/up and answers the outputs the guard program exports (ops/guard_program)."""
@@ -179,6 +195,8 @@ class FakeGuardEngine:
         import json
 
         self.calls.append(("up", stack))
+        regions = json.loads(self.config["dsinfra-guard:regions"])
+        create_guard_table("dsinfra-guard", regions[0])  # as the program's `up` creates it
         self.existing = {"function_name": "dsinfra-guard-fn", "table_name": "dsinfra-guard",
                          "schedule_name": "dsinfra-guard-schedule",
                          "regions": json.loads(self.config["dsinfra-guard:regions"]),
