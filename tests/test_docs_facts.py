@@ -74,6 +74,15 @@ def test_per_engine_defaults_are_the_engine_tables():
         _describe("idleMinutes")
 
 
+def test_the_docs_word_lists_are_the_tables():
+    quiet = [n for n in engine_names() if n not in idle_engines()]
+    configuration = (ROOT / "docs" / "configuration.md").read_text()
+    assert f"refused with engine {' and '.join(f'`{n}`' for n in quiet)} (no metrics to read)" \
+        in configuration
+    budgets = (ROOT / "docs" / "budgets.md").read_text()
+    assert "`action` is `" + "|".join(("none", *budget_actions.on_exceed())) + "`" in budgets
+
+
 def test_ranges_and_word_lists_are_the_schemas():
     assert "|".join(get_args(Precision)) in _describe("precision")
     assert f"({MIN_IDLE_MINUTES}-{MAX_IDLE_MINUTES})" in _describe("idleMinutes")
