@@ -8,7 +8,8 @@ variables) is core data, its ``EngineSpec`` in ``ENGINE_SPECS`` (dsinfra/engines
 here through ``spec``. The shared unit, run script and env file stay in bootstrap/engine.py.
 
 To add an engine: its row in ``ENGINE_SPECS``, one module here with one ``Engine`` subclass,
-and its line in ``_registry``."""
+its line in ``_registry``, and its defaults in Pulumi.yaml (docs/ARCHITECTURE.md, "Where to
+add things")."""
 
 from __future__ import annotations
 
