@@ -11,6 +11,7 @@ from typing import Any
 from dsinfra.bootstrap import engine as eng
 from dsinfra.bootstrap.hosts import HostSpec
 from dsinfra.config import StackConfig
+from dsinfra.engines import engine_spec
 
 # Offline the addresses are unknown (the mocks' are made up): shown as these words instead.
 HEAD_ADDRESS = "HEAD_PRIVATE_IP"
@@ -80,12 +81,7 @@ def _mount(volume: str) -> dict[str, Any]:
 
 def _ports(plan: eng.EnginePlan) -> list[dict[str, Any]]:
     ports = [{"port": plan.port, "purpose": "API (host network)"}]
-    if plan.nodes > 1:
-        from dsinfra.bootstrap.engines.sglang import SGLANG_DIST_PORT
-        from dsinfra.bootstrap.engines.vllm import RAY_PORT
-
-        peer = {"vllm": (RAY_PORT, "Ray head (nodes only)"),
-                "sglang": (SGLANG_DIST_PORT, "SGLang dist-init (nodes only)")}.get(plan.name)
-        if peer:
-            ports.append({"port": peer[0], "purpose": peer[1]})
+    spec = engine_spec(plan.name)
+    if plan.nodes > 1 and spec.peer_port:
+        ports.append({"port": spec.peer_port, "purpose": spec.peer_purpose})
     return ports

@@ -249,23 +249,17 @@ def local_model_dir(cache_dir: str, model: str) -> str:
 
 def systemd_unit(plan: EnginePlan) -> str:
     """Restart on failure, start on boot (host network: Ray and NCCL talk to peers)."""
-    return "\n".join([
-        *(f"# recipe source: {source}" for source in plan.recipe.sources),
-        "[Unit]",
-        f"Description=dsinfra inference engine ({plan.name}, {plan.model}, recipe "
-        f"{plan.recipe.family})",
-        "After=docker.service network-online.target",
-        "Requires=docker.service",
-        "",
-        "[Service]",
-        f"ExecStartPre=-/usr/bin/docker rm -f {CONTAINER}",
-        f"ExecStart=/bin/sh {RUN_SCRIPT}",
-        f"ExecStop=/usr/bin/docker stop {CONTAINER}",
-        "Restart=on-failure",
-        "RestartSec=10",
-        "TimeoutStartSec=0",
-        "",
-        "[Install]",
-        "WantedBy=multi-user.target",
-        "",
-    ])
+    from dsinfra.bootstrap.units import render_unit
+
+    return render_unit([
+        ("Unit", [("Description", f"dsinfra inference engine ({plan.name}, {plan.model}, "
+                                  f"recipe {plan.recipe.family})"),
+                  ("After", "docker.service network-online.target"),
+                  ("Requires", "docker.service")]),
+        ("Service", [("ExecStartPre", f"-/usr/bin/docker rm -f {CONTAINER}"),
+                     ("ExecStart", f"/bin/sh {RUN_SCRIPT}"),
+                     ("ExecStop", f"/usr/bin/docker stop {CONTAINER}"),
+                     ("Restart", "on-failure"), ("RestartSec", "10"),
+                     ("TimeoutStartSec", "0")]),
+        ("Install", [("WantedBy", "multi-user.target")]),
+    ], comments=tuple(f"recipe source: {source}" for source in plan.recipe.sources))

@@ -10,7 +10,6 @@ run installed, so turning it off in the stack file and re-running bootstrap real
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass
@@ -20,6 +19,8 @@ from dsinfra.bootstrap.engine import ENGINE_ENV, ETC, UNIT_NAME
 from dsinfra.bootstrap.engines import engine_for
 from dsinfra.identifiers import sns_topic_arn_ok
 from dsinfra.bootstrap.plan import HostPlan, StepError
+from dsinfra.bootstrap.units import (ManagedUnit, install_unit, remove_unit, render_unit,
+                                     unit_absent, unit_ready)
 from dsinfra.idle import METRIC_NAME, MetricNames, parse_idle_minutes
 from dsinfra.identifiers import aws_region_problem
 
@@ -101,67 +102,45 @@ def exec_start() -> str:
 
 
 def service_unit(watch: IdleWatch) -> str:
-    return "\n".join([
-        "[Unit]",
-        f"Description=dsinfra idle autostop: stop stack {watch.stack} after "
-        f"{watch.idle_minutes} min without a request",
-        f"After=network-online.target {UNIT_NAME}",
-        "",
-        "[Service]",
-        "Type=oneshot",
-        f"ExecStart={exec_start()}",
-        "TimeoutStartSec=120",
-        "",
+    _check(watch)
+    return render_unit([
+        ("Unit", [("Description", f"dsinfra idle autostop: stop stack {watch.stack} after "
+                                  f"{watch.idle_minutes} min without a request"),
+                  ("After", f"network-online.target {UNIT_NAME}")]),
+        ("Service", [("Type", "oneshot"), ("ExecStart", exec_start()),
+                     ("TimeoutStartSec", "120")]),
     ])
 
 
 def timer_unit() -> str:
     # Every minute from a minute after boot: a fresh boot (dsinfra start) starts its own clock.
-    return "\n".join([
-        "[Unit]",
-        f"Description=dsinfra idle autostop, every minute ({SERVICE})",
-        "",
-        "[Timer]",
-        "OnBootSec=1min",
-        "OnUnitActiveSec=1min",
-        "AccuracySec=5s",
-        "",
-        "[Install]",
-        "WantedBy=timers.target",
-        "",
+    return render_unit([
+        ("Unit", [("Description", f"dsinfra idle autostop, every minute ({SERVICE})")]),
+        ("Timer", [("OnBootSec", "1min"), ("OnUnitActiveSec", "1min"), ("AccuracySec", "5s")]),
+        ("Install", [("WantedBy", "timers.target")]),
     ])
 
 
-def _files(watch: IdleWatch) -> dict[str, tuple[str, str]]:
-    return {CONFIG: (watcher_config(watch), "0600"), SERVICE_PATH: (service_unit(watch), "0644"),
-            TIMER_PATH: (timer_unit(), "0644")}
+def watch_unit(watch: IdleWatch) -> ManagedUnit:
+    """The timer is the unit kept enabled and active; its oneshot service and the root-only
+    config are its files."""
+    return ManagedUnit(TIMER, {CONFIG: (watcher_config(watch), "0600"),
+                               SERVICE_PATH: (service_unit(watch), "0644"),
+                               TIMER_PATH: (timer_unit(), "0644")}, start="now")
 
 
 def watch_ready(c, p: HostPlan) -> bool:
     if p.idle_watch is None:
-        return not c.ok(f"test -e {TIMER_PATH}", root=True)
-    files = _files(p.idle_watch)
-    got = c.gather({"sums": f"sha256sum {' '.join(files)}",
-                    "enabled": f"systemctl is-enabled --quiet {TIMER}",
-                    "active": f"systemctl is-active --quiet {TIMER}"}, root=True)
-    have = {line.split()[1]: line.split()[0] for line in got["sums"].stdout.splitlines()
-            if len(line.split()) == 2}
-    p.facts["idle_stale"] = [path for path, (text, _) in files.items()
-                             if have.get(path) != hashlib.sha256(text.encode()).hexdigest()]
-    return not p.facts["idle_stale"] and got["enabled"].exited == 0 \
-        and got["active"].exited == 0
+        return unit_absent(c, TIMER_PATH)
+    return unit_ready(c, watch_unit(p.idle_watch), p.units.idle_watch)
 
 
 def install_watch(c, p: HostPlan) -> None:
     if p.idle_watch is None:
-        c.sh(f"systemctl disable --now {TIMER}; rm -f {TIMER_PATH} {SERVICE_PATH} {CONFIG} "
-             f"{STATE} && systemctl daemon-reload", root=True)
+        remove_unit(c, TIMER, [TIMER_PATH, SERVICE_PATH, CONFIG, STATE])
         return
     if not p.node_kit:
         raise StepError("idle watch: the node kit is not installed on this host (node-kit "
                         "step); the watcher runs from it")
-    files = _files(p.idle_watch)
-    stale = p.facts.get("idle_stale", list(files))
     p.on_progress(f"idle autostop after {p.idle_watch.idle_minutes} min")
-    c.put_files({path: files[path] for path in stale},
-                then=f"systemctl daemon-reload && systemctl enable --now {TIMER}")
+    install_unit(c, watch_unit(p.idle_watch), p.units.idle_watch)

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from dsinfra.bootstrap.engine import EnginePlan
 from dsinfra.bootstrap.hosts import HostSpec
 from dsinfra.bootstrap.secrets import Secrets
 from dsinfra.tiers import TIERS
+
+if TYPE_CHECKING:  # bootstrap/engine.py renders its unit with bootstrap/units.py, which needs us
+    from dsinfra.bootstrap.engine import EnginePlan
 
 Status = Literal["applied", "already done", "verified", "failed", "skipped", "not reached"]
 Phase = Literal["prepare", "engine", "health"]
@@ -26,6 +28,24 @@ class StepError(Exception):
     def __init__(self, detail: str, *, command: str | None = None, output_tail: str = "") -> None:
         super().__init__(detail)
         self.detail, self.command, self.output_tail = detail, command, output_tail
+
+
+@dataclass
+class UnitState:
+    """What a managed unit's last check found and what its apply did, on one host
+    (bootstrap/units.py)."""
+
+    stale: list[str] | None = None  # files missing or different; None: not checked yet
+    installed: bool = False  # written and (re)started in this run
+
+
+@dataclass
+class UnitStates:
+    """The units a bootstrap may install on a host, one typed field each."""
+
+    engine: UnitState = field(default_factory=UnitState)
+    spot_watch: UnitState = field(default_factory=UnitState)
+    idle_watch: UnitState = field(default_factory=UnitState)
 
 
 @dataclass
@@ -45,7 +65,8 @@ class HostPlan:
     spot_poll_s: float = 5.0  # how often the watcher asks IMDS (AWS recommends 5 s)
     image_wait_s: float = 45 * 60  # a worker's wait for the head's image in ECR
     image_poll_s: float = 10.0
-    facts: dict[str, Any] = field(default_factory=dict)
+    facts: dict[str, Any] = field(default_factory=dict)  # what the host is (read, not set)
+    units: UnitStates = field(default_factory=UnitStates)  # the managed units' check/apply
     on_progress: Callable[[str], None] = lambda message: None
     stop_waiting: Callable[[], str | None] = lambda: None  # a reason to give up waiting
 

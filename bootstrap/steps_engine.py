@@ -3,7 +3,6 @@ when the endpoint answers a real request."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shlex
 import time
@@ -13,39 +12,26 @@ from dsinfra.bootstrap import nodekit
 from dsinfra.bootstrap.nccl_log import LOG_PATTERN, nccl_problem, read_nccl_network
 from dsinfra.bootstrap.plan import HostPlan, StepError
 from dsinfra.bootstrap.steps_system import cache_dir
+from dsinfra.bootstrap.units import ManagedUnit, install_unit, unit_ready
 from dsinfra.shipping import script_source
 
 HEALTH_SCRIPT = "/opt/dsinfra/bin/health_check.py"
 EXIT_NOT_YET = 4  # cloud/engine_image.py: the image is not in ECR yet
 
 
-def _files(p: HostPlan) -> dict[str, tuple[str, str]]:
-    """Every file the engine needs: path -> (content, mode)."""
+def engine_unit(p: HostPlan) -> ManagedUnit:
+    """The engine's unit with every file it needs: the env file, the run script, the unit."""
     efa = p.host.efa_interfaces > 0
-    return {
+    return ManagedUnit(eng.UNIT_NAME, {
         eng.ENGINE_ENV: (eng.engine_env(p.engine, p.secrets), "0600"),
         eng.RUN_SCRIPT: (eng.run_script(p.engine, p.host, cache_dir=cache_dir(p), efa=efa),
                          "0755"),
         eng.UNIT_PATH: (eng.systemd_unit(p.engine), "0644"),
-    }
-
-
-def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
+    })
 
 
 def engine_ready(c, p: HostPlan) -> bool:
-    files = _files(p)
-    # Comparing digests, not contents: the env file holds the API key.
-    got = c.gather({"sums": f"sha256sum {' '.join(files)}",
-                    "enabled": f"systemctl is-enabled --quiet {eng.UNIT_NAME}",
-                    "active": f"systemctl is-active --quiet {eng.UNIT_NAME}"}, root=True)
-    have = {line.split()[1]: line.split()[0] for line in got["sums"].stdout.splitlines()
-            if len(line.split()) == 2}
-    p.facts["engine_stale"] = [path for path, (content, _) in files.items()
-                               if have.get(path) != _sha256(content)]
-    return not p.facts["engine_stale"] and got["enabled"].exited == 0 and \
-        got["active"].exited == 0
+    return unit_ready(c, engine_unit(p), p.units.engine)
 
 
 def image_present(c, p: HostPlan) -> bool:
@@ -96,14 +82,9 @@ def pull_image(c, p: HostPlan) -> None:
 
 
 def start_engine(c, p: HostPlan) -> None:
-    """After ``engine_ready`` (its facts name the files to write): the changed files, then
+    """After ``engine_ready`` (its state names the files to write): the changed files, then
     the unit (re)started, in one command."""
-    files = _files(p)
-    stale = p.facts.get("engine_stale", list(files))
-    c.put_files({path: files[path] for path in stale},
-                then=f"systemctl daemon-reload && systemctl enable {eng.UNIT_NAME} && "
-                     f"systemctl restart {eng.UNIT_NAME}")
-    p.facts["engine_restarted"] = True
+    install_unit(c, engine_unit(p), p.units.engine)
 
 
 def _probe_health(c, p: HostPlan, wait_s: float = 0.0) -> dict:
@@ -132,7 +113,7 @@ def _healthy(p: HostPlan, answer: dict) -> bool:
 def endpoint_healthy(c, p: HostPlan) -> bool:
     if p.facts.pop("health_proven", False):
         return True  # the wait that just ended saw all three answers
-    if p.facts.get("engine_restarted"):
+    if p.units.engine.installed:
         return False  # (re)started this run, so loading: the wait's first probe is immediate
     answer = _probe_health(c, p)
     p.facts["health"] = answer

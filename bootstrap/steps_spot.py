@@ -4,10 +4,9 @@ spot interruption notice it drains the engine (see spot_watch.py for how and why
 
 from __future__ import annotations
 
-import hashlib
-
 from dsinfra.bootstrap import engine as eng
 from dsinfra.bootstrap.plan import HostPlan
+from dsinfra.bootstrap.units import ManagedUnit, install_unit, render_unit, unit_ready
 from dsinfra.shipping import script_source
 
 UNIT_NAME = "dsinfra-spot-watch.service"
@@ -25,49 +24,26 @@ def watcher_source() -> str:
 def systemd_unit(p: HostPlan) -> str:
     """Started with the node, restarted if it dies; -I -S keeps the DLAMI's site-packages and
     PYTHON* variables out of it, as for the GPU probe. Its output is the journal's."""
-    command = (f"/usr/bin/python3 -I -S {SCRIPT_PATH} --port {p.engine.port} "
-               f"--unit {eng.UNIT_NAME} --interval {p.spot_poll_s:g} --drain-s {DRAIN_S} "
+    command = (f"/usr/bin/python3 -I -S {SCRIPT_PATH} --port {p.engine.port:d} "
+               f"--unit {eng.UNIT_NAME} --interval {p.spot_poll_s:g} --drain-s {DRAIN_S:d} "
                f"--record {RECORD_PATH}")
-    return "\n".join([
-        "[Unit]",
-        "Description=dsinfra spot interruption watcher (drains the engine on a notice)",
-        "After=network-online.target",
-        "",
-        "[Service]",
-        f"ExecStart={command}",
-        "Restart=on-failure",
-        "RestartSec=5",
-        "",
-        "[Install]",
-        "WantedBy=multi-user.target",
-        "",
+    return render_unit([
+        ("Unit", [("Description",
+                   "dsinfra spot interruption watcher (drains the engine on a notice)"),
+                  ("After", "network-online.target")]),
+        ("Service", [("ExecStart", command), ("Restart", "on-failure"), ("RestartSec", "5")]),
+        ("Install", [("WantedBy", "multi-user.target")]),
     ])
 
 
-def _files(p: HostPlan) -> dict[str, tuple[str, str]]:
-    return {SCRIPT_PATH: (watcher_source(), "0755"), UNIT_PATH: (systemd_unit(p), "0644")}
-
-
-def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
+def watcher_unit(p: HostPlan) -> ManagedUnit:
+    return ManagedUnit(UNIT_NAME, {SCRIPT_PATH: (watcher_source(), "0755"),
+                                   UNIT_PATH: (systemd_unit(p), "0644")})
 
 
 def watcher_ready(c, p: HostPlan) -> bool:
-    files = _files(p)
-    got = c.gather({"sums": f"sha256sum {' '.join(files)}",
-                    "enabled": f"systemctl is-enabled --quiet {UNIT_NAME}",
-                    "active": f"systemctl is-active --quiet {UNIT_NAME}"}, root=True)
-    have = {line.split()[1]: line.split()[0] for line in got["sums"].stdout.splitlines()
-            if len(line.split()) == 2}
-    p.facts["spot_watch_stale"] = [path for path, (content, _) in files.items()
-                                   if have.get(path) != _sha256(content)]
-    return not p.facts["spot_watch_stale"] and got["enabled"].exited == 0 and \
-        got["active"].exited == 0
+    return unit_ready(c, watcher_unit(p), p.units.spot_watch)
 
 
 def start_watcher(c, p: HostPlan) -> None:
-    files = _files(p)
-    stale = p.facts.get("spot_watch_stale", list(files))
-    c.put_files({path: files[path] for path in stale},
-                then=f"systemctl daemon-reload && systemctl enable {UNIT_NAME} && "
-                     f"systemctl restart {UNIT_NAME}")
+    install_unit(c, watcher_unit(p), p.units.spot_watch)

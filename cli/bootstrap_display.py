@@ -11,7 +11,8 @@ from dsinfra.bootstrap.plan import BootstrapReport
 
 _STYLE = {"applied": "green", "already done": "dim", "verified": "dim", "failed": "bold red",
           "skipped": "dim", "not reached": "yellow"}
-# One narrow column per step: 11 steps and the host names fit an 80-column terminal.
+# One narrow column per step of STEPS (bootstrap/steps.py); where they and the host names are
+# wider than the terminal, print_summary prints a block per host instead.
 _CODE = {"applied": "+", "already done": "=", "verified": "ok", "failed": "FAIL",
          "skipped": "-", "not reached": "."}
 _SHORT = {"cloud-init": "init", "host-facts": "facts", "nvidia-driver": "driver",
@@ -75,7 +76,7 @@ class LiveDisplay:
 
 
 def _short_duration(seconds: float) -> str:
-    """At most three characters, so eleven step columns and the host fit 80 columns."""
+    """At most three characters, so a step's column stays as narrow as its short name."""
     if seconds < 99.5:
         return f"{seconds:.0f}"
     if seconds < 99.5 * 60:

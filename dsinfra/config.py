@@ -18,6 +18,7 @@ from dsinfra.blocks import CapacityBlock, block_fit_problem
 from dsinfra import budget_actions
 from dsinfra.budget import NOTIFY, PERIODS
 from dsinfra.catalog import GPU_INSTANCE_TYPES, INSTANCE_SPECS, SUPPORTED_REGIONS
+from dsinfra.engines import DEFAULT_ENGINE, engine_names, engine_spec, idle_engines
 from dsinfra.errors import ConfigError
 from dsinfra.idle import parse_idle_minutes
 from dsinfra.identifiers import (aws_tag_key_problem, aws_tag_value_problem, exposure_problem,
@@ -26,16 +27,10 @@ from dsinfra.identifiers import (aws_tag_key_problem, aws_tag_value_problem, exp
 from dsinfra.tiers import TIER_NAMES, TIERS, TierSpec
 
 # Literal[tuple] spells out the tuple's members: the names live in tiers.py and budget.py.
+# Engine names (dsinfra/engines.py) and budget actions are read at validation time instead.
 Tier = Literal[TIER_NAMES]  # type: ignore[valid-type]
 Precision = Literal["bf16", "fp16", "fp8", "int8", "int4"]
 BudgetPeriod = Literal[PERIODS]  # type: ignore[valid-type]
-ENGINE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "vllm": {"image": "vllm/vllm-openai:v0.11.0", "port": 8000, "healthPath": "/health"},
-    "sglang": {"image": "lmsysorg/sglang:v0.4.6.post1-cu124", "port": 30000,
-               "healthPath": "/health"},
-}
-# Engines whose /metrics the idle watcher reads (their metric names: bootstrap/engines/).
-IDLE_ENGINES = ("vllm", "sglang")
 _PINNED_IMAGE = re.compile(r"[\w.\-/:]+(:[\w][\w.\-]{0,127}|@sha256:[0-9a-f]{64})", re.ASCII)
 _STACK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,19}", re.ASCII)
 SSH_PORT = 22
@@ -90,10 +85,12 @@ class EngineConfig(_Model):
     """The inference server. ``custom`` runs any image, e.g. the article's own
     ``python3 serve.py --model_path /app/model --port 8080`` container."""
 
-    name: Literal["vllm", "sglang", "custom"] = "vllm"
+    # a name from the engine table (dsinfra/engines.py), read at validation time
+    name: str = Field(DEFAULT_ENGINE, description="The inference engine")
     image: str | None = None
     command: list[str] | None = None
     port: int | None = Field(None, ge=1, le=65535)
+    # unset: the engine's own (dsinfra/engines.py), filled in by _engine_defaults
     health_path: str = Field("/health", alias="healthPath", pattern=r"^/")
     extra_args: list[str] = Field(default_factory=list, alias="extraArgs")
     gpu_memory_utilization: float = Field(0.90, alias="gpuMemoryUtilization", gt=0.1, le=0.98,
@@ -104,6 +101,25 @@ class EngineConfig(_Model):
     @classmethod
     def _numbers_not_booleans(cls, values: Any) -> Any:
         return _refuse_booleans(values, _NUMERIC_ENGINE_KEYS, "engine.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _engine_defaults(cls, values: Any) -> Any:
+        """An unset healthPath is the engine's own, so every reader sees the resolved one."""
+        if isinstance(values, dict) and not {"healthPath", "health_path"} & set(values):
+            name = values.get("name", DEFAULT_ENGINE)
+            if isinstance(name, str) and name in engine_names():
+                return {**values, "healthPath": engine_spec(name).health_path}
+        return values
+
+    @field_validator("name")
+    @classmethod
+    def _known_engine(cls, value: str) -> str:
+        names = engine_names()
+        if value not in names:
+            raise ValueError("Input should be " + ", ".join(repr(n) for n in names[:-1])
+                             + f" or {names[-1]!r}")
+        return value
 
     @field_validator("image", "health_path")
     @classmethod
@@ -123,10 +139,11 @@ class EngineConfig(_Model):
         return value
 
     @model_validator(mode="after")
-    def _custom_needs_image_and_port(self) -> "EngineConfig":
-        if self.name == "custom" and (not self.image or not self.port):
-            raise ValueError("engine 'custom' needs image and port (command and healthPath "
-                             "are optional)")
+    def _image_and_port_where_no_default(self) -> "EngineConfig":
+        spec = engine_spec(self.name)
+        if (spec.image is None and not self.image) or (spec.port is None and not self.port):
+            raise ValueError(f"engine {self.name!r} needs image and port (command and "
+                             "healthPath are optional)")
         return self
 
 
@@ -400,10 +417,10 @@ class StackConfig(_Model):
             raise _KeyedValueError("fallback", [a.instance_type for a in self.fallback],
                                    "no fallback together with capacityReservationId (the "
                                    "reservation fixes the type and the zone)")
-        if self.idle_minutes and self.engine.name not in IDLE_ENGINES:
+        if self.idle_minutes and self.engine.name not in idle_engines():
             raise _KeyedValueError("idleMinutes", self.idle_minutes,
                                    f"off (0) for engine {self.engine.name}: idle autostop "
-                                   f"reads the metrics of {' and '.join(IDLE_ENGINES)}")
+                                   f"reads the metrics of {' and '.join(idle_engines())}")
         if self.capacity_reservation_id and self.spot:
             raise _KeyedValueError("capacityReservationId", self.capacity_reservation_id,
                                    "no capacity reservation together with spot")
@@ -434,19 +451,19 @@ class StackConfig(_Model):
 
     @property
     def resolved_engine_image(self) -> str:
-        return self.engine_image or self.engine.image or ENGINE_DEFAULTS[self.engine.name]["image"]
+        return self.engine_image or self.engine.image or engine_spec(self.engine.name).image
 
     @property
     def resolved_idle_minutes(self) -> int | None:
         """Minutes without a request before the stack stops itself; None: off. The tier's
         default applies to the engines whose metrics the watcher reads."""
         if self.idle_minutes is None:
-            return self.tier_spec.idle_minutes if self.engine.name in IDLE_ENGINES else None
+            return self.tier_spec.idle_minutes if self.engine.name in idle_engines() else None
         return self.idle_minutes or None
 
     @property
     def engine_port(self) -> int:
-        return self.engine.port or ENGINE_DEFAULTS[self.engine.name]["port"]
+        return self.engine.port or engine_spec(self.engine.name).port
 
     @property
     def resolved_api_port(self) -> int:

@@ -19,7 +19,7 @@ mounted from the host.
 
 Why not AWS's own DLC images: they ship EFA, but only for the engine versions AWS builds
 (vLLM 0.13.0 onward in its docs/src/data/vllm/*-gpu-ec2.yml, SGLang 0.5.9 onward), with CUDA
-12.9/13.0 builds; dsinfra's pinned engines (config.ENGINE_DEFAULTS) are older, and a user's own
+12.9/13.0 builds; dsinfra's pinned engines (dsinfra/engines.py) are older, and a user's own
 ``engineImage`` has none. Deriving from whatever image the stack names covers all of them.
 """
 

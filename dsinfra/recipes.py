@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from dsinfra.engines import engine_spec
+
 VLLM_DEEPSEEK = "vllm-project/recipes, DeepSeek (DeepSeek-V3/R1: vllm serve ... " \
                 "--trust-remote-code --enable-expert-parallel)"
 VLLM_REASONING = "docs.vllm.ai, Reasoning Outputs (DeepSeek R1 series: --reasoning-parser " \
@@ -54,9 +56,6 @@ RECIPES: tuple[Recipe, ...] = (
            sources=(SGLANG_DEEPSEEK,)),
 )
 
-# Variables whose value is each node's own, set per node by the engine module.
-PER_NODE_ENV: dict[str, tuple[str, ...]] = {"vllm": ("VLLM_HOST_IP",)}
-
 
 def recipe_for(engine: str, model: str) -> Recipe:
     """The first recipe of ``engine`` whose family matches ``model``; an empty one otherwise."""
@@ -67,5 +66,6 @@ def recipe_for(engine: str, model: str) -> Recipe:
 
 
 def per_node_env(engine: str, nodes: int) -> tuple[str, ...]:
-    """Names set per node (multi-node vLLM: ``VLLM_HOST_IP``, per ``VLLM_MULTI_NODE``)."""
-    return PER_NODE_ENV.get(engine, ()) if nodes > 1 else ()
+    """Names set per node where one engine spans nodes: the engine's ``per_node_env``
+    (dsinfra/engines.py; multi-node vLLM: ``VLLM_HOST_IP``, per ``VLLM_MULTI_NODE``)."""
+    return engine_spec(engine).per_node_env if nodes > 1 else ()

@@ -1,7 +1,7 @@
 """``GpuNodePool`` and ``Bastion``: the EC2 instances of a stack.
 
 Every node comes from one launch template that carries the security defaults (IMDSv2 only,
-encrypted gp3 root volume, the SSM-only instance profile) and the tags of everything the
+encrypted gp3 root volume, the instance profile of security.NODE_POLICIES) and the tags of everything the
 launch creates (instance, volumes, network interfaces), so nothing a launch makes is untagged.
 """
 

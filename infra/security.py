@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pulumi
@@ -237,11 +238,63 @@ def mirror_read_policy(uri: str) -> dict:
          "Resource": objects}, listing]}
 
 
+@dataclass(frozen=True)
+class NodePolicy:
+    """One policy of the nodes' role: AWS's managed one (``managed_arn``) or an inline one
+    (``document``), attached where ``applies``. ``grants`` and ``when`` are what
+    docs/tiers.md says of it (``node_policies_markdown``; a test compares)."""
+
+    suffix: str  # the resource is <stack>-node-<suffix>
+    grants: str
+    when: str
+    applies: Callable[[StackConfig], bool]
+    document: Callable[[StackConfig], dict] | None = None
+    managed_arn: str | None = None
+
+
+def _ecr_tiers() -> str:
+    from dsinfra.tiers import TIERS
+
+    return ", ".join(t.name for t in TIERS.values() if t.image_from_ecr)
+
+
+# The nodes' role has these and nothing else, in this order.
+NODE_POLICIES: tuple[NodePolicy, ...] = (
+    NodePolicy("ssm", "`AmazonSSMManagedInstanceCore` (AWS managed: the SSM agent)", "always",
+               lambda c: True, managed_arn=SSM_CORE_POLICY_ARN),
+    NodePolicy("idle-stop", "inline: stop only instances tagged with its own stack (on spot "
+               "stacks also read spot requests, and with `spotInterruption: terminate` cancel "
+               "and terminate its own), write audit items to the budget guard's table, publish "
+               "to `notifyTopicArn`",
+               "idle autostop is on (`idleMinutes`)",
+               lambda c: c.resolved_idle_minutes is not None,
+               lambda c: idle_stop_policy(c.stack, c.region, c.notify_topic_arn, spot=c.spot,
+                                        spot_interruption=c.spot_interruption)),
+    NodePolicy("weights-mirror", "inline: read the `modelCache` prefix only", "`modelCache` is "
+               "set", lambda c: bool(c.model_cache), lambda c: mirror_read_policy(c.model_cache)),
+    NodePolicy("engine-image", f"inline: pull, push and create `{ECR_REPOSITORY_PREFIX}*` ECR "
+               "repositories of the stack's region", "the tier takes the engine image from "
+               "ECR (" + _ecr_tiers() + ")", lambda c: c.tier_spec.image_from_ecr,
+               lambda c: engine_image_policy(c.region)),
+)
+
+
+def node_policies(config: StackConfig) -> list[NodePolicy]:
+    return [policy for policy in NODE_POLICIES if policy.applies(config)]
+
+
+def node_policies_markdown() -> str:
+    """docs/tiers.md's table of the nodes' instance profile policies."""
+    rows = ["| policy (`<stack>-node-...`) | grants | attached when |", "|---|---|---|"]
+    rows += [f"| `{p.suffix}` | {p.grants} | {p.when} |" for p in NODE_POLICIES]
+    return "\n".join(rows) + "\n"
+
+
 class NodeIdentity(pulumi.ComponentResource):
-    """An instance role and profile with AmazonSSMManagedInstanceCore, the idle watcher's
-    stop-only-my-stack policy where idle autostop is on, read access to the weights mirror
-    where the stack sets ``dsinfra:modelCache`` (the ``model-weights`` bootstrap step copies it
-    on the node), and the EC2 key pair from ``sshPublicKey`` when the stack sets one."""
+    """An instance role and profile with the policies of ``NODE_POLICIES`` that apply to the
+    stack (the SSM agent's always; the idle watcher's, the weights mirror's and the engine
+    image's where the stack needs them), and the EC2 key pair from ``sshPublicKey`` when the
+    stack sets one."""
 
     role: iam.Role
     instance_profile: iam.InstanceProfile
@@ -257,22 +310,13 @@ class NodeIdentity(pulumi.ComponentResource):
         self.role = iam.Role(name, assume_role_policy=json.dumps(assume),
                              description="dsinfra nodes: SSM Session Manager, idle autostop",
                              tags=merge_tags(name, args.config), opts=child)
-        iam.RolePolicyAttachment(f"{name}-ssm", role=self.role.name,
-                                 policy_arn=SSM_CORE_POLICY_ARN, opts=child)
-        minutes = args.config.resolved_idle_minutes
-        self.idle_policy = None if minutes is None else iam.RolePolicy(
-            f"{name}-idle-stop", role=self.role.id, opts=child,
-            policy=json.dumps(idle_stop_policy(
-                args.config.stack, args.config.region, args.config.notify_topic_arn,
-                spot=args.config.spot, spot_interruption=args.config.spot_interruption)))
-        if args.config.model_cache:
-            iam.RolePolicy(f"{name}-weights-mirror", role=self.role.id,
-                           policy=json.dumps(mirror_read_policy(args.config.model_cache)),
-                           opts=child)
-        if args.config.tier_spec.image_from_ecr:
-            iam.RolePolicy(f"{name}-engine-image", role=self.role.id,
-                           policy=json.dumps(engine_image_policy(args.config.region)),
-                           opts=child)
+        for policy in node_policies(args.config):
+            if policy.managed_arn:
+                iam.RolePolicyAttachment(f"{name}-{policy.suffix}", role=self.role.name,
+                                         policy_arn=policy.managed_arn, opts=child)
+            else:
+                iam.RolePolicy(f"{name}-{policy.suffix}", role=self.role.id, opts=child,
+                               policy=json.dumps(policy.document(args.config)))
         self.instance_profile = iam.InstanceProfile(name, role=self.role.name,
                                                     tags=merge_tags(name, args.config),
                                                     opts=child)

@@ -93,6 +93,24 @@ def test_no_module_tests_a_tier_by_name():
     assert offenders == []
 
 
+# An engine's name compared, or keyed in a literal dict: its traits are EngineSpec fields.
+ENGINE_TEST = re.compile(r"""(name|engine)\s*(==|!=|in)\s*[("']+(vllm|sglang|custom)["']"""
+                         r"""|["'](vllm|sglang|custom)["']\s*(==|!=|:)""")
+
+
+def test_no_module_tests_an_engine_by_name():
+    """Engine traits come from dsinfra/engines.py's EngineSpec (issue 26 item 3: defaults,
+    idle metrics and peer ports were switched by name in three modules). The table itself and
+    the recipes (data keyed by engine) are where names belong."""
+    allowed = {"dsinfra/engines.py", "dsinfra/recipes.py"}
+    offenders = [f"{path.relative_to(ROOT)}:{n}" for directory in SOURCE_DIRS
+                 for path in sorted((ROOT / directory).rglob("*.py"))
+                 if str(path.relative_to(ROOT)) not in allowed
+                 for n, line in enumerate(path.read_text().splitlines(), 1)
+                 if ENGINE_TEST.search(line)]
+    assert offenders == []
+
+
 def test_the_config_schema_takes_tier_and_action_names_from_the_core():
     from typing import get_args
 
@@ -104,6 +122,12 @@ def test_the_config_schema_takes_tier_and_action_names_from_the_core():
     for name in ON_EXCEED:  # validated against the action table at validation time
         assert BudgetConfig.model_validate({"amountUsd": 1, "onExceed": name}).on_exceed == name
     assert get_args(BudgetConfig.model_fields["period"].annotation) == PERIODS
+    from dsinfra.config import EngineConfig
+    from dsinfra.engines import engine_names
+
+    for name in engine_names():  # validated against the engine table at validation time
+        values = {"name": name, "image": "x/y:1", "port": 8080}
+        assert EngineConfig.model_validate(values).name == name
 
 
 ACTION_LIST = re.compile(r"""\(\s*["'](notify|stop|destroy)["']\s*,\s*["'](stop|destroy)["']""")

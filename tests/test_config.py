@@ -7,11 +7,12 @@ import pytest
 from dsinfra.config import parse_stack_config
 from dsinfra.errors import ConfigError
 from dsinfra.stackfiles import load_stack
+from dsinfra.tiers import TIERS
 
 BASE = {"tier": "dev", "budget": {"amountUsd": 100}}
 
 
-@pytest.mark.parametrize("stack", ["dev", "prod", "distributed"])
+@pytest.mark.parametrize("stack", TIERS)  # each tier ships a stack of its name
 def test_shipped_stacks_are_valid(stack, project_dir):
     config = load_stack(stack, project_dir)
     assert config.tier == stack
@@ -83,3 +84,40 @@ def test_stack_names_that_aws_cannot_name_resources_after_are_refused(name, tmp_
     with pytest.raises(ConfigError) as caught:
         load_stack(name, tmp_path)
     assert caught.value.key == "stack name" and caught.value.value == name
+
+
+def test_an_engine_is_one_table_row_the_schema_and_its_defaults_follow(monkeypatch):
+    """Issue 26 item 3: names, defaults, idle autostop and the error text all come from
+    ENGINE_SPECS; a new row is accepted with no other change to the core."""
+    from dsinfra.engines import ENGINE_SPECS, EngineSpec
+    from dsinfra.idle import MetricNames
+
+    with pytest.raises(ConfigError) as caught:
+        parse_stack_config("s", {**BASE, "engine": "tgi"})
+    assert caught.value.key == "dsinfra:engine.name" and "'custom'" in caught.value.allowed
+    metrics = MetricNames(running=("tgi_queue_size",), waiting=("tgi_batch_current_size",),
+                          counters=("tgi_request_count",))
+    monkeypatch.setitem(ENGINE_SPECS, "tgi", EngineSpec(
+        "tgi", image="ghcr.io/huggingface/text-generation-inference:3.0.1", port=8081,
+        health_path="/ready", metrics=metrics))
+    config = parse_stack_config("s", {**BASE, "engine": "tgi"})
+    assert (config.resolved_engine_image, config.engine_port, config.resolved_api_port,
+            config.engine.health_path) == (
+        "ghcr.io/huggingface/text-generation-inference:3.0.1", 8081, 8081, "/ready")
+    assert config.resolved_idle_minutes == TIERS["dev"].idle_minutes  # it has metrics
+    assert parse_stack_config("s", {**BASE, "engine": "tgi", "idleMinutes": 30}
+                              ).resolved_idle_minutes == 30
+    with pytest.raises(ConfigError) as caught:  # the allowed list names the new row too
+        parse_stack_config("s", {**BASE, "engine": "nope"})
+    assert "'tgi'" in caught.value.allowed
+
+    # A row without metrics: idle autostop off by default, an explicit one refused.
+    monkeypatch.setitem(ENGINE_SPECS, "tgi", EngineSpec("tgi", image=None, port=None))
+    with pytest.raises(ConfigError) as caught:
+        parse_stack_config("s", {**BASE, "engine": "tgi"})
+    assert "needs image and port" in caught.value.allowed
+    quiet = {"name": "tgi", "image": "x/y:1", "port": 9000}
+    assert parse_stack_config("s", {**BASE, "engine": quiet}).resolved_idle_minutes is None
+    with pytest.raises(ConfigError) as caught:
+        parse_stack_config("s", {**BASE, "engine": quiet, "idleMinutes": 30})
+    assert caught.value.key == "dsinfra:idleMinutes" and "vllm and sglang" in caught.value.allowed

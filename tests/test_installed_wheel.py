@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from dsinfra.tiers import TIERS
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -88,8 +90,7 @@ def test_init_plan_and_guard_dry_run_from_the_installed_wheel(installed, tmp_pat
     project = tmp_path / "proj"
     assert sorted(p.relative_to(project).as_posix() for p in project.rglob("*")
                   if p.is_file()) == [".gitignore", "Pulumi.yaml", "program/__main__.py",
-                                      "stacks/Pulumi.dev.yaml", "stacks/Pulumi.distributed.yaml",
-                                      "stacks/Pulumi.prod.yaml"]
+                                      *sorted(f"stacks/Pulumi.{t}.yaml" for t in TIERS)]
     assert ".dsinfra/" in (project / ".gitignore").read_text().splitlines()
     assert (project / "stacks" / "Pulumi.dev.yaml").read_text() == \
         (ROOT / "stacks" / "Pulumi.dev.yaml").read_text()  # the shipped tiers, comments kept

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from dsinfra.tiers import TIERS
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -41,7 +43,7 @@ def test_init_writes_a_project_that_plans_and_refuses_to_overwrite(cli, tmp_path
     assert "from dsinfra.infra.program import main" in (project / "program/__main__.py").read_text()
     ignored = (project / ".gitignore").read_text().splitlines()
     assert {".dsinfra/", ".pulumi/", "*.passphrase"} <= set(ignored)
-    for tier in ("dev", "prod", "distributed"):
+    for tier in TIERS:  # every tier ships its stack
         assert (project / "stacks" / f"Pulumi.{tier}.yaml").read_text() == \
             (ROOT / "stacks" / f"Pulumi.{tier}.yaml").read_text()
 
@@ -172,7 +174,7 @@ def test_iam_policy_covers_every_resource_the_offline_plans_create(derivation):
     stack_change = set(by_sid["ChangeOnlyStackResources"]["Action"])
     assert by_sid["ChangeOnlyStackResources"]["Condition"] == \
         {"Null": {"aws:ResourceTag/dsinfra:stack": "false"}}
-    for tier in ("dev", "prod", "distributed"):
+    for tier in TIERS:  # every tier ships its stack
         run = run_offline(tier, read_stack_values(stack_file(tier, ROOT)))
         types = {r.type for r in run.resources if r.type.startswith("aws:")}
         assert types <= set(derivation.stack_types)

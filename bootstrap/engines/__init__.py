@@ -1,21 +1,22 @@
 """Inference engines behind one interface, keyed by the config's ``engine.name``.
 
-An engine says what its container runs (``container_args``: the image and its arguments after
-``docker run [options]``), which extra environment lines it reads the API key from, and
-whether it speaks the OpenAI API (the health check then also asks ``/v1/models`` and a chat
-completion), and which of its Prometheus metrics say it is serving (``metrics``: what the idle
-watcher reads; None where dsinfra knows none). Its defaults (image, port, health path) are core
-data, ``ENGINE_DEFAULTS`` in dsinfra/config.py. The shared unit, run script and env file stay
-in bootstrap/engine.py.
+An engine module says what its container runs (``container_args``: the image and its arguments
+after ``docker run [options]``) and which extra environment lines it reads the API key from.
+What an engine *is* (default image, port and health path, whether it speaks the OpenAI API,
+the Prometheus metrics the idle watcher reads, the peers' port across nodes, per-node
+variables) is core data, its ``EngineSpec`` in ``ENGINE_SPECS`` (dsinfra/engines.py), read
+here through ``spec``. The shared unit, run script and env file stay in bootstrap/engine.py.
 
-To add an engine: one module here with one ``Engine`` subclass, one line in ``ENGINES``, its
-name and defaults in dsinfra/config.py."""
+To add an engine: its row in ``ENGINE_SPECS``, one module here with one ``Engine`` subclass,
+its line in ``_registry``, and its defaults in Pulumi.yaml (docs/ARCHITECTURE.md, "Where to
+add things")."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, ClassVar
 
+from dsinfra.engines import EngineSpec, engine_spec
 from dsinfra.idle import MetricNames
 
 if TYPE_CHECKING:
@@ -25,8 +26,19 @@ if TYPE_CHECKING:
 
 class Engine(ABC):
     name: ClassVar[str]
-    openai_compatible: ClassVar[bool] = True
-    metrics: ClassVar[MetricNames | None] = None  # served on the API port's /metrics
+
+    @property
+    def spec(self) -> EngineSpec:
+        return engine_spec(self.name)
+
+    @property
+    def openai_compatible(self) -> bool:
+        return self.spec.openai_compatible
+
+    @property
+    def metrics(self) -> MetricNames | None:
+        """Served on the API port's /metrics; None where dsinfra knows none."""
+        return self.spec.metrics
 
     @abstractmethod
     def container_args(self, plan: "EnginePlan", host: "HostSpec") -> list[str]:

@@ -8,7 +8,6 @@ from dsinfra.bootstrap.engines import Engine
 
 class Custom(Engine):
     name = "custom"
-    openai_compatible = False
 
     def container_args(self, plan, host) -> list[str]:
         return [plan.image, *(plan.command or ())]

@@ -6,19 +6,11 @@ from __future__ import annotations
 import shlex
 
 from dsinfra.bootstrap.engines import Engine
-from dsinfra.idle import MetricNames
-
-SGLANG_DIST_PORT = 5000
+from dsinfra.engines import engine_spec
 
 
 class SGLang(Engine):
     name = "sglang"
-    # SGLang's docs/references/production_metrics.md (served with --enable-metrics). Its
-    # token counters move with every request; the request counter is newer than some images.
-    metrics = MetricNames(running=("sglang:num_running_reqs",),
-                          waiting=("sglang:num_queue_reqs",),
-                          counters=("sglang:prompt_tokens_total",
-                                    "sglang:generation_tokens_total"))
 
     def container_args(self, plan, host) -> list[str]:
         return ["--entrypoint", "/bin/sh", plan.image, "-c", _sglang_script(plan, host)]
@@ -34,7 +26,7 @@ def _sglang_script(plan, host) -> str:
             "--enable-metrics", *plan.recipe_flags]
     if plan.nodes > 1:
         args += ["--nnodes", str(plan.nodes), "--node-rank", str(host.node_rank),
-                 "--dist-init-addr", f"{plan.head_address}:{SGLANG_DIST_PORT}"]
+                 "--dist-init-addr", f"{plan.head_address}:{engine_spec('sglang').peer_port}"]
     # SGLang takes the key only as a flag: it is expanded inside the container from the env
     # file, so it is on neither the unit file nor the host's docker command line.
     return "exec " + " ".join(shlex.quote(a) for a in args) + ' --api-key "$DSINFRA_API_KEY"'

@@ -6,18 +6,11 @@ from __future__ import annotations
 import shlex
 
 from dsinfra.bootstrap.engines import Engine
-from dsinfra.idle import MetricNames
-
-RAY_PORT = 6379
+from dsinfra.engines import engine_spec
 
 
 class VLLM(Engine):
     name = "vllm"
-    # docs.vllm.ai "Production Metrics"; tests/fixtures/metrics/ has real /metrics output.
-    # request_success_total counts finished requests by finished_reason (vLLM PR #12579).
-    metrics = MetricNames(running=("vllm:num_requests_running",),
-                          waiting=("vllm:num_requests_waiting",),
-                          counters=("vllm:request_success_total",))
 
     def container_args(self, plan, host) -> list[str]:
         if plan.nodes == 1:
@@ -42,8 +35,9 @@ def _vllm_serve_args(plan) -> list[str]:
 def _vllm_ray_script(plan, host) -> str:
     """Ray head + vLLM on the head; a blocking Ray worker elsewhere (vLLM's run_cluster.sh)."""
     me = shlex.quote(host.peer_address)
+    ray_port = engine_spec("vllm").peer_port
     if host.role != "head":
-        return (f"exec ray start --block --address={shlex.quote(plan.head_address)}:{RAY_PORT} "
+        return (f"exec ray start --block --address={shlex.quote(plan.head_address)}:{ray_port} "
                 f"--node-ip-address={me}")
     total = plan.gpus_per_node * plan.nodes
     wait = ("until [ \"$(python3 -c 'import ray; ray.init(address=\"auto\"); "
@@ -51,5 +45,5 @@ def _vllm_ray_script(plan, host) -> str:
             " ]; do sleep 5; done")
     serve = " ".join(shlex.quote(a) for a in ["python3", "-m", "vllm.entrypoints.openai.api_server",
                                               *_vllm_serve_args(plan)])
-    return (f"ray start --head --port={RAY_PORT} --node-ip-address={me} && {wait} && "
+    return (f"ray start --head --port={ray_port} --node-ip-address={me} && {wait} && "
             f"exec {serve}")

@@ -143,14 +143,16 @@ def test_sglang_two_nodes_get_ranks_and_the_head_as_dist_init_address():
 
 
 def test_every_engine_the_config_accepts_has_one_registered_implementation():
-    from typing import get_args
-
     from dsinfra.bootstrap.engines import ENGINES
     from dsinfra.config import EngineConfig
+    from dsinfra.engines import engine_names
 
-    names = get_args(EngineConfig.model_fields["name"].annotation)
+    names = engine_names()
     assert sorted(ENGINES) == sorted(names)
     assert all(ENGINES[name].name == name for name in names)
+    for name in names:  # the schema takes exactly the table's names
+        values = {"name": name, "image": "example/serve:1.0", "port": 8080}
+        assert EngineConfig.model_validate(values).name == name
 
 
 def test_only_the_custom_engine_is_not_checked_as_openai_compatible():
@@ -158,6 +160,38 @@ def test_only_the_custom_engine_is_not_checked_as_openai_compatible():
                               {"name": "custom", "image": "example/serve:1.0", "port": 8080}
                               )[0].openai_compatible for name in ("vllm", "sglang", "custom")}
     assert compatible == {"vllm": True, "sglang": True, "custom": False}
+
+
+def test_a_new_engine_row_is_served_by_its_module_with_the_rows_ports(monkeypatch):
+    """An engine added as a table row plus an ``Engine`` subclass: bootstrap renders its
+    container and ``plan --json`` shows its peers' port from the row, no name switch."""
+    from dsinfra.bootstrap import containers
+    from dsinfra.bootstrap import engines as registry
+    from dsinfra.engines import ENGINE_SPECS, EngineSpec
+
+    class Tgi(registry.Engine):
+        name = "tgi"
+
+        def container_args(self, plan, host):
+            return [plan.image, "--port", str(plan.port), "--num-shard", str(plan.nodes)]
+
+    monkeypatch.setitem(ENGINE_SPECS, "tgi", EngineSpec(
+        "tgi", image="example/tgi:3.0", port=8081, health_path="/ready",
+        openai_compatible=False, peer_port=29500, peer_purpose="tgi shards (nodes only)"))
+    monkeypatch.setitem(registry.ENGINES, "tgi", Tgi())
+    config = parse_stack_config("s", {"tier": "distributed", "budget": {"amountUsd": 100},
+                                      "engine": "tgi", "model": "deepseek-ai/DeepSeek-R1"})
+    hosts = [HostSpec(name=f"n{i}", address=f"10.0.0.{5 + i}", role="head" if i == 0 else
+                      "worker", instance_type="p5.48xlarge", efa_interfaces=32)
+             for i in range(2)]
+    plan = eng.engine_plan(config, hosts)
+    assert (plan.image, plan.port, plan.health_path, plan.openai_compatible) == \
+        ("example/tgi:3.0", 8081, "/ready", False)
+    assert "example/tgi:3.0 --port 8081 --num-shard 2" in eng.run_script(
+        plan, hosts[0], cache_dir="/c", efa=False)
+    head = containers.containers(config, hosts)[0]
+    assert head["ports"] == [{"port": 8081, "purpose": "API (host network)"},
+                             {"port": 29500, "purpose": "tgi shards (nodes only)"}]
 
 
 def test_api_key_lives_only_in_the_env_file():

@@ -1,4 +1,4 @@
-"""Twin tests: `dsinfra up` on each shipped tier (stacks/Pulumi.{dev,prod,distributed}.yaml)
+"""Twin tests: `dsinfra up` on each shipped tier (stacks/Pulumi.<tier>.yaml, one per TIERS row)
 reaches a healthy endpoint, with
 
 - the Pulumi engine faked at the Automation API seam: `up` answers with the outputs of the real
@@ -24,11 +24,13 @@ from pathlib import Path
 import pytest
 from hostlab import USER
 
+from dsinfra.catalog import INSTANCE_SPECS
 from dsinfra.config import parse_stack_config
 from dsinfra.ops.up import UpOptions, bring_up
 from dsinfra.infra.nodes import DLAMI_SSM_PARAMETER, ROLE_TAG
 from dsinfra.infra.offline import mocked_ami, run_offline
 from dsinfra.stackfiles import read_stack_values, stack_file
+from dsinfra.tiers import TIERS
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lifecycle.fakes import StubbedFactory  # noqa: E402
@@ -126,7 +128,7 @@ def instance_connect(outputs, hosts, pushed: list):
     return push
 
 
-@pytest.mark.parametrize("tier", ["dev", "prod", "distributed"])
+@pytest.mark.parametrize("tier", TIERS)
 def test_up_reaches_a_healthy_endpoint_on_hosts_built_from_the_offline_plan(
         tier, lab, aws, tmp_path, options, monkeypatch, hosts_moto_url):
     values = {**read_stack_values(stack_file(tier, PROJECT_DIR)), "apiAllowedCidrs": [OFFICE]}
@@ -202,18 +204,20 @@ def test_up_reaches_a_healthy_endpoint_on_hosts_built_from_the_offline_plan(
     want = "skipped" if planned[0].efa_interfaces == 0 else "applied"
     assert set(efa_step.values()) == {want}
     nccl = {s.step: s.status for s in report.hosts[0].steps}["nccl-network"]
-    assert nccl == ("verified" if tier == "distributed" else "skipped")
-    # Dev pulls as named (its node has its own public address); prod and distributed run the
-    # image their head put into ECR, derived with the EFA user space on distributed.
+    # Per TierSpec, so a new tier runs this with its own traits (issue 26 item 5).
+    spec = TIERS[tier]
+    assert nccl == ("verified" if spec.efa and spec.default_node_count > 1 else "skipped")
+    # A public tier pulls as named (its node has its own public address); the private and EFA
+    # tiers run the image their head put into ECR, derived with the EFA user space over EFA.
     pushed = [p.name for p in registry.iterdir()]
-    assert len(pushed) == (0 if tier == "dev" else 1)
+    assert len(pushed) == (1 if spec.image_from_ecr else 0)
     if pushed:
         script = (hosts[-1].root / "fs/opt/dsinfra/etc/engine-run.sh").read_text()
         assert "dsinfra-local/vllm:" in script
-        assert ("-efa" in pushed[0]) is (tier == "distributed")
-    expected = {"dev": ("g5.2xlarge", 0, 1), "prod": ("p4d.24xlarge", 0, 1),
-                "distributed": ("p5.48xlarge", 32, 2)}[tier]
-    assert (planned[0].instance_type, planned[0].efa_interfaces, len(planned)) == expected
+        assert ("-efa" in pushed[0]) is spec.efa
+    efa = INSTANCE_SPECS[spec.default_instance_type].efa_interfaces if spec.efa else 0
+    assert (planned[0].instance_type, planned[0].efa_interfaces, len(planned)) == \
+        (spec.default_instance_type, efa, spec.default_node_count)
 
 
 @pytest.mark.parametrize("max_age_s", [3600.0, 2.0], ids=["aws-1h", "cut-every-2s"])

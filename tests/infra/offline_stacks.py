@@ -7,9 +7,12 @@ from typing import Any
 
 from dsinfra.infra.offline import OfflineRun, run_offline
 from dsinfra.stackfiles import read_stack_values, stack_file
+from dsinfra.tiers import TIERS
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
-SHIPPED = ("dev", "prod", "distributed")
+# One shipped stack per tier, named after it (stacks/Pulumi.<tier>.yaml): a new tier in TIERS
+# gets every test that runs the shipped stacks, and fails them until its stack file exists.
+SHIPPED = tuple(TIERS)
 OFFICE = "203.0.113.0/24"
 SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGdsinfraTestKeyOnlyForMockedRunsXXXXXXXXXX test"
 

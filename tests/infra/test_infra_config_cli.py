@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 from dsinfra.budget import ON_EXCEED
 from dsinfra.catalog import GPU_INSTANCE_TYPES, SUPPORTED_REGIONS
 from dsinfra.infra.offline import run_offline
+from dsinfra.tiers import TIERS
 from offline_stacks import PROJECT_DIR, stack_values
 
 runner = CliRunner()
@@ -53,7 +54,7 @@ def _bad_idle_minutes(text: str) -> bool:
 
 
 BAD_VALUES: dict[str, st.SearchStrategy] = {
-    "tier": st.one_of(TEXT.filter(lambda t: t not in ("dev", "prod", "distributed")),
+    "tier": st.one_of(TEXT.filter(lambda t: t not in TIERS),
                       st.integers()),
     "region": TEXT.filter(lambda t: t not in SUPPORTED_REGIONS),
     "instanceType": st.one_of(TEXT.filter(lambda t: t not in GPU_INSTANCE_TYPES),

@@ -5,13 +5,23 @@ from __future__ import annotations
 
 import pytest
 
+from dsinfra.catalog import INSTANCE_SPECS
 from dsinfra.outputs import StackOutputs
+from dsinfra.tiers import TIERS
 
 from offline_stacks import run_stack
 
+# Every tier's shipped stack: what its default type has where the tier attaches EFA, else none.
+TIER_ROWS = [(t.name, INSTANCE_SPECS[t.default_instance_type].efa_interfaces if t.efa else 0)
+             for t in TIERS.values()]
 
-@pytest.mark.parametrize("stack, attached", [("dev", 0), ("prod", 0), ("distributed", 32),
-                                             ("dist-reserved", 16)])
+
+def test_the_tier_rows_match_aws_for_the_shipped_types():
+    # AWS's "Maximum EFA interfaces" for p5.48xlarge is 32; the tiers without EFA attach none.
+    assert dict(TIER_ROWS)["distributed"] == 32 and dict(TIER_ROWS)["dev"] == 0
+
+
+@pytest.mark.parametrize("stack, attached", [*TIER_ROWS, ("dist-reserved", 16)])
 def test_node_outputs_carry_the_efa_interfaces_of_the_launch_template(stack, attached):
     run = run_stack(stack)
     template = run.of_type("aws:ec2/launchTemplate:LaunchTemplate")[0].inputs

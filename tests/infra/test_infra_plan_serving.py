@@ -11,6 +11,7 @@ import yaml
 from typer.testing import CliRunner
 
 from dsinfra.cli.main import app
+from dsinfra.tiers import TIERS
 from offline_stacks import PROJECT_DIR, SHIPPED, stack_values
 
 runner = CliRunner()
@@ -43,7 +44,7 @@ def test_every_role_has_image_command_env_names_mounts_and_ports(plans, stack):
         source = entry["image_source"]
         upstream = source["upstream"] if source else entry["image"]
         assert upstream.startswith("vllm/vllm-openai:")
-        assert (source is not None) is (stack != "dev")
+        assert (source is not None) is TIERS[stack].image_from_ecr
         if source:
             assert entry["image"] == source["runs"].strip() and \
                 source["ecr_repository"] == "dsinfra/vllm"

@@ -9,9 +9,10 @@ import ipaddress
 import pytest
 
 from dsinfra.infra.nodes import DLAMI_SSM_PARAMETER
-from dsinfra.infra.security import SSM_CORE_POLICY_ARN
+from dsinfra.infra.security import SSM_CORE_POLICY_ARN, node_policies, node_policies_markdown
 from dsinfra.tags import REQUIRED_TAG_KEYS
-from offline_stacks import SHIPPED, VARIANTS, config_of, tier_of
+from dsinfra.tiers import TIERS
+from offline_stacks import PROJECT_DIR, SHIPPED, VARIANTS, config_of, tier_of
 
 ALL = (*SHIPPED, *VARIANTS)
 INSTANCE = "aws:ec2/instance:Instance"
@@ -133,12 +134,25 @@ def test_iam_grants_only_ssm_core_and_the_idle_stop(runs, stack):
     config = config_of(stack)
     idle = config.resolved_idle_minutes is not None
     assert [r.name for r in inline] == ([f"{stack}-node-idle-stop"] if idle else []) + (
+        [f"{stack}-node-weights-mirror"] if config.model_cache else []) + (
         [f"{stack}-node-engine-image"] if config.tier_spec.image_from_ecr else [])
     (role,) = run.of_type("aws:iam/role:Role")
     assert "ec2.amazonaws.com" in role.inputs["assumeRolePolicy"]
+    # ...which is exactly what NODE_POLICIES, the table docs/tiers.md shows, says.
+    assert [a.name for a in attachments] + [r.name for r in inline] == \
+        [f"{stack}-node-{p.suffix}" for p in node_policies(config)]
 
 
-@pytest.mark.parametrize("stack", [s for s in ALL if tier_of(s) != "dev"])
+def test_the_docs_list_the_instance_profiles_policies_from_the_table():
+    """docs/tiers.md's table is node_policies_markdown(): a policy added to the nodes' role
+    without its row there fails here (issue 26 item 5: the docs said "only SSM" while the
+    role had up to three more)."""
+    text = (PROJECT_DIR / "docs" / "tiers.md").read_text()
+    assert node_policies_markdown() in text
+    assert "only `AmazonSSMManagedInstanceCore`" not in text
+
+
+@pytest.mark.parametrize("stack", [s for s in ALL if TIERS[tier_of(s)].private])
 def test_private_tier_nodes_have_no_public_address(runs, stack):
     run = runs[stack]
     for node in run.of_type(INSTANCE):
@@ -157,7 +171,7 @@ def test_subnets_never_hand_out_public_addresses(runs, stack):
         assert subnet.inputs["mapPublicIpOnLaunch"] is False
 
 
-@pytest.mark.parametrize("stack", ["dev", "prod", "distributed"])
+@pytest.mark.parametrize("stack", SHIPPED)
 def test_gpu_ami_comes_from_the_dlami_ssm_parameter(runs, stack):
     from dsinfra.infra.offline import _RecordingMocks
 

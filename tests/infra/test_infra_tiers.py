@@ -6,6 +6,7 @@ import pytest
 
 from dsinfra.catalog import BASTION_INSTANCE_TYPE
 from dsinfra.outputs import StackOutputs
+from dsinfra.tiers import TIERS
 from offline_stacks import OFFICE, SHIPPED, VARIANTS, run_stack, stack_values
 
 INSTANCE = "aws:ec2/instance:Instance"
@@ -56,6 +57,28 @@ def _from_endpoint_only(run) -> list:
 
 def test_dev_node_group_admits_ssh_only_from_the_connect_endpoint(runs):
     assert _from_endpoint_only(runs["dev"]) == []
+
+
+@pytest.mark.parametrize("tier", TIERS.values(), ids=lambda t: t.name)
+def test_each_tiers_shipped_stack_has_the_network_its_spec_says(runs, tier):
+    """Per TierSpec, not per name: a fourth tier runs this with its own traits."""
+    run = runs[tier.name]
+    subnets = run.of_type(SUBNET)
+    zones = {s.inputs["availabilityZone"] for s in subnets}
+    assert len(zones) == tier.zones
+    assert any("private" in s.name for s in subnets) is tier.private
+    assert (_count(run, LB) == 1) is tier.load_balancer
+    assert (_count(run, "aws:ec2/natGateway:NatGateway") >= 1) is tier.private
+    assert bool(_group_or_none(run, "-efa")) is tier.efa
+    nodes = _nodes(run)
+    assert len(nodes) == tier.default_node_count
+    assert {n.inputs["instanceType"] for n in nodes} == {tier.default_instance_type}
+    assert all(bool(n.inputs.get("associatePublicIpAddress")) is not tier.private
+               for n in nodes)
+
+
+def _group_or_none(run, suffix: str):
+    return next((g for g in run.of_type(SG) if g.name.endswith(suffix)), None)
 
 
 @pytest.mark.parametrize("stack", [*SHIPPED, *VARIANTS])
@@ -157,7 +180,7 @@ def test_prod_spans_two_zones_with_private_nodes_nat_nlb_and_s3_endpoint(runs):
 
 def test_listener_idle_timeout_defaults_to_an_hour_for_long_reasoning_answers(runs):
     # AWS's own default is 350 s: a non-streaming R1 answer that thinks longer is cut.
-    for stack in ("prod", "distributed"):
+    for stack in (t.name for t in TIERS.values() if t.load_balancer):
         (listener,) = runs[stack].of_type("aws:lb/listener:Listener")
         assert listener.inputs["tcpIdleTimeoutSeconds"] == 3600
 
@@ -195,7 +218,8 @@ def test_prod_nodes_spread_over_both_private_subnets_from_the_configured_zone(ru
 
 
 def test_private_stacks_have_no_bastion_unless_asked(runs):
-    for stack in ("prod", "prod-public-api", "distributed"):
+    private = [t.name for t in TIERS.values() if t.private]
+    for stack in (*private, "prod-public-api"):
         run = runs[stack]
         assert [r for r in _from_endpoint_only(run) if r["fromPort"] == 22] == []
         assert not [g for g in run.of_type(SG) if g.name.endswith("-bastion")]
