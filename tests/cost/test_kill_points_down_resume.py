@@ -187,3 +187,25 @@ def test_an_open_down_intent_of_a_stack_aws_no_longer_knows_is_closed_by_down(
     assert [(r["result"], r["reason"][:35]) for r in closed] == \
         [("done", "reconciled: the run was interrupted")]
     assert _open_and_owed(state_dir) == ([], [])
+
+
+@pytest.mark.parametrize("point", ["teardown:swept", "down:aws-done"])
+def test_a_down_killed_after_its_sweep_is_closed_by_the_next_enforcing_check(
+        aws, state_dir, tmp_path, point):
+    """Nobody runs `down` again: the scheduled `cost check --enforce` finds nothing with the
+    stack's tag and closes the open intent as done, once."""
+    make_stack("doomed", nodes=2, eip=True, extra_volume_gib=40, budget_usd=10_000,
+               period="total")
+    env = _env(state_dir)
+    kill_at(point, _command("down", "doomed"), env, tmp_path)
+    assert billable("doomed") == []
+    check = subprocess.run([sys.executable, "-m", "dsinfra.cli", "cost", "check", "--enforce",
+                            "--json"], env=env, cwd=tmp_path, capture_output=True, text=True,
+                           timeout=HANG_BOUND_S)
+    assert check.returncode == 0, check.stderr
+    results = _results_of("down")
+    assert [r["result"] for r in results] == ["done"], results
+    assert results[0]["reason"].startswith("reconciled: an interrupted run had finished")
+    consistency = audit_consistency()
+    assert consistency["inconsistent"] == [] and consistency["torn"] == 0, consistency
+    assert _open_and_owed(state_dir) == ([], [])
