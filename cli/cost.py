@@ -269,7 +269,11 @@ def repair_command(
         raise CloudError(f"could not read region(s) {', '.join(sorted(discovery.errors))}; "
                          "the ledger was not touched")
     found = fetch_inventory(discovery.regions) if discovery.regions else Inventory(())
-    outcome = repair_ledger(state_dir() / "ledger.sqlite3", audit_log(), found)
+    from dsinfra.cloud.catalog_cache import load_cached_prices
+
+    prices, spot = load_cached_prices(state_dir())  # the check's own prices
+    outcome = repair_ledger(state_dir() / "ledger.sqlite3", audit_log(), found, prices=prices,
+                            spot_prices=spot)
     if as_json:
         from dsinfra.cli.output import print_json
 
@@ -277,6 +281,8 @@ def repair_command(
         return
     from dsinfra.cli.output import note
 
+    from_log = sum(1 for s in outcome["spend_usd"].values() if s["from_audit_log_usd"] > 0)
     note(f"rebuilt {outcome['ledger']}: {outcome['actions']} action(s), {outcome['notices']} "
-         f"notice(s), spend of {len(outcome['spend_usd'])} stack(s) from the audit log; "
-         f"corrupt file kept at {outcome['corrupt_file_kept']}")
+         f"notice(s), spend of {len(outcome['spend_usd'])} stack(s) from AWS's launch and "
+         f"create times, {from_log} of them with spend AWS no longer shows from the audit "
+         f"log; corrupt file kept at {outcome['corrupt_file_kept']}")

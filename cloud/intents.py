@@ -13,6 +13,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from dsinfra.testpoints import pause_at
+
 
 def _record(kind: str, intent_id: str, stack: str, action: str, fields: dict) -> dict:
     return {"kind": kind, "intent_id": intent_id, "stack": stack, "action": action, **fields}
@@ -23,7 +25,9 @@ def begin(ledger, audit, stack: str, action: str, **fields: Any) -> str:
     intent_id = uuid.uuid4().hex
     record = _record("intent", intent_id, stack, action, fields)
     ledger.begin(intent_id, stack, action, outbox=record)
+    pause_at(f"{action}:intent-ledger")  # a test's SIGKILL here (dsinfra/testpoints.py)
     _deliver(ledger, audit, record)
+    pause_at(f"{action}:intent-delivered")
     return intent_id
 
 
@@ -33,11 +37,13 @@ def finish(ledger, audit, intent_id: str, stack: str, action: str, result: str, 
     record = _record("result", intent_id, stack, action,
                      {"result": result, "reason": reason, **fields})
     ledger.finish(intent_id, result, reason, stack=stack, outbox=record)
+    pause_at(f"{action}:result-ledger")
     _deliver(ledger, audit, record)
 
 
 def _deliver(ledger, audit, record: dict) -> None:
     audit.append_once(record["kind"], **{k: v for k, v in record.items() if k != "kind"})
+    pause_at(f"{record['action']}:{record['kind']}-audit")
     ledger.delivered(record)
 
 

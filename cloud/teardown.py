@@ -21,6 +21,7 @@ from dsinfra.cloud.aws import client
 from dsinfra.cloud.inventory import LIVE_INSTANCE_STATES, Inventory, fetch_inventory
 from dsinfra.errors import DsinfraError
 from dsinfra.spend import Resource
+from dsinfra.testpoints import pause_at
 
 PERMISSIONS = ("ec2:TerminateInstances", "ec2:DescribeSpotInstanceRequests",
                "ec2:CancelSpotInstanceRequests",
@@ -101,6 +102,7 @@ def sweep_stacks(stacks: Iterable[str], regions: Sequence[str], *,
         here = [r for r in mine if r.region == region]
         if here:
             _sweep_region(region, here, results, sleep, wait_timeout_s)
+    pause_at("teardown:swept")  # every delete asked; not yet verified
     _verify(stacks, regions, results)
     return results
 
@@ -111,6 +113,7 @@ def _sweep_region(region: str, resources: list[Resource], results: dict[str, Tea
     _cancel_spot_requests(ec2, by_kind["instance"], results)
     live = [r for r in by_kind["instance"] if r.state not in ("terminated", "shutting-down")]
     _terminate(ec2, live, results)
+    pause_at("teardown:terminated")  # AWS took the terminations; the rest not yet asked
     elbv2 = client("elbv2", region) if by_kind["load_balancer"] else None
     for r in by_kind["nat_gateway"]:
         if r.state not in GOING["nat_gateway"]:

@@ -13,6 +13,19 @@ Points (and the test that uses each, tests/validation/test_terminals_signals.py)
   Ctrl-C lands inside an import statement, with pulumi_aws not yet loaded.
 - ``program-run``: the program has run under the offline plan's mocks and its resources are
   being registered.
+
+Kill points of a person's commands (tests/cost/test_kill_points_down_resume.py sends SIGKILL
+at each; ``<action>`` is the intent's action: ``down``, ``resume``, ``stop``):
+
+- ``<action>:intent-ledger``: the intent is in the ledger, its audit record still owed;
+- ``<action>:intent-audit``: the audit ``intent`` record is appended, not marked delivered;
+- ``<action>:intent-delivered``: the intent is whole; nothing asked of AWS yet;
+- ``teardown:terminated``: AWS took the terminations; addresses, volumes, load balancers not
+  asked yet (mid-teardown);
+- ``teardown:swept``: every delete asked of AWS; nothing verified yet;
+- ``down:aws-done``, ``resume:aws-done``: AWS did its part; no result written;
+- ``<action>:result-ledger``: the result is in the ledger, its audit record still owed;
+- ``<action>:result-audit``: the audit ``result`` record is appended, not marked delivered.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from dsinfra.ops.local import audit_log, engine_for, explicit_regions, require_k
 from dsinfra.cloud.locks import FileLocks, LockHeld
 from dsinfra.cloud.teardown import TeardownResult, teardown_stack
 from dsinfra.errors import UserError
+from dsinfra.testpoints import pause_at
 
 
 def _stack_file_facts(stack: str) -> tuple[str | None, bool]:
@@ -85,6 +86,7 @@ def _teardown(stack, chosen, asked, found, force, engine, working) -> TeardownRe
                 with working(f"destroying {stack}: pulumi destroy, then the tag sweep in "
                              f"{', '.join(chosen)}"):
                     result = teardown_stack(stack, chosen, engine=engine)
+                pause_at("down:aws-done")  # AWS did its part; the result is not written
             except Exception as exc:
                 intents.finish(ledger, log, intent, stack, "down", "failed",
                                type(exc).__name__)

@@ -93,12 +93,19 @@ def state_path() -> Path:
 
 def known_stacks(regions: Sequence[str] | None = None) -> set[str]:
     """Every stack name dsinfra can vouch for: tagged on something in the account, metered in
-    the ledger, or with a stack file in this project."""
+    the ledger or with an intent open there, or with a stack file in this project."""
     from dsinfra.cloud.regions import discover
     from dsinfra.stackfiles import find_project_dir, list_stacks
 
     names = set(discover(explicit_regions(regions) or None).stacks)
-    names |= set(SqliteLedger(state_dir() / "ledger.sqlite3").stacks())
+    ledger = SqliteLedger(state_dir() / "ledger.sqlite3")
+    try:
+        names |= set(ledger.stacks())
+        # a stack with an intent still open (a run killed mid-action): its next `down`,
+        # `stop` or `start` is what closes it, even once AWS has nothing of it left
+        names |= {i["stack"] for i in ledger.open_intents()}
+    finally:
+        ledger.close()
     try:
         names |= set(list_stacks(find_project_dir()))
     except UserError:

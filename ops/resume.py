@@ -11,6 +11,7 @@ from dsinfra.cloud.ledger import SqliteLedger, state_dir
 from dsinfra.ops.local import NullAudit, audit_log, local_context, require_known_stack
 from dsinfra.cloud.locks import FileLocks, LockHeld
 from dsinfra.errors import UserError
+from dsinfra.testpoints import pause_at
 
 
 def _budget_state(stack: str, regions: Sequence[str] | None,
@@ -42,6 +43,7 @@ def resume_checked(stack: str, regions: Sequence[str] | None, *, force: bool,
             intent = intents.begin(ledger, log, stack, "resume", forced=force)
             try:
                 started = resume_stack(stack, where)
+                pause_at("resume:aws-done")  # AWS took StartInstances; no result written
             except Exception as exc:
                 intents.finish(ledger, log, intent, stack, "resume", "failed",
                                f"{type(exc).__name__}")
