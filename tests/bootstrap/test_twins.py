@@ -177,7 +177,7 @@ def test_up_reaches_a_healthy_endpoint_on_hosts_built_from_the_offline_plan(
                                options=replace(options, health_timeout_s=30),
                                tunnel_url=tunnel_url, key_push=key_push)
 
-    from dsinfra.ops.doctor import run_doctor
+    from dsinfra.ops.doctor import run_preflight
 
     try:
         result = bring_up(
@@ -185,7 +185,7 @@ def test_up_reaches_a_healthy_endpoint_on_hosts_built_from_the_offline_plan(
             tunnel_url=lambda o: tunnel_url_factory(o.region, o.connect_endpoint_id,
                                                     o.connect_endpoint_dns, scheme="ws"),
             key_push=lambda o: instance_connect(o, hosts, pushed),
-            doctor=lambda c: run_doctor(c, client_factory=StubbedFactory(),
+            doctor=lambda c: run_preflight(c, client_factory=StubbedFactory(),
                                         pulumi_version=lambda: "v3.200.0"),
             options=UpOptions(trust_on_first_use=True,  # no key file, no sshPublicKey
                               health_timeout_s=30, health_interval_s=0.5))
@@ -267,7 +267,7 @@ def test_up_dev_from_the_shipped_file_reaches_a_healthy_endpoint_with_no_port_op
                                options=replace(options, health_timeout_s=30),
                                tunnel_url=tunnel_url, key_push=key_push)
 
-    from dsinfra.ops.doctor import run_doctor
+    from dsinfra.ops.doctor import run_preflight
 
     try:
         result = bring_up(
@@ -276,7 +276,7 @@ def test_up_dev_from_the_shipped_file_reaches_a_healthy_endpoint_with_no_port_op
             tunnel_url=lambda o: tunnel_url_factory(o.region, o.connect_endpoint_id,
                                                     o.connect_endpoint_dns, scheme="ws"),
             key_push=lambda o: instance_connect(o, [host], pushed),
-            doctor=lambda c: run_doctor(c, client_factory=StubbedFactory(),
+            doctor=lambda c: run_preflight(c, client_factory=StubbedFactory(),
                                         pulumi_version=lambda: "v3.200.0"),
             options=UpOptions(trust_on_first_use=True,  # no key file, no sshPublicKey
                               health_timeout_s=30, health_interval_s=0.5))

@@ -210,8 +210,7 @@ def test_a_custom_image_with_no_key_has_no_way_in_and_fails():
 
     with pytest.raises(UserError) as refused:
         bring_up(custom, NothingMayBeCalled(),
-                 doctor=lambda c: pytest.fail("doctor ran: AWS was asked"),
-                 read_block=lambda c: pytest.fail("AWS was asked for a block"))
+                 doctor=lambda c: pytest.fail("preflight ran: AWS was asked"))
     assert refused.value.exit_code == 2 and "\n" not in refused.value.message
     assert "dsinfra:amiId ami-0123456789abcdef0" in refused.value.message
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import http.server
 import threading
+from types import SimpleNamespace
 from datetime import datetime, timezone
 
 import pytest
 
-from dsinfra.ops.doctor import run_doctor
+from dsinfra.ops.doctor import run_preflight
 from dsinfra.config import parse_stack_config
 from dsinfra.errors import CloudError, ConfigError, UserError
 from dsinfra.ops.up import (CapacityExhausted, PreflightFailed, UpOptions, bring_up,
@@ -29,7 +30,7 @@ def _config(**values):
 
 def _doctor(quota=8, dlami="ami-0123456789abcdef0"):
     factory = StubbedFactory(quota_value=quota, dlami=dlami)
-    return lambda config: run_doctor(config, client_factory=factory,
+    return lambda config: run_preflight(config, client_factory=factory,
                                      pulumi_version=lambda: "v3.200.0")
 
 
@@ -227,3 +228,37 @@ def test_failed_bootstrap_stops_up_naming_host_and_step_and_is_audited(aws):
     assert "i-0abc: container_toolkit failed: exit 100" in caught.value.message
     assert "dsinfra bootstrap dev" in caught.value.hint
     assert ("up.bootstrap_failed", {"stack": "dev", "hosts": ["i-0abc"]}) in audited
+
+
+def _record(config, zones):
+    """A preflight record that passed, read elsewhere: no AWS behind it."""
+    from dsinfra.ops.doctor import (DoctorReport, Preflight, budget_verdict, check_access,
+                                    estimate_stack_cost)
+
+    estimate = estimate_stack_cost(config)
+    budget = budget_verdict(config, estimate)
+    return Preflight(DoctorReport(config.stack, [check_access(config), budget.check()]),
+                     config=config, zones=tuple(zones), estimate=estimate, budget=budget)
+
+
+def test_up_deploys_in_the_zones_of_the_preflight_record():
+    """The zones come from the record's typed field: no check named "instance type
+    offered" is in this report, so a lookup by check name would find none."""
+    engine = FakeEngine(no_capacity_in=("us-east-1d",))
+    swept = lambda _stack, _region: SimpleNamespace(clean=True, summary="nothing left")  # noqa
+    result = _up(_config(), engine, doctor=lambda c: _record(c, ["us-east-1d", "us-east-1f"]),
+                 cleanup=swept)
+    assert [c[2] for c in engine.calls if c[0] == "up"] == ["us-east-1d", "us-east-1f"]
+    assert result.attempts[-1].availability_zone == "us-east-1f"
+
+
+def test_a_bootstrap_that_returns_no_report_fails_up():
+    """No report is no proof the hosts are ready: `up` stops (exit 3) and says the instances
+    bill, rather than printing an endpoint."""
+    audited = []
+    with pytest.raises(CloudError) as caught:
+        _up(_config(), FakeEngine(), doctor=lambda c: _record(c, ["us-east-1a"]),
+            bootstrap=lambda *a, **k: None, audit=lambda kind, **f: audited.append(kind))
+    assert "bootstrap returned no report" in caught.value.message
+    assert "billing" in caught.value.message and caught.value.exit_code == 3
+    assert "up.bootstrap_failed" in audited
