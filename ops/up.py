@@ -108,20 +108,27 @@ class UpOptions:
     health_interval_s: float = 10.0
 
 
-def bring_up(config: "StackConfig", engine: "Engine", *, options: UpOptions | None = None,
-             doctor: Callable[["StackConfig"], "Preflight"] | None = None,
-             bootstrap: Callable[..., Any] | None = None,
-             probe: Callable[[str, float], bool] | None = None,
-             on_event: "EventCallback | None" = None, on_phase: PhaseCallback | None = None,
-             audit: AuditSink | None = None, now: datetime | None = None,
-             zones_for: Callable[[str, str], list[str]] | None = None,
-             cleanup: Callable[[str, str], Any] | None = None,
-             tunnel_url: Callable[[StackOutputs], Any] | None = None,
-             key_push: Callable[[StackOutputs], Any] | None = None,
-             confirm: Callable[[UpSummary], bool] | None = None,
-             enforcer: Callable[["StackConfig"], Any] | None = None
-             ) -> UpResult:
-    """Take ``config`` from nothing (or a partial stack) to a healthy endpoint.
+@dataclass(frozen=True)
+class UpPorts:
+    """Every side effect of ``up`` besides the engine, in one typed place; a field left None
+    is the shipped default (built from the stack and options where it needs them).
+
+    ``preflight``: config -> ops/doctor.py's ``Preflight``, read once (default:
+    ``run_preflight`` against AWS): the Capacity Block and its state, the zones that offer the
+    type and the budget's verdict come from it.
+
+    ``bootstrap``: (config, outputs, ssh_key_path=, trust_on_first_use=, progress=,
+    [tunnel_url=, key_push=]) -> bootstrap/plan.py's ``BootstrapReport`` (default:
+    bootstrap/runner.py's ``bootstrap_stack``); no report fails ``up``.
+
+    ``probe``: (url, timeout s) -> the API answered 200 (default: an HTTP GET from here).
+
+    ``on_event``: the engine's event dicts; ``on_phase``: (phase, message); ``audit``:
+    (kind, **fields), the budgets area's ``AuditLog.append`` (default: none of them).
+
+    ``zones_for``: (instance type, region) -> zones that offer it, for failover's
+    alternatives (default: doctor's read); ``cleanup``: (stack, region) -> a failed attempt's
+    teardown (default: ``pulumi destroy``, then the tag sweep).
 
     ``tunnel_url``: outputs -> (private ip, port) -> presigned URL of the stack's EC2 Instance
     Connect Endpoint, or None (default: ``ops/access.py``'s, signed with the caller's AWS
@@ -133,26 +140,42 @@ def bring_up(config: "StackConfig", engine: "Engine", *, options: UpOptions | No
     EC2 Instance Connect's SendSSHPublicKey unless ``options.ssh_key_path`` names a key): with
     the endpoint, nodes are logged into with this session's one-time key, no key pair needed.
 
-    ``doctor``: config -> ops/doctor.py's ``Preflight``, read once (default: ``run_preflight``
-    against AWS): the Capacity Block and its state, the zones that offer the type and the
-    budget's verdict come from it.
-
     ``confirm``: asked after preflight and the budget gate, before anything billable, with the
     price, budget and TTL; False raises ``NothingCreated`` (None: no question, as ``--yes``).
 
     ``enforcer``: config -> ops/enforcer.py's ``Enforcer``, run before anything billable (the
     CLI deploys or updates the guard, or records ``--no-enforcer``); a failure here stops
-    ``up`` with nothing created."""
+    ``up`` with nothing created (None: no enforcer step)."""
+
+    preflight: Callable[["StackConfig"], "Preflight"] | None = None
+    bootstrap: Callable[..., "BootstrapReport | None"] | None = None
+    probe: Callable[[str, float], bool] | None = None
+    on_event: "EventCallback | None" = None
+    on_phase: PhaseCallback | None = None
+    audit: AuditSink | None = None
+    zones_for: Callable[[str, str], list[str]] | None = None
+    cleanup: Callable[[str, str], Any] | None = None
+    tunnel_url: Callable[[StackOutputs], Any] | None = None
+    key_push: Callable[[StackOutputs], Any] | None = None
+    confirm: Callable[[UpSummary], bool] | None = None
+    enforcer: Callable[["StackConfig"], Any] | None = None
+
+
+def bring_up(config: "StackConfig", engine: "Engine", *, options: UpOptions | None = None,
+             ports: UpPorts | None = None, now: datetime | None = None) -> UpResult:
+    """Take ``config`` from nothing (or a partial stack) to a healthy endpoint, every effect
+    besides ``engine`` through ``ports``."""
     from dsinfra.sizing import check_stack_fits
 
-    options = options or UpOptions()
-    phase = on_phase or (lambda _p, _m: None)
-    audit = audit or _no_audit
+    options, ports = options or UpOptions(), ports or UpPorts()
+    phase = ports.on_phase or (lambda _p, _m: None)
+    audit = ports.audit or _no_audit
+    confirm, enforcer = ports.confirm, ports.enforcer
     refuse_expired(config, now or datetime.now(timezone.utc))
     _refuse_no_way_in(config)
     phase("fit", "checking the model fits the instances")
     check_stack_fits(config)
-    preflight = (doctor or (lambda c: _run_preflight(c, now)))(config)
+    preflight = (ports.preflight or (lambda c: _run_preflight(c, now)))(config)
     config = _launchable(preflight, now or datetime.now(timezone.utc), phase)
     report = preflight.report
     phase("preflight", "; ".join(f"{c.name}: {c.status}" for c in report.checks))
@@ -172,8 +195,10 @@ def bring_up(config: "StackConfig", engine: "Engine", *, options: UpOptions | No
     expires_at = pin_expiry(config, engine, now)
     _write_capacity_block(config, engine, audit)
     zones = list(preflight.zones)
-    failover = Failover(engine, zones_for or _offered_zones, cleanup or _cleanup(engine),
-                        lambda alt: _over_budget(alt, options.force), on_event, phase, audit)
+    failover = Failover(engine, ports.zones_for or _offered_zones,
+                        ports.cleanup or _cleanup(engine),
+                        lambda alt: _over_budget(alt, options.force), ports.on_event, phase,
+                        audit)
     asked_spot = config.spot
     raw, attempts, chosen = failover.deploy(config, zones)
     if chosen is not config:  # an alternative: its own estimate, not the primary's
@@ -186,20 +211,20 @@ def bring_up(config: "StackConfig", engine: "Engine", *, options: UpOptions | No
           instance_type=config.resolved_instance_type, node_count=config.resolved_node_count,
           region=config.region)
     phase("bootstrap", f"bootstrapping {len(outputs.nodes)} node(s)")
-    tunnel = (tunnel_url or _default_tunnel_url(config))(outputs)
+    tunnel = (ports.tunnel_url or _default_tunnel_url(config))(outputs)
     # The one-time key goes with the endpoint (the way in of every stack dsinfra makes now).
-    push = (key_push or _default_key_push(config, options))(outputs) if tunnel else None
+    push = (ports.key_push or _default_key_push(config, options))(outputs) if tunnel else None
     access = {**({"tunnel_url": tunnel} if tunnel else {}),
               **({"key_push": push} if push else {})}
-    boot = (bootstrap or _bootstrap_stack)(
+    boot = (ports.bootstrap or _bootstrap_stack)(
         config, outputs, ssh_key_path=options.ssh_key_path,
         trust_on_first_use=options.trust_on_first_use,
         progress=lambda message: phase("bootstrap", str(message)), **access)
     _require_bootstrapped(config, boot, audit)
     api = _api_over_ssh(outputs, options, boot, tunnel, push) if tunnel else None
     try:
-        healthy, note = check_health(config, outputs, probe or http_healthy, options, phase,
-                                     api=api)
+        healthy, note = check_health(config, outputs, ports.probe or http_healthy, options,
+                                     phase, api=api)
     finally:
         if api is not None:
             api.close()

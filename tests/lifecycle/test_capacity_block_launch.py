@@ -25,7 +25,7 @@ from dsinfra.config import parse_stack_config
 from dsinfra.errors import ConfigError, UserError
 from dsinfra.ops.capacity import resolve_block
 from dsinfra.ops.doctor import check_budget, estimate_stack_cost, run_doctor
-from dsinfra.ops.up import UpOptions, bring_up
+from dsinfra.ops.up import UpOptions, UpPorts, bring_up
 
 from .fakes import FakeBootstrap, FakeEngine, StubbedFactory
 
@@ -160,10 +160,10 @@ def _up(config, engine, answer, now, doctor=None):
                          config=cfg, block_state=state, zones=("us-east-1c",),
                          budget=BudgetVerdict(True, 1.0, ""))
 
-    return bring_up(config, engine, options=UpOptions(health_timeout_s=0),
-                    doctor=doctor or passing, bootstrap=FakeBootstrap(),
-                    probe=lambda _u, _t: True, now=now,
-                    tunnel_url=lambda _o: None, cleanup=_swept_clean)
+    return bring_up(config, engine, options=UpOptions(health_timeout_s=0), now=now,
+                    ports=UpPorts(preflight=doctor or passing, bootstrap=FakeBootstrap(),
+                                  probe=lambda _u, _t: True, tunnel_url=lambda _o: None,
+                                  cleanup=_swept_clean))
 
 
 def _swept_clean(_stack, _region):
