@@ -5,7 +5,7 @@ Capacity Block, the account, the zones that offer the type, the vCPU quota, the 
 in and the budget's verdict. ``doctor`` prints the record's checks (each pass, warn or fail,
 what was found and the exact fix); ``up`` reads its typed fields. The reads take a client
 factory (``cloud.aws.client`` by default) so tests can point them at moto or a botocore
-Stubber where moto lacks the call.
+Stubber where moto lacks the call. The AWS calls themselves are cloud/preflight.py's.
 """
 
 from __future__ import annotations
@@ -29,12 +29,6 @@ ClientFactory = Callable[..., Any]
 ON_DEMAND_QUOTA_CODES = {"P": "L-417A185B", "G": "L-DB2E81BA", "Standard": "L-1216C47A"}
 SPOT_QUOTA_CODES = {"P": "L-7212CCBC", "G": "L-3819A6DF", "Standard": "L-34B43A08"}
 QUOTA_NAMES = {"P": "P instances", "G": "G and VT instances", "Standard": "Standard instances"}
-DLAMI_OWNER = "898082745236"
-DLAMI_PARAMETERS = (
-    "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id",
-    "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-ubuntu-22.04/latest/ami-id",
-)
-DLAMI_NAME = "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04) *"
 
 
 @dataclass(frozen=True)
@@ -152,6 +146,7 @@ def run_preflight(config: "StackConfig | None", *, client_factory: ClientFactory
     """Read everything ``up`` needs once. A ``capacityReservationId`` that names a Capacity
     Block is read first: a stack that cannot launch into it stops here with one line
     (``ConfigError``, exit 2)."""
+    from dsinfra.cloud.preflight import offered_zones
     from dsinfra.infra.automation import pulumi_cli_version
 
     factory = client_factory or _default_client
@@ -195,20 +190,14 @@ def check_pulumi_cli(version: Callable[[], str | None]) -> Check:
 
 
 def check_credentials(factory: ClientFactory, region: str | None) -> Check:
-    from botocore.exceptions import BotoCoreError, ClientError
+    from dsinfra.cloud.preflight import Refused, caller_identity
 
-    try:
-        identity = factory("sts", region).get_caller_identity()
-    except (ClientError, BotoCoreError) as exc:
-        return Check("AWS credentials", "fail", f"STS refused: {_aws_message(exc)}",
+    identity = caller_identity(factory, region)
+    if isinstance(identity, Refused):
+        return Check("AWS credentials", "fail", f"STS refused: {identity.message}",
                      fix="aws configure  (or export AWS_PROFILE=...; aws sso login)")
-    return Check("AWS credentials", "pass", f"account {identity['Account']} as "
-                 f"{identity['Arn']}", data={"account": identity["Account"]})
-
-
-def check_instance_offered(config: "StackConfig", factory: ClientFactory) -> Check:
-    return instance_offered_check(config, offered_zones(
-        factory, config.region, config.resolved_instance_type))
+    return Check("AWS credentials", "pass", f"account {identity.account} as "
+                 f"{identity.arn}", data={"account": identity.account})
 
 
 def instance_offered_check(config: "StackConfig", zones: "tuple[str, ...] | list[str]"
@@ -227,18 +216,10 @@ def instance_offered_check(config: "StackConfig", zones: "tuple[str, ...] | list
     return Check(name, "pass", f"{instance_type} in {', '.join(zones)}", data={"zones": zones})
 
 
-def offered_zones(factory: ClientFactory, region: str, instance_type: str) -> list[str]:
-    ec2 = factory("ec2", region)
-    zones: set[str] = set()
-    for page in ec2.get_paginator("describe_instance_type_offerings").paginate(
-            LocationType="availability-zone",
-            Filters=[{"Name": "instance-type", "Values": [instance_type]}]):
-        zones.update(o["Location"] for o in page["InstanceTypeOfferings"])
-    return sorted(zones)
-
-
 def check_vcpu_quota(config: "StackConfig", factory: ClientFactory
                      ) -> tuple[Check, VcpuQuota | None]:
+    from dsinfra.cloud.preflight import read_quota, running_vcpus
+
     spec = INSTANCE_SPECS[config.resolved_instance_type]
     codes = SPOT_QUOTA_CODES if config.spot else ON_DEMAND_QUOTA_CODES
     code = codes[spec.quota_family]
@@ -265,61 +246,13 @@ def check_vcpu_quota(config: "StackConfig", factory: ClientFactory
                  ), quota
 
 
-def read_quota(factory: ClientFactory, region: str, code: str) -> float | None:
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    quotas = factory("service-quotas", region)
-    # An account that never changed a quota may only answer with the AWS default.
-    for call in (quotas.get_service_quota, quotas.get_aws_default_service_quota):
-        try:
-            return float(call(ServiceCode="ec2", QuotaCode=code)["Quota"]["Value"])
-        except (ClientError, BotoCoreError):
-            continue
-    return None
-
-
-def running_vcpus(factory: ClientFactory, region: str, family: str, stack: str) -> int:
-    """vCPUs of running/pending instances in ``family``'s quota, other than this stack's own."""
-    from dsinfra.tags import STACK
-
-    ec2 = factory("ec2", region)
-    total = 0
-    pages = ec2.get_paginator("describe_instances").paginate(
-        Filters=[{"Name": "instance-state-name", "Values": ["pending", "running"]}])
-    for page in pages:
-        for reservation in page["Reservations"]:
-            for instance in reservation["Instances"]:
-                tags = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
-                if tags.get(STACK) == stack or _quota_family(instance) != family:
-                    continue
-                total += _instance_vcpus(instance)
-    return total
-
-
-def _instance_vcpus(instance: dict[str, Any]) -> int:
-    spec = INSTANCE_SPECS.get(instance["InstanceType"])
-    if spec is not None:
-        return spec.vcpus
-    cpu = instance.get("CpuOptions", {})
-    return cpu.get("CoreCount", 0) * cpu.get("ThreadsPerCore", 1)
-
-
-def _quota_family(instance: dict[str, Any]) -> str:
-    letter = instance["InstanceType"][:1]
-    return "P" if letter == "p" else "G" if letter in ("g", "v") else "Standard"
-
-
 def check_ami(config: "StackConfig", factory: ClientFactory) -> Check:
-    from botocore.exceptions import ClientError
+    from dsinfra.cloud.preflight import find_image, resolve_dlami
 
-    ec2 = factory("ec2", config.region)
     if config.ami_id:
-        try:
-            found = ec2.describe_images(ImageIds=[config.ami_id])["Images"]
-        except ClientError:
-            found = []
+        found = find_image(factory, config.region, config.ami_id)
         if found:
-            return Check("AMI", "pass", f"{config.ami_id} ({found[0].get('Name', '')})",
+            return Check("AMI", "pass", f"{config.ami_id} ({found.name})",
                          data={"ami_id": config.ami_id})
         return Check("AMI", "fail", f"dsinfra:amiId {config.ami_id} not found in "
                      f"{config.region}", fix="remove dsinfra:amiId to use the Deep Learning "
@@ -332,43 +265,22 @@ def check_ami(config: "StackConfig", factory: ClientFactory) -> Check:
                  fix="set dsinfra:amiId to an Ubuntu 22.04 GPU AMI of this region")
 
 
-def resolve_dlami(factory: ClientFactory, region: str) -> tuple[str | None, str]:
-    from botocore.exceptions import ClientError
-
-    ssm = factory("ssm", region)
-    for name in DLAMI_PARAMETERS:
-        try:
-            return ssm.get_parameter(Name=name)["Parameter"]["Value"], f"SSM {name}"
-        except ClientError:
-            continue
-    images = factory("ec2", region).describe_images(
-        Owners=[DLAMI_OWNER], Filters=[{"Name": "name", "Values": [DLAMI_NAME]}])["Images"]
-    if not images:
-        return None, ""
-    newest = max(images, key=lambda i: i.get("CreationDate", ""))
-    return newest["ImageId"], f"describe_images (newest of {len(images)}: {newest.get('Name')})"
-
-
 def check_weights_mirror(config: "StackConfig", factory: ClientFactory) -> Check:
     """``dsinfra:modelCache``: the mirror holds the model (its manifest: ``cache push`` writes
     it last), and the bucket is in the stack's region. The VPC's S3 gateway endpoint serves its
     own region only: from a bucket elsewhere each node's copy goes out through the NAT gateway
     (private tiers), billed per GB, which ``plan`` does not count for a mirror."""
     from dsinfra.cloud.model_cache import MANIFEST, mirror_prefix
+    from dsinfra.cloud.preflight import Refused, bucket_region_with
 
     name, uri = "weights mirror", config.model_cache
     bucket, prefix = mirror_prefix(uri, config.resolved_model)
-    s3 = factory("s3", config.region)
-    try:
-        # None is us-east-1's answer, "EU" the oldest buckets' name for eu-west-1.
-        found = s3.get_bucket_location(Bucket=bucket).get("LocationConstraint")
-        s3.head_object(Bucket=bucket, Key=f"{prefix}/{MANIFEST}")
-    except Exception as exc:  # noqa: BLE001 - botocore raises several kinds
+    region = bucket_region_with(factory, config.region, bucket, f"{prefix}/{MANIFEST}")
+    if isinstance(region, Refused):
         return Check(name, "fail", f"{uri} holds no readable {config.resolved_model} "
-                     f"({_aws_message(exc)})",
+                     f"({region.message})",
                      fix=f"dsinfra cache push {config.resolved_model} --to {uri} --region "
                          f"{config.region}")
-    region = {None: "us-east-1", "": "us-east-1", "EU": "eu-west-1"}.get(found, found)
     data = {"bucket": bucket, "bucket_region": region}
     if region == config.region:
         return Check(name, "pass", f"{uri} holds {config.resolved_model}, in {region} with the "
@@ -509,9 +421,3 @@ def budget_verdict(config: "StackConfig", estimate: CostEstimate) -> BudgetVerdi
                          fix="raise dsinfra:budget.amountUsd, set dsinfra:ttlHours with "
                              "onExceed stop or destroy, choose a smaller instance, or pass "
                              "--force to `dsinfra up`")
-
-
-def _aws_message(exc: Exception) -> str:
-    response = getattr(exc, "response", None) or {}
-    error = response.get("Error", {})
-    return f"{error.get('Code', type(exc).__name__)}: {error.get('Message', str(exc))}"

@@ -284,7 +284,7 @@ def _run_preflight(config: "StackConfig", now: datetime | None = None) -> "Prefl
 
 def _offered_zones(instance_type: str, region: str) -> list[str]:
     from dsinfra.cloud.aws import client
-    from dsinfra.ops.doctor import offered_zones
+    from dsinfra.cloud.preflight import offered_zones
 
     return offered_zones(client, region, instance_type)
 

@@ -220,7 +220,7 @@ def test_dlami_fallback_picks_the_newest_matching_image():
     hold images of the DLAMI owner account) lists two releases and the newest wins."""
     from botocore.stub import Stubber
 
-    from dsinfra.ops.doctor import DLAMI_NAME, DLAMI_OWNER, DLAMI_PARAMETERS, resolve_dlami
+    from dsinfra.cloud.preflight import DLAMI_NAME, DLAMI_OWNER, DLAMI_PARAMETERS, resolve_dlami
 
     ssm = client("ssm", "us-east-1")
     ec2 = client("ec2", "us-east-1")
