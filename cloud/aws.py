@@ -154,6 +154,14 @@ def reset_session() -> None:
     _session.cache_clear()
 
 
+def has_credentials() -> bool:
+    """Whether boto3's chain finds credentials now (a fresh session: the environment as it is
+    at this call, not as the cached session saw it)."""
+    import boto3
+
+    return boto3.Session().get_credentials() is not None
+
+
 def console_output(instance_id: str, region: str) -> str:
     """EC2 ``GetConsoleOutput`` of one instance, as AWS returns it (base64, as documented)."""
     from botocore.exceptions import BotoCoreError, ClientError
