@@ -154,6 +154,13 @@ def reset_session() -> None:
     _session.cache_clear()
 
 
+def ec2_in(region: str) -> Any:
+    """An EC2 client for ``region``, for ops/ to hand to a cloud function that takes one
+    (cloud/spot_stop.py's run on the node kit too, where no dsinfra.cloud.aws exists): ops/
+    never makes a client itself (tests/test_architecture.py)."""
+    return client("ec2", region)
+
+
 def has_credentials() -> bool:
     """Whether boto3's chain finds credentials now (a fresh session: the environment as it is
     at this call, not as the cached session saw it)."""
