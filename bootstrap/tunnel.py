@@ -73,10 +73,14 @@ class _Pump:
         self.close_reason: str | None = None
 
     def upstream(self) -> None:
+        import websocket
+
         try:
             while data := self.local.recv(CHUNK_BYTES):
                 self.ws.send_binary(data)
-        except OSError:
+        except (OSError, websocket.WebSocketException):
+            # The endpoint ended the tunnel (its 1 hour, or a close) while SSH still had bytes
+            # to send, e.g. the disconnect message of a session being closed: nothing to carry.
             pass
         finally:
             self._close()

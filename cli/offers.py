@@ -47,11 +47,10 @@ def offers_command(
 
 def _factory_if_credentials():
     """The AWS client factory when credentials resolve, else None (offline)."""
-    import boto3
+    from dsinfra.cloud.aws import client, has_credentials
 
-    if boto3.Session().get_credentials() is None:
+    if not has_credentials():
         return None
-    from dsinfra.cloud.aws import client
 
     return client
 

@@ -43,7 +43,8 @@ def up_command(
     capacity), bootstrap, wait for health, then print the endpoint and a curl example."""
     from dsinfra.errors import UserError
     from dsinfra.ops.enforcer import choose
-    from dsinfra.ops.up import CapacityExhausted, NothingCreated, UpOptions, bring_up
+    from dsinfra.ops.up import (CapacityExhausted, NothingCreated, UpOptions, UpPorts,
+                                bring_up)
     from dsinfra.stackfiles import find_project_dir, load_stack
 
     choice, _ = choose(enforcer, no_enforcer)
@@ -58,10 +59,9 @@ def up_command(
     engine = make_engine(project)
     with EngineProgress(quiet=as_json) as progress:
         try:
-            result = bring_up(config, engine, options=options, on_event=progress.on_event,
-                              on_phase=progress.on_phase, audit=_audit_sink(),
-                              confirm=None if yes else progress.ask,
-                              enforcer=_enforcer(choice))
+            result = bring_up(config, engine, options=options, ports=UpPorts(
+                on_event=progress.on_event, on_phase=progress.on_phase, audit=_audit_sink(),
+                confirm=None if yes else progress.ask, enforcer=_enforcer(choice)))
         except NothingCreated as exc:
             progress.stop()
             from dsinfra.cli.output import note

@@ -154,6 +154,21 @@ def reset_session() -> None:
     _session.cache_clear()
 
 
+def ec2_in(region: str) -> Any:
+    """An EC2 client for ``region``, for ops/ to hand to a cloud function that takes one
+    (cloud/spot_stop.py's run on the node kit too, where no dsinfra.cloud.aws exists): ops/
+    never makes a client itself (tests/test_architecture.py)."""
+    return client("ec2", region)
+
+
+def has_credentials() -> bool:
+    """Whether boto3's chain finds credentials now (a fresh session: the environment as it is
+    at this call, not as the cached session saw it)."""
+    import boto3
+
+    return boto3.Session().get_credentials() is not None
+
+
 def console_output(instance_id: str, region: str) -> str:
     """EC2 ``GetConsoleOutput`` of one instance, as AWS returns it (base64, as documented)."""
     from botocore.exceptions import BotoCoreError, ClientError

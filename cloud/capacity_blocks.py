@@ -50,3 +50,66 @@ def describe_reservation(factory: ClientFactory, region: str, reservation_id: st
             "available_count": int(r.get("AvailableInstanceCount", 0)),
             "start": r.get("StartDate"), "end": r.get("EndDate"), "state": r["State"],
             "tags": tags}
+
+
+def offering_rows(factory: ClientFactory, region: str, instance_type: str, count: int,
+                  duration_h: int) -> list[dict[str, Any]]:
+    """DescribeCapacityBlockOfferings in ``region`` as plain rows (``_row``); a refusal or an
+    answer that is not AWS's is a ``CloudError`` naming the region."""
+    from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.parsers import ResponseParserError
+
+    try:
+        pages = factory("ec2", region).get_paginator(
+            "describe_capacity_block_offerings").paginate(
+            InstanceType=instance_type, InstanceCount=count, CapacityDurationHours=duration_h)
+        return [_row(o, region) for page in pages
+                for o in page.get("CapacityBlockOfferings", [])]
+    except (BotoCoreError, ClientError, ResponseParserError) as exc:
+        # ResponseParserError: an answer that is not AWS's XML (a proxy's HTML page)
+        detail = str(exc).replace("\n", " ")[:200]
+        raise CloudError(f"DescribeCapacityBlockOfferings in {region} failed: {detail}",
+                         hint="Check credentials (ec2:DescribeCapacityBlockOfferings) "
+                              "and the region.") from None
+
+
+def _row(offering: dict[str, Any], region: str) -> dict[str, Any]:
+    upfront = float(offering["UpfrontFee"])
+    count = int(offering["InstanceCount"])
+    hours = int(offering["CapacityBlockDurationHours"]) + int(
+        offering.get("CapacityBlockDurationMinutes") or 0) / 60
+    return {"offering_id": offering["CapacityBlockOfferingId"],
+            "instance_type": offering["InstanceType"], "region": region,
+            "availability_zone": offering["AvailabilityZone"], "count": count,
+            "start": offering["StartDate"], "end": offering["EndDate"],
+            "duration_hours": hours, "upfront_usd": upfront,
+            "currency": offering.get("CurrencyCode", "USD"),
+            "usd_per_instance_hour": round(upfront / (count * hours), 4) if hours else None}
+
+
+class PurchaseRefused(Exception):
+    """AWS answered PurchaseCapacityBlock with an error (or the call never went out):
+    nothing was bought."""
+
+
+class PurchaseUnreadable(Exception):
+    """The purchase went out and its answer is not AWS's XML: the block may have been
+    bought."""
+
+
+def purchase_block(factory: ClientFactory, region: str, offering_id: str, platform: str,
+                   tags: list[dict[str, Any]]) -> dict[str, Any]:
+    """PurchaseCapacityBlock: the reservation it made (``CapacityReservationId``,
+    ``State``...), or ``PurchaseRefused`` / ``PurchaseUnreadable``."""
+    from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.parsers import ResponseParserError
+
+    try:
+        answer = factory("ec2", region).purchase_capacity_block(
+            CapacityBlockOfferingId=offering_id, InstancePlatform=platform,
+            TagSpecifications=tags)
+    except (BotoCoreError, ClientError) as exc:
+        raise PurchaseRefused(str(exc)) from None
+    except ResponseParserError as exc:
+        raise PurchaseUnreadable(str(exc).replace("\n", " ")[:200]) from None
+    return answer.get("CapacityReservation") or {}

@@ -67,6 +67,16 @@ def fetch_spot(ec2, instance_types: list[str], now: datetime) -> dict[str, float
     return best
 
 
+def spot_prices(region: str, instance_types: list[str], now: datetime, *, ec2=None
+                ) -> dict[str, float]:
+    """``fetch_spot`` in ``region``, with the shipped EC2 client unless ``ec2`` is given."""
+    if ec2 is None:
+        from dsinfra.cloud.aws import client
+
+        ec2 = client("ec2", region)
+    return fetch_spot(ec2, instance_types, now)
+
+
 def refresh(regions: Iterable[str], state: Path, now: datetime | None = None,
             pricing=None, ec2_for=None, on_retry=None) -> dict:
     """Query prices for every catalog type in ``regions`` and write the cache; returns it.

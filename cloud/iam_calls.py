@@ -16,14 +16,16 @@ from pathlib import Path
 from dsinfra.shipping import parse_source
 
 # boto3 service name -> IAM action prefix, where they differ.
-IAM_PREFIX = {"elbv2": "elasticloadbalancing", "resourcegroupstaggingapi": "tag"}
+IAM_PREFIX = {"elbv2": "elasticloadbalancing", "resourcegroupstaggingapi": "tag",
+              "service-quotas": "servicequotas"}
 
 
 # Operations whose IAM action has another name (Service Authorization Reference, S3).
 ACTION_ALIASES = {"s3:HeadObject": "s3:GetObject", "s3:HeadBucket": "s3:ListBucket",
                   "s3:ListObjectsV2": "s3:ListBucket", "s3:ListObjects": "s3:ListBucket"}
-# Where boto3 clients are made: this package, and the use cases given a client factory.
-PACKAGES = ("dsinfra.cloud", "dsinfra.ops")
+# Where boto3 clients are made: this package only (ops/ and cli/ call none:
+# tests/test_architecture.py holds them to it).
+PACKAGES = ("dsinfra.cloud",)
 CLIENT_MAKERS = ("client", "factory")
 
 

@@ -42,8 +42,11 @@ class ApiOverSsh:
     use and opened again when it drops (the endpoint ends a connection at 1 hour)."""
 
     def __init__(self, host, known_hosts, connect_timeout_s: float = 15.0) -> None:
+        from dsinfra.bootstrap.ssh_session import SshSession
+
         self.host, self.known, self.connect_timeout_s = host, known_hosts, connect_timeout_s
-        self._conn = None
+        self._session: SshSession | None = None
+        self._make = lambda: SshSession(host, known_hosts, connect_timeout_s)
         self._lock = threading.Lock()
 
     @property
@@ -52,34 +55,26 @@ class ApiOverSsh:
 
     def channel(self, port: int, timeout_s: float = 15.0):
         """A new channel to the node's ``port``; reconnects once if the session is gone."""
-        from dsinfra.bootstrap.remote import close_quietly, open_forward
-
         for attempt in (1, 2):
-            conn = self._connection()
+            session = self._connection()
             try:
-                return open_forward(conn, self.target, port, timeout_s)
+                return session.forward(self.target, port, timeout_s)
             except Exception:  # noqa: BLE001 - a dead session: open a new one, once
                 with self._lock:
-                    if self._conn is conn:
-                        close_quietly(conn)
-                        self._conn = None
+                    if self._session is session:
+                        session.close()
+                        self._session = None
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
 
     def _connection(self):
-        from dsinfra.bootstrap.remote import HostLog, SshSettings, open_connection
-        from dsinfra.bootstrap.secrets import Secrets
-
         with self._lock:
-            alive = self._conn is not None and self._conn.is_connected and \
-                self._conn.transport.is_active()
-            if not alive:
-                secrets = Secrets(api_key="")
-                self._conn = open_connection(
-                    self.host, self.known, HostLog(None, secrets), secrets,
-                    SshSettings(connect_timeout_s=self.connect_timeout_s))
-            return self._conn
+            if self._session is None or not self._session.alive:
+                if self._session is not None:
+                    self._session.close()
+                self._session = self._make().open()
+            return self._session
 
     def get_status(self, port: int, path: str, timeout_s: float) -> str:
         """``healthy`` on a 2xx answer, ``HTTP <code>`` otherwise, ``unreachable`` when no
@@ -113,8 +108,7 @@ class ApiOverSsh:
         return self.get_status(port, path, timeout_s) == "healthy"
 
     def close(self) -> None:
-        from dsinfra.bootstrap.remote import close_quietly
-
         with self._lock:
-            close_quietly(self._conn)
-            self._conn = None
+            if self._session is not None:
+                self._session.close()
+            self._session = None

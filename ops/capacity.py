@@ -48,42 +48,15 @@ def check_request(instance_type: str, count: int, duration_h: int) -> None:
 def capacity_offers(instance_type: str, count: int, duration_h: int, regions: Sequence[str],
                     factory: ClientFactory | None = None) -> list[dict[str, Any]]:
     """Every offering in ``regions``, earliest start first, then cheapest."""
-    from botocore.exceptions import BotoCoreError, ClientError
-    from botocore.parsers import ResponseParserError
+    from dsinfra.cloud.capacity_blocks import offering_rows
 
     check_request(instance_type, count, duration_h)
     factory = factory or _client
     rows: list[dict[str, Any]] = []
     for region in regions:
-        try:
-            pages = factory("ec2", region).get_paginator(
-                "describe_capacity_block_offerings").paginate(
-                InstanceType=instance_type, InstanceCount=count,
-                CapacityDurationHours=duration_h)
-            rows += [_row(o, region) for page in pages
-                     for o in page.get("CapacityBlockOfferings", [])]
-        except (BotoCoreError, ClientError, ResponseParserError) as exc:
-            # ResponseParserError: an answer that is not AWS's XML (a proxy's HTML page)
-            detail = str(exc).replace("\n", " ")[:200]
-            raise CloudError(f"DescribeCapacityBlockOfferings in {region} failed: {detail}",
-                             hint="Check credentials (ec2:DescribeCapacityBlockOfferings) "
-                                  "and the region.") from None
+        rows += offering_rows(factory, region, instance_type, count, duration_h)
     rows.sort(key=lambda r: (r["start"], r["upfront_usd"], r["region"]))
     return rows
-
-
-def _row(offering: dict[str, Any], region: str) -> dict[str, Any]:
-    upfront = float(offering["UpfrontFee"])
-    count = int(offering["InstanceCount"])
-    hours = int(offering["CapacityBlockDurationHours"]) + int(
-        offering.get("CapacityBlockDurationMinutes") or 0) / 60
-    return {"offering_id": offering["CapacityBlockOfferingId"],
-            "instance_type": offering["InstanceType"], "region": region,
-            "availability_zone": offering["AvailabilityZone"], "count": count,
-            "start": offering["StartDate"], "end": offering["EndDate"],
-            "duration_hours": hours, "upfront_usd": upfront,
-            "currency": offering.get("CurrencyCode", "USD"),
-            "usd_per_instance_hour": round(upfront / (count * hours), 4) if hours else None}
 
 
 OFFERING_ID = r"^cb-[0-9a-z]{8,32}$"
@@ -132,8 +105,8 @@ def buy(offering: dict[str, Any], typed_price: str, *, factory: ClientFactory | 
         audit: Callable[..., Any] = lambda kind, **fields: None) -> dict[str, Any]:
     """Purchase ``offering`` only when ``typed_price`` is its upfront fee; audited before and
     after the call, so a crash in between still leaves the intent on record."""
-    from botocore.exceptions import BotoCoreError, ClientError
-    from botocore.parsers import ResponseParserError
+    from dsinfra.cloud.capacity_blocks import (PurchaseRefused, PurchaseUnreadable,
+                                               purchase_block)
 
     if not typed_price_matches(typed_price, offering["upfront_usd"]):
         raise UserError(f"the price typed ({typed_price!r}) is not the offering's upfront fee "
@@ -143,22 +116,21 @@ def buy(offering: dict[str, Any], typed_price: str, *, factory: ClientFactory | 
               "upfront_usd": offering["upfront_usd"]}
     audit("capacity.buy.intent", **fields)
     try:
-        answer = (factory or _client)("ec2", offering["region"]).purchase_capacity_block(
-            CapacityBlockOfferingId=offering["offering_id"], InstancePlatform=PLATFORM,
-            TagSpecifications=purchase_tags(offering["upfront_usd"]))
-    except (BotoCoreError, ClientError) as exc:
+        reservation = purchase_block(factory or _client, offering["region"],
+                                     offering["offering_id"], PLATFORM,
+                                     purchase_tags(offering["upfront_usd"]))
+    except PurchaseRefused as exc:
         audit("capacity.buy.result", result="failed", error=str(exc), **fields)
         raise CloudError(f"PurchaseCapacityBlock failed: {exc}",
                          hint="Nothing was bought if AWS refused; check "
                               "`aws ec2 describe-capacity-reservations`.") from None
-    except ResponseParserError as exc:  # the request went out; the answer is not AWS's XML
-        detail = str(exc).replace("\n", " ")[:200]
+    except PurchaseUnreadable as exc:  # the request went out; the answer is not AWS's XML
+        detail = str(exc)
         audit("capacity.buy.result", result="unknown", error=detail, **fields)
         raise CloudError(f"PurchaseCapacityBlock: the answer could not be read ({detail}); "
                          "the block may have been bought",
                          hint="Check `aws ec2 describe-capacity-reservations` before buying "
                               "again.") from None
-    reservation = answer.get("CapacityReservation") or {}
     bought = {"capacity_reservation_id": reservation.get("CapacityReservationId"),
               "state": reservation.get("State"), **fields}
     audit("capacity.buy.result", result="bought", **bought)

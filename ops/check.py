@@ -229,8 +229,8 @@ def _fill_spot_prices(ctx: CheckContext, inventory: Inventory) -> None:
     """Spot instances are metered at the spot price: read the current spot price history for
     the types running on spot that the price cache lacks (one paginated call per region)."""
     from dsinfra.catalog import Price
-    from dsinfra.cloud.aws import client, read_errors
-    from dsinfra.cloud.catalog_cache import fetch_spot
+    from dsinfra.cloud.aws import read_errors
+    from dsinfra.cloud.catalog_cache import spot_prices
 
     cached = dict(ctx.spot_prices or {})
     missing: dict[str, set[str]] = {}
@@ -240,7 +240,7 @@ def _fill_spot_prices(ctx: CheckContext, inventory: Inventory) -> None:
             missing.setdefault(r.region, set()).add(r.attrs["instance_type"])
     for region, types in missing.items():
         try:
-            found = fetch_spot(client("ec2", region), sorted(types), ctx.now)
+            found = spot_prices(region, sorted(types), ctx.now)
         except read_errors():
             continue  # metered at on-demand (an upper bound), with a note saying so
         for itype, usd in found.items():

@@ -1,8 +1,11 @@
 """``dsinfra doctor``: find out what will stop ``dsinfra up`` before anything is created.
 
-Each check reads one thing (a CLI, an AWS answer) and returns a ``Check``: pass, warn or fail,
-what was found, and the exact fix. Checks take a client factory (``cloud.aws.client`` by
-default) so tests can point them at moto or a botocore Stubber where moto lacks the call.
+``run_preflight`` reads everything once into a ``Preflight`` record: the stack with its
+Capacity Block, the account, the zones that offer the type, the vCPU quota, the AMI, the way
+in and the budget's verdict. ``doctor`` prints the record's checks (each pass, warn or fail,
+what was found and the exact fix); ``up`` reads its typed fields. The reads take a client
+factory (``cloud.aws.client`` by default) so tests can point them at moto or a botocore
+Stubber where moto lacks the call. The AWS calls themselves are cloud/preflight.py's.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from dsinfra.catalog import INSTANCE_SPECS
 from dsinfra.costs import CostEstimate, stack_budget_fit
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from dsinfra.config import StackConfig
 
 Status = Literal["pass", "warn", "fail"]
@@ -24,12 +29,6 @@ ClientFactory = Callable[..., Any]
 ON_DEMAND_QUOTA_CODES = {"P": "L-417A185B", "G": "L-DB2E81BA", "Standard": "L-1216C47A"}
 SPOT_QUOTA_CODES = {"P": "L-7212CCBC", "G": "L-3819A6DF", "Standard": "L-34B43A08"}
 QUOTA_NAMES = {"P": "P instances", "G": "G and VT instances", "Standard": "Standard instances"}
-DLAMI_OWNER = "898082745236"
-DLAMI_PARAMETERS = (
-    "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id",
-    "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-ubuntu-22.04/latest/ami-id",
-)
-DLAMI_NAME = "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04) *"
 
 
 @dataclass(frozen=True)
@@ -67,6 +66,62 @@ class DoctorReport:
         return {"stack": self.stack, "ok": self.ok, "checks": [asdict(c) for c in self.checks]}
 
 
+@dataclass(frozen=True)
+class VcpuQuota:
+    """The vCPU quota the stack's instances count against, and what is left of it."""
+
+    code: str  # Service Quotas code, service "ec2"
+    limit: float
+    in_use: int  # by running/pending instances of other stacks
+    needed: int
+
+    @property
+    def fits(self) -> bool:
+        return self.limit - self.in_use >= self.needed
+
+
+@dataclass(frozen=True)
+class BudgetVerdict:
+    """The estimate against the budget (``dsinfra.costs.stack_budget_fit``): what the budget
+    check prints and what ``up``'s gate reads."""
+
+    fits: bool
+    monthly_usd: float  # 0.0 where nothing could be compared (a block's unknown fee)
+    detail: str
+    fix: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def check(self) -> Check:
+        return Check("budget", "pass" if self.fits else "fail", self.detail,
+                     "" if self.fits else self.fix, data=dict(self.data))
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """What ``up`` must know before anything is created, read once (``run_preflight``).
+    ``report`` is doctor's rendering of it; the other fields are what ``up`` consumes.
+
+    ``config`` is the stack as it will launch: with its Capacity Block (zone, window, fee)
+    read from AWS when ``capacityReservationId`` names one; ``block_state`` the reservation's
+    state ('' without one). ``zones`` is empty where the region offers the type nowhere or
+    nothing was read (no credentials: ``report`` fails then)."""
+
+    report: DoctorReport
+    config: "StackConfig | None" = None
+    block_state: str = ""
+    account: str | None = None
+    zones: tuple[str, ...] = ()
+    quota: VcpuQuota | None = None
+    ami_id: str | None = None
+    access_problem: str | None = None
+    estimate: CostEstimate | None = None
+    budget: BudgetVerdict | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.report.ok
+
+
 def _default_client(service: str, region: str | None = None) -> Any:
     from dsinfra.cloud.aws import client
 
@@ -77,30 +132,53 @@ def run_doctor(config: "StackConfig | None", *, client_factory: ClientFactory | 
                pulumi_version: Callable[[], str | None] | None = None,
                estimate: CostEstimate | None = None,
                purchases: Callable[[], list[dict[str, Any]]] | None = None) -> DoctorReport:
-    """All checks for ``config`` (or only the tool and credential checks without a stack).
-    A ``capacityReservationId`` that names a Capacity Block is read first: a stack that
-    cannot launch into it stops here with one line (``ConfigError``, exit 2)."""
+    """All checks for ``config`` (or only the tool and credential checks without a stack):
+    the preflight record as doctor prints it."""
+    return run_preflight(config, client_factory=client_factory, pulumi_version=pulumi_version,
+                         estimate=estimate, purchases=purchases).report
+
+
+def run_preflight(config: "StackConfig | None", *, client_factory: ClientFactory | None = None,
+                  pulumi_version: Callable[[], str | None] | None = None,
+                  estimate: CostEstimate | None = None,
+                  purchases: Callable[[], list[dict[str, Any]]] | None = None,
+                  now: "datetime | None" = None) -> Preflight:
+    """Read everything ``up`` needs once. A ``capacityReservationId`` that names a Capacity
+    Block is read first: a stack that cannot launch into it stops here with one line
+    (``ConfigError``, exit 2)."""
+    from dsinfra.cloud.preflight import offered_zones
     from dsinfra.infra.automation import pulumi_cli_version
 
     factory = client_factory or _default_client
     region = config.region if config else None
-    checks = [check_pulumi_cli(pulumi_version or pulumi_cli_version),
-              check_credentials(factory, region)]
+    checks = [check_pulumi_cli(pulumi_version or pulumi_cli_version)]
+    credentials = check_credentials(factory, region)
+    checks.append(credentials)
+    account = credentials.data.get("account")
     if config is None:
-        return DoctorReport(None, checks)
-    if checks[-1].status == "fail":
+        return Preflight(DoctorReport(None, checks), account=account)
+    state, zones, quota, ami_id = "", (), None, None
+    if credentials.status == "fail":
         skipped = "not checked: no working AWS credentials"
         checks += [Check(n, "warn", skipped) for n in ("instance type offered", "vCPU quota",
                                                          "AMI")]
     else:
-        config, block_check = check_capacity_block(config, factory, purchases)
-        checks += [check_instance_offered(config, factory), check_vcpu_quota(config, factory),
-                   check_ami(config, factory)] + ([block_check] if block_check else [])
+        config, state, block_check = check_capacity_block(config, factory, purchases, now)
+        zones = tuple(offered_zones(factory, config.region, config.resolved_instance_type))
+        quota_check, quota = check_vcpu_quota(config, factory)
+        ami_check = check_ami(config, factory)
+        ami_id = ami_check.data.get("ami_id")
+        checks += [instance_offered_check(config, zones), quota_check,
+                   ami_check] + ([block_check] if block_check else [])
         if config.model_cache:
             checks.append(check_weights_mirror(config, factory))
     checks.append(check_access(config))
-    checks.append(check_budget(config, estimate or estimate_stack_cost(config)))
-    return DoctorReport(config.stack, checks)
+    estimate = estimate or estimate_stack_cost(config)
+    budget = budget_verdict(config, estimate)
+    checks.append(budget.check())
+    return Preflight(DoctorReport(config.stack, checks), config=config, block_state=state,
+                     account=account, zones=zones, quota=quota, ami_id=ami_id,
+                     access_problem=access_problem(config), estimate=estimate, budget=budget)
 
 
 def check_pulumi_cli(version: Callable[[], str | None]) -> Check:
@@ -112,20 +190,19 @@ def check_pulumi_cli(version: Callable[[], str | None]) -> Check:
 
 
 def check_credentials(factory: ClientFactory, region: str | None) -> Check:
-    from botocore.exceptions import BotoCoreError, ClientError
+    from dsinfra.cloud.preflight import Refused, caller_identity
 
-    try:
-        identity = factory("sts", region).get_caller_identity()
-    except (ClientError, BotoCoreError) as exc:
-        return Check("AWS credentials", "fail", f"STS refused: {_aws_message(exc)}",
+    identity = caller_identity(factory, region)
+    if isinstance(identity, Refused):
+        return Check("AWS credentials", "fail", f"STS refused: {identity.message}",
                      fix="aws configure  (or export AWS_PROFILE=...; aws sso login)")
-    return Check("AWS credentials", "pass", f"account {identity['Account']} as "
-                 f"{identity['Arn']}", data={"account": identity["Account"]})
+    return Check("AWS credentials", "pass", f"account {identity.account} as "
+                 f"{identity.arn}", data={"account": identity.account})
 
 
-def check_instance_offered(config: "StackConfig", factory: ClientFactory) -> Check:
-    instance_type = config.resolved_instance_type
-    zones = offered_zones(factory, config.region, instance_type)
+def instance_offered_check(config: "StackConfig", zones: "tuple[str, ...] | list[str]"
+                           ) -> Check:
+    instance_type, zones = config.resolved_instance_type, list(zones)
     name = "instance type offered"
     if not zones:
         return Check(name, "fail", f"{config.region} offers {instance_type} in no availability "
@@ -139,17 +216,10 @@ def check_instance_offered(config: "StackConfig", factory: ClientFactory) -> Che
     return Check(name, "pass", f"{instance_type} in {', '.join(zones)}", data={"zones": zones})
 
 
-def offered_zones(factory: ClientFactory, region: str, instance_type: str) -> list[str]:
-    ec2 = factory("ec2", region)
-    zones: set[str] = set()
-    for page in ec2.get_paginator("describe_instance_type_offerings").paginate(
-            LocationType="availability-zone",
-            Filters=[{"Name": "instance-type", "Values": [instance_type]}]):
-        zones.update(o["Location"] for o in page["InstanceTypeOfferings"])
-    return sorted(zones)
+def check_vcpu_quota(config: "StackConfig", factory: ClientFactory
+                     ) -> tuple[Check, VcpuQuota | None]:
+    from dsinfra.cloud.preflight import read_quota, running_vcpus
 
-
-def check_vcpu_quota(config: "StackConfig", factory: ClientFactory) -> Check:
     spec = INSTANCE_SPECS[config.resolved_instance_type]
     codes = SPOT_QUOTA_CODES if config.spot else ON_DEMAND_QUOTA_CODES
     code = codes[spec.quota_family]
@@ -160,75 +230,29 @@ def check_vcpu_quota(config: "StackConfig", factory: ClientFactory) -> Check:
     if limit is None:
         return Check(name, "warn", f"could not read quota {code} ({label})",
                      fix=f"aws service-quotas get-service-quota --service-code ec2 "
-                     f"--quota-code {code} --region {config.region}")
+                     f"--quota-code {code} --region {config.region}"), None
     used = running_vcpus(factory, config.region, spec.quota_family, config.stack)
+    quota = VcpuQuota(code, limit, used, needed)
     data = {"quota_code": code, "limit": limit, "in_use": used, "needed": needed}
-    if limit - used >= needed:
+    if quota.fits:
         return Check(name, "pass", f"{label}: {limit:g} vCPUs, {used} in use, stack needs "
-                     f"{needed}", data=data)
+                     f"{needed}", data=data), quota
     desired = int(used + needed)
     return Check(name, "fail", f"{label}: {limit:g} vCPUs, {used} in use by other instances, "
                  f"stack needs {needed} ({config.resolved_node_count}x {spec.name}, "
                  f"{spec.vcpus} each)", data=data,
                  fix=f"aws service-quotas request-service-quota-increase --service-code ec2 "
-                     f"--quota-code {code} --desired-value {desired} --region {config.region}")
-
-
-def read_quota(factory: ClientFactory, region: str, code: str) -> float | None:
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    quotas = factory("service-quotas", region)
-    # An account that never changed a quota may only answer with the AWS default.
-    for call in (quotas.get_service_quota, quotas.get_aws_default_service_quota):
-        try:
-            return float(call(ServiceCode="ec2", QuotaCode=code)["Quota"]["Value"])
-        except (ClientError, BotoCoreError):
-            continue
-    return None
-
-
-def running_vcpus(factory: ClientFactory, region: str, family: str, stack: str) -> int:
-    """vCPUs of running/pending instances in ``family``'s quota, other than this stack's own."""
-    from dsinfra.tags import STACK
-
-    ec2 = factory("ec2", region)
-    total = 0
-    pages = ec2.get_paginator("describe_instances").paginate(
-        Filters=[{"Name": "instance-state-name", "Values": ["pending", "running"]}])
-    for page in pages:
-        for reservation in page["Reservations"]:
-            for instance in reservation["Instances"]:
-                tags = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
-                if tags.get(STACK) == stack or _quota_family(instance) != family:
-                    continue
-                total += _instance_vcpus(instance)
-    return total
-
-
-def _instance_vcpus(instance: dict[str, Any]) -> int:
-    spec = INSTANCE_SPECS.get(instance["InstanceType"])
-    if spec is not None:
-        return spec.vcpus
-    cpu = instance.get("CpuOptions", {})
-    return cpu.get("CoreCount", 0) * cpu.get("ThreadsPerCore", 1)
-
-
-def _quota_family(instance: dict[str, Any]) -> str:
-    letter = instance["InstanceType"][:1]
-    return "P" if letter == "p" else "G" if letter in ("g", "v") else "Standard"
+                     f"--quota-code {code} --desired-value {desired} --region {config.region}"
+                 ), quota
 
 
 def check_ami(config: "StackConfig", factory: ClientFactory) -> Check:
-    from botocore.exceptions import ClientError
+    from dsinfra.cloud.preflight import find_image, resolve_dlami
 
-    ec2 = factory("ec2", config.region)
     if config.ami_id:
-        try:
-            found = ec2.describe_images(ImageIds=[config.ami_id])["Images"]
-        except ClientError:
-            found = []
+        found = find_image(factory, config.region, config.ami_id)
         if found:
-            return Check("AMI", "pass", f"{config.ami_id} ({found[0].get('Name', '')})",
+            return Check("AMI", "pass", f"{config.ami_id} ({found.name})",
                          data={"ami_id": config.ami_id})
         return Check("AMI", "fail", f"dsinfra:amiId {config.ami_id} not found in "
                      f"{config.region}", fix="remove dsinfra:amiId to use the Deep Learning "
@@ -241,43 +265,22 @@ def check_ami(config: "StackConfig", factory: ClientFactory) -> Check:
                  fix="set dsinfra:amiId to an Ubuntu 22.04 GPU AMI of this region")
 
 
-def resolve_dlami(factory: ClientFactory, region: str) -> tuple[str | None, str]:
-    from botocore.exceptions import ClientError
-
-    ssm = factory("ssm", region)
-    for name in DLAMI_PARAMETERS:
-        try:
-            return ssm.get_parameter(Name=name)["Parameter"]["Value"], f"SSM {name}"
-        except ClientError:
-            continue
-    images = factory("ec2", region).describe_images(
-        Owners=[DLAMI_OWNER], Filters=[{"Name": "name", "Values": [DLAMI_NAME]}])["Images"]
-    if not images:
-        return None, ""
-    newest = max(images, key=lambda i: i.get("CreationDate", ""))
-    return newest["ImageId"], f"describe_images (newest of {len(images)}: {newest.get('Name')})"
-
-
 def check_weights_mirror(config: "StackConfig", factory: ClientFactory) -> Check:
     """``dsinfra:modelCache``: the mirror holds the model (its manifest: ``cache push`` writes
     it last), and the bucket is in the stack's region. The VPC's S3 gateway endpoint serves its
     own region only: from a bucket elsewhere each node's copy goes out through the NAT gateway
     (private tiers), billed per GB, which ``plan`` does not count for a mirror."""
     from dsinfra.cloud.model_cache import MANIFEST, mirror_prefix
+    from dsinfra.cloud.preflight import Refused, bucket_region_with
 
     name, uri = "weights mirror", config.model_cache
     bucket, prefix = mirror_prefix(uri, config.resolved_model)
-    s3 = factory("s3", config.region)
-    try:
-        # None is us-east-1's answer, "EU" the oldest buckets' name for eu-west-1.
-        found = s3.get_bucket_location(Bucket=bucket).get("LocationConstraint")
-        s3.head_object(Bucket=bucket, Key=f"{prefix}/{MANIFEST}")
-    except Exception as exc:  # noqa: BLE001 - botocore raises several kinds
+    region = bucket_region_with(factory, config.region, bucket, f"{prefix}/{MANIFEST}")
+    if isinstance(region, Refused):
         return Check(name, "fail", f"{uri} holds no readable {config.resolved_model} "
-                     f"({_aws_message(exc)})",
+                     f"({region.message})",
                      fix=f"dsinfra cache push {config.resolved_model} --to {uri} --region "
                          f"{config.region}")
-    region = {None: "us-east-1", "": "us-east-1", "EU": "eu-west-1"}.get(found, found)
     data = {"bucket": bucket, "bucket_region": region}
     if region == config.region:
         return Check(name, "pass", f"{uri} holds {config.resolved_model}, in {region} with the "
@@ -349,9 +352,11 @@ def estimate_stack_cost(config: "StackConfig") -> CostEstimate:
 
 
 def check_capacity_block(config: "StackConfig", factory: ClientFactory,
-                         purchases: Callable[[], list[dict[str, Any]]] | None = None
-                         ) -> tuple["StackConfig", Check | None]:
-    """The reservation read from AWS: the block's zone, window, size and upfront fee."""
+                         purchases: Callable[[], list[dict[str, Any]]] | None = None,
+                         now: "datetime | None" = None
+                         ) -> tuple["StackConfig", str, Check | None]:
+    """The reservation read from AWS (once: ``up`` launches with what this returns): the
+    block's zone, window, size and upfront fee, and the reservation's state."""
     from datetime import datetime, timezone
 
     from dsinfra.blocks import launch_window_problem, ttl_problem
@@ -359,14 +364,14 @@ def check_capacity_block(config: "StackConfig", factory: ClientFactory,
     from dsinfra.ops.capacity import resolve_block
 
     if config.capacity_reservation_id is None:
-        return config, None
+        return config, "", None
     config, state = resolve_block(config, factory=factory,
-                                  purchases=(purchases or _audit_records)())
+                                  purchases=(purchases or audit_records)())
     block = config.capacity_block
     if block is None:
-        return config, Check("capacity block", "pass", f"{config.capacity_reservation_id} is "
-                             f"an On-Demand Capacity Reservation ({state})")
-    now = datetime.now(timezone.utc)
+        return config, state, Check("capacity block", "pass", f"{config.capacity_reservation_id}"
+                                    f" is an On-Demand Capacity Reservation ({state})")
+    now = now or datetime.now(timezone.utc)
     # A TTL counts from `up`, which can only run inside the block: from its start at the
     # earliest.
     if problem := ttl_problem(config, max(now, block.start)):
@@ -380,25 +385,31 @@ def check_capacity_block(config: "StackConfig", factory: ClientFactory,
             **block.to_dict()}
     if why := launch_window_problem(block, state, now):
         status = "warn" if state == "scheduled" else "fail"
-        return config, Check("capacity block", status, f"{detail}: {why}", data=data,
-                             fix="run `dsinfra up` inside the block's window, or buy another "
-                                 "block (`dsinfra capacity offers`)")
-    return config, Check("capacity block", "pass", detail, data=data)
+        return config, state, Check(
+            "capacity block", status, f"{detail}: {why}", data=data,
+            fix="run `dsinfra up` inside the block's window, or buy another block "
+                "(`dsinfra capacity offers`)")
+    return config, state, Check("capacity block", "pass", detail, data=data)
 
 
-def _audit_records() -> list[dict[str, Any]]:
+def audit_records() -> list[dict[str, Any]]:
     from dsinfra.ops.local import audit_log
 
     return audit_log().records()[0]
 
 
 def check_budget(config: "StackConfig", estimate: CostEstimate) -> Check:
+    return budget_verdict(config, estimate).check()
+
+
+def budget_verdict(config: "StackConfig", estimate: CostEstimate) -> BudgetVerdict:
     budget, block = config.budget, config.capacity_block
     if block is not None and block.upfront_usd is None:
-        return Check("budget", "fail", f"the upfront price of Capacity Block "
-                     f"{config.capacity_reservation_id} is unknown (AWS returns none for a "
-                     "bought block; dsinfra records it when `dsinfra capacity buy` buys one)",
-                     fix="set dsinfra:capacityBlock.upfrontUsd to the fee you paid")
+        return BudgetVerdict(False, 0.0, f"the upfront price of Capacity Block "
+                             f"{config.capacity_reservation_id} is unknown (AWS returns none for "
+                             "a bought block; dsinfra records it when `dsinfra capacity buy` "
+                             "buys one)", fix="set dsinfra:capacityBlock.upfrontUsd to the fee "
+                             "you paid")
     fit = stack_budget_fit(config, estimate)
     data = {"monthly_usd": round(estimate.monthly_usd, 2), "budget_usd": budget.amount_usd,
             "period": budget.period, "compared_usd": round(fit.compared_usd, 2),
@@ -406,14 +417,7 @@ def check_budget(config: "StackConfig", estimate: CostEstimate) -> Check:
             "upfront_usd": block.upfront_usd if block else None}
     detail = (f"${estimate.monthly_usd:,.2f}/month estimated (${estimate.hourly_usd:,.2f}/h): "
               f"${fit.compared_usd:,.2f} {fit.basis} vs budget ${budget.amount_usd:,.2f}")
-    if fit.fits:
-        return Check("budget", "pass", detail, data=data)
-    return Check("budget", "fail", detail, data=data,
-                 fix="raise dsinfra:budget.amountUsd, set dsinfra:ttlHours with onExceed stop "
-                     "or destroy, choose a smaller instance, or pass --force to `dsinfra up`")
-
-
-def _aws_message(exc: Exception) -> str:
-    response = getattr(exc, "response", None) or {}
-    error = response.get("Error", {})
-    return f"{error.get('Code', type(exc).__name__)}: {error.get('Message', str(exc))}"
+    return BudgetVerdict(fit.fits, data["monthly_usd"], detail, data=data,
+                         fix="raise dsinfra:budget.amountUsd, set dsinfra:ttlHours with "
+                             "onExceed stop or destroy, choose a smaller instance, or pass "
+                             "--force to `dsinfra up`")

@@ -80,7 +80,8 @@ def _offer(candidate, region: str, prices) -> Offer:
 
 def annotate(offers: list[Offer], regions: Sequence[str], factory: ClientFactory) -> list[str]:
     """Quota headroom per (region, quota family) and spot scores per (type, nodes)."""
-    from dsinfra.ops.doctor import ON_DEMAND_QUOTA_CODES, read_quota, running_vcpus
+    from dsinfra.cloud.preflight import read_quota, running_vcpus
+    from dsinfra.ops.doctor import ON_DEMAND_QUOTA_CODES
 
     notes: list[str] = []
     headroom: dict[tuple[str, str], float | None] = {}
@@ -107,18 +108,6 @@ def annotate(offers: list[Offer], regions: Sequence[str], factory: ClientFactory
 def spot_scores(shapes: set[tuple[str, int]], regions: Sequence[str], factory: ClientFactory
                 ) -> dict[tuple[str, int, str], int]:
     """AWS's 1-10 spot placement score per (type, nodes, region); missing where it declines."""
-    from botocore.exceptions import BotoCoreError, ClientError
+    from dsinfra.cloud.preflight import spot_placement_scores
 
-    ec2 = factory("ec2", regions[0])
-    found: dict[tuple[str, int, str], int] = {}
-    for itype, nodes in sorted(shapes):
-        try:
-            answer = ec2.get_spot_placement_scores(
-                InstanceTypes=[itype], TargetCapacity=nodes, TargetCapacityUnitType="units",
-                SingleAvailabilityZone=False, RegionNames=list(regions))
-        except (BotoCoreError, ClientError):
-            continue
-        for entry in answer.get("SpotPlacementScores", []):
-            key = (itype, nodes, entry["Region"])
-            found[key] = max(found.get(key, 0), int(entry["Score"]))
-    return found
+    return spot_placement_scores(factory, shapes, list(regions))

@@ -82,17 +82,18 @@ def run_on_nodes(access: Access, command: str, *, node: str | None = None, root:
         return list(pool.map(lambda h: _run_one(access, h, command, root, timeout_s), hosts))
 
 
+def _session(access: Access, host):
+    """The one SSH session helper (bootstrap/ssh_session.py), not yet connected."""
+    from dsinfra.bootstrap.ssh_session import SshSession
+
+    return SshSession(host, access.known_hosts, access.connect_timeout_s)
+
+
 def _run_one(access: Access, host, command: str, root: bool,
              timeout_s: float | None) -> NodeResult:
-    from dsinfra.bootstrap.remote import HostLog, SshSettings, close_quietly, open_connection
-    from dsinfra.bootstrap.secrets import Secrets
-
-    secrets = Secrets(api_key="")
-    conn = None
+    session = _session(access, host)
     try:
-        conn = open_connection(host, access.known_hosts, HostLog(None, secrets), secrets,
-                               SshSettings(connect_timeout_s=access.connect_timeout_s))
-        out = conn.sh(command, root=root, warn=True, timeout=timeout_s)
+        out = session.open().run(command, root=root, timeout_s=timeout_s)
         return NodeResult(host.name, host.role, host.address, out.exited, out.stdout,
                           out.stderr)
     except Exception as exc:  # noqa: BLE001 - reported per node, the others still run
@@ -104,7 +105,7 @@ def _run_one(access: Access, host, command: str, root: bool,
         return NodeResult(host.name, host.role, host.address, None, "", "",
                           f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
     finally:
-        close_quietly(conn)
+        session.close()
 
 
 def journal_command(*, since: str | None, follow: bool, lines: int = 200) -> str:
@@ -163,20 +164,12 @@ def access_for_stack(stack: str, *, key_path: Path | None,
 def follow_journal(access: Access, node: str, command: str,
                    emit: Callable[[str], None]) -> None:
     """Stream ``journalctl -f`` from one node until interrupted."""
-    from dsinfra.bootstrap.remote import HostLog, SshSettings, close_quietly, open_connection
-    from dsinfra.bootstrap.secrets import Secrets
-
     (host,) = select_hosts(access, node)[:1]
-    secrets = Secrets(api_key="")
-    conn = open_connection(host, access.known_hosts, HostLog(None, secrets), secrets,
-                           SshSettings(connect_timeout_s=access.connect_timeout_s))
+    session = _session(access, host).open()
     try:
-        channel = conn.transport.open_session()
-        channel.exec_command(f"sudo -n {command}")
-        for line in channel.makefile("r"):
-            emit(line.rstrip("\n"))
+        session.stream(command, emit)
     finally:
-        close_quietly(conn)
+        session.close()
 
 
 _FORWARD = re.compile(r"^(?:([1-9][0-9]{0,4}):)?([1-9][0-9]{0,4})$")
@@ -262,55 +255,9 @@ def interactive_shell(access: Access, node: str, stdin, stdout) -> int:
     """A login shell on ``node`` through the endpoint: a terminal in raw mode when ``stdin``
     is one, else the shell reads its commands from ``stdin``. Returns the shell's exit status.
     ``stdin``/``stdout``: binary file objects with a ``fileno``."""
-    import os
-    import select
-
-    from dsinfra.bootstrap.remote import HostLog, SshSettings, close_quietly, open_connection
-    from dsinfra.bootstrap.secrets import Secrets
-
     (host,) = select_hosts(access, node)[:1]
-    secrets = Secrets(api_key="")
-    conn = open_connection(host, access.known_hosts, HostLog(None, secrets), secrets,
-                           SshSettings(connect_timeout_s=access.connect_timeout_s))
-    channel = conn.transport.open_session()
-    tty = os.isatty(stdin.fileno())
-    restore = _raw_terminal(stdin, channel) if tty else None
+    session = _session(access, host).open()
     try:
-        channel.invoke_shell()
-        source_open = True
-        while not channel.exit_status_ready() or channel.recv_ready():
-            ready, _, _ = select.select([channel] + ([stdin] if source_open else []), [], [], 0.5)
-            if channel in ready:
-                data = channel.recv(32768)
-                if not data:
-                    break
-                stdout.write(data)
-                stdout.flush()
-            if stdin in ready:
-                data = os.read(stdin.fileno(), 4096)
-                if data:
-                    channel.sendall(data)
-                else:
-                    source_open = False
-                    channel.shutdown_write()
-        return channel.recv_exit_status()
+        return session.shell(stdin, stdout)
     finally:
-        if restore:
-            restore()
-        close_quietly(conn)
-
-
-def _raw_terminal(stdin, channel):
-    """Ask for a pty of the terminal's size and put the local terminal in raw mode; returns
-    what restores it."""
-    import os
-    import shutil
-    import termios
-    import tty
-
-    size = shutil.get_terminal_size()
-    channel.get_pty(term=os.environ.get("TERM", "xterm"), width=size.columns,
-                    height=size.lines)
-    saved = termios.tcgetattr(stdin.fileno())
-    tty.setraw(stdin.fileno())
-    return lambda: termios.tcsetattr(stdin.fileno(), termios.TCSADRAIN, saved)
+        session.close()

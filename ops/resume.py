@@ -117,11 +117,11 @@ def _refuse_unstoppable(stack: str, targets) -> None:
     exit 2, nothing done (a person must say yes to losing the instance)."""
     from dsinfra import stoppable as R
     from dsinfra.cloud import spot_stop
-    from dsinfra.cloud.aws import client
+    from dsinfra.cloud.aws import ec2_in
 
     refused = []
     for region, mine in sorted(_by_region(targets).items()):
-        split = spot_stop.classify(client("ec2", region),
+        split = spot_stop.classify(ec2_in(region),
                                    [spot_stop.instance_from_resource(r) for r in mine])
         refused += split.terminate
     if refused:
@@ -135,7 +135,7 @@ def _stop_or_terminate(stack: str, targets, terminate_spot: bool, log):
     """Every region's stop through the one shared path (cloud/spot_stop.py)."""
     from dsinfra import budget_actions as A
     from dsinfra.cloud import spot_stop
-    from dsinfra.cloud.aws import client
+    from dsinfra.cloud.aws import ec2_in
     from dsinfra.cloud.notify import Notifier
 
     notifier = Notifier.from_env()
@@ -150,7 +150,7 @@ def _stop_or_terminate(stack: str, targets, terminate_spot: bool, log):
     total = spot_stop.Outcome()
     for region, mine in sorted(_by_region(targets).items()):
         got = spot_stop.stop_or_terminate(
-            client("ec2", region), [spot_stop.instance_from_resource(r) for r in mine],
+            ec2_in(region), [spot_stop.instance_from_resource(r) for r in mine],
             stack=stack, trigger=f"`dsinfra stop {stack} {TERMINATE_SPOT_FLAG}`",
             unable=A.get(A.STOP).unable if terminate_spot else "fail", announce=announce,
             audit=log.append)

@@ -64,14 +64,11 @@ def spot_quote(config: "StackConfig", *, live: bool, cached: dict | None = None,
 def _live(base: dict, ec2_for, now: datetime) -> SpotQuote:
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from dsinfra.cloud.catalog_cache import fetch_spot
+    from dsinfra.cloud.catalog_cache import spot_prices
 
-    if ec2_for is None:
-        from dsinfra.cloud.aws import client
-
-        ec2_for = lambda region: client("ec2", region)  # noqa: E731
     try:
-        found = fetch_spot(ec2_for(base["region"]), [base["instance_type"]], now)
+        found = spot_prices(base["region"], [base["instance_type"]], now,
+                            ec2=ec2_for(base["region"]) if ec2_for else None)
     except (BotoCoreError, ClientError) as exc:
         return SpotQuote(**base, spot_hourly_usd=None, as_of=None, source="",
                          note=f"spot price unknown: EC2 did not answer ({exc})")

@@ -22,7 +22,8 @@ from dsinfra.ops.failover import (  # noqa: F401 (re-exported for callers and te
 from dsinfra.outputs import StackOutputs
 
 if TYPE_CHECKING:
-    from dsinfra.ops.doctor import DoctorReport
+    from dsinfra.bootstrap.plan import BootstrapReport
+    from dsinfra.ops.doctor import DoctorReport, Preflight
     from dsinfra.config import StackConfig
     from dsinfra.infra.automation import Engine, EventCallback
 
@@ -65,11 +66,11 @@ class UpSummary:
                 f"(${self.monthly_usd:,.0f}/month), budget {self.budget}, TTL {self.ttl}?")
 
 
-def up_summary(config: "StackConfig", report: "DoctorReport") -> UpSummary:
+def up_summary(config: "StackConfig", preflight: "Preflight") -> UpSummary:
     from dsinfra.budget import exceeded_action
     from dsinfra.ops.doctor import estimate_stack_cost
 
-    estimate = estimate_stack_cost(config)
+    estimate = preflight.estimate or estimate_stack_cost(config)
     budget = config.budget
     budget_text = f"${budget.amount_usd:,.2f}/{budget.period}, onExceed {budget.on_exceed}"
     action = exceeded_action(budget.on_exceed, config.protect)
@@ -107,21 +108,27 @@ class UpOptions:
     health_interval_s: float = 10.0
 
 
-def bring_up(config: "StackConfig", engine: "Engine", *, options: UpOptions | None = None,
-             doctor: Callable[["StackConfig"], "DoctorReport"] | None = None,
-             bootstrap: Callable[..., Any] | None = None,
-             probe: Callable[[str, float], bool] | None = None,
-             on_event: "EventCallback | None" = None, on_phase: PhaseCallback | None = None,
-             audit: AuditSink | None = None, now: datetime | None = None,
-             zones_for: Callable[[str, str], list[str]] | None = None,
-             cleanup: Callable[[str, str], Any] | None = None,
-             tunnel_url: Callable[[StackOutputs], Any] | None = None,
-             key_push: Callable[[StackOutputs], Any] | None = None,
-             read_block: Callable[["StackConfig"], tuple["StackConfig", str]] | None = None,
-             confirm: Callable[[UpSummary], bool] | None = None,
-             enforcer: Callable[["StackConfig"], Any] | None = None
-             ) -> UpResult:
-    """Take ``config`` from nothing (or a partial stack) to a healthy endpoint.
+@dataclass(frozen=True)
+class UpPorts:
+    """Every side effect of ``up`` besides the engine, in one typed place; a field left None
+    is the shipped default (built from the stack and options where it needs them).
+
+    ``preflight``: config -> ops/doctor.py's ``Preflight``, read once (default:
+    ``run_preflight`` against AWS): the Capacity Block and its state, the zones that offer the
+    type and the budget's verdict come from it.
+
+    ``bootstrap``: (config, outputs, ssh_key_path=, trust_on_first_use=, progress=,
+    [tunnel_url=, key_push=]) -> bootstrap/plan.py's ``BootstrapReport`` (default:
+    bootstrap/runner.py's ``bootstrap_stack``); no report fails ``up``.
+
+    ``probe``: (url, timeout s) -> the API answered 200 (default: an HTTP GET from here).
+
+    ``on_event``: the engine's event dicts; ``on_phase``: (phase, message); ``audit``:
+    (kind, **fields), the budgets area's ``AuditLog.append`` (default: none of them).
+
+    ``zones_for``: (instance type, region) -> zones that offer it, for failover's
+    alternatives (default: doctor's read); ``cleanup``: (stack, region) -> a failed attempt's
+    teardown (default: ``pulumi destroy``, then the tag sweep).
 
     ``tunnel_url``: outputs -> (private ip, port) -> presigned URL of the stack's EC2 Instance
     Connect Endpoint, or None (default: ``ops/access.py``'s, signed with the caller's AWS
@@ -133,31 +140,49 @@ def bring_up(config: "StackConfig", engine: "Engine", *, options: UpOptions | No
     EC2 Instance Connect's SendSSHPublicKey unless ``options.ssh_key_path`` names a key): with
     the endpoint, nodes are logged into with this session's one-time key, no key pair needed.
 
-    ``read_block``: config -> (config with its Capacity Block, reservation state); default
-    ``ops/capacity.py``'s ``resolve_block`` against AWS (only with capacityReservationId).
-
     ``confirm``: asked after preflight and the budget gate, before anything billable, with the
     price, budget and TTL; False raises ``NothingCreated`` (None: no question, as ``--yes``).
 
     ``enforcer``: config -> ops/enforcer.py's ``Enforcer``, run before anything billable (the
     CLI deploys or updates the guard, or records ``--no-enforcer``); a failure here stops
-    ``up`` with nothing created."""
+    ``up`` with nothing created (None: no enforcer step)."""
+
+    preflight: Callable[["StackConfig"], "Preflight"] | None = None
+    bootstrap: Callable[..., "BootstrapReport | None"] | None = None
+    probe: Callable[[str, float], bool] | None = None
+    on_event: "EventCallback | None" = None
+    on_phase: PhaseCallback | None = None
+    audit: AuditSink | None = None
+    zones_for: Callable[[str, str], list[str]] | None = None
+    cleanup: Callable[[str, str], Any] | None = None
+    tunnel_url: Callable[[StackOutputs], Any] | None = None
+    key_push: Callable[[StackOutputs], Any] | None = None
+    confirm: Callable[[UpSummary], bool] | None = None
+    enforcer: Callable[["StackConfig"], Any] | None = None
+
+
+def bring_up(config: "StackConfig", engine: "Engine", *, options: UpOptions | None = None,
+             ports: UpPorts | None = None, now: datetime | None = None) -> UpResult:
+    """Take ``config`` from nothing (or a partial stack) to a healthy endpoint, every effect
+    besides ``engine`` through ``ports``."""
     from dsinfra.sizing import check_stack_fits
 
-    options = options or UpOptions()
-    phase = on_phase or (lambda _p, _m: None)
-    audit = audit or _no_audit
+    options, ports = options or UpOptions(), ports or UpPorts()
+    phase = ports.on_phase or (lambda _p, _m: None)
+    audit = ports.audit or _no_audit
+    confirm, enforcer = ports.confirm, ports.enforcer
     refuse_expired(config, now or datetime.now(timezone.utc))
     _refuse_no_way_in(config)
-    config = _read_capacity_block(config, read_block, now or datetime.now(timezone.utc), phase)
     phase("fit", "checking the model fits the instances")
     check_stack_fits(config)
-    report = (doctor or _run_doctor)(config)
+    preflight = (ports.preflight or (lambda c: _run_preflight(c, now)))(config)
+    config = _launchable(preflight, now or datetime.now(timezone.utc), phase)
+    report = preflight.report
     phase("preflight", "; ".join(f"{c.name}: {c.status}" for c in report.checks))
     if not report.ok and not _only_budget_failed(report):
         raise PreflightFailed(report)
-    monthly = _budget_gate(config, report, options.force)
-    if confirm is not None and not confirm(up_summary(config, report)):
+    monthly = _budget_gate(preflight, options.force)
+    if confirm is not None and not confirm(up_summary(config, preflight)):
         audit("up.declined", stack=config.stack, instance_type=config.resolved_instance_type,
               nodes=config.resolved_node_count)
         raise NothingCreated(f"nothing created for stack {config.stack!r}")
@@ -169,10 +194,11 @@ def bring_up(config: "StackConfig", engine: "Engine", *, options: UpOptions | No
           nodes=config.resolved_node_count, monthly_usd=monthly, forced=options.force)
     expires_at = pin_expiry(config, engine, now)
     _write_capacity_block(config, engine, audit)
-    offered = report.get("instance type offered")
-    zones = list(offered.data.get("zones") or []) if offered else []
-    failover = Failover(engine, zones_for or _offered_zones, cleanup or _cleanup(engine),
-                        lambda alt: _over_budget(alt, options.force), on_event, phase, audit)
+    zones = list(preflight.zones)
+    failover = Failover(engine, ports.zones_for or _offered_zones,
+                        ports.cleanup or _cleanup(engine),
+                        lambda alt: _over_budget(alt, options.force), ports.on_event, phase,
+                        audit)
     asked_spot = config.spot
     raw, attempts, chosen = failover.deploy(config, zones)
     if chosen is not config:  # an alternative: its own estimate, not the primary's
@@ -185,20 +211,20 @@ def bring_up(config: "StackConfig", engine: "Engine", *, options: UpOptions | No
           instance_type=config.resolved_instance_type, node_count=config.resolved_node_count,
           region=config.region)
     phase("bootstrap", f"bootstrapping {len(outputs.nodes)} node(s)")
-    tunnel = (tunnel_url or _default_tunnel_url(config))(outputs)
+    tunnel = (ports.tunnel_url or _default_tunnel_url(config))(outputs)
     # The one-time key goes with the endpoint (the way in of every stack dsinfra makes now).
-    push = (key_push or _default_key_push(config, options))(outputs) if tunnel else None
+    push = (ports.key_push or _default_key_push(config, options))(outputs) if tunnel else None
     access = {**({"tunnel_url": tunnel} if tunnel else {}),
               **({"key_push": push} if push else {})}
-    boot = (bootstrap or _bootstrap_stack)(
+    boot = (ports.bootstrap or _bootstrap_stack)(
         config, outputs, ssh_key_path=options.ssh_key_path,
         trust_on_first_use=options.trust_on_first_use,
         progress=lambda message: phase("bootstrap", str(message)), **access)
     _require_bootstrapped(config, boot, audit)
     api = _api_over_ssh(outputs, options, boot, tunnel, push) if tunnel else None
     try:
-        healthy, note = check_health(config, outputs, probe or http_healthy, options, phase,
-                                     api=api)
+        healthy, note = check_health(config, outputs, ports.probe or http_healthy, options,
+                                     phase, api=api)
     finally:
         if api is not None:
             api.close()
@@ -211,27 +237,20 @@ def bring_up(config: "StackConfig", engine: "Engine", *, options: UpOptions | No
                     parallelism=parallelism(config), enforcer=enforced)
 
 
-def _read_capacity_block(config: "StackConfig", read_block, now: datetime,
-                         phase: PhaseCallback) -> "StackConfig":
-    """The door for a Capacity Block: its zone, size and window from AWS; a stack that does
-    not fit it, a TTL past its end or a launch outside its window stops here (exit 2)."""
-    if config.capacity_reservation_id is None:
-        return config
+def _launchable(preflight: "Preflight", now: datetime, phase: PhaseCallback
+                ) -> "StackConfig":
+    """The stack as it launches: with the Capacity Block preflight read (its zone, size and
+    window from AWS); a TTL past the block's end or a launch outside its window stops here
+    (exit 2), before anything is created."""
     from dsinfra.ops.capacity import require_launchable
 
-    config, state = (read_block or _resolve_block)(config)
-    require_launchable(config, state, now)
+    config = preflight.config
+    assert config is not None  # a preflight of a stack has its config
     if config.capacity_block is not None:
+        require_launchable(config, preflight.block_state, now)
         phase("capacity block", f"{config.capacity_reservation_id}: "
               f"{config.capacity_block.window()} in {config.capacity_block.availability_zone}")
     return config
-
-
-def _resolve_block(config: "StackConfig") -> tuple["StackConfig", str]:
-    from dsinfra.ops.capacity import resolve_block
-    from dsinfra.ops.doctor import _audit_records
-
-    return resolve_block(config, purchases=_audit_records())
 
 
 def _write_capacity_block(config: "StackConfig", engine: "Engine", audit: AuditSink) -> None:
@@ -257,15 +276,15 @@ def parallelism(config: "StackConfig") -> str:
     return f"TP {gpus} x PP {config.resolved_node_count}"
 
 
-def _run_doctor(config: "StackConfig") -> "DoctorReport":
-    from dsinfra.ops.doctor import run_doctor
+def _run_preflight(config: "StackConfig", now: datetime | None = None) -> "Preflight":
+    from dsinfra.ops.doctor import run_preflight
 
-    return run_doctor(config)
+    return run_preflight(config, now=now)
 
 
 def _offered_zones(instance_type: str, region: str) -> list[str]:
     from dsinfra.cloud.aws import client
-    from dsinfra.ops.doctor import offered_zones
+    from dsinfra.cloud.preflight import offered_zones
 
     return offered_zones(client, region, instance_type)
 
@@ -291,10 +310,10 @@ def _only_budget_failed(report: "DoctorReport") -> bool:
     return all(c.name == "budget" for c in report.failures)
 
 
-def _budget_gate(config: "StackConfig", report: "DoctorReport", force: bool) -> float:
-    budget = report.get("budget")
-    monthly = float(budget.data.get("monthly_usd", 0.0)) if budget else 0.0
-    if budget is not None and budget.status == "fail" and not force:
+def _budget_gate(preflight: "Preflight", force: bool) -> float:
+    budget = preflight.budget
+    monthly = budget.monthly_usd if budget else 0.0
+    if budget is not None and not budget.fits and not force:
         raise UserError(f"the estimate is over the budget: {budget.detail}; nothing was "
                         "created", hint=f"{budget.fix}.")
     return monthly
@@ -325,14 +344,20 @@ def pin_expiry(config: "StackConfig", engine: "Engine", now: datetime | None = N
     return expires_at
 
 
-def _require_bootstrapped(config: "StackConfig", boot, audit) -> None:
-    """A failed host stops `up` here: printing an endpoint that cannot serve would be a lie."""
-    failed = [h for h in getattr(boot, "hosts", []) if not h.ok]
-    if not failed and getattr(boot, "ok", True):
+def _require_bootstrapped(config: "StackConfig", boot: "BootstrapReport | None",
+                          audit: AuditSink) -> None:
+    """A failed host stops `up` here: printing an endpoint that cannot serve would be a lie.
+    So does a bootstrap that reported nothing: no report is no proof the hosts are ready."""
+    failed = [h for h in boot.hosts if not h.ok] if boot is not None else []
+    if boot is not None and not failed and boot.ok:
         return
     audit("up.bootstrap_failed", stack=config.stack, hosts=[h.host for h in failed])
     lines = [f"{h.host}: {h.failed_step.step if h.failed_step else 'connect'} failed: "
              f"{h.error or (h.failed_step.detail if h.failed_step else '')}" for h in failed]
+    if boot is None:
+        lines = ["bootstrap returned no report: nothing says the hosts are ready"]
+    elif not lines:
+        lines = ["bootstrap reported no host"]
     raise CloudError("bootstrap failed; the instances are up and billing:\n  "
                      + "\n  ".join(lines),
                      hint=f"Fix the cause and run `dsinfra bootstrap {config.stack}` (it resumes "
@@ -384,7 +409,7 @@ def _api_over_ssh(outputs: StackOutputs, options: UpOptions, boot, tunnel, push)
     from dsinfra.ops.access import ApiOverSsh
     from dsinfra.paths import state_dir
 
-    run_dir = getattr(boot, "run_dir", None)
+    run_dir = boot.run_dir
     state = Path(run_dir).parent.parent if run_dir else state_dir()
     known = KnownHosts(record_path=state / "known_hosts", trust_on_first_use=False)
     known.load_recorded()

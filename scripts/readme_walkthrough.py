@@ -125,8 +125,8 @@ def _install_twin(lab, endpoint_dns: str) -> str:
     automation.PulumiEngine = lambda project, *a, **k: engine
     automation.pulumi_cli_version = lambda: "v3.200.0"
     local.engine_for = lambda stack: engine
-    up._run_doctor = lambda config: doctor.run_doctor(
-        config, client_factory=StubbedFactory(), pulumi_version=lambda: "v3.200.0")
+    up._run_preflight = lambda config, now=None: doctor.run_preflight(
+        config, client_factory=StubbedFactory(), pulumi_version=lambda: "v3.200.0", now=now)
     # The local endpoint speaks plain ws on loopback; AWS's is wss.
     access.tunnel_url_for = lambda outputs, region: tunnel_url_factory(
         outputs.region or region, outputs.connect_endpoint_id, outputs.connect_endpoint_dns,

@@ -142,3 +142,103 @@ def test_action_names_are_listed_only_in_the_action_table():
                  for n, line in enumerate(path.read_text().splitlines(), 1)
                  if ACTION_LIST.search(line)]
     assert offenders == []
+
+
+# --- only the edges talk to AWS and SSH (issue 26 item 2) ---------------------------------------
+
+SDKS = ("boto3", "paramiko", "fabric")  # what makes AWS clients and SSH sessions
+AWS_CLIENT_ONLY = {"get_paginator", "get_waiter", "can_paginate", "generate_presigned_url"}
+
+
+def _aws_services() -> set[str]:
+    """Every AWS service whose client any dsinfra package makes (``client("ec2", ...)``,
+    ``factory("s3", ...)``), read from the source as cloud/iam_calls.py reads it."""
+    from dsinfra.cloud.iam_calls import CLIENT_MAKERS
+
+    found: set[str] = set()
+    for directory in SOURCE_DIRS:
+        for path in sorted((ROOT / directory).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Call) and node.args and isinstance(
+                        node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
+                    func = node.func
+                    name = func.attr if isinstance(func, ast.Attribute) else getattr(
+                        func, "id", "")
+                    if name in CLIENT_MAKERS:
+                        found.add(node.args[0].value)
+    return found
+
+
+def _client_methods(services: set[str]) -> set[str]:
+    """The snake_case method of every operation of ``services`` (botocore's models)."""
+    import botocore.session
+    from botocore import xform_name
+
+    session = botocore.session.get_session()
+    known = set(session.get_available_services())
+    methods = {xform_name(op) for s in services & known
+               for op in session.get_service_model(s).operation_names} | AWS_CLIENT_ONLY
+    # less what a Pulumi program's config has (the guard program reads its own config with
+    # ``config.get_object``, S3's GetObject by name)
+    import pulumi
+
+    return methods - set(dir(pulumi.Config))
+
+
+def _ssh_methods() -> set[str]:
+    """paramiko's channel, transport and client methods, less what a socket or thread also
+    has (a forwarded channel is read and written like a socket, and that is fine anywhere)."""
+    import socket
+    import threading
+
+    import paramiko
+
+    names = {n for cls in (paramiko.Channel, paramiko.Transport, paramiko.SSHClient)
+             for n in dir(cls) if not n.startswith("_") and callable(getattr(cls, n))}
+    return names - set(dir(socket.socket)) - set(dir(threading.Thread)) - set(dir(object))
+
+
+def _edge_calls(directories: tuple[str, ...]) -> list[str]:
+    services = _aws_services()
+    aws, ssh = _client_methods(services), _ssh_methods()
+    found = []
+    for directory in directories:
+        for path in sorted((ROOT / directory).rglob("*.py")):
+            where = str(path.relative_to(ROOT))
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    found += [f"{where}:{node.lineno} imports {a.name}" for a in node.names
+                              if a.name.split(".")[0] in SDKS]
+                elif isinstance(node, ast.ImportFrom) and node.module and \
+                        node.module.split(".")[0] in SDKS:
+                    found.append(f"{where}:{node.lineno} imports {node.module}")
+                elif isinstance(node, ast.Call):
+                    func = node.func
+                    name = func.attr if isinstance(func, ast.Attribute) else getattr(
+                        func, "id", "")
+                    first = node.args[0] if node.args else None
+                    if isinstance(first, ast.Constant) and first.value in services and \
+                            name.endswith(("client", "factory")):
+                        found.append(f"{where}:{node.lineno} makes a {first.value} client")
+                    elif isinstance(func, ast.Attribute) and name in aws:
+                        found.append(f"{where}:{node.lineno} calls AWS {name}")
+                    elif isinstance(func, ast.Attribute) and name in ssh:
+                        found.append(f"{where}:{node.lineno} calls paramiko {name}")
+    return found
+
+
+def test_only_the_edges_call_aws_or_ssh():
+    """ops/ and cli/ make no boto3 client and call no client method, and touch no paramiko
+    or fabric: those calls live in cloud/ and bootstrap/, which return typed records (doctor's
+    reads are cloud/preflight.py's, a day-two session is bootstrap/ssh_session.py's)."""
+    assert _edge_calls(("ops", "cli")) == []
+
+
+def test_the_edge_scan_sees_aws_and_ssh_calls():
+    """The scan above can fail: it finds the calls the edges really make."""
+    found = "\n".join(_edge_calls(("cloud", "bootstrap")))
+    for call in ("cloud/preflight.py", "calls AWS get_caller_identity", "makes a sts client",
+                 "calls AWS get_paginator", "bootstrap/ssh_session.py",
+                 "calls paramiko open_session", "calls paramiko invoke_shell",
+                 "imports paramiko"):
+        assert call in found, call

@@ -205,6 +205,16 @@ def test_iam_policy_covers_the_guard_program_and_dsinfras_own_calls(derivation):
     # Calls read from the source: the tunnel, and teardown's sweep.
     assert "ec2-instance-connect:OpenTunnel" in every
     assert "ec2:TerminateInstances" in derivation.edge["dsinfra.cloud.teardown"]
+    # doctor's and capacity's reads, now in cloud/: every one still in the policy, the quota
+    # reads included (a loop over bound methods hid them from the derivation before).
+    assert {"sts:GetCallerIdentity", "ec2:DescribeInstanceTypeOfferings",
+            "ec2:DescribeInstances", "ec2:DescribeImages", "ssm:GetParameter",
+            "s3:GetBucketLocation", "s3:GetObject", "ec2:GetSpotPlacementScores",
+            "servicequotas:GetServiceQuota", "servicequotas:GetAWSDefaultServiceQuota"} <= set(
+        derivation.edge["dsinfra.cloud.preflight"])
+    assert {"ec2:DescribeCapacityBlockOfferings", "ec2:PurchaseCapacityBlock",
+            "ec2:DescribeCapacityReservations"} <= set(
+        derivation.edge["dsinfra.cloud.capacity_blocks"])
 
 
 def test_every_ec2_instance_connect_call_is_allowed_only_on_the_stack_tag(derivation):

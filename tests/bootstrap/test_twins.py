@@ -26,7 +26,7 @@ from hostlab import USER
 
 from dsinfra.catalog import INSTANCE_SPECS
 from dsinfra.config import parse_stack_config
-from dsinfra.ops.up import UpOptions, bring_up
+from dsinfra.ops.up import UpOptions, UpPorts, bring_up
 from dsinfra.infra.nodes import DLAMI_SSM_PARAMETER, ROLE_TAG
 from dsinfra.infra.offline import mocked_ami, run_offline
 from dsinfra.stackfiles import read_stack_values, stack_file
@@ -177,16 +177,17 @@ def test_up_reaches_a_healthy_endpoint_on_hosts_built_from_the_offline_plan(
                                options=replace(options, health_timeout_s=30),
                                tunnel_url=tunnel_url, key_push=key_push)
 
-    from dsinfra.ops.doctor import run_doctor
+    from dsinfra.ops.doctor import run_preflight
 
     try:
         result = bring_up(
-            config, engine, now=NOW, bootstrap=bootstrap, probe=_probe_from(bastion),
-            tunnel_url=lambda o: tunnel_url_factory(o.region, o.connect_endpoint_id,
-                                                    o.connect_endpoint_dns, scheme="ws"),
-            key_push=lambda o: instance_connect(o, hosts, pushed),
-            doctor=lambda c: run_doctor(c, client_factory=StubbedFactory(),
-                                        pulumi_version=lambda: "v3.200.0"),
+            config, engine, now=NOW, ports=UpPorts(
+                bootstrap=bootstrap, probe=_probe_from(bastion),
+                tunnel_url=lambda o: tunnel_url_factory(o.region, o.connect_endpoint_id,
+                                                        o.connect_endpoint_dns, scheme="ws"),
+                key_push=lambda o: instance_connect(o, hosts, pushed),
+                preflight=lambda c: run_preflight(c, client_factory=StubbedFactory(),
+                                                  pulumi_version=lambda: "v3.200.0")),
             options=UpOptions(trust_on_first_use=True,  # no key file, no sshPublicKey
                               health_timeout_s=30, health_interval_s=0.5))
     finally:
@@ -267,17 +268,18 @@ def test_up_dev_from_the_shipped_file_reaches_a_healthy_endpoint_with_no_port_op
                                options=replace(options, health_timeout_s=30),
                                tunnel_url=tunnel_url, key_push=key_push)
 
-    from dsinfra.ops.doctor import run_doctor
+    from dsinfra.ops.doctor import run_preflight
 
     try:
         result = bring_up(
-            config, engine, now=NOW, bootstrap=bootstrap,
-            probe=lambda url, timeout_s: pytest.fail(f"probed {url} directly"),
-            tunnel_url=lambda o: tunnel_url_factory(o.region, o.connect_endpoint_id,
-                                                    o.connect_endpoint_dns, scheme="ws"),
-            key_push=lambda o: instance_connect(o, [host], pushed),
-            doctor=lambda c: run_doctor(c, client_factory=StubbedFactory(),
-                                        pulumi_version=lambda: "v3.200.0"),
+            config, engine, now=NOW, ports=UpPorts(
+                bootstrap=bootstrap,
+                probe=lambda url, timeout_s: pytest.fail(f"probed {url} directly"),
+                tunnel_url=lambda o: tunnel_url_factory(o.region, o.connect_endpoint_id,
+                                                        o.connect_endpoint_dns, scheme="ws"),
+                key_push=lambda o: instance_connect(o, [host], pushed),
+                preflight=lambda c: run_preflight(c, client_factory=StubbedFactory(),
+                                                  pulumi_version=lambda: "v3.200.0")),
             options=UpOptions(trust_on_first_use=True,  # no key file, no sshPublicKey
                               health_timeout_s=30, health_interval_s=0.5))
     finally:

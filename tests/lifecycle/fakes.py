@@ -10,7 +10,7 @@ from typing import Any
 from botocore.stub import Stubber
 
 from dsinfra.cloud.aws import client as aws_client
-from dsinfra.ops.doctor import DLAMI_PARAMETERS
+from dsinfra.cloud.preflight import DLAMI_PARAMETERS
 from dsinfra.errors import CloudError
 from dsinfra.infra.automation import PreviewResult
 

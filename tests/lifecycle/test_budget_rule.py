@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dsinfra.budget import ON_EXCEED, PERIODS, StackBudget, budget_fit, decide
-from dsinfra.ops.doctor import DoctorReport, check_budget
+from dsinfra.ops.doctor import DoctorReport, Preflight, budget_verdict, check_budget
 from dsinfra.config import parse_stack_config
 from dsinfra.errors import UserError
 from dsinfra.ops.up import _budget_gate
@@ -62,12 +62,14 @@ def test_plan_doctor_and_up_agree_on_every_budget_setting(base_plans, tier, peri
     check = check_budget(config, plan.estimate)
     assert plan.to_json()["budget"]["fits"] is plan.fits_budget
     assert (check.status == "pass") is plan.fits_budget, (plan.to_json()["budget"], check)
-    report = DoctorReport(config.stack, [check])
+    verdict = budget_verdict(config, plan.estimate)
+    preflight = Preflight(DoctorReport(config.stack, [verdict.check()]), config=config,
+                          budget=verdict)
     if plan.fits_budget:
-        _budget_gate(config, report, force=False)
+        _budget_gate(preflight, force=False)
     else:
         with pytest.raises(UserError, match="over the budget"):
-            _budget_gate(config, report, force=False)
+            _budget_gate(preflight, force=False)
 
 
 @settings_

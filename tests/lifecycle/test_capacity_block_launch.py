@@ -24,8 +24,8 @@ from botocore.stub import Stubber
 from dsinfra.config import parse_stack_config
 from dsinfra.errors import ConfigError, UserError
 from dsinfra.ops.capacity import resolve_block
-from dsinfra.ops.doctor import run_doctor
-from dsinfra.ops.up import UpOptions, bring_up
+from dsinfra.ops.doctor import check_budget, estimate_stack_cost, run_doctor
+from dsinfra.ops.up import UpOptions, UpPorts, bring_up
 
 from .fakes import FakeBootstrap, FakeEngine, StubbedFactory
 
@@ -104,8 +104,6 @@ def test_an_unknown_fee_stays_unknown_and_fails_the_budget_check():
     factory, _ = factory_for(reservation(fee_tag=None))
     config, _ = resolve_block(_config(), factory=factory)
     assert config.capacity_block.upfront_usd is None
-    from dsinfra.ops.doctor import check_budget, estimate_stack_cost
-
     check = check_budget(config, estimate_stack_cost(config))
     assert check.status == "fail" and "upfront price" in check.detail
     assert "capacityBlock.upfrontUsd" in check.fix
@@ -150,25 +148,22 @@ def test_an_unknown_reservation_id_is_bad_input():
 
 # --- up: the door, the values the program gets, the zone ---------------------------------------
 
-def _read(answer: dict):
-    def read(config):
-        factory, _ = factory_for(answer)
-        return resolve_block(config, factory=factory)
-    return read
-
-
 def _up(config, engine, answer, now, doctor=None):
-    from dsinfra.ops.doctor import Check, DoctorReport
+    """``up`` with a preflight that reads the block from the stubbed reservation (the one
+    read) and passes everything else, offering the block's zone."""
+    from dsinfra.ops.doctor import BudgetVerdict, Check, DoctorReport, Preflight
 
     def passing(cfg):
-        return DoctorReport(cfg.stack, [
-            Check("instance type offered", "pass", "", data={"zones": ["us-east-1c"]}),
-            Check("budget", "pass", "", data={"monthly_usd": 1.0})])
+        factory, _ = factory_for(answer)
+        cfg, state = resolve_block(cfg, factory=factory)
+        return Preflight(DoctorReport(cfg.stack, [Check("instance type offered", "pass", "")]),
+                         config=cfg, block_state=state, zones=("us-east-1c",),
+                         budget=BudgetVerdict(True, 1.0, ""))
 
-    return bring_up(config, engine, options=UpOptions(health_timeout_s=0),
-                    doctor=doctor or passing, bootstrap=FakeBootstrap(),
-                    probe=lambda _u, _t: True, read_block=_read(answer), now=now,
-                    tunnel_url=lambda _o: None, cleanup=_swept_clean)
+    return bring_up(config, engine, options=UpOptions(health_timeout_s=0), now=now,
+                    ports=UpPorts(preflight=doctor or passing, bootstrap=FakeBootstrap(),
+                                  probe=lambda _u, _t: True, tunnel_url=lambda _o: None,
+                                  cleanup=_swept_clean))
 
 
 def _swept_clean(_stack, _region):

@@ -194,7 +194,7 @@ def test_a_custom_image_with_no_key_has_no_way_in_and_fails():
     (exit 2) before reading or creating anything."""
     from dsinfra.errors import UserError
     from dsinfra.ops.doctor import check_access
-    from dsinfra.ops.up import bring_up
+    from dsinfra.ops.up import UpPorts, bring_up
 
     custom = _config(amiId="ami-0123456789abcdef0")
     failed = check_access(custom)
@@ -209,9 +209,8 @@ def test_a_custom_image_with_no_key_has_no_way_in_and_fails():
             raise AssertionError(f"up called the engine's {name} with no way in")
 
     with pytest.raises(UserError) as refused:
-        bring_up(custom, NothingMayBeCalled(),
-                 doctor=lambda c: pytest.fail("doctor ran: AWS was asked"),
-                 read_block=lambda c: pytest.fail("AWS was asked for a block"))
+        bring_up(custom, NothingMayBeCalled(), ports=UpPorts(
+            preflight=lambda c: pytest.fail("preflight ran: AWS was asked")))
     assert refused.value.exit_code == 2 and "\n" not in refused.value.message
     assert "dsinfra:amiId ami-0123456789abcdef0" in refused.value.message
 
@@ -221,7 +220,7 @@ def test_dlami_fallback_picks_the_newest_matching_image():
     hold images of the DLAMI owner account) lists two releases and the newest wins."""
     from botocore.stub import Stubber
 
-    from dsinfra.ops.doctor import DLAMI_NAME, DLAMI_OWNER, DLAMI_PARAMETERS, resolve_dlami
+    from dsinfra.cloud.preflight import DLAMI_NAME, DLAMI_OWNER, DLAMI_PARAMETERS, resolve_dlami
 
     ssm = client("ssm", "us-east-1")
     ec2 = client("ec2", "us-east-1")

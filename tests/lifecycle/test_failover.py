@@ -22,7 +22,7 @@ import pytest
 from dsinfra.config import parse_stack_config
 from dsinfra.errors import CloudError, ConfigError
 from dsinfra.ops.failover import Failover, failover_options, refusal
-from dsinfra.ops.up import CapacityExhausted, bring_up
+from dsinfra.ops.up import CapacityExhausted, UpPorts, bring_up
 from dsinfra.sizing import check_stack_fits
 
 from .fakes import CAPACITY_MESSAGE, FakeBootstrap, FakeEngine
@@ -222,8 +222,8 @@ def test_on_moto_every_failed_attempt_is_swept_and_nothing_billable_is_left(aws)
     engine = RefusingEngine({("g5.2xlarge", "*"): CAPACITY_MESSAGE,
                              ("g6e.xlarge", "*"): CAPACITY_MESSAGE}, leave_behind=_leave_instance)
     with pytest.raises(CapacityExhausted) as caught:
-        bring_up(_config([{"instanceType": "g6e.xlarge"}]), engine, doctor=_doctor(),
-                 bootstrap=FakeBootstrap(), now=NOW, zones_for=lambda i, r: ZONES[r])
+        bring_up(_config([{"instanceType": "g6e.xlarge"}]), engine, now=NOW, ports=UpPorts(
+            preflight=_doctor(), bootstrap=FakeBootstrap(), zones_for=lambda i, r: ZONES[r]))
     attempts = caught.value.attempts
     assert len(attempts) >= 3 and all("nothing billable" in a.cleanup for a in attempts)
     assert len([c for c in engine.calls if c[0] == "destroy"]) == len(attempts)
@@ -261,10 +261,10 @@ def test_spot_without_capacity_falls_back_to_on_demand_and_says_so(aws, said):
             return FakeEngine.up(self, stack, on_event)
 
     engine, phases, audited = SpotEngine({}), [], []
-    result = bring_up(_config(spot=True), engine, doctor=_doctor(), bootstrap=FakeBootstrap(),
-                      now=NOW, zones_for=lambda i, r: ZONES[r],
-                      on_phase=lambda p, m: phases.append(m),
-                      audit=lambda kind, **fields: audited.append((kind, fields)))
+    result = bring_up(_config(spot=True), engine, now=NOW, ports=UpPorts(
+        preflight=_doctor(), bootstrap=FakeBootstrap(), zones_for=lambda i, r: ZONES[r],
+        on_phase=lambda p, m: phases.append(m),
+        audit=lambda kind, **fields: audited.append((kind, fields))))
     assert [(a.spot, a.outcome) for a in result.attempts][-1] == (False, "created")
     assert all(a.spot for a in result.attempts[:-1])
     assert ("set_config", "dev", "dsinfra:spot", "false") in engine.calls

@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import http.server
 import threading
+from types import SimpleNamespace
 from datetime import datetime, timezone
 
 import pytest
 
-from dsinfra.ops.doctor import run_doctor
+from dsinfra.ops.doctor import run_preflight
 from dsinfra.config import parse_stack_config
 from dsinfra.errors import CloudError, ConfigError, UserError
-from dsinfra.ops.up import (CapacityExhausted, PreflightFailed, UpOptions, bring_up,
-                                     pin_expiry, zone_order)
+from dsinfra.ops.up import (CapacityExhausted, PreflightFailed, UpOptions, UpPorts, bring_up,
+                            pin_expiry, zone_order)
 
 from .fakes import FakeBootstrap, FakeEngine, StubbedFactory
 
@@ -29,14 +30,14 @@ def _config(**values):
 
 def _doctor(quota=8, dlami="ami-0123456789abcdef0"):
     factory = StubbedFactory(quota_value=quota, dlami=dlami)
-    return lambda config: run_doctor(config, client_factory=factory,
+    return lambda config: run_preflight(config, client_factory=factory,
                                      pulumi_version=lambda: "v3.200.0")
 
 
-def _up(config, engine, **kwargs):
-    kwargs.setdefault("doctor", _doctor())
-    kwargs.setdefault("bootstrap", FakeBootstrap())
-    return bring_up(config, engine, now=NOW, **kwargs)
+def _up(config, engine, *, options=None, **ports):
+    ports.setdefault("preflight", _doctor())
+    ports.setdefault("bootstrap", FakeBootstrap())
+    return bring_up(config, engine, options=options, ports=UpPorts(**ports), now=NOW)
 
 
 def test_up_pins_expiry_deploys_in_the_first_offering_zone_and_bootstraps(aws):
@@ -104,14 +105,14 @@ def test_model_that_does_not_fit_is_refused_before_any_engine_call():
     engine = FakeEngine()
     with pytest.raises(ConfigError, match="g6.12xlarge"):
         _up(_config(model="deepseek-ai/DeepSeek-R1-Distill-Qwen-32B"), engine,
-            doctor=lambda c: pytest.fail("doctor must not run"))
+            preflight=lambda c: pytest.fail("doctor must not run"))
     assert engine.calls == []
 
 
 def test_failed_preflight_creates_nothing_and_names_the_fix(aws):
     engine = FakeEngine()
     with pytest.raises(PreflightFailed) as caught:
-        _up(_config(), engine, doctor=_doctor(quota=4))
+        _up(_config(), engine, preflight=_doctor(quota=4))
     assert "request-service-quota-increase" in caught.value.message
     assert caught.value.exit_code == 3  # the account's quota: as `doctor` exits
     assert engine.calls == []
@@ -176,7 +177,7 @@ def test_bootstrap_runner_missing_is_a_cloud_error_that_says_the_stack_is_billin
 
     monkeypatch.setitem(sys.modules, "dsinfra.bootstrap.runner", None)  # import fails
     with pytest.raises(CloudError, match="billing") as caught:
-        bring_up(_config(), FakeEngine(), doctor=_doctor(), now=NOW)
+        bring_up(_config(), FakeEngine(), ports=UpPorts(preflight=_doctor()), now=NOW)
     assert "dsinfra down dev" in caught.value.hint
 
 
@@ -215,7 +216,7 @@ def test_stack_past_its_pinned_expiry_is_refused_before_anything_runs():
     engine = FakeEngine()
     with pytest.raises(ConfigError, match="dsinfra:expiresAt"):
         _up(_config(expiresAt="2026-11-28T11:00:00Z"), engine,
-            doctor=lambda c: pytest.fail("doctor must not run"))
+            preflight=lambda c: pytest.fail("doctor must not run"))
     assert engine.calls == []
 
 
@@ -227,3 +228,37 @@ def test_failed_bootstrap_stops_up_naming_host_and_step_and_is_audited(aws):
     assert "i-0abc: container_toolkit failed: exit 100" in caught.value.message
     assert "dsinfra bootstrap dev" in caught.value.hint
     assert ("up.bootstrap_failed", {"stack": "dev", "hosts": ["i-0abc"]}) in audited
+
+
+def _record(config, zones):
+    """A preflight record that passed, read elsewhere: no AWS behind it."""
+    from dsinfra.ops.doctor import (DoctorReport, Preflight, budget_verdict, check_access,
+                                    estimate_stack_cost)
+
+    estimate = estimate_stack_cost(config)
+    budget = budget_verdict(config, estimate)
+    return Preflight(DoctorReport(config.stack, [check_access(config), budget.check()]),
+                     config=config, zones=tuple(zones), estimate=estimate, budget=budget)
+
+
+def test_up_deploys_in_the_zones_of_the_preflight_record():
+    """The zones come from the record's typed field: no check named "instance type
+    offered" is in this report, so a lookup by check name would find none."""
+    engine = FakeEngine(no_capacity_in=("us-east-1d",))
+    swept = lambda _stack, _region: SimpleNamespace(clean=True, summary="nothing left")  # noqa
+    result = _up(_config(), engine, cleanup=swept,
+                 preflight=lambda c: _record(c, ["us-east-1d", "us-east-1f"]))
+    assert [c[2] for c in engine.calls if c[0] == "up"] == ["us-east-1d", "us-east-1f"]
+    assert result.attempts[-1].availability_zone == "us-east-1f"
+
+
+def test_a_bootstrap_that_returns_no_report_fails_up():
+    """No report is no proof the hosts are ready: `up` stops (exit 3) and says the instances
+    bill, rather than printing an endpoint."""
+    audited = []
+    with pytest.raises(CloudError) as caught:
+        _up(_config(), FakeEngine(), preflight=lambda c: _record(c, ["us-east-1a"]),
+            bootstrap=lambda *a, **k: None, audit=lambda kind, **f: audited.append(kind))
+    assert "bootstrap returned no report" in caught.value.message
+    assert "billing" in caught.value.message and caught.value.exit_code == 3
+    assert "up.bootstrap_failed" in audited
