@@ -38,7 +38,7 @@ class WebhookReceiver:
 
     def __init__(self) -> None:
         self.messages: list[dict] = []
-        received = self.messages
+        outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args):
@@ -46,7 +46,8 @@ class WebhookReceiver:
 
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                received.append(json.loads(body))
+                outer.messages.append(json.loads(body))
+                outer.received(outer.messages[-1])
                 self.send_response(200)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
@@ -55,6 +56,9 @@ class WebhookReceiver:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/T000/B000/secret"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def received(self, message: dict) -> None:
+        """Called as each message arrives, before it is answered (a subclass records more)."""
 
     def close(self) -> None:
         self.server.shutdown()

@@ -13,7 +13,7 @@ from botocore.exceptions import ClientError
 from dsinfra import stoppable as R
 
 from .conftest import _spec, hours_later, stack_tags
-from .helpers import check, instance_states
+from .helpers import WebhookReceiver, check, instance_states
 
 
 def _spot(spot_options: dict | None, **tag_args) -> str:
@@ -54,39 +54,18 @@ def test_persistent_spot_with_stop_is_stopped_by_the_budget_rule(aws, state_dir)
     assert instance_states([instance]) == {instance: "stopped"}
 
 
-class StateAtNotice:
+class StateAtNotice(WebhookReceiver):
     """A webhook receiver (loopback) that records each notice with the state moto shows of
     ``watched`` at the moment it arrives: the notice must come while the node still runs."""
 
     def __init__(self) -> None:
-        import json
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
         self.watched: list[str] = []
         self.got: list[tuple[str, dict]] = []
-        outer = self
+        super().__init__()
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
-                outer.got.append((body["text"], instance_states(outer.watched)
-                                  if outer.watched else {}))
-                self.send_response(200)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/T0/B0/secret"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def received(self, message: dict) -> None:
+        self.got.append((message["text"], instance_states(self.watched)
+                         if self.watched else {}))
 
 
 @pytest.fixture
