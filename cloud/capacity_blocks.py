@@ -11,7 +11,8 @@ only, and neither PurchaseCapacityBlock's answer nor DescribeCapacityBlocks hold
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from datetime import datetime
+from typing import Any, TypedDict
 
 from dsinfra.errors import CloudError, ConfigError
 
@@ -19,8 +20,41 @@ ClientFactory = Callable[..., Any]
 UPFRONT_TAG = "dsinfra:upfront-usd"
 
 
+class Reservation(TypedDict):
+    """One capacity reservation as ``describe_reservation`` returns it (JSON-ready: the CLI
+    prints it with ``--json`` as it is, so a TypedDict rather than a dataclass)."""
+
+    id: str
+    type: str  # "default" | "capacity-block"
+    availability_zone: str
+    instance_type: str
+    instance_count: int
+    available_count: int
+    start: datetime | None
+    end: datetime | None
+    state: str
+    tags: dict[str, str]
+
+
+class OfferingRow(TypedDict):
+    """One Capacity Block offering as ``offering_rows`` returns it (``capacity offers --json``
+    prints these rows as they are)."""
+
+    offering_id: str
+    instance_type: str
+    region: str
+    availability_zone: str
+    count: int
+    start: datetime
+    end: datetime
+    duration_hours: float
+    upfront_usd: float
+    currency: str
+    usd_per_instance_hour: float | None
+
+
 def describe_reservation(factory: ClientFactory, region: str, reservation_id: str
-                         ) -> dict[str, Any]:
+                         ) -> Reservation:
     """The reservation as plain values; a reservation AWS does not know is bad input."""
     from botocore.exceptions import BotoCoreError, ClientError
     from botocore.parsers import ResponseParserError
@@ -44,16 +78,16 @@ def describe_reservation(factory: ClientFactory, region: str, reservation_id: st
                           f"a capacity reservation of this account in {region}")
     r = found[0]
     tags = {t["Key"]: t["Value"] for t in r.get("Tags") or []}
-    return {"id": r["CapacityReservationId"], "type": r.get("ReservationType", "default"),
+    return Reservation(**{"id": r["CapacityReservationId"], "type": r.get("ReservationType", "default"),
             "availability_zone": r["AvailabilityZone"], "instance_type": r["InstanceType"],
             "instance_count": int(r["TotalInstanceCount"]),
             "available_count": int(r.get("AvailableInstanceCount", 0)),
             "start": r.get("StartDate"), "end": r.get("EndDate"), "state": r["State"],
-            "tags": tags}
+            "tags": tags})
 
 
 def offering_rows(factory: ClientFactory, region: str, instance_type: str, count: int,
-                  duration_h: int) -> list[dict[str, Any]]:
+                  duration_h: int) -> list[OfferingRow]:
     """DescribeCapacityBlockOfferings in ``region`` as plain rows (``_row``); a refusal or an
     answer that is not AWS's is a ``CloudError`` naming the region."""
     from botocore.exceptions import BotoCoreError, ClientError
@@ -73,18 +107,18 @@ def offering_rows(factory: ClientFactory, region: str, instance_type: str, count
                               "and the region.") from None
 
 
-def _row(offering: dict[str, Any], region: str) -> dict[str, Any]:
+def _row(offering: dict[str, Any], region: str) -> OfferingRow:
     upfront = float(offering["UpfrontFee"])
     count = int(offering["InstanceCount"])
     hours = int(offering["CapacityBlockDurationHours"]) + int(
         offering.get("CapacityBlockDurationMinutes") or 0) / 60
-    return {"offering_id": offering["CapacityBlockOfferingId"],
+    return OfferingRow(**{"offering_id": offering["CapacityBlockOfferingId"],
             "instance_type": offering["InstanceType"], "region": region,
             "availability_zone": offering["AvailabilityZone"], "count": count,
             "start": offering["StartDate"], "end": offering["EndDate"],
             "duration_hours": hours, "upfront_usd": upfront,
             "currency": offering.get("CurrencyCode", "USD"),
-            "usd_per_instance_hour": round(upfront / (count * hours), 4) if hours else None}
+            "usd_per_instance_hour": round(upfront / (count * hours), 4) if hours else None})
 
 
 class PurchaseRefused(Exception):
