@@ -171,6 +171,23 @@ def patch() -> None:
     SpotRequestBackend.cancel_spot_instance_requests = cancel_spot_instance_requests
 
 
+def fast_ids() -> None:
+    """Not a contract, a speed-up: moto's EC2 ids drawn from the same generator (its seedable
+    ``mock_random``) and alphabet (lowercase hex), one ``getrandbits`` per id instead of one
+    ``random.choice`` per character. Each EC2 backend moto creates (per region, again after
+    every test's reset) registers its ~1,400 default AMIs, each with a snapshot and volume:
+    the per-character draws were over half of that start, paid by every test that touched
+    EC2 and once per region by every multi-region check."""
+    import moto.ec2.utils as ec2_utils
+
+    source = ec2_utils.random
+
+    def random_resource_id(size: int = 8) -> str:
+        return f"{source.getrandbits(4 * size):0{size}x}"
+
+    ec2_utils.random_resource_id = random_resource_id
+
+
 def freeze_clock(at: str) -> None:
     """moto's clock stands still at ``at`` (ISO 8601, UTC): resources made one after another
     carry the same timestamps (tests/motoserver.py start(frozen_at=))."""
@@ -188,6 +205,7 @@ if __name__ == "__main__":
         freeze_clock(args[1])
         args = args[2:]
     patch()
+    fast_ids()
     from moto.server import main
 
     main(args)
