@@ -1,8 +1,10 @@
-"""``dsinfra up`` as phases with records between them: validate -> fit -> preflight (doctor) ->
-budget -> pin expiry -> ``pulumi up`` (failing over across zones, ``dsinfra:fallback``
-alternatives and regions: ops/failover.py) -> bootstrap -> health. Every side effect comes in through an argument (the Automation API
-``Engine``, the doctor, bootstrap, the health probe) so the orchestration is tested whole
-without a Pulumi CLI, AWS capacity or GPUs.
+"""``dsinfra up`` as phases with records between them: validate -> fit -> preflight (one typed
+``Preflight`` record, which ``doctor`` renders as checks) -> budget -> pin expiry -> ``pulumi
+up`` (failing over across zones, ``dsinfra:fallback`` alternatives and regions:
+ops/failover.py) -> bootstrap -> health. Every side effect comes in through one typed
+``UpPorts`` object (the Automation API ``Engine``, the preflight, bootstrap, the health probe,
+the enforcer...), so the orchestration is tested whole without a Pulumi CLI, AWS capacity or
+GPUs.
 """
 
 from __future__ import annotations
