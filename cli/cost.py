@@ -51,29 +51,35 @@ def check_command(
         env_seconds(name, os.environ.get(name))
     set_deadline(env_seconds(DEADLINE_ENV, os.environ.get(DEADLINE_ENV)))
     ctx = local_context(region, enforce=enforce, now=parse_now(now))
+    # The ledger's SQLite connection is closed here, not whenever it is collected: a
+    # connection closed later checkpoints into whatever file is then at its path (after
+    # `cost repair` moved a corrupt one aside, or a test replaced it).
     try:
-        result = _run_quietly(ctx, stack, enforce) if as_json else \
-            _run_with_spinner(ctx, stack, enforce)
-    except CloudError as exc:
-        from dsinfra.cloud.notices import notify_unreadable
+        try:
+            result = _run_quietly(ctx, stack, enforce) if as_json else \
+                _run_with_spinner(ctx, stack, enforce)
+        except CloudError as exc:
+            from dsinfra.cloud.notices import notify_unreadable
 
-        if enforce:
-            notify_unreadable(ctx, exc.message)  # a check that cannot read AWS tells someone
-        raise
-    if not stack:
-        record_heartbeat(ctx, result)
-    if enforce and result["region_errors"]:
-        from dsinfra.cloud.notices import notify_unreadable
+            if enforce:
+                notify_unreadable(ctx, exc.message)  # a check that cannot read AWS tells someone
+            raise
+        if not stack:
+            record_heartbeat(ctx, result)
+        if enforce and result["region_errors"]:
+            from dsinfra.cloud.notices import notify_unreadable
 
-        notify_unreadable(ctx, "could not read region(s): " + ", ".join(
-            f"{r} ({why})" for r, why in result["region_errors"].items()))
-    if as_json:
-        from dsinfra.cli.output import print_json
+            notify_unreadable(ctx, "could not read region(s): " + ", ".join(
+                f"{r} ({why})" for r, why in result["region_errors"].items()))
+        if as_json:
+            from dsinfra.cli.output import print_json
 
-        print_json(result)
-    else:
-        _print_check(result)
-    exit_if_failed(result)
+            print_json(result)
+        else:
+            _print_check(result)
+        exit_if_failed(result)
+    finally:
+        ctx.ledger.close()
 
 
 def _run_quietly(ctx, stack: str | None, enforce: bool) -> dict:
