@@ -247,7 +247,8 @@ def audit_command(
 
 def _printable(value: object) -> str:
     """A record's text for a terminal: control and format characters (bidi overrides such as
-    U+202E, which reorder what a person reads, and escape sequences) shown as \\uXXXX."""
+    U+202E, which reorder what a person reads, and escape sequences) shown as a \\u escape
+    of four hex digits, e.g. \\u202e."""
     import unicodedata
 
     text = str(value)
