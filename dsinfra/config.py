@@ -24,6 +24,7 @@ from dsinfra.idle import parse_idle_minutes
 from dsinfra.identifiers import (aws_tag_key_problem, aws_tag_value_problem, exposure_problem,
                                  hf_repo_id_problem, host_text_problem, s3_uri_problem,
                                  sns_topic_arn_ok)
+from dsinfra.replicas import ReplicaBounds, parse_replicas, replicas_problem
 from dsinfra.tiers import TIER_NAMES, TIERS, TierSpec
 
 # Literal[tuple] spells out the tuple's members: the names live in tiers.py and budget.py.
@@ -188,6 +189,9 @@ class StackConfig(_Model):
     region: str = "us-east-1"
     instance_type: str | None = Field(None, alias="instanceType")
     node_count: int | None = Field(None, alias="nodeCount", ge=1, le=64)
+    # Copies of the tier's serving unit behind the load balancer (dsinfra/replicas.py): an
+    # integer, or {min, max} for autoscaling; None: the tier's one unit (nodeCount off EFA).
+    replicas: ReplicaBounds | None = None
     model: str | None = None
     precision: Precision = "bf16"
     max_model_len: int = Field(8192, alias="maxModelLen", ge=256, le=1_048_576)
@@ -240,6 +244,15 @@ class StackConfig(_Model):
         for index, alternative in enumerate(fallback if isinstance(fallback, list) else []):
             _refuse_booleans(alternative, ("nodeCount",), f"fallback.{index}.")
         return _refuse_booleans(values, _NUMERIC_KEYS)
+
+    @field_validator("replicas", mode="before")
+    @classmethod
+    def _replicas(cls, value: Any) -> ReplicaBounds | None:
+        if value is None or isinstance(value, ReplicaBounds):
+            return value
+        if problem := replicas_problem(value):
+            raise _KeyedValueError(*problem)
+        return parse_replicas(value)
 
     @field_validator("idle_minutes", mode="before")
     @classmethod
@@ -417,6 +430,10 @@ class StackConfig(_Model):
             raise _KeyedValueError("fallback", [a.instance_type for a in self.fallback],
                                    "no fallback together with capacityReservationId (the "
                                    "reservation fixes the type and the zone)")
+        if self.replicas is not None and not self.tier_spec.efa and self.node_count not in (None, 1):
+            raise _KeyedValueError("nodeCount", self.node_count,
+                                   f"1 or unset together with replicas: on the {self.tier} tier "
+                                   "a replica is one node, so dsinfra:replicas sets the count")
         if self.idle_minutes and self.engine.name not in idle_engines():
             raise _KeyedValueError("idleMinutes", self.idle_minutes,
                                    f"off (0) for engine {self.engine.name}: idle autostop "

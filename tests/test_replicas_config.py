@@ -1,0 +1,57 @@
+"""Issue 27 item 1: `dsinfra:replicas` is an integer or {min, max} (0 < min <= max); anything
+else stops at the door with one line naming the key, the value and what is allowed."""
+
+from __future__ import annotations
+
+import pytest
+
+from dsinfra.config import parse_stack_config
+from dsinfra.errors import ConfigError
+from dsinfra.replicas import ReplicaBounds, nodes_per_replica, replica_bounds
+
+BUDGET = {"amountUsd": 500}
+
+
+def _stack(tier="prod", **values):
+    return parse_stack_config("s", {"tier": tier, "budget": BUDGET, **values})
+
+
+def test_an_integer_is_a_fixed_count_and_a_mapping_bounds_autoscaling():
+    assert _stack(replicas=3).replicas == ReplicaBounds(3, 3)
+    scaled = _stack(replicas={"min": 1, "max": 4, "coolDownS": 120, "targetWaiting": 2})
+    assert scaled.replicas == ReplicaBounds(1, 4, 120, 2.0) and not scaled.replicas.fixed
+
+
+@pytest.mark.parametrize("value, key, allowed", [
+    ({"min": 3, "max": 2}, "dsinfra:replicas.min", "0 < min <= max"),
+    (0, "dsinfra:replicas", "from 1 to 64"),
+    (65, "dsinfra:replicas", "from 1 to 64"),
+    (True, "dsinfra:replicas", "not true/false"),
+    ({"min": 0, "max": 2}, "dsinfra:replicas.min", "from 1 to 64"),
+    ({"min": 1}, "dsinfra:replicas.max", "required"),
+    ({"min": 1, "max": 2, "coolDownS": 10}, "dsinfra:replicas.coolDownS", "60 to 3600"),
+    ({"min": 1, "max": 2, "targetWaiting": 0}, "dsinfra:replicas.targetWaiting", "above 0"),
+    ({"min": 1, "max": 2, "scale": 1}, "dsinfra:replicas.scale", "known keys"),
+    ("two", "dsinfra:replicas", "{min: N, max: M}"),
+])
+def test_bad_replicas_name_the_key_the_value_and_what_is_allowed(value, key, allowed):
+    with pytest.raises(ConfigError) as raised:
+        _stack(replicas=value)
+    message = str(raised.value)
+    assert key in message and allowed in message and "\n" not in message
+
+
+def test_off_efa_a_replica_is_one_node_so_node_count_cannot_also_count_them():
+    with pytest.raises(ConfigError, match="dsinfra:nodeCount.*replicas"):
+        _stack(replicas=2, nodeCount=2)
+    assert nodes_per_replica(_stack(replicas=2, nodeCount=1)) == 1
+
+
+def test_on_efa_a_replica_is_the_node_group():
+    stack = _stack("distributed", replicas={"min": 1, "max": 2}, nodeCount=2)
+    assert nodes_per_replica(stack) == 2 and replica_bounds(stack) == ReplicaBounds(1, 2)
+
+
+def test_without_the_key_a_stack_runs_what_it_always_ran():
+    assert replica_bounds(_stack(nodeCount=3)) == ReplicaBounds(3, 3)
+    assert replica_bounds(_stack("distributed", nodeCount=4)) == ReplicaBounds(1, 1)
