@@ -36,6 +36,12 @@ class StackOutputs:
     # outputs written before dsinfra created one (those reach nodes as they did then).
     connect_endpoint_id: str | None = None
     connect_endpoint_dns: str | None = None
+    # Replicas (dsinfra/replicas.py, issue 27): the Auto Scaling group that holds them, the
+    # load balancer's target group they register in, and the launch template they boot from.
+    # None on stacks without dsinfra:replicas (their nodes are the `nodes` above).
+    replica_group: str | None = None
+    target_group_arn: str | None = None
+    launch_template_id: str | None = None
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "StackOutputs":
@@ -48,7 +54,10 @@ class StackOutputs:
                    ssh_user=raw.get("ssh_user", "ubuntu"), region=raw.get("region", ""),
                    bastion_id=raw.get("bastion_id"),
                    connect_endpoint_id=(raw.get("connect_endpoint") or {}).get("id"),
-                   connect_endpoint_dns=(raw.get("connect_endpoint") or {}).get("dns_name"))
+                   connect_endpoint_dns=(raw.get("connect_endpoint") or {}).get("dns_name"),
+                   replica_group=(raw.get("replicas") or {}).get("group"),
+                   target_group_arn=(raw.get("replicas") or {}).get("target_group_arn"),
+                   launch_template_id=(raw.get("replicas") or {}).get("launch_template_id"))
 
     @property
     def head(self) -> NodeOutput:
