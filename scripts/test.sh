@@ -29,6 +29,10 @@ fi
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[test]'
+# Byte-compile our own modules once: the suite starts dsinfra in hundreds of subprocesses, and
+# where PYTHONDONTWRITEBYTECODE is set (this machine's shell sets it) each one compiled them
+# again (about 0.3-0.5 s each, measured on `dsinfra plan dev`).
+.venv/bin/python -m compileall -q -j 0 dsinfra cli ops infra cloud bootstrap tests >/dev/null
 # Two workers by default (CI's machine has 2 cores; the test hosts take a subnet per worker);
 # a later -n on the command line wins.
 exec .venv/bin/python -m pytest -n "${DSINFRA_TEST_WORKERS:-2}" "$@"
