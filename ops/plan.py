@@ -19,7 +19,7 @@ from dsinfra.pricer import Described, price_parts
 from dsinfra.config import StackConfig
 from dsinfra.budget import BudgetFit
 from dsinfra.costs import CostEstimate, CostItem, stack_budget_fit
-from dsinfra.errors import UserError
+from dsinfra.errors import DsinfraError, UserError
 
 INSTANCE = "aws:ec2/instance:Instance"
 LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
@@ -406,8 +406,14 @@ def refuse_replicas_over_budget(plan: Plan) -> None:
     from dsinfra.replicas import ReplicaBounds, replicas_within_budget
 
     bounds = plan.config.replicas
-    if bounds is None or plan.replica_costs is None:
+    if bounds is None:
         return
+    if plan.replica_costs is None:
+        # Money fails safe: a replica that cannot be priced is never taken as fitting.
+        raise DsinfraError(
+            f"cannot price a replica of stack {plan.config.stack!r}: the plan names no "
+            f"instance under a {GPU_NODE_POOL} component (ops/plan.py replica_costs reads "
+            "which resources scale from there); nothing was compared to the budget")
     at_min = plan.replica_fit(bounds.min)
     if at_min.fits:
         return

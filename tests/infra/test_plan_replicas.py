@@ -191,3 +191,20 @@ def test_a_budget_that_holds_no_replica_says_none_fits():
                      budget={"amountUsd": 100, "period": "month", "onExceed": "stop"})
     with pytest.raises(ConfigError, match=r"dsinfra:replicas: 1; allowed: none: the budget "):
         refuse_replicas_over_budget(plan_for_config(config))
+
+
+def test_a_replica_that_cannot_be_priced_is_a_loud_bug_never_a_fit():
+    """If the program stops declaring the pool's nodes (say an Auto Scaling group replaces
+    them) and nothing here learns to price that, plan must fail, not pass the budget."""
+
+    from dsinfra.errors import EXIT_BUG, DsinfraError
+    from dsinfra.ops.plan import Plan
+
+    plan = plan_for_config(_config("dev", replicas={"min": 1, "max": 2}, budget=ROOMY))
+    orphaned = [{**r, "parent": ""} for r in plan.resources]
+    blind = Plan(config=plan.config, offline=True, resources=orphaned,
+                 items=price_resources(orphaned, plan.config.region))
+    assert blind.replicas is None
+    with pytest.raises(DsinfraError, match="cannot price a replica") as caught:
+        refuse_replicas_over_budget(blind)
+    assert caught.value.exit_code == EXIT_BUG
