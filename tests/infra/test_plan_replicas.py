@@ -196,7 +196,6 @@ def test_a_budget_that_holds_no_replica_says_none_fits():
 def test_a_replica_that_cannot_be_priced_is_a_loud_bug_never_a_fit():
     """If the program stops declaring the pool's nodes (say an Auto Scaling group replaces
     them) and nothing here learns to price that, plan must fail, not pass the budget."""
-
     from dsinfra.errors import EXIT_BUG, DsinfraError
     from dsinfra.ops.plan import Plan
 
