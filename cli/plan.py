@@ -100,6 +100,7 @@ def render_plan(plan) -> None:
                 out=out)
     _print_inbound(plan, out)
     _print_cost(plan, out)
+    _print_replicas(plan, out)
     if plan.spot:
         out.print(_spot_text(plan.spot))
     out.print(Panel(_budget_text(plan), title="budget",
@@ -144,6 +145,50 @@ def _print_cost(plan, out) -> None:  # noqa: ANN001 - a rich Console
                 title_justify="left", out=out)
 
 
+def replica_rows(view: dict) -> list[tuple[str, dict]]:
+    """min, max and, where max does not fit, the cap: (label, priced count)."""
+    rows = [("min", view["at_min"]), ("max", view["at_max"])]
+    if view["capped_at"] is not None:
+        rows.append(("cap", view["at_cap"]))
+    return rows
+
+
+def _print_replicas(plan, out) -> None:  # noqa: ANN001 - a rich Console
+    """Min and max replicas each priced, shown where the stack sets dsinfra:replicas (every
+    plan's --json carries the view)."""
+    from dsinfra.cli.output import Col, print_table
+
+    view = plan.replicas
+    if view is None or not view["configured"]:
+        return
+    verdicts = {"min": "fits" if view["fits_at_min"] else "OVER BUDGET",
+                "max": "fits" if view["fits_at_max"] else "over: capped",
+                "cap": "largest that fits"}
+    rows = [[label, str(at["replicas"]), str(at["nodes"]), f"{at['hourly_usd']:,.4f}",
+             f"{at['monthly_usd']:,.2f}", f"${at['compared_usd']:,.2f}", verdicts[label]]
+            for label, at in replica_rows(view)]
+    print_table([Col("replicas"), Col("count", justify="right"),
+                 Col("nodes", justify="right"), Col("$/hour", justify="right"),
+                 Col("$/month", justify="right"), Col("compared", justify="right"),
+                 Col("budget", wraps=True)], rows,
+                title=f"replicas (a replica: {view['nodes_per_replica']} node(s) at "
+                      f"${view['replica_hourly_usd']:,.4f}/hour; shared once: "
+                      f"${view['shared_hourly_usd']:,.4f}/hour)", title_justify="left",
+                out=out)
+
+
+def replicas_line(view: dict, amount_usd: float) -> str:
+    """What the budget panel says about replicas: max fits, or the cap the autoscaler keeps."""
+    at_max = view["at_max"]
+    if view["fits_at_max"]:
+        return (f"Replicas: max {view['max']} fits (${at_max['compared_usd']:,.2f} "
+                f"{view['budget_basis']}); the autoscaler may scale to it.")
+    return (f"Replicas: max {view['max']} does NOT fit (${at_max['compared_usd']:,.2f} "
+            f"{view['budget_basis']}, over the ${amount_usd:,.2f} budget): the autoscaler "
+            f"is capped at {view['capped_at']} replica(s), the largest count that fits, and "
+            "never scales past it.")
+
+
 def _spot_text(quote) -> str:
     """A spot stack's price now beside the on-demand one the cost table counts (a ceiling)."""
     on_demand = f"on-demand ${quote.on_demand_hourly_usd:,.4f}/hour per node"
@@ -164,6 +209,8 @@ def _budget_text(plan) -> str:
         lines.append(f"The {config.ttl_hours:g} h TTL does not bound spend: when it runs out "
                      "the guard only notifies (onExceed notify, or a protected stack).")
     lines += _block_lines(config)
+    if (view := plan.replicas) is not None and view["configured"] and view["fits_at_min"]:
+        lines.append(replicas_line(view, budget.amount_usd))
     lines.append(_idle_text(plan.idle_autostop))
     if (stop := _stop_text(plan.stop_means)):
         lines.append(stop)

@@ -12,7 +12,8 @@ import re
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_serializer,
+                      field_validator, model_validator)
 
 from dsinfra.blocks import CapacityBlock, block_fit_problem
 from dsinfra import budget_actions
@@ -253,6 +254,15 @@ class StackConfig(_Model):
         if problem := replicas_problem(value):
             raise _KeyedValueError(*problem)
         return parse_replicas(value)
+
+    @field_serializer("replicas")
+    def _replicas_as_written(self, value: ReplicaBounds | None) -> dict[str, Any] | None:
+        """Dumped in the stack file's spelling, so a dumped config parses again (plan's and
+        doctor's offline run of a config that is not a stack file dumps it)."""
+        if value is None:
+            return None
+        return {"min": value.min, "max": value.max, "coolDownS": value.cool_down_s,
+                "targetWaiting": value.target_waiting}
 
     @field_validator("idle_minutes", mode="before")
     @classmethod

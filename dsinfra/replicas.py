@@ -12,6 +12,7 @@ infrastructure and the autoscaler read it from here.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the config imports this module, not the other way round at run time
@@ -100,3 +101,18 @@ def replica_bounds(config: "StackConfig") -> ReplicaBounds:
         return config.replicas
     count = 1 if config.tier_spec.efa else config.resolved_node_count
     return ReplicaBounds(count, count)
+
+
+def replicas_within_budget(bounds: ReplicaBounds, fits: Callable[[int], bool]) -> int | None:
+    """The largest replica count from ``bounds.min`` to ``bounds.max`` whose cost ``fits`` the
+    budget, or None when not even ``bounds.min`` fits. The count the autoscaler never scales
+    past, and what ``plan`` shows as the cap where max does not fit.
+
+    ``fits(count)`` is the caller's budget rule at that count (``plan``: the one budget-fit rule
+    ``dsinfra.costs.stack_budget_fit`` over the priced stack at ``count`` replicas): the rule
+    stays in one place and this stays pure. Counts are tried from max down, so the answer is
+    the largest count that fits even if ``fits`` were not monotonic."""
+    for count in range(bounds.max, bounds.min - 1, -1):
+        if fits(count):
+            return count
+    return None

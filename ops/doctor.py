@@ -173,7 +173,8 @@ def run_preflight(config: "StackConfig | None", *, client_factory: ClientFactory
         if config.model_cache:
             checks.append(check_weights_mirror(config, factory))
     checks.append(check_access(config))
-    estimate = estimate or estimate_stack_cost(config)
+    estimate = _refuse_replicas_over_budget(config, estimate) or estimate or \
+        estimate_stack_cost(config)
     budget = budget_verdict(config, estimate)
     checks.append(budget.check())
     return Preflight(DoctorReport(config.stack, checks), config=config, block_state=state,
@@ -342,6 +343,20 @@ def check_access(config: "StackConfig") -> Check:
            "(IAM: ec2-instance-connect:SendSSHPublicKey)")
     return Check("SSH access", "pass", f"{how}; SSH through the stack's EC2 Instance Connect "
                  f"Endpoint on port 22 (IAM: ec2-instance-connect:OpenTunnel){opened}")
+
+
+def _refuse_replicas_over_budget(config: "StackConfig", estimate: CostEstimate | None
+                                 ) -> CostEstimate | None:
+    """A stack with ``dsinfra:replicas`` whose budget cannot hold its min replicas stops here
+    with one line (``ConfigError``, exit 2), as plan refuses it; returns the plan's estimate
+    (at min replicas) where one was made and none was given."""
+    if config.replicas is None:
+        return None
+    from dsinfra.ops.plan import plan_for_config, refuse_replicas_over_budget
+
+    plan = plan_for_config(config)
+    refuse_replicas_over_budget(plan)
+    return None if estimate is not None else plan.estimate
 
 
 def estimate_stack_cost(config: "StackConfig") -> CostEstimate:

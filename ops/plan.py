@@ -9,6 +9,7 @@ that list and the dated catalog, so both paths are priced by the same rules.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from dsinfra.pricer import Described, price_parts
 from dsinfra.config import StackConfig
 from dsinfra.budget import BudgetFit
 from dsinfra.costs import CostEstimate, CostItem, stack_budget_fit
-from dsinfra.errors import UserError
+from dsinfra.errors import DsinfraError, UserError
 
 INSTANCE = "aws:ec2/instance:Instance"
 LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
@@ -93,11 +94,14 @@ def describe(res: dict[str, Any], resources: list[dict[str, Any]],
     return []
 
 
-def price_resources(resources: list[dict[str, Any]], region: str) -> list[LineItem]:
-    """Price every billable resource; ``resources`` are ``{type, name, inputs, parent}``."""
+def price_resources(resources: list[dict[str, Any]], region: str,
+                    context: list[dict[str, Any]] | None = None) -> list[LineItem]:
+    """Price every billable resource; ``resources`` are ``{type, name, inputs, parent}``,
+    ``context`` the whole program's (a node's launch template is its sibling there)."""
     items: list[LineItem] = []
     for res in resources:
-        for described in describe(res, resources, region):
+        for described in describe(res, context if context is not None else resources,
+                                  region):
             name = res["name"] if described.kind != "volume" else f"{res['name']} root volume"
             try:
                 items += _items(name, res["type"], described)
@@ -105,6 +109,73 @@ def price_resources(resources: list[dict[str, Any]], region: str) -> list[LineIt
                 raise UserError(f"no price for instance type {described.instance_type!r} in "
                                 f"{region}") from None
     return items
+
+
+GPU_NODE_POOL = "dsinfra:nodes:GpuNodePool"
+
+
+def _in_node_pool(res: dict[str, Any]) -> bool:
+    """A resource of the GPU node pool: its parent's URN names a ``GpuNodePool`` component
+    (``urn:pulumi:STACK::PROJECT::[PARENT$]dsinfra:nodes:GpuNodePool::NAME``)."""
+    parent = res.get("parent") or ""
+    return "::" in parent and parent.split("::")[-2].split("$")[-1] == GPU_NODE_POOL
+
+
+@dataclass(frozen=True)
+class ReplicaCosts:
+    """The stack priced per replica count (issue 27): what is shared (network, NAT gateway,
+    load balancer, endpoint, bastion) counted once, and a replica (``nodes_per_replica``
+    nodes of the GPU node pool, each with what the pricer bills for it: compute, public IPv4,
+    root volume) counted per replica. Both come from the program's own resources and the one
+    pricer (``describe`` -> ``price_parts``); nothing here is a price rule of its own."""
+
+    bounds: Any  # dsinfra.replicas.ReplicaBounds
+    nodes_per_replica: int
+    shared: tuple[LineItem, ...]
+    node: tuple[LineItem, ...]  # one node of the pool: the head as the program declares it
+
+    @property
+    def node_hourly_usd(self) -> float:
+        return sum(i.hourly_usd for i in self.node)
+
+    @property
+    def shared_hourly_usd(self) -> float:
+        return sum(i.hourly_usd for i in self.shared)
+
+    @property
+    def replica_hourly_usd(self) -> float:
+        return self.node_hourly_usd * self.nodes_per_replica
+
+    def items_at(self, replicas: int) -> list[LineItem]:
+        """The priced items of the stack running ``replicas`` replicas."""
+        return [*self.shared, *(self.node * (replicas * self.nodes_per_replica))]
+
+    def hourly_at(self, replicas: int) -> float:
+        return round(sum(i.hourly_usd for i in self.items_at(replicas)), 6)
+
+    def estimate_at(self, replicas: int, notes: list[str] | None = None) -> CostEstimate:
+        items = self.items_at(replicas)
+        return CostEstimate([CostItem(i.name, i.type, i.hourly_usd, i.note,
+                                      i.billed_while_stopped) for i in items],
+                            min((i.as_of for i in items), default=date.today()),
+                            list(notes or []))
+
+
+def replica_costs(config: StackConfig, resources: list[dict[str, Any]],
+                  region: str) -> ReplicaCosts | None:
+    """The stack's resources split into shared and one node of the GPU node pool (which
+    resources scale is read from the program: the pool's children), or None where the
+    resources name no pool node to price (a preview without parents)."""
+    from dsinfra.replicas import nodes_per_replica, replica_bounds
+
+    pool = [r for r in resources if _in_node_pool(r)]
+    nodes = [r for r in pool if r["type"] == INSTANCE]
+    if not nodes:
+        return None
+    shared = [r for r in resources if not _in_node_pool(r)]
+    return ReplicaCosts(replica_bounds(config), nodes_per_replica(config),
+                        tuple(price_resources(shared, region, context=resources)),
+                        tuple(price_resources(nodes[:1], region, context=resources)))
 
 
 def _sibling_template(instance: dict[str, Any], resources: list[dict[str, Any]]):
@@ -154,9 +225,66 @@ class Plan:
     def prices_as_of(self) -> date | None:
         return min((i.as_of for i in self.items), default=None)
 
+    @cached_property
+    def replica_costs(self) -> ReplicaCosts | None:
+        return replica_costs(self.config, self.resources, self.config.region)
+
+    def replica_fit(self, replicas: int) -> BudgetFit:
+        """The one budget rule (``stack_budget_fit``) over the stack at ``replicas``."""
+        assert self.replica_costs is not None
+        return stack_budget_fit(self.config, self.replica_costs.estimate_at(replicas))
+
+    @cached_property
+    def replicas(self) -> dict[str, Any] | None:
+        """Min and max replicas, each priced and held to the budget, and the cap: the largest
+        count that fits (``replicas_within_budget``), which the autoscaler never scales past.
+        None where the resources name no node to price (a preview without parents)."""
+        from dsinfra.replicas import replicas_within_budget
+
+        costs = self.replica_costs
+        if costs is None:
+            return None
+        bounds, per = costs.bounds, costs.nodes_per_replica
+        fits: dict[int, BudgetFit] = {}
+
+        def fit(n: int) -> BudgetFit:
+            if n not in fits:
+                fits[n] = self.replica_fit(n)
+            return fits[n]
+
+        largest = replicas_within_budget(bounds, lambda n: fit(n).fits)
+
+        def at(n: int) -> dict[str, Any]:
+            items = costs.items_at(n)
+            return {"replicas": n, "nodes": n * per, "hourly_usd": costs.hourly_at(n),
+                    "monthly_usd": round(sum(i.monthly_usd for i in items), 6),
+                    "compared_usd": round(fit(n).compared_usd, 2), "fits": fit(n).fits}
+
+        verdict = ("fits at max" if largest == bounds.max else
+                   "capped" if largest is not None else "min over budget")
+        return {"configured": self.config.replicas is not None,
+                "min": bounds.min, "max": bounds.max, "fixed": bounds.fixed,
+                "cool_down_s": bounds.cool_down_s, "target_waiting": bounds.target_waiting,
+                "nodes_per_replica": per,
+                "scales": [i.name for i in costs.node], "shared": [i.name for i in costs.shared],
+                "node_hourly_usd": round(costs.node_hourly_usd, 6),
+                "replica_hourly_usd": round(costs.replica_hourly_usd, 6),
+                "shared_hourly_usd": round(costs.shared_hourly_usd, 6),
+                "at_min": at(bounds.min), "at_max": at(bounds.max),
+                "at_cap": at(largest) if largest is not None and largest < bounds.max
+                else None,
+                "budget_basis": fit(bounds.max).basis,
+                "fits_at_min": fit(bounds.min).fits, "fits_at_max": fit(bounds.max).fits,
+                "capped_at": largest if largest is not None and largest < bounds.max else None,
+                "verdict": verdict}
+
     @property
     def estimate(self) -> CostEstimate:
-        """The same numbers in the shared cost record other commands use."""
+        """The same numbers in the shared cost record other commands use. A stack with
+        ``dsinfra:replicas`` is estimated at its min replicas: what ``up`` launches and what
+        ``doctor`` and ``up`` hold to the budget (its max is plan's replicas view)."""
+        if self.config.replicas is not None and self.replica_costs is not None:
+            return self.replica_costs.estimate_at(self.config.replicas.min, list(self.notes))
         return CostEstimate([CostItem(i.name, i.type, i.hourly_usd, i.note,
                                       i.billed_while_stopped) for i in self.items],
                             self.prices_as_of or date.today(), list(self.notes))
@@ -257,6 +385,7 @@ class Plan:
                        "ttl_enforced": fit.ttl_enforced,
                        "compared_hours": fit.window_hours, "running_hours": fit.running_hours,
                        "compared_usd": round(fit.compared_usd, 2), "fits": fit.fits},
+            "replicas": self.replicas,
             "idle_autostop": self.idle_autostop,
             "stop_means": self.stop_means,
             "outputs": self.outputs,
@@ -266,6 +395,39 @@ class Plan:
             "capacity_block": capacity_block_view(self.config),
             "spot": self.spot.as_dict() if self.spot else None,
         }
+
+
+def refuse_replicas_over_budget(plan: Plan) -> None:
+    """The door (plan, doctor, up): a stack with ``dsinfra:replicas`` whose budget cannot
+    hold its min replicas is bad input, one line naming the value and what fits (the
+    autoscaler could never start it within budget). A max over budget is not refused:
+    the autoscaler is capped at what fits, and plan says so."""
+    from dsinfra.errors import ConfigError
+    from dsinfra.replicas import ReplicaBounds, replicas_within_budget
+
+    bounds = plan.config.replicas
+    if bounds is None:
+        return
+    if plan.replica_costs is None:
+        # Money fails safe: a replica that cannot be priced is never taken as fitting.
+        raise DsinfraError(
+            f"cannot price a replica of stack {plan.config.stack!r}: the plan names no "
+            f"instance under a {GPU_NODE_POOL} component (ops/plan.py replica_costs reads "
+            "which resources scale from there); nothing was compared to the budget")
+    at_min = plan.replica_fit(bounds.min)
+    if at_min.fits:
+        return
+    value = bounds.min if bounds.fixed else {"min": bounds.min, "max": bounds.max}
+    budget = plan.config.budget
+    held = f"${budget.amount_usd:,.2f} per {budget.period}"
+    fitting = replicas_within_budget(ReplicaBounds(1, bounds.min - 1),
+                                     lambda n: plan.replica_fit(n).fits) \
+        if bounds.min > 1 else None
+    allowed = (f"at most {fitting} replica(s) within the budget {held}" if fitting else
+               f"none: the budget {held} holds no replica")
+    raise ConfigError("dsinfra:replicas", value, (
+        f"{allowed} ({bounds.min} replica(s) compare at ${at_min.compared_usd:,.2f} "
+        f"{at_min.basis}); lower the min or raise dsinfra:budget.amountUsd"))
 
 
 def capacity_block_view(config: StackConfig) -> dict[str, Any] | None:
@@ -308,10 +470,12 @@ def build_plan(stack: str, *, live: bool = False, project_dir: Path | None = Non
         run = _run_offline(stack, read_stack_values(stack_file(stack, project)))
         resources = [{**r.as_dict(), "parent": r.parent} for r in run.resources]
         outputs = run.outputs
-    return Plan(config=config, offline=not live, resources=resources,
+    plan = Plan(config=config, offline=not live, resources=resources,
                 items=price_resources(resources, config.region), outputs=outputs,
                 containers=engine_containers(config, outputs),
                 spot=_spot_quote(config, live, ec2_for))
+    refuse_replicas_over_budget(plan)
+    return plan
 
 
 def _spot_quote(config: StackConfig, live: bool, ec2_for):

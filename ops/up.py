@@ -177,6 +177,7 @@ def bring_up(config: "StackConfig", engine: "Engine", *, options: UpOptions | No
     _refuse_no_way_in(config)
     phase("fit", "checking the model fits the instances")
     check_stack_fits(config)
+    _refuse_replicas_over_budget(config)
     preflight = (ports.preflight or (lambda c: _run_preflight(c, now)))(config)
     config = _launchable(preflight, now or datetime.now(timezone.utc), phase)
     report = preflight.report
@@ -319,6 +320,17 @@ def _budget_gate(preflight: "Preflight", force: bool) -> float:
         raise UserError(f"the estimate is over the budget: {budget.detail}; nothing was "
                         "created", hint=f"{budget.fix}.")
     return monthly
+
+
+def _refuse_replicas_over_budget(config: "StackConfig") -> None:
+    """Before preflight and before anything is created: a budget that cannot hold the min
+    replicas is bad input (ops/plan.py's door, which plan and doctor apply too). ``--force``
+    does not pass it: the autoscaler could never keep min replicas within the budget."""
+    if config.replicas is None:
+        return
+    from dsinfra.ops.plan import plan_for_config, refuse_replicas_over_budget
+
+    refuse_replicas_over_budget(plan_for_config(config))
 
 
 def refuse_expired(config: "StackConfig", now: datetime) -> None:
