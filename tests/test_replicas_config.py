@@ -48,8 +48,35 @@ def test_off_efa_a_replica_is_one_node_so_node_count_cannot_also_count_them():
 
 
 def test_on_efa_a_replica_is_the_node_group():
-    stack = _stack("distributed", replicas={"min": 1, "max": 2}, nodeCount=2)
-    assert nodes_per_replica(stack) == 2 and replica_bounds(stack) == ReplicaBounds(1, 2)
+    stack = _stack("distributed", replicas={"min": 2, "max": 2}, nodeCount=2)
+    assert nodes_per_replica(stack) == 2 and replica_bounds(stack) == ReplicaBounds(2, 2)
+
+
+def test_on_efa_only_a_fixed_count_of_node_groups_is_allowed():
+    """An Auto Scaling group launches and replaces single instances; a replica on distributed
+    is a ranked node group one engine spans, so its count is fixed (docs/replicas.md)."""
+    with pytest.raises(ConfigError) as raised:
+        _stack("distributed", replicas={"min": 1, "max": 2}, nodeCount=2)
+    message = str(raised.value)
+    assert "dsinfra:replicas.min" in message and "equal to replicas.max (2)" in message
+    assert "\n" not in message
+
+
+def test_spot_replicas_launch_from_one_time_requests():
+    """CloudFormation's SpotOptions reference: with an Auto Scaling group use one-time
+    requests; the group replaces an interrupted replica itself."""
+    with pytest.raises(ConfigError, match="dsinfra:spotInterruption.*terminate"):
+        _stack("dev", replicas=2, spot=True)
+    assert _stack("dev", replicas=2, spot=True, spotInterruption="terminate").spot
+
+
+def test_a_replica_image_is_an_ami_of_a_replica_stack():
+    assert _stack(replicas=2, replicaImage="ami-0123456789abcdef0").replica_image == \
+        "ami-0123456789abcdef0"
+    with pytest.raises(ConfigError, match="dsinfra:replicaImage.*only together with replicas"):
+        _stack(replicaImage="ami-0123456789abcdef0")
+    with pytest.raises(ConfigError, match="dsinfra:replicaImage"):
+        _stack(replicas=2, replicaImage="img-1")
 
 
 def test_without_the_key_a_stack_runs_what_it_always_ran():
