@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from dsinfra.errors import CloudError, UserError
+from dsinfra.errors import CloudError, DsinfraError, UserError
 from dsinfra.outputs import StackOutputs
 from dsinfra.tags import merge_tags
 
@@ -132,7 +132,17 @@ def bake(config: "StackConfig", engine: "Engine", *, audit: AuditSink | None = N
             images.release_health_checks(region, group)
     except CloudError as exc:
         raise failed(exc, instance_id=instance, image_id=image_id) from None
-    engine.set_config(stack, CONFIG_KEY, image_id)
+    try:
+        engine.set_config(stack, CONFIG_KEY, image_id)
+    except DsinfraError as exc:  # the image exists: say which, and how to finish by hand
+        audit("bake-failed", stack=stack, group=group, instance_id=instance, image_id=image_id,
+              reason=f"{CONFIG_KEY} not written: {exc.message}")
+        if notify:
+            notify(f"dsinfra: image bake of {stack} failed",
+                   f"{image_id} is available but {CONFIG_KEY} was not written: {exc.message}")
+        raise CloudError(f"image {image_id} is available but {CONFIG_KEY} was not written: "
+                         f"{exc.message}", hint=f"pulumi config set {CONFIG_KEY} {image_id} "
+                         f"--stack {stack}") from None
     audit("bake-done", stack=stack, image_id=image_id, instance_id=instance, group=group,
           snapshot_ids=list(state.snapshot_ids), config_key=CONFIG_KEY)
     return BakeResult(stack, image_id, instance, group, state.snapshot_ids, waited)

@@ -16,7 +16,8 @@ from dsinfra.infra.nodes import ENGINE_UNIT, ROLE_TAG
 from dsinfra.infra.security import METRICS_NAMESPACE
 from dsinfra.outputs import StackOutputs
 from dsinfra.tags import REQUIRED_TAG_KEYS, contract_tags
-from offline_stacks import OFFICE, REPLICA_STACKS, SHIPPED, VARIANTS, config_of
+from offline_stacks import (OFFICE, PROJECT_DIR, REPLICA_STACKS, SHIPPED, VARIANTS,
+                            config_of)
 
 GROUP = "aws:autoscaling/group:Group"
 TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
@@ -250,3 +251,29 @@ def test_the_deployers_policy_covers_the_group_with_changes_on_the_stack_tag(run
     assert change["Condition"] == {"Null": {"aws:ResourceTag/dsinfra:stack": "false"}}
     assert statements["PassRolesToTheirServices"]["Condition"] == {
         "StringEquals": {"iam:PassedToService": ["ec2.amazonaws.com"]}}
+
+
+def test_iam_policy_for_a_project_with_a_replica_stack_covers_the_group_and_the_bake(tmp_path):
+    """End to end through ops/iam.py: the offline run of the project's replica stack brings the
+    group's row, the source scan of cloud/images.py the bake's calls; the bake's changes to
+    the group are conditioned on the stack tag, like every change."""
+    import yaml
+
+    from dsinfra.ops.iam import iam_policies
+    from dsinfra.stackfiles import stack_file
+
+    (tmp_path / "stacks").mkdir()
+    (tmp_path / "Pulumi.yaml").write_text("name: dsinfra\nruntime: python\n")
+    document = yaml.safe_load(stack_file("prod", PROJECT_DIR).read_text())
+    document["config"]["dsinfra:replicas"] = {"min": 1, "max": 2}
+    (tmp_path / "stacks" / "Pulumi.rp.yaml").write_text(yaml.safe_dump(document))
+    statements = [s for part in iam_policies(tmp_path) for s in part["Statement"]]
+    granted = {a: s for s in statements for a in s["Action"]}
+    for action in ("autoscaling:CreateAutoScalingGroup", "ec2:CreateImage", "ec2:DescribeImages",
+                   "ec2:DescribeVolumes", "elasticloadbalancing:DescribeTargetHealth",
+                   "autoscaling:DescribeAutoScalingGroups"):
+        assert granted[action]["Resource"] == "*" and "Condition" not in granted[action], action
+    for action in ("autoscaling:SuspendProcesses", "autoscaling:ResumeProcesses",
+                   "autoscaling:UpdateAutoScalingGroup", "autoscaling:DeleteAutoScalingGroup"):
+        assert granted[action]["Condition"] == {
+            "Null": {"aws:ResourceTag/dsinfra:stack": "false"}}, action

@@ -245,3 +245,22 @@ def test_a_bake_that_outlasts_its_wait_names_the_image_and_writes_nothing(aws, p
              sleep=lambda s: now.__setitem__(0, now[0] + s), clock=lambda: now[0])
     assert "describe-images --image-ids ami-" in raised.value.hint
     assert engine.config == {}
+
+
+def test_a_config_that_cannot_be_written_names_the_available_image(aws, project, monkeypatch):
+    import dsinfra.cli.image_cmd as image_cmd
+    from dsinfra.errors import CloudError as EngineFailed
+
+    class Refusing(BakeEngine):
+        def set_config(self, stack, key, value):
+            raise EngineFailed("pulumi config set failed: the stack is locked")
+
+    made = Refusing(_replica_group())
+    monkeypatch.setattr(image_cmd, "make_engine", lambda p: made)
+    result = CliRunner().invoke(app, ["image", "bake", "r"])
+    assert result.exit_code == 3, result.output
+    (image,) = _own_images()
+    assert f"image {image['ImageId']} is available but dsinfra:replicaImage was not written" \
+        in result.stderr
+    assert f"pulumi config set dsinfra:replicaImage {image['ImageId']} --stack r" in result.stderr
+    assert [r["kind"] for r in _audit(project)][-1] == "bake-failed"
