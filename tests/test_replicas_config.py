@@ -82,3 +82,15 @@ def test_a_replica_image_is_an_ami_of_a_replica_stack():
 def test_without_the_key_a_stack_runs_what_it_always_ran():
     assert replica_bounds(_stack(nodeCount=3)) == ReplicaBounds(3, 3)
     assert replica_bounds(_stack("distributed", nodeCount=4)) == ReplicaBounds(1, 1)
+
+
+def test_replicas_in_a_capacity_block_fit_the_block_at_max():
+    block = {"availabilityZone": "us-east-1c", "instanceType": "p5.48xlarge",
+             "instanceCount": 4, "start": "2030-01-07T11:30:00Z", "end": "2030-01-09T11:30:00Z"}
+    values = {"capacityReservationId": "cr-0b10c0000000000a2", "capacityBlock": block,
+              "instanceType": "p5.48xlarge"}
+    assert _stack(replicas={"min": 1, "max": 4}, **values).replicas.max == 4
+    with pytest.raises(ConfigError, match=r"dsinfra:replicas\.max.*at most 4"):
+        _stack(replicas={"min": 1, "max": 5}, **values)
+    with pytest.raises(ConfigError, match=r"dsinfra:replicas\.max.*at most 2.*2 per replica"):
+        _stack("distributed", replicas=3, nodeCount=2, **values)
