@@ -144,7 +144,7 @@ def test_dev_spot_replicas_launch_from_one_time_requests(runs):
 
 
 def test_replicas_boot_the_baked_image_and_start_the_engine_unit(runs):
-    from dsinfra.bootstrap.engine import UNIT_NAME
+    from dsinfra.bootstrap.engine import UNIT_NAME, UNIT_PATH
 
     assert ENGINE_UNIT == UNIT_NAME
     baked = _one(runs["prod-replicas"], TEMPLATE)
@@ -152,6 +152,7 @@ def test_replicas_boot_the_baked_image_and_start_the_engine_unit(runs):
     assert "imageId" not in baked.ignore_changes  # a new bake is what the next replica boots
     script = base64.b64decode(baked.inputs["userData"]).decode()
     assert f"systemctl enable --now {ENGINE_UNIT}" in script
+    assert f"if [ -f {UNIT_PATH} ]" in script  # where bootstrap installs the unit
     unbaked = _one(runs["dev-replicas"], TEMPLATE)
     assert "imageId" in unbaked.ignore_changes  # the DLAMI's monthly move replaces nothing
     assert ENGINE_UNIT not in base64.b64decode(unbaked.inputs["userData"]).decode()
