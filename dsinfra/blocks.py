@@ -107,6 +107,15 @@ def block_fit_problem(config: "StackConfig") -> tuple[str, object, str] | None:
                 f"at most {block.instance_count}: Capacity Block "
                 f"{config.capacity_reservation_id} holds {block.instance_count}x "
                 f"{block.instance_type}")
+    if config.replicas is not None:
+        from dsinfra.replicas import nodes_per_replica
+
+        per = nodes_per_replica(config)
+        if config.replicas.max * per > block.instance_count:
+            return ("replicas.max", config.replicas.max,
+                    f"at most {block.instance_count // per}: Capacity Block "
+                    f"{config.capacity_reservation_id} holds {block.instance_count}x "
+                    f"{block.instance_type}, {per} per replica")
     if config.availability_zone and config.availability_zone != block.availability_zone:
         return ("availabilityZone", config.availability_zone,
                 f"{block.availability_zone} (the Capacity Block's zone) or no value")

@@ -215,6 +215,10 @@ class StackConfig(_Model):
     bastion: bool = False
     root_volume_gib: int = Field(200, alias="rootVolumeGiB", ge=30, le=16384)
     ami_id: str | None = Field(None, alias="amiId", pattern=r"^ami-[0-9a-f]{8,17}$")
+    # The image `dsinfra image bake` made from a bootstrapped replica (issue 27): the replicas'
+    # launch template boots it, so a new replica serves without a fabric bootstrap.
+    replica_image: str | None = Field(None, alias="replicaImage",
+                                      pattern=r"^ami-[0-9a-f]{8,17}$")
     availability_zone: str | None = Field(None, alias="availabilityZone")
     spot: bool = False
     # What an interruption does to a spot node, and so which request it launches from
@@ -444,6 +448,22 @@ class StackConfig(_Model):
             raise _KeyedValueError("nodeCount", self.node_count,
                                    f"1 or unset together with replicas: on the {self.tier} tier "
                                    "a replica is one node, so dsinfra:replicas sets the count")
+        if self.replicas is not None and self.tier_spec.efa and not self.replicas.fixed:
+            raise _KeyedValueError("replicas.min", self.replicas.min,
+                                   f"equal to replicas.max ({self.replicas.max}) on the "
+                                   f"{self.tier} tier: a replica there is a node group that "
+                                   "one engine spans over EFA, and an Auto Scaling group "
+                                   "launches and replaces single instances, never a ranked "
+                                   "group (docs/replicas.md)")
+        if self.replicas is not None and self.spot and self.spot_interruption != "terminate":
+            raise _KeyedValueError("spotInterruption", self.spot_interruption,
+                                   "terminate together with replicas and spot: an Auto "
+                                   "Scaling group launches spot from one-time requests only "
+                                   "and replaces an interrupted replica itself")
+        if self.replica_image and self.replicas is None:
+            raise _KeyedValueError("replicaImage", self.replica_image,
+                                   "a value only together with replicas (the image the "
+                                   "replicas' launch template boots; dsinfra image bake)")
         if self.idle_minutes and self.engine.name not in idle_engines():
             raise _KeyedValueError("idleMinutes", self.idle_minutes,
                                    f"off (0) for engine {self.engine.name}: idle autostop "

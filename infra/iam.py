@@ -140,6 +140,25 @@ RESOURCE_ACTIONS: dict[str, ResourceActions] = {
         ["elasticloadbalancing:DescribeListeners", "elasticloadbalancing:DescribeTags"],
         ["elasticloadbalancing:ModifyListener", "elasticloadbalancing:RemoveTags",
          "elasticloadbalancing:DeleteListener"]),
+    # The replicas' group (infra/nodes.py). Creating one from a launch template is checked
+    # against the caller's ec2:RunInstances, ec2:CreateTags and iam:PassRole for the template's
+    # instance profile (EC2 Auto Scaling User Guide, "Control the use of launch templates in
+    # Auto Scaling groups"); the first group of an account creates the service-linked role
+    # AWSServiceRoleForAutoScaling. Changes are conditioned on the group's dsinfra:stack tag
+    # (EC2 Auto Scaling supports aws:ResourceTag on its group actions).
+    "aws:autoscaling/group:Group": _row(
+        ["autoscaling:CreateAutoScalingGroup", "autoscaling:CreateOrUpdateTags",
+         "ec2:RunInstances", "ec2:CreateTags", "iam:CreateServiceLinkedRole"],
+        ["autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribeScalingActivities",
+         "autoscaling:DescribeLoadBalancerTargetGroups", "autoscaling:DescribeTrafficSources",
+         "autoscaling:DescribeLifecycleHooks", "autoscaling:DescribeWarmPool",
+         "autoscaling:DescribeInstanceRefreshes", "autoscaling:DescribeTags",
+         "ec2:DescribeLaunchTemplateVersions", "ec2:DescribeSubnets"],
+        ["autoscaling:UpdateAutoScalingGroup", "autoscaling:AttachLoadBalancerTargetGroups",
+         "autoscaling:DetachLoadBalancerTargetGroups", "autoscaling:AttachTrafficSources",
+         "autoscaling:DetachTrafficSources", "autoscaling:SuspendProcesses",
+         "autoscaling:ResumeProcesses", "autoscaling:DeleteTags",
+         "autoscaling:DeleteAutoScalingGroup"]),
     # The guard's program (ops/guard_program, infra/guard.py).
     "aws:dynamodb/table:Table": _row(
         ["dynamodb:CreateTable", "dynamodb:TagResource"],

@@ -16,6 +16,19 @@ import pulumi_aws.lb as lb
 from dsinfra.config import StackConfig
 from dsinfra.tags import merge_tags
 
+# AWS's largest target group deregistration delay: "The range is 0-3600 seconds. The default
+# value is 300 seconds." (Elastic Load Balancing, Network Load Balancers User Guide, "Edit
+# target group attributes", Deregistration delay; and the TargetGroupAttribute API reference,
+# deregistration_delay.timeout_seconds).
+MAX_DEREGISTRATION_DELAY_S = 3600
+
+
+def deregistration_delay_s(config: StackConfig) -> int:
+    """How long a replica being removed keeps serving the requests it holds: the longest
+    request the engine allows through the load balancer (the listener's idle timeout,
+    apiIdleTimeoutS), capped at AWS's maximum."""
+    return min(config.api_idle_timeout_s, MAX_DEREGISTRATION_DELAY_S)
+
 
 @dataclass
 class ApiLoadBalancerArgs:
@@ -24,11 +37,12 @@ class ApiLoadBalancerArgs:
     public_subnet_ids: list[pulumi.Input[str]]
     private_subnet_ids: list[pulumi.Input[str]]
     security_group_id: pulumi.Input[str]
-    targets: list[ec2.Instance]  # prod: every node; distributed: the head node
+    targets: list[ec2.Instance]  # prod: every node; distributed: the head node; a group: none
 
 
 class ApiLoadBalancer(pulumi.ComponentResource):
     load_balancer: lb.LoadBalancer
+    target_group: lb.TargetGroup
     endpoint: pulumi.Output[str]
 
     def __init__(self, name: str, args: ApiLoadBalancerArgs,
@@ -44,8 +58,12 @@ class ApiLoadBalancer(pulumi.ComponentResource):
             security_groups=[args.security_group_id],
             enable_cross_zone_load_balancing=True,
             tags=merge_tags(name, config), opts=child)
-        target_group = lb.TargetGroup(
+        # Replicas come and go behind it: each one removed drains its requests first.
+        draining = {"deregistration_delay": deregistration_delay_s(config)} \
+            if config.replicas is not None else {}
+        target_group = self.target_group = lb.TargetGroup(
             name, port=port, protocol="TCP", target_type="instance", vpc_id=args.vpc_id,
+            **draining,
             # Loading a large model takes minutes; the health check only gates traffic.
             health_check=lb.TargetGroupHealthCheckArgs(
                 protocol="HTTP", path=config.engine.health_path, port="traffic-port",

@@ -11,6 +11,7 @@ import base64
 from dataclasses import dataclass
 
 import pulumi
+import pulumi_aws.autoscaling as autoscaling
 import pulumi_aws.ec2 as ec2
 import pulumi_aws.ssm as ssm
 
@@ -50,6 +51,21 @@ fi
 ROOT_DEVICE = "/dev/sda1"  # the root device of the Ubuntu DLAMI and Canonical's AMIs
 BASTION_ROOT_GIB = 8
 ROLE_TAG = "dsinfra:role"
+# A replica off EFA is one node serving its own engine: the head of a group of one.
+REPLICA_ROLE = "head"
+# The engine's systemd unit (bootstrap/engine.py UNIT_NAME; a test compares): a replica booted
+# from a baked image starts it at first boot, no SSH session needed.
+ENGINE_UNIT = "dsinfra-engine.service"
+ENGINE_USER_DATA = f"""
+# dsinfra: a replica booted from its baked image (dsinfra:replicaImage) serves at once.
+if [ -f /etc/systemd/system/{ENGINE_UNIT} ]; then
+  systemctl daemon-reload && systemctl enable --now {ENGINE_UNIT}
+fi
+"""
+# How long `pulumi up` waits for the group's minimum of replicas to be launched and in
+# service (the provider's wait_for_capacity_timeout): a launch AWS cannot fill (no capacity,
+# a quota) fails the `up` loudly instead of leaving a group that retries unseen.
+GROUP_CAPACITY_WAIT = "15m"
 # Hop limit 2: containers on the host (one extra network hop) can still reach IMDSv2.
 IMDS_V2_ONLY = dict(http_endpoint="enabled", http_tokens="required",
                     http_put_response_hop_limit=2)
@@ -70,20 +86,35 @@ class GpuNodePoolArgs:
     key_name: pulumi.Input[str] | None
     public_ip: bool  # dev only: the node answers on its own public address
     efa: bool  # distributed: EFA interfaces laid out per instance type, placement group
+    # dsinfra:replicas off EFA: the nodes are one Auto Scaling group registered in this target
+    # group (the stack's load balancer) instead of instances; None: instances, as ever.
+    target_group_arn: pulumi.Input[str] | None = None
+
+
+def grouped(config: StackConfig) -> bool:
+    """A stack whose nodes are one Auto Scaling group: replicas set, off EFA (on EFA a replica
+    is a ranked node group, so each is its own pool of instances; dsinfra/config.py refuses
+    min < max there)."""
+    return config.replicas is not None and not config.tier_spec.efa
 
 
 class GpuNodePool(pulumi.ComponentResource):
-    """``nodeCount`` GPU instances from one launch template; the first is the head."""
+    """``nodeCount`` GPU instances from one launch template; the first is the head. With
+    ``dsinfra:replicas`` off EFA, one Auto Scaling group from that template instead."""
 
     instances: list[ec2.Instance]
     roles: list[str]
     efa_interfaces: int  # EFA and EFA-only interfaces each node is launched with
+    template: ec2.LaunchTemplate
+    group: autoscaling.Group | None  # the replicas' group (grouped stacks), else None
 
     def __init__(self, name: str, args: GpuNodePoolArgs,
                  opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("dsinfra:nodes:GpuNodePool", name, None, opts)
         self._name, self._args, self._config = name, args, args.config
-        ami = args.config.ami_id or ami_from_ssm(DLAMI_SSM_PARAMETER, self)
+        self._grouped = grouped(args.config) and args.target_group_arn is not None
+        ami = args.config.replica_image or args.config.ami_id or \
+            ami_from_ssm(DLAMI_SSM_PARAMETER, self)
         # A Capacity Block places its instances close together itself and is not a
         # reservation in a placement group: AWS says no cluster placement group is needed
         # (capacity-blocks-using.html), and a launch must match the reservation it targets.
@@ -91,7 +122,13 @@ class GpuNodePool(pulumi.ComponentResource):
         placement = self._placement_group() if args.efa and not in_block else None
         self.efa_interfaces = sum(1 for iface in self._efa_layout()
                                   if iface.interface_type in ("efa", "efa-only"))
-        template = self._launch_template(ami, placement)
+        template = self.template = self._launch_template(ami, placement)
+        self.group = None
+        if self._grouped:
+            self.roles, self.instances = [], []
+            self.group = self._auto_scaling_group(template)
+            self.register_outputs({"group": self.group.name, "launch_template_id": template.id})
+            return
         count = args.config.resolved_node_count
         self.roles = ["head"] + ["worker"] * (count - 1)
         self.instances = [self._instance(i, role, template) for i, role in enumerate(self.roles)]
@@ -116,7 +153,7 @@ class GpuNodePool(pulumi.ComponentResource):
             self._name,
             image_id=ami,
             key_name=args.key_name,
-            user_data=base64.b64encode(AGENT_USER_DATA.encode()).decode(),
+            user_data=base64.b64encode(self._user_data().encode()).decode(),
             iam_instance_profile=ec2.LaunchTemplateIamInstanceProfileArgs(
                 arn=args.instance_profile_arn),
             metadata_options=ec2.LaunchTemplateMetadataOptionsArgs(**IMDS_V2_ONLY),
@@ -125,7 +162,9 @@ class GpuNodePool(pulumi.ComponentResource):
                 ebs=ec2.LaunchTemplateBlockDeviceMappingEbsArgs(
                     volume_type="gp3", volume_size=config.root_volume_gib, encrypted="true",
                     delete_on_termination="true"))],
-            network_interfaces=self._efa_interfaces() if args.efa else None,
+            network_interfaces=self._efa_interfaces() if args.efa else
+            self._group_interfaces(),
+            **(self._group_launch() if self._grouped else {}),
             placement=(ec2.LaunchTemplatePlacementArgs(group_name=placement.name)
                        if placement is not None else None),
             instance_market_options=self._market_options(),
@@ -136,12 +175,75 @@ class GpuNodePool(pulumi.ComponentResource):
             tags=merge_tags(self._name, config),
             opts=self._child(ignore_changes=self._pinned_fields()))
 
+    def _user_data(self) -> str:
+        baked = self._grouped and self._config.replica_image is not None
+        return AGENT_USER_DATA + (ENGINE_USER_DATA if baked else "")
+
+    def _group_launch(self) -> dict:
+        """What an instance resource says for itself and a group's launch must take from the
+        template: the type, and the security groups (the group names only the subnets)."""
+        launch: dict = {"instance_type": self._config.resolved_instance_type}
+        if not self._args.public_ip:
+            launch["vpc_security_group_ids"] = self._args.security_group_ids
+        return launch
+
+    def _group_interfaces(self) -> list[ec2.LaunchTemplateNetworkInterfaceArgs] | None:
+        """A dev replica needs its own public address (the subnet hands none out, and dev has
+        no NAT gateway), which a group's launch takes only from a network interface of the
+        template; the interface then carries the security groups too."""
+        if not (self._grouped and self._args.public_ip):
+            return None
+        return [ec2.LaunchTemplateNetworkInterfaceArgs(
+            device_index=0, associate_public_ip_address="true",
+            security_groups=self._args.security_group_ids, delete_on_termination="true")]
+
     def _pinned_fields(self) -> list[str]:
         """Template fields whose drift must not roll the nodes: a new template version replaces
         every instance launched from it. The DLAMI parameter moves monthly (setting amiId is
         how to move the AMI), and tags change with the budget or the TTL expiry (the instances
-        carry their own, updated in place)."""
-        return ["tagSpecifications"] + (["imageId"] if self._config.ami_id is None else [])
+        carry their own, updated in place).
+
+        A group's template is read by each launch (``$Latest``) and replaces nothing, so its
+        tags follow the budget and expiry (a new replica launches with today's rule, on its
+        volumes too); its image is pinned unless amiId or replicaImage names one."""
+        config = self._config
+        image = ["imageId"] if config.ami_id is None and \
+            (config.replica_image is None or not self._grouped) else []
+        return image if self._grouped else ["tagSpecifications"] + image
+
+    def _auto_scaling_group(self, template: ec2.LaunchTemplate) -> autoscaling.Group:
+        """The replicas: ONE EC2 Auto Scaling group between ``replicas.min`` and ``.max``.
+
+        - desired starts at min and is then the autoscaler's (dsinfra/autoscale.py through
+          the guard): Pulumi ignores it after creation, so an ``up`` never undoes a scale-out;
+        - launches take the template's latest version (``$Latest``): a rolling deploy's new
+          version is what the next replica boots, with no Pulumi diff to fight it;
+        - health is the load balancer's (``ELB``): a replica is healthy only when the
+          engine's health path answers 200 (infra/loadbalancer.py's check), after a grace
+          period of the tier's health timeout (loading weights takes minutes);
+        - every tag, the ``dsinfra:*`` rule tags included, propagates to each instance at
+          launch: the cost check reads a stack's rule from its instances' tags (aws provider
+          default tags do not reach a group's instances; the group's own tags do);
+        - a destroy deletes the group with its instances at once (``force_delete``): `down`
+          must not wait out an hour of deregistration delay per replica."""
+        config, args = self._config, self._args
+        bounds = config.replicas
+        tags = merge_tags(self._name, config, {ROLE_TAG: REPLICA_ROLE})
+        return autoscaling.Group(
+            self._name,
+            min_size=bounds.min, max_size=bounds.max, desired_capacity=bounds.min,
+            vpc_zone_identifiers=args.subnet_ids,
+            launch_template=autoscaling.GroupLaunchTemplateArgs(id=template.id,
+                                                                version="$Latest"),
+            target_group_arns=[args.target_group_arn],
+            health_check_type="ELB",
+            health_check_grace_period=int(config.tier_spec.health_timeout_s),
+            default_cooldown=bounds.cool_down_s,
+            wait_for_capacity_timeout=GROUP_CAPACITY_WAIT,
+            force_delete=True,
+            tags=[autoscaling.GroupTagArgs(key=key, value=value, propagate_at_launch=True)
+                  for key, value in tags.items()],
+            opts=self._child(ignore_changes=["desiredCapacity"]))
 
     def _efa_layout(self):
         if not self._args.efa:

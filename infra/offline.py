@@ -178,7 +178,8 @@ class _RecordingMocks:
         elif token == "aws:ec2/keyPair:KeyPair":
             out["keyName"] = name
         elif token in ("aws:iam/role:Role", "aws:iam/instanceProfile:InstanceProfile",
-                       "aws:ec2/placementGroup:PlacementGroup"):
+                       "aws:ec2/placementGroup:PlacementGroup",
+                       "aws:autoscaling/group:Group"):  # a group's id is its name
             out["name"] = name
         return out
 

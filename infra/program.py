@@ -24,7 +24,7 @@ from dsinfra.config import CONFIG_KEYS, StackConfig, parse_stack_config, validat
 from dsinfra.errors import DsinfraError
 from dsinfra.infra.loadbalancer import ApiLoadBalancer, ApiLoadBalancerArgs
 from dsinfra.infra.network import Network, NetworkArgs
-from dsinfra.infra.nodes import Bastion, BastionArgs, GpuNodePool, GpuNodePoolArgs
+from dsinfra.infra.nodes import Bastion, BastionArgs, GpuNodePool, GpuNodePoolArgs, grouped
 from dsinfra.infra.security import (NodeIdentity, NodeIdentityArgs, SecurityGroups,
                                     SecurityGroupsArgs)
 from dsinfra.tags import contract_tags, merge_tags
@@ -104,15 +104,19 @@ def build_stack(config: StackConfig) -> dict[str, Any]:
     tier = config.tier_spec
     private = tier.private
     name = config.stack
+    # dsinfra:replicas: replicas sit behind the stack's load balancer, dev's too.
+    behind_lb = tier.load_balancer or config.replicas is not None
     network = Network(name, NetworkArgs(config, _zones(config, provider), private), opts)
     groups = SecurityGroups(name, SecurityGroupsArgs(
         config, network.vpc.id, network.vpc_cidr, bastion=tier.bastion and config.bastion,
-        load_balancer=tier.load_balancer, efa=tier.efa, private_nodes=private), opts)
+        load_balancer=behind_lb, efa=tier.efa, private_nodes=private), opts)
     identity = NodeIdentity(f"{name}-node", NodeIdentityArgs(config), opts)
     key_name = identity.key_name
     # A Capacity Block's instances launch only from a subnet in its zone, the first one.
     node_subnets = network.node_subnet_ids[:1] if config.capacity_block else \
         network.node_subnet_ids
+    if config.replicas is not None:
+        return _replica_stack(config, network, groups, identity, node_subnets, opts)
     pool = GpuNodePool(f"{name}-gpu", GpuNodePoolArgs(
         config, node_subnets, groups.node_group_ids,
         identity.instance_profile.arn, key_name, public_ip=not private, efa=tier.efa), opts)
@@ -135,6 +139,53 @@ def build_stack(config: StackConfig) -> dict[str, Any]:
         config, network.vpc.id, network.public_subnet_ids, network.private_subnet_ids,
         groups.load_balancer.id, targets), opts)
     return _outputs(config, nodes, bastion_ip, bastion_id, api.endpoint, connect)
+
+
+def _replica_stack(config: StackConfig, network: Network, groups: SecurityGroups,
+                   identity: NodeIdentity, node_subnets: list[pulumi.Output[str]],
+                   opts: pulumi.ResourceOptions) -> dict[str, Any]:
+    """A stack with ``dsinfra:replicas`` (issue 27): its replicas behind the load balancer.
+    Off EFA the replicas are one Auto Scaling group (infra/nodes.py); on EFA, where a replica
+    is a ranked node group and the count is fixed (dsinfra/config.py), one pool of instances
+    per replica, each pool's head a target."""
+    name, tier = config.stack, config.tier_spec
+    private = tier.private
+    connect = _connect_endpoint(name, config, network, groups, opts)
+    bastion_ip = bastion_id = None
+    if groups.bastion is not None:
+        bastion = Bastion(f"{name}-bastion", BastionArgs(
+            config, network.public_subnet_ids[0], groups.bastion.id,
+            identity.instance_profile.name, identity.key_name), opts)
+        bastion_ip, bastion_id = bastion.instance.public_ip, bastion.instance.id
+
+    def pool_args(target_group_arn=None) -> GpuNodePoolArgs:
+        return GpuNodePoolArgs(config, node_subnets, groups.node_group_ids,
+                               identity.instance_profile.arn, identity.key_name,
+                               public_ip=not private, efa=tier.efa,
+                               target_group_arn=target_group_arn)
+
+    if grouped(config):
+        # dev has no private subnets: its internal load balancer sits in the nodes' own.
+        api = ApiLoadBalancer(f"{name}-api", ApiLoadBalancerArgs(
+            config, network.vpc.id, network.public_subnet_ids, network.node_subnet_ids,
+            groups.load_balancer.id, targets=[]), opts)
+        pool = GpuNodePool(f"{name}-gpu", pool_args(api.target_group.arn), opts)
+        replicas = pulumi.Output.all(pool.group.name, api.target_group.arn,
+                                     pool.template.id).apply(
+            lambda v: {"group": v[0], "target_group_arn": v[1], "launch_template_id": v[2]})
+        return {**_outputs(config, [], bastion_ip, bastion_id, api.endpoint, connect),
+                "replicas": replicas}
+    pools = [GpuNodePool(f"{name}-gpu" if r == 0 else f"{name}-gpu-r{r}", pool_args(), opts)
+             for r in range(config.replicas.max)]
+    nodes = [_node_output(i, role, config, private, pool.efa_interfaces)
+             for pool in pools for i, role in zip(pool.instances, pool.roles)]
+    api = ApiLoadBalancer(f"{name}-api", ApiLoadBalancerArgs(
+        config, network.vpc.id, network.public_subnet_ids, network.private_subnet_ids,
+        groups.load_balancer.id, [pool.instances[0] for pool in pools]), opts)
+    replicas = api.target_group.arn.apply(
+        lambda arn: {"group": None, "target_group_arn": arn, "launch_template_id": None})
+    return {**_outputs(config, nodes, bastion_ip, bastion_id, api.endpoint, connect),
+            "replicas": replicas}
 
 
 def _connect_endpoint(name: str, config: StackConfig, network: Network,

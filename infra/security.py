@@ -222,6 +222,24 @@ def engine_image_policy(region: str) -> dict:
             "ecr:CreateRepository", "ecr:TagResource"]}]}
 
 
+# The namespace of the metrics each replica publishes (its engine's running and waiting
+# requests, dimension Stack), which the autoscaler reads: the guard cannot reach a private
+# node's /metrics, CloudWatch can (issue 27).
+METRICS_NAMESPACE = "dsinfra"
+
+
+def metrics_policy() -> dict:
+    """Publish CloudWatch metrics in the ``dsinfra`` namespace and no other. PutMetricData has
+    no resource-level permissions (``*``); its ``cloudwatch:namespace`` condition key narrows
+    it (Service Authorization Reference, "Amazon CloudWatch": PutMetricData,
+    cloudwatch:namespace; CloudWatch User Guide, "Using condition keys to limit access to
+    CloudWatch namespaces")."""
+    return {"Version": "2012-10-17", "Statement": [
+        {"Sid": "PublishOwnMetricsOnly", "Effect": "Allow",
+         "Action": "cloudwatch:PutMetricData", "Resource": "*",
+         "Condition": {"StringEquals": {"cloudwatch:namespace": METRICS_NAMESPACE}}}]}
+
+
 def mirror_read_policy(uri: str) -> dict:
     """Read access to exactly the weights mirror ``s3://bucket/prefix``: its objects, and
     listing the bucket only under the prefix (a missing object then answers 404, not 403)."""
@@ -276,6 +294,10 @@ NODE_POLICIES: tuple[NodePolicy, ...] = (
                "repositories of the stack's region", "the tier takes the engine image from "
                "ECR (" + _ecr_tiers() + ")", lambda c: c.tier_spec.image_from_ecr,
                lambda c: engine_image_policy(c.region)),
+    NodePolicy("metrics", f"inline: publish CloudWatch metrics in namespace "
+               f"`{METRICS_NAMESPACE}` only (`cloudwatch:namespace` condition): the engine's "
+               "running and waiting requests the autoscaler reads", "`replicas` is set",
+               lambda c: c.replicas is not None, lambda c: metrics_policy()),
 )
 
 

@@ -30,6 +30,14 @@ requests that are open, active, or disabled", and using-spot-instances-request.h
 #stopping-a-spot-instance: "You can't stop a Spot Instance if the associated Spot Instance
 request is cancelled. When the Spot Instance request is cancelled, you can only terminate the
 Spot Instance"). moto 5.2 deletes it.
+
+Contract 4: a launch's block device mapping for the image's root device name replaces the
+root volume; it does not add a second volume at the same device (EC2 User Guide, "Block device
+mappings for volumes on Amazon EC2 instances": a launch's mapping overrides the AMI's entry
+for that device, which is how a larger or encrypted root volume is asked for; an instance has
+one volume per device name). moto 5.2, launching from a launch template (RunInstances with
+LaunchTemplate, and every Auto Scaling group launch), attaches its own 8 GiB unencrypted
+default root volume and the template's root volume both at /dev/sda1.
 """
 
 from __future__ import annotations
@@ -141,6 +149,7 @@ def patch() -> None:
             options.get("InstanceInterruptionBehavior") or "terminate"
         tags = getattr(_launch, "request_tags", None) or _template_tags(data)
         for instance in reservation.instances:
+            _drop_shadowed_volumes(self, instance)
             instance.dsinfra_spot_type = spot_type
             if spot_type:
                 instance.lifecycle = "spot"
@@ -169,6 +178,18 @@ def patch() -> None:
     InstanceBackend.run_instances = add_instances
     InstanceBackend.stop_instances = stop_instances
     SpotRequestBackend.cancel_spot_instance_requests = cancel_spot_instance_requests
+
+
+def _drop_shadowed_volumes(backend, instance) -> None:
+    """Contract 4: the volumes attached to ``instance`` that its block device mapping no longer
+    names (a default root volume a launch's mapping replaced) were never AWS's."""
+    mapped = {block.volume_id for block in instance.block_device_mapping.values()}
+    for volume in list(backend.volumes.values()):
+        attachment = volume.attachment
+        if attachment is not None and attachment.instance is instance and \
+                volume.id not in mapped:
+            volume.attachment = None
+            backend.volumes.pop(volume.id, None)
 
 
 def fast_ids() -> None:

@@ -48,10 +48,49 @@ def test_off_efa_a_replica_is_one_node_so_node_count_cannot_also_count_them():
 
 
 def test_on_efa_a_replica_is_the_node_group():
-    stack = _stack("distributed", replicas={"min": 1, "max": 2}, nodeCount=2)
-    assert nodes_per_replica(stack) == 2 and replica_bounds(stack) == ReplicaBounds(1, 2)
+    stack = _stack("distributed", replicas={"min": 2, "max": 2}, nodeCount=2)
+    assert nodes_per_replica(stack) == 2 and replica_bounds(stack) == ReplicaBounds(2, 2)
+
+
+def test_on_efa_only_a_fixed_count_of_node_groups_is_allowed():
+    """An Auto Scaling group launches and replaces single instances; a replica on distributed
+    is a ranked node group one engine spans, so its count is fixed (docs/replicas.md)."""
+    with pytest.raises(ConfigError) as raised:
+        _stack("distributed", replicas={"min": 1, "max": 2}, nodeCount=2)
+    message = str(raised.value)
+    assert "dsinfra:replicas.min" in message and "equal to replicas.max (2)" in message
+    assert "\n" not in message
+
+
+def test_spot_replicas_launch_from_one_time_requests():
+    """CloudFormation's SpotOptions reference: with an Auto Scaling group use one-time
+    requests; the group replaces an interrupted replica itself."""
+    with pytest.raises(ConfigError, match="dsinfra:spotInterruption.*terminate"):
+        _stack("dev", replicas=2, spot=True)
+    assert _stack("dev", replicas=2, spot=True, spotInterruption="terminate").spot
+
+
+def test_a_replica_image_is_an_ami_of_a_replica_stack():
+    assert _stack(replicas=2, replicaImage="ami-0123456789abcdef0").replica_image == \
+        "ami-0123456789abcdef0"
+    with pytest.raises(ConfigError, match="dsinfra:replicaImage.*only together with replicas"):
+        _stack(replicaImage="ami-0123456789abcdef0")
+    with pytest.raises(ConfigError, match="dsinfra:replicaImage"):
+        _stack(replicas=2, replicaImage="img-1")
 
 
 def test_without_the_key_a_stack_runs_what_it_always_ran():
     assert replica_bounds(_stack(nodeCount=3)) == ReplicaBounds(3, 3)
     assert replica_bounds(_stack("distributed", nodeCount=4)) == ReplicaBounds(1, 1)
+
+
+def test_replicas_in_a_capacity_block_fit_the_block_at_max():
+    block = {"availabilityZone": "us-east-1c", "instanceType": "p5.48xlarge",
+             "instanceCount": 4, "start": "2030-01-07T11:30:00Z", "end": "2030-01-09T11:30:00Z"}
+    values = {"capacityReservationId": "cr-0b10c0000000000a2", "capacityBlock": block,
+              "instanceType": "p5.48xlarge"}
+    assert _stack(replicas={"min": 1, "max": 4}, **values).replicas.max == 4
+    with pytest.raises(ConfigError, match=r"dsinfra:replicas\.max.*at most 4"):
+        _stack(replicas={"min": 1, "max": 5}, **values)
+    with pytest.raises(ConfigError, match=r"dsinfra:replicas\.max.*at most 2.*2 per replica"):
+        _stack("distributed", replicas=3, nodeCount=2, **values)

@@ -46,7 +46,19 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
                             "capacityBlock": {**BLOCK, "availabilityZone": "us-east-1d"},
                             "budget": {"amountUsd": 20000, "period": "total",
                                        "onExceed": "destroy"}}),
+    # Replicas (issue 27): dev's and prod's are one Auto Scaling group behind the load
+    # balancer; a listener idle timeout past AWS's 3600 s deregistration maximum; dev spot
+    # from one-time requests; distributed a fixed count of node groups.
+    "dev-replicas": ("dev", {"replicas": {"min": 1, "max": 3, "coolDownS": 120}, "spot": True,
+                             "spotInterruption": "terminate", "apiAllowedCidrs": [OFFICE],
+                             "tags": {"team": "inference"}}),
+    "prod-replicas": ("prod", {"replicas": {"min": 2, "max": 5}, "apiIdleTimeoutS": 6000,
+                               "replicaImage": "ami-0123456789abcdef0"}),
+    "dist-replicas": ("distributed", {"replicas": 2, "apiIdleTimeoutS": 900}),
 }
+
+
+REPLICA_STACKS = tuple(name for name, (_, values) in VARIANTS.items() if "replicas" in values)
 
 
 def stack_values(base: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -98,6 +98,9 @@ def test_every_taggable_resource_carries_the_whole_tag_contract(runs, stack):
         if not res.type.startswith("aws:") or not _is_taggable(res.type):
             continue
         tags = res.inputs.get("tags") or {}
+        if isinstance(tags, list):  # an Auto Scaling group's: each tag also reaches its nodes
+            assert all(t["propagateAtLaunch"] is True for t in tags), res.name
+            tags = {t["key"]: t["value"] for t in tags}
         missing = [k for k in REQUIRED_TAG_KEYS if k not in tags]
         assert not missing, f"{res.type} {res.name} lacks {missing}"
         assert tags["dsinfra:stack"] == stack and tags["dsinfra:tier"] == tier_of(stack)
@@ -135,7 +138,8 @@ def test_iam_grants_only_ssm_core_and_the_idle_stop(runs, stack):
     idle = config.resolved_idle_minutes is not None
     assert [r.name for r in inline] == ([f"{stack}-node-idle-stop"] if idle else []) + (
         [f"{stack}-node-weights-mirror"] if config.model_cache else []) + (
-        [f"{stack}-node-engine-image"] if config.tier_spec.image_from_ecr else [])
+        [f"{stack}-node-engine-image"] if config.tier_spec.image_from_ecr else []) + (
+        [f"{stack}-node-metrics"] if config.replicas is not None else [])
     (role,) = run.of_type("aws:iam/role:Role")
     assert "ec2.amazonaws.com" in role.inputs["assumeRolePolicy"]
     # ...which is exactly what NODE_POLICIES, the table docs/tiers.md shows, says.
