@@ -23,6 +23,7 @@ from dsinfra.errors import DsinfraError, UserError
 
 INSTANCE = "aws:ec2/instance:Instance"
 LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
+AUTOSCALING_GROUP = "aws:autoscaling/group:Group"
 NAT_GATEWAY = "aws:ec2/natGateway:NatGateway"
 EIP = "aws:ec2/eip:Eip"
 LOAD_BALANCER = "aws:lb/loadBalancer:LoadBalancer"
@@ -83,6 +84,12 @@ def describe(res: dict[str, Any], resources: list[dict[str, Any]],
         if root_gib:
             out.append(Described("volume", region, size_gib=root_gib))
         return out
+    if token == AUTOSCALING_GROUP:
+        # The group's nodes boot from its sibling launch template; plan prices what `up`
+        # launches (desiredCapacity, min at creation) and replica_costs one node of it.
+        template = _sibling_template(res, resources) or {}
+        count = int(inputs.get("desiredCapacity") or inputs.get("minSize") or 0)
+        return [d for _ in range(count) for d in _template_node(template, region)]
     if token == NAT_GATEWAY:
         return [Described("nat_gateway", region)]
     if token == EIP:
@@ -92,6 +99,21 @@ def describe(res: dict[str, Any], resources: list[dict[str, Any]],
         return [Described("load_balancer", region,
                           public_ipv4=zones if inputs.get("internal") is False else 0)]
     return []
+
+
+def _template_node(template: dict[str, Any], region: str) -> list[Described]:
+    """One node a launch template launches: its compute (with a public IPv4 where its first
+    interface asks for one) and its root volume."""
+    market = (template.get("instanceMarketOptions") or {}).get("marketType")
+    interfaces = template.get("networkInterfaces") or [{}]
+    public = str(interfaces[0].get("associatePublicIpAddress")).lower() == "true"
+    out = [Described("instance", region, instance_type=template.get("instanceType"),
+                     market=market if market in ("spot", "capacity-block") else "on-demand",
+                     public_ipv4=1 if public else 0)]
+    root_gib = _root_volume_gib({}, template)
+    if root_gib:
+        out.append(Described("volume", region, size_gib=root_gib))
+    return out
 
 
 def price_resources(resources: list[dict[str, Any]], region: str,
@@ -170,6 +192,9 @@ def replica_costs(config: StackConfig, resources: list[dict[str, Any]],
 
     pool = [r for r in resources if _in_node_pool(r)]
     nodes = [r for r in pool if r["type"] == INSTANCE]
+    # An Auto Scaling group's replica: one node of the group (priced by `describe` at one).
+    nodes += [{**r, "inputs": {**(r.get("inputs") or {}), "desiredCapacity": 1}}
+              for r in pool if r["type"] == AUTOSCALING_GROUP]
     if not nodes:
         return None
     shared = [r for r in resources if not _in_node_pool(r)]

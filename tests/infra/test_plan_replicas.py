@@ -21,7 +21,8 @@ from typer.testing import CliRunner
 from dsinfra.cli.main import app
 from dsinfra.config import parse_stack_config
 from dsinfra.errors import ConfigError
-from dsinfra.ops.plan import plan_for_config, price_resources, refuse_replicas_over_budget
+from dsinfra.ops.plan import (AUTOSCALING_GROUP, plan_for_config, price_resources,
+                              refuse_replicas_over_budget)
 from dsinfra.replicas import ReplicaBounds, nodes_per_replica, replicas_within_budget
 from dsinfra.tiers import TIERS
 from offline_stacks import PROJECT_DIR, stack_values
@@ -35,17 +36,27 @@ def _config(tier: str, **overrides):
     return parse_stack_config(tier, stack_values(tier, overrides))
 
 
-def _program_total(tier: str, nodes: int) -> tuple[float, float]:
-    """$/h and $/month the pricer gives for the program's own resources with ``nodes`` GPU
-    nodes and no dsinfra:replicas (off EFA a node is a replica; on EFA one node group)."""
-    config = _config(tier, nodeCount=nodes, budget=ROOMY)
-    plan = plan_for_config(config)
-    items = price_resources(plan.resources, config.region)
+def _program_total(config, count: int) -> tuple[float, float]:
+    """$/h and $/month the pricer gives for the replicas program's own resources with its
+    node pool at ``count`` replicas: the Auto Scaling group (dev, prod) launched at ``count``,
+    or, on EFA (a fixed count of node groups), the program built for ``count`` replicas."""
+    if config.tier_spec.efa:
+        plan = plan_for_config(config.model_copy(update={"replicas": ReplicaBounds(count,
+                                                                                     count)}))
+        resources = plan.resources
+    else:
+        resources = [{**r, "inputs": {**r["inputs"], "desiredCapacity": count}}
+                     if r["type"] == AUTOSCALING_GROUP else r
+                     for r in plan_for_config(config).resources]
+    items = price_resources(resources, config.region)
     return sum(i.hourly_usd for i in items), sum(i.monthly_usd for i in items)
 
 
-@pytest.mark.parametrize("tier", sorted(TIERS))
-@pytest.mark.parametrize("replicas", [(1, 1), (1, 3), (2, 5)])
+# An EFA tier takes a fixed count only (min < max is refused at the door there:
+# tests/infra/test_infra_replicas.py), so it is priced at fixed counts.
+@pytest.mark.parametrize("tier, replicas", [
+    (tier, pair) for tier in sorted(TIERS)
+    for pair in ([(1, 1), (2, 2), (3, 3)] if TIERS[tier].efa else [(1, 1), (1, 3), (2, 5)])])
 def test_price_at_min_and_max_is_the_pricers_sum_for_the_resources_at_that_count(
         tier, replicas):
     low, high = replicas
@@ -54,7 +65,7 @@ def test_price_at_min_and_max_is_the_pricers_sum_for_the_resources_at_that_count
     view = plan_for_config(config).replicas
     assert (view["min"], view["max"], view["nodes_per_replica"]) == (low, high, per)
     for key, count in (("at_min", low), ("at_max", high)):
-        hourly, monthly = _program_total(tier, count * per)
+        hourly, monthly = _program_total(config, count)
         assert view[key]["nodes"] == count * per
         assert view[key]["hourly_usd"] == pytest.approx(hourly, abs=1e-6), (key, count)
         assert view[key]["monthly_usd"] == pytest.approx(monthly, abs=1e-3), (key, count)
@@ -65,14 +76,14 @@ def test_price_at_min_and_max_is_the_pricers_sum_for_the_resources_at_that_count
 def test_shared_resources_count_once_and_a_replica_is_its_nodes_volumes_and_addresses():
     view = plan_for_config(_config("prod", replicas={"min": 1, "max": 3},
                                    budget=ROOMY)).replicas
-    assert view["scales"] == ["prod-gpu-0", "prod-gpu-0 root volume"]
+    assert view["scales"] == ["prod-gpu", "prod-gpu root volume"]
     assert sorted(view["shared"]) == ["prod-api", "prod-nat", "prod-nat"]  # NLB, NAT, its EIP
     step = view["at_max"]["hourly_usd"] - view["at_min"]["hourly_usd"]
     assert step == pytest.approx(2 * view["replica_hourly_usd"], abs=1e-6)
     assert view["at_min"]["hourly_usd"] == pytest.approx(
         view["shared_hourly_usd"] + view["replica_hourly_usd"], abs=1e-6)
     dev = plan_for_config(_config("dev", replicas=2, budget=ROOMY)).replicas
-    assert dev["scales"] == ["dev-gpu-0", "dev-gpu-0 public IPv4", "dev-gpu-0 root volume"]
+    assert dev["scales"] == ["dev-gpu", "dev-gpu public IPv4", "dev-gpu root volume"]
 
 
 def test_a_max_that_does_not_fit_reports_the_largest_count_that_does():
