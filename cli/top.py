@@ -87,7 +87,8 @@ def fmt_usd(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"${value:,.{digits}f}"
 
 
-COLUMNS = ("replica", "running", "waiting", "tok/s", "TTFT p50", "TTFT p99", "KV cache")
+# Short headers: an instance id and six values fit 80 columns with their headers on one line.
+COLUMNS = ("replica", "run", "wait", "tok/s", "TTFT p50", "TTFT p99", "KV")
 
 
 def replica_cells(row: dict) -> list[str]:
@@ -141,30 +142,25 @@ def render(snap: dict | None, *, width: int, stack: str = "", waiting_for: str =
     return Group(*parts)
 
 
-def live(sources, interval_s: float, *, wait=None, clock=None, meter_every_s: float =
-         METER_EVERY_S) -> None:
+def live(sources, interval_s: float, *, meter_every_s: float = METER_EVERY_S) -> None:
     """Refresh every ``interval_s`` until Ctrl-C (the root turns it into exit 130 and one
     line). The meter is read at most every ``meter_every_s``."""
-    import time
-
     from rich.live import Live
 
     from dsinfra.cli.output import console
     from dsinfra.ops import top
 
-    wait = wait or time.sleep
-    clock = clock or time.monotonic
     out = console()
     with Live(render(None, width=out.width, stack=sources.stack,
                      waiting_for=f"first scrape, next in {interval_s:g} s"),
               console=out, auto_refresh=False, redirect_stderr=False) as screen:
-        before = top.scrape(sources, clock)
-        meter, metered_at = sources.meter(), clock()
+        before = top.scrape(sources)
+        meter, metered_at = sources.meter(), sources.clock()
         while True:
-            wait(interval_s)
-            after = top.scrape(sources, clock)
-            if clock() - metered_at >= meter_every_s:
-                meter, metered_at = sources.meter(), clock()
+            top.between_scrapes(interval_s)
+            after = top.scrape(sources)
+            if sources.clock() - metered_at >= meter_every_s:
+                meter, metered_at = sources.meter(), sources.clock()
             snap = top.snapshot(sources, before, after, meter)
             screen.update(render(snap, width=out.width), refresh=True)
             before = after

@@ -53,12 +53,14 @@ class Sources:
     meter: Callable[[], dict]  # -> run_check's entry for the stack (hourly_usd, spend_usd...)
     missing: list[str] = field(default_factory=list)  # what this view cannot show, said loud
     close: Callable[[], None] = lambda: None
+    clock: Callable[[], float] = time.monotonic  # when each reading was taken
 
 
-def scrape(sources: Sources, clock: Callable[[], float] = time.monotonic) \
-        -> dict[str, M.Reading | str]:
+def scrape(sources: Sources) -> dict[str, M.Reading | str]:
     """Each replica's reading, or why it has none (its row says so; nothing reads as idle)."""
     from concurrent.futures import ThreadPoolExecutor
+
+    clock = sources.clock
 
     def one(replica: Replica) -> M.Reading | str:
         try:
@@ -135,12 +137,11 @@ def between_scrapes(interval_s: float) -> None:
     time.sleep(interval_s)
 
 
-def once(sources: Sources, interval_s: float,
-         clock: Callable[[], float] = time.monotonic) -> dict:
+def once(sources: Sources, interval_s: float) -> dict:
     """``--json``: scrape, wait ``interval_s`` (so rates exist), scrape, meter."""
-    before = scrape(sources, clock)
+    before = scrape(sources)
     between_scrapes(interval_s)
-    after = scrape(sources, clock)
+    after = scrape(sources)
     return snapshot(sources, before, after, sources.meter())
 
 
@@ -167,6 +168,13 @@ def stack_meter(stack: str, region: str | None) -> Callable[[], dict]:
                              f"{', '.join(result['regions'])}")
         return entry
     return read
+
+
+def asg_not_read(group: str) -> str:
+    """What the view cannot show yet for a stack whose replicas are an Auto Scaling group."""
+    return (f"the replicas of Auto Scaling group {group} are listed from the stack outputs' "
+            "nodes: instances the group launched or replaced since the last `up` are not "
+            "shown (reading the group's instances is not built yet)")
 
 
 def sources_for_stack(stack: str, *, key_path=None, read_console=None) -> Sources:
@@ -202,12 +210,8 @@ def sources_for_stack(stack: str, *, key_path=None, read_console=None) -> Source
             return body
         return fetch
 
-    missing = []
-    if access.outputs.replica_group:
-        missing.append(f"the replicas of Auto Scaling group {access.outputs.replica_group} "
-                       "are listed from the stack outputs' nodes: instances the group launched "
-                       "or replaced since the last `up` are not shown (reading the group's "
-                       "instances is not built yet)")
+    missing = [asg_not_read(access.outputs.replica_group)] \
+        if access.outputs.replica_group else []
     return Sources(stack=stack, engine=config.engine.name, names=spec.serving,
                    replicas=[Replica(h.instance_id or h.name, h.private_address or h.address,
                                      fetcher(api)) for h, api in zip(hosts, sessions)],
