@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 import urllib.request
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -29,9 +30,11 @@ from cost.conftest import make_stack  # noqa: E402
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 QWEN = "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"
-# vLLM v0.11.0's TTFT bucket bounds (vllm/v1/metrics/loggers.py), which the fake serves
-VLLM_TTFT_BOUNDS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5,
-                    5.0, 7.5, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0)
+# The TTFT bucket bounds the fake serves per engine (their sources: fake_engine_metrics.py)
+TTFT_BOUNDS = {"vllm": (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0,
+                        2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0),
+               "sglang": (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0,
+                          2.5, 5.0, 7.5, 10.0, 15.0, 20.0, 25.0, 30.0)}
 
 
 def _access(lab, host, endpoint, tmp_path, instance_id):
@@ -54,36 +57,63 @@ def _access(lab, host, endpoint, tmp_path, instance_id):
                   known, 5.0)
 
 
-@pytest.fixture
-def serving(lab, tmp_path, options, endpoint, hosts_aws, monkeypatch):
-    """Stack ``dev`` (the repo's stack file: vLLM on one g5.2xlarge): its node a test host
-    running the fake vLLM with one request slot (vLLM's --max-num-seqs 1), its billable
-    instance on moto."""
+@dataclass(frozen=True)
+class Served:
+    host: object  # hostlab.TestHost
+    instance_id: str
+    engine: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host.listen}:{self.port}"
+
+
+def _project(tmp_path: Path, engine: str) -> Path:
+    """The repo's project with stack ``dev`` serving ``engine``."""
+    project = tmp_path / "project"
+    (project / "stacks").mkdir(parents=True)
+    (project / "Pulumi.yaml").write_text((PROJECT_DIR / "Pulumi.yaml").read_text())
+    dev = (PROJECT_DIR / "stacks" / "Pulumi.dev.yaml").read_text()
+    assert "  dsinfra:engine: vllm\n" in dev
+    (project / "stacks" / "Pulumi.dev.yaml").write_text(
+        dev.replace("  dsinfra:engine: vllm\n", f"  dsinfra:engine: {engine}\n"))
+    return project
+
+
+@pytest.fixture(params=["vllm", "sglang"])
+def serving(request, lab, tmp_path, options, endpoint, hosts_aws, monkeypatch):
+    """Stack ``dev`` (the repo's stack file, with each engine: one g5.2xlarge): its node a
+    test host running the fake engine of that image with one request slot (vLLM's
+    --max-num-seqs 1), its billable instance on moto. The fake serves /metrics in the format
+    of the engine its image names, so each engine's names are read as they are served."""
+    from dsinfra.engines import ENGINE_SPECS
     from dsinfra.ops import remote
 
+    engine = request.param
     host = lab.fresh("single", "g5.2xlarge")
     host.set_profile(max_num_seqs=1)
     inventory = write_inventory(tmp_path / "hosts.yaml", [host_entry(lab, host)],
-                                {"engine": "vllm", "model": QWEN})
+                                {"engine": engine, "model": QWEN})
     report = bootstrap_inventory(inventory, progress=False, options=options)
     assert report.ok, [(s.step, s.detail) for h in report.hosts for s in h.steps
                        if s.status == "failed"]
     monkeypatch.setenv("DSINFRA_STATE_DIR", str(tmp_path / "dsinfra-state"))
-    monkeypatch.setenv("DSINFRA_PROJECT_DIR", str(PROJECT_DIR))
+    monkeypatch.setenv("DSINFRA_PROJECT_DIR", str(_project(tmp_path, engine)))
     monkeypatch.setenv("DSINFRA_REGIONS", "us-east-1")
     monkeypatch.delenv("DSINFRA_WEBHOOK_URL", raising=False)
     (instance_id,) = make_stack("dev", budget_usd=1000, period="month",
                                 on_exceed="stop")["instances"]
     access = _access(lab, host, endpoint, tmp_path, instance_id)
     monkeypatch.setattr(remote, "access_for_stack", lambda stack, **kw: access)
-    return host, instance_id
+    return Served(host, instance_id, engine, ENGINE_SPECS[engine].port)
 
 
-def _chat(host, max_tokens: int) -> dict:
+def _chat(served: Served, max_tokens: int) -> dict:
     body = json.dumps({"model": QWEN, "max_tokens": max_tokens,
                        "messages": [{"role": "user", "content": "count to ten"}]}).encode()
     request = urllib.request.Request(
-        f"http://{host.listen}:8000/v1/chat/completions", data=body,
+        f"{served.url}/v1/chat/completions", data=body,
         headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"})
     started = time.monotonic()
     with urllib.request.urlopen(request, timeout=60) as response:
@@ -92,12 +122,13 @@ def _chat(host, max_tokens: int) -> dict:
     return answer
 
 
-def _engine_gauges(host) -> tuple[float, float]:
+def _engine_gauges(served: Served) -> tuple[float, float]:
     from dsinfra import serving_metrics as M
     from dsinfra.engines import ENGINE_SPECS
 
-    with urllib.request.urlopen(f"http://{host.listen}:8000/metrics", timeout=10) as response:
-        reading = M.reading_from(response.read().decode(), ENGINE_SPECS["vllm"].serving, 0)
+    with urllib.request.urlopen(f"{served.url}/metrics", timeout=10) as response:
+        reading = M.reading_from(response.read().decode(), ENGINE_SPECS[served.engine].serving,
+                                 0)
     return reading.running, reading.waiting
 
 
@@ -106,20 +137,20 @@ def test_top_json_measures_the_requests_sent_between_its_scrapes(serving, monkey
     from dsinfra.cli.main import app
     from dsinfra.ops import top
 
-    host, _ = serving
+    host = serving.host
     answers, slow, slow_answers = [], [], []
 
     def between(interval_s: float) -> None:
         """top reported its first scrape: four answered requests, then two that stay in
         flight (one running in the one slot, one waiting) until after the second scrape."""
         for max_tokens in (5, 7, 11, 13):
-            answers.append(_chat(host, max_tokens))
+            answers.append(_chat(serving, max_tokens))
         host.set_profile(chat_delay_s=6.0)
         for _ in range(2):
-            slow.append(threading.Thread(target=lambda: slow_answers.append(_chat(host, 3))))
+            slow.append(threading.Thread(target=lambda: slow_answers.append(_chat(serving, 3))))
             slow[-1].start()
         deadline = time.monotonic() + 30
-        while _engine_gauges(host) != (1, 1):
+        while _engine_gauges(serving) != (1, 1):
             assert time.monotonic() < deadline, "the two slow requests never showed as 1 + 1"
             time.sleep(0.05)
 
@@ -142,7 +173,7 @@ def test_top_json_measures_the_requests_sent_between_its_scrapes(serving, monkey
     assert snap["output_tokens_per_hour"] == pytest.approx(tokens_per_s * 3600, abs=0.1)
     assert (row["running"], row["waiting"]) == (1, 1) and (snap["running"], snap["waiting"]) \
         == (1, 1)
-    assert [len(a) for a in (slow_answers,)] == [2]
+    assert len(slow_answers) == 2 and snap["engine"] == serving.engine
 
     # $ per million output tokens from the meter's $/h and the tokens the test sent.
     instance_usd = BUNDLED_PRICES["us-east-1"].on_demand_hourly["g5.2xlarge"].usd
@@ -158,7 +189,7 @@ def test_top_json_measures_the_requests_sent_between_its_scrapes(serving, monkey
     # TTFT: the four answered requests, interpolated inside the buckets their times fell in.
     assert row["ttft_requests"] == 4
     slowest = max(a["latency_s"] for a in answers)  # the engine's span is inside the client's
-    ceiling = next(b for b in VLLM_TTFT_BOUNDS if b >= slowest)
+    ceiling = next(b for b in TTFT_BOUNDS[serving.engine] if b >= slowest)
     assert 0 < row["ttft_p50_s"] <= row["ttft_p99_s"] <= ceiling
 
 
@@ -180,7 +211,7 @@ def test_top_json_exits_3_and_says_which_replica_when_the_engine_is_down(serving
     from dsinfra.cli.main import app
     from dsinfra.ops import top
 
-    host, instance_id = serving
+    host, instance_id = serving.host, serving.instance_id
     host.set_profile(engine_wedged=True)  # the engine answers 503 (as while it loads)
     try:
         monkeypatch.setattr(top, "between_scrapes", lambda interval_s: None)
@@ -190,5 +221,6 @@ def test_top_json_exits_3_and_says_which_replica_when_the_engine_is_down(serving
     assert result.exit_code == 3
     snap = json.loads(result.stdout)
     assert snap["usd_per_million_output_tokens"] is None
-    assert snap["replicas"][0]["error"] == "metrics unreadable: HTTP 503 on port 8000/metrics"
+    assert snap["replicas"][0]["error"] == \
+        f"metrics unreadable: HTTP 503 on port {serving.port}/metrics"
     assert f"replica {instance_id}: metrics unreadable" in result.stderr
