@@ -180,7 +180,7 @@ def asg_not_read(group: str) -> str:
 def sources_for_stack(stack: str, *, key_path=None, read_console=None) -> Sources:
     """The deployed stack's replicas (its outputs' nodes: each node off EFA, the head of the
     node group on EFA), each scraped over one SSH session through the stack's endpoint."""
-    from dsinfra.engines import engine_spec
+    from dsinfra.engines import ENGINE_SPECS, engine_spec
     from dsinfra.ops.access import ApiOverSsh
     from dsinfra.ops.remote import access_for_stack, select_hosts
     from dsinfra.replicas import nodes_per_replica
@@ -189,9 +189,10 @@ def sources_for_stack(stack: str, *, key_path=None, read_console=None) -> Source
     config = load_stack(stack, find_project_dir())
     spec = engine_spec(config.engine.name)
     if spec.serving is None:
-        raise UserError(f"engine {config.engine.name!r} of stack {stack} serves no metrics "
-                        "dsinfra knows; allowed: an engine with a live view ("
-                        + ", ".join(n for n in ("vllm", "sglang")) + ")")
+        live = ", ".join(n for n, s in ENGINE_SPECS.items() if s.serving is not None)
+        raise UserError(f"invalid value for engine.name of stack {stack}: "
+                        f"{config.engine.name!r} serves no metrics dsinfra knows; allowed for "
+                        f"`dsinfra top`: {live}")
     access = access_for_stack(stack, key_path=key_path, read_console=read_console)
     if access.tunnel_url is None:
         raise UserError("the stack's outputs name no EC2 Instance Connect Endpoint",
