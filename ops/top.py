@@ -64,8 +64,8 @@ def scrape(sources: Sources) -> dict[str, M.Reading | str]:
 
     def one(replica: Replica) -> M.Reading | str:
         try:
-            text = replica.fetch()
-            return M.reading_from(text, sources.names, clock())
+            at = clock()  # the scrape's start, as Prometheus stamps a scrape
+            return M.reading_from(replica.fetch(), sources.names, at)
         except (OSError, MetricsError, EOFError) as exc:
             return f"metrics unreadable: {exc}"
 
