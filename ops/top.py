@@ -64,8 +64,10 @@ def scrape(sources: Sources) -> dict[str, M.Reading | str]:
 
     def one(replica: Replica) -> M.Reading | str:
         try:
-            at = clock()  # the scrape's start, as Prometheus stamps a scrape
-            return M.reading_from(replica.fetch(), sources.names, at)
+            text = replica.fetch()
+            # Stamped when the answer is in: the engine read its counters just before it
+            # answered, and the first scrape's start includes opening the SSH session.
+            return M.reading_from(text, sources.names, clock())
         except (OSError, MetricsError, EOFError) as exc:
             return f"metrics unreadable: {exc}"
 
