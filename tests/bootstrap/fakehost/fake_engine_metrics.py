@@ -5,7 +5,8 @@ counters that move with the requests the fake answers (fake_docker.py's handler 
 SOURCES (nothing here is invented; tests/fixtures/metrics/SOURCE.md has the recordings):
 - vLLM (image vllm/vllm-openai:v0.11.0, the V1 engine): names, HELP texts, label names
   (model_name, engine) and the TTFT buckets from vllm/v1/metrics/loggers.py
-  (PrometheusStatLogger; vllm-project/vllm). Counters are declared without ``_total`` and
+  (PrometheusStatLogger; vllm-project/vllm, the newest stored version of the file: the
+  v0.11.0 tag itself could not be checked out here, see tests/fixtures/metrics/SOURCE.md). Counters are declared without ``_total`` and
   exposed with it (prometheus_client). The labels are written in sorted order, ``le`` among
   them, and a histogram's ``_count`` and ``_sum`` after its buckets, as vLLM's multiprocess
   /metrics printed them in vllm-project/production-stack#617 (vLLM 0.10.0: lines such as
