@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dsinfra.idle import MetricNames
+from dsinfra.serving_metrics import ServingNames
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,9 @@ class EngineSpec:
     # The Prometheus names idle autostop reads on the API port's /metrics; None: dsinfra knows
     # none, so idle autostop is off for this engine (an explicit idleMinutes is refused).
     metrics: MetricNames | None = None
+    # What `dsinfra top` reads on the same /metrics (dsinfra/serving_metrics.py); None: no
+    # live view of this engine's load.
+    serving: ServingNames | None = None
     # The head's port the other nodes of one multi-node engine connect to, and what it is
     # (``dsinfra plan --json``'s ports; open only between EFA nodes).
     peer_port: int | None = None
@@ -51,6 +55,15 @@ ENGINE_SPECS: dict[str, EngineSpec] = {
                        metrics=MetricNames(running=("vllm:num_requests_running",),
                                            waiting=("vllm:num_requests_waiting",),
                                            counters=("vllm:request_success_total",)),
+                       # vllm/v1/metrics/loggers.py (PrometheusStatLogger): the KV-cache gauge
+                       # is kv_cache_usage_perc since 0.9; gpu_cache_usage_perc is its
+                       # deprecated name, hidden by default in later releases.
+                       serving=ServingNames(running=("vllm:num_requests_running",),
+                                            waiting=("vllm:num_requests_waiting",),
+                                            generation_tokens=("vllm:generation_tokens_total",),
+                                            ttft=("vllm:time_to_first_token_seconds",),
+                                            kv_cache_usage=("vllm:kv_cache_usage_perc",
+                                                            "vllm:gpu_cache_usage_perc")),
                        peer_port=6379, peer_purpose="Ray head (nodes only)",
                        per_node_env=("VLLM_HOST_IP",)),
     # SGLang's docs/references/production_metrics.md (served with --enable-metrics). Its
@@ -60,6 +73,14 @@ ENGINE_SPECS: dict[str, EngineSpec] = {
                                              waiting=("sglang:num_queue_reqs",),
                                              counters=("sglang:prompt_tokens_total",
                                                        "sglang:generation_tokens_total")),
+                         # python/sglang/srt/metrics/collector.py: token_usage is the fraction
+                         # of the KV-cache pool's tokens in use.
+                         serving=ServingNames(running=("sglang:num_running_reqs",),
+                                              waiting=("sglang:num_queue_reqs",),
+                                              generation_tokens=(
+                                                  "sglang:generation_tokens_total",),
+                                              ttft=("sglang:time_to_first_token_seconds",),
+                                              kv_cache_usage=("sglang:token_usage",)),
                          peer_port=5000, peer_purpose="SGLang dist-init (nodes only)"),
     # Any image: its own command, port and health path; not assumed to speak the OpenAI API.
     "custom": EngineSpec("custom", image=None, port=None, openai_compatible=False),

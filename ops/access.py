@@ -103,6 +103,30 @@ class ApiOverSsh:
         finally:
             channel.close()
 
+    def get_text(self, port: int, path: str, timeout_s: float,
+                 max_bytes: int = 8 * 1024 * 1024) -> tuple[int, str]:
+        """(HTTP status, body) of a GET on the node's ``port`` (``top``'s /metrics). The answer
+        is read by the standard library's HTTP client (Content-Length or chunked, as uvicorn
+        sends /metrics); a body over ``max_bytes`` or no answer raises OSError."""
+        import http.client
+
+        channel = self.channel(port, timeout_s)
+        try:
+            channel.settimeout(timeout_s)
+            channel.sendall(f"GET {path} HTTP/1.1\r\nHost: {self.target}:{port}\r\n"
+                            "Accept: text/plain\r\nConnection: close\r\n\r\n".encode())
+            answer = http.client.HTTPResponse(channel)  # reads through channel.makefile("rb")
+            try:
+                answer.begin()
+                body = answer.read(max_bytes + 1)
+            except (http.client.HTTPException, EOFError) as exc:
+                raise OSError(f"no HTTP answer on port {port}: {exc}") from None
+            if len(body) > max_bytes:
+                raise OSError(f"the answer on port {port}{path} is over {max_bytes:,} bytes")
+            return answer.status, body.decode("utf-8", "replace")
+        finally:
+            channel.close()
+
     def healthy(self, port: int, path: str, timeout_s: float) -> bool:
         """True on 200 (up's health check)."""
         return self.get_status(port, path, timeout_s) == "healthy"

@@ -31,16 +31,21 @@ def need_tmux() -> None:
 
 
 def screen(argv: list[str], *, width: int, height: int, env: dict[str, str],
-           timeout_s: float = 120) -> tuple[str, int]:
+           timeout_s: float = 120, send_when=None) -> tuple[str, int]:
     """Run ``argv`` in a detached tmux pane of ``width`` x ``height``; return the pane's text
-    (scrollback included, trailing blanks trimmed) and the command's exit status."""
+    (scrollback included, trailing blanks trimmed) and the command's exit status.
+    ``send_when``: (ready, keys): once ``ready()`` is true, type ``keys`` into the pane (tmux
+    send-keys names, e.g. ``C-c``), once: a point the command reports, never a delay."""
     need_tmux()
     server = f"dsinfra-test-{uuid.uuid4().hex[:8]}"  # a private tmux server per call
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "run.sh"
         exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items())
         # The pane's size is the terminal's: COLUMNS/LINES from the caller must not win.
-        script.write_text(f"unset COLUMNS LINES\n{exports}{shlex.join(argv)}\n"
+        # A Ctrl-C sent to the pane reaches the shell too: its trap (a handler, which the
+        # command does not inherit, unlike an ignored signal) keeps it alive to say the status.
+        trap = "trap 'true' INT\n" if send_when is not None else ""
+        script.write_text(f"unset COLUMNS LINES\n{trap}{exports}{shlex.join(argv)}\n"
                           f"echo \"{DONE}$?]\"\nsleep 600\n")
         tmux = ["tmux", "-L", server, "-f", "/dev/null"]
         subprocess.run([*tmux, "new-session", "-d", "-x", str(width), "-y", str(height),
@@ -50,6 +55,9 @@ def screen(argv: list[str], *, width: int, height: int, env: dict[str, str],
                            check=True)
             deadline = time.monotonic() + timeout_s
             while True:
+                if send_when is not None and send_when[0]():
+                    subprocess.run([*tmux, "send-keys", "-t", "t", send_when[1]], check=True)
+                    send_when = None
                 text = subprocess.run([*tmux, "capture-pane", "-p", "-S", "-", "-t", "t"],
                                       check=True, capture_output=True, text=True).stdout
                 if DONE in text:

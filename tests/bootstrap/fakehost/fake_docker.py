@@ -144,12 +144,18 @@ def _serve(image, command, env):
     key = env.get("DSINFRA_API_KEY") if openai else None
     load_s = profile().get("engine_load_s", 0.3)
     print("fake engine %s serving %s on port %d" % (image, model, port), flush=True)
+    from fake_engine_metrics import EngineMetrics, engine_of
+
+    engine = engine_of(image)  # /metrics in the format of the engine the image names
+    metrics = EngineMetrics(engine, model, profile().get("max_num_seqs", 256)) \
+        if engine else None
     server = ThreadingHTTPServer(("0.0.0.0", port), _handler(model, key, openai,
-                                                              time.monotonic() + load_s))
+                                                              time.monotonic() + load_s,
+                                                              metrics))
     server.serve_forever()
 
 
-def _handler(model, key, openai, ready_at):
+def _handler(model, key, openai, ready_at, metrics=None):
     import json
     from http.server import BaseHTTPRequestHandler
 
@@ -180,11 +186,26 @@ def _handler(model, key, openai, ready_at):
                     self._send(200, {"object": "list", "data": [{"id": model,
                                                                  "object": "model"}]})
                 return None
+            if self.path == "/metrics" and metrics is not None:
+                # vLLM and SGLang serve /metrics without the API key (their key guards /v1)
+                body = metrics.render().encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return None
             return self._send(200, {"status": "ok"})
 
         def do_POST(self):
             length = int(self.headers.get("Content-Length", 0))
             body = json.loads(self.rfile.read(length) or b"{}")
+            started = time.monotonic()
+            served = (metrics is not None and openai and self.path == "/v1/chat/completions"
+                      and (key is None or self.headers.get("Authorization") == "Bearer " + key)
+                      and body.get("model") == model)  # a request the engine answers
+            if served:
+                metrics.begin()
             time.sleep(profile().get("chat_delay_s", 0))  # a long generation, in flight
             if not openai or self.path != "/v1/chat/completions":
                 return self._send(404, {"error": "not found"})
@@ -192,9 +213,17 @@ def _handler(model, key, openai, ready_at):
                 return None
             if body.get("model") != model:
                 return self._send(404, {"error": "model %s not found" % body.get("model")})
+            # The fake's answer: max_tokens tokens (16 when not given), one word each.
+            tokens = int(body.get("max_tokens") or 16)
+            prompt = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
+            if served:
+                metrics.end(prompt, tokens, time.monotonic() - started)
             return self._send(200, {"object": "chat.completion", "model": model, "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": "OK."},
-                 "finish_reason": "stop"}]})
+                {"index": 0, "message": {"role": "assistant",
+                                         "content": " ".join(["OK"] * tokens)},
+                 "finish_reason": "stop"}], "usage": {
+                "prompt_tokens": prompt, "completion_tokens": tokens,
+                "total_tokens": prompt + tokens}})
 
     return Handler
 
