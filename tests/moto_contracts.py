@@ -30,6 +30,19 @@ requests that are open, active, or disabled", and using-spot-instances-request.h
 #stopping-a-spot-instance: "You can't stop a Spot Instance if the associated Spot Instance
 request is cancelled. When the Spot Instance request is cancelled, you can only terminate the
 Spot Instance"). moto 5.2 deletes it.
+
+Contract 4: an Auto Scaling group whose ``Launch`` process is suspended launches nothing:
+SetDesiredCapacity records the new desired capacity (and still terminates on a decrease, as
+``Terminate`` is its own process), and resuming ``Launch`` brings the group to it at once
+(EC2 Auto Scaling User Guide, "Suspend and resume Amazon EC2 Auto Scaling processes": Launch
+is what adds instances when the group scales out; "How suspended processes affect other
+processes": with Launch suspended ReplaceUnhealthy terminates without launching replacements,
+and when Launch resumes the group immediately replaces what it terminated meanwhile). moto 5.2
+records the suspension and launches anyway.
+
+Contract 5: SetDesiredCapacity above the group's MaxSize is refused, ``ValidationError``: "New
+SetDesiredCapacity value 3 is above max value 2 for the AutoScalingGroup." (the answer AWS
+gave, recorded in kubernetes/autoscaler#943). moto 5.2 takes any value and launches to it.
 """
 
 from __future__ import annotations
@@ -171,6 +184,42 @@ def patch() -> None:
     SpotRequestBackend.cancel_spot_instance_requests = cancel_spot_instance_requests
 
 
+def patch_autoscaling() -> None:
+    """Contracts 4 and 5 in moto's Auto Scaling backend."""
+    from moto.autoscaling.exceptions import ValidationError
+    from moto.autoscaling.models import AutoScalingBackend, FakeAutoScalingGroup
+
+    real_group_set = FakeAutoScalingGroup.set_desired_capacity
+    real_set, real_resume = (AutoScalingBackend.set_desired_capacity,
+                             AutoScalingBackend.resume_processes)
+
+    def group_set(self, new_capacity):
+        if "Launch" not in (getattr(self, "_suspended_processes", None) or ()):
+            return real_group_set(self, new_capacity)
+        wanted = self.min_size if new_capacity is None else new_capacity
+        if wanted < len(self.active_instances()):
+            return real_group_set(self, wanted)  # Terminate still runs
+        self.desired_capacity = wanted  # recorded; nothing launches (contract 4)
+        return None
+
+    def set_desired_capacity(self, group_name, desired_capacity):
+        group = self.autoscaling_groups[group_name]
+        if desired_capacity is not None and desired_capacity > group.max_size:
+            raise ValidationError(f"New SetDesiredCapacity value {desired_capacity} is above "
+                                  f"max value {group.max_size} for the AutoScalingGroup.")
+        return real_set(self, group_name, desired_capacity)
+
+    def resume_processes(self, group_name, scaling_processes):
+        real_resume(self, group_name, scaling_processes)
+        group = self.autoscaling_groups[group_name]
+        if "Launch" not in (group._suspended_processes or ()):
+            group.set_desired_capacity(group.desired_capacity)
+
+    FakeAutoScalingGroup.set_desired_capacity = group_set
+    AutoScalingBackend.set_desired_capacity = set_desired_capacity
+    AutoScalingBackend.resume_processes = resume_processes
+
+
 def fast_ids() -> None:
     """Not a contract, a speed-up: moto's EC2 ids drawn from the same generator (its seedable
     ``mock_random``) and alphabet (lowercase hex), one ``getrandbits`` per id instead of one
@@ -205,6 +254,7 @@ if __name__ == "__main__":
         freeze_clock(args[1])
         args = args[2:]
     patch()
+    patch_autoscaling()
     fast_ids()
     from moto.server import main
 
