@@ -108,6 +108,11 @@ class ScaleDecision:
         return self.target != self.current
 
 
+def _usd(value: float) -> float | None:
+    """A projection for the record: None where a replica could not be priced (infinite)."""
+    return round(value, 4) if math.isfinite(value) else None
+
+
 def _largest_fitting(low: int, high: int, fits: Callable[[int], bool]) -> int | None:
     """The largest count from ``high`` down to ``low`` that ``fits``, or None."""
     for count in range(high, low - 1, -1):
@@ -160,7 +165,7 @@ def decide_scale(loads: Mapping[str, Load | None], *, desired: int, bounds: Repl
                         f"${budget.spend_usd:,.2f} so far + the burn at {wanted} replica(s) "
                         f"to {budget.period_end:%Y-%m-%dT%H:%MZ}); even {desired + 1} does "
                         "not fit", blocked_by_budget=True, wanted=wanted,
-                        projected_usd=round(projected, 4))
+                        projected_usd=_usd(projected))
         capped = fitting < wanted
         reason = (f"{why}: scale out {desired} -> {fitting}" + (
             f" (capped by the budget: {wanted} would project ${projected:,.2f} > budget "
@@ -168,7 +173,7 @@ def decide_scale(loads: Mapping[str, Load | None], *, desired: int, bounds: Repl
             f"${budget.projected_usd(fitting):,.2f})" if capped else
             f"; projected ${projected:,.2f} within budget ${budget.amount_usd:,.2f}"))
         return ScaleDecision(desired, fitting, OUT, reason + missing, blocked_by_budget=capped,
-                             wanted=wanted, projected_usd=round(projected, 4),
+                             wanted=wanted, projected_usd=_usd(projected),
                              unreadable=unreadable)
     if unreadable:
         return hold(f"{seen}: no scale-in while a replica cannot be read")

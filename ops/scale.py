@@ -102,6 +102,9 @@ def _scale_group(ctx: Any, report: Any, resources: list, group: R.Group) -> None
     billing = [r for r in resources if r.kind == "instance" and r.billing
                and r.id in {m.id for m in group.members}]
     hourly = _replica_hourly(ctx, resources, group)
+    if hourly is None:
+        report.notes.append(f"replicas: no instance of {group.name} could be priced: no "
+                            "scale-out (its projection cannot be made)")
     budget = A.ScaleBudget(
         amount_usd=report.budget_usd, spend_usd=report.spend_usd, hourly_usd=report.hourly_usd,
         replica_hourly_usd=hourly if hourly is not None else float("inf"),
