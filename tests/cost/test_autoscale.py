@@ -308,3 +308,29 @@ def test_start_gives_the_group_back_and_the_check_its_health_checks(aws, state_d
         [list(R.start_processes())]
     aws_health_checks()
     assert members(name) == ids
+
+
+# --- the guard's IAM -------------------------------------------------------------------------
+
+def test_the_guard_may_scale_only_groups_tagged_with_a_stack_and_read_the_counts():
+    from dsinfra.cloud.actions import TAG_CONDITION, policy_document
+
+    document = policy_document(table_arn="arn:t")
+    (scoped,) = [s for s in document["Statement"] if "Condition" in s]
+    (reads,) = [s for s in document["Statement"] if s["Sid"] == "InventoryByTag"]
+    assert scoped["Condition"] == TAG_CONDITION
+    assert {"autoscaling:SetDesiredCapacity", "autoscaling:CreateOrUpdateTags",
+            "autoscaling:SuspendProcesses", "autoscaling:ResumeProcesses"} <= \
+        set(scoped["Action"])
+    assert {"cloudwatch:GetMetricData", "autoscaling:DescribeAutoScalingGroups",
+            "elasticloadbalancing:DescribeTargetHealth"} <= set(reads["Action"])
+    assert not {"autoscaling:SetDesiredCapacity", "autoscaling:SuspendProcesses"} & \
+        set(reads["Action"])
+
+
+def test_the_guard_package_carries_the_scaler():
+    from dsinfra.ops.guard import lambda_files
+
+    files = lambda_files()
+    assert {"dsinfra/ops/scale.py", "dsinfra/autoscale.py", "dsinfra/cloud/replicas.py"} <= \
+        set(files)
