@@ -220,7 +220,8 @@ def peers_idle(config: dict[str, Any], instance_id: str, now_s: float) -> tuple[
         if not mine:
             return False, f"{instance_id} is in no Auto Scaling group"
         group = next(iter(replicas.groups_of(config["region"], config["stack"],
-                                             [mine[0]["AutoScalingGroupName"]])), None)
+                                             [mine[0]["AutoScalingGroupName"]],
+                                             targets=False)), None)
     except (BotoCoreError, ClientError) as exc:
         return False, f"the group cannot be read: {one_line_error(exc)}"
     if group is None:

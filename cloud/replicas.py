@@ -51,6 +51,13 @@ READS = ("autoscaling:DescribeAutoScalingGroups", "elasticloadbalancing:Describe
 WRITES = ("autoscaling:SetDesiredCapacity", "autoscaling:CreateOrUpdateTags")
 STOP_WRITES = ("autoscaling:SuspendProcesses",)
 START_WRITES = ("autoscaling:ResumeProcesses",)
+# What a replica's own role needs (infra/ grants it on replicas stacks): publishing its counts,
+# reading its group and its peers' counts for an idle stop, and holding the group before that
+# stop (tag-scoped like the node's StopInstances).
+NODE_READS = ("cloudwatch:PutMetricData", "cloudwatch:GetMetricData",
+              "autoscaling:DescribeAutoScalingInstances",
+              "autoscaling:DescribeAutoScalingGroups")
+NODE_WRITES = STOP_WRITES
 
 
 @dataclass(frozen=True)
@@ -126,10 +133,11 @@ def _client(service: str, region: str):
 
 
 def groups_of(region: str, stack: str, names: Sequence[str] | None = None,
-              autoscaling=None) -> list[Group]:
+              autoscaling=None, targets: bool = True) -> list[Group]:
     """The Auto Scaling groups tagged with ``stack`` in ``region`` (``names``: only those, as
     the stack's instances name them), their instances' target health read in; a target group
-    that cannot be read leaves ``target_error`` set."""
+    that cannot be read leaves ``target_error`` set. ``targets`` False: no target health is
+    read (the node's watcher, whose kit carries no load-balancer client)."""
     asg = autoscaling or _client("autoscaling", region)
     found = []
     which = {"AutoScalingGroupNames": list(names)} if names else \
@@ -147,7 +155,7 @@ def groups_of(region: str, stack: str, names: Sequence[str] | None = None,
                 list(g.get("TargetGroupARNs") or []),
                 [Member(i["InstanceId"], i["LifecycleState"], i["HealthStatus"], None)
                  for i in g.get("Instances") or []]))
-    for group in found:
+    for group in found if targets else ():
         _read_targets(group)
     return found
 
