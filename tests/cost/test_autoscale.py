@@ -33,7 +33,8 @@ def _asg():
 
 def make_replicas(stack: str, *, min_size: int = 1, max_size: int = 3, desired: int = 1,
                   cool_down_s: int = 300, target_waiting: float = 1.0,
-                  budget_usd: float = 10_000, **tag_args) -> str:
+                  budget_usd: float = 10_000, target_group: str | None = None,
+                  **tag_args) -> str:
     """A replicas stack as infra/ builds one: a launch template and a group tagged with the
     stack's rule, propagated to the instances at launch; the cool-down in DefaultCooldown and
     the target in the group's dsinfra:target-waiting tag (cloud/replicas.py)."""
@@ -53,8 +54,18 @@ def make_replicas(stack: str, *, min_size: int = 1, max_size: int = 3, desired: 
         AutoScalingGroupName=name, MinSize=min_size, MaxSize=max_size,
         DesiredCapacity=desired, DefaultCooldown=cool_down_s,
         LaunchTemplate={"LaunchTemplateId": template["LaunchTemplate"]["LaunchTemplateId"]},
-        AvailabilityZones=[f"{REGION}a"], Tags=tags)
+        AvailabilityZones=[f"{REGION}a"], Tags=tags,
+        **({"TargetGroupARNs": [target_group]} if target_group else {}))
     return name
+
+
+def make_target_group(stack: str) -> str:
+    from dsinfra.cloud.aws import client
+
+    vpc = client("ec2", REGION).describe_vpcs()["Vpcs"][0]["VpcId"]
+    return client("elbv2", REGION).create_target_group(
+        Name=f"{stack}-api", Protocol="TCP", Port=8000, VpcId=vpc,
+        TargetType="instance")["TargetGroups"][0]["TargetGroupArn"]
 
 
 def group(name: str) -> dict:
@@ -334,3 +345,37 @@ def test_the_guard_package_carries_the_scaler():
     files = lambda_files()
     assert {"dsinfra/ops/scale.py", "dsinfra/autoscale.py", "dsinfra/cloud/replicas.py"} <= \
         set(files)
+
+
+def test_the_check_gives_the_health_checks_back_once_every_replica_serves(aws, state_dir):
+    from dsinfra.cloud.actions import resume_stack
+    from dsinfra.cloud.audit import AuditLog
+    from dsinfra.cloud.aws import client
+
+    tg = make_target_group("svc")
+    name = make_replicas("svc", desired=2, budget_usd=0.01, period="total", on_exceed="stop",
+                         target_group=tg)
+    ids = members(name)
+    check(hours_later(5), enforce=True)
+    resume_stack("svc", [REGION], AuditLog(state_dir / "audit.jsonl").append)
+    # the budget rule is raised (`up` re-tags the record), so the stack is ok again
+    ec2 = client("ec2", REGION)
+    ec2.create_tags(Resources=ids, Tags=[{"Key": "dsinfra:budget-usd", "Value": "10000.00"},
+                                         {"Key": "dsinfra:budget-period", "Value": "month"}])
+    elb = client("elbv2", REGION)
+    elb.deregister_targets(TargetGroupArn=tg, Targets=[{"Id": ids[0]}])  # not serving yet
+    now = soon()
+    publish("svc", {i: (0, 0) for i in ids}, now)
+    report = check(now, enforce=True)["svc"]
+    assert report["status"] == "ok", report
+    assert set(R.HEALTH_PROCESSES) <= {p["ProcessName"]
+                                       for p in group(name)["SuspendedProcesses"]}
+    assert any("health checks held" in n for n in report["notes"]), report["notes"]
+
+    elb.register_targets(TargetGroupArn=tg, Targets=[{"Id": ids[0], "Port": 8000}])
+    later = now + timedelta(minutes=1)
+    publish("svc", {i: (0, 0) for i in ids}, later)
+    check(later, enforce=True)
+    assert group(name)["SuspendedProcesses"] == []
+    released = [r["processes"] for r in audit(state_dir, "replicas.release")]
+    assert released == [list(R.start_processes()), list(R.HEALTH_PROCESSES)]
