@@ -79,7 +79,12 @@ def _replica_hourly(ctx: Any, resources: list, group: R.Group) -> float | None:
 
 def _scale_stack(ctx: Any, report: Any, resources: list, groups: dict[str, list[str]]) -> None:
     for region, names in sorted(groups.items()):
-        for group in R.groups_of(region, report.stack, names):
+        found = R.groups_of(region, report.stack, names)
+        strangers = sorted(set(names) - {g.name for g in found})
+        if strangers:  # instances of the stack in a group that does not claim it
+            report.notes.append(f"replicas: group(s) {', '.join(strangers)} in {region} do not "
+                                f"carry {report.stack}'s stack tag: not scaled")
+        for group in found:
             _scale_group(ctx, report, resources, group)
 
 

@@ -379,3 +379,20 @@ def test_the_check_gives_the_health_checks_back_once_every_replica_serves(aws, s
     assert group(name)["SuspendedProcesses"] == []
     released = [r["processes"] for r in audit(state_dir, "replicas.release")]
     assert released == [list(R.start_processes()), list(R.HEALTH_PROCESSES)]
+
+
+def test_dsinfra_stop_and_start_go_through_the_group_too(aws, state_dir):
+    from dsinfra.ops.resume import resume_checked, stop_checked
+
+    name = make_replicas("svc", desired=2)
+    ids = members(name)
+    out = stop_checked("svc", [REGION])
+    assert sorted(out["stopped"]) == ids and out["result"] == "done"
+    assert "Launch" in {p["ProcessName"] for p in group(name)["SuspendedProcesses"]}
+    aws_health_checks()
+    assert members(name) == ids and instance_states(ids) == {i: "stopped" for i in ids}
+
+    started = resume_checked("svc", [REGION], force=False)
+    assert sorted(started["started"]) == ids
+    assert {p["ProcessName"] for p in group(name)["SuspendedProcesses"]} == \
+        set(R.HEALTH_PROCESSES)
