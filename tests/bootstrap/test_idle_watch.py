@@ -346,3 +346,24 @@ def test_the_unit_carries_no_unvalidated_value():
     with pytest.raises(Exception, match="invalid stack"):
         idle_watch.watcher_config(bad)
     assert shlex.split(idle_watch.exec_start())[0] == "/usr/bin/python3"
+
+
+def test_a_replicas_stack_watches_every_replica_and_publishes_even_with_idle_off():
+    from dsinfra.config import parse_stack_config
+
+    def stack(**values):
+        return parse_stack_config("svc", {"tier": "prod", "budget": {"amountUsd": 500},
+                                          "idleMinutes": "off", **values})
+
+    assert idle_watch.idle_watch_for(stack()) is None  # no replicas, idle off: no watcher
+    watch = idle_watch.idle_watch_for(stack(replicas={"min": 1, "max": 3}))
+    assert watch is not None and watch.replicas and watch.idle_minutes is None
+    config = json.loads(idle_watch.watcher_config(watch))
+    assert config["publish"] is True and config["replicas"] is True
+    assert config["idle_minutes"] is None
+    assert "publish stack svc's request counts" in idle_watch.service_unit(watch)
+    # without replicas an off watcher is refused before anything is rendered
+    bad = idle_watch.IdleWatch(stack="svc", region="us-east-1", idle_minutes=None, port=PORT,
+                               metrics=ENGINES["vllm"].metrics)
+    with pytest.raises(Exception, match="invalid idle minutes"):
+        idle_watch.watcher_config(bad)
