@@ -375,7 +375,8 @@ def run(config_path: str, now_s: float | None = None, instance_id: str | None = 
             print(f"dsinfra idle watch: WARNING {problem}; nothing published", file=sys.stderr,
                   flush=True)
             return EXIT_AWS_OR_ENGINE
-        log(f"published {reading.running:g} running, {reading.waiting:g} waiting")
+        if code == 0:
+            log(f"published {reading.running:g} running, {reading.waiting:g} waiting")
         return code
     state, verdict = idle.decide(load_state(state_path), reading, now_s=now_s,
                                  boot_id=boot_id(), idle_minutes=config["idle_minutes"],
@@ -388,9 +389,10 @@ def run(config_path: str, now_s: float | None = None, instance_id: str | None = 
     if verdict.action == "unreadable":
         state, code = on_unreadable(config, state, verdict), EXIT_AWS_OR_ENGINE
     elif verdict.action == "stop":
-        code = stop_stack(config, verdict)
-        if code == 0:  # the next idle period starts afresh; a failed stop is retried next run
+        stopped = stop_stack(config, verdict)
+        if stopped == 0:  # the next idle period starts afresh; a failed stop is retried next run
             state = replace(state, last_activity_s=now_s)
+        code = max(code, stopped)  # a failed publish stays loud too
     else:
         log(f"{verdict.action}: {verdict.reason}")
     save_state(state_path, state)
