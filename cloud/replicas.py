@@ -223,15 +223,17 @@ def read_loads(region: str, stack: str, instance_ids: Sequence[str], now: dateti
 
 
 def set_desired(group: Group, count: int, now: datetime, autoscaling=None) -> None:
-    """Scale ``group`` to ``count`` (AWS refuses a count outside min..max) and record when, on
-    the group, for the next scaler's cool-down."""
+    """Scale ``group`` to ``count`` (AWS refuses a count outside min..max), having recorded
+    when on the group first, for the next scaler's cool-down: a record without the scaling
+    only delays the next action, a scaling without the record could repeat it at once. Our
+    own cool-down is the one that counts (``HonorCooldown`` off)."""
     asg = autoscaling or _client("autoscaling", group.region)
-    asg.set_desired_capacity(AutoScalingGroupName=group.name, DesiredCapacity=count,
-                             HonorCooldown=False)
     asg.create_or_update_tags(Tags=[{
         "ResourceId": group.name, "ResourceType": "auto-scaling-group", "Key": SCALED_AT_TAG,
         "Value": now.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "PropagateAtLaunch": False}])
+    asg.set_desired_capacity(AutoScalingGroupName=group.name, DesiredCapacity=count,
+                             HonorCooldown=False)
 
 
 def groups_of_instances(instances: Iterable[Any]) -> list[str]:

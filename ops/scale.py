@@ -6,8 +6,9 @@ Auto Scaling group, read the group and the counts its replicas publish, let
 Runs after the budget's own actions, on stacks the check vouched for (``ok`` or ``warn``): a
 stack over its budget or whose spend cannot be metered completely never scales. Every scaling
 action, every scale-out the budget refuses or caps and every replica whose counts cannot be
-read is audited (``replicas.scale``, ``replicas.refused``, ``replicas.unreadable``); refusals
-and unreadable counts are notified, once per cause (the check's notice claims). A group held
+read is audited (``replicas.scale``, ``replicas.refused``, ``replicas.unreadable``; a step
+that fails, ``replicas.failed``); refusals, unreadable counts and failures are notified, once
+per cause (the check's notice claims). A group held
 by a stop (cloud/replicas.py) is never scaled.
 """
 
@@ -46,7 +47,7 @@ def autoscale(ctx: Any, reports: list, inventory: Any) -> None:
         except Exception as exc:  # noqa: BLE001 - said, audited, notified; the check goes on
             why = f"replicas: scaling step failed: {R._error(exc)}"
             report.notes.append(why)
-            ctx.audit.append("replicas.unreadable", stack=report.stack, error=why)
+            ctx.audit.append("replicas.failed", stack=report.stack, error=why)
             _notify_once(ctx, report, f"scale-failed:{_digest(why)}",
                          f"dsinfra: stack {report.stack}: autoscaling cannot run", why)
 
