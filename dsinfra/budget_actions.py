@@ -203,7 +203,9 @@ register(ActionSpec(
                       "elasticloadbalancing:DescribeTargetGroups") + scoped(
         "ec2:TerminateInstances", "ec2:CancelSpotInstanceRequests", "ec2:DisassociateAddress",
         "ec2:ReleaseAddress", "ec2:DeleteNatGateway", "ec2:DeleteVolume",
-        "elasticloadbalancing:DeleteLoadBalancer", "elasticloadbalancing:DeleteTargetGroup"),
+        "elasticloadbalancing:DeleteLoadBalancer", "elasticloadbalancing:DeleteTargetGroup",
+        # a replicas group relaunches what the sweep terminates (cloud/teardown.py)
+        "autoscaling:DeleteAutoScalingGroup"),
     effect="sweep", severity=30))
 register(ActionSpec(
     "resume", "`dsinfra resume`: starts what a budget stopped (a person's action)",

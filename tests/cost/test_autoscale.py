@@ -396,3 +396,20 @@ def test_dsinfra_stop_and_start_go_through_the_group_too(aws, state_dir):
     assert sorted(started["started"]) == ids
     assert {p["ProcessName"] for p in group(name)["SuspendedProcesses"]} == \
         set(R.HEALTH_PROCESSES)
+
+
+def test_a_budget_destroy_deletes_the_group_so_nothing_is_relaunched(aws, state_dir):
+    from dsinfra.cloud.aws import client
+
+    name = make_replicas("svc", desired=2, budget_usd=0.01, period="total",
+                         on_exceed="destroy")
+    ids = members(name)
+    report = check(hours_later(5), enforce=True)["svc"]
+    assert report["action"] == "destroy" and report["action_result"] == "done", report
+    assert _asg().describe_auto_scaling_groups(AutoScalingGroupNames=[name])[
+        "AutoScalingGroups"] == []
+    assert set(instance_states(ids).values()) <= {"shutting-down", "terminated"}
+    aws_health_checks()  # a group left behind would replace what the sweep terminated
+    live = client("ec2", REGION).describe_instances(Filters=[
+        {"Name": "instance-state-name", "Values": ["pending", "running"]}])["Reservations"]
+    assert live == []
