@@ -35,6 +35,7 @@ from typing import Any
 
 from dsinfra import autoscale as S
 from dsinfra import tags as T
+from dsinfra.cloud.aws import client
 
 GROUP_TAG = "aws:autoscaling:groupName"  # AWS tags each instance a group launches with it
 TARGET_WAITING_TAG = "dsinfra:target-waiting"
@@ -126,19 +127,13 @@ class Group:
         return ReplicaBounds(self.min, self.max, self.cool_down_s, target)
 
 
-def _client(service: str, region: str):
-    from dsinfra.cloud.aws import client
-
-    return client(service, region)
-
-
 def groups_of(region: str, stack: str, names: Sequence[str] | None = None,
               autoscaling=None, targets: bool = True) -> list[Group]:
     """The Auto Scaling groups tagged with ``stack`` in ``region`` (``names``: only those, as
     the stack's instances name them), their instances' target health read in; a target group
     that cannot be read leaves ``target_error`` set. ``targets`` False: no target health is
     read (the node's watcher, whose kit carries no load-balancer client)."""
-    asg = autoscaling or _client("autoscaling", region)
+    asg = autoscaling or client("autoscaling", region)
     found = []
     which = {"AutoScalingGroupNames": list(names)} if names else \
         {"Filters": [{"Name": f"tag:{T.STACK}", "Values": [stack]}]}
@@ -165,7 +160,7 @@ def _read_targets(group: Group) -> None:
         return
     states: dict[str, str] = {}
     try:
-        elb = _client("elbv2", group.region)
+        elb = client("elbv2", group.region)
         for arn in group.target_groups:
             for d in elb.describe_target_health(TargetGroupArn=arn)["TargetHealthDescriptions"]:
                 states[d["Target"]["Id"]] = d["TargetHealth"]["State"]
@@ -181,7 +176,7 @@ def read_loads(region: str, stack: str, instance_ids: Sequence[str], now: dateti
     is missing), and the error that kept all of them from being read ('' when none)."""
     if not instance_ids:
         return {}, ""
-    cw = cloudwatch or _client("cloudwatch", region)
+    cw = cloudwatch or client("cloudwatch", region)
     queries, keys = [], {}
     for n, instance in enumerate(instance_ids):
         for metric, short in ((S.METRIC_RUNNING, "r"), (S.METRIC_WAITING, "w")):
@@ -227,7 +222,7 @@ def set_desired(group: Group, count: int, now: datetime, autoscaling=None) -> No
     when on the group first, for the next scaler's cool-down: a record without the scaling
     only delays the next action, a scaling without the record could repeat it at once. Our
     own cool-down is the one that counts (``HonorCooldown`` off)."""
-    asg = autoscaling or _client("autoscaling", group.region)
+    asg = autoscaling or client("autoscaling", group.region)
     asg.create_or_update_tags(Tags=[{
         "ResourceId": group.name, "ResourceType": "auto-scaling-group", "Key": SCALED_AT_TAG,
         "Value": now.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -256,7 +251,7 @@ def hold(autoscaling, groups: Sequence[str], audit: Callable[..., Any], *, stack
 def release(region: str, groups: Sequence[str], audit: Callable[..., Any], *, stack: str,
             processes: Sequence[str], why: str, autoscaling=None) -> None:
     """Resume ``processes`` on ``groups`` (in ``region``), audited."""
-    autoscaling = autoscaling or _client("autoscaling", region)
+    autoscaling = autoscaling or client("autoscaling", region)
     for name in groups:
         audit("replicas.release", stack=stack, group=name, processes=list(processes), why=why)
         autoscaling.resume_processes(AutoScalingGroupName=name,
