@@ -6,6 +6,12 @@ Every value the files carry is validated here before rendering (stack name, metr
 region, table, topic), and the config file is root-only: it names the guard's table and the
 topic the node may write to. With idle autostop off, the step removes the timer a previous
 run installed, so turning it off in the stack file and re-running bootstrap really stops it.
+
+On a replicas stack (``dsinfra:replicas``, issue 27) the watcher runs on every replica, with
+idle autostop on or off: each run publishes the engine's running and waiting counts to
+CloudWatch for the cost check's scaling step (cloud/idle_watch.py ``publish``; the node's
+role needs ``cloudwatch:PutMetricData``, which infra/ grants), and an idle stop waits for every
+replica of the group to be idle.
 """
 
 from __future__ import annotations
@@ -43,25 +49,32 @@ class IdleWatch:
 
     stack: str
     region: str
-    idle_minutes: int
+    idle_minutes: int | None  # None: idle autostop off (a replica that only publishes)
     port: int
     metrics: MetricNames
     audit_table: str | None = None  # the guard's table (DSINFRA_GUARD_TABLE), if deployed
     audit_region: str | None = None
     sns_topic_arn: str | None = None  # dsinfra:notifyTopicArn
+    # A replicas stack: publish the counts to CloudWatch, and stop only when every replica
+    # of the group is idle; installed on every replica, not the head alone.
+    replicas: bool = False
 
 
 def idle_watch_for(config, *, audit_table: str | None = None,
                    audit_region: str | None = None) -> IdleWatch | None:
-    """The watcher of a stack, or None where idle autostop is off (or the engine has no
-    metrics dsinfra knows: the config schema refuses an explicit idleMinutes there)."""
+    """The watcher of a stack, or None where idle autostop is off on a stack without
+    replicas (or the engine has no metrics dsinfra knows: the config schema refuses an
+    explicit idleMinutes there, and a replicas stack's scaler then sees no counts and never
+    scales in)."""
     minutes = config.resolved_idle_minutes
     names = engine_for(config.engine.name).metrics
-    if minutes is None or names is None:
+    replicas = getattr(config, "replicas", None) is not None
+    if names is None or (minutes is None and not replicas):
         return None
     return IdleWatch(stack=config.stack, region=config.region, idle_minutes=minutes,
                      port=config.engine_port, metrics=names, audit_table=audit_table,
-                     audit_region=audit_region, sns_topic_arn=config.notify_topic_arn)
+                     audit_region=audit_region, sns_topic_arn=config.notify_topic_arn,
+                     replicas=replicas)
 
 
 def _check(watch: IdleWatch) -> None:
@@ -71,7 +84,8 @@ def _check(watch: IdleWatch) -> None:
         problems.append(f"stack {watch.stack!r}")
     if aws_region_problem(watch.region):
         problems.append(f"region {watch.region!r}")
-    if parse_idle_minutes(watch.idle_minutes) != watch.idle_minutes:
+    if parse_idle_minutes(watch.idle_minutes or 0) != watch.idle_minutes or (
+            watch.idle_minutes is None and not watch.replicas):
         problems.append(f"idle minutes {watch.idle_minutes!r}")
     if not 1 <= watch.port <= 65535:
         problems.append(f"port {watch.port!r}")
@@ -94,7 +108,8 @@ def watcher_config(watch: IdleWatch) -> str:
         "metrics": {k: list(v) for k, v in asdict(watch.metrics).items()},
         "api_key_env_file": ENGINE_ENV, "state_path": STATE,
         "audit_table": watch.audit_table, "audit_region": watch.audit_region,
-        "sns_topic_arn": watch.sns_topic_arn}, indent=2, sort_keys=True) + "\n"
+        "sns_topic_arn": watch.sns_topic_arn, "publish": watch.replicas,
+        "replicas": watch.replicas}, indent=2, sort_keys=True) + "\n"
 
 
 def exec_start() -> str:
@@ -103,9 +118,11 @@ def exec_start() -> str:
 
 def service_unit(watch: IdleWatch) -> str:
     _check(watch)
+    what = (f"stop stack {watch.stack} after {watch.idle_minutes} min without a request"
+            if watch.idle_minutes is not None else
+            f"publish stack {watch.stack}'s request counts for autoscaling")
     return render_unit([
-        ("Unit", [("Description", f"dsinfra idle autostop: stop stack {watch.stack} after "
-                                  f"{watch.idle_minutes} min without a request"),
+        ("Unit", [("Description", f"dsinfra idle autostop: {what}"),
                   ("After", f"network-online.target {UNIT_NAME}")]),
         ("Service", [("Type", "oneshot"), ("ExecStart", exec_start()),
                      ("TimeoutStartSec", "120")]),
@@ -142,5 +159,7 @@ def install_watch(c, p: HostPlan) -> None:
     if not p.node_kit:
         raise StepError("idle watch: the node kit is not installed on this host (node-kit "
                         "step); the watcher runs from it")
-    p.on_progress(f"idle autostop after {p.idle_watch.idle_minutes} min")
+    p.on_progress(f"idle autostop after {p.idle_watch.idle_minutes} min"
+                  if p.idle_watch.idle_minutes is not None else
+                  "request counts published for autoscaling")
     install_unit(c, watch_unit(p.idle_watch), p.units.idle_watch)

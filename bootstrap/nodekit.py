@@ -36,7 +36,9 @@ THIRD_PARTY = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six",
 # The AWS APIs a node calls: S3 (weights), EC2 (the idle watcher stops its own stack), STS
 # (who am I, in errors), DynamoDB (the guard's audit table), SNS (notices), ECR (the engine
 # image: cloud/engine_image.py).
-NODE_SERVICES = ("s3", "ec2", "sts", "dynamodb", "sns", "ecr")
+# cloudwatch: a replica publishes its engine's counts; autoscaling: an idle or budget stop holds
+# the replicas' group first, and an idle replica reads its group's members (issue 27).
+NODE_SERVICES = ("s3", "ec2", "sts", "dynamodb", "sns", "ecr", "cloudwatch", "autoscaling")
 # The dsinfra modules a node runs; what they import from dsinfra is added by the one
 # import-closure builder (dsinfra/shipping.py), which also builds the guard's Lambda package.
 ENTRY_MODULES = ("dsinfra.cloud.model_cache", "dsinfra.cloud.idle_watch",

@@ -163,7 +163,8 @@ def run_bootstrap(config: StackConfig, hosts: list[HostSpec], *, known: KnownHos
                              region=config.region,
                              node_kit=node_kit_needed(config) or bool(options.ecr),
                              node_aws=options.node_aws,
-                             idle_watch=watch if h.role == "head" else None,
+                             idle_watch=watch if h.role == "head" or (
+                                 watch is not None and watch.replicas) else None,
                              health_timeout_s=timeout, health_poll_s=options.health_poll_s,
                              health_report_s=options.health_report_s, spot=config.spot,
                              spot_poll_s=options.spot_poll_s,

@@ -67,7 +67,8 @@ STEPS: tuple[Step, ...] = (
          describe="NCCL runs over EFA through aws-ofi-nccl, not TCP sockets"),
     Step("spot-watch", spot.watcher_ready, spot.start_watcher, applies_to=_is_spot,
          phase="engine", describe="spot interruption watcher: drains the engine on a notice"),
-    Step("idle-watch", idle_watch.watch_ready, idle_watch.install_watch, applies_to=_is_head,
+    Step("idle-watch", idle_watch.watch_ready, idle_watch.install_watch,
+         applies_to=lambda p: _is_head(p) or bool(p.idle_watch and p.idle_watch.replicas),
          phase="health", describe="idle autostop: a systemd timer reads the engine's metrics"),
 )
 

@@ -19,7 +19,7 @@ from typing import Any
 from dsinfra import budget_actions as A
 from dsinfra import tags as T
 from dsinfra.budget_actions import Permission, reads, scoped  # noqa: F401 - re-exported
-from dsinfra.cloud import intents, inventory, notices, regions, spot_stop
+from dsinfra.cloud import intents, inventory, notices, regions, replicas, spot_stop
 from dsinfra.cloud.aws import client
 from dsinfra.cloud.teardown import sweep_stacks
 from dsinfra.errors import DsinfraError
@@ -189,13 +189,24 @@ def _pulumi_destroy(ctx, stack: str) -> str | None:
         return f"pulumi destroy failed ({type(exc).__name__}), swept"
 
 
-def resume_stack(stack: str, where: Sequence[str]) -> list[str]:
-    """Start the stopped instances of ``stack``; returns their ids (empty when none were)."""
+def resume_stack(stack: str, where: Sequence[str], audit=None) -> list[str]:
+    """Start the stopped instances of ``stack``; returns their ids (empty when none were).
+    A replicas group a stop held (cloud/replicas.py) gets its processes back once its
+    instances are started, all but the health checks, which the scaling step gives back when
+    every replica serves again; each release is audited (``audit``: the log's append)."""
     found = inventory.fetch_inventory(where, [stack], kinds=("instance",)).resources
     stopped = [r for r in found if r.state == "stopped"]
     for region in {r.region for r in stopped}:
         client("ec2", region).start_instances(
             InstanceIds=[r.id for r in stopped if r.region == region])
+    for region in sorted({r.region for r in found}):
+        names = replicas.groups_of_instances([r for r in found if r.region == region])
+        held = [g.name for g in replicas.groups_of(region, stack, names) if g.held] \
+            if names else []
+        if held:
+            replicas.release(region, held, audit or (lambda kind, **fields: None),
+                             stack=stack, processes=replicas.start_processes(),
+                             why="dsinfra start: the stack's instances are started")
     return [r.id for r in stopped]
 
 
@@ -219,8 +230,13 @@ def runner(name: str) -> Runner:
 def budget_actions() -> tuple[str, ...]:
     """The actions a guard may take: the table's onExceed names (read now, not at import)."""
     return A.on_exceed()
-# What every check reads, whatever it does: the inventory and the region discovery.
-CHECK_READS = reads(*inventory.PERMISSIONS, *regions.PERMISSIONS)
+# What every check reads, whatever it does: the inventory, the region discovery and the
+# replicas' groups and counts (the scaling step, ops/scale.py).
+CHECK_READS = reads(*inventory.PERMISSIONS, *regions.PERMISSIONS, *replicas.READS)
+# What the scaling step writes, whatever the stack's onExceed: a replicas group's desired
+# capacity and its scaled-at tag, on groups tagged with a stack only; and the health checks a
+# resumed group gets back.
+CHECK_WRITES = scoped(*replicas.WRITES, *replicas.START_WRITES)
 
 
 def permissions_for(allowed: Sequence[str] | None = None) -> list[Permission]:
@@ -230,7 +246,7 @@ def permissions_for(allowed: Sequence[str] | None = None) -> list[Permission]:
     unknown = [a for a in allowed if a not in A.TABLE]
     if unknown:
         raise ValueError(f"unknown actions {unknown}; registered: {sorted(A.TABLE)}")
-    found = {p.action: p for p in CHECK_READS}
+    found = {p.action: p for p in (*CHECK_READS, *CHECK_WRITES)}
     for name in allowed:
         for p in A.get(name).permissions:
             found[p.action] = Permission(p.action, p.tag_scoped or

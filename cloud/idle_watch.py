@@ -13,6 +13,15 @@ notified, as the budget guard treats it (``dsinfra.budget.exceeded_action``).
 Metrics that cannot be read or parsed never stop anything: the run says so in the journal,
 exits 3 (the unit shows failed), and notifies once until they read again.
 
+On a replicas stack (``dsinfra:replicas``, issue 27) the watcher runs on every replica and each
+run also publishes the engine's requests running and waiting to CloudWatch (namespace
+``dsinfra``, dimensions ``Stack`` and ``InstanceId``: dsinfra/autoscale.py), which the cost
+check's scaling step reads (the Lambda guard cannot reach a private node's /metrics). Nothing is
+published for a reading that failed: a missing count is what the scaler treats as unreadable
+(never a reason to scale in). There idle autostop stops the stack only when every other
+replica of its group published idle counts too (one replica's quiet is not the stack's); the
+stop itself holds the group first (cloud/spot_stop.py), so the group replaces nothing.
+
 Standard library and the node kit's boto3 only (no pydantic): it runs on the node's python3.
 """
 
@@ -52,10 +61,14 @@ def log(message: str, **fields: Any) -> None:
 
 def load_config(path: str) -> dict[str, Any]:
     """The watcher's config, written by bootstrap from validated values; checked again here
-    because this process acts on AWS with what it says."""
+    because this process acts on AWS with what it says. ``idle_minutes`` may be off only
+    where the watcher publishes (a replicas stack)."""
     config = json.loads(Path(path).read_text())
-    minutes = idle.parse_idle_minutes(config["idle_minutes"])
-    if minutes is None:
+    config["publish"] = config.get("publish") is True
+    config["replicas"] = config.get("replicas") is True
+    minutes = None if config["idle_minutes"] is None else \
+        idle.parse_idle_minutes(config["idle_minutes"])
+    if minutes is None and not config["publish"]:
         raise ValueError("idle_minutes is off; the timer should not be installed")
     config["idle_minutes"] = minutes
     config["names"] = idle.MetricNames(**{k: tuple(v) for k, v in config["metrics"].items()})
@@ -144,6 +157,85 @@ def read_metrics(config: dict[str, Any]) -> tuple[idle.Reading | None, str]:
         return idle.reading_from(text, config["names"]), ""
     except idle.MetricsError as exc:
         return None, str(exc)
+
+
+def instance_id_from_imds(timeout_s: float = 2.0) -> str:
+    """This node's instance id (IMDSv2: a session token, then the id). An instance launched
+    by the group from a baked image carries no id of its own in any file, so it is asked."""
+    base = "http://169.254.169.254/latest"
+    token_request = urllib.request.Request(f"{base}/api/token", method="PUT", headers={
+        "X-aws-ec2-metadata-token-ttl-seconds": "60"})
+    with urllib.request.urlopen(token_request, timeout=timeout_s) as answer:
+        token = answer.read(200).decode("ascii")
+    with urllib.request.urlopen(urllib.request.Request(
+            f"{base}/meta-data/instance-id", headers={"X-aws-ec2-metadata-token": token}),
+            timeout=timeout_s) as answer:
+        found = answer.read(64).decode("ascii").strip()
+    if not found.startswith("i-") or not found[2:].isalnum():
+        raise ValueError(f"IMDS answered an instance id that is not one: {found[:40]!r}")
+    return found
+
+
+def publish(config: dict[str, Any], reading: idle.Reading, instance_id: str,
+            now_s: float) -> bool:
+    """The engine's requests running and waiting as this replica's CloudWatch metrics; True
+    when CloudWatch took them (a refusal is said in the journal: the scaler then sees the
+    counts missing, and says so too)."""
+    from datetime import datetime, timezone
+
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from dsinfra import autoscale as S
+    from dsinfra.cloud.aws import client, one_line_error
+
+    dims = [{"Name": S.DIMENSION_STACK, "Value": config["stack"]},
+            {"Name": S.DIMENSION_INSTANCE, "Value": instance_id}]
+    at = datetime.fromtimestamp(now_s, timezone.utc)
+    try:
+        client("cloudwatch", config["region"]).put_metric_data(Namespace=S.NAMESPACE, MetricData=[
+            {"MetricName": S.METRIC_RUNNING, "Dimensions": dims, "Timestamp": at,
+             "Value": float(reading.running), "Unit": "Count"},
+            {"MetricName": S.METRIC_WAITING, "Dimensions": dims, "Timestamp": at,
+             "Value": float(reading.waiting), "Unit": "Count"}])
+    except (BotoCoreError, ClientError) as exc:
+        log(f"could not publish the counts to CloudWatch: {one_line_error(exc)}")
+        return False
+    return True
+
+
+def peers_idle(config: dict[str, Any], instance_id: str, now_s: float) -> tuple[bool, str]:
+    """On a replicas stack: whether every other serving replica of this node's group last
+    published nothing running and nothing waiting (a replica whose counts are missing is not
+    idle), and why not."""
+    from datetime import datetime, timezone
+
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from dsinfra.cloud import replicas
+    from dsinfra.cloud.aws import client, one_line_error
+
+    try:
+        mine = client("autoscaling", config["region"]).describe_auto_scaling_instances(
+            InstanceIds=[instance_id])["AutoScalingInstances"]
+        if not mine:
+            return False, f"{instance_id} is in no Auto Scaling group"
+        group = next(iter(replicas.groups_of(config["region"], config["stack"],
+                                             [mine[0]["AutoScalingGroupName"]],
+                                             targets=False)), None)
+    except (BotoCoreError, ClientError) as exc:
+        return False, f"the group cannot be read: {one_line_error(exc)}"
+    if group is None:
+        return False, "the group is not tagged with this stack"
+    others = [m.id for m in group.members if m.id != instance_id
+              and m.lifecycle not in ("Terminating", "Terminated", "Detached")]
+    loads, error = replicas.read_loads(config["region"], config["stack"], others,
+                                       datetime.fromtimestamp(now_s, timezone.utc))
+    if error:
+        return False, f"the other replicas' counts cannot be read: {error}"
+    busy = [i for i, load in loads.items() if load is None or load.running or load.waiting]
+    if busy:
+        return False, f"replica(s) {', '.join(sorted(busy))} busy or unread"
+    return True, ""
 
 
 def stack_instances(config: dict[str, Any]) -> list[dict[str, Any]]:
@@ -268,21 +360,39 @@ def on_unreadable(config: dict[str, Any], state: idle.IdleState,
     return state
 
 
-def run(config_path: str, now_s: float | None = None) -> int:
+def run(config_path: str, now_s: float | None = None, instance_id: str | None = None) -> int:
     config = load_config(config_path)
     state_path = Path(config["state_path"])
     now_s = time.time() if now_s is None else now_s
     reading, problem = read_metrics(config)
+    code = 0
+    if config["publish"] or config["replicas"]:
+        instance_id = instance_id or instance_id_from_imds()
+    if config["publish"] and reading is not None:
+        code = 0 if publish(config, reading, instance_id, now_s) else EXIT_AWS_OR_ENGINE
+    if config["idle_minutes"] is None:  # a replica that only publishes
+        if reading is None:
+            print(f"dsinfra idle watch: WARNING {problem}; nothing published", file=sys.stderr,
+                  flush=True)
+            return EXIT_AWS_OR_ENGINE
+        if code == 0:
+            log(f"published {reading.running:g} running, {reading.waiting:g} waiting")
+        return code
     state, verdict = idle.decide(load_state(state_path), reading, now_s=now_s,
                                  boot_id=boot_id(), idle_minutes=config["idle_minutes"],
                                  problem=problem)
-    code = 0
+    if verdict.action == "stop" and config["replicas"]:
+        alone, why = peers_idle(config, instance_id, now_s)
+        if not alone:
+            verdict = replace(verdict, action="idle",
+                              reason=f"{verdict.reason}, but not the stack: {why}")
     if verdict.action == "unreadable":
         state, code = on_unreadable(config, state, verdict), EXIT_AWS_OR_ENGINE
     elif verdict.action == "stop":
-        code = stop_stack(config, verdict)
-        if code == 0:  # the next idle period starts afresh; a failed stop is retried next run
+        stopped = stop_stack(config, verdict)
+        if stopped == 0:  # the next idle period starts afresh; a failed stop is retried next run
             state = replace(state, last_activity_s=now_s)
+        code = max(code, stopped)  # a failed publish stays loud too
     else:
         log(f"{verdict.action}: {verdict.reason}")
     save_state(state_path, state)
@@ -294,9 +404,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=CONFIG_PATH)
     parser.add_argument("--now", type=float, default=None,
                         help="epoch seconds to use as the time (tests drive the clock)")
+    parser.add_argument("--instance-id", default=None,
+                        help="this node's instance id (default: asked of IMDS; tests name it)")
     args = parser.parse_args(argv)
     try:
-        code = run(args.config, args.now)
+        code = run(args.config, args.now, args.instance_id)
     except Exception as exc:  # noqa: BLE001 - a watcher that cannot decide says so, once
         reason = f"{type(exc).__name__}: {str(exc)[:300]}".replace("\n", " ")
         print(f"dsinfra idle watch: cannot run: {reason}", file=sys.stderr)

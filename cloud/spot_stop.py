@@ -124,14 +124,29 @@ class Outcome:
 def stop_or_terminate(ec2, instances: Sequence[R.Instance], *, stack: str, trigger: str,
                       unable: str, announce: Callable[[str, str], str],
                       audit: Callable[..., Any], call_args: Sequence[tuple[str, object]] = (),
-                      read: tuple[dict[str, R.SpotRequest], str] | None = None) -> Outcome:
+                      read: tuple[dict[str, R.SpotRequest], str] | None = None,
+                      autoscaling: Any = None) -> Outcome:
     """Stop what AWS stops; for the rest, per ``unable`` (the action table's, or ``fail``
     where a person did not acknowledge it): ``terminate`` sends the notice (``announce``
     returns where it went), writes the audit record, then cancels and terminates; ``fail``
     leaves them running and says so. A spot instance whose request cannot be read is never
     acted on. One region's instances; raises what AWS raises on the stop or the terminate.
-    ``read``: what ``read_requests`` already returned for these instances."""
+    ``read``: what ``read_requests`` already returned for these instances.
+
+    Instances of an Auto Scaling group (a replicas stack) are stopped only once their group
+    is held (cloud/replicas.py ``hold``, audited; ``autoscaling``: a client, default the
+    ec2 client's region's): otherwise the group's health checks would replace each stopped
+    instance with a new, billing one. A hold AWS refuses raises before anything is stopped."""
+    from dsinfra.cloud import replicas
+
     out = Outcome()
+    groups = replicas.groups_of_instances(instances)
+    if groups:
+        if autoscaling is None:
+            from dsinfra.cloud.aws import client
+
+            autoscaling = client("autoscaling", ec2.meta.region_name)
+        replicas.hold(autoscaling, groups, audit, stack=stack, trigger=trigger)
     requests, error = read if read is not None else read_requests(ec2, instances)
     split = R.split(instances, requests)
     for v in split.unknown:

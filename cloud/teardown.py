@@ -27,7 +27,8 @@ PERMISSIONS = ("ec2:TerminateInstances", "ec2:DescribeSpotInstanceRequests",
                "ec2:CancelSpotInstanceRequests",
                "ec2:DisassociateAddress", "ec2:ReleaseAddress", "ec2:DeleteNatGateway",
                "ec2:DeleteVolume", "elasticloadbalancing:DescribeTargetGroups",
-               "elasticloadbalancing:DeleteLoadBalancer", "elasticloadbalancing:DeleteTargetGroup")
+               "elasticloadbalancing:DeleteLoadBalancer", "elasticloadbalancing:DeleteTargetGroup",
+               "autoscaling:DeleteAutoScalingGroup")
 
 # States in which a resource is already on its way out: not left behind, just not gone yet.
 GOING = {"instance": {"shutting-down"}, "nat_gateway": {"deleting"},
@@ -110,6 +111,7 @@ def sweep_stacks(stacks: Iterable[str], regions: Sequence[str], *,
 def _sweep_region(region: str, resources: list[Resource], results: dict[str, TeardownResult],
                   sleep, wait_timeout_s: float) -> None:
     ec2, by_kind = client("ec2", region), _by_kind(resources)
+    _delete_groups(region, by_kind["instance"], results)
     _cancel_spot_requests(ec2, by_kind["instance"], results)
     live = [r for r in by_kind["instance"] if r.state not in ("terminated", "shutting-down")]
     _terminate(ec2, live, results)
@@ -160,6 +162,36 @@ def _attempt(results: dict[str, TeardownResult], r: Resource, call: Callable[[],
         if code.endswith(("NotFound", ".NotFound")) or "NotFound" in code:
             return  # already gone: idempotent
         results[r.stack].failed.append(f"{r.kind} {r.id}: {code or exc}")
+
+
+def _delete_groups(region: str, instances: list[Resource], results) -> None:
+    """A replicas stack's Auto Scaling group would launch a replacement for every instance the
+    sweep terminates ("to maintain the desired capacity of the group", EC2 Auto Scaling User
+    Guide, "Health checks for instances in an Auto Scaling group"): delete the groups the
+    stack's instances name first, with ForceDelete (AWS terminates their instances too). Only
+    a group that carries the same stack tag is deleted, never someone else's."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from dsinfra.cloud import replicas
+
+    for stack in sorted({r.stack for r in instances}):
+        names = replicas.groups_of_instances([r for r in instances if r.stack == stack])
+        if not names:
+            continue
+        asg = client("autoscaling", region)
+        try:
+            groups = replicas.groups_of(region, stack, names, autoscaling=asg, targets=False)
+        except (BotoCoreError, ClientError) as exc:
+            results[stack].failed.append(f"auto_scaling_group {', '.join(names)}: {exc}")
+            continue
+        for group in groups:
+            try:
+                asg.delete_auto_scaling_group(AutoScalingGroupName=group.name,
+                                              ForceDelete=True)
+                results[stack].deleted.append(f"auto_scaling_group {group.name}")
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code", "")
+                results[stack].failed.append(f"auto_scaling_group {group.name}: {code or exc}")
 
 
 def _cancel_spot_requests(ec2, instances: list[Resource], results) -> None:

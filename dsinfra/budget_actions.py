@@ -188,9 +188,12 @@ register(ActionSpec(
     still_bills="everything", permissions=(Permission("sns:Publish"),), effect="notify",
     severity=0))
 register(ActionSpec(
-    STOP, "stops the instances, keeps the volumes", ends_spend=True, still_bills="stopped",
+    STOP, "stops the instances (a replicas group is held first, so it replaces none), keeps "
+    "the volumes", ends_spend=True, still_bills="stopped",
     permissions=reads("ec2:DescribeSpotInstanceRequests") + scoped(
-        "ec2:StopInstances", "ec2:TerminateInstances", "ec2:CancelSpotInstanceRequests"),
+        "ec2:StopInstances", "ec2:TerminateInstances", "ec2:CancelSpotInstanceRequests",
+        # a replicas group is held first, or it replaces what was stopped (cloud/replicas.py)
+        "autoscaling:SuspendProcesses"),
     effect="instances", severity=20, call="stop_instances", unable="terminate",
     done_note="stopped {n} instance(s), volumes kept (`dsinfra resume {stack}` starts them)"))
 register(ActionSpec(
@@ -200,11 +203,14 @@ register(ActionSpec(
                       "elasticloadbalancing:DescribeTargetGroups") + scoped(
         "ec2:TerminateInstances", "ec2:CancelSpotInstanceRequests", "ec2:DisassociateAddress",
         "ec2:ReleaseAddress", "ec2:DeleteNatGateway", "ec2:DeleteVolume",
-        "elasticloadbalancing:DeleteLoadBalancer", "elasticloadbalancing:DeleteTargetGroup"),
+        "elasticloadbalancing:DeleteLoadBalancer", "elasticloadbalancing:DeleteTargetGroup",
+        # a replicas group relaunches what the sweep terminates (cloud/teardown.py)
+        "autoscaling:DeleteAutoScalingGroup"),
     effect="sweep", severity=30))
 register(ActionSpec(
     "resume", "`dsinfra resume`: starts what a budget stopped (a person's action)",
     ends_spend=False, still_bills="everything",
-    permissions=reads("ec2:DescribeInstances") + scoped("ec2:StartInstances"),
+    permissions=reads("ec2:DescribeInstances") + scoped("ec2:StartInstances",
+                                                        "autoscaling:ResumeProcesses"),
     effect="manual", severity=-1, budget=False))
 BUILT_IN = frozenset(TABLE)

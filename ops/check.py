@@ -48,12 +48,17 @@ class StackReport:
     prices_as_of: str | None = None
     notes: list[str] = field(default_factory=list)
     intent_id: str | None = None
+    # What the scaling step (ops/scale.py) projects over: the budget period's end and the
+    # upfront fee of the record; not part of the report's JSON.
+    period_end_at: datetime | None = None
+    upfront_usd: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
         for key in ("spend_usd", "hourly_usd", "forecast_usd"):
             out[key] = round(out[key], 4)
-        out.pop("intent_id")
+        for key in ("intent_id", "period_end_at", "upfront_usd"):
+            out.pop(key)
         return out
 
 
@@ -94,6 +99,9 @@ def run_check(ctx: CheckContext, stacks: list[str] | None = None) -> dict[str, A
                                 _unread_for(stack, discovery, inventory, last_seen))
                for stack in sorted(set(by_stack) | _stacks_in(unread, discovery, last_seen))]
     _enforce(ctx, reports, inventory, fetched_at)
+    from dsinfra.ops.scale import autoscale
+
+    autoscale(ctx, reports, inventory)  # after the budget's actions, on stacks it vouched for
     for report in reports:
         ctx.audit.append("decision", stack=report.stack, status=report.status,
                          action=report.action, result=report.action_result,
@@ -283,6 +291,7 @@ def _evaluate(ctx: CheckContext, stack: str, resources: list[S.Resource],
     report.protect, report.on_exceed = rule.protect, rule.on_exceed
     report.expires_at = rule.expires_at.isoformat() if rule.expires_at else None
     report.forecast_usd = S.forecast_usd(spent, hourly, ctx.now, end)
+    report.period_end_at, report.upfront_usd = end, rule.upfront_usd
     report.hours_left = S.hours_until_budget(spent, hourly, rule.amount_usd)
     decision = B.decide(rule, spent, ctx.now)
     gaps = unmetered + [f"region {region} could not be read ({why})"

@@ -42,7 +42,7 @@ def resume_checked(stack: str, regions: Sequence[str] | None, *, force: bool,
                 where, [stack], kinds=("instance",)).resources)
             intent = intents.begin(ledger, log, stack, "resume", forced=force)
             try:
-                started = resume_stack(stack, where)
+                started = resume_stack(stack, where, log.append)
                 pause_at("resume:aws-done")  # AWS took StartInstances; no result written
             except Exception as exc:
                 intents.finish(ledger, log, intent, stack, "resume", "failed",

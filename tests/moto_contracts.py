@@ -38,6 +38,19 @@ for that device, which is how a larger or encrypted root volume is asked for; an
 one volume per device name). moto 5.2, launching from a launch template (RunInstances with
 LaunchTemplate, and every Auto Scaling group launch), attaches its own 8 GiB unencrypted
 default root volume and the template's root volume both at /dev/sda1.
+
+Contract 5: an Auto Scaling group whose ``Launch`` process is suspended launches nothing:
+SetDesiredCapacity records the new desired capacity (and still terminates on a decrease, as
+``Terminate`` is its own process), and resuming ``Launch`` brings the group to it at once
+(EC2 Auto Scaling User Guide, "Suspend and resume Amazon EC2 Auto Scaling processes": Launch
+is what adds instances when the group scales out; "How suspended processes affect other
+processes": with Launch suspended ReplaceUnhealthy terminates without launching replacements,
+and when Launch resumes the group immediately replaces what it terminated meanwhile). moto 5.2
+records the suspension and launches anyway.
+
+Contract 6: SetDesiredCapacity above the group's MaxSize is refused, ``ValidationError``: "New
+SetDesiredCapacity value 3 is above max value 2 for the AutoScalingGroup." (the answer AWS
+gave, recorded in kubernetes/autoscaler#943). moto 5.2 takes any value and launches to it.
 """
 
 from __future__ import annotations
@@ -192,6 +205,42 @@ def _drop_shadowed_volumes(backend, instance) -> None:
             backend.volumes.pop(volume.id, None)
 
 
+def patch_autoscaling() -> None:
+    """Contracts 5 and 6 in moto's Auto Scaling backend."""
+    from moto.autoscaling.exceptions import ValidationError
+    from moto.autoscaling.models import AutoScalingBackend, FakeAutoScalingGroup
+
+    real_group_set = FakeAutoScalingGroup.set_desired_capacity
+    real_set, real_resume = (AutoScalingBackend.set_desired_capacity,
+                             AutoScalingBackend.resume_processes)
+
+    def group_set(self, new_capacity):
+        if "Launch" not in (getattr(self, "_suspended_processes", None) or ()):
+            return real_group_set(self, new_capacity)
+        wanted = self.min_size if new_capacity is None else new_capacity
+        if wanted < len(self.active_instances()):
+            return real_group_set(self, wanted)  # Terminate still runs
+        self.desired_capacity = wanted  # recorded; nothing launches (contract 5)
+        return None
+
+    def set_desired_capacity(self, group_name, desired_capacity):
+        group = self.autoscaling_groups[group_name]
+        if desired_capacity is not None and desired_capacity > group.max_size:
+            raise ValidationError(f"New SetDesiredCapacity value {desired_capacity} is above "
+                                  f"max value {group.max_size} for the AutoScalingGroup.")
+        return real_set(self, group_name, desired_capacity)
+
+    def resume_processes(self, group_name, scaling_processes):
+        real_resume(self, group_name, scaling_processes)
+        group = self.autoscaling_groups[group_name]
+        if "Launch" not in (group._suspended_processes or ()):
+            group.set_desired_capacity(group.desired_capacity)
+
+    FakeAutoScalingGroup.set_desired_capacity = group_set
+    AutoScalingBackend.set_desired_capacity = set_desired_capacity
+    AutoScalingBackend.resume_processes = resume_processes
+
+
 def fast_ids() -> None:
     """Not a contract, a speed-up: moto's EC2 ids drawn from the same generator (its seedable
     ``mock_random``) and alphabet (lowercase hex), one ``getrandbits`` per id instead of one
@@ -226,6 +275,7 @@ if __name__ == "__main__":
         freeze_clock(args[1])
         args = args[2:]
     patch()
+    patch_autoscaling()
     fast_ids()
     from moto.server import main
 

@@ -346,3 +346,55 @@ def test_the_unit_carries_no_unvalidated_value():
     with pytest.raises(Exception, match="invalid stack"):
         idle_watch.watcher_config(bad)
     assert shlex.split(idle_watch.exec_start())[0] == "/usr/bin/python3"
+
+
+def test_a_replicas_stack_watches_every_replica_and_publishes_even_with_idle_off():
+    from dsinfra.config import parse_stack_config
+
+    def stack(**values):
+        return parse_stack_config("svc", {"tier": "prod", "budget": {"amountUsd": 500},
+                                          "idleMinutes": "off", **values})
+
+    assert idle_watch.idle_watch_for(stack()) is None  # no replicas, idle off: no watcher
+    watch = idle_watch.idle_watch_for(stack(replicas={"min": 1, "max": 3}))
+    assert watch is not None and watch.replicas and watch.idle_minutes is None
+    config = json.loads(idle_watch.watcher_config(watch))
+    assert config["publish"] is True and config["replicas"] is True
+    assert config["idle_minutes"] is None
+    assert "publish stack svc's request counts" in idle_watch.service_unit(watch)
+    # without replicas an off watcher is refused before anything is rendered
+    bad = idle_watch.IdleWatch(stack="svc", region="us-east-1", idle_minutes=None, port=PORT,
+                               metrics=ENGINES["vllm"].metrics)
+    with pytest.raises(Exception, match="invalid idle minutes"):
+        idle_watch.watcher_config(bad)
+
+
+def test_a_replica_publishes_its_counts_to_cloudwatch_from_the_node_kit(idle_host, aws):
+    """The node kit's own boto3 and botocore models (cloudwatch among NODE_SERVICES) on the
+    host's python3: what a replica of a replicas stack does every minute (issue 27)."""
+    from datetime import datetime, timedelta, timezone
+
+    from dsinfra.cloud.replicas import read_loads
+
+    _, conn, spec, endpoint = idle_host
+    watch = idle_watch.IdleWatch(stack=STACK, region="us-east-1", idle_minutes=None, port=PORT,
+                                 metrics=ENGINES["vllm"].metrics, replicas=True)
+    plan = HostPlan(host=spec, engine=None, secrets=Secrets(api_key=API_KEY), region="us-east-1",
+                    node_kit=True, node_aws=aws["node_aws"], idle_watch=watch)
+    if not nodekit.kit_ready(conn, plan):
+        nodekit.install_kit(conn, plan)
+    conn.put_file(f"DSINFRA_API_KEY={API_KEY}\n", ENGINE_ENV, mode="0600")
+    idle_watch.install_watch(conn, plan)
+    endpoint.serve("vllm_idle.prom")
+    mine, now = aws["mine"][0], time.time()
+    unit = conn.out(f"cat {idle_watch.SERVICE_PATH}")
+    command = next(line.split("=", 1)[1] for line in unit.splitlines()
+                   if line.startswith("ExecStart="))
+    ran = conn.sh(f"{command} --now {now!r} --instance-id {mine}", root=True, warn=True)
+    assert ran.exited == 0, ran.stdout + ran.stderr
+    assert "published 0 running, 0 waiting" in ran.stdout
+    loads, error = read_loads("us-east-1", STACK, [mine, aws["mine"][1]],
+                              datetime.fromtimestamp(now, timezone.utc) + timedelta(seconds=1))
+    assert error == "" and loads[aws["mine"][1]] is None
+    assert (loads[mine].running, loads[mine].waiting) == (0, 0)
+    assert _states(aws["ec2"], aws["mine"]) == {"running"}  # idle off: nothing stopped

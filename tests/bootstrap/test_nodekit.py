@@ -47,7 +47,9 @@ def test_the_kit_holds_boto3_the_node_services_and_the_dsinfra_modules_it_runs()
                     "dsinfra/cloud/guard_store.py", "dsinfra/cloud/audit.py",
                     "dsinfra/cloud/notify.py",
                     # what AWS stops, and the one stop path (one-time spot is terminated)
-                    "dsinfra/stoppable.py", "dsinfra/cloud/spot_stop.py"}
+                    "dsinfra/stoppable.py", "dsinfra/cloud/spot_stop.py",
+                    # a replica's counts for the scaler, and the hold of its group on a stop
+                    "dsinfra/autoscale.py", "dsinfra/replicas.py", "dsinfra/cloud/replicas.py"}
 
 
 def test_the_kit_is_the_same_bytes_each_build_so_its_digest_names_it():
