@@ -38,7 +38,7 @@ from dsinfra import tags as T
 from dsinfra.cloud.aws import client
 
 GROUP_TAG = "aws:autoscaling:groupName"  # AWS tags each instance a group launches with it
-TARGET_WAITING_TAG = "dsinfra:target-waiting"
+TARGET_WAITING_TAG = S.TARGET_WAITING_TAG
 SCALED_AT_TAG = "dsinfra:scaled-at"
 # Suspended by a stop, in this order of meaning (see the module's doc); Terminate stays, so
 # `down` and the destroy sweep still end the group's instances.
@@ -50,14 +50,9 @@ HOLD_PROCESSES = ("Launch", *HEALTH_PROCESSES, "AZRebalance", "AlarmNotification
 READS = ("autoscaling:DescribeAutoScalingGroups", "elasticloadbalancing:DescribeTargetHealth",
          "cloudwatch:GetMetricData")
 WRITES = ("autoscaling:SetDesiredCapacity", "autoscaling:CreateOrUpdateTags")
-STOP_WRITES = ("autoscaling:SuspendProcesses",)
+STOP_WRITES = S.GROUP_HOLD_WRITES
 START_WRITES = ("autoscaling:ResumeProcesses",)
-# What a replica's own role needs (infra/ grants it on replicas stacks): publishing its counts,
-# reading its group and its peers' counts for an idle stop, and holding the group before that
-# stop (tag-scoped like the node's StopInstances).
-NODE_READS = ("cloudwatch:PutMetricData", "cloudwatch:GetMetricData",
-              "autoscaling:DescribeAutoScalingInstances",
-              "autoscaling:DescribeAutoScalingGroups")
+NODE_READS = S.NODE_READS  # what a replica's own role needs (dsinfra/autoscale.py)
 NODE_WRITES = STOP_WRITES
 
 

@@ -25,9 +25,8 @@ The rules, in one place:
   between now and it that fits is taken; where none does, nothing is scaled. Either way
   ``blocked_by_budget`` says so (the scaler audits and notifies it).
 
-The plan helper's ``replicas_within_budget`` (the static cap at plan time) was not on main
-when this was written; ``_largest_fitting`` is the runtime counterpart over the same kind of
-predicate, and the two can be one function once both are merged.
+The largest count that fits is ``replicas_within_budget`` (dsinfra/replicas.py), the same
+function plan's cap uses, here over the runtime projection.
 
 Standard library only: the Lambda guard runs it.
 """
@@ -35,12 +34,12 @@ Standard library only: the Lambda guard runs it.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from dsinfra.budget import committed_usd
-from dsinfra.replicas import ReplicaBounds
+from dsinfra.replicas import ReplicaBounds, replicas_within_budget
 from dsinfra.spend import forecast_usd
 
 # CloudWatch: what each replica publishes (cloud/idle_watch.py) and the scaler reads
@@ -50,6 +49,15 @@ METRIC_RUNNING = "RequestsRunning"
 METRIC_WAITING = "RequestsWaiting"
 DIMENSION_STACK = "Stack"
 DIMENSION_INSTANCE = "InstanceId"
+# The group's target waiting per replica, as the infrastructure tags it and the scaler reads it.
+TARGET_WAITING_TAG = "dsinfra:target-waiting"
+# What a replica's own role may do (infra/security.py grants it on replicas stacks;
+# cloud/replicas.py and the node's watcher make the calls): publish its counts, read its
+# group and its peers' counts for an idle stop, and hold its own group before that stop.
+NODE_READS = ("cloudwatch:PutMetricData", "cloudwatch:GetMetricData",
+              "autoscaling:DescribeAutoScalingInstances",
+              "autoscaling:DescribeAutoScalingGroups")
+GROUP_HOLD_WRITES = ("autoscaling:SuspendProcesses",)
 # A count older than this is missing: the watcher publishes every minute, so three missed
 # minutes mean the watcher or the engine is down.
 FRESH_S = 180
@@ -113,14 +121,6 @@ def _usd(value: float) -> float | None:
     return round(value, 4) if math.isfinite(value) else None
 
 
-def _largest_fitting(low: int, high: int, fits: Callable[[int], bool]) -> int | None:
-    """The largest count from ``high`` down to ``low`` that ``fits``, or None."""
-    for count in range(high, low - 1, -1):
-        if fits(count):
-            return count
-    return None
-
-
 def decide_scale(loads: Mapping[str, Load | None], *, desired: int, bounds: ReplicaBounds,
                  budget: ScaleBudget, now_s: float, last_scaled_s: float | None,
                  starting: int = 0) -> ScaleDecision:
@@ -157,7 +157,7 @@ def decide_scale(loads: Mapping[str, Load | None], *, desired: int, bounds: Repl
         wanted = min(bounds.max, max(desired + 1, math.ceil(
             len(read) * mean / bounds.target_waiting)))
         projected = budget.projected_usd(wanted)
-        fitting = _largest_fitting(desired + 1, wanted, budget.fits)
+        fitting = replicas_within_budget(ReplicaBounds(desired + 1, wanted), budget.fits)
         why = (f"{seen} (mean {mean:g} > target {bounds.target_waiting:g})")
         if fitting is None:
             return hold(f"{why}: scale-out to {wanted} refused by the budget: projected "

@@ -15,6 +15,7 @@ import pulumi_aws.autoscaling as autoscaling
 import pulumi_aws.ec2 as ec2
 import pulumi_aws.ssm as ssm
 
+from dsinfra.autoscale import TARGET_WAITING_TAG
 from dsinfra.catalog import BASTION_INSTANCE_TYPE, efa_layout, instance_spec
 from dsinfra.config import StackConfig
 from dsinfra.stoppable import SPOT_INTERRUPTION
@@ -242,7 +243,12 @@ class GpuNodePool(pulumi.ComponentResource):
             wait_for_capacity_timeout=GROUP_CAPACITY_WAIT,
             force_delete=True,
             tags=[autoscaling.GroupTagArgs(key=key, value=value, propagate_at_launch=True)
-                  for key, value in tags.items()],
+                  for key, value in tags.items()] + [
+                # the scaler's target (cloud/replicas.py reads it); the group's own, not its
+                # instances'
+                autoscaling.GroupTagArgs(key=TARGET_WAITING_TAG,
+                                         value=f"{bounds.target_waiting:g}",
+                                         propagate_at_launch=False)],
             opts=self._child(ignore_changes=["desiredCapacity"]))
 
     def _efa_layout(self):

@@ -17,6 +17,7 @@ import pulumi
 import pulumi_aws.ec2 as ec2
 import pulumi_aws.iam as iam
 
+from dsinfra import autoscale as AUTOSCALE
 from dsinfra.config import StackConfig
 from dsinfra.errors import ConfigError
 from dsinfra.identifiers import s3_uri_problem, split_s3_uri
@@ -225,19 +226,29 @@ def engine_image_policy(region: str) -> dict:
 # The namespace of the metrics each replica publishes (its engine's running and waiting
 # requests, dimension Stack), which the autoscaler reads: the guard cannot reach a private
 # node's /metrics, CloudWatch can (issue 27).
-METRICS_NAMESPACE = "dsinfra"
+METRICS_NAMESPACE = AUTOSCALE.NAMESPACE
 
 
-def metrics_policy() -> dict:
-    """Publish CloudWatch metrics in the ``dsinfra`` namespace and no other. PutMetricData has
-    no resource-level permissions (``*``); its ``cloudwatch:namespace`` condition key narrows
-    it (Service Authorization Reference, "Amazon CloudWatch": PutMetricData,
-    cloudwatch:namespace; CloudWatch User Guide, "Using condition keys to limit access to
-    CloudWatch namespaces")."""
+def metrics_policy(stack: str, region: str) -> dict:
+    """What a replica needs for autoscaling (the actions in ``dsinfra/autoscale.py``): publish
+    CloudWatch metrics in the ``dsinfra`` namespace and no other (PutMetricData has no
+    resource-level permissions, so ``*``, narrowed by its ``cloudwatch:namespace`` condition
+    key: Service Authorization Reference, "Amazon CloudWatch"; CloudWatch User Guide, "Using
+    condition keys to limit access to CloudWatch namespaces"); read its peers' counts and its
+    group (GetMetricData and the Auto Scaling Describe* calls support no resource-level
+    permissions: Service Authorization Reference, "Amazon EC2 Auto Scaling"); and hold only a
+    group tagged with its own stack before an idle stop (SuspendProcesses supports the
+    ``aws:ResourceTag`` condition on the autoScalingGroup resource)."""
+    reads = sorted(a for a in AUTOSCALE.NODE_READS if a != "cloudwatch:PutMetricData")
     return {"Version": "2012-10-17", "Statement": [
         {"Sid": "PublishOwnMetricsOnly", "Effect": "Allow",
          "Action": "cloudwatch:PutMetricData", "Resource": "*",
-         "Condition": {"StringEquals": {"cloudwatch:namespace": METRICS_NAMESPACE}}}]}
+         "Condition": {"StringEquals": {"cloudwatch:namespace": METRICS_NAMESPACE}}},
+        {"Sid": "ReadReplicaState", "Effect": "Allow", "Action": reads, "Resource": "*"},
+        {"Sid": "HoldOnlyOwnGroup", "Effect": "Allow",
+         "Action": list(AUTOSCALE.GROUP_HOLD_WRITES),
+         "Resource": f"arn:aws:autoscaling:{region}:*:autoScalingGroup:*:autoScalingGroupName/*",
+         "Condition": {"StringEquals": {f"aws:ResourceTag/{STACK_TAG}": stack}}}]}
 
 
 def mirror_read_policy(uri: str) -> dict:
@@ -296,8 +307,10 @@ NODE_POLICIES: tuple[NodePolicy, ...] = (
                lambda c: engine_image_policy(c.region)),
     NodePolicy("metrics", f"inline: publish CloudWatch metrics in namespace "
                f"`{METRICS_NAMESPACE}` only (`cloudwatch:namespace` condition): the engine's "
-               "running and waiting requests the autoscaler reads", "`replicas` is set",
-               lambda c: c.replicas is not None, lambda c: metrics_policy()),
+               "running and waiting requests the autoscaler reads; read its peers' counts and "
+               "its group; suspend processes only on its own stack's group (before an idle "
+               "stop)", "`replicas` is set",
+               lambda c: c.replicas is not None, lambda c: metrics_policy(c.stack, c.region)),
 )
 
 

@@ -8,6 +8,8 @@ import ipaddress
 
 import pytest
 
+from dsinfra.autoscale import TARGET_WAITING_TAG
+
 from dsinfra.infra.nodes import DLAMI_SSM_PARAMETER
 from dsinfra.infra.security import SSM_CORE_POLICY_ARN, node_policies, node_policies_markdown
 from dsinfra.tags import REQUIRED_TAG_KEYS
@@ -99,7 +101,9 @@ def test_every_taggable_resource_carries_the_whole_tag_contract(runs, stack):
             continue
         tags = res.inputs.get("tags") or {}
         if isinstance(tags, list):  # an Auto Scaling group's: each tag also reaches its nodes
-            assert all(t["propagateAtLaunch"] is True for t in tags), res.name
+            # but the scaler's target, which is the group's own (cloud/replicas.py)
+            assert all(t["propagateAtLaunch"] is (t["key"] != TARGET_WAITING_TAG)
+                       for t in tags), res.name
             tags = {t["key"]: t["value"] for t in tags}
         missing = [k for k in REQUIRED_TAG_KEYS if k not in tags]
         assert not missing, f"{res.type} {res.name} lacks {missing}"

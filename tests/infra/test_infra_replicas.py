@@ -10,6 +10,8 @@ import json
 
 import pytest
 
+from dsinfra.autoscale import TARGET_WAITING_TAG
+
 from dsinfra.config import parse_stack_config
 from dsinfra.infra.loadbalancer import MAX_DEREGISTRATION_DELAY_S
 from dsinfra.infra.nodes import ENGINE_UNIT, ROLE_TAG
@@ -102,8 +104,13 @@ def test_every_rule_tag_propagates_to_each_replica_at_launch(runs, stack):
     """The cost check reads a stack's rule from its instances' tags; the provider's default
     tags never reach a group's instances, so the group carries them, propagated."""
     group = _one(runs[stack], GROUP)
-    assert all(t["propagateAtLaunch"] is True for t in group.inputs["tags"])
+    assert all(t["propagateAtLaunch"] is True for t in group.inputs["tags"]
+               if t["key"] != TARGET_WAITING_TAG)
     tags = _group_tags(group)
+    # The scaler's target is the group's own tag, from dsinfra:replicas, not its instances'.
+    (target,) = [t for t in group.inputs["tags"] if t["key"] == TARGET_WAITING_TAG]
+    assert target["propagateAtLaunch"] is False
+    assert float(target["value"]) == config_of(stack).replicas.target_waiting
     contract = contract_tags(config_of(stack))
     contract.pop("dsinfra:expires-at", None)  # pinned per run; compared by presence below
     assert contract.items() <= tags.items()
@@ -215,11 +222,20 @@ def test_distributed_replicas_are_a_fixed_count_of_node_groups_each_head_a_targe
 def test_replica_nodes_may_publish_metrics_in_the_dsinfra_namespace_only(runs, stack):
     (policy,) = [p for p in runs[stack].of_type("aws:iam/rolePolicy:RolePolicy")
                  if p.name.endswith("-node-metrics")]
-    (statement,) = json.loads(policy.inputs["policy"])["Statement"]
-    assert statement["Action"] == "cloudwatch:PutMetricData"
-    assert statement["Condition"] == {"StringEquals": {"cloudwatch:namespace":
-                                                       METRICS_NAMESPACE}}
+    statements = {s["Sid"]: s for s in json.loads(policy.inputs["policy"])["Statement"]}
+    publish = statements.pop("PublishOwnMetricsOnly")
+    assert publish["Action"] == "cloudwatch:PutMetricData"
+    assert publish["Condition"] == {"StringEquals": {"cloudwatch:namespace":
+                                                     METRICS_NAMESPACE}}
     assert METRICS_NAMESPACE == "dsinfra"
+    # Reads with no resource-level permissions; the one write only on its own stack's group.
+    reads = statements.pop("ReadReplicaState")
+    assert all(a.split(":")[1].startswith(("Describe", "Get")) for a in reads["Action"])
+    hold = statements.pop("HoldOnlyOwnGroup")
+    assert hold["Action"] == ["autoscaling:SuspendProcesses"]
+    assert hold["Condition"] == {"StringEquals": {"aws:ResourceTag/dsinfra:stack":
+                                                  config_of(stack).stack}}
+    assert not statements
 
 
 def test_distributed_autoscaling_is_refused_at_the_door():
