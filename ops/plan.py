@@ -265,7 +265,17 @@ class Plan:
             "cheaper_fit": fit_advice.to_dict() if (fit_advice := self.cheaper_fit) else None,
             "capacity_block": capacity_block_view(self.config),
             "spot": self.spot.as_dict() if self.spot else None,
+            "cold_start": cold_start_view(self.config),
         }
+
+
+def cold_start_view(config: StackConfig) -> dict[str, Any] | None:
+    """Predicted time from a scale-out decision to a healthy replica, stage by stage with
+    each stage's source (dsinfra/cold_start.py); None where the model cannot be sized."""
+    from dsinfra.cold_start import predict_for_config
+
+    predicted = predict_for_config(config)
+    return predicted.to_dict() if predicted else None
 
 
 def capacity_block_view(config: StackConfig) -> dict[str, Any] | None:
