@@ -12,9 +12,10 @@ scale-out is four stages, in order, each a number with the source it rests on:
    since the copy runs over the primary ENA interface), and AWS's S3 guideline of one
    connection per 85-90 MB/s (``S3_MB_PER_CONNECTION``). Every node of a replica copies the
    whole mirror (bootstrap's model-weights step), in parallel: one node's time.
-3. ``engine_load``: the heaviest GPU's share of the weights into GPU memory at a measured rate
+3. ``engine_load``: the heaviest GPU's share of the weights into GPU memory at a published rate
    (``GPU_LOAD_GB_PER_S``), plus the engine's own start (``ENGINE_START_S``: CUDA graphs,
-   profiling, warm-up; from a published vLLM log).
+   profiling, warm-up); both from one published vLLM log (no lent GPU could be started to
+   measure them: docs/GPU_EVIDENCE.md).
 4. ``health_gate``: the target group's healthy threshold x interval (infra/loadbalancer.py),
    after which the NLB routes to the target; the NLB guide warns that registration itself "can
    take a few minutes", which is not in the sum (no figure is published).
