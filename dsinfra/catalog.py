@@ -127,6 +127,31 @@ INSTANCE_SPECS: dict[str, InstanceSpec] = {
 
 BASTION_INSTANCE_TYPE = "t3.micro"
 
+# Baseline network bandwidth, Gbit/s, per instance type: karpenter-provider-aws
+# pkg/providers/instancetype/zz_generated.bandwidth.go (InstanceTypeBandwidthMegabits, generated
+# from the EC2 instance-type guide's network specifications; read 2026-12-05 at commit 01a436f),
+# divided by 1,000. The baseline, not the "up to" burst: a small type bursts for minutes only,
+# and a weights copy outlasts that. Across network cards on p4d/p5/p6 (EFA included): one ENA
+# interface's traffic, such as a copy from S3, gets one card's share (dsinfra/cold_start.py).
+NETWORK_GBPS: dict[str, float] = {
+    "g5.xlarge": 2.5, "g5.2xlarge": 5.0, "g5.4xlarge": 10.0, "g5.12xlarge": 40.0,
+    "g5.48xlarge": 100.0,
+    "g6.xlarge": 2.5, "g6.2xlarge": 5.0, "g6.4xlarge": 10.0, "g6.12xlarge": 40.0,
+    "g6.24xlarge": 50.0, "g6.48xlarge": 100.0,
+    "gr6.4xlarge": 10.0, "gr6.8xlarge": 25.0,
+    "g6e.xlarge": 2.5, "g6e.2xlarge": 5.0, "g6e.12xlarge": 100.0, "g6e.24xlarge": 200.0,
+    "g6e.48xlarge": 400.0,
+    "p4d.24xlarge": 400.0, "p4de.24xlarge": 400.0,
+    "p5.48xlarge": 3200.0, "p5e.48xlarge": 3200.0, "p5en.48xlarge": 3200.0,
+    "p6-b200.48xlarge": 3200.0,
+    "t3.micro": 0.064,
+}
+
+
+def network_gbps(instance_type: str) -> float:
+    """Baseline network bandwidth in Gbit/s; KeyError for a type the catalog lacks."""
+    return NETWORK_GBPS[instance_type]
+
 _ON_DEMAND_USD_PER_HOUR_US_EAST_1: dict[str, float] = {
     "g5.xlarge": 1.006,
     "g5.2xlarge": 1.212,

@@ -419,6 +419,7 @@ class Plan:
             "cheaper_fit": fit_advice.to_dict() if (fit_advice := self.cheaper_fit) else None,
             "capacity_block": capacity_block_view(self.config),
             "spot": self.spot.as_dict() if self.spot else None,
+            "cold_start": cold_start_view(self.config),
         }
 
 
@@ -453,6 +454,15 @@ def refuse_replicas_over_budget(plan: Plan) -> None:
     raise ConfigError("dsinfra:replicas", value, (
         f"{allowed} ({bounds.min} replica(s) compare at ${at_min.compared_usd:,.2f} "
         f"{at_min.basis}); lower the min or raise dsinfra:budget.amountUsd"))
+
+
+def cold_start_view(config: StackConfig) -> dict[str, Any] | None:
+    """Predicted time from a scale-out decision to a healthy replica, stage by stage with
+    each stage's source (dsinfra/cold_start.py); None where the model cannot be sized."""
+    from dsinfra.cold_start import predict_for_config
+
+    predicted = predict_for_config(config)
+    return predicted.to_dict() if predicted else None
 
 
 def capacity_block_view(config: StackConfig) -> dict[str, Any] | None:
