@@ -256,9 +256,11 @@ def bring_up(config: "StackConfig", engine: "Engine", *, options: UpOptions | No
     finally:
         if api is not None:
             api.close()
+    # Replicas (a group's instances, or distributed's node groups): each engine's own answer.
     replicas = (replica_health(config, outputs, options, boot, tunnel, push, phase,
                                ports.probe or http_healthy)
-                if outputs.replica_group else [])
+                if outputs.replica_group or any(n.group is not None for n in outputs.nodes)
+                else [])
     notes = ([f"spot had no capacity: running on demand "
               f"(${monthly:,.0f}/month estimated)"] if asked_spot and not config.spot else [])
     return UpResult(config.stack, outputs, attempts, expires_at, healthy, note, monthly, boot,
