@@ -261,6 +261,7 @@ def bring_up(config: "StackConfig", engine: "Engine", *, options: UpOptions | No
                                ports.probe or http_healthy)
                 if outputs.replica_group or any(n.group is not None for n in outputs.nodes)
                 else [])
+    refuse_sick_replicas(config, replicas, audit)
     notes = ([f"spot had no capacity: running on demand "
               f"(${monthly:,.0f}/month estimated)"] if asked_spot and not config.spot else [])
     return UpResult(config.stack, outputs, attempts, expires_at, healthy, note, monthly, boot,
@@ -347,6 +348,22 @@ def replica_health(config: "StackConfig", outputs: StackOutputs, options: UpOpti
         found.append(ReplicaHealth(head.instance_id or head.name, address,
                                    status == "healthy", status))
     return found
+
+
+def refuse_sick_replicas(config: "StackConfig", replicas: list[ReplicaHealth],
+                         audit: AuditSink = _no_audit) -> None:
+    """As ``check_health``: a stack with a replica that cannot serve is no success (exit 3,
+    audited), even while the load balancer still answers from the others."""
+    sick = [r for r in replicas if not r.healthy]
+    if not sick:
+        return
+    audit("up.replicas_unhealthy", stack=config.stack, replicas=[r.to_dict() for r in sick])
+    raise CloudError(f"{len(sick)} of {len(replicas)} replica(s) did not answer "
+                     f"{config.engine.health_path} with 200 after bootstrap: "
+                     + ", ".join(f"{r.id} ({r.address}) {r.status}" for r in sick)
+                     + "; the instances are up and billing",
+                     hint=f"Run `dsinfra bootstrap {config.stack}` (it resumes), or "
+                          f"`dsinfra down {config.stack}` to stop spending.")
 
 
 def _key_path(options: UpOptions):

@@ -118,3 +118,40 @@ def test_bootstrap_takes_what_is_in_service_now_and_refuses_an_empty_group():
     with pytest.raises(CloudError, match="has 0 of its 2 replica"):
         wait_for_replicas(_config(), _outputs(), _Growing([0]), lambda p, m: None,
                           wait=False)
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_up_prints_each_replicas_health(as_json, capsys, tmp_path, monkeypatch):
+    from dsinfra.cli.up import _print_result
+    from dsinfra.ops.up import ReplicaHealth, UpResult
+
+    monkeypatch.setenv("DSINFRA_STATE_DIR", str(tmp_path))
+    monkeypatch.delenv("DSINFRA_API_KEY", raising=False)
+    replicas = [ReplicaHealth("i-0a", "10.0.1.5", True, "healthy"),
+                ReplicaHealth("i-0b", "10.0.1.6", False, "HTTP 503")]
+    result = UpResult("dev", _outputs(), [], None, True, "answered 200", 10.0,
+                      replicas=replicas, region=REGION)
+    _print_result(_config(), result, as_json)
+    out = capsys.readouterr().out
+    if as_json:
+        import json
+
+        assert json.loads(out)["replicas"] == [r.to_dict() for r in replicas]
+    else:
+        assert "replica:  i-0a (10.0.1.5) healthy" in out
+        assert "replica:  i-0b (10.0.1.6) HTTP 503" in out
+
+
+def test_a_replica_that_does_not_answer_after_bootstrap_fails_up_audited():
+    from dsinfra.ops.up import ReplicaHealth, refuse_sick_replicas
+
+    audit = []
+    healthy = ReplicaHealth("i-0a", "10.0.1.5", True, "healthy")
+    refuse_sick_replicas(_config(), [healthy], lambda kind, **f: audit.append(kind))
+    assert audit == []
+    with pytest.raises(CloudError, match=r"1 of 2 replica\(s\) did not answer /health with "
+                                         r"200 after bootstrap: i-0b \(10.0.1.6\) HTTP 503"):
+        refuse_sick_replicas(_config(), [healthy, ReplicaHealth("i-0b", "10.0.1.6", False,
+                                                                "HTTP 503")],
+                             lambda kind, **f: audit.append(kind))
+    assert audit == ["up.replicas_unhealthy"]
