@@ -20,9 +20,11 @@ CACHE_ON_HOST = "MODEL_CACHE_DIR"  # /opt/dlami/nvme/huggingface or /opt/dsinfra
 
 
 def containers(config: StackConfig, hosts: list[HostSpec]) -> list[dict[str, Any]]:
-    """One entry per node role (head first), rendered as bootstrap would render it."""
+    """One entry per node role (head first), rendered as bootstrap would render it: for one
+    node group, the first (replicas run the same engine in each group, bootstrap/hosts.py)."""
+    group = [h for h in hosts if h.group == hosts[0].group] if hosts else hosts
     shown = [replace(h, address=HEAD_ADDRESS if h.role == "head" else NODE_ADDRESS,
-                     private_address=None) for h in hosts]
+                     private_address=None) for h in group]
     plan = eng.engine_plan(config, shown, ecr=config.tier_spec.image_from_ecr)
     entries, seen = [], set()
     for host in shown:

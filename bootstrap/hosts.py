@@ -43,7 +43,10 @@ class HostSpec:
     host_key: str | None = None  # public key line(s) or SHA256: fingerprint(s)
     instance_id: str | None = None
     private_address: str | None = None  # what peers (Ray, NCCL) use; defaults to address
-    node_rank: int = 0
+    node_rank: int = 0  # within its group
+    # The node group (replica) the host serves in: each group is its own engine, ranked from
+    # its own head (stack outputs' NodeOutput.group). None: the one group of the stack.
+    group: int | None = None
     efa_interfaces: int = 0  # attached at launch (stack outputs); the type may allow more
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
     # With no key_path: public key line -> None, EC2 Instance Connect's SendSSHPublicKey for
@@ -103,7 +106,7 @@ def hosts_from_outputs(outputs: StackOutputs, *, key_path: Path | None,
                 instance_type=node.instance_type, user=outputs.ssh_user, key_path=key_path,
                 gateway=TunnelGateway(outputs.connect_endpoint_id,
                                       partial(tunnel, node.private_ip, 22)),
-                instance_id=node.id, private_address=node.private_ip,
+                instance_id=node.id, private_address=node.private_ip, group=node.group,
                 efa_interfaces=node.efa_interfaces, key_push=push))
             continue
         public = node.public_ip
@@ -112,21 +115,44 @@ def hosts_from_outputs(outputs: StackOutputs, *, key_path: Path | None,
             instance_type=node.instance_type, user=outputs.ssh_user, key_path=key_path,
             gateway=None if public else gateway, instance_id=node.id,
             private_address=node.private_ip, efa_interfaces=node.efa_interfaces,
-            key_push=push))
+            group=node.group, key_push=push))
     return _ranked(hosts)
 
 
 def _head_first(nodes):
-    return sorted(nodes, key=lambda n: (n.role != "head", n.id))
+    return sorted(nodes, key=lambda n: (n.group or 0, n.role != "head", n.id))
+
+
+def host_groups(hosts: list[HostSpec]) -> list[list[HostSpec]]:
+    """The hosts by node group, in order (each group head first, as ``_ranked`` left them):
+    one engine per group. Hosts without a group are the stack's one group."""
+    groups: dict[int | None, list[HostSpec]] = {}
+    for host in hosts:
+        groups.setdefault(host.group, []).append(host)
+    return list(groups.values())
 
 
 def _ranked(hosts: list[HostSpec]) -> list[HostSpec]:
-    heads = [h for h in hosts if h.role == "head"]
-    if len(heads) != 1:
-        raise UserError(f"exactly one host must have role head; found {len(heads)}",
-                        hint="Set role: head on one host and role: worker on the others.")
-    ordered = heads + [h for h in hosts if h.role != "head"]
-    return [replace(h, node_rank=i) for i, h in enumerate(ordered)]
+    """Each group head first, ranked from 0 within the group: exactly one head per group
+    (hosts without a group are one group). Groups are all-or-nothing: a host without a group
+    beside grouped ones could join no engine."""
+    grouped = {h.group is not None for h in hosts}
+    if len(grouped) > 1:
+        missing = [h.name for h in hosts if h.group is None]
+        raise UserError(f"every host must name its node group when one does; "
+                        f"{', '.join(missing)} name none",
+                        hint="Run `dsinfra up STACK` once to refresh the outputs.")
+    ordered: list[HostSpec] = []
+    for group in sorted({h.group for h in hosts}, key=lambda g: -1 if g is None else g):
+        members = [h for h in hosts if h.group == group]
+        heads = [h for h in members if h.role == "head"]
+        if len(heads) != 1:
+            where = "" if group is None else f" in node group {group}"
+            raise UserError(f"exactly one host must have role head{where}; found {len(heads)}",
+                            hint="Set role: head on one host and role: worker on the others.")
+        group_order = heads + [h for h in members if h.role != "head"]
+        ordered += [replace(h, node_rank=i) for i, h in enumerate(group_order)]
+    return ordered
 
 
 def load_inventory(path: Path) -> tuple[dict[str, Any], list[HostSpec]]:

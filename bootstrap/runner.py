@@ -3,6 +3,9 @@
 Order: all hosts run the preparation steps in parallel; then the engine starts on the head and
 after it on the workers (Ray and SGLang's rank 0 must exist before peers join); then the head's
 endpoint is checked. One host's failure never hides another's results.
+
+A stack of several node groups (replicas: bootstrap/hosts.py ``host_groups``) runs that order
+in each group at once, each group its own engine: its head, its workers, its peers.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ from pathlib import Path
 from dsinfra.bootstrap.engine import engine_plan
 from dsinfra.bootstrap.hostkeys import KnownHosts, fetch_console_pins, pins_from_text
 from dsinfra.bootstrap.hostrun import HostRun
-from dsinfra.bootstrap.hosts import (Gateway, HostSpec, KeyPush, TunnelUrl, hosts_from_outputs,
-                                     load_inventory)
+from dsinfra.bootstrap.hosts import (Gateway, HostSpec, KeyPush, TunnelUrl, host_groups,
+                                     hosts_from_outputs, load_inventory)
 from dsinfra.bootstrap.idle_watch import idle_watch_for
 from dsinfra.bootstrap.nodekit import node_kit_needed
 from dsinfra.bootstrap.plan import BootstrapReport, HostPlan, Step
@@ -154,12 +157,14 @@ def run_bootstrap(config: StackConfig, hosts: list[HostSpec], *, known: KnownHos
     _pin_from_inventory(hosts, known)
     run_dir = state_dir / "runs" / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
     run_dir.mkdir(parents=True, exist_ok=True)
-    plan = engine_plan(config, hosts, ecr=bool(options.ecr))
+    # One engine per node group: its plan (node count, head address) from its own hosts.
+    plans = {id(h): plan for group in host_groups(hosts)
+             for plan in [engine_plan(config, group, ecr=bool(options.ecr))] for h in group}
     timeout = options.health_timeout_s or config.tier_spec.health_timeout_s
     display = as_progress(progress)
     watch = idle_watch_for(config, audit_table=options.audit_table,
                            audit_region=options.audit_region)
-    runs = [HostRun(HostPlan(host=h, engine=plan, secrets=secrets, tier=config.tier,
+    runs = [HostRun(HostPlan(host=h, engine=plans[id(h)], secrets=secrets, tier=config.tier,
                              region=config.region,
                              node_kit=node_kit_needed(config) or bool(options.ecr),
                              node_aws=options.node_aws,
@@ -196,9 +201,17 @@ def run_bootstrap(config: StackConfig, hosts: list[HostSpec], *, known: KnownHos
 def _run_phases(runs: list[HostRun], steps: tuple[Step, ...], *, full_check: bool,
                 interrupted: threading.Event) -> None:
     """Ctrl-C stops every host after its current step (each step is safe to re-run)."""
-    with ThreadPoolExecutor(max_workers=max(len(runs), 1)) as pool:
+    groups = _run_groups(runs)
+    with ThreadPoolExecutor(max_workers=max(len(runs), 1)) as pool, \
+            ThreadPoolExecutor(max_workers=len(groups)) as by_group:
         try:
-            _phases(pool, runs, steps, full_check=full_check)
+            if len(groups) == 1:
+                _phases(pool, runs, steps, full_check=full_check)
+            else:
+                # Each group's tasks fit in the shared pool (len(runs) threads for all of
+                # them), so no group waits on another's: a failed replica holds none back.
+                list(by_group.map(lambda group: _phases(pool, group, steps,
+                                                        full_check=full_check), groups))
         except KeyboardInterrupt:
             interrupted.set()  # before the pool waits for its threads
             raise
@@ -206,6 +219,14 @@ def _run_phases(runs: list[HostRun], steps: tuple[Step, ...], *, full_check: boo
             list(pool.map(lambda r: r.close(), runs))
             for run in runs:
                 run.complete(list(steps))
+
+
+def _run_groups(runs: list[HostRun]) -> list[list[HostRun]]:
+    """The runs by node group, head first in each (hosts come ranked: bootstrap/hosts.py)."""
+    groups: dict[int | None, list[HostRun]] = {}
+    for run in runs:
+        groups.setdefault(run.plan.host.group, []).append(run)
+    return list(groups.values()) or [[]]
 
 
 def _phases(pool: ThreadPoolExecutor, runs: list[HostRun], steps: tuple[Step, ...], *,

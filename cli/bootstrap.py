@@ -71,4 +71,12 @@ def _stack(name: str):
 
     project = find_project_dir()
     config = load_stack(name, project)
-    return config, StackOutputs.from_dict(PulumiEngine(project).outputs(name))
+    outputs = StackOutputs.from_dict(PulumiEngine(project).outputs(name))
+    if outputs.replica_group:
+        # A replicas stack (issue 27): its hosts are the group's InService instances, read
+        # from AWS, each bootstrapped as its own replica.
+        from dsinfra.ops.up import read_replica_group, wait_for_replicas
+
+        outputs = wait_for_replicas(config, outputs, read_replica_group(config),
+                                    lambda _phase, _message: None, wait=False)
+    return config, outputs

@@ -251,6 +251,7 @@ def _print_result(config, result, as_json: bool) -> None:
                     "instance_type": result.instance_type, "node_count": result.node_count,
                     "region": result.region, "parallelism": result.parallelism,
                     "notes": result.notes,
+                    "replicas": [r.to_dict() for r in result.replicas],
                     "api_key_command": key_command, "port_forward": forward, "curl": curl})
         return
     from dsinfra.cli.output import console
@@ -267,6 +268,9 @@ def _print_result(config, result, as_json: bool) -> None:
         " (closed to every address: apiAllowedCidrs is empty)" if forward else ""),
         soft_wrap=True)
     out.print(f"health:   {result.health_note}", soft_wrap=True)
+    for replica in result.replicas:  # a replicas stack: each engine's own answer
+        out.print(f"replica:  {replica.id} ({replica.address}) {replica.status}",
+                  soft_wrap=True, markup=False)
     if result.expires_at:
         out.print(f"expires:  {result.expires_at.isoformat()} (budget action: "
                   f"{config.budget.on_exceed})")

@@ -20,6 +20,10 @@ class NodeOutput:
     # 0 where none were attached, whatever the type supports; None in outputs written before
     # dsinfra exported it (bootstrap refuses those rather than guess).
     efa_interfaces: int | None = None
+    # Which node group (replica) the node serves in: on an EFA tier with dsinfra:replicas
+    # each group is its own engine (its head, its workers, its own peer port and NCCL world);
+    # off EFA each replica is a group of one. None: the stack's one node group (no replicas).
+    group: int | None = None
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,8 @@ class StackOutputs:
         nodes = [NodeOutput(id=n["id"], role=n["role"], private_ip=n["private_ip"],
                             public_ip=n.get("public_ip"), instance_type=n["instance_type"],
                             efa_interfaces=(int(n["efa_interfaces"])
-                                            if n.get("efa_interfaces") is not None else None))
+                                            if n.get("efa_interfaces") is not None else None),
+                            group=int(n["group"]) if n.get("group") is not None else None)
                  for n in raw.get("nodes", [])]
         return cls(nodes=nodes, bastion=raw.get("bastion"), endpoint=raw.get("endpoint", ""),
                    ssh_user=raw.get("ssh_user", "ubuntu"), region=raw.get("region", ""),

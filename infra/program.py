@@ -177,8 +177,10 @@ def _replica_stack(config: StackConfig, network: Network, groups: SecurityGroups
                 "replicas": replicas}
     pools = [GpuNodePool(f"{name}-gpu" if r == 0 else f"{name}-gpu-r{r}", pool_args(), opts)
              for r in range(config.replicas.max)]
-    nodes = [_node_output(i, role, config, private, pool.efa_interfaces)
-             for pool in pools for i, role in zip(pool.instances, pool.roles)]
+    # Each pool is its own engine: its nodes carry the pool's index, so bootstrap ranks,
+    # peers and NCCL worlds stay within the group (bootstrap/hosts.py).
+    nodes = [_node_output(i, role, config, private, pool.efa_interfaces, group=r)
+             for r, pool in enumerate(pools) for i, role in zip(pool.instances, pool.roles)]
     api = ApiLoadBalancer(f"{name}-api", ApiLoadBalancerArgs(
         config, network.vpc.id, network.public_subnet_ids, network.private_subnet_ids,
         groups.load_balancer.id, [pool.instances[0] for pool in pools]), opts)
@@ -224,12 +226,15 @@ def _zones(config: StackConfig, provider: aws.Provider) -> list[pulumi.Output[st
 
 
 def _node_output(instance: ec2.Instance, role: str, config: StackConfig, private: bool,
-                 efa_interfaces: int) -> pulumi.Output[dict[str, Any]]:
+                 efa_interfaces: int, group: int | None = None
+                 ) -> pulumi.Output[dict[str, Any]]:
     instance_type = config.resolved_instance_type
     public_ip = pulumi.Output.from_input(None) if private else instance.public_ip
+    extra = {} if group is None else {"group": group}  # the outputs of one group stay as ever
     return pulumi.Output.all(instance.id, instance.private_ip, public_ip).apply(
         lambda v: {"id": v[0], "role": role, "private_ip": v[1], "public_ip": v[2] or None,
-                   "instance_type": instance_type, "efa_interfaces": efa_interfaces})
+                   "instance_type": instance_type, "efa_interfaces": efa_interfaces,
+                   **extra})
 
 
 def _outputs(config: StackConfig, nodes, bastion_ip, bastion_id, endpoint,

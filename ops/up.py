@@ -99,6 +99,22 @@ class UpResult:
     region: str = ""
     parallelism: str = ""  # "TP 8 x PP 2": the engine's split on the chosen option
     enforcer: Any = None  # ops/enforcer.py's Enforcer: what acts on the budget and TTL
+    # A replicas stack's Auto Scaling group (issue 27): each replica's health after bootstrap.
+    replicas: list["ReplicaHealth"] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ReplicaHealth:
+    """One replica of a replicas stack after ``up``: its instance and its engine's answer."""
+
+    id: str
+    address: str
+    healthy: bool
+    status: str  # "healthy", "HTTP 503", "unreachable"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "address": self.address, "healthy": self.healthy,
+                "status": self.status}
 
 
 @dataclass
@@ -147,7 +163,11 @@ class UpPorts:
 
     ``enforcer``: config -> ops/enforcer.py's ``Enforcer``, run before anything billable (the
     CLI deploys or updates the guard, or records ``--no-enforcer``); a failure here stops
-    ``up`` with nothing created (None: no enforcer step)."""
+    ``up`` with nothing created (None: no enforcer step).
+
+    ``replica_group``: outputs -> cloud/replica_hosts.py's ``GroupState`` of the stack's Auto
+    Scaling group (default: read from AWS), for a replicas stack (dev, prod): its InService
+    instances are the hosts to bootstrap, each its own replica."""
 
     preflight: Callable[["StackConfig"], "Preflight"] | None = None
     bootstrap: Callable[..., "BootstrapReport | None"] | None = None
@@ -161,6 +181,7 @@ class UpPorts:
     key_push: Callable[[StackOutputs], Any] | None = None
     confirm: Callable[[UpSummary], bool] | None = None
     enforcer: Callable[["StackConfig"], Any] | None = None
+    replica_group: Callable[[StackOutputs], Any] | None = None
 
 
 def bring_up(config: "StackConfig", engine: "Engine", *, options: UpOptions | None = None,
@@ -209,6 +230,10 @@ def bring_up(config: "StackConfig", engine: "Engine", *, options: UpOptions | No
 
         monthly, config = estimate_stack_cost(chosen).monthly_usd, chosen
     outputs = StackOutputs.from_dict(raw)
+    if outputs.replica_group:
+        outputs = wait_for_replicas(config, outputs, ports.replica_group
+                                    or read_replica_group(config), phase,
+                                    poll_s=options.health_interval_s, audit=audit)
     audit("up.deployed", stack=config.stack, nodes=[n.id for n in outputs.nodes],
           availability_zone=attempts[-1].availability_zone,
           instance_type=config.resolved_instance_type, node_count=config.resolved_node_count,
@@ -231,13 +256,134 @@ def bring_up(config: "StackConfig", engine: "Engine", *, options: UpOptions | No
     finally:
         if api is not None:
             api.close()
+    # Replicas (a group's instances, or distributed's node groups): each engine's own answer.
+    replicas = (replica_health(config, outputs, options, boot, tunnel, push, phase,
+                               ports.probe or http_healthy)
+                if outputs.replica_group or any(n.group is not None for n in outputs.nodes)
+                else [])
+    refuse_sick_replicas(config, replicas, audit)
     notes = ([f"spot had no capacity: running on demand "
               f"(${monthly:,.0f}/month estimated)"] if asked_spot and not config.spot else [])
     return UpResult(config.stack, outputs, attempts, expires_at, healthy, note, monthly, boot,
                     notes,
                     instance_type=config.resolved_instance_type,
                     node_count=config.resolved_node_count, region=config.region,
-                    parallelism=parallelism(config), enforcer=enforced)
+                    parallelism=parallelism(config), enforcer=enforced, replicas=replicas)
+
+
+def read_replica_group(config: "StackConfig") -> Callable[[StackOutputs], Any]:
+    """The default read of a replicas stack's group: AWS (cloud/replica_hosts.py)."""
+    def read(outputs: StackOutputs):
+        from dsinfra.cloud.replica_hosts import read_group
+
+        return read_group(outputs.region or config.region, outputs.replica_group)
+    return read
+
+
+def wait_for_replicas(config: "StackConfig", outputs: StackOutputs,
+                      read: Callable[[StackOutputs], Any], phase: PhaseCallback, *,
+                      wait: bool = True, poll_s: float = 10.0, audit: AuditSink = _no_audit,
+                      timeout_s: float | None = None) -> StackOutputs:
+    """A replicas stack's outputs with its Auto Scaling group's InService instances as its
+    nodes (each its own replica, ``group`` i). ``wait``: until the group's minimum is
+    InService, at most the tier's health timeout (its grace period: ``up`` waits no longer
+    than AWS does for a new replica); else what is InService now (``dsinfra bootstrap``).
+    Fewer than the minimum by the deadline fails loudly: the instances are billing."""
+    from dataclasses import replace
+
+    limit = config.tier_spec.health_timeout_s if timeout_s is None else timeout_s
+    deadline = time.monotonic() + limit
+    while True:
+        state = read(outputs)
+        want = max(state.min_size, 1)
+        waiting = "".join(f", {i} {s}" for i, s in state.not_in_service.items())
+        phase("replicas", f"{len(state.nodes)}/{want} InService in Auto Scaling group "
+              f"{state.group}{waiting}")
+        if len(state.nodes) >= want or (not wait and state.nodes):
+            audit("up.replicas", stack=config.stack, group=state.group,
+                  instances=[n.id for n in state.nodes], min_size=state.min_size)
+            return replace(outputs, nodes=list(state.nodes))
+        if not wait or time.monotonic() >= deadline:
+            audit("up.replicas_not_ready", stack=config.stack, group=state.group,
+                  instances=[n.id for n in state.nodes], min_size=state.min_size,
+                  not_in_service=state.not_in_service)
+            within = f" within {limit:g} s" if wait else ""
+            raise CloudError(f"Auto Scaling group {state.group} has {len(state.nodes)} of its "
+                             f"{want} replica(s) InService{within}{waiting}; its instances "
+                             "are billing", hint=f"Check the group's activity in the EC2 "
+                             f"console, then run `dsinfra bootstrap {config.stack}`, or "
+                             f"`dsinfra down {config.stack}` to stop spending.")
+        time.sleep(poll_s)
+
+
+def replica_health(config: "StackConfig", outputs: StackOutputs, options: UpOptions, boot,
+                   tunnel, push, phase: PhaseCallback,
+                   probe: Callable[[str, float], bool]) -> list[ReplicaHealth]:
+    """Each replica's engine asked once for its health path, after bootstrap waited for it:
+    inside an SSH session through the stack's endpoint (with the host keys bootstrap pinned)
+    when there is one, else at the node's own address."""
+    from dsinfra.bootstrap.hosts import hosts_from_outputs
+
+    heads = [h for h in hosts_from_outputs(outputs, key_path=_key_path(options),
+                                           tunnel_url=tunnel, key_push=push)
+             if h.role == "head"]
+    port, path = config.engine_port, config.engine.health_path
+    timeout = min(10.0, options.health_timeout_s)
+    known = _pinned_hosts(boot) if tunnel else None
+    found = []
+    for head in heads:
+        address = head.private_address or head.address
+        if tunnel:
+            from dsinfra.ops.access import ApiOverSsh
+
+            api = ApiOverSsh(head, known)
+            try:
+                status = api.get_status(port, path, timeout)
+            finally:
+                api.close()
+        else:
+            status = ("healthy" if probe(f"http://{head.address}:{port}{path}", timeout)
+                      else "unreachable")
+        phase("health", f"replica {head.instance_id} ({address}): {status}")
+        found.append(ReplicaHealth(head.instance_id or head.name, address,
+                                   status == "healthy", status))
+    return found
+
+
+def refuse_sick_replicas(config: "StackConfig", replicas: list[ReplicaHealth],
+                         audit: AuditSink = _no_audit) -> None:
+    """As ``check_health``: a stack with a replica that cannot serve is no success (exit 3,
+    audited), even while the load balancer still answers from the others."""
+    sick = [r for r in replicas if not r.healthy]
+    if not sick:
+        return
+    audit("up.replicas_unhealthy", stack=config.stack, replicas=[r.to_dict() for r in sick])
+    raise CloudError(f"{len(sick)} of {len(replicas)} replica(s) did not answer "
+                     f"{config.engine.health_path} with 200 after bootstrap: "
+                     + ", ".join(f"{r.id} ({r.address}) {r.status}" for r in sick)
+                     + "; the instances are up and billing",
+                     hint=f"Run `dsinfra bootstrap {config.stack}` (it resumes), or "
+                          f"`dsinfra down {config.stack}` to stop spending.")
+
+
+def _key_path(options: UpOptions):
+    from pathlib import Path
+
+    return Path(options.ssh_key_path) if options.ssh_key_path else None
+
+
+def _pinned_hosts(boot):
+    """The host keys bootstrap pinned (``<state>/known_hosts``, next to its run folder)."""
+    from pathlib import Path
+
+    from dsinfra.bootstrap.hostkeys import KnownHosts
+    from dsinfra.paths import state_dir
+
+    run_dir = boot.run_dir
+    state = Path(run_dir).parent.parent if run_dir else state_dir()
+    known = KnownHosts(record_path=state / "known_hosts", trust_on_first_use=False)
+    known.load_recorded()
+    return known
 
 
 def _launchable(preflight: "Preflight", now: datetime, phase: PhaseCallback

@@ -76,6 +76,58 @@ def test_stack_bootstrap_reads_outputs_and_refuses_hosts_without_pinned_keys(
     assert json.loads(trusted.stdout)["endpoint"] == outputs["endpoint"]
 
 
+def test_stack_bootstrap_of_a_replicas_stack_takes_its_groups_in_service_instances(
+        lab, tmp_path, secrets_env, monkeypatch, aws):
+    """Issue 27: the outputs list no nodes (`nodes: []`, the group's instances are AWS's);
+    the hosts are the Auto Scaling group's InService instances, read from AWS (moto, which
+    launches them), each its own replica. The lab host stands in for the instance at its
+    address, as tests/bootstrap/test_twins.py maps them."""
+    from dataclasses import replace
+
+    import dsinfra.cloud.replica_hosts as replica_hosts
+    from dsinfra.cloud.aws import client
+
+    monkeypatch.setenv("DSINFRA_STATE_DIR", str(tmp_path / "state"))
+    host = lab.fresh("single", "g5.2xlarge", dlami=True)
+    ec2 = client("ec2", "us-east-1")
+    image = ec2.describe_images()["Images"][0]["ImageId"]
+    template = ec2.create_launch_template(LaunchTemplateName="dev-gpu", LaunchTemplateData={
+        "ImageId": image, "InstanceType": "g5.2xlarge"})["LaunchTemplate"]
+    client("autoscaling", "us-east-1").create_auto_scaling_group(
+        AutoScalingGroupName="dev-gpu", MinSize=1, MaxSize=2, DesiredCapacity=1,
+        LaunchTemplate={"LaunchTemplateId": template["LaunchTemplateId"],
+                        "Version": "$Latest"}, AvailabilityZones=["us-east-1a"])
+    outputs = {"nodes": [], "bastion": None, "endpoint": "http://lb:8000",
+               "ssh_user": "dsinfra-test", "region": "us-east-1",
+               "replicas": {"group": "dev-gpu", "target_group_arn": "arn:tg",
+                            "launch_template_id": template["LaunchTemplateId"]}}
+
+    class FakeEngine:
+        def __init__(self, project_dir, env_vars=None):
+            pass
+
+        def outputs(self, stack):
+            return outputs
+
+    real_read, read = replica_hosts.read_group, []
+
+    def on_the_lab_host(region, group, **clients):
+        state = real_read(region, group, **clients)
+        read.append([n.id for n in state.nodes])
+        return replace(state, nodes=[replace(n, private_ip=host.listen, public_ip=host.listen)
+                                     for n in state.nodes])
+
+    monkeypatch.setattr("dsinfra.infra.automation.PulumiEngine", FakeEngine)
+    monkeypatch.setattr(replica_hosts, "read_group", on_the_lab_host)
+    result = CliRunner().invoke(app, ["bootstrap", "dev", "--ssh-key", str(lab.client_key),
+                                      "--json", "--trust-on-first-use"])
+
+    assert result.exit_code == 0, result.output
+    (instances,) = read
+    report = json.loads(result.stdout)
+    assert [h["host"] for h in report["hosts"]] == instances and instances[0].startswith("i-")
+
+
 def test_stack_and_inventory_together_is_bad_input(tmp_path):
     result = CliRunner().invoke(app, ["bootstrap", "dev", "--inventory", "x.yaml"])
     assert result.exit_code == 2

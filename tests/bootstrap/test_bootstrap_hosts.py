@@ -338,6 +338,49 @@ def test_two_node_sglang_starts_ranks_head_first(lab, tmp_path, options):
     assert started["single"][0] < started["second"][0]
 
 
+def test_two_node_groups_are_two_engines_each_ranked_from_its_own_head(lab, tmp_path, options):
+    """distributed with replicas: 2 (issue 27): four p5 from the stack outputs, two node groups
+    of a head and a worker. Each worker joins its own group's head (SGLang's dist-init, two
+    nodes), never the other group's, and each head starts before its own worker."""
+    from dsinfra.bootstrap.runner import bootstrap_stack
+    from dsinfra.config import parse_stack_config
+    from dsinfra.outputs import StackOutputs
+    from hostlab import USER
+
+    hosts = [lab.fresh(name, "p5.48xlarge", dlami=True, efa_interfaces=32)
+             for name in ("single", "second", "third", "fourth")]
+    for host in hosts:
+        host.set_profile(nccl_log=str(NCCL_OFI_LOG))
+    layout = [(0, "head"), (0, "worker"), (1, "head"), (1, "worker")]
+    outputs = StackOutputs.from_dict({
+        "nodes": [{"id": f"i-{n}", "role": role, "private_ip": h.listen, "public_ip": h.listen,
+                   "instance_type": "p5.48xlarge", "efa_interfaces": 32, "group": group}
+                  for n, (h, (group, role)) in enumerate(zip(hosts, layout))],
+        "endpoint": f"http://{hosts[0].listen}:8000", "ssh_user": USER,
+        "region": "us-east-1"})
+    config = parse_stack_config("dist", {
+        "tier": "distributed", "budget": {"amountUsd": 1}, "nodeCount": 2, "replicas": 2,
+        "engine": "sglang", "model": "deepseek-ai/DeepSeek-R1", "precision": "fp8",
+        "maxModelLen": 8192})
+
+    report = bootstrap_stack(config, outputs, ssh_key_path=lab.client_key,
+                             trust_on_first_use=True, progress=False,
+                             options=replace(options, ecr=False))
+
+    assert report.ok, failures(report)
+    scripts = [(h.root / "fs/opt/dsinfra/etc/engine-run.sh").read_text() for h in hosts]
+    for head in (0, 2):
+        assert "--nnodes 2 --node-rank 0" in scripts[head]
+        assert (f"--nnodes 2 --node-rank 1 --dist-init-addr {hosts[head].listen}:5000"
+                in scripts[head + 1])
+        started = [next(c["t"] for c in h.commands() if c["argv"][-1:] ==
+                        ["dsinfra-engine.service"] and "restart" in c["argv"])
+                   for h in (hosts[head], hosts[head + 1])]
+        assert started[0] < started[1]
+    health = [{s.step: s.status for s in r.steps}["health"] for r in report.hosts]
+    assert [health[0], health[2]] == ["applied", "applied"]  # each head checks its engine
+
+
 def test_eight_hosts_without_efa_bootstrap_in_parallel_as_eight_replicas(lab, tmp_path, options):
     """Off EFA, more nodes are independent replicas (issue 25): each runs its own engine with
     no Ray and no pipeline stages, and each one's endpoint is health-checked."""

@@ -108,6 +108,57 @@ def test_stack_outputs_use_the_bastion_for_private_nodes():
     assert [h.efa_interfaces for h in hosts] == [32, 32]
 
 
+def _grouped_outputs(nodes: list[tuple[str, str, int | None]]) -> StackOutputs:
+    return StackOutputs.from_dict({
+        "nodes": [{"id": i, "role": role, "private_ip": f"10.0.1.{n + 5}",
+                   "instance_type": "p5.48xlarge", "efa_interfaces": 32,
+                   **({} if group is None else {"group": group})}
+                  for n, (i, role, group) in enumerate(nodes)],
+        "bastion": "203.0.113.10", "endpoint": "http://lb/v1", "ssh_user": "ubuntu",
+        "region": "us-east-1"})
+
+
+def test_each_node_group_is_its_own_engine_ranked_from_its_own_head():
+    """distributed with replicas: 2 (issue 27): two heads, each with its worker; each worker
+    joins its own group's head, and each engine spans its group's two nodes, not four."""
+    from dsinfra.bootstrap.hosts import host_groups
+
+    outputs = _grouped_outputs([("i-4", "worker", 1), ("i-2", "worker", 0),
+                                ("i-3", "head", 1), ("i-1", "head", 0)])
+    hosts = hosts_from_outputs(outputs, key_path=None)
+    assert [(h.name, h.group, h.node_rank) for h in hosts] == \
+        [("i-1", 0, 0), ("i-2", 0, 1), ("i-3", 1, 0), ("i-4", 1, 1)]
+    cfg = parse_stack_config("t", {"tier": "distributed", "budget": {"amountUsd": 1},
+                                   "nodeCount": 2, "replicas": 2})
+    for group in host_groups(hosts):
+        head, worker = group
+        plan = eng.engine_plan(cfg, group)
+        assert plan.nodes == 2 and plan.head_address == head.private_address
+        script = eng.run_script(plan, worker, cache_dir="/c", efa=True)
+        assert f"--address={head.private_address}:6379" in script
+
+
+@pytest.mark.parametrize("nodes, message", [
+    # The single-group rule stands: two heads and no groups is one engine with two heads.
+    ([("i-1", "head", None), ("i-2", "head", None)], "exactly one host must have role head; "
+     "found 2"),
+    ([("i-1", "head", 0), ("i-2", "head", 0), ("i-3", "head", 1)],
+     "exactly one host must have role head in node group 0; found 2"),
+    ([("i-1", "head", 0), ("i-2", "worker", 1)],
+     "exactly one host must have role head in node group 1; found 0"),
+    ([("i-1", "head", 0), ("i-2", "head", None)], "i-2 name none"),
+])
+def test_a_group_without_exactly_one_head_or_a_host_without_a_group_is_refused(nodes, message):
+    with pytest.raises(UserError, match=message.replace("(", r"\(")):
+        hosts_from_outputs(_grouped_outputs(nodes), key_path=None)
+
+
+def test_an_inventory_with_two_heads_is_still_refused(tmp_path):
+    head = {"address": "a", "role": "head", "instance_type": "g5.xlarge"}
+    with pytest.raises(UserError, match="exactly one host must have role head; found 2"):
+        load_inventory(_inventory(tmp_path, [head, dict(head, address="b")]))
+
+
 def _plan(nodes=1, engine="vllm", **config):
     cfg = parse_stack_config("t", {"tier": "distributed", "budget": {"amountUsd": 1},
                                    "engine": engine, "nodeCount": nodes, **config})

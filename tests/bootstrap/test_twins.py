@@ -299,3 +299,192 @@ def test_up_dev_from_the_shipped_file_reaches_a_healthy_endpoint_with_no_port_op
         logs = "".join(p.read_text()
                        for p in Path(result.bootstrap_result.run_dir).glob("*.log"))
         assert logs.count("connecting to") >= 2, "bootstrap itself lost its tunnel"
+
+
+def _moto_replica_group(region: str, name: str, template: dict, size: int) -> None:
+    """The stack's Auto Scaling group as `pulumi up` leaves it (infra/nodes.py): on the moto
+    server, which launches its instances (moto's autoscaling runs them through its EC2
+    backend and lists them InService: DescribeAutoScalingGroups' Instance.LifecycleState,
+    the value AWS gives an instance past launch and lifecycle hooks). The TwinEngine fakes
+    only Pulumi; the group's instances are AWS's, read back through the real client."""
+    from dsinfra.cloud.aws import client
+
+    ec2 = client("ec2", region)
+    image = ec2.describe_images()["Images"][0]["ImageId"]  # moto's own AMIs; ours is a mock's
+    made = ec2.create_launch_template(
+        LaunchTemplateName=name, LaunchTemplateData={
+            "ImageId": image, "InstanceType": template["instanceType"]})
+    client("autoscaling", region).create_auto_scaling_group(
+        AutoScalingGroupName=name, MinSize=size, MaxSize=size + 2, DesiredCapacity=size,
+        LaunchTemplate={"LaunchTemplateId": made["LaunchTemplate"]["LaunchTemplateId"],
+                        "Version": "$Latest"},
+        AvailabilityZones=[f"{region}a"])
+
+
+def test_up_of_a_dev_stack_with_two_replicas_reaches_two_healthy_replicas(
+        lab, aws, tmp_path, options, hosts_moto_url):
+    """Issue 27: a replicas stack's nodes are its Auto Scaling group's InService instances,
+    read from AWS (cloud/replica_hosts.py), not its outputs (`nodes: []`). `up` waits for the
+    group's minimum, bootstraps each instance as its own replica (head of a group of one, its
+    own engine) and reports each one's health. The lab hosts stand in for the group's
+    instances as they do for nodes above: the instance ids are moto's, the addresses the
+    hosts'."""
+    from eice_server import FakeEndpoint
+
+    from dsinfra.cloud.eice import tunnel_url_factory
+    from dsinfra.cloud.replica_hosts import read_group
+
+    values = {**read_stack_values(stack_file("dev", PROJECT_DIR)), "apiAllowedCidrs": [OFFICE],
+              "replicas": 2}
+    config = parse_stack_config("dev", values)
+    run = run_offline("dev", values)
+    assert run.outputs["nodes"] == [] and run.outputs["replicas"]["group"]
+    (template,) = run.of_type("aws:ec2/launchTemplate:LaunchTemplate")
+    dlami = template.inputs["imageId"] == mocked_ami(config.region, DLAMI_SSM_PARAMETER)
+    group = run.outputs["replicas"]["group"]
+    _moto_replica_group(config.region, group, template.inputs, config.replicas.min)
+    hosts = [lab.fresh(f"replica{i}", template.inputs["instanceType"], dlami=dlami)
+             for i in range(config.replicas.min)]
+
+    reads: list[list[str]] = []
+
+    def replica_group(outputs):
+        state = read_group(outputs.region, outputs.replica_group)  # moto, through boto3
+        reads.append([n.id for n in state.nodes])
+        # Each InService instance on a test host: its address swapped for the host's.
+        nodes = [replace(n, private_ip=host.listen,
+                         public_ip=host.listen if n.public_ip else None)
+                 for n, host in zip(state.nodes, hosts)]
+        return replace(state, nodes=nodes)
+
+    endpoint_id = run.outputs["connect_endpoint"]["id"]
+    local = FakeEndpoint(endpoint_id, secret_key="testing", region=config.region).start()
+    planned = {**run.outputs, "connect_endpoint": {"id": endpoint_id,
+                                                   "dns_name": local.dns_name}}
+    engine = TwinEngine(planned, hosts, None, config.engine_port)
+    options = replace(options, node_aws={"endpoint_url": hosts_moto_url,
+                                         "aws_access_key_id": "testing",
+                                         "aws_secret_access_key": "testing"})
+    pushed: list[tuple] = []
+    phases: list[tuple[str, str]] = []
+
+    def bootstrap(config, outputs, *, ssh_key_path, trust_on_first_use, progress, tunnel_url,
+                  key_push):
+        from dsinfra.bootstrap.runner import bootstrap_stack
+
+        return bootstrap_stack(config, outputs, ssh_key_path=ssh_key_path,
+                               trust_on_first_use=trust_on_first_use, progress=None,
+                               options=replace(options, health_timeout_s=30),
+                               tunnel_url=tunnel_url, key_push=key_push)
+
+    from dsinfra.ops.doctor import run_preflight
+
+    try:
+        result = bring_up(
+            config, engine, now=NOW, ports=UpPorts(
+                bootstrap=bootstrap, probe=_probe_from(None),
+                tunnel_url=lambda o: tunnel_url_factory(o.region, o.connect_endpoint_id,
+                                                        o.connect_endpoint_dns, scheme="ws"),
+                key_push=lambda o: instance_connect(o, hosts, pushed),
+                replica_group=replica_group,
+                on_phase=lambda phase, message: phases.append((phase, message)),
+                preflight=lambda c: run_preflight(c, client_factory=StubbedFactory(),
+                                                  pulumi_version=lambda: "v3.200.0")),
+            options=UpOptions(trust_on_first_use=True, health_timeout_s=30,
+                              health_interval_s=0.5))
+    finally:
+        local.stop()
+
+    instances = reads[-1]
+    assert len(instances) == 2 and all(i.startswith("i-") for i in instances)
+    assert ("replicas", f"2/2 InService in Auto Scaling group {group}") in phases
+    # Each replica bootstrapped as the head of its own engine, logged into by its own id.
+    report = result.bootstrap_result
+    assert report.ok and len(report.hosts) == 2
+    assert {p[0] for p in pushed} == set(instances)
+    assert {r.query["privateIpAddress"] for r in local.requests} == {h.listen for h in hosts}
+    for host in hosts:
+        script = (host.root / "fs/opt/dsinfra/etc/engine-run.sh").read_text()
+        assert "ray" not in script and "--pipeline-parallel-size 1" in script
+    assert result.healthy is True, result.health_note
+    assert [(r.id, r.address, r.healthy, r.status) for r in result.replicas] == \
+        [(i, h.listen, True, "healthy") for i, h in zip(instances, hosts)]
+
+
+def test_up_of_distributed_with_two_replicas_runs_two_engines_each_within_its_group(
+        lab, aws, tmp_path, options, hosts_moto_url):
+    """Issue 27 on the EFA tier: `replicas: 2` is two node groups (infra/program.py), each a
+    head with its worker. `up` bootstraps each group as its own engine: each worker joins its
+    own group's head (Ray), each engine spans its group's two nodes, each head's health is
+    checked and each replica reported."""
+    from eice_server import FakeEndpoint
+
+    from dsinfra.cloud.eice import tunnel_url_factory
+
+    values = {**read_stack_values(stack_file("distributed", PROJECT_DIR)),
+              "apiAllowedCidrs": [OFFICE], "replicas": 2,
+              "budget": {"amountUsd": 100_000, "period": "total", "onExceed": "destroy"}}
+    config = parse_stack_config("distributed", values)
+    run = run_offline("distributed", values)
+    planned = run.outputs["nodes"]
+    assert [(n["group"], n["role"]) for n in planned] == \
+        [(0, "head"), (0, "worker"), (1, "head"), (1, "worker")]
+    template = run.of_type("aws:ec2/launchTemplate:LaunchTemplate")[0].inputs
+    dlami = template["imageId"] == mocked_ami(config.region, DLAMI_SSM_PARAMETER)
+    bastion = lab.fresh("bastion", "g5.xlarge") if run.outputs["bastion"] else None
+    hosts = [lab.fresh(f"distributed{i}", n["instance_type"], dlami=dlami,
+                       efa_interfaces=n["efa_interfaces"], behind=bastion)
+             for i, n in enumerate(planned)]
+    registry = lab.base / f"registry-{tmp_path.name}"
+    registry.mkdir()
+    registry.chmod(0o777)
+    for host in hosts:
+        host.set_profile(nccl_log=str(NCCL_OFI_LOG), registry_dir=str(registry))
+    options = replace(options, node_aws={"endpoint_url": hosts_moto_url,
+                                         "aws_access_key_id": "testing",
+                                         "aws_secret_access_key": "testing"},
+                      image_poll_s=0.2, image_wait_s=60)
+    endpoint_id = run.outputs["connect_endpoint"]["id"]
+    local = FakeEndpoint(endpoint_id, secret_key="testing", region=config.region).start()
+    engine = TwinEngine({**run.outputs, "connect_endpoint": {"id": endpoint_id,
+                                                             "dns_name": local.dns_name}},
+                        hosts, bastion, config.engine_port)
+    pushed: list[tuple] = []
+
+    def bootstrap(config, outputs, *, ssh_key_path, trust_on_first_use, progress, tunnel_url,
+                  key_push):
+        from dsinfra.bootstrap.runner import bootstrap_stack
+
+        return bootstrap_stack(config, outputs, ssh_key_path=ssh_key_path,
+                               trust_on_first_use=trust_on_first_use, progress=None,
+                               options=replace(options, health_timeout_s=30),
+                               tunnel_url=tunnel_url, key_push=key_push)
+
+    from dsinfra.ops.doctor import run_preflight
+
+    try:
+        result = bring_up(
+            config, engine, now=NOW, ports=UpPorts(
+                bootstrap=bootstrap, probe=_probe_from(bastion),
+                tunnel_url=lambda o: tunnel_url_factory(o.region, o.connect_endpoint_id,
+                                                        o.connect_endpoint_dns, scheme="ws"),
+                key_push=lambda o: instance_connect(o, hosts, pushed),
+                preflight=lambda c: run_preflight(c, client_factory=StubbedFactory(),
+                                                  pulumi_version=lambda: "v3.200.0")),
+            options=UpOptions(trust_on_first_use=True, health_timeout_s=30,
+                              health_interval_s=0.5))
+    finally:
+        local.stop()
+
+    report = result.bootstrap_result
+    assert report.ok and len(report.hosts) == 4
+    scripts = [(h.root / "fs/opt/dsinfra/etc/engine-run.sh").read_text() for h in hosts]
+    for head in (0, 2):
+        assert "--pipeline-parallel-size 2" in scripts[head]
+        assert f"--address={hosts[head].listen}:6379" in scripts[head + 1]
+    steps = [{s.step: s.status for s in h.steps} for h in report.hosts]
+    assert [steps[0]["nccl-network"], steps[2]["nccl-network"]] == ["verified", "verified"]
+    assert result.healthy is True, result.health_note
+    heads = [n["id"] for n in planned if n["role"] == "head"]
+    assert [(r.id, r.address, r.status) for r in result.replicas] == \
+        [(heads[0], hosts[0].listen, "healthy"), (heads[1], hosts[2].listen, "healthy")]

@@ -212,6 +212,14 @@ def test_distributed_replicas_are_a_fixed_count_of_node_groups_each_head_a_targe
     assert {a.inputs["targetId"] for a in run.of_type(ATTACHMENT)} == heads
     outputs = StackOutputs.from_dict(run.outputs)
     assert outputs.replica_group is None and outputs.target_group_arn
+    # Each node says which group (engine) it serves in, each group with one head: bootstrap
+    # ranks and peers within it (bootstrap/hosts.py).
+    by_group: dict[int, list[str]] = {}
+    for node in outputs.nodes:
+        by_group.setdefault(node.group, []).append(node.role)
+    assert sorted(by_group) == list(range(config.replicas.max))
+    assert all(sorted(roles) == ["head"] + ["worker"] * (config.resolved_node_count - 1)
+               for roles in by_group.values())
     # The first group keeps the names a stack without replicas has (replicas: 1 renders
     # as before); the others are numbered.
     assert sorted(t.name for t in run.of_type(TEMPLATE)) == \
