@@ -123,8 +123,10 @@ def build_kit(entries: tuple[str, ...] = ENTRY_MODULES) -> tuple[bytes, str]:
 
 def node_kit_needed(config) -> bool:
     """Whether a stack's nodes run a tool from the kit: the weights copy from a
-    ``dsinfra:modelCache`` S3 mirror, the idle watcher (``dsinfra:idleMinutes``) on the head."""
-    return bool(config.model_cache) or config.resolved_idle_minutes is not None
+    ``dsinfra:modelCache`` S3 mirror, the idle watcher (``dsinfra:idleMinutes``) on the head,
+    and on a replicas stack the watcher that publishes each replica's counts."""
+    return bool(config.model_cache) or config.resolved_idle_minutes is not None \
+        or config.replicas is not None
 
 
 def kit_command(module: str, *args: str) -> str:

@@ -168,8 +168,11 @@ def run_bootstrap(config: StackConfig, hosts: list[HostSpec], *, known: KnownHos
                              region=config.region,
                              node_kit=node_kit_needed(config) or bool(options.ecr),
                              node_aws=options.node_aws,
+                             # every replica's serving node publishes its counts: the
+                             # head of each node group, every node off EFA
                              idle_watch=watch if h.role == "head" or (
-                                 watch is not None and watch.replicas) else None,
+                                 watch is not None and watch.replicas
+                                 and not config.tier_spec.efa) else None,
                              health_timeout_s=timeout, health_poll_s=options.health_poll_s,
                              health_report_s=options.health_report_s, spot=config.spot,
                              spot_poll_s=options.spot_poll_s,

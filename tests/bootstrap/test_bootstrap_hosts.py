@@ -4,6 +4,7 @@ hardware- and repository-bound commands are the fakehost scripts (see hostlab.py
 from __future__ import annotations
 
 import json
+import sys
 import time
 import stat
 from dataclasses import replace
@@ -427,20 +428,22 @@ def test_worker_that_cannot_start_its_engine_stops_the_heads_wait(lab, tmp_path,
 
 def test_interrupted_run_records_what_finished_and_the_next_run_resumes(lab, tmp_path, options,
                                                                        monkeypatch):
-    import os
     import signal
     import threading
 
     import dsinfra.bootstrap.runner as runner
 
     # The run's own "interrupted" flag, seen by the test: the held command is released only
-    # once the run has taken the Ctrl-C, so no step after it can start first.
+    # once the run has taken the Ctrl-C, so no step after it can start first. Only the
+    # runner's own Events count: every new Thread makes one too (its "started" event), and
+    # counting those released the command before the Ctrl-C was taken.
     flags: list[threading.Event] = []
 
     class Flag(threading.Event):
         def __init__(self) -> None:
             super().__init__()
-            flags.append(self)
+            if sys._getframe(1).f_globals.get("__name__") == runner.__name__:
+                flags.append(self)
 
     monkeypatch.setattr(runner.threading, "Event", Flag)
 
@@ -454,7 +457,10 @@ def test_interrupted_run_records_what_finished_and_the_next_run_resumes(lab, tmp
     def press_ctrl_c_once_docker_is_configuring() -> None:
         while not any(c["cmd"] == "nvidia-ctk" for c in host.commands()):
             time.sleep(0.05)
-        os.kill(os.getpid(), signal.SIGINT)
+        # To the main thread, where Python runs its SIGINT handler and a terminal's Ctrl-C
+        # lands: os.kill(getpid()) lets the kernel pick any thread, and a signal taken by a
+        # pool thread leaves the main thread asleep until the step ends.
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
         while not any(flag.is_set() for flag in list(flags)):
             time.sleep(0.02)
         released.touch()
