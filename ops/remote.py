@@ -7,12 +7,15 @@ Host keys stay pinned: the keys bootstrap recorded (``<state>/known_hosts``) and
 
 from __future__ import annotations
 
+import dataclasses
+
 import re
 import shlex
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from dsinfra.errors import UserError
 from dsinfra.outputs import StackOutputs
@@ -132,6 +135,20 @@ def journal_since(value: str) -> str:
     return f"-{match.group(1)}{_SINCE_UNITS[match.group(2)]}"
 
 
+def with_replica_nodes(outputs: StackOutputs, region: str,
+                       read_group: Callable[..., Any] | None = None) -> StackOutputs:
+    """The outputs with a replicas stack's nodes: its Auto Scaling group's InService
+    instances as AWS lists them now (cloud/replica_hosts.py), since the group launches and
+    replaces them after `up`; outputs without a group unchanged. A group that cannot be read
+    raises CloudError (exit 3): no command guesses which nodes a stack has."""
+    if not outputs.replica_group:
+        return outputs
+    if read_group is None:
+        from dsinfra.cloud.replica_hosts import read_group
+    state = read_group(outputs.region or region, outputs.replica_group)
+    return dataclasses.replace(outputs, nodes=list(outputs.nodes) + list(state.nodes))
+
+
 def access_for_stack(stack: str, *, key_path: Path | None,
                      read_console: Callable[[str, str], str] | None = None) -> Access:
     """The deployed stack's outputs, its endpoint's tunnel and the pinned host keys."""
@@ -143,7 +160,8 @@ def access_for_stack(stack: str, *, key_path: Path | None,
 
     project = find_project_dir()
     config = load_stack(stack, project)
-    outputs = StackOutputs.from_dict(PulumiEngine(project).outputs(stack))
+    outputs = with_replica_nodes(StackOutputs.from_dict(PulumiEngine(project).outputs(stack)),
+                                 config.region)
     if not outputs.nodes:
         raise UserError(f"stack {stack} has no nodes (not deployed, or stopped by `down`)",
                         hint=f"Run `dsinfra up {stack}` first.")

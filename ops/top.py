@@ -172,16 +172,10 @@ def stack_meter(stack: str, region: str | None) -> Callable[[], dict]:
     return read
 
 
-def asg_not_read(group: str) -> str:
-    """What the view cannot show yet for a stack whose replicas are an Auto Scaling group."""
-    return (f"the replicas of Auto Scaling group {group} are listed from the stack outputs' "
-            "nodes: instances the group launched or replaced since the last `up` are not "
-            "shown (reading the group's instances is not built yet)")
-
-
 def sources_for_stack(stack: str, *, key_path=None, read_console=None) -> Sources:
-    """The deployed stack's replicas (its outputs' nodes: each node off EFA, the head of the
-    node group on EFA), each scraped over one SSH session through the stack's endpoint."""
+    """The deployed stack's replicas (its outputs' nodes, or its Auto Scaling group's InService
+    instances as AWS lists them now: each node off EFA, the head of the node group on EFA),
+    each scraped over one SSH session through the stack's endpoint."""
     from dsinfra.engines import ENGINE_SPECS, engine_spec
     from dsinfra.ops.access import ApiOverSsh
     from dsinfra.ops.remote import access_for_stack, select_hosts
@@ -213,8 +207,7 @@ def sources_for_stack(stack: str, *, key_path=None, read_console=None) -> Source
             return body
         return fetch
 
-    missing = [asg_not_read(access.outputs.replica_group)] \
-        if access.outputs.replica_group else []
+    missing: list[str] = []
     return Sources(stack=stack, engine=config.engine.name, names=spec.serving,
                    replicas=[Replica(h.instance_id or h.name, h.private_address or h.address,
                                      fetcher(api)) for h, api in zip(hosts, sessions)],

@@ -155,3 +155,31 @@ def test_a_replica_that_does_not_answer_after_bootstrap_fails_up_audited():
                                                                 "HTTP 503")],
                              lambda kind, **f: audit.append(kind))
     assert audit == ["up.replicas_unhealthy"]
+
+
+def test_day_two_commands_see_the_groups_instances_as_aws_lists_them_now():
+    """ssh, logs, exec, port-forward, status and top take a replicas stack's nodes from its
+    Auto Scaling group at the time they run (ops/remote.py with_replica_nodes), not from the
+    outputs of the last `up`, which name none; a stack without a group is left as it is."""
+    from dsinfra.cloud.replica_hosts import GroupState
+    from dsinfra.ops.remote import with_replica_nodes
+    from dsinfra.outputs import NodeOutput, StackOutputs
+
+    live = [NodeOutput(id=f"i-{n}", role="head", private_ip=f"10.0.1.{n}", public_ip=None,
+                       instance_type="g5.2xlarge", efa_interfaces=0, group=n) for n in range(3)]
+    asked = []
+
+    def read_group(region, group):
+        asked.append((region, group))
+        return GroupState(group=group, min_size=2, desired=3, nodes=live, not_in_service={})
+
+    grouped = StackOutputs.from_dict({"nodes": [], "endpoint": "http://lb", "ssh_user": "ubuntu",
+                                      "region": "us-west-2",
+                                      "replicas": {"group": "dev-gpu"}})
+    assert with_replica_nodes(grouped, "us-east-1", read_group).nodes == live
+    assert asked == [("us-west-2", "dev-gpu")]
+    plain = StackOutputs.from_dict({"nodes": [{"id": "i-9", "role": "head",
+                                               "private_ip": "10.0.0.9",
+                                               "instance_type": "g5.2xlarge"}],
+                                    "endpoint": "", "region": "us-east-1"})
+    assert with_replica_nodes(plain, "us-east-1", read_group) is plain and len(asked) == 1

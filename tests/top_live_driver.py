@@ -48,7 +48,7 @@ def sources_for_stack(stack, **_):
                   for i, name in enumerate(names)],
         meter=lambda: {"hourly_usd": 1.2323, "spend_usd": 312.47, "budget_usd": 1000.0,
                        "period": "month", "status": "ok", "reason": ""},
-        missing=[top.asg_not_read("dsinfra-dev-replicas")],
+        missing=[],
         clock=lambda: ticks[0] * 2.0)
 
 

@@ -194,16 +194,9 @@ def test_top_json_measures_the_requests_sent_between_its_scrapes(serving, monkey
 
 
 def test_top_json_says_n_a_when_no_token_flows(serving, monkeypatch):
-    """Also a stack whose outputs name an Auto Scaling group: its replicas are the outputs'
-    nodes for now, and the snapshot says what that leaves out."""
-    from dataclasses import replace
-
     from dsinfra.cli.main import app
-    from dsinfra.ops import remote, top
+    from dsinfra.ops import top
 
-    access = remote.access_for_stack("dev", key_path=None)
-    grouped = replace(access, outputs=replace(access.outputs, replica_group="dev-replicas"))
-    monkeypatch.setattr(remote, "access_for_stack", lambda stack, **kw: grouped)
     monkeypatch.setattr(top, "between_scrapes", lambda interval_s: None)
     result = CliRunner().invoke(app, ["top", "dev", "--json"])
     assert result.exit_code == 0, result.output
@@ -213,9 +206,7 @@ def test_top_json_says_n_a_when_no_token_flows(serving, monkeypatch):
     (row,) = snap["replicas"]
     assert row["ttft_p50_s"] is None and row["ttft_requests"] == 0
     assert row["replica"] == serving.instance_id
-    assert snap["missing"] == [top.asg_not_read("dev-replicas")]
-    assert "Auto Scaling group dev-replicas are listed from the stack outputs' nodes" in \
-        snap["missing"][0]
+    assert snap["missing"] == []
 
 
 def test_top_json_exits_3_and_says_which_replica_when_the_engine_is_down(serving, monkeypatch):
