@@ -112,7 +112,9 @@ def new_config(config, values: dict, *, model: str | None, image: str | None,
     if image is not None:
         changed["engineImage"] = image
     if engine_args is not None:
-        changed["engine"] = {**(values.get("engine") or {}), "extraArgs": list(engine_args)}
+        engine = values.get("engine") or {}
+        engine = {"name": engine} if isinstance(engine, str) else dict(engine)  # `engine: vllm`
+        changed["engine"] = {**engine, "extraArgs": list(engine_args)}
     try:
         return parse_stack_config(config.stack, changed, source="the deploy's flags")
     except UserError as exc:
