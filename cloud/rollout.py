@@ -32,12 +32,6 @@ from dataclasses import dataclass
 
 from dsinfra.cloud.aws import client, require_keys
 
-PERMISSIONS = ("autoscaling:DescribeAutoScalingGroups", "autoscaling:UpdateAutoScalingGroup",
-               "autoscaling:SetDesiredCapacity",
-               "autoscaling:TerminateInstanceInAutoScalingGroup",
-               "ec2:DescribeLaunchTemplateVersions", "ec2:CreateLaunchTemplateVersion",
-               "elasticloadbalancing:DescribeTargetHealth",
-               "elasticloadbalancing:DescribeTargetGroupAttributes", "ecr:DescribeImages")
 USER_DATA_MAX_BYTES = 16 * 1024  # before base64 (EC2 API reference, UserData)
 GONE_STATES = ("Terminating", "Terminating:Wait", "Terminating:Proceed", "Terminated",
                "Detaching", "Detached")
