@@ -28,7 +28,7 @@ def _line(event: dict) -> str | None:
     if kind == "launch":
         return f"{where}: launched {event['instance']} (desired {event['desired']})"
     if kind == "adopt":
-        return f"{where}: waiting for {event['instance']} (launched by the interrupted run)"
+        return f"{where}: adopting {event['instance']} from the interrupted run"
     if kind == "target":
         return f"{where}: {event['instance']} target {event['state']}"
     if kind == "healthy":

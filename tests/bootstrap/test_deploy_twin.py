@@ -184,10 +184,11 @@ def _engine_log(host) -> str:
     return path.read_text() if path.exists() else ""
 
 
-def _deploy(*args: str):
+def _deploy(*args: str, json_out: bool = True):
     from dsinfra.cli.main import app
 
-    return CliRunner().invoke(app, ["deploy", STACK, *args, "--json", "--poll-s", "0.1"])
+    return CliRunner().invoke(app, ["deploy", STACK, *args, *(["--json"] if json_out else []),
+                                    "--poll-s", "0.1"])
 
 
 def test_deploy_replaces_every_replica_with_zero_failed_requests(twin):
@@ -269,33 +270,41 @@ def test_a_replica_that_never_gets_healthy_is_rolled_back_with_zero_failed_reque
     assert any("rolled back" in body["text"] for body in twin["hook"].bodies)
 
 
-def test_an_interrupted_deploy_keeps_serving_and_the_next_one_resumes(twin):
-    from dsinfra.ops.deploy import DeployState, DeployTimings, deploy
+def test_an_interrupted_deploy_keeps_serving_and_the_next_one_resumes(twin, monkeypatch):
+    from dsinfra.ops import deploy as ops_deploy
+    from dsinfra.ops.deploy import DeployState
 
     double = twin["double"]
+    step = ops_deploy.Rollout.step
 
-    def interrupt_at_first_launch(event: dict) -> None:
-        if event.get("event") == "launch":  # a reported point: Ctrl-C arrives here
+    def interrupt_at_first_launch(self, event: str, **fields) -> None:
+        step(self, event, **fields)
+        if event == "launch":  # a reported point: Ctrl-C arrives here
             raise KeyboardInterrupt
 
     with RequestLoop(double.address) as loop:
         _wait(lambda: loop.ok >= 10, "requests through the first replicas")
-        with pytest.raises(KeyboardInterrupt):
-            deploy(STACK, image=NEW_IMAGE, timings=DeployTimings(poll_s=0.1,
-                                                                 health_timeout_s=60),
-                   progress=interrupt_at_first_launch)
+        monkeypatch.setattr(ops_deploy.Rollout, "step", interrupt_at_first_launch)
+        interrupted = _deploy("--image", NEW_IMAGE, "--health-timeout-s", "60")
+        monkeypatch.setattr(ops_deploy.Rollout, "step", step)
+        assert interrupted.exit_code == 130, interrupted.output
         state = DeployState.load(STACK)
         assert state is not None and len(state.launched) == 1
         assert len(_group(twin)["Instances"]) == 3  # surged, nothing old removed
-        result = _deploy("--image", NEW_IMAGE, "--health-timeout-s", "60")
+        result = _deploy("--image", NEW_IMAGE, "--health-timeout-s", "60", json_out=False)
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.stdout)
-    assert summary["launched"][0] == state.launched[0]  # adopted, not launched again
     assert loop.failures == [], loop.failures[:5]
     print(f"requests during the interrupted and resumed deploy: {loop.ok} ok")
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"{STACK}: resuming the interrupted deploy: 2 replica(s) to replace"
+    assert f"{STACK}: replica 1/2: adopting {state.launched[0]} from the interrupted run" \
+        in lines  # adopted, not launched again
+    assert lines[-1].startswith(f"{STACK}: done: 2 replica(s) on template version ")
+    assert all(len(line) <= 80 for line in lines)
     group = _group(twin)
     assert len(group["Instances"]) == 2 and not {i["InstanceId"] for i in group["Instances"]} \
         & set(twin["first"])
+    assert state.launched[0] in {i["InstanceId"] for i in group["Instances"]}
     kinds = [r["kind"] for r in _audit(twin)]
     assert "deploy.interrupted" in kinds and "deploy.resume" in kinds
     assert kinds.count("intent") == 1 and kinds.count("result") == 1
