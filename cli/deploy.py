@@ -15,7 +15,8 @@ app = typer.Typer(**TYPER_OPTIONS)  # added to the root by cli/main.py
 
 def _line(event: dict) -> str | None:
     """One progress line per replica step (None: not shown)."""
-    where = f"replica {event['replica']}/{event['of']}" if "replica" in event else ""
+    where = f"replica {event['replica']}/{event['of']}" if event.get("replica") else \
+        "extra replica"  # an interrupted run's surge, drained before the deploy goes on
     kind = event.get("event")
     if kind == "template":
         return (f"launch template version {event['to_version']} (was "

@@ -255,6 +255,8 @@ class DeployState:
     replace: list[str]
     launched: list[str] = field(default_factory=list)
     healthy: list[str] = field(default_factory=list)
+    paired: list[str] = field(default_factory=list)  # launched ones an old one made way for
+    surplus: list[str] = field(default_factory=list)  # an abandoned run's extra replica
 
     @staticmethod
     def path(stack: str) -> Path:
@@ -334,8 +336,11 @@ class Rollout:
                 prior.replace = [i for i in prior.replace if i in live]
                 self.step("resume", to_version=prior.to_version, replace=prior.replace)
             else:  # other settings: everything the interrupted run launched goes too
-                prior.replace = [i for i in [*prior.replace, *prior.launched] if i in live]
-                prior.launched, prior.healthy = [], []
+                unpaired = [i for i in prior.launched if i in live and i not in prior.paired]
+                prior.replace = [i for i in [*prior.replace, *prior.launched]
+                                 if i in live and i not in unpaired]
+                prior.surplus = unpaired  # its surge: drained first, nothing launched for it
+                prior.launched, prior.healthy, prior.paired = [], [], []
                 prior.to_version = rollout.create_template_version(
                     self.region, self.outputs.launch_template_id, prior.from_version, user_data,
                     f"dsinfra deploy {prior.intent_id[:12]}")
@@ -359,6 +364,11 @@ class Rollout:
                                      s.to_version, max_size=surge_max)
         self.step("template", from_version=s.from_version, to_version=s.to_version,
                   max_size=surge_max)
+        for extra in list(s.surplus):  # back to the group's size before the deploy
+            if extra in self.group().instance_ids:
+                self.retire(extra, 0, 0)
+            s.surplus.remove(extra)
+            s.save(self.stack)
         total = len(s.replace)
         for index, old in enumerate(list(s.replace), 1):
             if old not in self.group().instance_ids:
@@ -367,6 +377,8 @@ class Rollout:
             if not self.healthy(new, index, total):
                 return self.rollback(new, index, total)
             self.retire(old, index, total)
+            s.paired.append(new)
+            s.save(self.stack)
         if s.max_size != surge_max:
             rollout.set_max_size(self.region, s.group, s.max_size)
         intents.finish(self.ledger, self.audit, s.intent_id, self.stack, ACTION, "done",
@@ -380,7 +392,7 @@ class Rollout:
 
         s = self.state
         view = self.group()
-        waiting = [i for i in s.launched if i in view.instance_ids and i not in s.healthy]
+        waiting = [i for i in s.launched if i in view.instance_ids and i not in s.paired]
         if waiting:  # an interrupted run's new replica: wait for it, launch no other
             self.step("adopt", replica=index, of=total, instance=waiting[0])
             return waiting[0]
@@ -439,7 +451,8 @@ class Rollout:
                                  "termination; the new replica serves",
                                  hint=f"Run `dsinfra deploy {self.stack}` again: it resumes.")
             self.sleep(self.t.poll_s)
-        s.replace.remove(old)
+        if old in s.replace:
+            s.replace.remove(old)
         s.save(self.stack)
 
     def rollback(self, new: str, index: int, total: int) -> dict:
@@ -477,7 +490,8 @@ class Rollout:
                 "image": self.door.target.resolved_engine_image,
                 "model": self.door.target.resolved_model,
                 "engine_args": list(self.door.target.engine.extra_args),
-                "replaced": [r["instance"] for r in self.steps if r["event"] == "retire"],
+                "replaced": [r["instance"] for r in self.steps
+                             if r["event"] == "retire" and r["replica"]],
                 "launched": list(s.launched), "intent_id": s.intent_id}
 
 
@@ -492,6 +506,7 @@ class RolledBack(CloudError):
 def deploy(stack: str, *, model: str | None = None, image: str | None = None,
            engine_args: list[str] | None = None, timings: DeployTimings = DeployTimings(),
            progress: Progress = lambda event: None) -> dict:
+    from dsinfra.cloud.aws import one_line_error, read_errors
     from dsinfra.cloud.ledger import SqliteLedger, state_dir
     from dsinfra.cloud.locks import FileLocks, LockHeld
     from dsinfra.cloud.notify import Notifier
@@ -506,6 +521,11 @@ def deploy(stack: str, *, model: str | None = None, image: str | None = None,
                               audit=log, notifier=notifier)
             try:
                 return rollout.run()
+            except read_errors() as exc:  # the intent stays open: the next deploy resumes
+                raise CloudError(f"deploy of {stack}: {one_line_error(exc)}; the replicas not "
+                                 "yet replaced still serve",
+                                 hint=f"Run `dsinfra deploy {stack}` again: it resumes.") \
+                    from None
             except KeyboardInterrupt:
                 if rollout.state is not None:
                     log.append("deploy.interrupted", stack=stack,

@@ -308,3 +308,43 @@ def test_an_interrupted_deploy_keeps_serving_and_the_next_one_resumes(twin, monk
     kinds = [r["kind"] for r in _audit(twin)]
     assert "deploy.interrupted" in kinds and "deploy.resume" in kinds
     assert kinds.count("intent") == 1 and kinds.count("result") == 1
+
+
+def test_a_deploy_with_other_settings_cleans_up_an_interrupted_one(twin, monkeypatch):
+    from dsinfra.ops import deploy as ops_deploy
+    from dsinfra.ops.deploy import DeployState
+
+    double, replicas = twin["double"], twin["replicas"]
+    step, newest = ops_deploy.Rollout.step, "vllm/vllm-openai:v0.11.2"
+
+    def interrupt_at_first_launch(self, event: str, **fields) -> None:
+        step(self, event, **fields)
+        if event == "launch":  # a reported point: Ctrl-C arrives here
+            raise KeyboardInterrupt
+
+    with RequestLoop(double.address) as loop:
+        _wait(lambda: loop.ok >= 10, "requests through the first replicas")
+        monkeypatch.setattr(ops_deploy.Rollout, "step", interrupt_at_first_launch)
+        assert _deploy("--image", NEW_IMAGE, "--health-timeout-s", "60").exit_code == 130
+        monkeypatch.setattr(ops_deploy.Rollout, "step", step)
+        (abandoned,) = DeployState.load(STACK).launched
+        result = _deploy("--image", newest, "--health-timeout-s", "60")
+        assert result.exit_code == 0, result.output
+        summary = json.loads(result.stdout)
+        _wait(lambda: all(getattr(double.targets.get(i), "connections", 0) > 0
+                          for i in summary["launched"]), "the new replicas to serve")
+    assert loop.failures == [], loop.failures[:5]
+    print(f"requests during the interrupted deploy and its clean-up: {loop.ok} ok")
+    assert sorted(summary["replaced"]) == sorted(twin["first"])
+    assert abandoned not in summary["launched"]
+    group = _group(twin)
+    assert sorted(i["InstanceId"] for i in group["Instances"]) == sorted(summary["launched"])
+    assert group["DesiredCapacity"] == 2 and group["MaxSize"] == 2
+    for iid in summary["launched"]:
+        assert f"fake engine {newest} serving" in _engine_log(replicas.hosts[iid])
+    records = _audit(twin)
+    assert [r["instance"] for r in records if r["kind"] == "deploy.retire"
+            and r["replica"] == 0] == [abandoned]
+    assert any(r["kind"] == "deploy.cleanup" for r in records)
+    results = [r for r in records if r["kind"] == "result"]
+    assert len(results) == 1 and results[0]["result"] == "done"
