@@ -347,6 +347,10 @@ class Rollout:
                 prior.user_data_sha256 = digest
                 self.step("cleanup", to_version=prior.to_version, replace=prior.replace)
         else:
+            if open_intent is not None and open_intent["action"] == ACTION:
+                # killed between its intent and its state file: it changed nothing in AWS
+                intents.finish(self.ledger, self.audit, open_intent["id"], self.stack, ACTION,
+                               "failed", "reconciled: interrupted before its first change")
             from_version = current.get("number") or view.template_version or "$Default"
             intent_id = intents.begin(self.ledger, self.audit, self.stack, ACTION,
                                       group=view.name, from_version=from_version,
@@ -521,11 +525,17 @@ def deploy(stack: str, *, model: str | None = None, image: str | None = None,
                               audit=log, notifier=notifier)
             try:
                 return rollout.run()
-            except read_errors() as exc:  # the intent stays open: the next deploy resumes
-                raise CloudError(f"deploy of {stack}: {one_line_error(exc)}; the replicas not "
-                                 "yet replaced still serve",
-                                 hint=f"Run `dsinfra deploy {stack}` again: it resumes.") \
-                    from None
+            except RolledBack:
+                raise
+            except (CloudError, *read_errors()) as exc:  # the intent stays open: it resumes
+                failure = exc if isinstance(exc, CloudError) else CloudError(
+                    f"deploy of {stack}: {one_line_error(exc)}; the replicas not yet replaced "
+                    "still serve", hint=f"Run `dsinfra deploy {stack}` again: it resumes.")
+                log.append("deploy.failed", stack=stack, reason=failure.message,
+                           intent_id=rollout.state.intent_id if rollout.state else None,
+                           notice=rollout.notify(f"dsinfra: deploy of {stack} stopped",
+                                                 failure.message))
+                raise failure from None
             except KeyboardInterrupt:
                 if rollout.state is not None:
                     log.append("deploy.interrupted", stack=stack,

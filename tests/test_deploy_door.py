@@ -96,3 +96,19 @@ def test_user_data_keeps_the_templates_own_lines_and_replaces_the_engine_section
         "svc", {**values, "engineImage": "vllm/vllm-openai:v0.11.1"}))
     assert second.startswith("#!/bin/bash\necho agent\n") and second.count(SECTION_BEGIN) == 1
     assert "vllm/vllm-openai:v0.11.1" in second and "DSINFRA_API_KEY" not in second
+
+
+def test_a_replica_group_aws_does_not_have_is_exit_3_audited_and_nothing_made(project):
+    from dsinfra.cli.main import app
+
+    result = CliRunner().invoke(app, ["deploy", "svc", "--image", "vllm/vllm-openai:v0.11.1"])
+    assert result.exit_code == 3, result.output
+    assert result.stderr.startswith("error: stack 'svc': its replica group svc-replicas does "
+                                    "not exist in us-east-1")
+    records = [json.loads(line) for line in
+               (project["state"] / "audit.jsonl").read_text().splitlines()]
+    assert [r["kind"] for r in records] == ["deploy.failed"]
+    assert records[0]["notice"].startswith("not sent")
+    versions = project["ec2"].describe_launch_template_versions(
+        LaunchTemplateId=project["lt"])["LaunchTemplateVersions"]
+    assert len(versions) == 1
