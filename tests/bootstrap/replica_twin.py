@@ -29,7 +29,7 @@ class ReplicaTwin:
             chat_delay_s, poll_s
         self.hosts: dict[str, object] = {}  # instance id -> lab host
         self.leaving: dict[str, object] = {}
-        self.free = [f"replica{i}" for i in range(4)]
+        self.free, self._made = [f"replica{i}" for i in range(4)], 4
         self.booted: list[str] = []
         self.user_data: dict[str, str] = {}
         self.errors: list[str] = []
@@ -60,9 +60,6 @@ class ReplicaTwin:
 
     def sync(self) -> None:
         live = self.live()
-        for iid in live:
-            if iid not in self.hosts:
-                self._boot(iid)
         for iid in [i for i in self.hosts if i not in live]:
             self.double.deregister(iid)
             self.leaving[iid] = self.hosts.pop(iid)
@@ -71,11 +68,18 @@ class ReplicaTwin:
                 del self.leaving[iid]
                 host.kill(lambda comm: comm not in ("sshd", "fakehostd"))
                 self.free.append(host.name)
+        for iid in live:
+            if iid not in self.hosts:
+                self._boot(iid)
 
     def _boot(self, iid: str) -> None:
         raw = self.ec2.describe_instance_attribute(InstanceId=iid, Attribute="userData")
         script = base64.b64decode(raw["UserData"]["Value"]).decode()
-        host = self.lab.fresh(self.free.pop(0), "g5.2xlarge", dlami=True)
+        if not self.free:  # every host still drains or serves: another one, as EC2 would
+            self.free.append(f"replica{self._made}")
+            self._made += 1
+        name = self.free.pop(0)
+        host = self.lab.fresh(name, "g5.2xlarge", dlami=True)
         etc = host.root / "fs" / "opt" / "dsinfra" / "etc"
         etc.mkdir(parents=True, exist_ok=True)
         # what `dsinfra image bake` leaves on the image: the engine's env file (API key)

@@ -152,6 +152,7 @@ def twin(lab, hosts_aws, hosts_moto_url, tmp_path, monkeypatch):
               "the first two replicas to be healthy")
         yield {"double": double, "replicas": replicas, "asg": asg, "ec2": ec2, "lt": lt,
                "tg": tg, "hook": hook, "first": list(replicas.hosts), "state": tmp_path / "state"}
+        assert replicas.errors == []  # every replica booted from its user data
     finally:
         replicas.stop()
         double.stop()
@@ -329,7 +330,7 @@ def test_a_deploy_with_other_settings_cleans_up_an_interrupted_one(twin, monkeyp
         monkeypatch.setattr(ops_deploy.Rollout, "step", step)
         (abandoned,) = DeployState.load(STACK).launched
         result = _deploy("--image", newest, "--health-timeout-s", "60")
-        assert result.exit_code == 0, result.output
+        assert result.exit_code == 0, (result.output, replicas.errors)
         summary = json.loads(result.stdout)
         _wait(lambda: all(getattr(double.targets.get(i), "connections", 0) > 0
                           for i in summary["launched"]), "the new replicas to serve")
