@@ -38,8 +38,9 @@ def _line(event: dict) -> str | None:
         return (f"{where}: terminating {event['instance']} (AWS drains it first, up to "
                 f"{event['drain_s']} s)")
     if kind == "rollback":
-        return (f"{where}: ROLLBACK: {event['reason']}; terminated {event['instance']}, "
-                f"template version {event['restored_version']} restored")
+        return (f"{where}: ROLLBACK: {event['reason']}; terminated {event['instance']}; "
+                f"the group launches the settings of template version "
+                f"{event['previous_version']} again (version {event['restored_version']})")
     if kind == "done":
         return f"done: {event['replaced']} replica(s) on template version {event['to_version']}"
     return None

@@ -10,9 +10,11 @@ AWS contracts the deploy relies on (sources beside each):
   inherits that version's parameters and overrides the ones given (EC2 API reference,
   CreateLaunchTemplateVersion). ``UserData`` is base64 text of at most 16 KB (EC2 API
   reference, RequestLaunchTemplateData.UserData).
-- UpdateAutoScalingGroup's ``LaunchTemplate`` changes what the group launches next; instances
-  already running keep theirs (EC2 Auto Scaling User Guide, "Launch templates": "When you
-  update the launch template for an Auto Scaling group, the changes apply to new instances").
+- A group launches the version its ``LaunchTemplate`` names: a number, ``$Latest`` (the newest
+  version at each launch) or ``$Default`` (EC2 Auto Scaling API reference,
+  LaunchTemplateSpecification.Version); instances already running keep theirs. dsinfra's
+  groups launch ``$Latest`` (infra/nodes.py), so a deploy's new version is what the next
+  replica boots, and a rollback makes a newer copy of the previous version.
 - TerminateInstanceInAutoScalingGroup with ``ShouldDecrementDesiredCapacity`` removes one
   instance and lowers the desired capacity so no replacement is launched; for a group attached
   to a target group, Auto Scaling first deregisters the instance, which drains for the
@@ -46,6 +48,7 @@ class GroupView:
     template_id: str | None
     template_version: str | None
     instances: tuple[tuple[str, str], ...]  # (instance id, lifecycle state), live ones only
+    suspended: frozenset[str] = frozenset()  # suspended processes (a stopped stack: Launch)
 
     @property
     def instance_ids(self) -> list[str]:
@@ -66,7 +69,8 @@ def describe_group(region: str, name: str) -> GroupView | None:
                  if i.get("LifecycleState") not in GONE_STATES)
     return GroupView(g["AutoScalingGroupName"], int(g["DesiredCapacity"]), int(g["MinSize"]),
                      int(g["MaxSize"]), template.get("LaunchTemplateId"),
-                     template.get("Version"), live)
+                     template.get("Version"), live,
+                     frozenset(p["ProcessName"] for p in g.get("SuspendedProcesses") or []))
 
 
 def template_version(region: str, template_id: str, version: str | None) -> dict:
@@ -100,6 +104,12 @@ def use_template_version(region: str, group: str, template_id: str, version: str
     client("autoscaling", region).update_auto_scaling_group(
         AutoScalingGroupName=group,
         LaunchTemplate={"LaunchTemplateId": template_id, "Version": version}, **extra)
+
+
+def set_default_version(region: str, template_id: str, version: str) -> None:
+    """For a group that launches ``$Default``: ModifyLaunchTemplate's DefaultVersion."""
+    client("ec2", region).modify_launch_template(LaunchTemplateId=template_id,
+                                                 DefaultVersion=version)
 
 
 def set_max_size(region: str, group: str, max_size: int) -> None:

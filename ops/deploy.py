@@ -255,6 +255,7 @@ class DeployState:
     replace: list[str]
     launched: list[str] = field(default_factory=list)
     healthy: list[str] = field(default_factory=list)
+    spec: str = "$Latest"  # what the group launches: $Latest, $Default or a version number
     paired: list[str] = field(default_factory=list)  # launched ones an old one made way for
     surplus: list[str] = field(default_factory=list)  # an abandoned run's extra replica
 
@@ -319,10 +320,27 @@ class Rollout:
                              f"{self.outputs.replica_group} does not exist in {self.region}")
         return view
 
+    def activate(self, version: str) -> None:
+        """The group launches ``version`` from now on, the way its spec reads versions."""
+        from dsinfra.cloud import rollout
+
+        s = self.state
+        if s.spec == "$Default":
+            rollout.set_default_version(self.region, self.outputs.launch_template_id, version)
+        elif s.spec != "$Latest":  # a pinned number
+            rollout.use_template_version(self.region, s.group, self.outputs.launch_template_id,
+                                         version)
+            s.spec = version
+        # $Latest: the version just made is the newest
+
     def run(self) -> dict:
         from dsinfra.cloud import intents, rollout
 
         view = self.group()
+        if "Launch" in view.suspended:
+            raise UserError(f"stack {self.stack!r} is stopped (its replica group's Launch "
+                            "process is suspended); nothing was deployed",
+                            hint=f"`dsinfra start {self.stack}` first.")
         current = rollout.template_version(self.region, self.outputs.launch_template_id,
                                            view.template_version)
         user_data = engine_user_data(current.get("user_data", ""), self.door.target)
@@ -356,7 +374,8 @@ class Rollout:
                                       group=view.name, from_version=from_version,
                                       replicas=len(view.instance_ids))
             self.state = DeployState(intent_id, view.name, view.desired, view.max_size,
-                                     from_version, "", digest, list(view.instance_ids))
+                                     from_version, "", digest, list(view.instance_ids),
+                                     spec=view.template_version or "$Default")
             self.state.save(self.stack)
             self.state.to_version = rollout.create_template_version(
                 self.region, self.outputs.launch_template_id, from_version, user_data,
@@ -364,10 +383,11 @@ class Rollout:
         s = self.state
         s.save(self.stack)
         surge_max = max(s.max_size, s.desired + 1)
-        rollout.use_template_version(self.region, s.group, self.outputs.launch_template_id,
-                                     s.to_version, max_size=surge_max)
+        self.activate(s.to_version)
+        if view.max_size != surge_max:
+            rollout.set_max_size(self.region, s.group, surge_max)
         self.step("template", from_version=s.from_version, to_version=s.to_version,
-                  max_size=surge_max)
+                  launches=s.spec, max_size=surge_max)
         for extra in list(s.surplus):  # back to the group's size before the deploy
             if extra in self.group().instance_ids:
                 self.retire(extra, 0, 0)
@@ -466,10 +486,18 @@ class Rollout:
         reason = (f"replica {index}/{total} ({new}) was not healthy within "
                   f"{self.health_timeout_s:.0f} s")
         rollout.terminate_with_decrement(self.region, new)
-        rollout.use_template_version(self.region, s.group, self.outputs.launch_template_id,
-                                     s.from_version, max_size=s.max_size)
+        restored = s.from_version
+        if s.spec == "$Latest":  # the newest version must be the previous settings again
+            previous = rollout.template_version(self.region, self.outputs.launch_template_id,
+                                                s.from_version)
+            restored = rollout.create_template_version(
+                self.region, self.outputs.launch_template_id, s.from_version,
+                previous.get("user_data", ""), f"dsinfra rollback {s.intent_id[:12]} to "
+                f"version {s.from_version}")
+        self.activate(restored)
+        rollout.set_max_size(self.region, s.group, s.max_size)
         self.step("rollback", replica=index, of=total, instance=new, reason=reason,
-                  restored_version=s.from_version)
+                  restored_version=restored, previous_version=s.from_version)
         notice = self.notify(f"dsinfra: deploy of {self.stack} rolled back",
                              f"{reason}; it was terminated and the group launches template "
                              f"version {s.from_version} again. The old replicas kept serving.")

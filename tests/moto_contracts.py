@@ -51,6 +51,15 @@ records the suspension and launches anyway.
 Contract 6: SetDesiredCapacity above the group's MaxSize is refused, ``ValidationError``: "New
 SetDesiredCapacity value 3 is above max value 2 for the AutoScalingGroup." (the answer AWS
 gave, recorded in kubernetes/autoscaler#943). moto 5.2 takes any value and launches to it.
+
+Contract 7: CreateLaunchTemplateVersion with ``SourceVersion`` starts from that version's data:
+"If you specify this parameter, the new version inherits the launch parameters from the source
+version. If you specify additional launch parameters for the new version, they overwrite any
+corresponding launch parameters inherited from the source version." (EC2 API reference,
+CreateLaunchTemplateVersion, SourceVersion). moto 5.2 ignores SourceVersion and keeps the new
+version's ``UserData`` as a plain string, which its Auto Scaling launch then refuses (an
+AssertionError in LaunchTemplateVersion.user_data: HTTP 500); rolling deploys (ops/deploy.py)
+make new versions from the group's one.
 """
 
 from __future__ import annotations

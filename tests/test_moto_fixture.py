@@ -16,7 +16,7 @@ def test_state_is_reset_between_tests(aws):
 
 
 def test_a_launch_template_version_inherits_its_source_version(aws):
-    """tests/moto_contracts.py contract 4: SourceVersion's parameters are inherited, the given
+    """tests/moto_contracts.py contract 7: SourceVersion's parameters are inherited, the given
     ones override them, and the group launches the new version's user data (moto 5.2 alone
     drops the source's and answers the launch with HTTP 500)."""
     import base64

@@ -133,7 +133,7 @@ def twin(lab, hosts_aws, hosts_moto_url, tmp_path, monkeypatch):
         "UserData": base64.b64encode(first.encode()).decode()})["LaunchTemplate"][
         "LaunchTemplateId"]
     asg.create_auto_scaling_group(
-        AutoScalingGroupName=GROUP, LaunchTemplate={"LaunchTemplateId": lt, "Version": "1"},
+        AutoScalingGroupName=GROUP, LaunchTemplate={"LaunchTemplateId": lt, "Version": "$Latest"},
         MinSize=2, MaxSize=2, DesiredCapacity=2, VPCZoneIdentifier=subnet,
         TargetGroupARNs=[tg], HealthCheckType="ELB")
 
@@ -173,6 +173,15 @@ def _wait(condition, what: str, timeout_s: float = 60.0) -> None:
 def _group(t) -> dict:
     return t["asg"].describe_auto_scaling_groups(AutoScalingGroupNames=[GROUP])[
         "AutoScalingGroups"][0]
+
+
+def _user_data(t, version: str) -> str:
+    import base64
+
+    found = t["ec2"].describe_launch_template_versions(LaunchTemplateId=t["lt"],
+                                                        Versions=[version])
+    return base64.b64decode(found["LaunchTemplateVersions"][0]["LaunchTemplateData"][
+        "UserData"]).decode()
 
 
 def _audit(t) -> list[dict]:
@@ -215,7 +224,8 @@ def test_deploy_replaces_every_replica_with_zero_failed_requests(twin):
     new = [i["InstanceId"] for i in group["Instances"]]
     assert sorted(new) == sorted(summary["launched"]) and not set(new) & set(twin["first"])
     assert group["DesiredCapacity"] == 2 and group["MaxSize"] == 2
-    assert group["LaunchTemplate"]["Version"] == summary["to_version"] != "1"
+    assert group["LaunchTemplate"]["Version"] == "$Latest"  # as infra/nodes.py makes it
+    assert summary["to_version"] == "2" and NEW_IMAGE in _user_data(twin, "$Latest")
     for iid in new:  # the rendered user data is what ran: the new image serves, new flag on
         log = _engine_log(replicas.hosts[iid])
         assert f"fake engine {NEW_IMAGE} serving {MODEL}" in log
@@ -261,11 +271,13 @@ def test_a_replica_that_never_gets_healthy_is_rolled_back_with_zero_failed_reque
     assert WEDGED in replicas.user_data[wedged]  # it did boot the new image's settings
     group = _group(twin)
     assert sorted(i["InstanceId"] for i in group["Instances"]) == sorted(twin["first"])
-    assert group["LaunchTemplate"]["Version"] == "1" and group["DesiredCapacity"] == 2
+    assert group["LaunchTemplate"]["Version"] == "$Latest" and group["DesiredCapacity"] == 2
+    assert _user_data(twin, "$Latest") == _user_data(twin, "1")  # the previous settings again
     assert group["MaxSize"] == 2
     records = _audit(twin)
     rollback = [r for r in records if r["kind"] == "deploy.rollback"]
     assert rollback and rollback[0]["instance"] == wedged
+    assert rollback[0]["previous_version"] == "1" and rollback[0]["restored_version"] == "3"
     result_record = [r for r in records if r["kind"] == "result"][-1]
     assert result_record["result"] == "failed" and "rolled back" in result_record["reason"]
     assert any("rolled back" in body["text"] for body in twin["hook"].bodies)
@@ -317,6 +329,9 @@ def test_a_deploy_with_other_settings_cleans_up_an_interrupted_one(twin, monkeyp
 
     double, replicas = twin["double"], twin["replicas"]
     step, newest = ops_deploy.Rollout.step, "vllm/vllm-openai:v0.11.2"
+    # this group launches a pinned version: the deploy moves the pin
+    twin["asg"].update_auto_scaling_group(AutoScalingGroupName=GROUP, LaunchTemplate={
+        "LaunchTemplateId": twin["lt"], "Version": "1"})
 
     def interrupt_at_first_launch(self, event: str, **fields) -> None:
         step(self, event, **fields)
@@ -341,6 +356,7 @@ def test_a_deploy_with_other_settings_cleans_up_an_interrupted_one(twin, monkeyp
     group = _group(twin)
     assert sorted(i["InstanceId"] for i in group["Instances"]) == sorted(summary["launched"])
     assert group["DesiredCapacity"] == 2 and group["MaxSize"] == 2
+    assert group["LaunchTemplate"]["Version"] == summary["to_version"] == "3"
     for iid in summary["launched"]:
         assert f"fake engine {newest} serving" in _engine_log(replicas.hosts[iid])
     records = _audit(twin)
