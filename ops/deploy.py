@@ -152,6 +152,11 @@ def door(stack: str, *, model: str | None, image: str | None,
     if config.replicas is None:
         raise UserError(f"invalid value for STACK: {stack!r}; allowed: a stack with "
                         "dsinfra:replicas (deploy replaces replicas; this stack has none)")
+    if config.replica_image is None:
+        raise UserError(f"invalid value for STACK: {stack!r}; allowed: a stack whose replicas "
+                        "boot the image `dsinfra image bake` made (dsinfra:replicaImage is "
+                        f"unset: run `dsinfra image bake {stack}` and `dsinfra up {stack}` "
+                        "first; a new replica's user data restarts that image's engine)")
     if nodes_per_replica(config) != 1:
         raise UserError(f"invalid value for STACK: {stack!r}; allowed: a stack whose replica "
                         f"is one node (on the {config.tier} tier a replica is "

@@ -28,6 +28,9 @@ def project(aws, tmp_path, monkeypatch):
     (root / "stacks").mkdir(parents=True)
     (root / "Pulumi.yaml").write_text("name: dsinfra\nruntime: python\n")
     (root / "stacks" / "Pulumi.svc.yaml").write_text(
+        yaml.safe_dump({"config": {**BASE, "dsinfra:replicas": 2,
+                                   "dsinfra:replicaImage": "ami-0123456789abcdef0"}}))
+    (root / "stacks" / "Pulumi.unbaked.yaml").write_text(
         yaml.safe_dump({"config": {**BASE, "dsinfra:replicas": 2}}))
     (root / "stacks" / "Pulumi.single.yaml").write_text(yaml.safe_dump({"config": BASE}))
     monkeypatch.setenv("DSINFRA_PROJECT_DIR", str(root))
@@ -51,8 +54,9 @@ def project(aws, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("args,names", [
-    (["nope"], ["unknown stack 'nope'", "allowed: single, svc"]),
+    (["nope"], ["unknown stack 'nope'", "allowed: single, svc, unbaked"]),
     (["single"], ["STACK", "dsinfra:replicas"]),
+    (["unbaked"], ["STACK", "dsinfra image bake unbaked"]),
     (["svc", "--image", "vllm/vllm-openai:latest"], ["--image", ":latest"]),
     (["svc", "--image", "vllm/vllm-openai"], ["--image", "pinned tag or digest"]),
     (["svc", "--image", f"{ECR}:v2"], ["--image", "ECR", "v2"]),

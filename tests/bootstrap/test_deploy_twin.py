@@ -24,6 +24,7 @@ WEDGED = "123456789012.dkr.ecr.us-east-1.amazonaws.com/dsinfra/vllm-wedged:v1"
 DRAIN_S = 2  # the target group's deregistration delay here (AWS's default is 300 s)
 STACK_FILE = {"config": {"dsinfra:tier": "dev", "dsinfra:region": "us-east-1",
                          "dsinfra:instanceType": "g5.2xlarge", "dsinfra:replicas": 2,
+                         "dsinfra:replicaImage": "ami-0123456789abcdef0",
                          "dsinfra:model": MODEL, "dsinfra:engine": "vllm",
                          "dsinfra:engineImage": OLD_IMAGE,
                          "dsinfra:budget": {"amountUsd": 1000}}}
