@@ -535,8 +535,8 @@ class Rollout:
 class RolledBack(CloudError):
     def __init__(self, summary: dict) -> None:
         super().__init__(f"deploy of {summary['stack']} rolled back: {summary['reason']}; "
-                         f"the group launches template version {summary['from_version']} "
-                         "again and the old replicas kept serving")
+                         "the group launches the settings of template version "
+                         f"{summary['from_version']} again and the old replicas kept serving")
         self.summary = summary
 
 
