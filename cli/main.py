@@ -13,17 +13,17 @@ import typer
 from typer.core import TyperGroup
 
 from dsinfra import __version__
-from dsinfra.cli import (advise, bootstrap, cache_cmd, capacity, catalog_cmd, cost, day2, doctor,
-                         down, guard, host, iam, image_cmd, init_cmd, interrupts, offers, plan,
-                         power, schedule, size, stacks, status, top, up)
+from dsinfra.cli import (advise, bootstrap, cache_cmd, capacity, catalog_cmd, cost, day2, deploy,
+                         doctor, down, guard, host, iam, image_cmd, init_cmd, interrupts, offers,
+                         plan, power, schedule, size, stacks, status, top, up)
 from dsinfra.cli.options import TYPER_OPTIONS
 from dsinfra.errors import EXIT_INTERRUPTED, DsinfraError
 
 # Command modules import only typer and the standard library at the top, so composing them all
 # keeps `dsinfra --help` free of the cloud SDKs.
-COMMAND_MODULES = (init_cmd, plan, stacks, size, offers, advise, doctor, up, bootstrap, day2, power, host,
-                   cost, down, status, top, catalog_cmd, capacity, guard, iam, schedule,
-                   cache_cmd, image_cmd)
+COMMAND_MODULES = (init_cmd, plan, stacks, size, offers, advise, doctor, up, bootstrap, deploy,
+                   day2, power, host, cost, down, status, top, catalog_cmd, capacity, guard, iam,
+                   schedule, cache_cmd, image_cmd)
 
 
 class DsinfraGroup(TyperGroup):

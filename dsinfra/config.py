@@ -34,6 +34,19 @@ Tier = Literal[TIER_NAMES]  # type: ignore[valid-type]
 Precision = Literal["bf16", "fp16", "fp8", "int8", "int4"]
 BudgetPeriod = Literal[PERIODS]  # type: ignore[valid-type]
 _PINNED_IMAGE = re.compile(r"[\w.\-/:]+(:[\w][\w.\-]{0,127}|@sha256:[0-9a-f]{64})", re.ASCII)
+PINNED_IMAGE_ALLOWED = ("an image with a pinned tag or digest, e.g. vllm/vllm-openai:v0.11.0 "
+                        "(not :latest, not untagged)")
+
+
+def pinned_image_problem(value: object) -> str | None:
+    """The one rule of an image dsinfra runs (engineImage, `deploy --image`): a pinned tag or
+    digest, never :latest or untagged."""
+    if not isinstance(value, str) or not _PINNED_IMAGE.fullmatch(value) \
+            or value.endswith(":latest"):
+        return PINNED_IMAGE_ALLOWED
+    return None
+
+
 _STACK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,19}", re.ASCII)
 SSH_PORT = 22
 MAX_BUDGET_USD = 1_000_000_000
@@ -387,9 +400,8 @@ class StackConfig(_Model):
     @field_validator("engine_image")
     @classmethod
     def _pinned(cls, value: str | None) -> str | None:
-        if value is not None and (not _PINNED_IMAGE.fullmatch(value) or value.endswith(":latest")):
-            raise ValueError("an image with a pinned tag or digest, e.g. "
-                             "vllm/vllm-openai:v0.11.0 (not :latest, not untagged)")
+        if value is not None and (problem := pinned_image_problem(value)):
+            raise ValueError(problem)
         return value
 
     @field_validator("ssh_public_key")

@@ -51,6 +51,15 @@ records the suspension and launches anyway.
 Contract 6: SetDesiredCapacity above the group's MaxSize is refused, ``ValidationError``: "New
 SetDesiredCapacity value 3 is above max value 2 for the AutoScalingGroup." (the answer AWS
 gave, recorded in kubernetes/autoscaler#943). moto 5.2 takes any value and launches to it.
+
+Contract 7: CreateLaunchTemplateVersion with ``SourceVersion`` starts from that version's data:
+"If you specify this parameter, the new version inherits the launch parameters from the source
+version. If you specify additional launch parameters for the new version, they overwrite any
+corresponding launch parameters inherited from the source version." (EC2 API reference,
+CreateLaunchTemplateVersion, SourceVersion). moto 5.2 ignores SourceVersion and keeps the new
+version's ``UserData`` as a plain string, which its Auto Scaling launch then refuses (an
+AssertionError in LaunchTemplateVersion.user_data: HTTP 500); rolling deploys (ops/deploy.py)
+make new versions from the group's one.
 """
 
 from __future__ import annotations
@@ -187,6 +196,33 @@ def patch() -> None:
             cancelled.append(request)
         return cancelled
 
+    from moto.ec2.responses.launch_templates import LaunchTemplates
+    from moto.ec2.utils import parse_user_data
+
+    real_version = LaunchTemplates.create_launch_template_version
+
+    def create_launch_template_version(self):
+        source = self._get_param("SourceVersion")
+        name, template_id = self._get_param("LaunchTemplateName"), \
+            self._get_param("LaunchTemplateId")
+        template = self.ec2_backend.get_launch_template_by_name(name) if name else \
+            self.ec2_backend.get_launch_template(template_id)
+        base = dict(template.get_version(source).data) if source else {}
+        given = self._get_param("LaunchTemplateData", {})
+        if "UserData" in given:
+            given["UserData"] = parse_user_data(given["UserData"])
+        real_get = self._get_param
+
+        def merged(key, default=None):
+            return {**base, **given} if key == "LaunchTemplateData" else real_get(key, default)
+
+        self._get_param = merged
+        try:
+            return real_version(self)
+        finally:
+            del self._get_param
+
+    LaunchTemplates.create_launch_template_version = create_launch_template_version
     InstanceResponse.run_instances = run_instances
     InstanceBackend.run_instances = add_instances
     InstanceBackend.stop_instances = stop_instances

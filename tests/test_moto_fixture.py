@@ -13,3 +13,27 @@ def test_boto3_reaches_moto_server_through_endpoint_env(aws):
 def test_state_is_reset_between_tests(aws):
     ec2 = client("ec2", "us-east-1")
     assert all(v.get("IsDefault") for v in ec2.describe_vpcs()["Vpcs"])
+
+
+def test_a_launch_template_version_inherits_its_source_version(aws):
+    """tests/moto_contracts.py contract 7: SourceVersion's parameters are inherited, the given
+    ones override them, and the group launches the new version's user data (moto 5.2 alone
+    drops the source's and answers the launch with HTTP 500)."""
+    import base64
+
+    ec2, asg = client("ec2", "us-east-1"), client("autoscaling", "us-east-1")
+    lt = ec2.create_launch_template(LaunchTemplateName="t", LaunchTemplateData={
+        "ImageId": "ami-12c6146b", "InstanceType": "g5.2xlarge",
+        "UserData": base64.b64encode(b"one").decode()})["LaunchTemplate"]["LaunchTemplateId"]
+    ec2.create_launch_template_version(LaunchTemplateId=lt, SourceVersion="1", LaunchTemplateData={
+        "UserData": base64.b64encode(b"two").decode()})
+    data = ec2.describe_launch_template_versions(LaunchTemplateId=lt, Versions=["2"])[
+        "LaunchTemplateVersions"][0]["LaunchTemplateData"]
+    assert data["InstanceType"] == "g5.2xlarge" and base64.b64decode(data["UserData"]) == b"two"
+    asg.create_auto_scaling_group(AutoScalingGroupName="g", MinSize=1, MaxSize=1,
+                                  LaunchTemplate={"LaunchTemplateId": lt, "Version": "2"},
+                                  AvailabilityZones=["us-east-1a"])
+    (instance,) = asg.describe_auto_scaling_groups(AutoScalingGroupNames=["g"])[
+        "AutoScalingGroups"][0]["Instances"]
+    got = ec2.describe_instance_attribute(InstanceId=instance["InstanceId"], Attribute="userData")
+    assert base64.b64decode(got["UserData"]["Value"]) == b"two"
