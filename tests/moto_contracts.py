@@ -267,9 +267,12 @@ def patch_autoscaling() -> None:
         return real_set(self, group_name, desired_capacity)
 
     def resume_processes(self, group_name, scaling_processes):
-        real_resume(self, group_name, scaling_processes)
         group = self.autoscaling_groups[group_name]
-        if "Launch" not in (group._suspended_processes or ()):
+        was_held = "Launch" in (group._suspended_processes or ())
+        real_resume(self, group_name, scaling_processes)
+        # Only resuming Launch itself catches up with the desired capacity; resuming any other
+        # process launches nothing (and must not make moto re-register every member).
+        if was_held and "Launch" not in (group._suspended_processes or ()):
             group.set_desired_capacity(group.desired_capacity)
 
     FakeAutoScalingGroup.set_desired_capacity = group_set
