@@ -136,6 +136,17 @@ class PulumiEngine:
 
         self._stack(stack).set_config(key, auto.ConfigValue(value=value))
 
+    def replace_config_object(self, stack: str, key: str, entries: dict[str, str]) -> None:
+        """``key`` becomes the object whose paths are ``entries`` (``extraArgs[0]`` ...), as
+        ``pulumi config rm KEY`` then ``pulumi config set --path KEY.PATH VALUE`` for each:
+        a key that held a plain string (``dsinfra:engine: vllm``) takes paths only once gone."""
+        from pulumi import automation as auto
+
+        target = self._stack(stack)
+        target.remove_config(key)
+        target.set_all_config({f"{key}.{path}": auto.ConfigValue(value=value)
+                               for path, value in entries.items()}, path=True)
+
     def _run(self, stack: str, operation: str, **kwargs):
         from pulumi import automation as auto
 

@@ -101,11 +101,9 @@ def image_in_ecr(image: str) -> None:
                         f"{tag or digest})")
 
 
-def new_config(config, values: dict, *, model: str | None, image: str | None,
-               engine_args: list[str] | None):
-    """The stack's config with the deploy's engine settings, validated as a stack file is."""
-    from dsinfra.config import parse_stack_config
-
+def changed_values(values: dict, *, model: str | None, image: str | None,
+                   engine_args: list[str] | None) -> dict:
+    """The stack file's values with the deploy's engine settings."""
     changed = dict(values)
     if model is not None:
         changed["model"] = model
@@ -115,10 +113,57 @@ def new_config(config, values: dict, *, model: str | None, image: str | None,
         engine = values.get("engine") or {}
         engine = {"name": engine} if isinstance(engine, str) else dict(engine)  # `engine: vllm`
         changed["engine"] = {**engine, "extraArgs": list(engine_args)}
+    return changed
+
+
+def new_config(config, values: dict, *, model: str | None, image: str | None,
+               engine_args: list[str] | None):
+    """The stack's config with the deploy's engine settings, validated as a stack file is."""
+    from dsinfra.config import parse_stack_config
+
+    changed = changed_values(values, model=model, image=image, engine_args=engine_args)
     try:
         return parse_stack_config(config.stack, changed, source="the deploy's flags")
     except UserError as exc:
         raise UserError(exc.message) from None
+
+
+def settings_entries(engine_values: dict) -> dict[str, str]:
+    """The stack file's ``engine`` mapping as Pulumi config paths: ``extraArgs[0]`` ..."""
+    entries: dict[str, str] = {}
+    for field, value in engine_values.items():
+        if isinstance(value, list):
+            entries.update({f"{field}[{i}]": str(item) for i, item in enumerate(value)})
+        else:
+            entries[field] = str(value).lower() if isinstance(value, bool) else str(value)
+    return entries
+
+
+def settings_engine():
+    """Where the stack's config is written: Pulumi's Automation API (a seam for the tests)."""
+    from dsinfra.infra.automation import PulumiEngine
+    from dsinfra.stackfiles import find_project_dir
+
+    return PulumiEngine(find_project_dir())
+
+
+def persist_settings(stack: str, *, model: str | None, image: str | None,
+                     engine_values: dict | None) -> list[str]:
+    """Write the deploy's settings into the stack's config (the stack file), so the next
+    ``up`` renders the launch template from what the replicas now run instead of going back
+    to the settings before the deploy; returns the keys written."""
+    engine = settings_engine()
+    written = []
+    if model is not None:
+        engine.set_config(stack, "dsinfra:model", model)
+        written.append("dsinfra:model")
+    if image is not None:
+        engine.set_config(stack, "dsinfra:engineImage", image)
+        written.append("dsinfra:engineImage")
+    if engine_values is not None:
+        engine.replace_config_object(stack, "dsinfra:engine", settings_entries(engine_values))
+        written.append("dsinfra:engine")
+    return written
 
 
 def stack_outputs(stack: str):
@@ -136,6 +181,8 @@ class Door:
     target: Any  # the config with the deploy's settings
     outputs: Any
     region: str
+    # What the stack file gets once the deploy is done (persist_settings).
+    settings: dict = field(default_factory=dict)
 
 
 def door(stack: str, *, model: str | None, image: str | None,
@@ -162,8 +209,12 @@ def door(stack: str, *, model: str | None, image: str | None,
                         f"is one node (on the {config.tier} tier a replica is "
                         f"{nodes_per_replica(config)} nodes over EFA, which deploy does not "
                         "replace yet)")
-    target = new_config(config, read_stack_values(stack_file(stack, project)), model=model,
-                        image=image, engine_args=engine_args)
+    values = read_stack_values(stack_file(stack, project))
+    target = new_config(config, values, model=model, image=image, engine_args=engine_args)
+    settings = {"model": model, "image": image,
+                "engine_values": changed_values(values, model=None, image=None,
+                                                engine_args=engine_args)["engine"]
+                if engine_args is not None else None}
     if image is not None:
         image_in_ecr(image)
     outputs = stack_outputs(stack)
@@ -171,7 +222,7 @@ def door(stack: str, *, model: str | None, image: str | None,
         raise UserError(f"invalid value for STACK: {stack!r}; allowed: a deployed stack with "
                         "replicas (its outputs name no replica group; run `dsinfra up "
                         f"{stack}` first)")
-    return Door(config, target, outputs, outputs.region or config.region)
+    return Door(config, target, outputs, outputs.region or config.region, settings)
 
 
 # --- user data -----------------------------------------------------------------------------
@@ -410,10 +461,14 @@ class Rollout:
             s.save(self.stack)
         if s.max_size != surge_max:
             rollout.set_max_size(self.region, s.group, s.max_size)
+        # Before the intent closes: a deploy killed here resumes and writes them then.
+        written = persist_settings(self.stack, **self.door.settings)
+        if written:
+            self.audit.append("deploy.settings", stack=self.stack, keys=written)
         intents.finish(self.ledger, self.audit, s.intent_id, self.stack, ACTION, "done",
                        f"{total} replica(s) replaced; template version {s.to_version}")
         DeployState.clear(self.stack)
-        self.step("done", replaced=total, to_version=s.to_version)
+        self.step("done", replaced=total, to_version=s.to_version, settings=written)
         return self.summary("done")
 
     def launch(self, index: int, total: int) -> str:

@@ -182,6 +182,7 @@ class UpPorts:
     confirm: Callable[[UpSummary], bool] | None = None
     enforcer: Callable[["StackConfig"], Any] | None = None
     replica_group: Callable[[StackOutputs], Any] | None = None
+    replica_template: Callable[["StackConfig", StackOutputs], str | None] | None = None
 
 
 def bring_up(config: "StackConfig", engine: "Engine", *, options: UpOptions | None = None,
@@ -230,6 +231,15 @@ def bring_up(config: "StackConfig", engine: "Engine", *, options: UpOptions | No
 
         monthly, config = estimate_stack_cost(chosen).monthly_usd, chosen
     outputs = StackOutputs.from_dict(raw)
+    if outputs.replica_group and outputs.launch_template_id and config.replica_image:
+        version = (ports.replica_template or reconcile_replica_template)(config, outputs)
+        if version is not None:
+            audit("up.template", stack=config.stack, launch_template=outputs.launch_template_id,
+                  version=version, model=config.resolved_model,
+                  image=config.resolved_engine_image)
+            phase("deploy", f"launch template version {version} starts the stack file's "
+                  f"engine settings on new replicas; `dsinfra deploy {config.stack}` rolls "
+                  "the running ones")
     if outputs.replica_group:
         outputs = wait_for_replicas(config, outputs, ports.replica_group
                                     or read_replica_group(config), phase,
@@ -269,6 +279,26 @@ def bring_up(config: "StackConfig", engine: "Engine", *, options: UpOptions | No
                     instance_type=config.resolved_instance_type,
                     node_count=config.resolved_node_count, region=config.region,
                     parallelism=parallelism(config), enforcer=enforced, replicas=replicas)
+
+
+def reconcile_replica_template(config: "StackConfig", outputs: StackOutputs) -> str | None:
+    """The group's launch template starts the stack file's engine settings: where the newest
+    version's user data does not (Pulumi wrote a new version from its own state, which knows
+    nothing of `dsinfra deploy`), a new version with the engine section rendered from the
+    config, which the group's ``$Latest`` then launches. Returns that version, or None when
+    the newest already matches (every `up` after the first finds it so)."""
+    from dsinfra.cloud import rollout
+    from dsinfra.ops.deploy import engine_user_data
+
+    region = outputs.region or config.region
+    latest = rollout.template_version(region, outputs.launch_template_id, "$Latest")
+    current = latest.get("user_data", "")
+    wanted = engine_user_data(current, config)
+    if not latest or wanted == current:
+        return None
+    return rollout.create_template_version(
+        region, outputs.launch_template_id, latest["number"], wanted,
+        "dsinfra up: the stack file's engine settings")
 
 
 def read_replica_group(config: "StackConfig") -> Callable[[StackOutputs], Any]:

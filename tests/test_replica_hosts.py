@@ -183,3 +183,37 @@ def test_day_two_commands_see_the_groups_instances_as_aws_lists_them_now():
                                                "instance_type": "g5.2xlarge"}],
                                     "endpoint": "", "region": "us-east-1"})
     assert with_replica_nodes(plain, "us-east-1", read_group) is plain and len(asked) == 1
+
+
+def test_up_keeps_the_launch_template_on_the_stack_files_engine_settings(aws):
+    """A later `up` must not send new replicas back to the settings before a deploy: Pulumi
+    writes a template version from its own state, and `up` then adds one whose user data
+    starts the engine the stack file names (ops/up.py reconcile_replica_template); a second
+    `up` finds it so and adds nothing."""
+    import base64
+
+    from dsinfra.cloud.aws import client
+    from dsinfra.ops.up import reconcile_replica_template
+
+    ec2 = client("ec2", REGION)
+    template = ec2.create_launch_template(LaunchTemplateName="svc-gpu", LaunchTemplateData={
+        "ImageId": "ami-12c6146b", "InstanceType": "g5.2xlarge",
+        "UserData": base64.b64encode(b"#!/bin/bash\n# the node pool's own\n").decode()}
+    )["LaunchTemplate"]["LaunchTemplateId"]
+    outputs = StackOutputs(nodes=[], bastion=None, endpoint="", ssh_user="ubuntu",
+                           region=REGION, replica_group="svc-gpu", launch_template_id=template)
+    config = parse_stack_config("svc", {
+        "tier": "dev", "budget": {"amountUsd": 5000}, "replicas": 2,
+        "replicaImage": "ami-0123456789abcdef0", "engineImage": "vllm/vllm-openai:v0.11.1",
+        "engine": {"name": "vllm", "extraArgs": ["--enable-prefix-caching"]}})
+
+    assert reconcile_replica_template(config, outputs) == "2"
+    latest = ec2.describe_launch_template_versions(LaunchTemplateId=template,
+                                                   Versions=["$Latest"])
+    user_data = base64.b64decode(latest["LaunchTemplateVersions"][0]["LaunchTemplateData"]
+                                 ["UserData"]).decode()
+    assert user_data.startswith("#!/bin/bash\n# the node pool's own\n")
+    assert "vllm/vllm-openai:v0.11.1" in user_data and "--enable-prefix-caching" in user_data
+    assert reconcile_replica_template(config, outputs) is None  # already so: no new version
+    changed = config.model_copy(update={"engine_image": "vllm/vllm-openai:v0.11.2"})
+    assert reconcile_replica_template(changed, outputs) == "3"

@@ -146,13 +146,16 @@ def twin(lab, hosts_aws, hosts_moto_url, tmp_path, monkeypatch):
                            f"{double.address[1]}", ssh_user=USER, region="us-east-1",
                            replica_group=GROUP, target_group_arn=tg, launch_template_id=lt)
     monkeypatch.setattr(ops_deploy, "stack_outputs", lambda stack: outputs)
+    written = SettingsRecorder()
+    monkeypatch.setattr(ops_deploy, "settings_engine", lambda: written)
     replicas = ReplicaTwin(lab, double, ec2, asg, GROUP, API_KEY,
                            wedged_images=(WEDGED,)).start()
     try:
         _wait(lambda: [double.state(i) for i in replicas.hosts] == ["healthy"] * 2,
               "the first two replicas to be healthy")
         yield {"double": double, "replicas": replicas, "asg": asg, "ec2": ec2, "lt": lt,
-               "tg": tg, "hook": hook, "first": list(replicas.hosts), "state": tmp_path / "state"}
+               "tg": tg, "hook": hook, "first": list(replicas.hosts), "state": tmp_path / "state",
+               "written": written}
         assert replicas.errors == []  # every replica booted from its user data
     finally:
         replicas.stop()
@@ -202,6 +205,19 @@ def _deploy(*args: str, json_out: bool = True):
                                     "--poll-s", "0.1"])
 
 
+class SettingsRecorder:
+    """The stack config as Pulumi's Automation API would be asked to write it."""
+
+    def __init__(self) -> None:
+        self.config: dict[str, object] = {}
+
+    def set_config(self, stack: str, key: str, value: str) -> None:
+        self.config[key] = value
+
+    def replace_config_object(self, stack: str, key: str, entries: dict[str, str]) -> None:
+        self.config[key] = dict(entries)
+
+
 def test_deploy_replaces_every_replica_with_zero_failed_requests(twin):
     double, replicas = twin["double"], twin["replicas"]
     with RequestLoop(double.address) as loop:
@@ -227,6 +243,10 @@ def test_deploy_replaces_every_replica_with_zero_failed_requests(twin):
     assert group["DesiredCapacity"] == 2 and group["MaxSize"] == 2
     assert group["LaunchTemplate"]["Version"] == "$Latest"  # as infra/nodes.py makes it
     assert summary["to_version"] == "2" and NEW_IMAGE in _user_data(twin, "$Latest")
+    # the stack file now says what the replicas run, so the next `up` renders the same
+    engine = twin["written"].config.pop("dsinfra:engine")
+    assert twin["written"].config == {"dsinfra:engineImage": NEW_IMAGE}
+    assert engine["extraArgs[0]"] == "--enable-prefix-caching" and engine["name"] == "vllm"
     for iid in new:  # the rendered user data is what ran: the new image serves, new flag on
         log = _engine_log(replicas.hosts[iid])
         assert f"fake engine {NEW_IMAGE} serving {MODEL}" in log
@@ -281,6 +301,7 @@ def test_a_replica_that_never_gets_healthy_is_rolled_back_with_zero_failed_reque
     result_record = [r for r in records if r["kind"] == "result"][-1]
     assert result_record["result"] == "failed" and "rolled back" in result_record["reason"]
     assert any("rolled back" in body["text"] for body in twin["hook"].bodies)
+    assert twin["written"].config == {}  # a rolled-back deploy leaves the stack file alone
 
 
 def test_an_interrupted_deploy_keeps_serving_and_the_next_one_resumes(twin, monkeypatch):
