@@ -195,7 +195,9 @@ def idle_stop_policy(stack: str, region: str, topic_arn: str | None = None, *,
     if terminates:
         statements.append({
             "Sid": "TerminateOwnStackWhereAwsCannotStop", "Effect": "Allow",
+            # EC2's own calls here; holding a replicas group is the metrics policy's
             "Action": sorted(p.action for p in row.permissions if p.tag_scoped and
+                             p.action.startswith("ec2:") and
                              p.action != A.INSTANCE_CALLS[row.call]),
             "Resource": [f"arn:aws:ec2:{region}:*:instance/*",
                          f"arn:aws:ec2:{region}:*:spot-instances-request/*"],
