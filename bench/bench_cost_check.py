@@ -3,8 +3,8 @@
 1,000 instances in 100 stacks (10 nodes each, instance and root volume tagged), every stack
 over its budget with onExceed destroy, so both tools terminate all 1,000 instances. Each tool
 runs as its own process against the same moto server, through a counting HTTP proxy on
-loopback, from a freshly seeded state: wall time and AWS API requests are measured the same
-way for both. Then a pure simulation of overspend with a check every N minutes.
+loopback, from a freshly seeded state: wall time, AWS API requests, the tool's own CPU seconds
+and moto's seconds are measured the same way for both. Then a pure simulation of overspend with a check every N minutes.
 
 Usage:
     python -m venv /tmp/c7n-venv && /tmp/c7n-venv/bin/pip install c7n
