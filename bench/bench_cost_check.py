@@ -3,8 +3,8 @@
 1,000 instances in 100 stacks (10 nodes each, instance and root volume tagged), every stack
 over its budget with onExceed destroy, so both tools terminate all 1,000 instances. Each tool
 runs as its own process against the same moto server, through a counting HTTP proxy on
-loopback, from a freshly seeded state: wall time and AWS API requests are measured the same
-way for both. Then a pure simulation of overspend with a check every N minutes.
+loopback, from a freshly seeded state: wall time, AWS API requests, the tool's own CPU seconds
+and moto's seconds are measured the same way for both. Then a pure simulation of overspend with a check every N minutes.
 
 Usage:
     python -m venv /tmp/c7n-venv && /tmp/c7n-venv/bin/pip install c7n
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -94,12 +95,18 @@ def run_measured(proxy: FaultProxy, argv: list[str], env: dict[str, str]) -> dic
     proxy.seen.clear()
     proxy.sent.clear()
     proxy.upstream_s.clear()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(argv, env=env, capture_output=True, text=True)
     wall_s = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise RuntimeError(f"{argv[0]} failed: {done.stderr[-2000:]}")
-    return {"wall_s": round(wall_s, 2), "api_calls": sum(proxy.seen.values()),
+    # the tool's own CPU seconds (user + system; the moto server is not a waited-for child):
+    # what the client costs, which load on a shared machine stretches but does not change
+    cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"wall_s": round(wall_s, 2), "client_cpu_s": round(cpu_s, 2),
+            "api_calls": sum(proxy.seen.values()),
             "calls_by_action": dict(sorted(proxy.seen.items())),
             "server_s_by_action": {k: round(v, 2) for k, v in sorted(proxy.upstream_s.items())},
             "stdout": done.stdout}
@@ -184,6 +191,7 @@ def main() -> None:
     args = parser.parse_args()
     keep = set(filter(None, args.only.split(",")))
     wanted = lambda name: not keep or name in keep  # noqa: E731
+    load_at_start = round(os.getloadavg()[0], 2)
     moto, url = start_moto()
     proxy = FaultProxy(url)
     try:
@@ -197,11 +205,17 @@ def main() -> None:
                 if wanted(name):
                     runs.setdefault(name, []).append(bench_custodian(
                         url, proxy, args.custodian, args.stacks, args.nodes, policy))
-        results: dict = {"load_avg_1m_at_end": round(os.getloadavg()[0], 2)}
+        results: dict = {"load_avg_1m_at_start": load_at_start,
+                         "load_avg_1m_at_end": round(os.getloadavg()[0], 2)}
         for name, rounds in runs.items():
             walls = sorted(r["wall_s"] for r in rounds)
+            cpus = sorted(r["client_cpu_s"] for r in rounds)
             results[name] = {**rounds[0], "wall_s": walls[len(walls) // 2],
-                             "wall_s_all": [r["wall_s"] for r in rounds]}
+                             "wall_s_all": [r["wall_s"] for r in rounds],
+                             "client_cpu_s": cpus[len(cpus) // 2],
+                             "client_cpu_s_all": [r["client_cpu_s"] for r in rounds],
+                             "server_s_all": [round(sum(r["server_s_by_action"].values()), 2)
+                                              for r in rounds]}
         results["overspend_p5_8_nodes"] = overspend_simulation(55.04 * 8, 10_000, [5, 15, 60])
         print(json.dumps(results, indent=2))
     finally:

@@ -151,7 +151,7 @@ class SweepRunner(Runner):
     def run(self, ctx, reports, found) -> None:
         if not reports:
             return
-        ids = {r.stack: intents.begin_or_resume(ctx, r) for r in reports}
+        ids = intents.begin_or_resume_all(ctx, reports)  # every intent durable first
         pulumi_state = {r.stack: _pulumi_destroy(ctx, r.stack) for r in reports}
         subset = inventory.Inventory(found.regions,
                                      [r for r in found.resources if r.stack in ids])
@@ -166,8 +166,9 @@ class SweepRunner(Runner):
             detail = outcome.summary if outcome is not None else error
             prefix = pulumi_state.get(report.stack)
             report.reason += f"; {prefix + '; ' if prefix else ''}{detail}"
-            intents.finish(ctx.ledger, ctx.audit, ids[report.stack], report.stack,
-                           self.spec.name, report.action_result, report.reason)
+        intents.finish_all(ctx.ledger, ctx.audit, [
+            (ids[r.stack], r.stack, self.spec.name, r.action_result, r.reason, {})
+            for r in reports])
 
 
 class ManualRunner(Runner):

@@ -111,12 +111,15 @@ def _refuse_html(http_response: Any = None, model: Any = None, **_: Any) -> None
             getattr(model, "has_streaming_output", False) or \
             getattr(http_response, "raw", None) is None:
         return  # a streamed body (S3 GetObject) is the caller's; a Stubber answer has none
-    head = (http_response.content or b"")[:256].lstrip().lower()
-    # The body decides, not the Content-Type: some emulators label XML answers text/html.
-    if head.startswith((b"<!doctype html", b"<html")):
+    if is_html_page(http_response.content):
         operation = getattr(model, "name", "the call")
         raise UnreadableAnswer(f"{operation} answered with an HTML page (HTTP "
                                f"{http_response.status_code}), not an AWS answer")
+
+
+def is_html_page(body: bytes | None) -> bool:
+    """The body decides, not the Content-Type: some emulators label XML answers text/html."""
+    return (body or b"")[:256].lstrip().lower().startswith((b"<!doctype html", b"<html"))
 
 
 def on_retry(made: Any, callback) -> Any:

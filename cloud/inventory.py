@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from dsinfra import tags as T
-from dsinfra.cloud.aws import client
+from dsinfra.cloud.aws import client, is_html_page
 from dsinfra.spend import Resource
 
 # The IAM actions the inventory needs (the guard's role lists exactly these plus the actions').
@@ -129,11 +129,14 @@ def _instances(ec2, region: str, stack_filter: list[dict]) -> list[Resource]:
 
 
 def _volumes(ec2, region: str, stack_filter: list[dict], instances: list[Resource],
-             known: dict[str, dict] | None) -> list[Resource]:
+             known: dict[str, dict] | None, listed=None) -> list[Resource]:
     """The stack's volumes. Once earlier checks have seen every volume attached to the stack's
     instances (``known``: id -> facts from the ledger), only unattached volumes are listed,
     and the answer stays small; facts older than ``VOLUME_FACTS_MAX_AGE_S`` are brought up to
-    date from the region's volume modifications (ModifyVolume resizes and retypes in place)."""
+    date from the region's volume modifications (ModifyVolume resizes and retypes in place).
+    ``listed``: the full listing, already asked for (``_AfterInstances``)."""
+    if listed is not None:
+        return listed.result()
     attached = {v: i for i in instances for v in i.attrs.get("attached_volumes", ())}
     if not known or not attached or any(v not in known for v in attached):
         return _describe_volumes(ec2, region, [], stack_filter)
@@ -263,6 +266,54 @@ def _each_region(regions: tuple[str, ...], read) -> list:
         return list(pool.map(read, regions))
 
 
+class _AfterInstances:
+    """The full volume listing of a region that no earlier check has described (no volume
+    facts in the ledger: it must list them all anyway), sent from a second thread the moment
+    the instances' answer has arrived, before botocore parses it: the region answers the
+    volumes while this process parses the instances. Not sent at the same time as the
+    instances: on the bench's moto server (one interpreter) two listings at once slowed each
+    other, so the server still answers one listing at a time. The same call, once, with the
+    same filters as the listing it replaces; its errors are raised by ``result()``."""
+
+    def __init__(self, ec2, region: str, stack_filter: list[dict]) -> None:
+        import threading
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._arrived, self._wanted = threading.Event(), True
+        self._id = f"dsinfra-volumes-after-instances-{id(self)}"
+        ec2.meta.events.register("before-parse.ec2.DescribeInstances", self._go,
+                                 unique_id=self._id)
+        self._ec2, self._pool = ec2, ThreadPoolExecutor(max_workers=1)
+        self._future = self._pool.submit(self._list, region, stack_filter)
+
+    def _go(self, response_dict: dict | None = None, **_) -> None:
+        """An answer to the instances arrived: go, if it is one (an error is retried or
+        raised, and an HTML page refused: ``instances_done`` then decides)."""
+        answer = response_dict or {}
+        if 200 <= answer.get("status_code", 0) < 300 and not is_html_page(answer.get("body")):
+            self._arrived.set()
+
+    def _list(self, region: str, stack_filter: list[dict]) -> list[Resource] | None:
+        self._arrived.wait()
+        return _describe_volumes(self._ec2, region, [], stack_filter) if self._wanted else None
+
+    def instances_done(self, ok: bool) -> None:
+        """The instances were read (``ok``) or failed: stop waiting either way; a region
+        whose instances failed is unread, so its volumes are not asked for."""
+        self._ec2.meta.events.unregister("before-parse.ec2.DescribeInstances",
+                                         unique_id=self._id)
+        self._wanted = self._wanted and ok
+        self._arrived.set()
+        if not ok:
+            self._pool.shutdown(wait=True)
+
+    def result(self) -> list[Resource]:
+        try:
+            return self._future.result()
+        finally:
+            self._pool.shutdown(wait=False)
+
+
 def _region_inventory(region: str, kinds: tuple[str, ...], wanted: set[str] | None,
                       stack_filter: list[dict], known: dict[str, dict] | None
                       ) -> list[Resource]:
@@ -270,16 +321,29 @@ def _region_inventory(region: str, kinds: tuple[str, ...], wanted: set[str] | No
     the instances when earlier checks' volume facts let them skip the attached ones). Kinds
     are read one after another: on the bench's moto server, reading them at once made the
     first check slower (its requests contend for one interpreter), and a region's describes
-    are few."""
+    are few. The one overlap: where the volumes must be listed in full whatever the instances
+    say (no volume facts yet), that listing goes out as the instances' answer arrives and is
+    parsed meanwhile (``_AfterInstances``)."""
     ec2 = client("ec2", region)
     fetchers = {"instance": _instances, "address": _addresses, "nat_gateway": _nat_gateways}
     here: list[Resource] = []
+    early = None
+    if not known and "volume" in kinds and "instance" in kinds and \
+            kinds.index("instance") < kinds.index("volume"):
+        early = _AfterInstances(ec2, region, stack_filter)
     for kind in kinds:
         if kind == "load_balancer":
             here += _load_balancers(client("elbv2", region), region, wanted)
         elif kind == "volume":
             instances = [r for r in here if r.kind == "instance"]
-            here += _volumes(ec2, region, stack_filter, instances, known)
+            here += _volumes(ec2, region, stack_filter, instances, known, early)
+        elif kind == "instance" and early is not None:
+            ok = False
+            try:
+                here += _instances(ec2, region, stack_filter)
+                ok = True
+            finally:
+                early.instances_done(ok)
         else:
             here += fetchers[kind](ec2, region, stack_filter)
     return here

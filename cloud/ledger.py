@@ -50,6 +50,7 @@ class SqliteLedger:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or state_dir() / "ledger.sqlite3"
         self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        self._batched = False  # inside batch(): writes are savepoints of one transaction
         try:
             self._open()
         except sqlite3.DatabaseError as exc:
@@ -87,6 +88,16 @@ class SqliteLedger:
     def _tx(self):
         # IMMEDIATE takes the write lock up front: two checks metering the same stack queue
         # instead of both reading the same metered_until.
+        if self._batched:  # one write of the batch: undone alone if it fails (a savepoint)
+            self._db.execute("SAVEPOINT one")
+            try:
+                yield self._db
+                self._db.execute("RELEASE one")
+            except BaseException:
+                self._db.execute("ROLLBACK TO one")
+                self._db.execute("RELEASE one")
+                raise
+            return
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield self._db
@@ -94,6 +105,30 @@ class SqliteLedger:
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
+
+    @contextmanager
+    def batch(self):
+        """The writes made inside, committed together at the end (one commit, so one sync of
+        the write-ahead log, instead of one per write: 100 stacks' metering, intents or
+        results). Nothing inside is durable before the end, so callers make a batch only of
+        writes that nothing outside this ledger depends on until it ends (the audit record an
+        intent owes is appended after its batch, ops/check.py and cloud/intents.py); a kill
+        inside loses the whole batch, as it lost the write it interrupted. Each write is still
+        all or nothing (a savepoint); an exception out of the batch rolls the batch back.
+        Nested batches are one."""
+        if self._batched:
+            yield self
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        self._batched = True
+        try:
+            yield self
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        finally:
+            self._batched = False
 
     def metered_until(self, stack: str) -> dict[str, datetime]:
         rows = self._db.execute("SELECT resource_id, metered_until FROM meter WHERE stack=?",

@@ -95,20 +95,26 @@ def run_check(ctx: CheckContext, stacks: list[str] | None = None) -> dict[str, A
     if not unread:  # "nothing with the tag remains" is only true when every region answered
         _close_finished_intents(ctx, by_stack, stacks)
     last_seen = _last_seen(ctx, unread)
-    reports = [_evaluate_safely(ctx, stack, by_stack.get(stack, []),
-                                _unread_for(stack, discovery, inventory, last_seen))
-               for stack in sorted(set(by_stack) | _stacks_in(unread, discovery, last_seen))]
+    # Every stack's metering in one ledger commit (intents.batch): nothing acts on it before
+    # the batch ends, and a kill inside loses only this run's intervals, which the next run
+    # meters again from where the ledger stands.
+    with intents.batch(ctx.ledger):
+        reports = [_evaluate_safely(ctx, stack, by_stack.get(stack, []),
+                                    _unread_for(stack, discovery, inventory, last_seen))
+                   for stack in sorted(set(by_stack) | _stacks_in(unread, discovery,
+                                                                 last_seen))]
     _enforce(ctx, reports, inventory, fetched_at)
     from dsinfra.ops.scale import autoscale
 
     autoscale(ctx, reports, inventory)  # after the budget's actions, on stacks it vouched for
-    for report in reports:
-        ctx.audit.append("decision", stack=report.stack, status=report.status,
-                         action=report.action, result=report.action_result,
-                         reason=report.reason, spend_usd=round(report.spend_usd, 4),
-                         budget_usd=report.budget_usd, period=report.period,
-                         enforce=ctx.enforce, intent_id=report.intent_id,
-                         checked_at=ctx.now.astimezone(timezone.utc).isoformat())
+    with intents.batch(ctx.audit):  # the decisions in one write of the audit log
+        for report in reports:
+            ctx.audit.append("decision", stack=report.stack, status=report.status,
+                             action=report.action, result=report.action_result,
+                             reason=report.reason, spend_usd=round(report.spend_usd, 4),
+                             budget_usd=report.budget_usd, period=report.period,
+                             enforce=ctx.enforce, intent_id=report.intent_id,
+                             checked_at=ctx.now.astimezone(timezone.utc).isoformat())
     failed = [r.stack for r in reports if "failed" in (r.status, r.action_result)]
     return {"checked_at": ctx.now.astimezone(timezone.utc).isoformat(),
             "regions": list(discovery.asked), "regions_with_stacks": list(discovery.regions),

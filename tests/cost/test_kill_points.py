@@ -4,6 +4,8 @@ and exactly one intent and one result record per action."""
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import pytest
 
 from .reliability_scenarios import ADVERSARIAL_TAG_SETS, KILL_OPS, run_kill, run_tag_set
@@ -30,3 +32,37 @@ def test_a_kill_at_any_boundary_leaves_one_intent_one_result_and_one_action(
 def test_every_adversarial_tag_set_ends_fail_safe(aws, state_dir, label, key, value, where):
     safe, why = run_tag_set(label, key, value, where)
     assert safe, why
+
+
+# One destroy on three stacks: the intents, the sweep and the results are each written as a
+# batch (cloud/intents.py begin_all/finish_all), so a kill can fall between the stacks of one
+# batch: 3 ledger.begin, 3 audit intents, 3 ledger.delivered, the sweep, 3 ledger.finish,
+# 3 audit results, 3 ledger.delivered.
+BATCH_WRITES = 3 * 3 + 1 + 3 * 3
+
+
+@pytest.mark.parametrize("kill_at", range(BATCH_WRITES + 1))
+def test_a_kill_inside_a_batch_of_stacks_leaves_one_intent_one_result_each(
+        aws, state_dir, monkeypatch, kill_at):
+    from dsinfra.cloud import actions, spot_stop
+
+    from .conftest import make_stack
+    from .helpers import instance_states
+    from .reliability_scenarios import (SimulatedKill, _Killer, _now, _run, _wrap_aws,
+                                        _wrap_writes, audit_consistency)
+
+    made = [make_stack(f"batch{n}", budget_usd=1, period="total", on_exceed="destroy")
+            for n in range(3)]
+    real = (spot_stop.stop, actions.sweep_stacks)
+    killer = _Killer(kill_at)
+    _wrap_aws(monkeypatch, killer, *real)
+    with pytest.raises(SimulatedKill) if kill_at < BATCH_WRITES else nullcontext():
+        _run(_now(5), wrap=lambda ctx: _wrap_writes(ctx, killer))
+    assert killer.seen == kill_at  # every write of the batch happened up to the kill
+    follow = _Killer(10 ** 6)
+    _wrap_aws(monkeypatch, follow, *real)
+    _run(_now(5.2), wrap=lambda ctx: _wrap_writes(ctx, follow))
+    ids = [i for stack in made for i in stack["instances"]]
+    assert set(instance_states(ids).values()) == {"terminated"}
+    assert killer.aws_calls + follow.aws_calls == 1  # one sweep for the three, never two
+    assert audit_consistency() == {"actions": 3, "inconsistent": [], "torn": 0}
