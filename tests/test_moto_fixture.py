@@ -37,3 +37,34 @@ def test_a_launch_template_version_inherits_its_source_version(aws):
         "AutoScalingGroups"][0]["Instances"]
     got = ec2.describe_instance_attribute(InstanceId=instance["InstanceId"], Attribute="userData")
     assert base64.b64decode(got["UserData"]["Value"]) == b"two"
+
+
+def test_the_indexed_tag_lookup_answers_what_motos_scan_answers():
+    """tests/moto_contracts.py fast_tags: one resource's tags by its id give the list moto's
+    own scan of every tag gives, in the same order; any other filter is the scan's. In moto's
+    backend in this process (the double's own check, not code under test)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import moto_contracts
+    from moto.ec2.models.tags import TagBackend
+
+    original = TagBackend.describe_tags
+    try:
+        moto_contracts.fast_tags()
+        backend = TagBackend()
+        ids = ["i-0123456789abcdef0", "vol-0123456789abcdef1", "sg-0123456789abcdef2"]
+        for n, rid in enumerate(ids):
+            backend.create_tags([rid], {"dsinfra:stack": f"s{n}", "Name": rid, "b": "2"})
+        backend.create_tags([ids[0]], {"a": "1"})
+        scan = TagBackend.describe_tags.scan
+        for filters in ({"resource-id": [rid]} for rid in [*ids, "i-unknown"]):
+            indexed = backend.describe_tags(filters)
+            assert indexed == scan(backend, filters)
+        assert [t["key"] for t in backend.describe_tags({"resource-id": [ids[0]]})] == \
+            ["dsinfra:stack", "Name", "b", "a"]
+        wildcard = {"resource-id": ["i-*"]}
+        assert backend.describe_tags(wildcard) == scan(backend, wildcard) != []
+    finally:
+        TagBackend.describe_tags = original
