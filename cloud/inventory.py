@@ -27,11 +27,13 @@ from dsinfra.spend import Resource
 PERMISSIONS = ("ec2:DescribeInstances", "ec2:DescribeVolumes", "ec2:DescribeAddresses",
                "ec2:DescribeNatGateways", "elasticloadbalancing:DescribeLoadBalancers",
                "elasticloadbalancing:DescribeTags", "ec2:DescribeSpotPriceHistory",
-               "ec2:DescribeVolumesModifications")
+               "ec2:DescribeVolumesModifications", "ec2:DescribeSnapshots")
 
 LIVE_INSTANCE_STATES = ("pending", "running", "stopping", "stopped", "shutting-down")
 VOLUME_FACTS_MAX_AGE_S = 6 * 3600
-KINDS = ("instance", "volume", "address", "nat_gateway", "load_balancer")
+# snapshot: the EBS snapshots of the images `dsinfra image bake` makes (they bill GB-months
+# until deleted; the AMI itself bills nothing but keeps its snapshots from being deleted).
+KINDS = ("instance", "volume", "address", "nat_gateway", "load_balancer", "snapshot")
 MAX_THREADS = 16  # regions read at once
 _TAG_FILTER = [{"Name": "tag-key", "Values": [T.STACK]}]
 PAGE_SIZE = {"describe_instances": 1000, "describe_volumes": 500}  # the APIs' maxima
@@ -229,6 +231,24 @@ def _nat_gateways(ec2, region: str, stack_filter: list[dict]) -> list[Resource]:
     return out
 
 
+def _snapshots(ec2, region: str, stack_filter: list[dict]) -> list[Resource]:
+    """This account's snapshots carrying the stack tag (``OwnerIds=self``: public and shared
+    snapshots are someone else's bill)."""
+    out = []
+    pages = ec2.get_paginator("describe_snapshots").paginate(
+        OwnerIds=["self"], Filters=stack_filter)
+    for page in pages:
+        for s in page["Snapshots"]:
+            tags = _tags(s.get("Tags"))
+            if T.STACK not in tags:
+                continue
+            out.append(Resource("snapshot", s["SnapshotId"], region, tags[T.STACK], tags,
+                                s.get("State", "completed"), created_at=_utc(s.get("StartTime")),
+                                attrs={"size_gib": s.get("VolumeSize", 0),
+                                       "volume_id": s.get("VolumeId")}))
+    return out
+
+
 def _load_balancers(elbv2, region: str, stacks: set[str] | None) -> list[Resource]:
     balancers = [lb for page in elbv2.get_paginator("describe_load_balancers").paginate()
                  for lb in page["LoadBalancers"]]
@@ -272,7 +292,8 @@ def _region_inventory(region: str, kinds: tuple[str, ...], wanted: set[str] | No
     first check slower (its requests contend for one interpreter), and a region's describes
     are few."""
     ec2 = client("ec2", region)
-    fetchers = {"instance": _instances, "address": _addresses, "nat_gateway": _nat_gateways}
+    fetchers = {"instance": _instances, "address": _addresses, "nat_gateway": _nat_gateways,
+                "snapshot": _snapshots}
     here: list[Resource] = []
     for kind in kinds:
         if kind == "load_balancer":
