@@ -130,11 +130,11 @@ def test_nat_gateway_load_balancer_and_target_group_are_swept(aws):
 
 # --- replicas: the group, the baked images and their snapshots (issue 27) --------------------
 
-def _bake(stack: str | None, instance: str, name: str) -> tuple[str, list[str]]:
+def _bake(stack: str | None, instance: str, name: str, **tag_args) -> tuple[str, list[str]]:
     """What ``dsinfra image bake`` leaves (cloud/images.py): an image tagged with the stack at
     creation and its snapshots tagged after; ``stack`` None: an untagged image."""
     ec2 = client("ec2", "us-east-1")
-    tags = stack_tags(stack) if stack else {"Name": name}
+    tags = stack_tags(stack, **tag_args) if stack else {"Name": name}
     image = ec2.create_image(InstanceId=instance, Name=name,
                              TagSpecifications=[_spec("image", tags)])["ImageId"]
     snapshots = [m["Ebs"]["SnapshotId"] for m in ec2.describe_images(ImageIds=[image])[
