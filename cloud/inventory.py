@@ -137,7 +137,11 @@ def _volumes(ec2, region: str, stack_filter: list[dict], instances: list[Resourc
     and the answer stays small; facts older than ``VOLUME_FACTS_MAX_AGE_S`` are brought up to
     date from the region's volume modifications (ModifyVolume resizes and retypes in place)."""
     attached = {v: i for i in instances for v in i.attrs.get("attached_volumes", ())}
-    if not known or not attached or any(v not in known for v in attached):
+    if not known or not attached or any(v not in known for v in attached) or \
+            any(_rule(known[v].get("tags") or {}) != _rule(i.tags) for v, i in attached.items()):
+        # Unknown volumes, or remembered tags whose rule is not their instance's any more
+        # (`up` re-tags a replicas stack's instances and volumes after a budget, protect or
+        # TTL change: cloud/retag.py): list them again, as the first check does.
         return _describe_volumes(ec2, region, [], stack_filter)
     oldest = time.time() - VOLUME_FACTS_MAX_AGE_S
     facts = {v: known[v] for v in attached}
@@ -147,6 +151,12 @@ def _volumes(ec2, region: str, stack_filter: list[dict], instances: list[Resourc
     out = [_known_volume(facts[v], instance) for v, instance in attached.items()]
     unattached = [{"Name": "status", "Values": ["creating", "available", "error"]}]
     return out + _describe_volumes(ec2, region, unattached, stack_filter)
+
+
+def _rule(tags: dict[str, str]) -> tuple:
+    from dsinfra.budget import RULE_KEYS
+
+    return tuple(tags.get(key) for key in RULE_KEYS)
 
 
 def _modified(ec2, stale: dict[str, dict]) -> dict[str, dict]:
