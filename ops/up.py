@@ -147,7 +147,12 @@ class UpPorts:
 
     ``enforcer``: config -> ops/enforcer.py's ``Enforcer``, run before anything billable (the
     CLI deploys or updates the guard, or records ``--no-enforcer``); a failure here stops
-    ``up`` with nothing created (None: no enforcer step)."""
+    ``up`` with nothing created (None: no enforcer step).
+
+    ``retag``: (config, outputs, audit) -> None, run after the deploy on a stack whose outputs
+    name a replicas group: the group's running instances, their volumes and the baked images
+    and snapshots are brought to the rule the deploy just wrote on the group (default:
+    cloud/retag.py's ``retag_group``; AWS propagates a group's tags at launch only)."""
 
     preflight: Callable[["StackConfig"], "Preflight"] | None = None
     bootstrap: Callable[..., "BootstrapReport | None"] | None = None
@@ -161,6 +166,7 @@ class UpPorts:
     key_push: Callable[[StackOutputs], Any] | None = None
     confirm: Callable[[UpSummary], bool] | None = None
     enforcer: Callable[["StackConfig"], Any] | None = None
+    retag: Callable[["StackConfig", StackOutputs, AuditSink], Any] | None = None
 
 
 def bring_up(config: "StackConfig", engine: "Engine", *, options: UpOptions | None = None,
@@ -213,6 +219,11 @@ def bring_up(config: "StackConfig", engine: "Engine", *, options: UpOptions | No
           availability_zone=attempts[-1].availability_zone,
           instance_type=config.resolved_instance_type, node_count=config.resolved_node_count,
           region=config.region)
+    if outputs.replica_group:
+        # Before anything else: until the running replicas carry the new rule, the check
+        # reads the stack as failed (the records disagree).
+        phase("deploy", f"re-tagging the replicas of {outputs.replica_group} to the rule")
+        (ports.retag or _retag_replicas)(config, outputs, audit)
     phase("bootstrap", f"bootstrapping {len(outputs.nodes)} node(s)")
     tunnel = (ports.tunnel_url or _default_tunnel_url(config))(outputs)
     # The one-time key goes with the endpoint (the way in of every stack dsinfra makes now).
@@ -238,6 +249,12 @@ def bring_up(config: "StackConfig", engine: "Engine", *, options: UpOptions | No
                     instance_type=config.resolved_instance_type,
                     node_count=config.resolved_node_count, region=config.region,
                     parallelism=parallelism(config), enforcer=enforced)
+
+
+def _retag_replicas(config: "StackConfig", outputs: StackOutputs, audit: AuditSink) -> None:
+    from dsinfra.cloud.retag import retag_group
+
+    retag_group(outputs.region or config.region, config.stack, outputs.replica_group, audit)
 
 
 def _launchable(preflight: "Preflight", now: datetime, phase: PhaseCallback
