@@ -157,7 +157,8 @@ class SweepRunner(Runner):
                                      [r for r in found.resources if r.stack in ids])
         error = ""
         try:
-            results = sweep_stacks(list(ids), found.regions, inventory=subset, sleep=ctx.sleep)
+            results = sweep_stacks(list(ids), found.regions, inventory=subset, sleep=ctx.sleep,
+                                   audit=ctx.audit.append)
         except Exception as exc:  # noqa: BLE001 - report per stack, keep the check alive
             results, error = {}, f"sweep failed: {exc}"
         for report in reports:

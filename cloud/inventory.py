@@ -27,11 +27,13 @@ from dsinfra.spend import Resource
 PERMISSIONS = ("ec2:DescribeInstances", "ec2:DescribeVolumes", "ec2:DescribeAddresses",
                "ec2:DescribeNatGateways", "elasticloadbalancing:DescribeLoadBalancers",
                "elasticloadbalancing:DescribeTags", "ec2:DescribeSpotPriceHistory",
-               "ec2:DescribeVolumesModifications")
+               "ec2:DescribeVolumesModifications", "ec2:DescribeSnapshots")
 
 LIVE_INSTANCE_STATES = ("pending", "running", "stopping", "stopped", "shutting-down")
 VOLUME_FACTS_MAX_AGE_S = 6 * 3600
-KINDS = ("instance", "volume", "address", "nat_gateway", "load_balancer")
+# snapshot: the EBS snapshots of the images `dsinfra image bake` makes (they bill GB-months
+# until deleted; the AMI itself bills nothing but keeps its snapshots from being deleted).
+KINDS = ("instance", "volume", "address", "nat_gateway", "load_balancer", "snapshot")
 MAX_THREADS = 16  # regions read at once
 _TAG_FILTER = [{"Name": "tag-key", "Values": [T.STACK]}]
 PAGE_SIZE = {"describe_instances": 1000, "describe_volumes": 500}  # the APIs' maxima
@@ -138,7 +140,11 @@ def _volumes(ec2, region: str, stack_filter: list[dict], instances: list[Resourc
     if listed is not None:
         return listed.result()
     attached = {v: i for i in instances for v in i.attrs.get("attached_volumes", ())}
-    if not known or not attached or any(v not in known for v in attached):
+    if not known or not attached or any(v not in known for v in attached) or \
+            any(_rule(known[v].get("tags") or {}) != _rule(i.tags) for v, i in attached.items()):
+        # Unknown volumes, or remembered tags whose rule is not their instance's any more
+        # (`up` re-tags a replicas stack's instances and volumes after a budget, protect or
+        # TTL change: cloud/retag.py): list them again, as the first check does.
         return _describe_volumes(ec2, region, [], stack_filter)
     oldest = time.time() - VOLUME_FACTS_MAX_AGE_S
     facts = {v: known[v] for v in attached}
@@ -148,6 +154,12 @@ def _volumes(ec2, region: str, stack_filter: list[dict], instances: list[Resourc
     out = [_known_volume(facts[v], instance) for v, instance in attached.items()]
     unattached = [{"Name": "status", "Values": ["creating", "available", "error"]}]
     return out + _describe_volumes(ec2, region, unattached, stack_filter)
+
+
+def _rule(tags: dict[str, str]) -> tuple:
+    from dsinfra.budget import RULE_KEYS
+
+    return tuple(tags.get(key) for key in RULE_KEYS)
 
 
 def _modified(ec2, stale: dict[str, dict]) -> dict[str, dict]:
@@ -229,6 +241,24 @@ def _nat_gateways(ec2, region: str, stack_filter: list[dict]) -> list[Resource]:
             tags = _tags(n.get("Tags"))
             out.append(Resource("nat_gateway", n["NatGatewayId"], region, tags[T.STACK], tags,
                                 n["State"], created_at=_utc(n.get("CreateTime"))))
+    return out
+
+
+def _snapshots(ec2, region: str, stack_filter: list[dict]) -> list[Resource]:
+    """This account's snapshots carrying the stack tag (``OwnerIds=self``: public and shared
+    snapshots are someone else's bill)."""
+    out = []
+    pages = ec2.get_paginator("describe_snapshots").paginate(
+        OwnerIds=["self"], Filters=stack_filter)
+    for page in pages:
+        for s in page["Snapshots"]:
+            tags = _tags(s.get("Tags"))
+            if T.STACK not in tags:
+                continue
+            out.append(Resource("snapshot", s["SnapshotId"], region, tags[T.STACK], tags,
+                                s.get("State", "completed"), created_at=_utc(s.get("StartTime")),
+                                attrs={"size_gib": s.get("VolumeSize", 0),
+                                       "volume_id": s.get("VolumeId")}))
     return out
 
 
@@ -325,7 +355,8 @@ def _region_inventory(region: str, kinds: tuple[str, ...], wanted: set[str] | No
     say (no volume facts yet), that listing goes out as the instances' answer arrives and is
     parsed meanwhile (``_AfterInstances``)."""
     ec2 = client("ec2", region)
-    fetchers = {"instance": _instances, "address": _addresses, "nat_gateway": _nat_gateways}
+    fetchers = {"instance": _instances, "address": _addresses, "nat_gateway": _nat_gateways,
+                "snapshot": _snapshots}
     here: list[Resource] = []
     early = None
     if not known and "volume" in kinds and "instance" in kinds and \

@@ -6,6 +6,16 @@ creating, on one whose spot instances AWS took back, on one whose state backend 
 from the in-account Lambda that cannot run Pulumi at all. Every step is idempotent: a second
 run (or a run after a crash) finds less to do and does only that.
 
+The order is what keeps the sweep from being undone: a replicas stack's Auto Scaling group
+goes first (ForceDelete; a group left behind relaunches every instance the sweep terminates),
+then spot requests, instances, NAT gateways, load balancers, addresses and volumes, and last
+the images ``dsinfra image bake`` made (deregistered) and then their snapshots (deleted: AWS
+refuses to delete a snapshot a registered image still uses). Groups, images and snapshots are
+found by the stack tag alone and checked again on our side; nothing untagged or another
+stack's is touched. Every delete asked is audited (``teardown.deleted`` / ``teardown.failed``)
+when the caller passes an audit sink. Protection is the callers' rule: ``down`` refuses a
+protected stack without ``--force`` and the check only ever notifies one (dsinfra/budget.py).
+
 Callers (``dsinfra down``, the cost check, ``up``'s failure path) use ``teardown_stack``.
 """
 
@@ -28,11 +38,13 @@ PERMISSIONS = ("ec2:TerminateInstances", "ec2:DescribeSpotInstanceRequests",
                "ec2:DisassociateAddress", "ec2:ReleaseAddress", "ec2:DeleteNatGateway",
                "ec2:DeleteVolume", "elasticloadbalancing:DescribeTargetGroups",
                "elasticloadbalancing:DeleteLoadBalancer", "elasticloadbalancing:DeleteTargetGroup",
-               "autoscaling:DeleteAutoScalingGroup")
+               "autoscaling:DescribeAutoScalingGroups", "autoscaling:DeleteAutoScalingGroup",
+               "ec2:DescribeImages", "ec2:DeregisterImage", "ec2:DeleteSnapshot")
 
 # States in which a resource is already on its way out: not left behind, just not gone yet.
 GOING = {"instance": {"shutting-down"}, "nat_gateway": {"deleting"},
-         "volume": {"deleting"}, "load_balancer": set(), "address": set()}
+         "volume": {"deleting"}, "load_balancer": set(), "address": set(),
+         "snapshot": set()}
 WAIT_POLL_S = 2.0
 WAIT_TIMEOUT_S = 600.0
 
@@ -48,6 +60,19 @@ class TeardownResult:
     going: list[str] = field(default_factory=list)  # being deleted by AWS right now
     leftover: list[str] = field(default_factory=list)  # still billing after the sweep
     regions_checked: list[str] = field(default_factory=list)
+    # (kind, **fields): every delete is audited as it is answered (None: not audited here)
+    audit: Callable[..., Any] | None = field(default=None, repr=False, compare=False)
+
+    def done(self, kind: str, rid: str) -> None:
+        self.deleted.append(f"{kind} {rid}")
+        if self.audit is not None:
+            self.audit("teardown.deleted", stack=self.stack, resource_kind=kind, id=rid)
+
+    def fail(self, kind: str, rid: str, error: str) -> None:
+        self.failed.append(f"{kind} {rid}: {error}")
+        if self.audit is not None:
+            self.audit("teardown.failed", stack=self.stack, resource_kind=kind, id=rid,
+                       error=error)
 
     @property
     def clean(self) -> bool:
@@ -71,7 +96,8 @@ class TeardownResult:
 def teardown_stack(stack: str, regions: Sequence[str], *, engine: Any | None = None,
                    on_event: Callable[[dict], None] | None = None,
                    sleep: Callable[[float], None] = time.sleep,
-                   wait_timeout_s: float = WAIT_TIMEOUT_S) -> TeardownResult:
+                   wait_timeout_s: float = WAIT_TIMEOUT_S,
+                   audit: Callable[..., Any] | None = None) -> TeardownResult:
     """Destroy ``stack`` and prove nothing billable with its tag remains in ``regions``.
 
     ``engine`` is a ``dsinfra.infra.automation.Engine`` (or None when the backend is not
@@ -84,18 +110,21 @@ def teardown_stack(stack: str, regions: Sequence[str], *, engine: Any | None = N
             pulumi_state = "destroyed"
         except DsinfraError as exc:
             pulumi_state = f"failed: {exc.message}"
-    results = sweep_stacks([stack], regions, sleep=sleep, wait_timeout_s=wait_timeout_s)
+    results = sweep_stacks([stack], regions, sleep=sleep, wait_timeout_s=wait_timeout_s,
+                           audit=audit)
     results[stack].pulumi = pulumi_state
     return results[stack]
 
 
 def sweep_stacks(stacks: Iterable[str], regions: Sequence[str], *,
                  inventory: Inventory | None = None, sleep: Callable[[float], None] = time.sleep,
-                 wait_timeout_s: float = WAIT_TIMEOUT_S) -> dict[str, TeardownResult]:
+                 wait_timeout_s: float = WAIT_TIMEOUT_S,
+                 audit: Callable[..., Any] | None = None) -> dict[str, TeardownResult]:
     """Delete every billable resource tagged with one of ``stacks``; batched across stacks so
-    a check that destroys a hundred stacks makes about as many calls as one that destroys one."""
+    a check that destroys a hundred stacks makes about as many calls as one that destroys one.
+    ``audit``: (kind, **fields), called for every delete AWS answered."""
     stacks = sorted(set(stacks))
-    results = {s: TeardownResult(s) for s in stacks}
+    results = {s: TeardownResult(s, audit=audit) for s in stacks}
     if inventory is None:
         inventory = fetch_inventory(regions, stacks)
     mine = [r for r in inventory.resources if r.stack in results]
@@ -111,7 +140,8 @@ def sweep_stacks(stacks: Iterable[str], regions: Sequence[str], *,
 def _sweep_region(region: str, resources: list[Resource], results: dict[str, TeardownResult],
                   sleep, wait_timeout_s: float) -> None:
     ec2, by_kind = client("ec2", region), _by_kind(resources)
-    _delete_groups(region, by_kind["instance"], results)
+    stacks = sorted({r.stack for r in resources})
+    _delete_groups(region, stacks, by_kind["instance"], results)
     _cancel_spot_requests(ec2, by_kind["instance"], results)
     live = [r for r in by_kind["instance"] if r.state not in ("terminated", "shutting-down")]
     _terminate(ec2, live, results)
@@ -142,6 +172,11 @@ def _sweep_region(region: str, resources: list[Resource], results: dict[str, Tea
         _attempt(results, r, lambda r=r: _release_address(ec2, r))
     for r in volumes:
         _attempt(results, r, lambda r=r: ec2.delete_volume(VolumeId=r.id))
+    # Last, once no group can launch from them: the baked images, then their snapshots.
+    deregistered = _deregister_images(ec2, region, stacks, results)
+    for r in by_kind["snapshot"]:
+        if r.stack in deregistered:  # an image of the stack still registered holds them
+            _attempt(results, r, lambda r=r: ec2.delete_snapshot(SnapshotId=r.id))
 
 
 def _by_kind(resources: list[Resource]) -> dict[str, list[Resource]]:
@@ -156,42 +191,83 @@ def _attempt(results: dict[str, TeardownResult], r: Resource, call: Callable[[],
 
     try:
         call()
-        results[r.stack].deleted.append(f"{r.kind} {r.id}")
+        results[r.stack].done(r.kind, r.id)
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
         if code.endswith(("NotFound", ".NotFound")) or "NotFound" in code:
             return  # already gone: idempotent
-        results[r.stack].failed.append(f"{r.kind} {r.id}: {code or exc}")
+        results[r.stack].fail(r.kind, r.id, code or str(exc))
 
 
-def _delete_groups(region: str, instances: list[Resource], results) -> None:
+def _delete_groups(region: str, stacks: list[str], instances: list[Resource],
+                   results) -> None:
     """A replicas stack's Auto Scaling group would launch a replacement for every instance the
     sweep terminates ("to maintain the desired capacity of the group", EC2 Auto Scaling User
-    Guide, "Health checks for instances in an Auto Scaling group"): delete the groups the
-    stack's instances name first, with ForceDelete (AWS terminates their instances too). Only
-    a group that carries the same stack tag is deleted, never someone else's."""
+    Guide, "Health checks for instances in an Auto Scaling group"): delete the stacks' groups
+    first, with ForceDelete (AWS terminates their instances too). A group is found by the
+    stack tag (one filtered call per region, also when none of its instances is left) and
+    deleted only when it carries the same stack tag, never someone else's; a group that the
+    stack's instances name but that does not carry the tag is reported, not deleted."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     from dsinfra.cloud import replicas
 
-    for stack in sorted({r.stack for r in instances}):
-        names = replicas.groups_of_instances([r for r in instances if r.stack == stack])
-        if not names:
-            continue
-        asg = client("autoscaling", region)
+    asg = client("autoscaling", region)
+    found: dict[str, str] = {}  # group -> stack
+    try:
+        for start in range(0, len(stacks), 100):
+            pages = asg.get_paginator("describe_auto_scaling_groups").paginate(Filters=[
+                {"Name": f"tag:{T.STACK}", "Values": stacks[start:start + 100]}])
+            for page in pages:
+                for g in page["AutoScalingGroups"]:
+                    tag = {t["Key"]: t["Value"] for t in g.get("Tags") or []}.get(T.STACK)
+                    if tag in results:  # the filter, checked once more
+                        found[g["AutoScalingGroupName"]] = tag
+    except (BotoCoreError, ClientError) as exc:
+        for stack in stacks:
+            results[stack].fail("auto_scaling_group", f"(any in {region})", str(exc))
+        return
+    for stack in stacks:
+        named = replicas.groups_of_instances([r for r in instances if r.stack == stack])
+        for name in named:
+            if found.get(name) != stack:
+                results[stack].fail("auto_scaling_group", name, "named by the stack's instances "
+                                    "but not tagged with the stack: not deleted")
+    for name, stack in sorted(found.items()):
         try:
-            groups = replicas.groups_of(region, stack, names, autoscaling=asg, targets=False)
-        except (BotoCoreError, ClientError) as exc:
-            results[stack].failed.append(f"auto_scaling_group {', '.join(names)}: {exc}")
+            asg.delete_auto_scaling_group(AutoScalingGroupName=name, ForceDelete=True)
+            results[stack].done("auto_scaling_group", name)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            results[stack].fail("auto_scaling_group", name, code or str(exc))
+
+
+def _deregister_images(ec2, region: str, stacks: list[str], results) -> set[str]:
+    """Deregister this account's images tagged with one of ``stacks`` (what ``dsinfra image
+    bake`` made); returns the stacks left with no image registered, whose snapshots may now
+    be deleted."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    clear = set(stacks)
+    try:
+        images = []
+        for start in range(0, len(stacks), 200):
+            images += ec2.describe_images(Owners=["self"], Filters=[
+                {"Name": f"tag:{T.STACK}", "Values": stacks[start:start + 200]}])["Images"]
+    except (BotoCoreError, ClientError) as exc:
+        for stack in stacks:
+            results[stack].fail("image", f"(any in {region})", str(exc))
+        return set()
+    for image in images:
+        stack = {t["Key"]: t["Value"] for t in image.get("Tags") or []}.get(T.STACK)
+        if stack not in results:  # the filter, checked once more
             continue
-        for group in groups:
-            try:
-                asg.delete_auto_scaling_group(AutoScalingGroupName=group.name,
-                                              ForceDelete=True)
-                results[stack].deleted.append(f"auto_scaling_group {group.name}")
-            except ClientError as exc:
-                code = exc.response.get("Error", {}).get("Code", "")
-                results[stack].failed.append(f"auto_scaling_group {group.name}: {code or exc}")
+        r = Resource("image", image["ImageId"], region, stack, {}, image.get("State", ""))
+        before = len(results[stack].failed)
+        _attempt(results, r, lambda r=r: ec2.deregister_image(ImageId=r.id))
+        if len(results[stack].failed) > before:
+            clear.discard(stack)
+    return clear
 
 
 def _cancel_spot_requests(ec2, instances: list[Resource], results) -> None:
@@ -211,8 +287,8 @@ def _cancel_spot_requests(ec2, instances: list[Resource], results) -> None:
             ec2.cancel_spot_instance_requests(SpotInstanceRequestIds=sorted(requests))
     except ClientError as exc:
         for r in spot:
-            results[r.stack].failed.append(
-                f"spot request of {r.id}: {exc.response.get('Error', {}).get('Code', exc)}")
+            results[r.stack].fail("spot request of", r.id,
+                                  str(exc.response.get("Error", {}).get("Code", exc)))
 
 
 def _terminate(ec2, instances: list[Resource], results) -> None:
@@ -223,7 +299,7 @@ def _terminate(ec2, instances: list[Resource], results) -> None:
         try:
             ec2.terminate_instances(InstanceIds=[r.id for r in batch])
             for r in batch:
-                results[r.stack].deleted.append(f"instance {r.id}")
+                results[r.stack].done("instance", r.id)
         except ClientError:
             # One bad id fails the whole batch; fall back to one call each so the rest go.
             for r in batch:

@@ -48,7 +48,8 @@ INSTANCE_CALLS = {"stop_instances": "ec2:StopInstances",
 # What still bills after an action that ends the compute spend.
 STILL_BILLS = {
     "everything": "everything keeps billing",
-    "stopped": "what a stopped stack bills: volumes, NAT gateway, load balancer, addresses",
+    "stopped": "what a stopped stack bills: volumes, NAT gateway, load balancer, addresses, "
+               "baked images' snapshots",
     "nothing": "nothing (every tagged resource is deleted)",
 }
 # What an ``instances`` action whose call is stop_instances does with an instance AWS will not
@@ -197,15 +198,19 @@ register(ActionSpec(
     effect="instances", severity=20, call="stop_instances", unable="terminate",
     done_note="stopped {n} instance(s), volumes kept (`dsinfra resume {stack}` starts them)"))
 register(ActionSpec(
-    DESTROY, "pulumi destroy, then deletes every resource tagged with the stack",
+    DESTROY, "pulumi destroy, then deletes every resource tagged with the stack (a replicas "
+    "group first, baked images and their snapshots last)",
     ends_spend=True, still_bills="nothing",
     permissions=reads("ec2:DescribeSpotInstanceRequests",
-                      "elasticloadbalancing:DescribeTargetGroups") + scoped(
+                      "elasticloadbalancing:DescribeTargetGroups",
+                      "autoscaling:DescribeAutoScalingGroups", "ec2:DescribeImages") + scoped(
         "ec2:TerminateInstances", "ec2:CancelSpotInstanceRequests", "ec2:DisassociateAddress",
         "ec2:ReleaseAddress", "ec2:DeleteNatGateway", "ec2:DeleteVolume",
         "elasticloadbalancing:DeleteLoadBalancer", "elasticloadbalancing:DeleteTargetGroup",
         # a replicas group relaunches what the sweep terminates (cloud/teardown.py)
-        "autoscaling:DeleteAutoScalingGroup"),
+        "autoscaling:DeleteAutoScalingGroup",
+        # the images `dsinfra image bake` made, then their snapshots (they bill GB-months)
+        "ec2:DeregisterImage", "ec2:DeleteSnapshot"),
     effect="sweep", severity=30))
 register(ActionSpec(
     "resume", "`dsinfra resume`: starts what a budget stopped (a person's action)",

@@ -186,6 +186,19 @@ _OTHER_PRICES_US_EAST_1: dict[str, float] = {
     "nat_gateway_gb": 0.045,  # data processed; plan prices the weights' download with it
     "public_ipv4_hour": 0.005,  # every public IPv4, Elastic or auto-assigned, since 2024-02-01
     "load_balancer_hour": 0.0225,  # Network Load Balancer hour, plus NLCUs, not estimated
+    # EBS snapshot storage (standard tier), what a baked replica image bills. NOT SOURCED:
+    # ../shared/reference/aws-gpu-facts.md lists gp3, NAT and IPv4 only, and [KP] carries no
+    # EBS prices; 0.05 is AWS's commonly quoted list price, flagged assumed everywhere
+    # (``ASSUMED_OTHER``); `dsinfra catalog refresh` reads instance prices only, so it stays
+    # assumed until a sourced number replaces it here.
+    "ebs_snapshot_gb_month": 0.05,
+}
+# Items of the table above with no source for any region: their Price says ``assumed`` (and
+# why, in its source) in us-east-1 too, so `dsinfra catalog`, `plan` and the meter say so.
+ASSUMED_OTHER: dict[str, str] = {
+    "ebs_snapshot_gb_month": (
+        "no source bundled: not in aws-gpu-facts.md nor in the karpenter price snapshot; "
+        "assumed as AWS's EBS snapshot list price (standard tier); confirm in the Pricing API"),
 }
 
 
@@ -226,7 +239,9 @@ def _region_prices(region: str, source: str, sources_by_family: dict[str, str] |
         region=region,
         on_demand_hourly={k: price(k, v, "hour")
                           for k, v in _ON_DEMAND_USD_PER_HOUR_US_EAST_1.items()},
-        other={k: price(k, v, _other_unit(k)) for k, v in _OTHER_PRICES_US_EAST_1.items()},
+        other={k: (Price(v, _other_unit(k), PRICES_AS_OF, ASSUMED_OTHER[k], assumed=True)
+                   if k in ASSUMED_OTHER else price(k, v, _other_unit(k)))
+               for k, v in _OTHER_PRICES_US_EAST_1.items()},
     )
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from dsinfra.catalog import HOURS_PER_MONTH, Price, RegionPrices, on_demand_price, other_price
 
-KINDS = ("instance", "volume", "address", "nat_gateway", "load_balancer")
+KINDS = ("instance", "volume", "address", "nat_gateway", "load_balancer", "snapshot")
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class Described:
     region: str
     instance_type: str | None = None  # instance
     market: str = "on-demand"  # instance: on-demand | spot | capacity-block
-    size_gib: float = 0.0  # volume
+    size_gib: float = 0.0  # volume; snapshot: the size of the volume it was taken from
     volume_type: str = "gp3"  # volume
     public_ipv4: int = 0  # addresses it holds: an instance's auto-assigned one, an
     # internet-facing load balancer's one per zone (an Elastic IP is its own ``address``)
@@ -83,6 +83,15 @@ def price_parts(d: Described, prices: dict[str, RegionPrices] | None = None,
             f"{d.volume_type} priced as gp3"
         return [_part("", other_price(region, "ebs_gp3_gb_month", prices), d.size_gib, note,
                       caveat=not exact)]
+    if d.kind == "snapshot":
+        # AWS bills the blocks a snapshot stores, which for an image's first snapshot is the
+        # data written to the volume, at most its size (AWS re:Post, "How am I billed for
+        # Amazon EBS snapshots?"): the volume's size is the ceiling the meter can read.
+        price = other_price(region, "ebs_snapshot_gb_month", prices)
+        note = (f"snapshot of a {d.size_gib:g} GiB volume, priced at the volume's size (the "
+                "ceiling of what it stores)" + ("; price assumed, no source bundled"
+                                                if price.assumed else ""))
+        return [_part("", price, d.size_gib, note, caveat=True)]
     if d.kind == "address":
         return [_part("", other_price(region, "public_ipv4_hour", prices),
                       note="public IPv4 address")]

@@ -6,6 +6,7 @@ The rules, in one place:
 - a running (or pending, or stopping) instance bills its hourly price; a stopped one bills
   nothing itself, only its volumes (which are separate resources);
 - volumes bill by GB-month, spread over AWS's 730-hour month, whatever the instance does;
+  so do the EBS snapshots of the images ``dsinfra image bake`` makes, until deleted;
 - Elastic IPs / public IPv4s, NAT gateways and load balancers bill per hour while they exist;
 - a ``month`` budget counts the calendar month to date in UTC; a ``total`` budget everything
   since the stack's first resource.
@@ -27,7 +28,7 @@ BILLING_INSTANCE_STATES = ("pending", "running", "stopping", "shutting-down")
 class Resource:
     """One billable thing found by its ``dsinfra:stack`` tag (what the inventory returns)."""
 
-    kind: str  # instance | volume | address | nat_gateway | load_balancer
+    kind: str  # instance | volume | address | nat_gateway | load_balancer | snapshot
     id: str
     region: str
     stack: str
@@ -42,6 +43,8 @@ class Resource:
             return self.state in BILLING_INSTANCE_STATES
         if self.kind == "volume":
             return self.state not in ("deleting", "deleted", "error")
+        if self.kind == "snapshot":
+            return self.state != "error"  # pending and completed ones store blocks
         if self.kind == "nat_gateway":
             return self.state in ("pending", "available", "deleting")
         return True
@@ -68,6 +71,8 @@ def describe(resource: Resource) -> Described:
     if resource.kind == "volume":
         return Described("volume", resource.region, size_gib=float(a.get("size_gib", 0)),
                          volume_type=a.get("volume_type", "gp3"))
+    if resource.kind == "snapshot":
+        return Described("snapshot", resource.region, size_gib=float(a.get("size_gib", 0)))
     if resource.kind == "load_balancer":
         return Described("load_balancer", resource.region,
                          public_ipv4=int(a.get("public_ipv4_zones", 0)))

@@ -85,7 +85,7 @@ def _teardown(stack, chosen, asked, found, force, engine, working) -> TeardownRe
             try:
                 with working(f"destroying {stack}: pulumi destroy, then the tag sweep in "
                              f"{', '.join(chosen)}"):
-                    result = teardown_stack(stack, chosen, engine=engine)
+                    result = teardown_stack(stack, chosen, engine=engine, audit=log.append)
                 pause_at("down:aws-done")  # AWS did its part; the result is not written
             except Exception as exc:
                 intents.finish(ledger, log, intent, stack, "down", "failed",

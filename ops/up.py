@@ -167,7 +167,15 @@ class UpPorts:
 
     ``replica_group``: outputs -> cloud/replica_hosts.py's ``GroupState`` of the stack's Auto
     Scaling group (default: read from AWS), for a replicas stack (dev, prod): its InService
-    instances are the hosts to bootstrap, each its own replica."""
+    instances are the hosts to bootstrap, each its own replica.
+
+    ``replica_template``: (config, outputs) -> the launch template version added so the group
+    launches the stack file's engine settings, or None (default: reconcile_replica_template).
+
+    ``retag``: (config, outputs, audit) -> None, run after the deploy on a stack whose outputs
+    name a replicas group: the group's running instances, their volumes and the baked images
+    and snapshots are brought to the rule the deploy just wrote on the group (default:
+    cloud/retag.py's ``retag_group``; AWS propagates a group's tags at launch only)."""
 
     preflight: Callable[["StackConfig"], "Preflight"] | None = None
     bootstrap: Callable[..., "BootstrapReport | None"] | None = None
@@ -183,6 +191,7 @@ class UpPorts:
     enforcer: Callable[["StackConfig"], Any] | None = None
     replica_group: Callable[[StackOutputs], Any] | None = None
     replica_template: Callable[["StackConfig", StackOutputs], str | None] | None = None
+    retag: Callable[["StackConfig", StackOutputs, AuditSink], Any] | None = None
 
 
 def bring_up(config: "StackConfig", engine: "Engine", *, options: UpOptions | None = None,
@@ -248,6 +257,11 @@ def bring_up(config: "StackConfig", engine: "Engine", *, options: UpOptions | No
           availability_zone=attempts[-1].availability_zone,
           instance_type=config.resolved_instance_type, node_count=config.resolved_node_count,
           region=config.region)
+    if outputs.replica_group:
+        # Before anything else: until the running replicas carry the new rule, the check
+        # reads the stack as failed (the records disagree).
+        phase("deploy", f"re-tagging the replicas of {outputs.replica_group} to the rule")
+        (ports.retag or _retag_replicas)(config, outputs, audit)
     phase("bootstrap", f"bootstrapping {len(outputs.nodes)} node(s)")
     tunnel = (ports.tunnel_url or _default_tunnel_url(config))(outputs)
     # The one-time key goes with the endpoint (the way in of every stack dsinfra makes now).
@@ -414,6 +428,12 @@ def _pinned_hosts(boot):
     known = KnownHosts(record_path=state / "known_hosts", trust_on_first_use=False)
     known.load_recorded()
     return known
+
+
+def _retag_replicas(config: "StackConfig", outputs: StackOutputs, audit: AuditSink) -> None:
+    from dsinfra.cloud.retag import retag_group
+
+    retag_group(outputs.region or config.region, config.stack, outputs.replica_group, audit)
 
 
 def _launchable(preflight: "Preflight", now: datetime, phase: PhaseCallback

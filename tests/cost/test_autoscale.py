@@ -413,3 +413,31 @@ def test_a_budget_destroy_deletes_the_group_so_nothing_is_relaunched(aws, state_
     live = client("ec2", REGION).describe_instances(Filters=[
         {"Name": "instance-state-name", "Values": ["pending", "running"]}])["Reservations"]
     assert live == []
+
+
+def test_a_ttl_expiry_with_destroy_deletes_the_group_before_any_instance(aws, state_dir):
+    """The expiry takes the same dispatch as a budget destroy (dsinfra/budget_actions.py's
+    row, cloud/actions.py's sweep runner): the group goes first, audited, then its instances;
+    terminating them alone would be undone by the group."""
+    name = make_replicas("ttl", desired=2, on_exceed="destroy",
+                         expires_at=datetime.now(timezone.utc) - timedelta(minutes=5))
+    ids = members(name)
+    report = check(soon(), enforce=True)["ttl"]
+    assert (report["action"], report["action_result"]) == ("destroy", "done"), report
+    assert "TTL expired" in report["reason"]
+    assert _asg().describe_auto_scaling_groups(AutoScalingGroupNames=[name])[
+        "AutoScalingGroups"] == []
+    deleted = [(r["resource_kind"], r["id"]) for r in audit(state_dir, "teardown.deleted")]
+    assert deleted[0] == ("auto_scaling_group", name)
+    assert {i for k, i in deleted if k == "instance"} <= set(ids)
+    aws_health_checks()
+    assert set(instance_states(ids).values()) <= {"shutting-down", "terminated"}
+
+
+def test_a_protected_replicas_stack_past_its_ttl_keeps_its_group(aws, state_dir):
+    name = make_replicas("kept", desired=1, on_exceed="destroy", protect=True,
+                         expires_at=datetime.now(timezone.utc) - timedelta(minutes=5))
+    report = check(soon(), enforce=True)["kept"]
+    assert report["action"] == "notify", report
+    assert group(name)["DesiredCapacity"] == 1 and members(name)
+    assert audit(state_dir, "teardown.deleted") == []

@@ -249,3 +249,32 @@ def test_spot_instances_are_metered_at_the_spot_price_history(aws, state_dir):
     result = check(hours_later(1))["bargain"]
     assert result["hourly_usd"] == pytest.approx(highest + ipv4, abs=1e-4)  # shown to 4 places
     assert highest < 1.212  # below on-demand: the spot price was used, not the upper bound
+
+
+def test_a_baked_images_snapshots_are_metered_and_a_stale_one_fails_the_stack(aws, state_dir):
+    """The snapshots of an image `dsinfra image bake` made bill GB-months (they outlive the
+    instances): the meter prices them at the source volume's size, the one pricer's snapshot
+    rate; one whose rule tags disagree with the record is a `failed` stack, never ok."""
+    from dsinfra.catalog import HOURS_PER_MONTH, other_price
+    from dsinfra.cloud.aws import client
+
+    from .conftest import stack_tags
+    from .test_teardown import _bake
+
+    made = make_stack("baker", budget_usd=1000, period="total")
+    before = check(hours_later(1))["baker"]
+    _, snaps = _bake("baker", made["instances"][0], "baker-replica-1", budget_usd=1000,
+                     period="total")
+    ec2 = client("ec2", "us-east-1")
+    size = ec2.describe_snapshots(SnapshotIds=snaps)["Snapshots"][0]["VolumeSize"]
+    rate = other_price("us-east-1", "ebs_snapshot_gb_month")
+    assert rate.assumed  # no source bundled for it: said wherever it is shown
+    after = check(hours_later(1))["baker"]
+    assert after["status"] == "ok", after["reason"]
+    assert after["hourly_usd"] == pytest.approx(
+        before["hourly_usd"] + size * rate.usd / HOURS_PER_MONTH, abs=1e-4)
+    # A snapshot still carrying an older rule (re-tagging is `up`'s job) fails the stack.
+    old = stack_tags("baker", budget_usd=500, period="total")
+    ec2.create_tags(Resources=snaps, Tags=[{"Key": k, "Value": v} for k, v in old.items()])
+    stale = check(hours_later(1))["baker"]
+    assert stale["status"] == "failed" and f"snapshot {snaps[0]}" in stale["reason"]

@@ -126,3 +126,115 @@ def test_nat_gateway_load_balancer_and_target_group_are_swept(aws):
     assert elbv2.describe_target_groups()["TargetGroups"] == []
     assert result.clean, result.summary
     assert [k for k, state in billable("netty") if state not in ("deleting",)] == []
+
+
+# --- replicas: the group, the baked images and their snapshots (issue 27) --------------------
+
+def _bake(stack: str | None, instance: str, name: str, **tag_args) -> tuple[str, list[str]]:
+    """What ``dsinfra image bake`` leaves (cloud/images.py): an image tagged with the stack at
+    creation and its snapshots tagged after; ``stack`` None: an untagged image."""
+    ec2 = client("ec2", "us-east-1")
+    tags = stack_tags(stack, **tag_args) if stack else {"Name": name}
+    image = ec2.create_image(InstanceId=instance, Name=name,
+                             TagSpecifications=[_spec("image", tags)])["ImageId"]
+    snapshots = [m["Ebs"]["SnapshotId"] for m in ec2.describe_images(ImageIds=[image])[
+        "Images"][0]["BlockDeviceMappings"] if m.get("Ebs", {}).get("SnapshotId")]
+    assert snapshots  # moto's CreateImage snapshots the root volume, as AWS does
+    if stack:
+        ec2.create_tags(Resources=snapshots, Tags=[{"Key": k, "Value": v}
+                                                   for k, v in tags.items()])
+    return image, snapshots
+
+
+def _images(*ids: str) -> list[str]:
+    return [i["ImageId"] for i in client("ec2", "us-east-1").describe_images(
+        Owners=["self"])["Images"] if i["ImageId"] in ids]
+
+
+def _snapshots(*ids: str) -> list[str]:
+    return [s["SnapshotId"] for s in client("ec2", "us-east-1").describe_snapshots(
+        OwnerIds=["self"])["Snapshots"] if s["SnapshotId"] in ids]
+
+
+def test_a_replicas_stack_leaves_no_group_image_or_snapshot_and_each_delete_is_audited(aws):
+    from .test_autoscale import _asg, aws_health_checks, make_replicas, members
+
+    name = make_replicas("svc", desired=2)
+    image, snaps = _bake("svc", members(name)[0], "svc-replica-1")
+    other = make_stack("other")  # another stack's image, and an untagged one, stay
+    other_image, other_snaps = _bake("other", other["instances"][0], "other-replica-1")
+    loose_image, loose_snaps = _bake(None, other["instances"][0], "someone-elses")
+    records: list[tuple[str, dict]] = []
+    result = teardown_stack("svc", REGIONS, sleep=lambda s: None,
+                            audit=lambda kind, **f: records.append((kind, f)))
+    assert result.clean, result.summary
+    assert _asg().describe_auto_scaling_groups(AutoScalingGroupNames=[name])[
+        "AutoScalingGroups"] == []
+    assert _images(image) == [] and _snapshots(*snaps) == []
+    assert set(_images(other_image, loose_image)) == {other_image, loose_image}
+    assert set(_snapshots(*other_snaps, *loose_snaps)) == {*other_snaps, *loose_snaps}
+    aws_health_checks()  # a group left behind would replace what the sweep terminated
+    assert billable("svc") == [] and billable("other") != []
+    # Audited one by one, in the order that keeps the sweep from being undone: the group
+    # before anything it could relaunch, the image before the snapshots it holds.
+    kinds = [f["resource_kind"] for kind, f in records if kind == "teardown.deleted"]
+    assert records and all(f["stack"] == "svc" for _, f in records)
+    assert kinds[0] == "auto_scaling_group"
+    assert kinds.index("image") < min(i for i, k in enumerate(kinds) if k == "snapshot")
+    assert {f["id"] for _, f in records if f["resource_kind"] in ("image", "snapshot")} == \
+        {image, *snaps}
+
+
+def test_a_group_with_no_instance_left_is_found_by_its_tag_and_deleted(aws):
+    from .test_autoscale import _asg, make_replicas
+
+    name = make_replicas("idle", min_size=0, desired=0)
+    ec2 = client("ec2", "us-east-1")
+    ec2.create_volume(Size=20, AvailabilityZone="us-east-1a",
+                      TagSpecifications=[_spec("volume", stack_tags("idle"))])
+    result = teardown_stack("idle", REGIONS, sleep=lambda s: None)
+    assert f"auto_scaling_group {name}" in result.deleted and result.clean
+    assert _asg().describe_auto_scaling_groups(AutoScalingGroupNames=[name])[
+        "AutoScalingGroups"] == []
+
+
+def test_a_group_another_stack_owns_is_never_deleted_even_if_named(aws):
+    from .test_autoscale import _asg, make_replicas, members
+
+    theirs = make_replicas("theirs", desired=1)
+    # An instance that claims stack "mine" but was launched by the other stack's group.
+    ec2 = client("ec2", "us-east-1")
+    ec2.create_tags(Resources=members(theirs), Tags=[{"Key": "dsinfra:stack", "Value": "mine"}])
+    result = teardown_stack("mine", REGIONS, sleep=lambda s: None)
+    assert any(f.startswith(f"auto_scaling_group {theirs}: named by") for f in result.failed)
+    assert _asg().describe_auto_scaling_groups(AutoScalingGroupNames=[theirs])[
+        "AutoScalingGroups"] != []
+
+
+def test_a_snapshot_an_image_still_holds_is_reported_not_hidden(aws, monkeypatch):
+    """If the image cannot be deregistered, its snapshots are not deleted (AWS refuses with
+    InvalidSnapshot.InUse) and the teardown says what still bills."""
+    from botocore.exceptions import ClientError
+
+    from dsinfra.cloud import teardown as TD
+
+    made = make_stack("held")
+    image, snaps = _bake("held", made["instances"][0], "held-replica-1")
+    real = TD._deregister_images
+
+    def refused(ec2, region, stacks, results):
+        class Refusing:
+            def __getattr__(self, name):
+                return getattr(ec2, name)
+
+            def deregister_image(self, **kw):
+                raise ClientError({"Error": {"Code": "UnauthorizedOperation",
+                                             "Message": "no"}}, "DeregisterImage")
+        return real(Refusing(), region, stacks, results)
+
+    monkeypatch.setattr(TD, "_deregister_images", refused)
+    result = teardown_stack("held", REGIONS, sleep=lambda s: None)
+    assert not result.clean
+    assert f"image {image}: UnauthorizedOperation" in result.failed
+    assert any(entry.startswith(f"snapshot {snaps[0]}") for entry in result.leftover)
+    assert _snapshots(*snaps) == snaps
