@@ -22,7 +22,7 @@ from .proxy import FaultProxy
 # the region (cloud/regions.py): what a check of one region sends when it acts on nothing.
 ONE_LISTING_EACH = {"GetResources": 1, "DescribeInstances": 1, "DescribeVolumes": 1,
                     "DescribeAddresses": 1, "DescribeNatGateways": 1,
-                    "DescribeLoadBalancers": 1}
+                    "DescribeLoadBalancers": 1, "DescribeSnapshots": 1}
 
 
 @pytest.fixture
