@@ -128,6 +128,59 @@ def instance_connect(outputs, hosts, pushed: list):
     return push
 
 
+def _up_on_twin(config, run, hosts, bastion, lab, tmp_path, options, hosts_moto_url):
+    """`up` of ``config`` against the twin: the offline program's outputs (``run``) with the
+    test hosts behind a local EC2 Instance Connect Endpoint (eice_server.py, signatures checked
+    against moto's test credentials), bootstrapped for real. The account's ECR, where the
+    private and EFA tiers take the engine image from (TierSpec.image_from_ecr): the hosts' AWS
+    is moto on the lab's service address, the registry the fake docker's, shared by this
+    stack's hosts. Returns (result, the keys pushed, the endpoint)."""
+    from eice_server import FakeEndpoint
+
+    from dsinfra.cloud.eice import tunnel_url_factory
+    from dsinfra.ops.doctor import run_preflight
+
+    registry = lab.base / f"registry-{tmp_path.name}"
+    registry.mkdir()
+    registry.chmod(0o777)
+    options = replace(options, node_aws={"endpoint_url": hosts_moto_url,
+                                         "aws_access_key_id": "testing",
+                                         "aws_secret_access_key": "testing"},
+                      image_poll_s=0.2, image_wait_s=60)
+    for host in hosts:  # the engine's NCCL lines, recorded on 2x p5en (tests/fixtures/nccl)
+        host.set_profile(nccl_log=str(NCCL_OFI_LOG), registry_dir=str(registry))
+    endpoint_id = run.outputs["connect_endpoint"]["id"]
+    local = FakeEndpoint(endpoint_id, secret_key="testing", region=config.region).start()
+    engine = TwinEngine({**run.outputs, "connect_endpoint": {"id": endpoint_id,
+                                                             "dns_name": local.dns_name}},
+                        hosts, bastion, config.engine_port)
+    pushed: list[tuple] = []
+
+    def bootstrap(config, outputs, *, ssh_key_path, trust_on_first_use, progress, tunnel_url,
+                  key_push):
+        from dsinfra.bootstrap.runner import bootstrap_stack
+
+        return bootstrap_stack(config, outputs, ssh_key_path=ssh_key_path,
+                               trust_on_first_use=trust_on_first_use, progress=None,
+                               options=replace(options, health_timeout_s=30),
+                               tunnel_url=tunnel_url, key_push=key_push)
+
+    try:
+        result = bring_up(
+            config, engine, now=NOW, ports=UpPorts(
+                bootstrap=bootstrap, probe=_probe_from(bastion),
+                tunnel_url=lambda o: tunnel_url_factory(o.region, o.connect_endpoint_id,
+                                                        o.connect_endpoint_dns, scheme="ws"),
+                key_push=lambda o: instance_connect(o, hosts, pushed),
+                preflight=lambda c: run_preflight(c, client_factory=StubbedFactory(),
+                                                  pulumi_version=lambda: "v3.200.0")),
+            options=UpOptions(trust_on_first_use=True,  # no key file, no sshPublicKey
+                              health_timeout_s=30, health_interval_s=0.5))
+    finally:
+        local.stop()
+    return result, pushed, local
+
+
 @pytest.mark.parametrize("tier", TIERS)
 def test_up_reaches_a_healthy_endpoint_on_hosts_built_from_the_offline_plan(
         tier, lab, aws, tmp_path, options, monkeypatch, hosts_moto_url):
@@ -143,55 +196,8 @@ def test_up_reaches_a_healthy_endpoint_on_hosts_built_from_the_offline_plan(
                        node.instance_type,
                        dlami=node.dlami, efa_interfaces=node.efa_interfaces, behind=bastion)
              for i, node in enumerate(planned)]
-    # The account's ECR, where the private and EFA tiers take the engine image from
-    # (TierSpec.image_from_ecr): the hosts' AWS is moto on the lab's service address, the
-    # registry the fake docker's, shared by this stack's hosts.
-    registry = lab.base / f"registry-{tmp_path.name}"
-    registry.mkdir()
-    registry.chmod(0o777)
-    options = replace(options, node_aws={"endpoint_url": hosts_moto_url,
-                                         "aws_access_key_id": "testing",
-                                         "aws_secret_access_key": "testing"},
-                      image_poll_s=0.2, image_wait_s=60)
-    for host in hosts:  # the engine's NCCL lines, recorded on 2x p5en (tests/fixtures/nccl)
-        host.set_profile(nccl_log=str(NCCL_OFI_LOG), registry_dir=str(registry))
-    # The stack's EC2 Instance Connect Endpoint: a local one (eice_server.py) in front of the
-    # test hosts, signature checked against moto's test credentials.
-    from dsinfra.cloud.eice import tunnel_url_factory
-
-    endpoint_id = run.outputs["connect_endpoint"]["id"]
-    from eice_server import FakeEndpoint
-
-    local = FakeEndpoint(endpoint_id, secret_key="testing", region=config.region).start()
-    planned_outputs = {**run.outputs, "connect_endpoint": {"id": endpoint_id,
-                                                           "dns_name": local.dns_name}}
-    engine = TwinEngine(planned_outputs, hosts, bastion, config.engine_port)
-    pushed: list[tuple] = []
-
-    def bootstrap(config, outputs, *, ssh_key_path, trust_on_first_use, progress, tunnel_url,
-                  key_push):
-        from dsinfra.bootstrap.runner import bootstrap_stack
-
-        return bootstrap_stack(config, outputs, ssh_key_path=ssh_key_path,
-                               trust_on_first_use=trust_on_first_use, progress=None,
-                               options=replace(options, health_timeout_s=30),
-                               tunnel_url=tunnel_url, key_push=key_push)
-
-    from dsinfra.ops.doctor import run_preflight
-
-    try:
-        result = bring_up(
-            config, engine, now=NOW, ports=UpPorts(
-                bootstrap=bootstrap, probe=_probe_from(bastion),
-                tunnel_url=lambda o: tunnel_url_factory(o.region, o.connect_endpoint_id,
-                                                        o.connect_endpoint_dns, scheme="ws"),
-                key_push=lambda o: instance_connect(o, hosts, pushed),
-                preflight=lambda c: run_preflight(c, client_factory=StubbedFactory(),
-                                                  pulumi_version=lambda: "v3.200.0")),
-            options=UpOptions(trust_on_first_use=True,  # no key file, no sshPublicKey
-                              health_timeout_s=30, health_interval_s=0.5))
-    finally:
-        local.stop()
+    result, pushed, local = _up_on_twin(config, run, hosts, bastion, lab, tmp_path, options,
+                                        hosts_moto_url)
     # No key pair: each node was logged into with the session's pushed key.
     assert {p[0] for p in pushed} == {n["id"] for n in run.outputs["nodes"]}
     # Every node was reached through the endpoint, on its private address.
@@ -210,7 +216,7 @@ def test_up_reaches_a_healthy_endpoint_on_hosts_built_from_the_offline_plan(
     assert nccl == ("verified" if spec.efa and spec.default_node_count > 1 else "skipped")
     # A public tier pulls as named (its node has its own public address); the private and EFA
     # tiers run the image their head put into ECR, derived with the EFA user space over EFA.
-    pushed = [p.name for p in registry.iterdir()]
+    pushed = [p.name for p in (lab.base / f"registry-{tmp_path.name}").iterdir()]
     assert len(pushed) == (1 if spec.image_from_ecr else 0)
     if pushed:
         script = (hosts[-1].root / "fs/opt/dsinfra/etc/engine-run.sh").read_text()
@@ -417,10 +423,6 @@ def test_up_of_distributed_with_two_replicas_runs_two_engines_each_within_its_gr
     head with its worker. `up` bootstraps each group as its own engine: each worker joins its
     own group's head (Ray), each engine spans its group's two nodes, each head's health is
     checked and each replica reported."""
-    from eice_server import FakeEndpoint
-
-    from dsinfra.cloud.eice import tunnel_url_factory
-
     values = {**read_stack_values(stack_file("distributed", PROJECT_DIR)),
               "apiAllowedCidrs": [OFFICE], "replicas": 2,
               "budget": {"amountUsd": 100_000, "period": "total", "onExceed": "destroy"}}
@@ -435,46 +437,8 @@ def test_up_of_distributed_with_two_replicas_runs_two_engines_each_within_its_gr
     hosts = [lab.fresh(f"distributed{i}", n["instance_type"], dlami=dlami,
                        efa_interfaces=n["efa_interfaces"], behind=bastion)
              for i, n in enumerate(planned)]
-    registry = lab.base / f"registry-{tmp_path.name}"
-    registry.mkdir()
-    registry.chmod(0o777)
-    for host in hosts:
-        host.set_profile(nccl_log=str(NCCL_OFI_LOG), registry_dir=str(registry))
-    options = replace(options, node_aws={"endpoint_url": hosts_moto_url,
-                                         "aws_access_key_id": "testing",
-                                         "aws_secret_access_key": "testing"},
-                      image_poll_s=0.2, image_wait_s=60)
-    endpoint_id = run.outputs["connect_endpoint"]["id"]
-    local = FakeEndpoint(endpoint_id, secret_key="testing", region=config.region).start()
-    engine = TwinEngine({**run.outputs, "connect_endpoint": {"id": endpoint_id,
-                                                             "dns_name": local.dns_name}},
-                        hosts, bastion, config.engine_port)
-    pushed: list[tuple] = []
-
-    def bootstrap(config, outputs, *, ssh_key_path, trust_on_first_use, progress, tunnel_url,
-                  key_push):
-        from dsinfra.bootstrap.runner import bootstrap_stack
-
-        return bootstrap_stack(config, outputs, ssh_key_path=ssh_key_path,
-                               trust_on_first_use=trust_on_first_use, progress=None,
-                               options=replace(options, health_timeout_s=30),
-                               tunnel_url=tunnel_url, key_push=key_push)
-
-    from dsinfra.ops.doctor import run_preflight
-
-    try:
-        result = bring_up(
-            config, engine, now=NOW, ports=UpPorts(
-                bootstrap=bootstrap, probe=_probe_from(bastion),
-                tunnel_url=lambda o: tunnel_url_factory(o.region, o.connect_endpoint_id,
-                                                        o.connect_endpoint_dns, scheme="ws"),
-                key_push=lambda o: instance_connect(o, hosts, pushed),
-                preflight=lambda c: run_preflight(c, client_factory=StubbedFactory(),
-                                                  pulumi_version=lambda: "v3.200.0")),
-            options=UpOptions(trust_on_first_use=True, health_timeout_s=30,
-                              health_interval_s=0.5))
-    finally:
-        local.stop()
+    result, pushed, local = _up_on_twin(config, run, hosts, bastion, lab, tmp_path, options,
+                                        hosts_moto_url)
 
     report = result.bootstrap_result
     assert report.ok and len(report.hosts) == 4
