@@ -304,11 +304,11 @@ def test_a_replica_that_never_gets_healthy_is_rolled_back_with_zero_failed_reque
     assert twin["written"].config == {}  # a rolled-back deploy leaves the stack file alone
 
 
-def test_an_interrupted_deploy_keeps_serving_and_the_next_one_resumes(twin, monkeypatch):
+def _deploy_interrupted_at_first_launch(monkeypatch):
+    """`deploy --image NEW_IMAGE` with Ctrl-C at a reported point: right after its first
+    launch."""
     from dsinfra.ops import deploy as ops_deploy
-    from dsinfra.ops.deploy import DeployState
 
-    double = twin["double"]
     step = ops_deploy.Rollout.step
 
     def interrupt_at_first_launch(self, event: str, **fields) -> None:
@@ -316,11 +316,21 @@ def test_an_interrupted_deploy_keeps_serving_and_the_next_one_resumes(twin, monk
         if event == "launch":  # a reported point: Ctrl-C arrives here
             raise KeyboardInterrupt
 
+    monkeypatch.setattr(ops_deploy.Rollout, "step", interrupt_at_first_launch)
+    try:
+        return _deploy("--image", NEW_IMAGE, "--health-timeout-s", "60")
+    finally:
+        monkeypatch.setattr(ops_deploy.Rollout, "step", step)
+
+
+def test_an_interrupted_deploy_keeps_serving_and_the_next_one_resumes(twin, monkeypatch):
+    from dsinfra.ops.deploy import DeployState
+
+    double = twin["double"]
+
     with RequestLoop(double.address) as loop:
         _wait(lambda: loop.ok >= 10, "requests through the first replicas")
-        monkeypatch.setattr(ops_deploy.Rollout, "step", interrupt_at_first_launch)
-        interrupted = _deploy("--image", NEW_IMAGE, "--health-timeout-s", "60")
-        monkeypatch.setattr(ops_deploy.Rollout, "step", step)
+        interrupted = _deploy_interrupted_at_first_launch(monkeypatch)
         assert interrupted.exit_code == 130, interrupted.output
         state = DeployState.load(STACK)
         assert state is not None and len(state.launched) == 1
@@ -345,25 +355,17 @@ def test_an_interrupted_deploy_keeps_serving_and_the_next_one_resumes(twin, monk
 
 
 def test_a_deploy_with_other_settings_cleans_up_an_interrupted_one(twin, monkeypatch):
-    from dsinfra.ops import deploy as ops_deploy
     from dsinfra.ops.deploy import DeployState
 
     double, replicas = twin["double"], twin["replicas"]
-    step, newest = ops_deploy.Rollout.step, "vllm/vllm-openai:v0.11.2"
+    newest = "vllm/vllm-openai:v0.11.2"
     # this group launches a pinned version: the deploy moves the pin
     twin["asg"].update_auto_scaling_group(AutoScalingGroupName=GROUP, LaunchTemplate={
         "LaunchTemplateId": twin["lt"], "Version": "1"})
 
-    def interrupt_at_first_launch(self, event: str, **fields) -> None:
-        step(self, event, **fields)
-        if event == "launch":  # a reported point: Ctrl-C arrives here
-            raise KeyboardInterrupt
-
     with RequestLoop(double.address) as loop:
         _wait(lambda: loop.ok >= 10, "requests through the first replicas")
-        monkeypatch.setattr(ops_deploy.Rollout, "step", interrupt_at_first_launch)
-        assert _deploy("--image", NEW_IMAGE, "--health-timeout-s", "60").exit_code == 130
-        monkeypatch.setattr(ops_deploy.Rollout, "step", step)
+        assert _deploy_interrupted_at_first_launch(monkeypatch).exit_code == 130
         (abandoned,) = DeployState.load(STACK).launched
         result = _deploy("--image", newest, "--health-timeout-s", "60")
         assert result.exit_code == 0, (result.output, replicas.errors)
