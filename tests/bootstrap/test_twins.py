@@ -128,13 +128,14 @@ def instance_connect(outputs, hosts, pushed: list):
     return push
 
 
-def _up_on_twin(config, run, hosts, bastion, lab, tmp_path, options, hosts_moto_url):
+def _up_on_twin(config, run, hosts, bastion, lab, tmp_path, options, hosts_moto_url,
+                **ports):
     """`up` of ``config`` against the twin: the offline program's outputs (``run``) with the
     test hosts behind a local EC2 Instance Connect Endpoint (eice_server.py, signatures checked
     against moto's test credentials), bootstrapped for real. The account's ECR, where the
     private and EFA tiers take the engine image from (TierSpec.image_from_ecr): the hosts' AWS
     is moto on the lab's service address, the registry the fake docker's, shared by this
-    stack's hosts. Returns (result, the keys pushed, the endpoint)."""
+    stack's hosts. ``ports``: more UpPorts. Returns (result, the keys pushed, the endpoint)."""
     from eice_server import FakeEndpoint
 
     from dsinfra.cloud.eice import tunnel_url_factory
@@ -173,7 +174,8 @@ def _up_on_twin(config, run, hosts, bastion, lab, tmp_path, options, hosts_moto_
                                                         o.connect_endpoint_dns, scheme="ws"),
                 key_push=lambda o: instance_connect(o, hosts, pushed),
                 preflight=lambda c: run_preflight(c, client_factory=StubbedFactory(),
-                                                  pulumi_version=lambda: "v3.200.0")),
+                                                  pulumi_version=lambda: "v3.200.0"),
+                **ports),
             options=UpOptions(trust_on_first_use=True,  # no key file, no sshPublicKey
                               health_timeout_s=30, health_interval_s=0.5))
     finally:
@@ -307,12 +309,15 @@ def test_up_dev_from_the_shipped_file_reaches_a_healthy_endpoint_with_no_port_op
         assert logs.count("connecting to") >= 2, "bootstrap itself lost its tunnel"
 
 
-def _moto_replica_group(region: str, name: str, template: dict, size: int) -> None:
+def _moto_replica_group(region: str, name: str, template: dict, size: int,
+                        group: dict) -> None:
     """The stack's Auto Scaling group as `pulumi up` leaves it (infra/nodes.py): on the moto
     server, which launches its instances (moto's autoscaling runs them through its EC2
     backend and lists them InService: DescribeAutoScalingGroups' Instance.LifecycleState,
     the value AWS gives an instance past launch and lifecycle hooks). The TwinEngine fakes
-    only Pulumi; the group's instances are AWS's, read back through the real client."""
+    only Pulumi; the group's instances are AWS's, read back through the real client. The
+    group carries the tags the program gives it (``group``: its inputs), propagated as
+    there."""
     from dsinfra.cloud.aws import client
 
     ec2 = client("ec2", region)
@@ -324,7 +329,10 @@ def _moto_replica_group(region: str, name: str, template: dict, size: int) -> No
         AutoScalingGroupName=name, MinSize=size, MaxSize=size + 2, DesiredCapacity=size,
         LaunchTemplate={"LaunchTemplateId": made["LaunchTemplate"]["LaunchTemplateId"],
                         "Version": "$Latest"},
-        AvailabilityZones=[f"{region}a"])
+        AvailabilityZones=[f"{region}a"],
+        Tags=[{"Key": t["key"], "Value": t["value"], "PropagateAtLaunch": t["propagateAtLaunch"],
+               "ResourceId": name, "ResourceType": "auto-scaling-group"}
+              for t in group["tags"]])
 
 
 def test_up_of_a_dev_stack_with_two_replicas_reaches_two_healthy_replicas(
@@ -335,9 +343,6 @@ def test_up_of_a_dev_stack_with_two_replicas_reaches_two_healthy_replicas(
     own engine) and reports each one's health. The lab hosts stand in for the group's
     instances as they do for nodes above: the instance ids are moto's, the addresses the
     hosts'."""
-    from eice_server import FakeEndpoint
-
-    from dsinfra.cloud.eice import tunnel_url_factory
     from dsinfra.cloud.replica_hosts import read_group
 
     values = {**read_stack_values(stack_file("dev", PROJECT_DIR)), "apiAllowedCidrs": [OFFICE],
@@ -348,7 +353,9 @@ def test_up_of_a_dev_stack_with_two_replicas_reaches_two_healthy_replicas(
     (template,) = run.of_type("aws:ec2/launchTemplate:LaunchTemplate")
     dlami = template.inputs["imageId"] == mocked_ami(config.region, DLAMI_SSM_PARAMETER)
     group = run.outputs["replicas"]["group"]
-    _moto_replica_group(config.region, group, template.inputs, config.replicas.min)
+    (group_resource,) = run.of_type("aws:autoscaling/group:Group")
+    _moto_replica_group(config.region, group, template.inputs, config.replicas.min,
+                        group_resource.inputs)
     hosts = [lab.fresh(f"replica{i}", template.inputs["instanceType"], dlami=dlami)
              for i in range(config.replicas.min)]
 
@@ -363,43 +370,11 @@ def test_up_of_a_dev_stack_with_two_replicas_reaches_two_healthy_replicas(
                  for n, host in zip(state.nodes, hosts)]
         return replace(state, nodes=nodes)
 
-    endpoint_id = run.outputs["connect_endpoint"]["id"]
-    local = FakeEndpoint(endpoint_id, secret_key="testing", region=config.region).start()
-    planned = {**run.outputs, "connect_endpoint": {"id": endpoint_id,
-                                                   "dns_name": local.dns_name}}
-    engine = TwinEngine(planned, hosts, None, config.engine_port)
-    options = replace(options, node_aws={"endpoint_url": hosts_moto_url,
-                                         "aws_access_key_id": "testing",
-                                         "aws_secret_access_key": "testing"})
-    pushed: list[tuple] = []
     phases: list[tuple[str, str]] = []
-
-    def bootstrap(config, outputs, *, ssh_key_path, trust_on_first_use, progress, tunnel_url,
-                  key_push):
-        from dsinfra.bootstrap.runner import bootstrap_stack
-
-        return bootstrap_stack(config, outputs, ssh_key_path=ssh_key_path,
-                               trust_on_first_use=trust_on_first_use, progress=None,
-                               options=replace(options, health_timeout_s=30),
-                               tunnel_url=tunnel_url, key_push=key_push)
-
-    from dsinfra.ops.doctor import run_preflight
-
-    try:
-        result = bring_up(
-            config, engine, now=NOW, ports=UpPorts(
-                bootstrap=bootstrap, probe=_probe_from(None),
-                tunnel_url=lambda o: tunnel_url_factory(o.region, o.connect_endpoint_id,
-                                                        o.connect_endpoint_dns, scheme="ws"),
-                key_push=lambda o: instance_connect(o, hosts, pushed),
-                replica_group=replica_group,
-                on_phase=lambda phase, message: phases.append((phase, message)),
-                preflight=lambda c: run_preflight(c, client_factory=StubbedFactory(),
-                                                  pulumi_version=lambda: "v3.200.0")),
-            options=UpOptions(trust_on_first_use=True, health_timeout_s=30,
-                              health_interval_s=0.5))
-    finally:
-        local.stop()
+    result, pushed, local = _up_on_twin(
+        config, run, hosts, None, lab, tmp_path, options, hosts_moto_url,
+        replica_group=replica_group,
+        on_phase=lambda phase, message: phases.append((phase, message)))
 
     instances = reads[-1]
     assert len(instances) == 2 and all(i.startswith("i-") for i in instances)
