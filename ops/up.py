@@ -306,9 +306,15 @@ def reconcile_replica_template(config: "StackConfig", outputs: StackOutputs) -> 
 
     region = outputs.region or config.region
     latest = rollout.template_version(region, outputs.launch_template_id, "$Latest")
+    if not latest:  # the outputs name it: a template AWS does not list is not "up to date"
+        from dsinfra.errors import CloudError
+
+        raise CloudError(f"launch template {outputs.launch_template_id} of stack "
+                         f"{config.stack} lists no version in {region}; its replicas' engine "
+                         "settings could not be checked")
     current = latest.get("user_data", "")
     wanted = engine_user_data(current, config)
-    if not latest or wanted == current:
+    if wanted == current:
         return None
     return rollout.create_template_version(
         region, outputs.launch_template_id, latest["number"], wanted,
