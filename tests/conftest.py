@@ -45,6 +45,21 @@ def _no_traffic_off_this_machine():
     socket.socket.connect, socket.socket.connect_ex = saved
 
 
+# --- Ctrl-C as a foreground terminal delivers it ----------------------------------------------
+
+import signal  # noqa: E402
+
+
+@pytest.fixture
+def foreground_sigint():
+    """SIGINT raises KeyboardInterrupt in this process for the test, as in a foreground
+    terminal: a suite started as a background job of a non-interactive shell (`cmd &`, POSIX
+    job control off) runs with SIGINT ignored, and a test's Ctrl-C would be dropped."""
+    saved = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, saved)
+
+
 # --- AWS: moto in server mode, reached through boto3's standard AWS_ENDPOINT_URL -------------
 
 from motoserver import moto_server, point_boto3_at, reset  # noqa: E402

@@ -427,7 +427,8 @@ def test_worker_that_cannot_start_its_engine_stops_the_heads_wait(lab, tmp_path,
 
 
 def test_interrupted_run_records_what_finished_and_the_next_run_resumes(lab, tmp_path, options,
-                                                                       monkeypatch):
+                                                                       monkeypatch,
+                                                                       foreground_sigint):
     import signal
     import threading
 

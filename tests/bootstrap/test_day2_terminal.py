@@ -13,6 +13,7 @@ import json
 import os
 import re
 import select
+import signal
 import subprocess
 import sys
 import termios
@@ -74,6 +75,10 @@ def launch(lab, endpoint, tmp_path):
         def controlling_terminal() -> None:
             os.setsid()
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+            # SIGINT at its default, as a shell starts a foreground command: a suite started
+            # as a background job of a non-interactive shell (`cmd &`) ignores SIGINT, the
+            # child would inherit that, and dsinfra keeps an ignored SIGINT ignored.
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
 
         process = subprocess.Popen([sys.executable, str(launcher), str(spec), *args],
                                    stdin=child, stdout=child, stderr=child,
