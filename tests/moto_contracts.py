@@ -324,6 +324,39 @@ def fast_ids() -> None:
     ec2_utils.random_resource_id = random_resource_id
 
 
+# Services the checks call that moto 5.2 does not have: moto answers them with its own crash
+# (HTTP 500, an HTML page), which botocore's standard retry mode takes as transient and sends
+# again, 8 attempts with backoff: about 7 s per check that prices a type the catalog lacks.
+LACKING = ("pricing",)
+
+
+def lacking_services_answer_at_once() -> None:
+    """Not a contract, the double saying what it lacks: a request for a service in ``LACKING``
+    gets HTTP 501 with a JSON error naming moto, which botocore does not retry (its transient
+    statuses are 500, 502, 503 and 504: botocore/retries/standard.py). The code under test
+    sees what it sees when that API cannot be reached: a ClientError, handled as an unreadable
+    price (tests that need Pricing's answers use botocore's Stubber)."""
+    import json
+
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+
+    dispatch = DomainDispatcherApplication.__call__
+
+    def __call__(self, environ, start_response):  # noqa: ANN001 - WSGI's signature
+        scope = (environ.get("HTTP_AUTHORIZATION") or "").split("Credential=")[-1]
+        service = (scope.split(",")[0].split("/") + ["", "", "", ""])[3]
+        if service in LACKING:
+            body = json.dumps({"__type": "NotImplemented", "message":
+                               f"the test lab's moto has no {service} API"}).encode()
+            start_response("501 Not Implemented", [
+                ("Content-Type", "application/x-amz-json-1.1"),
+                ("Content-Length", str(len(body)))])
+            return [body]
+        return dispatch(self, environ, start_response)
+
+    DomainDispatcherApplication.__call__ = __call__
+
+
 def freeze_clock(at: str) -> None:
     """moto's clock stands still at ``at`` (ISO 8601, UTC): resources made one after another
     carry the same timestamps (tests/motoserver.py start(frozen_at=))."""
@@ -344,6 +377,7 @@ if __name__ == "__main__":
     patch_autoscaling()
     fast_ids()
     fast_tags()
+    lacking_services_answer_at_once()
     from moto.server import main
 
     main(args)

@@ -24,6 +24,16 @@ HTML_PAGE = (b"<!DOCTYPE html><html><head><title>Network login</title></head><bo
              b"<p>Sign in to continue (dsinfra test page, not an AWS answer)</p></body></html>")
 
 
+# Werkzeug's HTTP 500 page, byte for byte as moto 5.2's server (Werkzeug 3.1.9) sent it for an
+# API it lacks (GetProducts, recorded 2026-12-05); the test lab's moto now answers those with
+# a 501 at once (tests/moto_contracts.py), so tests that need a 5xx HTML page ask the proxy.
+SERVER_ERROR_PAGE = (
+    b"<!doctype html>\n<html lang=en>\n<title>500 Internal Server Error</title>\n"
+    b"<h1>Internal Server Error</h1>\n<p>The server encountered an internal error and was "
+    b"unable to complete your request. Either the server is overloaded or there is an error "
+    b"in the application.</p>\n")
+
+
 def scope_of(headers) -> tuple[str, str]:
     """(region, signing service) from the SigV4 credential scope of the Authorization header:
     ``Credential=<key>/<date>/<region>/<service>/aws4_request``."""
@@ -56,6 +66,7 @@ class FaultProxy:
         # e.g. ("us-west-2", "ec2"), ("us-west-2", "tagging")
         self.html: set[tuple[str, str]] = set()
         self.page, self.page_type = HTML_PAGE, "text/html"  # what those pairs are answered
+        self.page_status = 200  # and with which HTTP status
         self.sent: Counter = Counter()  # actions forwarded to moto
         self.seen: Counter = Counter()  # every request, faulted or not
         self.upstream_s: Counter = Counter()  # seconds moto spent answering, per action
@@ -70,7 +81,8 @@ class FaultProxy:
                 action = action_of(self.path, self.headers, body)
                 proxy.seen[action] += 1
                 if scope_of(self.headers) in proxy.html:
-                    return self._reply(200, proxy.page, {"Content-Type": proxy.page_type})
+                    return self._reply(proxy.page_status, proxy.page,
+                                       {"Content-Type": proxy.page_type})
                 faults = proxy.rules.get(action) or []
                 fault = faults.pop(0) if faults else None
                 if fault == "throttle":

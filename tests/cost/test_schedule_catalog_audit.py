@@ -195,15 +195,28 @@ def test_cost_explorer_reconciliation_groups_billed_cost_by_stack_tag():
 
 
 @pytest.fixture
-def few_attempts(monkeypatch):
-    """Four attempts (three retries) instead of dsinfra's nine: each failed GetProducts is
-    still retried and shown, without ~6 s of botocore's backoff per test."""
+def few_attempts(aws, monkeypatch):
+    """The Pricing API answers HTTP 500 with Werkzeug's HTML error page (a real HTTP proxy in
+    front of moto: tests/cost/proxy.py), with four attempts (three retries) instead of
+    dsinfra's nine: each failed GetProducts is still retried and shown, without ~6 s of
+    botocore's backoff per test."""
+    from motoserver import point_boto3_at
+
+    from .proxy import SERVER_ERROR_PAGE, FaultProxy
+
+    front = FaultProxy(aws)
+    front.html = {("us-east-1", "pricing")}
+    front.page, front.page_type, front.page_status = SERVER_ERROR_PAGE, \
+        "text/html; charset=utf-8", 500
+    point_boto3_at(front.url, monkeypatch)
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "4")
+    yield front
+    front.close()
 
 
 def test_catalog_refresh_failure_is_one_line_without_the_html_page(aws, state_dir, few_attempts):
-    """moto's server has no Pricing API: it answers GetProducts with its HTTP 500 HTML page
-    (the real page, as this test sees it), which botocore put into the error message."""
+    """GetProducts answered with HTTP 500 and Werkzeug's HTML error page (what moto's server
+    sent for it), which botocore put into the error message."""
     from typer.testing import CliRunner
 
     from dsinfra.cli.main import app
