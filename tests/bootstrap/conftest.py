@@ -47,15 +47,20 @@ def secrets_env(monkeypatch):
     return API_KEY, HF_TOKEN
 
 
-@pytest.fixture
-def options(tmp_path, secrets_env):
+def bootstrap_options(state_dir: Path):
+    """The tests' bootstrap options: short SSH and health waits, state under ``state_dir``."""
     from dsinfra.bootstrap.remote import SshSettings
     from dsinfra.bootstrap.runner import BootstrapOptions
 
-    return BootstrapOptions(state_dir=tmp_path / "state", console_pins=False,
+    return BootstrapOptions(state_dir=state_dir, console_pins=False,
                             ssh=SshSettings(connect_timeout_s=3, attempts=3, backoff_s=0.3,
                                             ssh_wait_s=10, reboot_wait_s=20),
                             health_timeout_s=15, health_poll_s=0.2, health_report_s=1.0)
+
+
+@pytest.fixture
+def options(tmp_path, secrets_env):
+    return bootstrap_options(tmp_path / "state")
 
 
 def host_entry(lab: HostLab, host: TestHost, role: str = "head", *, pin: bool = True,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from botocore.credentials import Credentials
-from conftest import API_KEY, host_entry, write_inventory
+from conftest import API_KEY, HF_TOKEN, bootstrap_options, host_entry, write_inventory
 from eice_server import EICE_ENDPOINT_ID, EICE_SECRET
 from hostlab import USER
 from typer.testing import CliRunner
@@ -81,23 +81,36 @@ def _project(tmp_path: Path, engine: str) -> Path:
     return project
 
 
-@pytest.fixture(params=["vllm", "sglang"])
-def serving(request, lab, tmp_path, options, endpoint, hosts_aws, monkeypatch):
-    """Stack ``dev`` (the repo's stack file, with each engine: one g5.2xlarge): its node a
-    test host running the fake engine of that image with one request slot (vLLM's
-    --max-num-seqs 1), its billable instance on moto. The fake serves /metrics in the format
-    of the engine its image names, so each engine's names are read as they are served."""
+@pytest.fixture(scope="module", params=["vllm", "sglang"])
+def bootstrapped(request, lab, tmp_path_factory):
+    """A test host running the fake engine of each engine's image with one request slot
+    (vLLM's --max-num-seqs 1), bootstrapped once per engine for the module's tests (each
+    test restores any profile it changes). The fake serves /metrics in the format of the
+    engine its image names, so each engine's names are read as they are served."""
+    engine = request.param
+    base = tmp_path_factory.mktemp(f"top-{engine}")
+    host = lab.fresh("single", "g5.2xlarge")
+    host.set_profile(max_num_seqs=1)
+    inventory = write_inventory(base / "hosts.yaml", [host_entry(lab, host)],
+                                {"engine": engine, "model": QWEN})
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DSINFRA_API_KEY", API_KEY)
+        patch.setenv("HF_TOKEN", HF_TOKEN)
+        report = bootstrap_inventory(inventory, progress=False,
+                                     options=bootstrap_options(base / "state"))
+    assert report.ok, [(s.step, s.detail) for h in report.hosts for s in h.steps
+                       if s.status == "failed"]
+    return host, engine
+
+
+@pytest.fixture
+def serving(bootstrapped, lab, tmp_path, endpoint, hosts_aws, monkeypatch):
+    """Stack ``dev`` (the repo's stack file, with the host's engine: one g5.2xlarge): its node
+    the bootstrapped test host, its billable instance on moto."""
     from dsinfra.engines import ENGINE_SPECS
     from dsinfra.ops import remote
 
-    engine = request.param
-    host = lab.fresh("single", "g5.2xlarge")
-    host.set_profile(max_num_seqs=1)
-    inventory = write_inventory(tmp_path / "hosts.yaml", [host_entry(lab, host)],
-                                {"engine": engine, "model": QWEN})
-    report = bootstrap_inventory(inventory, progress=False, options=options)
-    assert report.ok, [(s.step, s.detail) for h in report.hosts for s in h.steps
-                       if s.status == "failed"]
+    host, engine = bootstrapped
     monkeypatch.setenv("DSINFRA_STATE_DIR", str(tmp_path / "dsinfra-state"))
     monkeypatch.setenv("DSINFRA_PROJECT_DIR", str(_project(tmp_path, engine)))
     monkeypatch.setenv("DSINFRA_REGIONS", "us-east-1")
@@ -132,20 +145,22 @@ def _engine_gauges(served: Served) -> tuple[float, float]:
     return reading.running, reading.waiting
 
 
-def test_top_json_measures_the_requests_sent_between_its_scrapes(serving, monkeypatch):
+def test_top_json_measures_the_requests_sent_between_its_scrapes(serving, lab, tmp_path,
+                                                                 monkeypatch):
     from dsinfra.catalog import BUNDLED_PRICES
     from dsinfra.cli.main import app
     from dsinfra.ops import top
 
     host = serving.host
     answers, slow, slow_answers = [], [], []
+    released = lab.base / f"released-{tmp_path.name}"
 
     def between(interval_s: float) -> None:
         """top reported its first scrape: four answered requests, then two that stay in
         flight (one running in the one slot, one waiting) until after the second scrape."""
         for max_tokens in (5, 7, 11, 13):
             answers.append(_chat(serving, max_tokens))
-        host.set_profile(chat_delay_s=6.0)
+        host.set_profile(chat_hold_until=str(released))  # in flight until top has ended
         for _ in range(2):
             slow.append(threading.Thread(target=lambda: slow_answers.append(_chat(serving, 3))))
             slow[-1].start()
@@ -155,10 +170,13 @@ def test_top_json_measures_the_requests_sent_between_its_scrapes(serving, monkey
             time.sleep(0.05)
 
     monkeypatch.setattr(top, "between_scrapes", between)
-    result = CliRunner().invoke(app, ["top", "dev", "--json"])
-    for thread in slow:
-        thread.join(timeout=60)
-    host.set_profile(chat_delay_s=0)
+    try:
+        result = CliRunner().invoke(app, ["top", "dev", "--json"])
+    finally:
+        released.touch()
+        for thread in slow:
+            thread.join(timeout=60)
+        host.set_profile(chat_hold_until=None)
     assert result.exit_code == 0, result.output
     snap = json.loads(result.stdout)
     (row,) = snap["replicas"]

@@ -157,6 +157,7 @@ def _serve(image, command, env):
 
 def _handler(model, key, openai, ready_at, metrics=None):
     import json
+    import os
     from http.server import BaseHTTPRequestHandler
 
     class Handler(BaseHTTPRequestHandler):
@@ -207,6 +208,11 @@ def _handler(model, key, openai, ready_at, metrics=None):
             if served:
                 metrics.begin()
             time.sleep(profile().get("chat_delay_s", 0))  # a long generation, in flight
+            hold = profile().get("chat_hold_until")
+            if hold:  # in flight until the test creates that file (at most 60 s)
+                deadline = time.monotonic() + 60
+                while not os.path.exists(hold) and time.monotonic() < deadline:
+                    time.sleep(0.02)
             if not openai or self.path != "/v1/chat/completions":
                 return self._send(404, {"error": "not found"})
             if not self._authorised():
