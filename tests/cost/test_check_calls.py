@@ -118,3 +118,22 @@ def test_instances_that_answer_a_page_send_no_volume_listing_and_fail_the_region
     with pytest.raises(UnreadableAnswer):
         inventory.fetch_inventory(REGIONS)
     assert proxy.seen["DescribeInstances"] == 1 and proxy.seen["DescribeVolumes"] == 0
+
+
+def test_a_destroying_check_sends_the_listing_the_group_lookup_the_terminate_and_a_short_verify(
+        proxy, state_dir):
+    """The bench's case (bench/bench_cost_check.py: stacks of instances and their root volumes,
+    destroyed): after the one listing per kind, one DescribeAutoScalingGroups (a replicas
+    group would launch replacements), one TerminateInstances for all, and a verification that
+    lists again only the kinds the sweep found (instances, volumes). No DescribeImages: the
+    stacks have no snapshot, so no baked image bills. 11 calls; c7n's terminate policy on the
+    same bench sends 12 (docs/BENCHMARKS.md)."""
+    make_stack("burner", nodes=3, budget_usd=1, period="total", on_exceed="destroy")
+    make_stack("ember", nodes=2, budget_usd=1, period="total", on_exceed="destroy")
+    proxy.seen.clear()
+    result = check(hours_later(5), enforce=True)
+    assert result["burner"]["action_result"] == result["ember"]["action_result"] == "done"
+    assert dict(proxy.seen) == {**ONE_LISTING_EACH, "DescribeAutoScalingGroups": 1,
+                                "TerminateInstances": 1, "DescribeInstances": 2,
+                                "DescribeVolumes": 2}
+    assert sum(proxy.seen.values()) == 11
