@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shlex
+import shutil
 import signal
 import time
 from dataclasses import replace
@@ -214,9 +215,13 @@ def test_a_file_removed_after_a_copy_is_fetched_alone_on_the_next_run(mirror, re
     _same_weights(mirror, run.hosts[1])
 
 
-def test_pre_placed_corrupt_and_partial_files_are_replaced(mirror, run):
+def test_pre_placed_corrupt_and_partial_files_are_replaced(mirror, rerun):
+    """On the module's head with its copy and stamp gone, as on a node before any copy; every
+    step's check runs (not the marker's fast path). The run leaves a complete copy again."""
+    run = rerun
     head = run.hosts[0]
     local = head.root / "fs" / LOCAL
+    shutil.rmtree(local, ignore_errors=True)
     (local / "original").mkdir(parents=True)
     shard = (mirror / SHARD).read_bytes()
     (local / SHARD).write_bytes(shard[: len(shard) // 2])  # cut mid-way
@@ -225,11 +230,11 @@ def test_pre_placed_corrupt_and_partial_files_are_replaced(mirror, run):
     (local / "original" / "tokenizer.json").write_bytes(bytes(corrupt))
     (local / "config.json").write_bytes((mirror / "config.json").read_bytes())  # already right
 
-    report = run()
+    report = run(full_check=True)
 
     assert report.ok, failures(report)
     _same_weights(mirror, head)
-    assert any("single: model-weights: weights copied:" in line and "1 of 4 files kept" in line
+    assert any("w-head: model-weights: weights copied:" in line and "1 of 4 files kept" in line
                for line in run.lines), run.lines
 
 
