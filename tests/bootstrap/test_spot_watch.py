@@ -223,19 +223,19 @@ def test_notice_lets_an_in_flight_request_finish_before_the_engine_stops(
         with urllib.request.urlopen(request, timeout=30) as response:
             answer["status"], answer["at"] = response.status, time.monotonic()
 
-    in_flight = threading.Thread(target=chat)
+    in_flight = threading.Thread(target=chat, daemon=True)
     in_flight.start()
-    _wait_for(lambda: _open_connections(host, 8000), "the request open on the engine")
-    fake.post(_notice())
-    _wait_for(lambda: [c for c in host.commands() if c["cmd"] == "iptables"],
-              "the watcher refusing new connections")
-    # Engine first: stopped now is a failure only if the answer has not come (a stop
-    # mid-request would also fail the request itself).
     try:
+        _wait_for(lambda: _open_connections(host, 8000), "the request open on the engine")
+        fake.post(_notice())
+        _wait_for(lambda: [c for c in host.commands() if c["cmd"] == "iptables"],
+                  "the watcher refusing new connections")
+        # Engine first: stopped now is a failure only if the answer has not come (a stop
+        # mid-request would also fail the request itself).
         assert _engine_running(host) or answer.get("status") == 200, \
             "stopped while a request was still being answered"
     finally:
-        released.touch()
+        released.touch()  # the request is answered now (also when the test failed above)
     in_flight.join(timeout=30)
     assert answer.get("status") == 200
     while _engine_running(host) and time.monotonic() - answer["at"] < 10:
