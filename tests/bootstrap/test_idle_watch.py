@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import json
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -91,9 +92,21 @@ class MetricsEndpoint:
         return [ast.literal_eval(line) for line in self.seen.read_text().splitlines()]
 
 
+@pytest.fixture(scope="module")
+def baked_kit(tmp_path_factory):
+    """Where the unpacked node kit is kept once a test has installed it: each later test's
+    fresh host gets it as a baked image carries it (``kit_ready`` still checks its version),
+    instead of a 3 MB upload and unpack per test. The install itself is tested by
+    test_nodekit.py and every modelCache bootstrap (test_model_weights.py)."""
+    return tmp_path_factory.mktemp("idle-kit") / "kit"
+
+
 @pytest.fixture
-def idle_host(lab, tmp_path):
+def idle_host(lab, tmp_path, baked_kit):
     host = lab.fresh("idle", "g5.2xlarge")
+    kit = host.root / "fs" / nodekit.KIT_DIR.lstrip("/")
+    if baked_kit.exists():
+        shutil.copytree(baked_kit, kit, symlinks=True)
     _, (spec,) = load_inventory(write_inventory(tmp_path / "hosts.yaml",
                                                 [host_entry(lab, host)]))
     known = KnownHosts(record_path=tmp_path / "known_hosts", trust_on_first_use=False)
@@ -105,6 +118,8 @@ def idle_host(lab, tmp_path):
     yield host, conn, spec, endpoint
     endpoint.stop()
     close_quietly(conn)
+    if not baked_kit.exists() and (kit / "VERSION").exists():
+        shutil.copytree(kit, baked_kit, symlinks=True)
 
 
 @pytest.fixture

@@ -12,12 +12,14 @@ from __future__ import annotations
 import hashlib
 import os
 import shlex
+import shutil
 import signal
 import time
 from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
-from conftest import host_entry, write_inventory
+from conftest import API_KEY, HF_TOKEN, bootstrap_options, host_entry, write_inventory
 
 from dsinfra.bootstrap.runner import bootstrap_inventory
 
@@ -37,9 +39,25 @@ def failures(report) -> list:
             if s.status == "failed"]
 
 
-@pytest.fixture
-def snapshot(tmp_path):
-    src = tmp_path / "snapshot"
+@pytest.fixture(scope="module", autouse=True)
+def quick_copy_polls():
+    """The node looks for the copy's end every 0.05 s instead of every 0.5 s (``POLL_S``): a
+    test copy ends within a fraction of a second, and each run then slept out most of one
+    0.5 s round on every node. It is still a wait for the copy's end (its exit status file
+    or its process gone), only with shorter sleeps; the progress is still reported every
+    ``health_report_s``."""
+    from dsinfra.bootstrap import steps_weights
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(steps_weights, "POLL_S", 0.05)
+        yield
+
+
+@pytest.fixture(scope="module")
+def snapshot(tmp_path_factory):
+    """The module's one model (the same bytes make the same manifest on every push, so the
+    shared nodes' copy stays current from test to test)."""
+    src = tmp_path_factory.mktemp("weights") / "snapshot"
     (src / "original").mkdir(parents=True)
     (src / SHARD).write_bytes(os.urandom(9 * 1024 * 1024 + 3))
     (src / "model-00002-of-00002.safetensors").write_bytes(os.urandom(3 * 1024 * 1024))
@@ -48,9 +66,7 @@ def snapshot(tmp_path):
     return src
 
 
-@pytest.fixture
-def mirror(hosts_aws, snapshot):
-    """The mirror filled the way a user fills it: ``dsinfra cache push``."""
+def _push(snapshot) -> None:
     import json
 
     from typer.testing import CliRunner
@@ -63,6 +79,12 @@ def mirror(hosts_aws, snapshot):
                                       str(snapshot), "--region", "us-east-1", "--json"])
     assert pushed.exit_code == 0, pushed.output
     assert json.loads(pushed.stdout)["files"] == 4
+
+
+@pytest.fixture
+def mirror(hosts_aws, snapshot):
+    """The mirror filled the way a user fills it: ``dsinfra cache push``."""
+    _push(snapshot)
     return snapshot
 
 
@@ -83,6 +105,50 @@ def run(lab, tmp_path, options, hosts_aws):
     return bootstrap
 
 
+@pytest.fixture(scope="module")
+def copied(lab, tmp_path_factory, hosts_moto_url, snapshot):
+    """Two nodes of their own (so no other test's ``lab.fresh`` resets them), bootstrapped
+    once for the module from the mirror, with its report and progress lines. The tests that
+    run again on them leave them as a run leaves them: every step applied, the copy current
+    (a file one of them removes is fetched again by the run it checks)."""
+    from motoserver import point_boto3_at, reset
+
+    base = tmp_path_factory.mktemp("weights-nodes")
+    head, worker = lab.fresh("w-head", "g5.2xlarge"), lab.fresh("w-worker", "g5.2xlarge")
+    inventory = write_inventory(base / "hosts.yaml", [
+        host_entry(lab, head), host_entry(lab, worker, role="worker")],
+        config={"engine": "vllm", "model": MODEL, "modelCache": MIRROR})
+    # health_report_s 0.2: the copy's progress lines reach the callback (the progress test).
+    options = replace(bootstrap_options(base / "state"), health_report_s=0.2,
+                      node_aws={"endpoint_url": hosts_moto_url, "aws_access_key_id": "testing",
+                                "aws_secret_access_key": "testing"})
+    lines: list[str] = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DSINFRA_API_KEY", API_KEY)
+        patch.setenv("HF_TOKEN", HF_TOKEN)
+        point_boto3_at(hosts_moto_url, patch)
+        try:
+            _push(snapshot)
+            report = bootstrap_inventory(inventory, progress=lines.append, options=options)
+        finally:
+            reset(hosts_moto_url)
+    return SimpleNamespace(hosts=(head, worker), inventory=inventory, options=options,
+                           report=report, lines=lines)
+
+
+@pytest.fixture
+def rerun(copied, mirror, secrets_env):
+    """Bootstrap the module's two nodes again (the mirror pushed again, same manifest)."""
+    lines: list[str] = []
+
+    def bootstrap(**changes):
+        lines.clear()
+        return bootstrap_inventory(copied.inventory, progress=lines.append,
+                                   options=replace(copied.options, **changes))
+    bootstrap.hosts, bootstrap.lines = copied.hosts, lines
+    return bootstrap
+
+
 def _sha256(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -96,35 +162,36 @@ def _same_weights(snapshot, host) -> None:
     assert all(_sha256(local / f) == _sha256(snapshot / f) for f in want), host.name
 
 
-def test_every_node_copies_the_mirror_verified_and_the_engine_serves_it(mirror, run):
-    report = run()
+def test_every_node_copies_the_mirror_verified_and_the_engine_serves_it(copied, snapshot):
+    report = copied.report
 
     assert report.ok, failures(report)
-    for index, host in enumerate(run.hosts):
+    for index, host in enumerate(copied.hosts):
         assert statuses(report, index)["node-kit"] == "applied"
         assert statuses(report, index)["model-weights"] == "applied"
-        _same_weights(mirror, host)
+        _same_weights(snapshot, host)
         # The engine loads the local copy, read-only, under the repo id the API serves (the
         # health step asked /v1/models for MODEL and got a chat completion from it).
         script = (host.root / "fs/opt/dsinfra/etc/engine-run.sh").read_text()
         assert f"/{LOCAL}:/models/{MODEL}:ro" in script
-    head_script = (run.hosts[0].root / "fs/opt/dsinfra/etc/engine-run.sh").read_text()
+    head_script = (copied.hosts[0].root / "fs/opt/dsinfra/etc/engine-run.sh").read_text()
     assert f"--model /models/{MODEL} --served-model-name {MODEL}" in head_script
     assert statuses(report)["health"] == "applied"
 
 
-def test_progress_lines_reach_the_callback_with_percent_and_speed(mirror, run):
-    report = run(health_report_s=0.2)
+def test_progress_lines_reach_the_callback_with_percent_and_speed(copied):
+    report = copied.report  # its run reported every 0.2 s
 
     assert report.ok, failures(report)
-    copying = [line for line in run.lines if ": model-weights: copying weights:" in line]
-    assert copying, run.lines
+    copying = [line for line in copied.lines if ": model-weights: copying weights:" in line]
+    assert copying, copied.lines
     assert any("(100%)" in line and "MB/s" in line and "files verified" in line
                for line in copying)
-    assert any(": model-weights: weights copied: " in line for line in run.lines)
+    assert any(": model-weights: weights copied: " in line for line in copied.lines)
 
 
-def test_a_second_run_is_already_done_from_the_stamp(mirror, run):
+def test_a_second_run_is_already_done_from_the_stamp(rerun):
+    run = rerun
     assert run().ok
     again = run(full_check=True)  # every step's check, not the marker's fast path
 
@@ -133,7 +200,8 @@ def test_a_second_run_is_already_done_from_the_stamp(mirror, run):
     assert not any("copying weights" in line for line in run.lines)
 
 
-def test_a_file_removed_after_a_copy_is_fetched_alone_on_the_next_run(mirror, run):
+def test_a_file_removed_after_a_copy_is_fetched_alone_on_the_next_run(mirror, rerun):
+    run = rerun
     assert run().ok
     (run.hosts[1].root / "fs" / LOCAL / "config.json").unlink()
 
@@ -142,14 +210,18 @@ def test_a_file_removed_after_a_copy_is_fetched_alone_on_the_next_run(mirror, ru
     assert again.ok, failures(again)
     assert statuses(again, 0)["model-weights"] == "already done"
     assert statuses(again, 1)["model-weights"] == "applied"
-    assert any("second: model-weights: weights copied:" in line and "3 of 4 files kept" in line
+    assert any("w-worker: model-weights: weights copied:" in line and "3 of 4 files kept" in line
                for line in run.lines), run.lines
     _same_weights(mirror, run.hosts[1])
 
 
-def test_pre_placed_corrupt_and_partial_files_are_replaced(mirror, run):
+def test_pre_placed_corrupt_and_partial_files_are_replaced(mirror, rerun):
+    """On the module's head with its copy and stamp gone, as on a node before any copy; every
+    step's check runs (not the marker's fast path). The run leaves a complete copy again."""
+    run = rerun
     head = run.hosts[0]
     local = head.root / "fs" / LOCAL
+    shutil.rmtree(local, ignore_errors=True)
     (local / "original").mkdir(parents=True)
     shard = (mirror / SHARD).read_bytes()
     (local / SHARD).write_bytes(shard[: len(shard) // 2])  # cut mid-way
@@ -158,11 +230,11 @@ def test_pre_placed_corrupt_and_partial_files_are_replaced(mirror, run):
     (local / "original" / "tokenizer.json").write_bytes(bytes(corrupt))
     (local / "config.json").write_bytes((mirror / "config.json").read_bytes())  # already right
 
-    report = run()
+    report = run(full_check=True)
 
     assert report.ok, failures(report)
     _same_weights(mirror, head)
-    assert any("single: model-weights: weights copied:" in line and "1 of 4 files kept" in line
+    assert any("w-head: model-weights: weights copied:" in line and "1 of 4 files kept" in line
                for line in run.lines), run.lines
 
 
@@ -194,11 +266,15 @@ def test_an_object_that_does_not_match_its_manifest_fails_the_step_naming_the_fi
     assert named >= 1, [h.steps for h in report.hosts]
 
 
-def test_a_mirror_without_a_manifest_fails_the_check_in_one_line(hosts_aws, run):
+def test_a_mirror_without_a_manifest_fails_the_check_in_one_line(copied, hosts_aws,
+                                                                 secrets_env):
+    """On the module's nodes (the check fails before any copy starts, so their copy stays
+    as it was), every step's check run: not the marker's fast path."""
     from dsinfra.cloud.aws import client
 
     client("s3", "us-east-1").create_bucket(Bucket=BUCKET)
-    report = run()
+    report = bootstrap_inventory(copied.inventory, progress=None,
+                                 options=replace(copied.options, full_check=True))
 
     step = next(s for s in report.hosts[0].steps if s.step == "model-weights")
     assert step.status == "failed" and "\n" not in step.detail

@@ -22,6 +22,7 @@ from dsinfra.bootstrap.runner import bootstrap_inventory
 
 FAKE_IMDS = Path(__file__).resolve().parent / "fake_imds.py"
 POLL_S = 0.5
+FAST_POLL_S = 0.1  # for the tests that wait for a count of polls
 QWEN = "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"
 SPOT_CONFIG = {"engine": "vllm", "model": QWEN, "spot": True}
 
@@ -115,10 +116,12 @@ def _open_connections(host, port: int) -> int:
     return len(out.splitlines())
 
 
-def _bootstrap_spot(lab, host, fake, tmp_path, options):
+def _bootstrap_spot(lab, host, fake, tmp_path, options, poll_s: float = POLL_S):
+    """``poll_s``: the watcher's IMDS poll interval (a parameter of the code under test); the
+    tests that wait for a number of polls use a shorter one (they count polls, not seconds)."""
     inventory = write_inventory(tmp_path / "hosts.yaml", [host_entry(lab, host)], SPOT_CONFIG)
     report = bootstrap_inventory(inventory, progress=False,
-                                 options=replace(options, spot_poll_s=POLL_S))
+                                 options=replace(options, spot_poll_s=poll_s))
     assert report.ok, [(s.step, s.detail) for h in report.hosts for s in h.steps
                        if s.status == "failed"]
     fake.ensure_running()
@@ -141,7 +144,7 @@ def test_imds_fake_refuses_a_get_without_a_token_as_imdsv2_does(imds):
 def test_spot_stack_gets_the_watcher_and_no_notice_leaves_the_engine_alone(
         lab, imds, tmp_path, options):
     host, fake = imds
-    report = _bootstrap_spot(lab, host, fake, tmp_path, options)
+    report = _bootstrap_spot(lab, host, fake, tmp_path, options, poll_s=FAST_POLL_S)
     assert {s.step: s.status for s in report.hosts[0].steps}["spot-watch"] == "applied"
     _wait_for(lambda: _action_gets(fake) >= 4, "four polls of the notice")
     assert _engine_running(host)
@@ -187,7 +190,7 @@ def test_notice_drains_the_engine_within_the_poll_interval(lab, imds, tmp_path, 
 def test_rebalance_recommendation_is_logged_but_the_engine_keeps_serving(
         lab, imds, tmp_path, options):
     host, fake = imds
-    _bootstrap_spot(lab, host, fake, tmp_path, options)
+    _bootstrap_spot(lab, host, fake, tmp_path, options, poll_s=FAST_POLL_S)
     fake.post(None, {"noticeTime": "2020-10-27T08:22:00Z"})  # AWS's example document
     deadline = time.monotonic() + 5
     while not any("rebalance" in l for l in _watch_log(host)) and time.monotonic() < deadline:
@@ -206,7 +209,10 @@ def test_notice_lets_an_in_flight_request_finish_before_the_engine_stops(
 
     host, fake = imds
     _bootstrap_spot(lab, host, fake, tmp_path, options)
-    host.set_profile(chat_delay_s=3.0)
+    # The request stays in flight until the test has seen the watcher refuse new connections
+    # with the engine still up (a file the fake engine waits on), not for a fixed 3 s.
+    released = lab.base / f"released-{tmp_path.name}"
+    host.set_profile(chat_hold_until=str(released))
     answer: dict = {}
 
     def chat() -> None:
@@ -217,16 +223,19 @@ def test_notice_lets_an_in_flight_request_finish_before_the_engine_stops(
         with urllib.request.urlopen(request, timeout=30) as response:
             answer["status"], answer["at"] = response.status, time.monotonic()
 
-    in_flight = threading.Thread(target=chat)
+    in_flight = threading.Thread(target=chat, daemon=True)
     in_flight.start()
-    _wait_for(lambda: _open_connections(host, 8000), "the request open on the engine")
-    fake.post(_notice())
-    _wait_for(lambda: [c for c in host.commands() if c["cmd"] == "iptables"],
-              "the watcher refusing new connections")
-    # Engine first: stopped now is a failure only if the answer has not come (a stop
-    # mid-request would also fail the request itself).
-    assert _engine_running(host) or answer.get("status") == 200, \
-        "stopped while a request was still being answered"
+    try:
+        _wait_for(lambda: _open_connections(host, 8000), "the request open on the engine")
+        fake.post(_notice())
+        _wait_for(lambda: [c for c in host.commands() if c["cmd"] == "iptables"],
+                  "the watcher refusing new connections")
+        # Engine first: stopped now is a failure only if the answer has not come (a stop
+        # mid-request would also fail the request itself).
+        assert _engine_running(host) or answer.get("status") == 200, \
+            "stopped while a request was still being answered"
+    finally:
+        released.touch()  # the request is answered now (also when the test failed above)
     in_flight.join(timeout=30)
     assert answer.get("status") == 200
     while _engine_running(host) and time.monotonic() - answer["at"] < 10:
@@ -276,7 +285,10 @@ def _serve(answers):
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    # shutdown() waits until serve_forever next looks at its flag: every poll_interval (0.5 s
+    # by default, which was each of these tests' wall time).
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02},
+                     daemon=True).start()
     return server
 
 
@@ -308,6 +320,7 @@ def test_an_answer_outside_the_documented_shapes_is_logged_and_nothing_is_cached
                         "--record", "/nonexistent/never-written.json"])
     finally:
         server.shutdown()
+        server.server_close()
     out = capsys.readouterr().out
     assert code == 0 and "IMDS unreadable" in out, out
     assert "spot interruption notice:" not in out
