@@ -21,7 +21,7 @@ from hostlab import USER
 
 class ReplicaTwin:
     def __init__(self, lab, double, ec2, autoscaling, group: str, api_key: str, *,
-                 wedged_images: tuple[str, ...] = (), chat_delay_s: float = 0.3,
+                 wedged_images: tuple[str, ...] = (), chat_delay_s: float = 0.1,
                  poll_s: float = 0.1) -> None:
         self.lab, self.double, self.ec2, self.asg, self.group = lab, double, ec2, autoscaling, \
             group

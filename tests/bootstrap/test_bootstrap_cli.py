@@ -4,10 +4,24 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from conftest import host_entry, write_inventory
 from typer.testing import CliRunner
 
 from dsinfra.cli.main import app
+
+
+@pytest.fixture(autouse=True)
+def short_health_polls(monkeypatch):
+    """The CLI builds its BootstrapOptions with the product's waits: the host asks the
+    engine's /health every 2 s and reports every 15 s, so each run here paid up to 2 s after
+    the fake engine (0.3 s to load) was ready. The tests' polls instead (conftest.py's
+    bootstrap_options: 0.2 s, 1 s); every other option is the CLI's own."""
+    from dsinfra.bootstrap import runner
+
+    real = runner.BootstrapOptions
+    monkeypatch.setattr(runner, "BootstrapOptions", lambda **kw: real(
+        **{"health_poll_s": 0.2, "health_report_s": 1.0, **kw}))
 
 
 def test_inventory_bootstrap_prints_the_json_report(lab, tmp_path, secrets_env, monkeypatch):

@@ -139,7 +139,7 @@ def twin(lab, hosts_aws, hosts_moto_url, tmp_path, monkeypatch):
         TargetGroupARNs=[tg], HealthCheckType="ELB")
 
     double = NlbDouble(hosts_moto_url, tg, port=8000, health_path="/health",
-                       deregistration_delay_s=DRAIN_S).start()
+                       deregistration_delay_s=DRAIN_S, interval_s=0.05).start()
     monkeypatch.setenv("AWS_ENDPOINT_URL_ELASTIC_LOAD_BALANCING_V2", double.api_url)
     reset_session()
     outputs = StackOutputs(nodes=[], bastion=None, endpoint=f"{double.address[0]}:"
@@ -265,7 +265,30 @@ def test_deploy_replaces_every_replica_with_zero_failed_requests(twin):
         not list((twin["state"] / "deploys").iterdir())
 
 
-def test_a_replica_that_never_gets_healthy_is_rolled_back_with_zero_failed_requests(twin):
+def _timeout_when_the_double_reports_unhealthy(monkeypatch, double) -> None:
+    """The deploy's health timeout runs out at a reported point instead of after 6 s of wall
+    time: once the load balancer double has marked the new replica ``unhealthy`` (it booted,
+    its engine answered its health checks with 503 ``UnhealthyThresholdCount`` times), the
+    rollout's clock reads the timeout as elapsed. Until then it is the real clock, so a replica
+    that is slow to boot is still waited for (at most the real 6 s)."""
+    from dsinfra.ops import deploy as ops_deploy
+
+    healthy = ops_deploy.Rollout.healthy
+
+    def healthy_on_a_clock_the_double_ends(self, instance: str, index: int, total: int):
+        real = self.clock
+        self.clock = lambda: real() + (self.health_timeout_s
+                                       if double.state(instance) == "unhealthy" else 0.0)
+        try:
+            return healthy(self, instance, index, total)
+        finally:
+            self.clock = real
+
+    monkeypatch.setattr(ops_deploy.Rollout, "healthy", healthy_on_a_clock_the_double_ends)
+
+
+def test_a_replica_that_never_gets_healthy_is_rolled_back_with_zero_failed_requests(
+        twin, monkeypatch):
     import hashlib
 
     from dsinfra.cloud.aws import client
@@ -278,6 +301,7 @@ def test_a_replica_that_never_gets_healthy_is_rolled_back_with_zero_failed_reque
                                   "config": {"digest": "sha256:" + hashlib.sha256(b"c")
                                              .hexdigest()}}))
     double, replicas = twin["double"], twin["replicas"]
+    _timeout_when_the_double_reports_unhealthy(monkeypatch, double)
     with RequestLoop(double.address) as loop:
         _wait(lambda: loop.ok >= 10, "requests through the first replicas")
         result = _deploy("--image", WEDGED, "--health-timeout-s", "6")
@@ -288,6 +312,7 @@ def test_a_replica_that_never_gets_healthy_is_rolled_back_with_zero_failed_reque
     print(f"requests during the rolled-back deploy: {loop.ok} ok, {len(loop.failures)} failed")
     (wedged,) = summary["launched"]
     assert not any(i == wedged and s == "healthy" for _, i, s in double.log)
+    assert any(i == wedged and s == "unhealthy" for _, i, s in double.log)  # it was checked
     assert WEDGED in replicas.user_data[wedged]  # it did boot the new image's settings
     group = _group(twin)
     assert sorted(i["InstanceId"] for i in group["Instances"]) == sorted(twin["first"])

@@ -27,9 +27,10 @@ R1 = {"tier": "distributed", "budget": {"amountUsd": 5000}, "nodeCount": 2,
       "idleMinutes": 0}
 
 
-def _stack(lab, tmp_path, hosts_aws, options, registry: Path):
-    head = lab.fresh("single", "p5.48xlarge", dlami=True, efa_interfaces=32)
-    worker = lab.fresh("second", "p5.48xlarge", dlami=True, efa_interfaces=32)
+def _stack(lab, tmp_path, hosts_aws, options, registry: Path,
+           names: tuple[str, str] = ("single", "second")):
+    head = lab.fresh(names[0], "p5.48xlarge", dlami=True, efa_interfaces=32)
+    worker = lab.fresh(names[1], "p5.48xlarge", dlami=True, efa_interfaces=32)
     for host in (head, worker):
         host.set_profile(nccl_log=str(NCCL_OFI_LOG), registry_dir=str(registry))
     outputs = StackOutputs.from_dict({
@@ -49,27 +50,62 @@ def _stack(lab, tmp_path, hosts_aws, options, registry: Path):
     return head, worker, run
 
 
-@pytest.fixture
-def registry(lab, tmp_path):
-    folder = lab.base / f"registry-{tmp_path.name}"
+def _registry(lab, name: str) -> Path:
+    folder = lab.base / f"registry-{name}"
     folder.mkdir()
     folder.chmod(0o777)
     return folder
+
+
+@pytest.fixture
+def registry(lab, tmp_path):
+    return _registry(lab, tmp_path.name)
+
+
+@pytest.fixture(scope="module")
+def two_stacks(lab, hosts_moto_url, tmp_path_factory):
+    """One registry, two stacks, bootstrapped once for the module (the first two tests read
+    them; a bootstrap of two p5 hosts is most of each test's time): the first on fresh hosts
+    with nothing in ECR, then a second on hosts of its own (the first's stay as they ended,
+    for the first test to read). What ECR holds after the first stack is read here, before
+    the per-test fixtures reset moto."""
+    from conftest import API_KEY, HF_TOKEN, bootstrap_options
+    from motoserver import point_boto3_at
+
+    tmp = tmp_path_factory.mktemp("engine-image")
+    aws = {"endpoint_url": hosts_moto_url, "aws_access_key_id": "testing",
+           "aws_secret_access_key": "testing"}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DSINFRA_API_KEY", API_KEY)
+        mp.setenv("HF_TOKEN", HF_TOKEN)
+        point_boto3_at(hosts_moto_url, mp)
+        registry = _registry(lab, tmp.name)
+        options = bootstrap_options(tmp / "state")
+        first = _stack(lab, tmp / "first", aws, options, registry, ("single", "second"))
+        first_report = first[2]()
+        ecr = boto3.client("ecr", region_name="us-east-1", **aws)
+        repositories = ecr.describe_repositories()["repositories"]
+        first_pushed = [p.name for p in registry.iterdir()]
+        second = _stack(lab, tmp / "second", aws, options, registry, ("third", "fourth"))
+        second_report = second[2]()
+    from motoserver import reset
+
+    reset(hosts_moto_url)  # what the module's runs left in moto, as hosts_aws does per test
+    return {"registry": registry, "first": (*first[:2], first_report),
+            "repositories": repositories, "first_pushed": first_pushed,
+            "second": (*second[:2], second_report)}
 
 
 def _docker(host, verb):
     return [c["argv"] for c in host.commands() if c["cmd"] == "docker" and c["argv"][:1] == [verb]]
 
 
-def test_the_head_builds_the_efa_image_once_and_every_node_runs_it_from_ecr(
-        lab, tmp_path, options, hosts_aws, registry):
-    head, worker, run = _stack(lab, tmp_path, hosts_aws, options, registry)
-
-    report = run()
+def test_the_head_builds_the_efa_image_once_and_every_node_runs_it_from_ecr(two_stacks):
+    head, worker, report = two_stacks["first"]
 
     assert report.ok, [(h.host, s.step, s.detail) for h in report.hosts for s in h.steps
                        if s.status == "failed"]
-    (pushed,) = [p.name for p in registry.iterdir()]
+    (pushed,) = two_stacks["first_pushed"]
     repository, tag = pushed.replace("%", "/").split("/", 1)[1].rsplit(":", 1)
     assert repository == "dsinfra/vllm" and f"efa{EFA_IMAGE_INSTALLER}" in tag
     # One build, on the head, from the Dockerfile dsinfra derives (AWS's DLC recipe).
@@ -91,24 +127,19 @@ def test_the_head_builds_the_efa_image_once_and_every_node_runs_it_from_ecr(
         assert f"dsinfra-local/vllm:{tag}" in script
         assert "/opt/amazon" not in script and "--device /dev/infiniband" in script
     # The repository is made as ECR's docs advise: immutable tags, scanned, encrypted.
-    ecr = boto3.client("ecr", region_name="us-east-1", **hosts_aws)
-    (made,) = ecr.describe_repositories(repositoryNames=["dsinfra/vllm"])["repositories"]
+    (made,) = [r for r in two_stacks["repositories"] if r["repositoryName"] == "dsinfra/vllm"]
     assert made["imageTagMutability"] == "IMMUTABLE"
     assert made["imageScanningConfiguration"]["scanOnPush"] is True
 
 
-def test_a_second_stack_finds_the_image_in_ecr_and_builds_nothing(
-        lab, tmp_path, options, hosts_aws, registry):
-    _, _, run = _stack(lab, tmp_path, hosts_aws, options, registry)
-    assert run().ok
-    head, worker, again = _stack(lab, tmp_path, hosts_aws, options, registry)  # fresh hosts
-
-    report = again()
+def test_a_second_stack_finds_the_image_in_ecr_and_builds_nothing(two_stacks):
+    assert two_stacks["first"][2].ok
+    head, worker, report = two_stacks["second"]  # fresh hosts, the same registry and ECR
 
     assert report.ok
     assert "builds" not in head.state() and "builds" not in worker.state()
     assert _docker(head, "push") == []
-    assert len(list(registry.iterdir())) == 1
+    assert len(list(two_stacks["registry"].iterdir())) == 1
 
 
 def test_a_worker_whose_head_never_pushes_fails_naming_the_head(
