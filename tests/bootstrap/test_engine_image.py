@@ -15,6 +15,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+from conftest import API_KEY, HF_TOKEN, bootstrap_options
 
 from dsinfra.bootstrap.runner import bootstrap_stack
 from dsinfra.config import parse_stack_config
@@ -69,7 +70,6 @@ def two_stacks(lab, hosts_moto_url, tmp_path_factory):
     with nothing in ECR, then a second on hosts of its own (the first's stay as they ended,
     for the first test to read). What ECR holds after the first stack is read here, before
     the per-test fixtures reset moto."""
-    from conftest import API_KEY, HF_TOKEN, bootstrap_options
     from motoserver import point_boto3_at
 
     tmp = tmp_path_factory.mktemp("engine-image")
