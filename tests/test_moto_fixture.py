@@ -68,3 +68,29 @@ def test_the_indexed_tag_lookup_answers_what_motos_scan_answers():
         assert backend.describe_tags(wildcard) == scan(backend, wildcard) != []
     finally:
         TagBackend.describe_tags = original
+
+
+def test_a_reset_empties_every_region_and_service_and_rebuilds_defaults_on_demand(aws):
+    """moto_contracts.fast_reset: the reset drops the backends instead of rebuilding each
+    first; what a test sees after it is what moto's own reset left: nothing of the last
+    test in any region or service, and a fresh backend (default AMIs, default VPC) on the
+    next request."""
+    from motoserver import reset
+
+    east, west = client("ec2", "us-east-1"), client("ec2", "eu-west-1")
+    made = [c.run_instances(ImageId=c.describe_images(Owners=["amazon"])["Images"][0]["ImageId"],
+                            MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+            for c in (east, west)]
+    client("s3", "us-east-1").create_bucket(Bucket="left-over")
+    client("autoscaling", "us-east-1").create_launch_configuration(
+        LaunchConfigurationName="lc", ImageId="ami-12c6146b", InstanceType="t3.micro")
+    vpcs_before = {v["VpcId"] for v in east.describe_vpcs()["Vpcs"]}
+    reset(aws)
+    for c in (east, west):
+        assert c.describe_instances()["Reservations"] == []
+        assert c.describe_images(Owners=["amazon"])["Images"]  # defaults, built again
+    assert made and client("s3", "us-east-1").list_buckets()["Buckets"] == []
+    assert client("autoscaling", "us-east-1").describe_launch_configurations()[
+        "LaunchConfigurations"] == []
+    (vpc,) = east.describe_vpcs()["Vpcs"]  # the region's default VPC, a new one
+    assert vpc["IsDefault"] and vpc["VpcId"] not in vpcs_before
