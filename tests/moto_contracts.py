@@ -363,14 +363,20 @@ def fast_reset() -> None:
     region backend's ``__init__`` (for EC2, its ~1,400 default AMIs with their snapshots and
     volumes: 0.1 s of the 0.09-0.2 s a reset took) and then cleared the dict that held them,
     so nothing could reach the rebuilt ones; the next request builds a fresh backend on
-    demand, as it did. Every test resets (tests/conftest.py ``aws``), so this was paid about
-    a thousand times per suite. tests/test_moto_fixture.py checks a reset still empties
-    every region and service."""
-    from moto.core.base_backend import BackendDict, backend_lock
+    demand, as it did. A backend with a reset of its own still gets it: S3's releases its
+    bucket names from the registry shared across accounts (without it, CreateBucket of a name
+    an earlier test used failed with HTTP 500), Batch's stops its jobs. Every test resets
+    (tests/conftest.py ``aws``), so this was paid about a thousand times per suite.
+    tests/test_moto_fixture.py checks a reset still empties every region and service."""
+    from moto.core.base_backend import BackendDict, BaseBackend, backend_lock
 
     def reset(cls) -> None:
         with backend_lock:
             for backend in BackendDict._instances:
+                for account_specific in backend.values():
+                    for region_backend in account_specific.values():
+                        if type(region_backend).reset is not BaseBackend.reset:
+                            region_backend.reset()
                 backend.clear()
             BackendDict._instances.clear()
 

@@ -81,7 +81,7 @@ def test_a_reset_empties_every_region_and_service_and_rebuilds_defaults_on_deman
     made = [c.run_instances(ImageId=c.describe_images(Owners=["amazon"])["Images"][0]["ImageId"],
                             MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
             for c in (east, west)]
-    client("s3", "us-east-1").create_bucket(Bucket="left-over")
+    client("s3", "us-east-1").create_bucket(Bucket="left-over")  # a name others may use next
     client("autoscaling", "us-east-1").create_launch_configuration(
         LaunchConfigurationName="lc", ImageId="ami-12c6146b", InstanceType="t3.micro")
     vpcs_before = {v["VpcId"] for v in east.describe_vpcs()["Vpcs"]}
@@ -90,6 +90,7 @@ def test_a_reset_empties_every_region_and_service_and_rebuilds_defaults_on_deman
         assert c.describe_instances()["Reservations"] == []
         assert c.describe_images(Owners=["amazon"])["Images"]  # defaults, built again
     assert made and client("s3", "us-east-1").list_buckets()["Buckets"] == []
+    client("s3", "us-east-1").create_bucket(Bucket="left-over")  # its name was given back
     assert client("autoscaling", "us-east-1").describe_launch_configurations()[
         "LaunchConfigurations"] == []
     (vpc,) = east.describe_vpcs()["Vpcs"]  # the region's default VPC, a new one
