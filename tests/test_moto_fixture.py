@@ -78,8 +78,8 @@ def test_a_reset_empties_every_region_and_service_and_rebuilds_defaults_on_deman
     from motoserver import reset
 
     east, west = client("ec2", "us-east-1"), client("ec2", "eu-west-1")
-    made = [c.run_instances(ImageId=c.describe_images(Owners=["amazon"])["Images"][0]["ImageId"],
-                            MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    ami = "ami-12c6146b"  # one of moto's default images, in every region
+    made = [c.run_instances(ImageId=ami, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
             for c in (east, west)]
     client("s3", "us-east-1").create_bucket(Bucket="left-over")  # a name others may use next
     client("autoscaling", "us-east-1").create_launch_configuration(
@@ -88,7 +88,7 @@ def test_a_reset_empties_every_region_and_service_and_rebuilds_defaults_on_deman
     reset(aws)
     for c in (east, west):
         assert c.describe_instances()["Reservations"] == []
-        assert c.describe_images(Owners=["amazon"])["Images"]  # defaults, built again
+        assert c.describe_images(ImageIds=[ami])["Images"]  # defaults, built again
     assert made and client("s3", "us-east-1").list_buckets()["Buckets"] == []
     client("s3", "us-east-1").create_bucket(Bucket="left-over")  # its name was given back
     assert client("autoscaling", "us-east-1").describe_launch_configurations()[
