@@ -22,7 +22,6 @@ Callers (``dsinfra down``, the cost check, ``up``'s failure path) use ``teardown
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -321,9 +320,10 @@ def _one_write(results: dict[str, TeardownResult]):
     audit is a local log's ``append`` (``AuditLog.batch``): the 1,000 terminations of one
     TerminateInstances were 1,000 fsyncs, 0.24 s of a 4 s check in bench/bench_cost_check.py.
     Any other audit (the guard's DynamoDB table, a caller's function) writes each as before."""
+    from dsinfra.cloud.intents import batch
+
     audit = next((r.audit for r in results.values() if r.audit is not None), None)
-    store = getattr(audit, "__self__", None)
-    return store.batch() if hasattr(store, "batch") else nullcontext()
+    return batch(getattr(audit, "__self__", None))
 
 
 def _delete_load_balancer(elbv2, r: Resource, results) -> None:

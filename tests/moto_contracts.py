@@ -338,13 +338,13 @@ def lacking_services_answer_at_once() -> None:
     price (tests that need Pricing's answers use botocore's Stubber)."""
     import json
 
+    from cost.proxy import scope_of  # this file runs from tests/ (tests/motoserver.py)
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 
     dispatch = DomainDispatcherApplication.__call__
 
     def __call__(self, environ, start_response):  # noqa: ANN001 - WSGI's signature
-        scope = (environ.get("HTTP_AUTHORIZATION") or "").split("Credential=")[-1]
-        service = (scope.split(",")[0].split("/") + ["", "", "", ""])[3]
+        _, service = scope_of({"Authorization": environ.get("HTTP_AUTHORIZATION")})
         if service in LACKING:
             body = json.dumps({"__type": "NotImplemented", "message":
                                f"the test lab's moto has no {service} API"}).encode()
