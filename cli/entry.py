@@ -1,9 +1,13 @@
-"""The ``dsinfra`` console script: Ctrl-C handling goes in before typer or any command loads."""
+"""The ``dsinfra`` console script: the process's exit and Ctrl-C handling go in before typer or
+any command loads."""
 
 from __future__ import annotations
 
 
 def run() -> None:
+    from dsinfra.cli import process
+
+    process.install()  # first: its atexit handler must be the first registered (cli/process.py)
     from dsinfra.cli import interrupts
 
     interrupts.install()
@@ -13,4 +17,4 @@ def run() -> None:
 
         run_app()
 
-    interrupts.run_guarded(main)
+    process.run(lambda: interrupts.run_guarded(main))
