@@ -48,8 +48,13 @@ SCRIPT = textwrap.dedent("""
             mark("thread")
         threading.Thread(target=slow).start()
         out = sys.stdout
-        for n in range(LINES):
-            out.write("line %d\\n" % n)
+        if "short" in sys.argv:  # still in the buffer at exit; the reader is gone by then
+            out.write("line 0\\n")
+            while not os.path.exists(os.path.join(marks, "reader-gone")):
+                time.sleep(0.01)
+        else:
+            for n in range(LINES):
+                out.write("line %d\\n" % n)
         if "raise" in sys.argv:
             raise RuntimeError("a bug")
         sys.exit(int(sys.argv[2]))
@@ -103,9 +108,27 @@ def test_an_uncaught_exception_exits_as_python_does(tmp_path):
 
 
 def test_a_reader_that_goes_away_gets_what_python_gives(tmp_path):
+    """Mid-output: the write raises in the command (an uncaught exception, exit 1)."""
     quick = _run(tmp_path, 0, read_all=False)
     full = _run(tmp_path, 0, full=True, read_all=False)
-    assert quick[0] == full[0] != 0, (quick[0], quick[2], full[0], full[2])
+    assert quick[0] == full[0] == 1, (quick[0], quick[2], full[0], full[2])
     assert quick[1] == full[1] == b"line 0\n"
+
+
+def test_output_that_cannot_be_flushed_at_exit_gets_what_python_gives(tmp_path):
+    """The reader left before the exit's flush: Python reports it and exits 120."""
+    runs = []
+    for full in (False, True):
+        marks = tmp_path / ("full" if full else "quick") / "short"
+        marks.mkdir(parents=True)
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+        env["DSINFRA_FULL_EXIT"] = "1" if full else "0"
+        proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(marks), "0", "short"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        proc.stdout.close()
+        (marks / "reader-gone").touch()
+        err = proc.stderr.read().decode()
+        runs.append((proc.wait(timeout=60), "BrokenPipeError" in err, err))
+    assert runs[0][:2] == runs[1][:2] == (120, True), runs
 
 # The same exit ending a real check: tests/cost/test_quick_exit_ledger.py
