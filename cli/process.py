@@ -38,18 +38,15 @@ GEN0_THRESHOLD = 100_000
 FULL_EXIT_ENV = "DSINFRA_FULL_EXIT"
 
 _code: int | None = None  # the command's exit code, once it has ended without a traceback
-_installed = False
 
 
 def install() -> None:
     """Tune the collector and register the quick exit (first, so it runs last)."""
-    global _installed
     gc.set_threshold(GEN0_THRESHOLD, *gc.get_threshold()[1:])
     registered = getattr(atexit, "_ncallbacks", None)
     if registered is None or registered() or os.environ.get(FULL_EXIT_ENV) == "1":
         return  # an earlier handler would be skipped, or we cannot tell: exit as usual
     atexit.register(_exit)
-    _installed = True
 
 
 def run(main) -> None:  # noqa: ANN001 - any callable

@@ -63,13 +63,19 @@ SCRIPT = textwrap.dedent("""
 """).replace("LINES", str(LINES))
 
 
+def _env(full: bool) -> dict[str, str]:
+    """Users' stdout: buffered, as a pipe's is by default (this machine sets PYTHONUNBUFFERED,
+    which would hide a missing flush)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    env["DSINFRA_FULL_EXIT"] = "1" if full else "0"
+    return env
+
+
 def _run(tmp_path: Path, code: int, *flags: str, full: bool = False, read_all: bool = True):
     marks = tmp_path / ("full" if full else "quick") / "-".join(map(str, (code, *flags)))
     marks.mkdir(parents=True)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # users' stdout:
-    env["DSINFRA_FULL_EXIT"] = "1" if full else "0"  # buffered, as a pipe's is by default
     proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(marks), str(code), *flags],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(full))
     if read_all:
         out, err = proc.communicate(timeout=60)
     else:  # the reader goes away after one line, as `| head -1` does
@@ -121,10 +127,8 @@ def test_output_that_cannot_be_flushed_at_exit_gets_what_python_gives(tmp_path):
     for full in (False, True):
         marks = tmp_path / ("full" if full else "quick") / "short"
         marks.mkdir(parents=True)
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
-        env["DSINFRA_FULL_EXIT"] = "1" if full else "0"
         proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(marks), "0", "short"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(full))
         proc.stdout.close()
         (marks / "reader-gone").touch()
         err = proc.stderr.read().decode()
