@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
+from dsinfra import waits
 from dsinfra.bootstrap.engine import engine_plan
 from dsinfra.bootstrap.hostkeys import KnownHosts, fetch_console_pins, pins_from_text
 from dsinfra.bootstrap.hostrun import HostRun
@@ -213,13 +214,13 @@ def _run_phases(runs: list[HostRun], steps: tuple[Step, ...], *, full_check: boo
             else:
                 # Each group's tasks fit in the shared pool (len(runs) threads for all of
                 # them), so no group waits on another's: a failed replica holds none back.
-                list(by_group.map(lambda group: _phases(pool, group, steps,
-                                                        full_check=full_check), groups))
+                waits.map_all(by_group, lambda group: _phases(pool, group, steps,
+                                                              full_check=full_check), groups)
         except KeyboardInterrupt:
             interrupted.set()  # before the pool waits for its threads
             raise
         finally:
-            list(pool.map(lambda r: r.close(), runs))
+            waits.map_all(pool, lambda r: r.close(), runs)
             for run in runs:
                 run.complete(list(steps))
 
@@ -248,14 +249,14 @@ def _phases(pool: ThreadPoolExecutor, runs: list[HostRun], steps: tuple[Step, ..
         worker.plan.stop_waiting = lambda: (f"the head node {head.plan.host.name} failed"
                                             if head.failed else None)
 
-    list(pool.map(prepare, runs))
+    waits.map_all(pool, prepare, runs)
     failed = [r.plan.host.name for r in runs if r.failed]
     if failed:
         reason = f"not started: {', '.join(failed)} failed earlier"
         for r in runs:
             if not r.failed:
                 r.skip_rest(by_phase["engine"] + by_phase["health"], reason)
-        list(pool.map(lambda r: r.write_marker(names), [r for r in runs if r.fast]))
+        waits.map_all(pool, lambda r: r.write_marker(names), [r for r in runs if r.fast])
         return
     if not head.fast:
         head.run_steps(by_phase["engine"])  # Ray head / SGLang rank 0 before the peers
@@ -268,9 +269,9 @@ def _phases(pool: ThreadPoolExecutor, runs: list[HostRun], steps: tuple[Step, ..
     # for its peers) while the workers start theirs. A worker that fails stops that wait.
     head.plan.stop_waiting = lambda: _failed_peers(workers)
     health = pool.submit(finish, head)
-    list(pool.map(lambda r: r.fast or r.run_steps(by_phase["engine"]), workers))
-    list(pool.map(finish, workers))
-    health.result()
+    waits.map_all(pool, lambda r: r.fast or r.run_steps(by_phase["engine"]), workers)
+    waits.map_all(pool, finish, workers)
+    waits.result(health)
 
 
 def _failed_peers(workers: list[HostRun]) -> str | None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from dsinfra import tags as T
+from dsinfra import waits
 from dsinfra.cloud.aws import client, is_html_page
 from dsinfra.spend import Resource
 
@@ -293,7 +294,7 @@ def _each_region(regions: tuple[str, ...], read) -> list:
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=min(MAX_THREADS, len(regions))) as pool:
-        return list(pool.map(read, regions))
+        return waits.map_all(pool, read, regions)
 
 
 class _AfterInstances:
@@ -354,7 +355,7 @@ class _AfterInstances:
 
     def result(self) -> list[Resource]:
         try:
-            return self._future.result()
+            return waits.result(self._future)
         finally:
             self._pool.shutdown(wait=False)
 

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from dsinfra import tags as T
+from dsinfra import waits
 from dsinfra.cloud.aws import client, read_errors, require_keys
 
 PERMISSIONS = ("ec2:DescribeRegions", "tag:GetResources")
@@ -103,7 +104,7 @@ def discover(regions: Iterable[str] | None = None,
             return None, _error_text(exc)
 
     with ThreadPoolExecutor(max_workers=max(1, min(MAX_THREADS, len(asked)))) as pool:
-        answers = list(pool.map(ask, asked))
+        answers = waits.map_all(pool, ask, asked)
     for region, (here, error) in zip(asked, answers):
         if error is not None:
             found.errors[region] = error

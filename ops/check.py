@@ -19,6 +19,7 @@ from typing import Any
 from dsinfra import budget as B
 from dsinfra import budget_actions
 from dsinfra import spend as S
+from dsinfra import waits
 from dsinfra.cloud import actions, intents
 from dsinfra.cloud.inventory import Inventory, fetch_inventory
 from dsinfra.cloud.regions import Discovery
@@ -216,7 +217,7 @@ def _inventory(ctx: CheckContext, stacks: list[str] | None) -> tuple[Inventory, 
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=min(MAX_THREADS, len(regions))) as pool:
-            answers = list(pool.map(read, regions))
+            answers = waits.map_all(pool, read, regions)
     else:
         answers = [read(r) for r in regions]
     for region, (here, error) in zip(regions, answers):

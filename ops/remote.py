@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from dsinfra import waits
 from dsinfra.errors import UserError
 from dsinfra.outputs import StackOutputs
 
@@ -82,7 +83,8 @@ def run_on_nodes(access: Access, command: str, *, node: str | None = None, root:
                         "`dsinfra exec dev -- nvidia-smi`")
     hosts = select_hosts(access, node)
     with ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
-        return list(pool.map(lambda h: _run_one(access, h, command, root, timeout_s), hosts))
+        return waits.map_all(pool, lambda h: _run_one(access, h, command, root, timeout_s),
+                             hosts)
 
 
 def _session(access: Access, host):

@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from dsinfra import serving_metrics as M
+from dsinfra import waits
 from dsinfra.errors import CloudError, UserError
 from dsinfra.idle import MetricsError
 
@@ -74,7 +75,8 @@ def scrape(sources: Sources) -> dict[str, M.Reading | str]:
     if not sources.replicas:
         return {}
     with ThreadPoolExecutor(max_workers=min(16, len(sources.replicas))) as pool:
-        return dict(zip((r.name for r in sources.replicas), pool.map(one, sources.replicas)))
+        return dict(zip((r.name for r in sources.replicas),
+                        waits.map_all(pool, one, sources.replicas)))
 
 
 def snapshot(sources: Sources, before: dict[str, M.Reading | str],
