@@ -3,10 +3,12 @@ promises exit 130 within a second: the watchdog fires at GRACE_S = 0.8 s).
 
     .venv/bin/python bench/bench_interrupt.py [--runs 10]
 
-Two cases, each a fresh process, the signal sent when the command reports the point it reached
-(dsinfra/testpoints.py), never after a delay:
+Three cases, each a fresh process, the signal sent when the command reports the point it
+reached (dsinfra/testpoints.py), never after a delay:
 - `plan distributed` paused inside the Pulumi program run (unwinds normally);
-- a command that swallows KeyboardInterrupt (only the watchdog ends it).
+- a command that swallows KeyboardInterrupt (only the watchdog ends it);
+- a command whose main thread sleeps on a lock the signal does not wake, its Python handler
+  never run (only the backstop reading the wake-up fd ends it: cli/interrupts.py).
 The tests (tests/validation/test_terminals_signals.py) check exit 130, the one line and no
 traceback, with a bound that only catches a hang; the latency target lives here, where a
 loaded CI machine cannot turn it into a random failure.
@@ -43,6 +45,20 @@ SWALLOWED = textwrap.dedent("""
 
     main.run()
 """)
+ASLEEP = textwrap.dedent("""
+    import signal, threading
+    from dsinfra.cli import main
+
+    @main.app.command("stuck")
+    def stuck() -> None:
+        held = threading.Lock()
+        held.acquire()
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # another thread takes it
+        print("ready", flush=True)
+        held.acquire()
+
+    main.run()
+""")
 
 
 def once(argv: list[str], ready: str, stream: str, env: dict[str, str]) -> tuple[float, int]:
@@ -66,14 +82,17 @@ def main() -> int:
     args = parser.parse_args()
     env = {**os.environ, "DSINFRA_PROJECT_DIR": str(ROOT)}
     with tempfile.TemporaryDirectory() as tmp:
-        script = Path(tmp) / "stuck.py"
+        script, asleep = Path(tmp) / "stuck.py", Path(tmp) / "asleep.py"
         script.write_text(SWALLOWED)
+        asleep.write_text(ASLEEP)
         cases = {
             "plan distributed, paused in the program run": (
                 [DSINFRA, "plan", "distributed"], "dsinfra: paused at program-run", "stderr",
                 {**env, "DSINFRA_TEST_PAUSE_AT": "program-run"}),
             "a command that swallows KeyboardInterrupt": (
                 [sys.executable, str(script), "stuck"], "ready", "stdout", env),
+            "a main thread asleep that the signal does not wake": (
+                [sys.executable, str(asleep), "stuck"], "ready", "stdout", env),
         }
         failed = False
         print(f"| case | runs | median s | max s | exit codes | target < {TARGET_S:g} s |")

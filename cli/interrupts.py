@@ -7,6 +7,12 @@ import can surface as another exception; a watchdog therefore ends the process i
 gone within GRACE_S, and a second Ctrl-C ends it at once. Files dsinfra writes are replaced
 atomically or appended line by line, so ending here leaves nothing half-written.
 
+A Ctrl-C can also reach the process without its Python handler ever running: CPython runs
+that handler in the main thread only, and a main thread asleep on a lock is not woken when the
+signal lands just before it falls asleep, or is taken by another thread (dsinfra/waits.py,
+which our own waits use). The C handler still writes the signal's number to the wake-up fd,
+so a backstop thread reading it ends the process if the handler has not run within GRACE_S.
+
 Standard library only: the console script installs this before importing typer or anything
 heavier, so even an early Ctrl-C gets the same treatment.
 """
@@ -17,11 +23,13 @@ import os
 import signal
 import sys
 import threading
+import time
 
 EXIT_INTERRUPTED = 130
 GRACE_S = 0.8
 received = False
 _reported = False
+_backstop_installed = False
 
 
 def install() -> None:
@@ -32,7 +40,48 @@ def install() -> None:
             return
         signal.signal(signal.SIGINT, _on_sigint)
     except ValueError:  # not the main thread (an embedding caller): keep its handler
-        pass
+        return
+    _install_backstop()
+
+
+def _install_backstop() -> None:
+    """The wake-up fd and the thread that reads it, once per process; never one that
+    another library set first (asyncio's loop sets its own: ours then steps aside)."""
+    global _backstop_installed
+    if _backstop_installed:
+        return
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)  # the C handler must never block on it
+    try:
+        previous = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    except (ValueError, OSError):
+        previous = None
+    if previous != -1:
+        if previous is not None:
+            signal.set_wakeup_fd(previous)
+        os.close(read_end)
+        os.close(write_end)
+        return
+    _backstop_installed = True
+    threading.Thread(target=_backstop, args=(read_end,), name="dsinfra-ctrl-c",
+                     daemon=True).start()
+
+
+def _backstop(read_end: int) -> None:
+    while True:
+        try:
+            taken = os.read(read_end, 64)
+        except OSError:
+            return
+        if not taken:
+            return
+        if signal.SIGINT not in taken:
+            continue
+        time.sleep(GRACE_S)
+        # Only while our handler is the one installed: a caller that took SIGINT over (a test
+        # harness, an embedding program) decides for itself.
+        if not received and signal.getsignal(signal.SIGINT) is _on_sigint:
+            exit_now()
 
 
 def report() -> None:

@@ -107,6 +107,18 @@ _STUCK_COMMANDS = {
             print("ready", flush=True)
             time.sleep(600)
     """,
+    # The main thread asleep on a lock that the signal does not wake: its Python handler never
+    # runs. SIGINT is blocked in the main thread, so another thread takes it, as happens when
+    # it lands just before the main thread falls asleep (CPython issue #85300, dsinfra/waits.py).
+    # Only the backstop reading the wake-up fd ends this one.
+    "asleep": """
+            import signal
+            held = threading.Lock()
+            held.acquire()
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+            print("ready", flush=True)
+            held.acquire()
+    """,
     # Code that swallows KeyboardInterrupt and carries on (a retry loop in an SDK): only the
     # watchdog ends this one.
     "swallowed": """
