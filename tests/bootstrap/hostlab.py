@@ -32,7 +32,6 @@ moto_server (tests/motoserver.py) dies with the process that started it (PR_SET_
 
 from __future__ import annotations
 
-import ast
 import json
 import marshal
 import os
@@ -192,9 +191,15 @@ class TestHost:
         return read_store(self.state_dir, "state")
 
     def commands(self) -> list[dict]:
+        """What ran on the host, one dict per command. Read with ``eval`` (no names, no
+        builtins: the lines are the reprs fakehost.py writes), not ``ast.literal_eval``: that
+        builds AST objects, and on CPython 3.11 two threads doing so at once share one depth
+        counter and fail with "SystemError: AST constructor recursion depth mismatch"
+        (CPython gh-106905). A test's thread polling this log while a run formats a traceback
+        (3.11's carets parse the line) is two at once."""
         path = self.state_dir / "commands.log"
-        return [ast.literal_eval(line) for line in path.read_text().splitlines()] \
-            if path.exists() else []
+        return [eval(line, {"__builtins__": {}}, {})  # noqa: S307 - our own reprs
+                for line in path.read_text().splitlines()] if path.exists() else []
 
     def set_profile(self, **changes) -> None:
         write_store(self.state_dir, "profile", {**read_store(self.state_dir, "profile"),

@@ -426,9 +426,17 @@ def test_worker_that_cannot_start_its_engine_stops_the_heads_wait(lab, tmp_path,
     assert health.duration_s < 60, health.duration_s
 
 
+# How the Ctrl-C arrives: as a terminal's does, to the main thread; or taken by the C handler
+# without waking the main thread, as one that lands just before the main thread falls asleep
+# on its wait (CPython issue #85300; CI saw it: the run went on until the held step ended 60 s
+# later, and the KeyboardInterrupt surfaced in the next test). _thread.interrupt_main() trips
+# the same flag and interrupts nothing, so that case is reproduced every time.
+@pytest.mark.parametrize("press", ["signal", "missed-wakeup"])
 def test_interrupted_run_records_what_finished_and_the_next_run_resumes(lab, tmp_path, options,
                                                                        monkeypatch,
-                                                                       foreground_sigint):
+                                                                       foreground_sigint,
+                                                                       press):
+    import _thread
     import signal
     import threading
 
@@ -455,20 +463,45 @@ def test_interrupted_run_records_what_finished_and_the_next_run_resumes(lab, tmp
     host.set_faults([{"match": "nvidia-ctk runtime configure", "hold_until": str(released)}])
     inventory = write_inventory(tmp_path / "hosts.yaml", [host_entry(lab, host)])
 
+    # The thread ends with the test: left polling, it once pressed Ctrl-C in a later test that
+    # ran nvidia-ctk on this host (CI crashed a worker that way).
+    done = threading.Event()
+    pressed: list[float] = []
+    taken_after: list[float] = []
+
     def press_ctrl_c_once_docker_is_configuring() -> None:
         while not any(c["cmd"] == "nvidia-ctk" for c in host.commands()):
-            time.sleep(0.05)
+            if done.wait(0.05):
+                return
         # To the main thread, where Python runs its SIGINT handler and a terminal's Ctrl-C
-        # lands: os.kill(getpid()) lets the kernel pick any thread, and a signal taken by a
-        # pool thread leaves the main thread asleep until the step ends.
-        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+        # lands (os.kill(getpid()) lets the kernel pick any thread).
+        pressed.append(time.monotonic())
+        if press == "signal":
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+        else:
+            _thread.interrupt_main()
         while not any(flag.is_set() for flag in list(flags)):
-            time.sleep(0.02)
+            if done.wait(0.02):
+                return
+        taken_after.append(time.monotonic() - pressed[0])
         released.touch()
 
-    threading.Thread(target=press_ctrl_c_once_docker_is_configuring, daemon=True).start()
-    with pytest.raises(KeyboardInterrupt):
-        bootstrap_inventory(inventory, progress=False, options=options)
+    presser = threading.Thread(target=press_ctrl_c_once_docker_is_configuring, daemon=True)
+    presser.start()
+    try:
+        report = bootstrap_inventory(inventory, progress=False, options=options)
+    except KeyboardInterrupt:
+        pass
+    else:
+        pytest.fail(f"the run ended without the Ctrl-C (pressed: {bool(pressed)}); its "
+                    f"failures: {failures(report)}; steps: {statuses(report)}")
+    finally:
+        done.set()
+        released.touch()
+        presser.join(timeout=10)
+    # Taken while the step was still held (it holds 60 s at most): not when it ended.
+    assert taken_after and taken_after[0] < 20, \
+        f"the run took the Ctrl-C only after the held step ended: {taken_after}"
 
     (report_file,) = options.state_dir.glob("runs/*/report.json")
     steps = {s["step"]: s for s in json.loads(report_file.read_text())["hosts"][0]["steps"]}

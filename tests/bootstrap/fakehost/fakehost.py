@@ -66,7 +66,7 @@ def peek():
 
 
 def record(name, argv):
-    """One line per command, a Python literal (the tests read it with ast.literal_eval)."""
+    """One line per command, a Python literal (hostlab.py TestHost.commands reads it)."""
     line = repr({"t": round(time.time(), 3), "cmd": name, "argv": argv, "uid": os.geteuid()})
     with open(os.path.join(STATE_DIR, "commands.log"), "a") as handle:
         handle.write(line + "\n")
