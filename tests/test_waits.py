@@ -44,7 +44,7 @@ def _held(started: threading.Event, release: threading.Event):
     return work
 
 
-@pytest.mark.parametrize("wait", ["map_all", "in_order", "result", "join"])
+@pytest.mark.parametrize("wait", ["map_all", "in_order", "result"])
 def test_a_ctrl_c_the_wait_missed_is_raised_within_a_slice(wait, foreground_sigint):
     started, release = threading.Event(), threading.Event()
     work = _held(started, release)
@@ -56,12 +56,8 @@ def test_a_ctrl_c_the_wait_missed_is_raised_within_a_slice(wait, foreground_sigi
                     waits.map_all(pool, work, [1, 2])
                 elif wait == "in_order":
                     waits.in_order([pool.submit(work, 1)])
-                elif wait == "result":
-                    waits.result(pool.submit(work, 1))
                 else:
-                    thread = threading.Thread(target=work, daemon=True)
-                    thread.start()
-                    waits.join(thread)
+                    waits.result(pool.submit(work, 1))
             raised_after = time.monotonic() - sent["at"]
         finally:
             release.set()
@@ -105,10 +101,3 @@ def test_the_calls_own_timeout_error_is_raised_not_waited_on_forever():
     with ThreadPoolExecutor(max_workers=1) as pool:
         with pytest.raises(TimeoutError, match="the call's own"):
             waits.result(pool.submit(times_out))
-
-
-def test_join_returns_once_the_thread_has_ended():
-    thread = threading.Thread(target=time.sleep, args=(3 * waits.SLICE_S,))
-    thread.start()
-    waits.join(thread)
-    assert not thread.is_alive()
